@@ -1,0 +1,652 @@
+"""Ingest: the one way data gets into a store, from files or DataFrames.
+
+Every source (CSV, Parquet, JSON Lines, a pandas DataFrame or Arrow table) goes through the
+same steps, all run as set-based SQL inside DuckDB so that validation costs about as much as
+reading the file:
+
+1. **read** every column as text (typed sources keep their types) with a record number;
+   lines that do not even parse (wrong field count, broken JSON) are caught by the reader;
+2. **map and coerce** the user's columns onto the canonical schema
+   (:mod:`valuerec.data.schema`), parsing timestamps and numbers; leftover columns become the
+   JSON ``properties``;
+3. **validate**: a row with a missing required value or an unparseable field is quarantined
+   with the field and reason, never dropped, and never stops the good rows;
+4. **dedupe**: events get a content key (``event_id`` when given, else a hash of the content
+   plus the row's occurrence index among identical rows of the same file), so re-ingesting a
+   file adds nothing while genuine repeats inside one file are all kept;
+5. **write** in batches, each one transaction holding its good rows and its quarantine rows.
+
+Because the keys are computed over the whole file before anything is written, a run killed
+half way and started again writes exactly the missing rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from valuerec.data.schema import EVENTS, Field, Kind, Table, table
+from valuerec.data.store import Store
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "parquet", "jsonl")
+_EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}  # fmt: skip
+NULL_MARK = "\\N"  # stands for SQL NULL inside a content hash
+SEP = "chr(31)"  # unit separator between hashed fields
+
+#: Progress callback: (step description, units done, units total).
+Progress = Callable[[str, int, int], None]
+
+
+class InputError(ValueError):
+    """A source that cannot be ingested at all; nothing was written to the store."""
+
+
+@dataclass
+class IngestResult:
+    """What one ingest run did: the summary ``valuerec ingest`` prints."""
+
+    source: str
+    kind: str
+    run_id: int
+    rows_read: int
+    stored: int
+    duplicates: int
+    quarantined: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# SQL helpers
+# --------------------------------------------------------------------------------------------
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+            "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
+
+
+def _is_numeric(sql_type: str) -> bool:
+    return sql_type.upper().startswith(_NUMERIC)
+
+
+def _is_temporal(sql_type: str) -> bool:
+    return sql_type.upper().startswith(("TIMESTAMP", "DATE"))
+
+
+def _text(col: str) -> str:
+    return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
+
+
+_OFFSET_RE = r"[0-9]:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> str:
+    """SQL that turns a column into naive-UTC TIMESTAMP, or NULL when it cannot be parsed.
+
+    Accepts ISO 8601 (with or without offset), ``YYYYMMDD`` and epoch seconds. Eight digits
+    are read as a date, never as epoch seconds (which would be 1970-04 at most). Text with an
+    offset goes through TIMESTAMPTZ (DuckDB's plain TIMESTAMP cast would drop the offset);
+    the rest through the much faster plain cast.
+    """
+    if _is_temporal(src_type):
+        return f"CAST({col} AS TIMESTAMP)"
+    t = f"CAST({col} AS VARCHAR)" if pretrimmed else _text(col)
+    return (
+        f"CASE WHEN regexp_matches({t}, '{_OFFSET_RE}') "
+        f"THEN CAST(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP) "
+        f"ELSE coalesce(try_cast({t} AS TIMESTAMP), "
+        f"CASE WHEN regexp_full_match({t}, '[0-9]{{8}}') THEN try_strptime({t}, '%Y%m%d') "
+        f"WHEN regexp_full_match({t}, '-?[0-9]{{1,11}}(\\.[0-9]*)?') "
+        f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END) END"
+    )
+
+
+def _coerce(f: Field, col: str, src_type: str, *, pretrimmed: bool = False) -> str:
+    """SQL that coerces source column ``col`` to field ``f`` (NULL where it cannot).
+
+    ``pretrimmed``: ``col`` already went through :func:`_text` (or is a typed column).
+    """
+    t = col if pretrimmed else _text(col)
+    if f.kind in (Kind.ID, Kind.STRING):
+        return f"CAST({t} AS VARCHAR)"
+    if f.kind is Kind.LABEL:
+        return f"lower(CAST({t} AS VARCHAR))"
+    if f.kind is Kind.FLOAT:
+        x = f"CAST({col} AS DOUBLE)" if _is_numeric(src_type) else f"try_cast({t} AS DOUBLE)"
+        return f"CASE WHEN isfinite({x}) THEN {x} END"
+    if f.kind is Kind.TIMESTAMP:
+        return _parse_timestamp(t, src_type, pretrimmed=True)
+    raise AssertionError(f.kind)
+
+
+_EXPECT = {
+    Kind.FLOAT: "a finite number",
+    Kind.TIMESTAMP: "a timestamp (ISO 8601, YYYYMMDD or epoch seconds)",
+    Kind.JSON: "a JSON object",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: a SELECT yielding _row (record number), _line (text line, if known) and the columns
+# --------------------------------------------------------------------------------------------
+_INTERNAL = frozenset({"_row", "_line", "_malformed", "_rawtext"})
+
+
+def detect_format(path: Path, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in FORMATS:
+            raise InputError(
+                f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}"
+            )
+        return fmt
+    try:
+        return _EXTENSIONS[path.suffix.lower()]
+    except KeyError:
+        raise InputError(
+            f"{path}: cannot tell the format from the extension {path.suffix!r}; "
+            f"pass --format ({', '.join(FORMATS)})"
+        ) from None
+
+
+def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) -> tuple[str, str]:
+    """Load ``source`` into temp table ``_vr_src``; returns (a numbered SELECT over it, format).
+
+    The source is copied as is (in parallel, insertion order preserved) so that the record
+    number is the table's ``rowid``: numbering with a window function while reading would
+    force the whole validation pipeline onto one thread.
+    """
+    numbered = ("SELECT rowid + 1 AS _row, CAST(NULL AS BIGINT) AS _line, * FROM _vr_src", "")
+    con.execute("DROP TABLE IF EXISTS _vr_src")
+    if not isinstance(source, str | Path):
+        con.register("_vr_frame", _as_frame(source))
+        con.execute("CREATE TEMP TABLE _vr_src AS SELECT * FROM _vr_frame")
+        return numbered[0], "table"
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    fmt = detect_format(path, fmt)
+    p = _lit(str(path))
+    if fmt == "csv":
+        con.execute("DROP TABLE IF EXISTS _vr_rejects; DROP TABLE IF EXISTS _vr_scans")
+        con.execute(
+            f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_csv({p}, all_varchar = true, "
+            "header = true, store_rejects = true, rejects_table = '_vr_rejects', "
+            "rejects_scan = '_vr_scans')"
+        )
+    elif fmt == "parquet":
+        con.execute(f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_parquet({p})")
+    else:
+        _read_jsonl(con, p)
+        return "SELECT * FROM _vr_src", fmt
+    return numbered[0], fmt
+
+
+def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str) -> None:
+    """JSON Lines, read line by line so a malformed line is quarantined with its number."""
+    con.execute("DROP TABLE IF EXISTS _vr_text")
+    con.execute(
+        "CREATE TEMP TABLE _vr_text AS SELECT * FROM ("
+        "SELECT row_number() OVER () AS _line, rtrim(t, chr(13)) AS _rawtext "
+        f"FROM (SELECT unnest(string_split(content, chr(10))) AS t FROM read_text({p}))) "
+        "WHERE trim(_rawtext) <> ''"
+    )
+    ok = "json_valid(_rawtext) AND json_type(_rawtext) = 'OBJECT'"
+    keys = [
+        k
+        for (k,) in con.execute(
+            "SELECT k FROM (SELECT DISTINCT unnest(json_keys(_rawtext)) AS k FROM _vr_text "
+            f"WHERE {ok}) ORDER BY k"
+        ).fetchall()
+    ]
+    cols = "".join(f", _rawtext->>{_lit('$.' + _ident(k))} AS {_ident(k)}" for k in keys)
+    con.execute(
+        f"CREATE TEMP TABLE _vr_src AS SELECT _line AS _row, _line{cols}, "
+        f"NOT ({ok}) AS _malformed, _rawtext FROM _vr_text"
+    )
+    con.execute("DROP TABLE _vr_text")
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------
+def _resolve_columns(
+    tbl: Table,
+    src_cols: dict[str, str],
+    mapping: Mapping[str, str],
+    constants: Mapping[str, Any],
+    name: str,
+) -> tuple[dict[str, str], list[str]]:
+    """Map canonical field -> source column; returns (that map, leftover source columns)."""
+    known = {f.name for f in tbl.fields}
+    user_cols = [c for c in src_cols if c not in _INTERNAL]
+    unknown_targets = sorted(set(mapping.values()) - known)
+    if unknown_targets:
+        raise InputError(
+            f"{name}: --map targets {unknown_targets} are not {tbl.name} fields "
+            f"({', '.join(tbl.names)})"
+        )
+    missing_src = sorted(set(mapping) - set(user_cols))
+    if missing_src:
+        raise InputError(
+            f"{name}: --map names columns {missing_src} that the file does not have; "
+            f"it has {user_cols}"
+        )
+    unknown_consts = sorted(set(constants) - known)
+    if unknown_consts:
+        raise InputError(f"{name}: --set names {unknown_consts}, not {tbl.name} fields")
+    by_field: dict[str, str] = {}
+    for their, ours in mapping.items():
+        if ours in by_field:
+            raise InputError(f"{name}: two columns map to {ours!r}")
+        by_field[ours] = their
+    taken = set(mapping)
+    for col in user_cols:
+        canon = col.strip().lower()
+        if col not in taken and canon in known and canon not in by_field:
+            by_field[canon] = col
+            taken.add(col)
+    missing = [f for f in tbl.required if f not in by_field and f not in constants]
+    if missing:
+        raise InputError(
+            f"{name}: missing required column(s) {', '.join(missing)} for {tbl.name}; "
+            f"the file has {user_cols} (use --map THEIR_COLUMN=FIELD or --set FIELD=VALUE)"
+        )
+    extras = [c for c in user_cols if c not in taken]
+    return by_field, extras
+
+
+def ingest(
+    store: Store,
+    source: str | Path | pd.DataFrame | Any,
+    kind: str = "events",
+    *,
+    format: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    constants: Mapping[str, Any] | None = None,
+    source_name: str | None = None,
+    batch_size: int = 2_000_000,
+    progress: Progress | None = None,
+) -> IngestResult:
+    """Validate ``source`` and add its rows to ``store``; bad rows go to the quarantine.
+
+    Args:
+        store: where to write.
+        source: a file path (CSV with a header row, Parquet, JSON Lines) or a DataFrame /
+            Arrow table.
+        kind: ``events``, ``items`` or ``users``.
+        format: ``csv``, ``parquet`` or ``jsonl``; guessed from the extension when omitted.
+        mapping: ``{their_column: canonical_field}``; columns named like a canonical field
+            (case-insensitive) map by themselves.
+        constants: ``{field: value}`` defaults, e.g. ``{"event_type": "purchase"}`` for a
+            file of transactions; they fill the field where the file has no value.
+        source_name: what the quarantine and the ingest log call the source.
+        batch_size: records per transaction.
+        progress: optional callback ``(step, done, total)``.
+
+    Raises:
+        InputError: the source cannot be read at all, or lacks a required column; the store
+            is unchanged.
+    """
+    tbl = table(kind)
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    mapping = dict(mapping or {})
+    constants = dict(constants or {})
+    is_path = isinstance(source, str | Path)
+    name = source_name or (str(source) if is_path else f"<{type(source).__name__}>")
+    started = time.time()
+    con = store.con
+    report = progress or (lambda *_: None)
+    report("reading", 0, 1)
+    try:
+        try:
+            src_sql, fmt = _source_sql(con, source, format)
+            src_cols = dict(
+                con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {src_sql})").fetchall()
+            )
+            by_field, extras = _resolve_columns(tbl, src_cols, mapping, constants, name)
+            _stage(con, tbl, src_sql, src_cols, by_field, extras, constants)
+        except duckdb.Error as exc:
+            msg = str(exc).strip().splitlines()[0]
+            raise InputError(f"{name}: cannot be read as {format or 'its format'}: {msg}") from None
+        report("reading", 1, 1)
+        new_sql = _key_events(con) if tbl is EVENTS else _key_entities(con, tbl)
+        n_rejects = _quarantine_rows(con, tbl, fmt, name, by_field)
+        return _write(store, tbl, new_sql, name, started, batch_size, n_rejects, report)
+    finally:
+        for t in ("_vr_src", "_vr_stage", "_vr_new", "_vr_bad", "_vr_rep", "_vr_skip",
+                  "_vr_rejects", "_vr_scans"):  # fmt: skip
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        with contextlib.suppress(Exception):
+            con.unregister("_vr_frame")
+
+
+def _as_frame(obj: Any) -> Any:
+    if isinstance(obj, pd.DataFrame | pa.Table | pa.RecordBatch):
+        return obj
+    raise InputError(f"cannot ingest a {type(obj).__name__}: pass a path, DataFrame or Arrow table")
+
+
+def _stage(
+    con: duckdb.DuckDBPyConnection,
+    tbl: Table,
+    src_sql: str,
+    src_cols: dict[str, str],
+    by_field: dict[str, str],
+    extras: list[str],
+    constants: Mapping[str, Any],
+) -> None:
+    """Read, coerce and validate in one pass into ``_vr_stage``.
+
+    Columns: _row, _line, the canonical fields, properties, _bad (the record fails
+    validation) and _raw (the original record as JSON, kept only for bad records).
+    """
+    user_cols = [c for c in src_cols if c not in _INTERNAL]
+    # Four nested projections so each expression is computed once per record:
+    # texts (trimmed, empty -> NULL) -> typed fields -> _bad -> output.
+    keep = ["_row", "_line", *[_ident(c) for c in user_cols]]
+    if "_malformed" in src_cols:
+        keep += ["_malformed", "_rawtext"]
+    texts, typed, bad, outer = [], [], [], ["_row", "_line"]
+    if "_malformed" in src_cols:
+        bad.append("_malformed")
+    for f in tbl.fields:
+        if f.kind is Kind.JSON:
+            continue
+        col = by_field.get(f.name)
+        t, v = f"__t_{f.name}", f"__v_{f.name}"
+        if col is not None:
+            if _is_numeric(src_cols[col]) or _is_temporal(src_cols[col]):
+                texts.append(f"{_ident(col)} AS {t}")  # typed source: no text round trip
+            else:
+                texts.append(f"{_text(_ident(col))} AS {t}")
+            expr = _coerce(f, t, src_cols[col], pretrimmed=True)
+            # present but unparseable is bad whether or not the field is required
+            bad.append(f"({t} IS NOT NULL AND {v} IS NULL)")
+        else:
+            expr = f"CAST(NULL AS {f.sql_type})"
+        if f.name in constants:
+            const = _coerce(f, _lit(str(constants[f.name])), "VARCHAR")
+            expr = f"coalesce({expr}, {const})"
+        if f.required:
+            bad.append(f"({v} IS NULL)")
+        typed.append(f"{expr} AS {v}")
+        outer.append(f"{v} AS {f.name}")
+    outer.append(f"{_properties_expr(by_field, extras)} AS properties")
+    if "_rawtext" in src_cols:
+        raw = "_rawtext"
+    elif user_cols:
+        packed = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in user_cols)
+        raw = f"CAST(to_json(struct_pack({packed})) AS VARCHAR)"
+    else:
+        raw = "NULL"
+    outer.append("_bad")
+    outer.append(f"CASE WHEN _bad THEN {raw} END AS _raw")
+    bad_expr = f"coalesce({' OR '.join(bad) or 'false'}, false)"
+    level1 = f"SELECT {', '.join(keep + texts)} FROM ({src_sql})"
+    level2 = f"SELECT *, {', '.join(typed)} FROM ({level1})"
+    level3 = f"SELECT *, {bad_expr} AS _bad FROM ({level2})"
+    con.execute("DROP TABLE IF EXISTS _vr_stage")
+    con.execute(f"CREATE TEMP TABLE _vr_stage AS SELECT {', '.join(outer)} FROM ({level3})")
+
+
+def _properties_expr(by_field: dict[str, str], extras: list[str]) -> str:
+    """Leftover columns as one JSON object, merged over a ``properties`` column if given."""
+    parts = []
+    if "properties" in by_field:
+        c = _text(_ident(by_field["properties"]))
+        parts.append(f"CASE WHEN json_valid({c}) THEN CAST({c} AS JSON) END")
+    if extras:
+        packed = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extras)
+        parts.append(f"to_json(struct_pack({packed}))")
+    if not parts:
+        return "CAST(NULL AS JSON)"
+    if len(parts) == 1:
+        return parts[0]
+    return f"CAST(json_merge_patch(coalesce({parts[0]}, '{{}}'), {parts[1]}) AS JSON)"
+
+
+_CONTENT = ("user_id", "item_id", "event_type", "timestamp", "value", "quantity", "rating")
+
+
+def _key_events(con: duckdb.DuckDBPyConnection) -> str:
+    """Decide which valid events are new; returns a SELECT of them (with ``_row``).
+
+    An event's identity is its ``event_id`` when given; otherwise its content plus its
+    ``occurrence``: the index of the record among identical records of the same source
+    (0 for the first). Repeats inside a file (two identical purchases on one day) are thus
+    all kept, while ingesting the file again matches every record to a stored one.
+
+    Identity is compared column by column (DuckDB hashes them inside the join) rather than
+    through a persisted hash, so nothing depends on a hash function staying the same across
+    library versions; ``hash()`` below only pre-selects candidate repeats within this run.
+    """
+    content = ", ".join(_CONTENT)
+    con.execute("DROP TABLE IF EXISTS _vr_rep")
+    con.execute(
+        f"""CREATE TEMP TABLE _vr_rep AS
+        WITH h AS (SELECT _row, CASE WHEN event_id IS NOT NULL THEN hash(event_id)
+                                ELSE hash({content}) END AS hh
+                   FROM _vr_stage WHERE NOT _bad),
+        cand AS (SELECT _row FROM h WHERE hh IN (SELECT hh FROM h GROUP BY hh HAVING count(*) > 1)),
+        c AS (SELECT s.* FROM _vr_stage s SEMI JOIN cand USING (_row))
+        SELECT _row, true AS by_id,
+            row_number() OVER (PARTITION BY event_id ORDER BY _row) - 1 AS occ
+        FROM c WHERE event_id IS NOT NULL
+        UNION ALL
+        SELECT _row, false, row_number() OVER (PARTITION BY {content} ORDER BY _row) - 1
+        FROM c WHERE event_id IS NULL"""
+    )
+    con.execute("DROP TABLE IF EXISTS _vr_skip")
+    con.execute("CREATE TEMP TABLE _vr_skip (_row BIGINT)")
+    if con.execute("SELECT count(*) FROM events").fetchone()[0]:
+        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM s.{c}" for c in _CONTENT)
+        con.execute(
+            f"""INSERT INTO _vr_skip
+            SELECT s._row FROM _vr_stage s
+                SEMI JOIN (SELECT event_id FROM events WHERE event_id IS NOT NULL) e
+                ON e.event_id = s.event_id
+            WHERE NOT s._bad AND s.event_id IS NOT NULL
+            UNION ALL
+            SELECT s._row FROM (
+                SELECT s.*, coalesce(r.occ, 0) AS occurrence
+                FROM _vr_stage s LEFT JOIN _vr_rep r USING (_row)
+                WHERE NOT s._bad AND s.event_id IS NULL) s
+            SEMI JOIN (SELECT * FROM events WHERE event_id IS NULL) e
+                ON {same} AND e.occurrence = s.occurrence"""
+        )
+    return """SELECT s.*, CASE WHEN r.by_id THEN 0 ELSE coalesce(r.occ, 0) END AS occurrence
+        FROM _vr_stage s LEFT JOIN _vr_rep r USING (_row)
+        WHERE NOT s._bad AND NOT coalesce(r.by_id AND r.occ > 0, false)
+            AND s._row NOT IN (SELECT _row FROM _vr_skip)"""
+
+
+def _key_entities(con: duckdb.DuckDBPyConnection, tbl: Table) -> str:
+    """Items/users: the last row per id, unless identical to what is stored (a SELECT)."""
+    key = tbl.key
+    same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in tbl.names if c != key)
+    con.execute("DROP TABLE IF EXISTS _vr_new")
+    con.execute(
+        f"""CREATE TEMP TABLE _vr_new AS
+        WITH latest AS (SELECT * FROM _vr_stage WHERE NOT _bad
+            QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _row DESC) = 1)
+        SELECT s.* FROM latest s
+        WHERE NOT EXISTS (SELECT 1 FROM {tbl.name} t WHERE t.{key} = s.{key} AND {same})"""
+    )
+    return "SELECT * FROM _vr_new"
+
+
+def _quarantine_rows(
+    con: duckdb.DuckDBPyConnection, tbl: Table, fmt: str, name: str, by_field: dict[str, str]
+) -> int:
+    """``_vr_bad``: one row per rejected record with field(s), reason(s) and the raw record.
+
+    Returns how many lines the reader itself rejected (they have no record number).
+    """
+    fields, reasons = [], []
+    if fmt == "jsonl":
+        fields.append("CASE WHEN NOT json_valid(_raw) OR json_type(_raw) <> 'OBJECT' "
+                      "THEN '(line)' END")  # fmt: skip
+        reasons.append("CASE WHEN NOT json_valid(_raw) OR json_type(_raw) <> 'OBJECT' "
+                       "THEN 'malformed JSON: not a JSON object' END")  # fmt: skip
+    for f in tbl.fields:
+        col = by_field.get(f.name)
+        if f.kind is Kind.JSON or (col is None and not f.required):
+            continue
+        got = f.name
+        if col is not None:
+            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN _raw->>{_lit('$.' + _ident(col))} END), '')"
+            cond_bad = f"{raw} IS NOT NULL AND {got} IS NULL"
+            why = f"'cannot parse {_EXPECT.get(f.kind, f.kind.value)} from ' || {raw}"
+            fields.append(f"CASE WHEN {cond_bad} THEN '{f.name}' END")
+            reasons.append(f"CASE WHEN {cond_bad} THEN {why} END")
+            if not f.required:
+                continue
+            cond_missing = f"{raw} IS NULL AND {got} IS NULL"
+        else:
+            cond_missing = f"{got} IS NULL"
+        fields.append(f"CASE WHEN {cond_missing} THEN '{f.name}' END")
+        reasons.append(f"CASE WHEN {cond_missing} THEN 'missing required value' END")
+    con.execute("DROP TABLE IF EXISTS _vr_bad")
+    con.execute(
+        f"""CREATE TEMP TABLE _vr_bad AS
+        SELECT _row AS row, _line AS line,
+            concat_ws(', ', {", ".join(fields) or "NULL"}) AS field,
+            concat_ws('; ', {", ".join(reasons) or "NULL"}) AS reason,
+            _raw AS raw
+        FROM _vr_stage WHERE _bad"""
+    )
+    n_rejects = _csv_lines(con) if fmt == "csv" else 0
+    con.execute(
+        f"""ALTER TABLE _vr_bad ADD COLUMN quarantine_key UUID;
+        UPDATE _vr_bad SET quarantine_key = CAST(md5(concat_ws({SEP}, {_lit(tbl.name)},
+            {_lit(name)}, coalesce(line, -1), coalesce(row, -1), raw)) AS UUID)"""
+    )
+    con.execute(
+        "DELETE FROM _vr_bad b WHERE EXISTS "
+        "(SELECT 1 FROM quarantine q WHERE q.quarantine_key = b.quarantine_key)"
+    )
+    return n_rejects
+
+
+def _csv_lines(con: duckdb.DuckDBPyConnection) -> int:
+    """Give CSV rejects their line, and bad records the physical line they came from.
+
+    The reader numbers only the records it accepted, so a record's line is its number plus
+    the header plus the rejected lines before it (assumes no newlines inside quoted fields).
+    Returns the number of rejected lines.
+    """
+    rejected = con.execute(
+        "SELECT line, csv_line, error_type, column_name, error_message FROM _vr_rejects "
+        "ORDER BY line"
+    ).fetchall()
+    lines = np.array([r[0] for r in rejected], dtype=np.int64)
+    # good records before the j-th rejected line (1-based j): line_j - header - j
+    before = lines - 1 - np.arange(1, len(lines) + 1)
+    rows = con.execute("SELECT row FROM _vr_bad ORDER BY row").fetchnumpy()["row"]
+    if len(rows):
+        phys = np.asarray(rows, dtype=np.int64) + 1 + np.searchsorted(before, rows, side="left")
+        con.register("_vr_phys", pd.DataFrame({"row": rows, "line": phys}))
+        con.execute("UPDATE _vr_bad b SET line = p.line FROM _vr_phys p WHERE b.row = p.row")
+        con.unregister("_vr_phys")
+    if rejected:
+        frame = pd.DataFrame(
+            {
+                "row": pd.array([None] * len(rejected), dtype="Int64"),
+                "line": lines,
+                "field": [r[3] or "(line)" for r in rejected],
+                "reason": [f"{str(r[2]).lower()}: {r[4].splitlines()[0]}" for r in rejected],
+                "raw": [r[1] for r in rejected],
+            }
+        )
+        con.register("_vr_rej", frame)
+        con.execute("INSERT INTO _vr_bad SELECT * FROM _vr_rej")
+        con.unregister("_vr_rej")
+    return len(rejected)
+
+
+def _write(
+    store: Store,
+    tbl: Table,
+    new_sql: str,
+    name: str,
+    started: float,
+    batch_size: int,
+    n_rejects: int,
+    report: Progress,
+) -> IngestResult:
+    """Commit ``_vr_new`` and ``_vr_bad`` in batches of records, one transaction each."""
+    con = store.con
+    (n_valid,) = con.execute("SELECT count(*) FROM _vr_stage WHERE NOT _bad").fetchone()
+    (n_new,) = con.execute(f"SELECT count(*) FROM ({new_sql})").fetchone()
+    (n_bad_rows,) = con.execute("SELECT count(*) FROM _vr_stage WHERE _bad").fetchone()
+    (max_row,) = con.execute("SELECT coalesce(max(_row), 0) FROM _vr_stage").fetchone()
+    run_id = int(con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM ingest_runs").fetchone()[0])
+    cols = ", ".join(tbl.names + (["occurrence"] if tbl is EVENTS else []))
+    verb = "INSERT INTO" if tbl is EVENTS else "INSERT OR REPLACE INTO"
+    extra_col = "" if tbl is EVENTS else ", updated_at"
+    extra_val = "" if tbl is EVENTS else ", now()::TIMESTAMP"
+    n_batches = max(1, -(-int(max_row) // batch_size))
+    for b in range(n_batches):
+        lo, hi = b * batch_size + 1, (b + 1) * batch_size
+        last = b == n_batches - 1
+        # rejected CSV lines have no record number: they travel with the last batch
+        bad_cond = f"row BETWEEN {lo} AND {hi}" + (" OR row IS NULL" if last else "")
+        with store.transaction():
+            con.execute(
+                f"{verb} {tbl.name} ({cols}{extra_col}) SELECT {cols}{extra_val} "
+                f"FROM ({new_sql}) WHERE _row BETWEEN {lo} AND {hi}"
+            )
+            con.execute(
+                "INSERT INTO quarantine SELECT quarantine_key, ?, ?, ?, line, row, field, reason,"
+                f" raw, now()::TIMESTAMP FROM _vr_bad WHERE {bad_cond}",
+                [run_id, tbl.name, name],
+            )
+            if last:
+                rows_read = int(n_valid + n_bad_rows + n_rejects)
+                con.execute(
+                    "INSERT INTO ingest_runs VALUES (?, ?, ?, to_timestamp(?)::TIMESTAMP, "
+                    "now()::TIMESTAMP, ?, ?, ?, ?)",
+                    [run_id, tbl.name, name, started, rows_read, int(n_new),
+                     int(n_valid - n_new), int(n_bad_rows + n_rejects)],
+                )  # fmt: skip
+        log.info("committed batch %d/%d of %s", b + 1, n_batches, name)
+        report("writing", b + 1, n_batches)
+    return IngestResult(
+        source=name,
+        kind=tbl.name,
+        run_id=run_id,
+        rows_read=int(n_valid + n_bad_rows + n_rejects),
+        stored=int(n_new),
+        duplicates=int(n_valid - n_new),
+        quarantined=int(n_bad_rows + n_rejects),
+        seconds=round(time.time() - started, 3),
+    )
