@@ -1,0 +1,1 @@
+"""Data layer: the canonical schema, the store, ingest, public data sets and synthetic logs."""

@@ -523,7 +523,8 @@ def _quarantine_rows(
             continue
         got = f.name
         if col is not None:
-            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN _raw->>{_lit('$.' + _ident(col))} END), '')"
+            path = _lit("$." + _ident(col))
+            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN _raw->>{path} END), '')"
             cond_bad = f"{raw} IS NOT NULL AND {got} IS NULL"
             why = f"'cannot parse {_EXPECT.get(f.kind, f.kind.value)} from ' || {raw}"
             fields.append(f"CASE WHEN {cond_bad} THEN '{f.name}' END")

