@@ -218,18 +218,24 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str) -> None:
         f"FROM (SELECT unnest(string_split(content, chr(10))) AS t FROM read_text({p}))) "
         "WHERE trim(_rawtext) <> ''"
     )
-    ok = "json_valid(_rawtext) AND json_type(_rawtext) = 'OBJECT'"
+    con.execute(
+        "ALTER TABLE _vr_text ADD COLUMN _malformed BOOLEAN; UPDATE _vr_text SET _malformed = "
+        "CASE WHEN json_valid(_rawtext) THEN json_type(_rawtext) <> 'OBJECT' ELSE true END"
+    )
     keys = [
         k
         for (k,) in con.execute(
             "SELECT k FROM (SELECT DISTINCT unnest(json_keys(_rawtext)) AS k FROM _vr_text "
-            f"WHERE {ok}) ORDER BY k"
+            "WHERE NOT _malformed) ORDER BY k"
         ).fetchall()
     ]
-    cols = "".join(f", _rawtext->>{_lit('$.' + _ident(k))} AS {_ident(k)}" for k in keys)
+    cols = "".join(
+        f", CASE WHEN NOT _malformed THEN _rawtext->>{_lit('$.' + _ident(k))} END AS {_ident(k)}"
+        for k in keys
+    )
     con.execute(
         f"CREATE TEMP TABLE _vr_src AS SELECT _line AS _row, _line{cols}, "
-        f"NOT ({ok}) AS _malformed, _rawtext FROM _vr_text"
+        "_malformed, _rawtext FROM _vr_text"
     )
     con.execute("DROP TABLE _vr_text")
 
@@ -512,11 +518,12 @@ def _quarantine_rows(
     Returns how many lines the reader itself rejected (they have no record number).
     """
     fields, reasons = [], []
-    if fmt == "jsonl":
-        fields.append("CASE WHEN NOT json_valid(_raw) OR json_type(_raw) <> 'OBJECT' "
-                      "THEN '(line)' END")  # fmt: skip
-        reasons.append("CASE WHEN NOT json_valid(_raw) OR json_type(_raw) <> 'OBJECT' "
-                       "THEN 'malformed JSON: not a JSON object' END")  # fmt: skip
+    # CASE, not OR: DuckDB may evaluate both sides of OR, and json_type fails on bad JSON
+    malformed = (
+        "CASE WHEN json_valid(_raw) THEN json_type(_raw) <> 'OBJECT' ELSE true END"
+        if fmt == "jsonl"
+        else "false"
+    )
     for f in tbl.fields:
         col = by_field.get(f.name)
         if f.kind is Kind.JSON or (col is None and not f.required):
@@ -540,8 +547,10 @@ def _quarantine_rows(
     con.execute(
         f"""CREATE TEMP TABLE _vr_bad AS
         SELECT _row AS row, _line AS line,
-            concat_ws(', ', {", ".join(fields) or "NULL"}) AS field,
-            concat_ws('; ', {", ".join(reasons) or "NULL"}) AS reason,
+            CASE WHEN {malformed} THEN '(line)'
+                ELSE concat_ws(', ', {", ".join(fields) or "NULL"}) END AS field,
+            CASE WHEN {malformed} THEN 'malformed JSON: not a JSON object'
+                ELSE concat_ws('; ', {", ".join(reasons) or "NULL"}) END AS reason,
             _raw AS raw
         FROM _vr_stage WHERE _bad"""
     )

@@ -118,7 +118,10 @@ class Store:
         since: datetime | str | None = None,
         until: datetime | str | None = None,
     ) -> pd.DataFrame:
-        """Events in canonical columns, ordered by user and time; ``until`` is exclusive."""
+        """Events in canonical columns, ordered by user and time; ``until`` is exclusive.
+
+        ``occurrence`` numbers identical events from one source (0 for the first).
+        """
         where, params = [], []
         if user_ids is not None:
             where.append("user_id IN (SELECT unnest(?::VARCHAR[]))")
@@ -133,8 +136,10 @@ class Store:
             where.append("timestamp < ?::TIMESTAMP")
             params.append(until)
         cond = f"WHERE {' AND '.join(where)}" if where else ""
-        cols = ", ".join(EVENTS.names)
-        return self.query(f"SELECT {cols} FROM events {cond} ORDER BY user_id, timestamp", params)
+        cols = ", ".join([*EVENTS.names, "occurrence"])
+        return self.query(
+            f"SELECT {cols} FROM events {cond} ORDER BY user_id, timestamp, occurrence", params
+        )
 
     def items(self) -> pd.DataFrame:
         return self.query(f"SELECT {', '.join(ITEMS.names)} FROM items ORDER BY item_id")

@@ -1,0 +1,133 @@
+"""The command line: summaries, JSON output, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from valuerec.cli import app
+from valuerec.data.store import Store
+
+runner = CliRunner()
+
+EVENTS = """customer,when,what,amount
+c1,2024-01-01,purchase,10
+c1,2024-01-01,purchase,10
+c2,2024-01-02,view,
+c3,garbage,view,
+"""
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_ingest_prints_a_summary_and_json(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text(EVENTS)
+    db = str(tmp_path / "s.duckdb")
+    args = [
+        "ingest",
+        str(path),
+        "--db",
+        db,
+        "--map",
+        "customer=user_id",
+        "--map",
+        "when=timestamp",
+        "--map",
+        "what=event_type",
+        "--map",
+        "amount=value",
+    ]
+    res = _run(*args, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert {k: summary[k] for k in ("rows_read", "stored", "duplicates", "quarantined")} == {
+        "rows_read": 4,
+        "stored": 3,
+        "duplicates": 0,
+        "quarantined": 1,
+    }
+    again = _run(*args)
+    assert again.exit_code == 0 and "ingest" in again.stdout
+    assert json.loads(_run(*args, "--json").stdout)["duplicates"] == 3
+
+
+def test_quarantine_and_stats_as_json(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text("user_id,timestamp,event_type\nu1,2024-01-01,view\nu2,never,view\n")
+    db = str(tmp_path / "s.duckdb")
+    assert _run("ingest", str(path), "--db", db).exit_code == 0
+    rows = json.loads(_run("quarantine", "--db", db, "--json").stdout)
+    assert len(rows) == 1
+    assert rows[0]["line"] == 3 and rows[0]["field"] == "timestamp"
+    assert rows[0]["source"] == str(path)
+    st = json.loads(_run("stats", "--db", db, "--json").stdout)
+    assert st["events"] == 1 and st["quarantined"] == 1
+    table = _run("quarantine", "--db", db)
+    assert "timestamp" in table.stdout and "never" in table.stdout
+
+
+def test_db_comes_from_the_environment(tmp_path, monkeypatch):
+    db = tmp_path / "env.duckdb"
+    monkeypatch.setenv("VALUEREC_DB", str(db))
+    res = runner.invoke(app, ["stats", "--json"], env={"VALUEREC_DB": str(db)})
+    assert res.exit_code == 0 and json.loads(res.stdout)["db"] == str(db)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "nope.csv"], "no such file"),
+        (["ingest", "x.csv", "--map", "oops"], "--map expects KEY=VALUE"),
+        (["ingest", "x.csv", "--kind", "orders"], "unknown kind"),
+    ],
+)
+def test_errors_exit_non_zero_with_a_message(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("user_id,timestamp,event_type\nu,2024-01-01,view\n")
+    res = runner.invoke(app, [*args, "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 2
+    assert message in res.output
+    with Store(tmp_path / "s.duckdb") as store:
+        assert store.count("events") == 0
+
+
+def test_synth_writes_the_tables(tmp_path):
+    res = _run(
+        "datasets",
+        "synth",
+        "--users",
+        "200",
+        "--items",
+        "50",
+        "--days",
+        "60",
+        "--out",
+        str(tmp_path / "syn"),
+        "--seed",
+        "1",
+    )
+    assert res.exit_code == 0, res.output
+    for name in ("events", "items", "users", "truth", "holdout_events"):
+        assert (tmp_path / "syn" / f"{name}.csv").stat().st_size > 0
+    db = str(tmp_path / "s.duckdb")
+    assert _run("ingest", str(tmp_path / "syn" / "events.csv"), "--db", db).exit_code == 0
+
+
+@pytest.mark.network
+def test_demo_loads_both_real_data_sets(tmp_path):
+    res = _run("demo", "--dir", str(tmp_path / "demo"))
+    assert res.exit_code == 0, res.output
+    with Store(tmp_path / "demo" / "cdnow.duckdb", read_only=True) as s:
+        assert s.count("events") == 69_659
+    with Store(tmp_path / "demo" / "movielens-100k.duckdb", read_only=True) as s:
+        assert s.count("events") == 100_000
+    assert "69,659" in res.stdout and "100,000" in res.stdout
+
+
+def test_version():
+    assert _run("--version").stdout.startswith("valuerec ")

@@ -1,0 +1,254 @@
+"""Ingest: validation, quarantine, idempotency and clear errors, on small files made here."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from valuerec.data.ingest import InputError, ingest
+
+MAP = {"user": "user_id", "ts": "timestamp", "type": "event_type"}
+
+GOOD_AND_BAD = """user,ts,type,value,channel
+u1,2020-01-01T10:00:00+02:00,Purchase,10.5,web
+u2,19970102,view,,app
+,2020-01-03,view,,web
+u3,881250949,view,abc,web
+u4,not a date,view,1,web
+u5,2020-01-01,view,1,web,EXTRA
+u6,2020-01-05 08:30:00,cart,inf,web
+u7,2020-01-06,click,2,web
+"""
+
+
+def test_good_rows_are_stored_with_canonical_types(store, write):
+    path = write("events.csv", GOOD_AND_BAD)
+    result = ingest(store, path, "events", mapping=MAP)
+    assert (result.rows_read, result.stored, result.quarantined) == (8, 3, 5)
+    ev = store.events().set_index("user_id")
+    assert list(ev.index) == ["u1", "u2", "u7"]
+    # offset converted to UTC; YYYYMMDD read as a date; event types lower-cased
+    assert ev.loc["u1", "timestamp"] == datetime(2020, 1, 1, 8, 0)
+    assert ev.loc["u2", "timestamp"] == datetime(1997, 1, 2)
+    assert ev.loc["u1", "event_type"] == "purchase"
+    assert ev.loc["u1", "value"] == 10.5
+    assert pd.isna(ev.loc["u2", "value"])
+    # leftover columns are kept in properties, not dropped
+    assert json.loads(ev.loc["u7", "properties"]) == {"channel": "web"}
+
+
+def test_epoch_seconds_are_parsed(store):
+    frame = pd.DataFrame(
+        {"user_id": ["a", "b"], "event_type": "view", "timestamp": ["881250949", "881250949.5"]}
+    )
+    ingest(store, frame, "events")
+    got = sorted(store.events()["timestamp"])
+    assert got[0] == datetime(1997, 12, 4, 15, 55, 49)
+    assert got[1] == datetime(1997, 12, 4, 15, 55, 49, 500000)
+
+
+def test_bad_rows_are_quarantined_with_reason(store, write):
+    path = write("events.csv", GOOD_AND_BAD)
+    ingest(store, path, "events", mapping=MAP)
+    q = store.quarantine().sort_values("line").reset_index(drop=True)
+    assert list(q["line"]) == [4, 5, 6, 7, 8]  # physical lines, header is line 1
+    assert list(q["field"]) == ["user_id", "value", "timestamp", "(line)", "value"]
+    assert q.loc[0, "reason"] == "missing required value"
+    assert q.loc[1, "reason"] == "cannot parse a finite number from abc"
+    assert "not a date" in q.loc[2, "reason"]
+    assert q.loc[3, "reason"].startswith("too many columns")
+    assert q.loc[3, "raw"] == "u5,2020-01-01,view,1,web,EXTRA"
+    assert "from inf" in q.loc[4, "reason"]
+    assert json.loads(q.loc[1, "raw"])["value"] == "abc"
+    assert set(q["source"]) == {str(path)}
+
+
+def test_a_row_with_several_bad_fields_names_them_all(store, write):
+    path = write("e.csv", "user_id,timestamp,event_type,value\n,never,view,x\n")
+    ingest(store, path)
+    q = store.quarantine()
+    assert q.loc[0, "field"] == "user_id, timestamp, value"
+    assert q.loc[0, "reason"].count(";") == 2
+
+
+def test_reingest_adds_nothing(store, write):
+    path = write("events.csv", GOOD_AND_BAD)
+    first = ingest(store, path, "events", mapping=MAP)
+    second = ingest(store, path, "events", mapping=MAP)
+    assert (second.stored, second.duplicates) == (0, first.stored)
+    assert store.count("events") == 3
+    assert store.count("quarantine") == 5  # the quarantine is idempotent too
+
+
+def test_identical_rows_in_one_file_are_all_kept_and_reingest_adds_none(store, write):
+    rows = "user_id,timestamp,event_type,value\n" + "u1,1997-01-12,purchase,12.0\n" * 3
+    path = write("same_day.csv", rows + "u1,1997-01-12,purchase,77.0\n")
+    assert ingest(store, path).stored == 4
+    assert ingest(store, path).stored == 0
+    assert sorted(store.events()["occurrence"]) == [0, 0, 1, 2]
+    # a later export repeating the day with one more identical purchase adds exactly that one
+    more = write("later.csv", rows + "u1,1997-01-12,purchase,12.0\n")
+    result = ingest(store, more)
+    assert (result.stored, result.duplicates) == (1, 3)
+    assert store.count("events") == 5
+
+
+def test_event_id_is_the_identity_when_given(store, write):
+    path = write(
+        "ids.csv",
+        "event_id,user_id,timestamp,event_type\n"
+        "e1,u1,2020-01-01,view\ne1,u1,2020-01-01,view\ne2,u1,2020-01-01,view\n",
+    )
+    first = ingest(store, path)
+    assert (first.stored, first.duplicates) == (2, 1)
+    # same id with different content is the same event: skipped
+    again = write("ids2.csv", "event_id,user_id,timestamp,event_type\ne2,u9,2021-01-01,click\n")
+    assert ingest(store, again).stored == 0
+    assert store.count("events") == 2
+
+
+def test_missing_required_column_is_an_error_and_changes_nothing(store, write):
+    ingest(store, write("ok.csv", "user_id,timestamp,event_type\nu1,2020-01-01,view\n"))
+    bad = write("no_time.csv", "user_id,event_type\nu1,view\n")
+    with pytest.raises(InputError) as exc:
+        ingest(store, bad)
+    msg = str(exc.value)
+    assert str(bad) in msg and "timestamp" in msg and "--map" in msg
+    assert store.count("events") == 1 and store.count("quarantine") == 0
+    assert store.count("ingest_runs") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("missing.csv", None, "no such file"),
+        ("empty.csv", "", "the file is empty"),
+        ("events.xyz", "a,b\n", "cannot tell the format"),
+        ("bad.parquet", "this is not parquet", "cannot be read"),
+    ],
+)
+def test_unreadable_files_get_one_clear_error(store, tmp_path, name, content, expected):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=expected) as exc:
+        ingest(store, path)
+    assert name in str(exc.value)
+    assert store.count("events") == 0
+
+
+def test_constants_fill_a_missing_field(store, write):
+    path = write("tx.csv", "customer,date,amount\n00001,19970101,11.77\n")
+    r = ingest(
+        store,
+        path,
+        mapping={"customer": "user_id", "date": "timestamp", "amount": "value"},
+        constants={"event_type": "purchase"},
+    )
+    assert r.stored == 1
+    ev = store.events()
+    assert ev.loc[0, "event_type"] == "purchase" and ev.loc[0, "user_id"] == "00001"
+
+
+def test_map_errors_name_the_problem(store, write):
+    path = write("e.csv", "user,ts,type\nu1,2020-01-01,view\n")
+    with pytest.raises(InputError, match="not events fields"):
+        ingest(store, path, mapping={"user": "customer"})
+    with pytest.raises(InputError, match="does not have"):
+        ingest(store, path, mapping={"nope": "user_id"})
+
+
+def test_jsonl_malformed_lines_are_quarantined_with_their_line(store, write):
+    path = write(
+        "events.jsonl",
+        '{"user_id": "u1", "timestamp": "2020-01-01", "event_type": "view", "device": "ios"}\n'
+        "{not json}\n"
+        "\n"
+        '{"user_id": "u2", "timestamp": "2020-01-02", "event_type": "view"}\n'
+        '["an", "array"]\n'
+        '{"user_id": "u3", "timestamp": "yesterday", "event_type": "view"}\n',
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (2, 3)
+    q = store.quarantine().sort_values("line")
+    assert list(q["line"]) == [2, 5, 6]
+    assert list(q["field"]) == ["(line)", "(line)", "timestamp"]
+    ev = store.events().set_index("user_id")
+    assert json.loads(ev.loc["u1", "properties"]) == {"device": "ios"}
+
+
+def test_parquet_and_dataframe_sources_keep_their_types(store, tmp_path):
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 2],  # integers become string ids
+            "item_id": ["a", None],
+            "event_type": ["purchase", "view"],
+            "timestamp": pd.to_datetime(["2021-03-01 12:00", "2021-03-02 00:00"]),
+            "value": [9.99, None],
+            "score": [0.5, 0.7],
+        }
+    )
+    path = tmp_path / "e.parquet"
+    frame.to_parquet(path)
+    assert ingest(store, path).stored == 2
+    ev = store.events().set_index("user_id")
+    assert ev.loc["1", "timestamp"] == datetime(2021, 3, 1, 12)
+    assert pd.isna(ev.loc["2", "item_id"])
+    assert json.loads(ev.loc["1", "properties"]) == {"score": 0.5}
+    # the same rows from a DataFrame are recognised as already stored
+    assert ingest(store, frame).stored == 0
+
+
+def test_items_are_upserted_by_id(store, write):
+    first = write(
+        "items.csv",
+        "item_id,title,category,price,colour\ni1,Lamp,home|light,20,red\ni2,Kettle,home,30,blue\n",
+    )
+    assert ingest(store, first, "items").stored == 2
+    second = write(
+        "items2.csv",
+        "item_id,title,category,price,colour\n"
+        "i1,Lamp,home|light,20,red\ni2,Kettle,home,25,blue\ni3,Vase,home,12,\n",
+    )
+    r = ingest(store, second, "items")
+    assert (r.stored, r.duplicates) == (2, 1)  # i2 updated, i3 new, i1 unchanged
+    items = store.items().set_index("item_id")
+    assert items.loc["i2", "price"] == 25.0
+    assert items.loc["i1", "category"] == "home|light"
+    assert json.loads(items.loc["i1", "properties"]) == {"colour": "red"}
+
+
+def test_users_have_properties_and_signup_time(store, write):
+    path = write(
+        "users.csv", "user_id,signup_time,age,region\nu1,2020-05-01,34,north\nu2,soon,20,south\n"
+    )
+    r = ingest(store, path, "users")
+    assert (r.stored, r.quarantined) == (1, 1)
+    users = store.users().set_index("user_id")
+    assert users.loc["u1", "signup_time"] == datetime(2020, 5, 1)
+    assert json.loads(users.loc["u1", "properties"]) == {"age": "34", "region": "north"}
+
+
+def test_batches_write_everything_once(store, tmp_path):
+    n = 2_500
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{i % 50}" for i in range(n)],
+            "event_type": "view",
+            "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(range(n), unit="min"),
+        }
+    )
+    frame.loc[::7, "timestamp"] = None  # bad rows spread over every batch
+    steps = []
+    r = ingest(store, frame, batch_size=300, progress=lambda s, d, t: steps.append((s, d, t)))
+    assert r.stored == n - len(frame[::7]) and r.quarantined == len(frame[::7])
+    assert store.count("events") == r.stored and store.count("quarantine") == r.quarantined
+    assert ("writing", 9, 9) in steps
+
+
+def test_unknown_kind_is_rejected(store, write):
+    with pytest.raises(ValueError, match="unknown kind"):
+        ingest(store, write("e.csv", "a\n1\n"), "orders")

@@ -1,0 +1,68 @@
+"""The store: schema creation, reads and stats."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store, StoreError, default_db_path
+
+
+@pytest.fixture
+def filled(store):
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "c"],
+            "item_id": ["x", "y", "x", None],
+            "event_type": ["view", "purchase", "purchase", "click"],
+            "timestamp": ["2024-01-01", "2024-01-02", "2024-02-01", "2024-03-01"],
+            "value": [None, 10.0, 5.5, None],
+        }
+    )
+    ingest(store, frame)
+    return store
+
+
+def test_stats_count_what_was_stored(filled):
+    st = filled.stats()
+    assert st["events"] == 4 and st["users_with_events"] == 3 and st["items_with_events"] == 2
+    assert st["events_by_type"] == {"purchase": 2, "click": 1, "view": 1}
+    assert st["first_event"] == "2024-01-01T00:00:00" and st["last_event"] == "2024-03-01T00:00:00"
+    assert st["total_value"] == pytest.approx(15.5)
+    assert st["ingest_runs"] == 1
+
+
+def test_events_filters(filled):
+    assert list(filled.events(["a"])["event_type"]) == ["view", "purchase"]
+    assert len(filled.events(event_types=["PURCHASE"])) == 2
+    assert list(filled.events(since="2024-01-02", until="2024-03-01")["user_id"]) == ["a", "b"]
+
+
+def test_store_persists_across_connections(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as s:
+        ingest(
+            s, pd.DataFrame({"user_id": ["a"], "event_type": ["view"], "timestamp": ["2024-01-01"]})
+        )
+    with Store(path, read_only=True) as s:
+        assert s.count("events") == 1
+
+
+def test_default_db_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VALUEREC_DB", "/tmp/elsewhere.duckdb")
+    assert default_db_path() == "/tmp/elsewhere.duckdb"
+    monkeypatch.delenv("VALUEREC_DB")
+    assert default_db_path() == "valuerec.duckdb"
+
+
+def test_a_locked_or_corrupt_store_gives_a_clear_error(tmp_path):
+    bad = tmp_path / "not-a-db.duckdb"
+    bad.write_text("definitely not duckdb")
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store(bad)
+
+
+def test_unknown_table_is_rejected(store):
+    with pytest.raises(ValueError):
+        store.count("events; DROP TABLE events")
