@@ -344,8 +344,10 @@ def ingest(
             msg = str(exc).strip().splitlines()[0]
             raise InputError(f"{name}: cannot be read as {format or 'its format'}: {msg}") from None
         report("reading", 1, 1)
+        report("deduplicating", 0, 1)
         new_sql = _key_events(con) if tbl is EVENTS else _key_entities(con, tbl)
         n_rejects = _quarantine_rows(con, tbl, fmt, name, by_field)
+        report("deduplicating", 1, 1)
         return _write(store, tbl, new_sql, name, started, batch_size, n_rejects, report)
     finally:
         for t in ("_vr_src", "_vr_stage", "_vr_new", "_vr_bad", "_vr_rep", "_vr_skip",
@@ -613,12 +615,13 @@ def _write(
     n_rejects: int,
     report: Progress,
 ) -> IngestResult:
-    """Commit ``_vr_new`` and ``_vr_bad`` in batches of records, one transaction each."""
+    """Commit the new rows and ``_vr_bad`` in batches of records, one transaction each."""
     con = store.con
-    (n_valid,) = con.execute("SELECT count(*) FROM _vr_stage WHERE NOT _bad").fetchone()
-    (n_new,) = con.execute(f"SELECT count(*) FROM ({new_sql})").fetchone()
-    (n_bad_rows,) = con.execute("SELECT count(*) FROM _vr_stage WHERE _bad").fetchone()
-    (max_row,) = con.execute("SELECT coalesce(max(_row), 0) FROM _vr_stage").fetchone()
+    n_valid, n_bad_rows, max_row = con.execute(
+        "SELECT count(*) FILTER (NOT _bad), count(*) FILTER (_bad), coalesce(max(_row), 0) "
+        "FROM _vr_stage"
+    ).fetchone()
+    n_new = 0
     run_id = int(con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM ingest_runs").fetchone()[0])
     cols = ", ".join(tbl.names + (["occurrence"] if tbl is EVENTS else []))
     verb = "INSERT INTO" if tbl is EVENTS else "INSERT OR REPLACE INTO"
@@ -631,10 +634,11 @@ def _write(
         # rejected CSV lines have no record number: they travel with the last batch
         bad_cond = f"row BETWEEN {lo} AND {hi}" + (" OR row IS NULL" if last else "")
         with store.transaction():
-            con.execute(
+            (inserted,) = con.execute(
                 f"{verb} {tbl.name} ({cols}{extra_col}) SELECT {cols}{extra_val} "
                 f"FROM ({new_sql}) WHERE _row BETWEEN {lo} AND {hi}"
-            )
+            ).fetchone()
+            n_new += int(inserted)
             con.execute(
                 "INSERT INTO quarantine SELECT quarantine_key, ?, ?, ?, line, row, field, reason,"
                 f" raw, now()::TIMESTAMP FROM _vr_bad WHERE {bad_cond}",
