@@ -1,0 +1,1 @@
+"""Features computed from the event store in SQL: per-user RFM summaries for value models."""

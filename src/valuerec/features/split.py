@@ -1,0 +1,84 @@
+"""Temporal calibration/holdout splits: the one place that says where "now" is in a backtest.
+
+Every feature is computed from events strictly before ``calibration_end``; every label from
+``[calibration_end, holdout_end)``. Keeping the cut in one object means a feature can't quietly
+peek past it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+
+from valuerec.data.store import Store
+
+TimeLike = str | date | datetime | pd.Timestamp
+
+
+class SplitError(ValueError):
+    """A split that does not fit the data (calibration end outside it, empty period...)."""
+
+
+def to_timestamp(when: TimeLike, name: str = "time") -> datetime:
+    """A naive-UTC ``datetime`` (the store's convention) from text, a date or a datetime."""
+    try:
+        ts = pd.Timestamp(when)
+    except (TypeError, ValueError) as exc:
+        raise SplitError(f"{name} is not a valid time: {when!r} ({exc})") from None
+    if pd.isna(ts):
+        raise SplitError(f"{name} is not a valid time: {when!r}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.to_pydatetime()
+
+
+@dataclass(frozen=True)
+class TemporalSplit:
+    """Calibration ends at ``calibration_end`` (exclusive); the holdout lasts ``holdout_days``."""
+
+    calibration_end: datetime
+    holdout_days: int
+
+    def __init__(self, calibration_end: TimeLike, holdout_days: int) -> None:
+        if int(holdout_days) < 1:
+            raise SplitError(f"holdout_days must be at least 1, got {holdout_days!r}")
+        object.__setattr__(
+            self, "calibration_end", to_timestamp(calibration_end, "calibration_end")
+        )
+        object.__setattr__(self, "holdout_days", int(holdout_days))
+
+    @property
+    def holdout_end(self) -> datetime:
+        return self.calibration_end + timedelta(days=self.holdout_days)
+
+    def check(self, store: Store, event_types: tuple[str, ...] = ("purchase",)) -> None:
+        """Raise :class:`SplitError` unless calibration has events and the end lies in the data."""
+        first, last, n = store.con.execute(
+            "SELECT min(timestamp), max(timestamp), count(*) FROM events "
+            "WHERE event_type IN (SELECT unnest(?::VARCHAR[]))",
+            [list(event_types)],
+        ).fetchone()
+        kinds = "/".join(event_types)
+        if not n:
+            raise SplitError(f"the store has no {kinds} events")
+        if self.calibration_end <= first:
+            raise SplitError(
+                f"calibration_end {self.calibration_end:%Y-%m-%d} is before the first {kinds} "
+                f"event ({first:%Y-%m-%d}): the calibration period would be empty"
+            )
+        if self.calibration_end > last + timedelta(days=1):
+            raise SplitError(
+                f"calibration_end {self.calibration_end:%Y-%m-%d} is after the last {kinds} "
+                f"event ({last:%Y-%m-%d}): there is nothing to hold out"
+            )
+
+    @classmethod
+    def last_days(cls, store: Store, holdout_days: int) -> TemporalSplit:
+        """The split whose holdout is the last ``holdout_days`` of the log (for production fits)."""
+        (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
+        if last is None:
+            raise SplitError("the store has no events")
+        end = pd.Timestamp(last).normalize() + pd.Timedelta(days=1)
+        return cls(end - pd.Timedelta(days=holdout_days), holdout_days)
