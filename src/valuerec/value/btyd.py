@@ -116,9 +116,11 @@ class _Fitter:
         """Maximise the weighted mean log-likelihood over ``log(params)``; sets ``params_``.
 
         Working on log-parameters keeps every parameter positive without constraints.
-        Nelder-Mead is used because the likelihoods involve ``hyp2f1``, whose values can
-        become non-finite far from the optimum, which gradient-based methods handle badly;
-        with three or four parameters it converges in well under a second.
+        L-BFGS-B finds the basin quickly; Nelder-Mead then polishes from there, because the
+        likelihoods involve ``hyp2f1``, whose values can become non-finite far from the
+        optimum, which gradient steps handle badly. Nelder-Mead alone from the default start
+        can drift into a degenerate corner (BG/NBD on half of CDNOW: a -> 0, b -> inf, after
+        40,000 evaluations); the two-stage search converges in a fraction of a second.
         """
         if self.penalizer < 0:
             raise ValueError(f"penalizer must be >= 0, got {self.penalizer!r}")
@@ -131,9 +133,13 @@ class _Fitter:
             value += self.penalizer * float(params @ params)
             return float(value) if np.isfinite(value) else np.inf
 
+        x0 = np.log(start)
+        first = minimize(objective, x0, method="L-BFGS-B")
+        if np.isfinite(first.fun) and first.fun <= objective(x0):
+            x0 = first.x
         res = minimize(
             objective,
-            np.log(start),
+            x0,
             method="Nelder-Mead",
             options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 20_000, "maxfev": 40_000,
                      "adaptive": True},

@@ -1,0 +1,1 @@
+"""Metrics and protocols shared by every model."""

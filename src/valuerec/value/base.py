@@ -1,0 +1,221 @@
+"""One interface for every customer-value model, and the data they all learn from.
+
+``Model(**params).fit(store, calibration_end, holdout_days=...)`` then
+``predict(users, horizon_days) -> DataFrame[user_id, pred_transactions, pred_spend, p_alive,
+ltv, ltv_low, ltv_high, spend_low, spend_high, spend_low50, spend_high50]``.
+
+* ``pred_transactions`` / ``pred_spend``: expected repeat purchase days / spend over the next
+  ``horizon_days`` after the cut-off;
+* ``p_alive``: probability the customer buys again in that window (BTYD models: probability
+  of being alive, their closest notion);
+* ``ltv``: discounted expected spend over the horizon, ``sum_t C_t p_t / (1 + d)^t`` over
+  30-day periods, where ``C_t p_t`` is the expected spend of period t;
+* ``*_low`` / ``*_high``: 80% (and ``*50``: 50%) prediction intervals where the model has a
+  predictive distribution; models without one return the point prediction for both ends.
+
+Supervised models learn from features before ``calibration_end`` and labels in the
+``holdout_days`` after it; BTYD models only read the calibration period.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from valuerec.data.store import Store
+from valuerec.features.behaviour import behaviour_features
+from valuerec.features.rfm import holdout_summary, rfm_summary
+from valuerec.features.split import TemporalSplit, TimeLike
+
+PRED_COLUMNS = (
+    "user_id", "pred_transactions", "pred_spend", "p_alive", "ltv", "ltv_low", "ltv_high",
+    "spend_low", "spend_high", "spend_low50", "spend_high50",
+)  # fmt: skip
+PERIOD_DAYS = 30.0
+
+
+@dataclass
+class ValueData:
+    """Everything value models learn from, for one split and set of customers (same order).
+
+    ``features``: behaviour features (days); ``rfm``: the BTYD summary (weeks); ``labels``:
+    holdout repeat purchase days and spend (None when predicting the unknown future).
+    """
+
+    split: TemporalSplit
+    features: pd.DataFrame
+    rfm: pd.DataFrame
+    labels: pd.DataFrame | None
+
+    @property
+    def users(self) -> pd.Index:
+        return self.features.index
+
+    def subset(self, users: Sequence[str] | pd.Index) -> ValueData:
+        idx = pd.Index(users)
+        return ValueData(
+            self.split,
+            self.features.loc[idx],
+            self.rfm.loc[idx],
+            None if self.labels is None else self.labels.loc[idx],
+        )
+
+
+def value_data(
+    store: Store,
+    calibration_end: TimeLike,
+    holdout_days: int,
+    *,
+    users: Sequence[str] | None = None,
+    labels: bool = True,
+) -> ValueData:
+    """Features and (optionally) holdout labels for customers acquired before the cut-off."""
+    split = TemporalSplit(calibration_end, holdout_days)
+    split.check(store)
+    feats = behaviour_features(store, split.calibration_end)
+    rfm = rfm_summary(store, split.calibration_end)
+    if users is not None:
+        wanted = pd.Index(users)
+        unknown = wanted.difference(feats.index)
+        if len(unknown):
+            raise ValueError(
+                f"{len(unknown)} users have no purchase before {split.calibration_end:%Y-%m-%d} "
+                f"(e.g. {list(unknown[:3])})"
+            )
+        feats = feats.loc[wanted]
+    rfm = rfm.loc[feats.index]
+    lab = None
+    if labels:
+        hold = holdout_summary(store, split.calibration_end, split.holdout_end)
+        lab = pd.DataFrame(
+            {
+                "holdout_transactions": hold["frequency_holdout"].astype(float),
+                "holdout_spend": hold["spend_holdout"],
+            }
+        ).loc[feats.index]
+    return ValueData(split, feats, rfm, lab)
+
+
+def discount_factors(horizon_days: float, discount_rate: float) -> np.ndarray:
+    """1 / (1 + d)^t for the 30-day periods t = 1..ceil(horizon / 30)."""
+    periods = max(1, int(np.ceil(horizon_days / PERIOD_DAYS)))
+    return 1.0 / (1.0 + discount_rate) ** np.arange(1, periods + 1)
+
+
+class ValueModel(ABC):
+    """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``)."""
+
+    name = "value-model"
+    #: horizon the model was trained for, in days (supervised) or any (BTYD)
+    horizon_days_: float
+    discount_rate: float = 0.01
+
+    # -- store-level API -----------------------------------------------------------------
+    def fit(
+        self,
+        store: Store,
+        calibration_end: TimeLike,
+        *,
+        holdout_days: int = 273,
+        users: Sequence[str] | None = None,
+    ) -> ValueModel:
+        """Learn from ``store``: features before ``calibration_end``, labels after it."""
+        self._store = store
+        return self.fit_data(value_data(store, calibration_end, holdout_days, users=users))
+
+    def predict(
+        self,
+        users: Sequence[str] | None = None,
+        horizon_days: float | None = None,
+        *,
+        store: Store | None = None,
+        as_of: TimeLike | None = None,
+    ) -> pd.DataFrame:
+        """Predictions for ``users`` (default: every customer) as of ``as_of``.
+
+        ``as_of`` defaults to the calibration end used in :meth:`fit`; pass the end of the log
+        to score today's customers with a model trained on an earlier window.
+        """
+        store = store or getattr(self, "_store", None)
+        if store is None:
+            raise ValueError("predict needs a store: pass store= (the model was loaded from disk)")
+        cut = as_of if as_of is not None else self.split_.calibration_end
+        data = value_data(store, cut, self.split_.holdout_days, users=users, labels=False)
+        return self.predict_data(data, horizon_days)
+
+    # -- frame-level API (the benchmark computes features once) ----------------------------
+    def fit_data(self, data: ValueData) -> ValueModel:
+        if len(data.users) == 0:
+            raise ValueError("no customers with a purchase in the calibration period")
+        self.split_ = data.split
+        self.horizon_days_ = float(data.split.holdout_days)
+        self._fit(data)
+        return self
+
+    def predict_data(self, data: ValueData, horizon_days: float | None = None) -> pd.DataFrame:
+        horizon = float(horizon_days or self.horizon_days_)
+        out = self._predict(data, horizon)
+        out.insert(0, "user_id", data.users.to_numpy())
+        for low, high in (("spend_low", "spend_high"), ("spend_low50", "spend_high50")):
+            if low not in out:
+                out[low] = out["pred_spend"]
+                out[high] = out["pred_spend"]
+        if "ltv" not in out:
+            ratio = self._ltv_ratio(data, horizon)
+            out["ltv"] = out["pred_spend"] * ratio
+            out["ltv_low"] = out["spend_low"] * ratio
+            out["ltv_high"] = out["spend_high"] * ratio
+        out = out[list(PRED_COLUMNS)].reset_index(drop=True)
+        numeric = out.drop(columns="user_id")
+        if not np.isfinite(numeric.to_numpy(dtype=float)).all():
+            bad = numeric.columns[~np.isfinite(numeric.to_numpy(dtype=float)).all(axis=0)]
+            raise FloatingPointError(f"{self.name} produced non-finite {list(bad)}")
+        return out
+
+    def _ltv_ratio(self, data: ValueData, horizon: float) -> np.ndarray:
+        """Discounted / undiscounted spend over the horizon, from a per-period profile.
+
+        Supervised models predict a total; the timing of that spend within the horizon comes
+        from the BG/NBD per-customer purchase curve fitted alongside (``profile_model_``), so
+        a likely-to-churn customer's spend is front-loaded and discounted less.
+        """
+        profile = getattr(self, "profile_model_", None)
+        disc = discount_factors(horizon, self.discount_rate)
+        if profile is None:
+            return np.full(len(data.users), float(disc.mean()))
+        r = data.rfm
+        edges = np.minimum(np.arange(1, len(disc) + 1) * PERIOD_DAYS, horizon) / 7.0
+        cum = np.column_stack(
+            [
+                np.asarray(
+                    profile.conditional_expected_number_of_purchases_up_to_time(
+                        e, r["frequency"].to_numpy(), r["recency"].to_numpy(), r["T"].to_numpy()
+                    ),
+                    dtype=float,
+                )
+                for e in edges
+            ]
+        )
+        per = np.diff(np.column_stack([np.zeros(len(r)), cum]), axis=1)
+        total = per.sum(axis=1)
+        return np.where(total > 0, (per * disc).sum(axis=1) / np.maximum(total, 1e-12), disc[0])
+
+    @abstractmethod
+    def _fit(self, data: ValueData) -> None: ...
+
+    @abstractmethod
+    def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
+        """Columns pred_transactions, pred_spend, p_alive (+ optional intervals / ltv)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_store", None)  # a live database handle is not part of the model
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,105 @@
+"""Gradient-boosted value model: LightGBM on behaviour features and the BG/NBD view of them.
+
+Three boosters share one feature matrix: a classifier for "buys again in the horizon", a
+Tweedie regressor for holdout spend (a compound Poisson-gamma fits spend that is exactly zero
+for most customers and heavy-tailed for the rest) and a Poisson regressor for repeat purchase
+days. The BG/NBD expectation and P(alive), fitted on the same training customers, are added as
+features: they summarise the RFM pattern in the way the probabilistic model reads it.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from valuerec.value.base import ValueData, ValueModel
+from valuerec.value.btyd import BetaGeoFitter
+
+
+def btyd_features(model: BetaGeoFitter, rfm: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
+    """BG/NBD expected repeat purchases over the horizon and P(alive), per customer."""
+    x, t_x, T = (rfm[c].to_numpy() for c in ("frequency", "recency", "T"))
+    return pd.DataFrame(
+        {
+            "bgnbd_expected": np.asarray(
+                model.conditional_expected_number_of_purchases_up_to_time(
+                    horizon_days / 7.0, x, t_x, T
+                ),
+                dtype=float,
+            ),
+            "bgnbd_p_alive": np.asarray(model.conditional_probability_alive(x, t_x, T), float),
+        },
+        index=rfm.index,
+    )
+
+
+class LightGBMValueModel(ValueModel):
+    """LightGBM classifier + Tweedie spend + Poisson count regressors."""
+
+    name = "lightgbm"
+
+    def __init__(
+        self,
+        n_estimators: int = 400,
+        learning_rate: float = 0.03,
+        num_leaves: int = 15,
+        min_child_samples: int = 40,
+        tweedie_variance_power: float = 1.5,
+        btyd_features: bool = True,
+        seed: int = 0,
+        discount_rate: float = 0.01,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.tweedie_variance_power = tweedie_variance_power
+        self.btyd_features = btyd_features
+        self.seed = seed
+        self.discount_rate = discount_rate
+
+    def _params(self) -> dict[str, object]:
+        return {
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "random_state": self.seed,
+            "n_jobs": 2,
+            "verbose": -1,
+        }
+
+    def _matrix(self, data: ValueData) -> pd.DataFrame:
+        x = data.features
+        if self.btyd_features:
+            x = x.join(btyd_features(self.profile_model_, data.rfm, self.horizon_days_))
+        return x
+
+    def _fit(self, data: ValueData) -> None:
+        assert data.labels is not None, "supervised models need holdout labels"
+        self.profile_model_ = BetaGeoFitter().fit(data.rfm)
+        x = self._matrix(data)
+        y_tx = data.labels["holdout_transactions"].to_numpy()
+        y_spend = data.labels["holdout_spend"].to_numpy()
+        p = self._params()
+        self.classifier_ = lgb.LGBMClassifier(objective="binary", **p).fit(x, y_tx > 0)
+        self.spend_ = lgb.LGBMRegressor(
+            objective="tweedie", tweedie_variance_power=self.tweedie_variance_power, **p
+        ).fit(x, y_spend)
+        self.count_ = lgb.LGBMRegressor(objective="poisson", **p).fit(x, y_tx)
+        self.feature_names_ = list(x.columns)
+
+    def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
+        x = self._matrix(data)[self.feature_names_]
+        scale = horizon_days / self.horizon_days_  # trained for one horizon; rescale linearly
+        return pd.DataFrame(
+            {
+                "pred_transactions": self.count_.predict(x) * scale,
+                "pred_spend": self.spend_.predict(x) * scale,
+                "p_alive": self.classifier_.predict_proba(x)[:, 1],
+            }
+        )
