@@ -86,3 +86,20 @@ def test_bad_sizes_are_rejected():
 def test_event_ids_option():
     ev = generate(users=50, items=20, days=30, seed=0, event_ids=True).events
     assert ev["event_id"].is_unique and np.all(ev["event_id"].str.startswith("e"))
+
+
+def test_drift_off_is_the_stationary_log(data):
+    # every drift option explicitly off (burst shape options are inert without bursts)
+    off = generate(
+        users=4_000, items=300, days=200, holdout_days=60, seed=3, trend_mean=0.0, trend_sd=0.0,
+        seasonality=0.0, season_phase=2.0, bursts_per_year=0.0, burst_days_min=1.0,
+        burst_days_max=3.0, burst_multiplier=9.0,
+    )  # fmt: skip
+    assert not data.config.drifts
+    for name in ("events", "holdout_events", "users", "truth"):
+        pd.testing.assert_frame_equal(getattr(data, name), getattr(off, name), check_exact=True)
+    truth = data.truth
+    lam = truth["purchase_rate_per_day"]
+    assert (truth["holdout_intensity"] == lam * 60).all()
+    assert (truth["purchase_rate_at_cutoff"] == lam).all()
+    assert (truth["rate_trend_per_year"] == 0).all() and not truth["in_burst_at_cutoff"].any()

@@ -10,6 +10,15 @@ against the truth rather than against a noisy holdout alone:
   prefers one category;
 * every purchase ends a session of views and a cart event; users also browse without buying.
 
+Optionally the purchase rate drifts (all off by default, see :meth:`SynthConfig.drifting`):
+``rate_i(t) = lambda_i * exp(beta_i (t - birth_i) / 365) * (1 + A sin(2 pi t / 365 + phase))``,
+times ``burst_multiplier`` while one of the user's burst episodes is running. Purchases are
+then a non-homogeneous Poisson process simulated by thinning, with the BG/NBD dropout after
+each accepted purchase, and the expected holdout purchases stay exact: the holdout arrivals
+are Poisson with mean ``Lambda_i``, the integral of the rate over the window (computed in
+closed form, realised bursts included), so a user alive at the cut-off expects
+``sum_k (1-p)^(k-1) P(Poisson(Lambda_i) >= k) = (1 - exp(-p Lambda_i)) / p`` purchases.
+
 The log covers ``days`` days; the ``holdout_days`` after it are simulated too and summarised
 per user in ``truth`` (realised and expected future transactions and spend, alive flag).
 """
@@ -22,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammainc
+from scipy.special import exprel, gammainc
 
 _CATEGORIES = (
     "books", "music", "movies", "electronics", "home", "garden", "toys", "sports",
@@ -74,6 +83,40 @@ class SynthConfig:
     zipf: float = 1.1
     taste_share: float = 0.6  # share of choices from the user's favourite category
     event_ids: bool = False
+    # Drifting purchase rates (all off by default; the log is then the stationary BG/NBD one).
+    trend_mean: float = 0.0  # mean per-user log-rate slope beta_i, per 365 days since signup
+    trend_sd: float = 0.0  # sd of beta_i ~ Normal(trend_mean, trend_sd)
+    seasonality: float = 0.0  # amplitude A in [0, 1) of the shared annual cycle 1 + A sin(...)
+    season_phase: float = 0.0  # phase (radians) of that cycle at `start`
+    bursts_per_year: float = 0.0  # per-user Poisson rate of burst episodes over the user's life
+    burst_days_min: float = 7.0  # each burst lasts Uniform(burst_days_min, burst_days_max) days
+    burst_days_max: float = 28.0
+    burst_multiplier: float = 5.0  # rate multiplier while a burst runs (overlaps do not stack)
+
+    @classmethod
+    def drifting(cls, **overrides: object) -> SynthConfig:
+        """The "drifting rates" setting of the value benchmark: trends, seasons and bursts.
+
+        Per-user log-rate slopes with sd 1 per year, a 30% annual cycle and two bursts a year
+        that multiply the rate by 6, so recent behaviour says more than lifetime aggregates.
+        Keyword arguments override any field: ``SynthConfig.drifting(users=50_000, seed=2)``.
+        """
+        cfg = cls(trend_sd=1.0, seasonality=0.3, bursts_per_year=2.0, burst_multiplier=6.0)
+        for k, v in overrides.items():
+            if not hasattr(cfg, k):
+                raise TypeError(f"unknown synth option {k!r}")
+            setattr(cfg, k, v)
+        return cfg
+
+    @property
+    def drifts(self) -> bool:
+        """Whether any drift option is on (otherwise purchases are a homogeneous process)."""
+        return bool(self.trend_mean or self.trend_sd or self.seasonality or self.bursts_per_year)
+
+
+def drifting(**overrides: object) -> SynthConfig:
+    """:meth:`SynthConfig.drifting`: the value benchmark's "drifting rates" configuration."""
+    return SynthConfig.drifting(**overrides)
 
 
 @dataclass
@@ -118,6 +161,122 @@ def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
 def _choose(cum: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
     """Draw ``n`` indices from the distribution with cumulative weights ``cum``."""
     return np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), len(cum) - 1)
+
+
+_YEAR = 365.0
+_OMEGA = 2.0 * np.pi / _YEAR
+_THIN_WINDOW = 30.0  # days: thinning bounds the rate over the next window, not the whole life
+
+
+@dataclass
+class _Drift:
+    """Per-user rate multipliers ``f_i(t)``: the rate is ``lambda_i * f_i(t)``.
+
+    Bursts are stored as an ``(n, m)`` array of start and end days per user, starts sorted
+    within a row, padded with ``inf``; overlapping bursts multiply the rate once.
+    """
+
+    birth: np.ndarray
+    slope: np.ndarray  # beta_i / 365: log-rate change per day
+    season: float
+    phase: float
+    mult: float
+    b_start: np.ndarray
+    b_end: np.ndarray
+
+    @classmethod
+    def draw(cls, cfg: SynthConfig, birth: np.ndarray, rng: np.random.Generator) -> _Drift:
+        n, end = len(birth), float(cfg.days + cfg.holdout_days)
+        if not 0.0 <= cfg.seasonality < 1.0:
+            raise ValueError("seasonality must be in [0, 1)")
+        if cfg.trend_sd < 0 or cfg.bursts_per_year < 0 or cfg.burst_multiplier <= 0:
+            raise ValueError("trend_sd and bursts_per_year must be >= 0, burst_multiplier > 0")
+        if not 0 < cfg.burst_days_min <= cfg.burst_days_max:
+            raise ValueError("need 0 < burst_days_min <= burst_days_max")
+        beta = np.full(n, float(cfg.trend_mean))
+        if cfg.trend_sd > 0:
+            beta += cfg.trend_sd * rng.standard_normal(n)
+        counts = np.zeros(n, np.int64)
+        if cfg.bursts_per_year > 0:
+            counts = rng.poisson(cfg.bursts_per_year / _YEAR * np.clip(end - birth, 0, None))
+        owner = np.repeat(np.arange(n), counts)
+        start = birth[owner] + rng.uniform(0, 1, len(owner)) * (end - birth[owner])
+        length = rng.uniform(cfg.burst_days_min, cfg.burst_days_max, len(owner))
+        order = np.lexsort((start, owner))
+        owner, start, length = owner[order], start[order], length[order]
+        col = np.arange(len(owner)) - (np.cumsum(counts) - counts)[owner]
+        m = int(counts.max(initial=0))
+        b_start, b_end = np.full((n, m), np.inf), np.full((n, m), np.inf)
+        b_start[owner, col] = start
+        b_end[owner, col] = start + length
+        return cls(
+            birth, beta / _YEAR, cfg.seasonality, cfg.season_phase, cfg.burst_multiplier,
+            b_start, b_end,
+        )  # fmt: skip
+
+    def in_burst(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Whether user ``idx[j]`` is in a burst at time ``t[j]``."""
+        tt = t[:, None]
+        return ((self.b_start[idx] <= tt) & (tt < self.b_end[idx])).any(axis=1)
+
+    def factor(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``f_i(t)`` for users ``idx`` at times ``t``."""
+        f = np.exp(self.slope[idx] * (t - self.birth[idx]))
+        if self.season:
+            f *= 1.0 + self.season * np.sin(_OMEGA * t + self.phase)
+        if self.b_start.shape[1]:
+            f = np.where(self.in_burst(idx, t), f * self.mult, f)
+        return f
+
+    def bound(self, idx: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+        """An upper bound of ``f_i`` on ``[t0, t1]`` (exact maximum of each factor)."""
+        s, b = self.slope[idx], self.birth[idx]
+        f = np.exp(np.maximum(s * (t0 - b), s * (t1 - b)))  # monotone: max at an end
+        if self.season:
+            th0, th1 = _OMEGA * t0 + self.phase, _OMEGA * t1 + self.phase
+            peak = np.pi / 2 + 2 * np.pi * np.ceil((th0 - np.pi / 2) / (2 * np.pi))
+            top = np.where(peak <= th1, 1.0, np.maximum(np.sin(th0), np.sin(th1)))
+            f *= 1.0 + self.season * top
+        if self.b_start.shape[1] and self.mult > 1:
+            hit = (self.b_start[idx] < t1[:, None]) & (self.b_end[idx] > t0[:, None])
+            f = np.where(hit.any(axis=1), f * self.mult, f)
+        return f
+
+    def _base_integral(
+        self, s: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> np.ndarray:
+        """Closed-form integral of ``exp(s (t - b)) (1 + A sin(w t + phase))`` over [lo, hi]."""
+        width = hi - lo
+        out = np.exp(s * (lo - b)) * width * exprel(s * width)
+        if self.season:
+            w, ph = _OMEGA, self.phase
+
+            def prim(t: np.ndarray) -> np.ndarray:  # antiderivative of e^{s(t-b)} sin(w t + ph)
+                return np.exp(s * (t - b)) * (s * np.sin(w * t + ph) - w * np.cos(w * t + ph))
+
+            out = out + self.season * (prim(hi) - prim(lo)) / (s * s + w * w)
+        return out
+
+    def integral(self, lo: float, hi: float, chunk: int = 100_000) -> np.ndarray:
+        """Per user, the integral of ``f_i`` over ``[lo, hi)`` (bursts included, exactly)."""
+        n = len(self.birth)
+        out = np.empty(n)
+        for a in range(0, n, chunk):
+            sl = slice(a, a + chunk)
+            s, b = self.slope[sl], self.birth[sl]
+            k = len(s)
+            total = self._base_integral(s, b, np.full(k, lo), np.full(k, hi))
+            if self.b_start.shape[1] and self.mult != 1:
+                # the union of a row's bursts: burst j adds what the earlier ones do not cover
+                bs, be = self.b_start[sl], self.b_end[sl]
+                covered = np.maximum.accumulate(be, axis=1)
+                covered = np.concatenate([np.full((k, 1), -np.inf), covered[:, :-1]], axis=1)
+                seg_lo = np.clip(np.maximum(bs, covered), lo, hi)
+                seg_hi = np.maximum(np.clip(be, lo, hi), seg_lo)
+                extra = self._base_integral(s[:, None], b[:, None], seg_lo, seg_hi)
+                total += (self.mult - 1.0) * np.where(seg_hi > seg_lo, extra, 0.0).sum(axis=1)
+            out[sl] = total
+        return out
 
 
 def _items(cfg: SynthConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
@@ -174,23 +333,46 @@ def generate(
     nu = rng.gamma(cfg.q, 1.0 / cfg.gamma, n)
     birth = rng.uniform(0.05, 0.75 * D, n)  # after the 30-minute pre-purchase sessions
     fav = rng.integers(0, len(_CATEGORIES), n)
+    drift = _Drift.draw(cfg, birth, rng) if cfg.drifts else None
 
     say("purchases")
-    # Simulate purchase times user by user in lock-step: one vectorised step per purchase.
+    # Simulate purchase times user by user in lock-step: one vectorised step per purchase
+    # (per proposal when the rate drifts). Everyone buys at signup; after each purchase the
+    # user drops out with probability p.
     buy_user, buy_time = [np.arange(n)], [birth.copy()]
     t = birth.copy()
-    alive = np.ones(n, bool)
     drop_time = np.full(n, np.inf)
     idx = np.arange(n)
+    bought = np.ones(n, bool)  # per entry of idx: did that user just buy (at t)?
     while len(idx):
-        dropped = rng.random(len(idx)) < p_drop[idx]
+        buyers = np.flatnonzero(bought)
+        dropped = buyers[rng.random(len(buyers)) < p_drop[idx[buyers]]]
         drop_time[idx[dropped]] = t[idx[dropped]]
-        alive[idx[dropped]] = False
-        idx = idx[~dropped]
-        t[idx] += rng.exponential(1.0 / lam[idx])
-        idx = idx[t[idx] < D + H]
-        buy_user.append(idx.copy())
-        buy_time.append(t[idx].copy())
+        idx = np.delete(idx, dropped)
+        if drift is None:
+            t[idx] += rng.exponential(1.0 / lam[idx])
+            idx = idx[t[idx] < D + H]
+            buy_user.append(idx.copy())
+            buy_time.append(t[idx].copy())
+            bought = np.ones(len(idx), bool)
+            continue
+        # Thinning (Ogata): propose the next arrival at a rate bounding lambda_i f_i over the
+        # next window; accept it with probability rate / bound, or move to the window's end.
+        t0 = t[idx]
+        t1 = np.minimum(t0 + _THIN_WINDOW, D + H)
+        top = lam[idx] * drift.bound(idx, t0, t1)
+        prop = t0 + rng.exponential(1.0 / top)
+        inside = np.flatnonzero(prop < t1)
+        rate = lam[idx[inside]] * drift.factor(idx[inside], prop[inside])
+        acc = inside[rng.random(len(inside)) * top[inside] < rate]
+        t[idx] = t1
+        t[idx[inside]] = prop[inside]
+        buy_user.append(idx[acc])
+        buy_time.append(prop[acc])
+        bought = np.zeros(len(idx), bool)
+        bought[acc] = True
+        going = t[idx] < D + H
+        idx, bought = idx[going], bought[going]
     bu = np.concatenate(buy_user)
     bt = np.concatenate(buy_time)
     order_value = np.round(rng.gamma(cfg.p_gg, 1.0 / nu[bu]), 2)
@@ -257,7 +439,7 @@ def generate(
     holdout = frame[~in_cal].reset_index(drop=True)
 
     say("truth")
-    truth = _truth(cfg, user_ids, bu, bt, order_value, lam, p_drop, nu, birth, drop_time)
+    truth = _truth(cfg, user_ids, bu, bt, order_value, lam, p_drop, nu, birth, drop_time, drift)
     users = pd.DataFrame(
         {
             "user_id": user_ids,
@@ -281,6 +463,7 @@ def _truth(
     nu: np.ndarray,
     birth: np.ndarray,
     drop_time: np.ndarray,
+    drift: _Drift | None = None,
 ) -> pd.DataFrame:
     """Per-user ground truth for the holdout window [days, days + holdout_days)."""
     D, H = float(cfg.days), float(cfg.holdout_days)
@@ -289,17 +472,13 @@ def _truth(
     tx = np.bincount(bu[in_h], minlength=n)
     spend = np.bincount(bu[in_h], weights=value[in_h], minlength=n)
     alive = (birth < D) & (drop_time >= D)
-    # Expected holdout purchases of a user alive at D: sum_k (1-p)^(k-1) P(Gamma(k, lam) <= H),
-    # i.e. the k-th purchase happens in the window and the user survived the k-1 before it.
-    exp_tx = np.zeros(n)
-    k = np.arange(1, 401, dtype=float)
-    for lo in range(0, n, 20_000):
-        sl = slice(lo, lo + 20_000)
-        lh = (lam[sl] * H)[:, None]
-        surv = (1.0 - p_drop[sl])[:, None] ** (k[None, :] - 1)
-        exp_tx[sl] = (surv * gammainc(k[None, :], lh)).sum(axis=1)
-    exp_tx *= alive
+    # Holdout arrivals of the (non-homogeneous) Poisson process: Poisson(Lambda), Lambda the
+    # integral of the rate over the window; lam * H when the rate does not drift.
+    intensity = lam * H if drift is None else lam * drift.integral(D, D + H)
+    exp_tx = _expected_purchases(intensity, p_drop) * alive
     mean_order = cfg.p_gg / nu
+    everyone = np.arange(n)
+    at_cutoff = np.full(n, float(D))
     return pd.DataFrame(
         {
             "user_id": user_ids,
@@ -311,5 +490,39 @@ def _truth(
             "purchase_rate_per_day": lam,
             "dropout_probability": p_drop,
             "mean_order_value": mean_order,
+            # drift: Lambda (expected holdout arrivals if no dropout), the rate at the cut-off,
+            # the log-rate slope per year and whether a burst is running at the cut-off
+            "holdout_intensity": intensity,
+            "purchase_rate_at_cutoff": (
+                lam if drift is None else lam * drift.factor(everyone, at_cutoff)
+            ),
+            "rate_trend_per_year": (
+                np.full(n, float(cfg.trend_mean)) if drift is None else drift.slope * _YEAR
+            ),
+            "in_burst_at_cutoff": (
+                np.zeros(n, bool) if drift is None else drift.in_burst(everyone, at_cutoff)
+            ),
         }
     )
+
+
+def _expected_purchases(intensity: np.ndarray, p_drop: np.ndarray) -> np.ndarray:
+    """Expected purchases of users alive at the start of a window with Poisson(intensity)
+    arrivals, each followed by dropout with probability p: ``sum_k (1-p)^(k-1) P(N >= k)``.
+
+    The k-th arrival counts if it happens and the user survived the k-1 before it. The series
+    is summed as written (``P(N >= k) = gammainc(k, intensity)``) while the 400 terms are
+    enough, which keeps the stationary log's truth as it always was; otherwise it is
+    ``E[(1 - (1-p)^N)] / p = (1 - exp(-p intensity)) / p`` (Poisson generating function).
+    """
+    out = -np.expm1(-p_drop * intensity) / np.where(p_drop > 0, p_drop, 1.0)
+    out = np.where(p_drop > 0, out, intensity)
+    k = np.arange(1, 401, dtype=float)
+    # the terms left out are below 1e-30: P(Poisson(x) >= 401) < 1e-33 for x <= 200, and
+    # sum_{k > 400} (1-p)^(k-1) = (1-p)^400 / p < 1e-37 for p >= 0.2
+    small = np.flatnonzero((intensity <= 200) | (p_drop >= 0.2))
+    for lo in range(0, len(small), 20_000):
+        sel = small[lo : lo + 20_000]
+        surv = (1.0 - p_drop[sel])[:, None] ** (k[None, :] - 1)
+        out[sel] = (surv * gammainc(k[None, :], intensity[sel][:, None])).sum(axis=1)
+    return out
