@@ -328,5 +328,9 @@ def demo(
     )
 
 
+from valuerec.cli_value import value_app  # noqa: E402  (registered after app exists)
+
+app.add_typer(value_app, name="value")
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -30,6 +30,7 @@ import pandas as pd
 from valuerec.data.store import Store
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import holdout_summary, rfm_summary
+from valuerec.features.sequences import Sequences, build_sequences
 from valuerec.features.split import TemporalSplit, TimeLike
 
 PRED_COLUMNS = (
@@ -44,13 +45,15 @@ class ValueData:
     """Everything value models learn from, for one split and set of customers (same order).
 
     ``features``: behaviour features (days); ``rfm``: the BTYD summary (weeks); ``labels``:
-    holdout repeat purchase days and spend (None when predicting the unknown future).
+    holdout repeat purchase days and spend (None when predicting the unknown future);
+    ``sequences``: daily behaviour tokens for sequence models (None unless asked for).
     """
 
     split: TemporalSplit
     features: pd.DataFrame
     rfm: pd.DataFrame
     labels: pd.DataFrame | None
+    sequences: Sequences | None = None
 
     @property
     def users(self) -> pd.Index:
@@ -58,11 +61,16 @@ class ValueData:
 
     def subset(self, users: Sequence[str] | pd.Index) -> ValueData:
         idx = pd.Index(users)
+        seq = None
+        if self.sequences is not None:
+            rows = pd.Series(np.arange(len(self.users)), index=self.users)[idx].to_numpy()
+            seq = self.sequences.take(rows)
         return ValueData(
             self.split,
             self.features.loc[idx],
             self.rfm.loc[idx],
             None if self.labels is None else self.labels.loc[idx],
+            seq,
         )
 
 
@@ -73,8 +81,15 @@ def value_data(
     *,
     users: Sequence[str] | None = None,
     labels: bool = True,
+    sequences: bool = False,
+    vocab: dict[str, dict[str, int]] | None = None,
+    max_len: int = 32,
 ) -> ValueData:
-    """Features and (optionally) holdout labels for customers acquired before the cut-off."""
+    """Features and (optionally) holdout labels for customers acquired before the cut-off.
+
+    ``sequences``: also build each customer's last ``max_len`` daily behaviour tokens, with
+    ``vocab`` (a trained model's id maps) when given.
+    """
     split = TemporalSplit(calibration_end, holdout_days)
     split.check(store)
     feats = behaviour_features(store, split.calibration_end)
@@ -98,7 +113,13 @@ def value_data(
                 "holdout_spend": hold["spend_holdout"],
             }
         ).loc[feats.index]
-    return ValueData(split, feats, rfm, lab)
+    seq = None
+    if sequences:
+        seq = build_sequences(
+            store, split.calibration_end, max_len=max_len, users=feats.index, daily=True,
+            vocab=vocab,
+        )  # fmt: skip
+    return ValueData(split, feats, rfm, lab, seq)
 
 
 def discount_factors(horizon_days: float, discount_rate: float) -> np.ndarray:
@@ -126,7 +147,9 @@ class ValueModel(ABC):
     ) -> ValueModel:
         """Learn from ``store``: features before ``calibration_end``, labels after it."""
         self._store = store
-        return self.fit_data(value_data(store, calibration_end, holdout_days, users=users))
+        opts = self._data_options()
+        opts.pop("vocab", None)  # a model being fitted builds its own vocabulary
+        return self.fit_data(value_data(store, calibration_end, holdout_days, users=users, **opts))
 
     def predict(
         self,
@@ -145,8 +168,14 @@ class ValueModel(ABC):
         if store is None:
             raise ValueError("predict needs a store: pass store= (the model was loaded from disk)")
         cut = as_of if as_of is not None else self.split_.calibration_end
-        data = value_data(store, cut, self.split_.holdout_days, users=users, labels=False)
+        data = value_data(
+            store, cut, self.split_.holdout_days, users=users, labels=False, **self._data_options()
+        )
         return self.predict_data(data, horizon_days)
+
+    def _data_options(self) -> dict[str, Any]:
+        """Extra :func:`value_data` arguments this model needs (sequence models: tokens)."""
+        return {}
 
     # -- frame-level API (the benchmark computes features once) ----------------------------
     def fit_data(self, data: ValueData) -> ValueModel:

@@ -35,19 +35,26 @@ def btyd_features(model: BetaGeoFitter, rfm: pd.DataFrame, horizon_days: float) 
 
 
 class LightGBMValueModel(ValueModel):
-    """LightGBM classifier + Tweedie spend + Poisson count regressors."""
+    """LightGBM classifier + Tweedie spend + Poisson count regressors.
+
+    The defaults are small, heavily regularised trees: customer-value labels are mostly zero
+    with a few very large spenders, and deeper trees fit those few in-sample and then
+    under-predict new customers in aggregate (on CDNOW: 15 leaves / 40 samples per leaf gave
+    -13% aggregate error and decile MAPE 0.24 out of sample, 7 / 100 gave -7% and 0.14).
+    """
 
     name = "lightgbm"
 
     def __init__(
         self,
-        n_estimators: int = 400,
+        n_estimators: int = 200,
         learning_rate: float = 0.03,
-        num_leaves: int = 15,
-        min_child_samples: int = 40,
+        num_leaves: int = 7,
+        min_child_samples: int = 100,
         tweedie_variance_power: float = 1.5,
         btyd_features: bool = True,
         seed: int = 0,
+        n_jobs: int = 1,
         discount_rate: float = 0.01,
     ) -> None:
         self.n_estimators = n_estimators
@@ -57,6 +64,7 @@ class LightGBMValueModel(ValueModel):
         self.tweedie_variance_power = tweedie_variance_power
         self.btyd_features = btyd_features
         self.seed = seed
+        self.n_jobs = n_jobs
         self.discount_rate = discount_rate
 
     def _params(self) -> dict[str, object]:
@@ -69,7 +77,9 @@ class LightGBMValueModel(ValueModel):
             "subsample_freq": 1,
             "colsample_bytree": 0.8,
             "random_state": self.seed,
-            "n_jobs": 2,
+            # one thread by default: OpenMP's busy-waiting threads slow a fit 25-400x when
+            # another process (or PyTorch in this one) holds a core of a small machine
+            "n_jobs": self.n_jobs,
             "verbose": -1,
         }
 

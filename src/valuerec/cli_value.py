@@ -1,0 +1,601 @@
+"""``valuerec value ...``: fit, compare, save, serve and segment customer-value models.
+
+``fit`` trains each model on one temporal split (features before the calibration end, labels
+in the ``--holdout-days`` after it), scores it and stores it as a versioned artifact
+(:mod:`valuerec.artifacts`) that ``predict``, ``evaluate`` and ``segments`` load.
+
+How models are scored without flattering the supervised ones: a supervised model (LightGBM,
+the Transformer) learns from the very holdout labels a BTYD model never sees, so scoring it on
+the customers it was trained on would measure memory, not prediction. ``fit`` therefore holds
+out a fixed share of customers (``--test-fraction``, chosen by a hash of the user id, so the
+same customers are held out on every run and can be found again later without storing a
+list), trains every model on the others and scores every model on the held-out ones: the same
+customers and the same holdout window for all, a fair comparison. The saved artifact is exactly
+the model that was scored. ``evaluate`` re-scores saved artifacts on those held-out customers,
+or on every customer for a window that starts after the training labels end.
+
+Errors a user can fix (no artifact yet, unknown model name, a calibration end outside the data)
+print one message and exit with code 2; a model that fails to fit is reported and the others
+still run (exit code 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
+from valuerec.data.store import Store, StoreError, default_db_path
+from valuerec.evaluate.value import ValueReport, evaluate_value
+from valuerec.features.behaviour import behaviour_features
+from valuerec.features.split import SplitError, TemporalSplit, to_timestamp
+from valuerec.value.base import ValueData, ValueModel, value_data
+from valuerec.value.registry import MODELS, make_model
+from valuerec.value.segments import SEGMENTS, segment_summary, segment_users, target_list
+
+__all__ = ["holdout_customers", "value_app"]
+
+value_app = typer.Typer(
+    help="Customer-value models: fit and compare, predict, evaluate, segment.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# The helpers below mirror valuerec.cli's. They are not imported from it because valuerec.cli
+# imports this module to register ``value_app``: importing back would be circular.
+out = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db", envvar="VALUEREC_DB", help="Store: a DuckDB file path.", show_default=True
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ArtifactsOption = Annotated[
+    Path | None,
+    typer.Option("--artifacts", help="Artifact folder; default: the store path + '.models'."),
+]
+ModelOption = Annotated[
+    str, typer.Option("--model", help=f"Value model: one of {', '.join(MODELS)}.")
+]
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of", help="Score customers as of this date (events before it); default: log end."
+    ),
+]
+HorizonOption = Annotated[
+    float | None,
+    typer.Option("--horizon-days", help="Prediction horizon; default: the model's holdout."),
+]
+
+DEFAULT_MODELS = "naive,bgnbd,pareto,lightgbm"
+ARTIFACT_PREFIX = "value-"
+SPLIT_SALT = "valuerec-value-test"
+TOP_ROWS = 20
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _require_store(db: str) -> None:
+    """A mistyped ``--db`` is an error here, not a new empty store (as opening would make)."""
+    if db != ":memory:" and not Path(db).exists():
+        raise _fail(f"no store at {db}: ingest data first (valuerec ingest / valuerec load)")
+
+
+@contextmanager
+def _open_store(db: str) -> Iterator[Store]:
+    _require_store(db)
+    try:
+        store = Store(db)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        yield bar
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def holdout_customers(users: Sequence[str] | pd.Index, fraction: float, salt: str) -> np.ndarray:
+    """Boolean mask of the customers held out for scoring: a hash of ``salt:user_id``.
+
+    A hash rather than a random draw, so the held-out set is the same on every run, survives
+    new data (a customer keeps their side) and can be recomputed from the artifact's metadata.
+    """
+    if fraction <= 0:
+        return np.zeros(len(users), dtype=bool)
+    draws = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(f"{salt}:{u}".encode(), digest_size=8).digest(), "big")
+            >> 11
+            for u in users
+        ],
+        dtype=np.float64,
+    )
+    return draws / float(2**53) < fraction
+
+
+def _parse_models(spec: str) -> list[str]:
+    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise _fail(f"--models is empty: choose from {', '.join(MODELS)}")
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise _fail(f"--models lists {', '.join(sorted(dup))} more than once")
+    return names
+
+
+def _make(name: str) -> ValueModel:
+    try:
+        return make_model(name)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _log_end(store: Store) -> datetime:
+    """The day after the last event: "now" for scoring today's customers."""
+    (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
+    if last is None:
+        raise _fail("the store has no events")
+    return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+
+
+def _purchases_between(store: Store, start: datetime, end: datetime) -> int:
+    (n,) = store.con.execute(
+        "SELECT count(*) FROM events WHERE event_type = 'purchase' "
+        "AND timestamp >= ?::TIMESTAMP AND timestamp < ?::TIMESTAMP",
+        [start, end],
+    ).fetchone()
+    return int(n)
+
+
+def _truth(data: ValueData, users: pd.Index) -> pd.DataFrame:
+    assert data.labels is not None
+    return data.labels.loc[users].rename_axis("user_id").reset_index()
+
+
+def _artifacts(db: str, root: Path | None) -> ArtifactStore:
+    try:
+        return ArtifactStore(root if root is not None else default_root(db))
+    except ValueError as exc:
+        raise _fail(f"{exc} (--artifacts)") from None
+
+
+def _load(arts: ArtifactStore, name: str) -> tuple[ValueModel, dict[str, Any]]:
+    if name.strip().lower() not in MODELS:
+        raise _fail(f"unknown value model {name!r}: choose from {', '.join(MODELS)}")
+    key = ARTIFACT_PREFIX + name.strip().lower()
+    try:
+        return arts.load(key)
+    except ArtifactError as exc:
+        raise _fail(f"{exc}; run `valuerec value fit --models {name}` first") from None
+    except Exception as exc:  # unpickling needs the model's code and its dependencies
+        raise _fail(f"cannot load {key}: {type(exc).__name__}: {exc}") from None
+
+
+def _write_frame(frame: pd.DataFrame, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise _fail(f"--out {path}: use a .csv or .parquet file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
+def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{100 * value:.1f}%" if pct else f"{value:,.{digits}f}"
+
+
+def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
+    """The comparison every command prints: ranking, calibration, counts, churn, fit time."""
+    table = Table(title=title)
+    for col in ("model", "version", "gini", "decile MAPE", "MAE tx", "AUC", "fit s"):
+        table.add_column(col, justify="left" if col in ("model", "version") else "right")
+    for name, row in rows.items():
+        m = row.get("metrics") or {}
+        if row.get("error"):
+            table.add_row(name, "-", "[red]failed[/]", "", "", "", _fmt(row.get("fit_seconds")))
+            continue
+        table.add_row(
+            name,
+            str(row.get("version") or "-"),
+            _fmt(m.get("normalized_gini")),
+            _fmt(m.get("decile_mape"), pct=True),
+            _fmt(m.get("mae_transactions")),
+            _fmt(m.get("auc_return")),
+            _fmt(row.get("fit_seconds"), digits=2),
+        )
+    return table
+
+
+def _predict_all(
+    store: Store, model: ValueModel, as_of: str | None, horizon: float | None
+) -> tuple[pd.DataFrame, datetime]:
+    """Predictions for every customer with a purchase before ``as_of`` (default: log end)."""
+    if horizon is not None and horizon <= 0:
+        raise _fail(f"--horizon-days must be positive, got {horizon}")
+    try:
+        when = _log_end(store) if as_of is None else to_timestamp(as_of, "--as-of")
+        pred = model.predict(horizon_days=horizon, store=store, as_of=when)
+    except SplitError as exc:
+        raise _fail(str(exc)) from None
+    return pred, when
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@value_app.command()
+def fit(
+    db: DbOption = default_db_path(),
+    calibration_end: Annotated[
+        str | None,
+        typer.Option(
+            "--calibration-end",
+            help="Features before this date, labels after it; default: log end - holdout.",
+        ),
+    ] = None,
+    holdout_days: Annotated[
+        int, typer.Option("--holdout-days", help="Label window (and horizon), in days.")
+    ] = 273,
+    models: Annotated[
+        str, typer.Option("--models", help=f"Comma list of {', '.join(MODELS)}.")
+    ] = DEFAULT_MODELS,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            "--test-fraction",
+            help="Share of customers held out for scoring (0: train on all, no scores).",
+        ),
+    ] = 0.2,
+    artifacts: ArtifactsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit value models, score them on held-out customers, save each as an artifact."""
+    names = _parse_models(models)
+    fresh = {name: _make(name) for name in names}  # unknown names fail before any work
+    if not 0.0 <= test_fraction < 1.0:
+        raise _fail(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    arts = _artifacts(db, artifacts)
+    with _open_store(db) as store:
+        try:
+            if calibration_end is None:
+                split = TemporalSplit.last_days(store, holdout_days)
+            else:
+                split = TemporalSplit(calibration_end, holdout_days)
+            data = value_data(store, split.calibration_end, split.holdout_days)
+        except SplitError as exc:
+            raise _fail(str(exc)) from None
+        held = holdout_customers(data.users, test_fraction, SPLIT_SALT)
+        train, test = data.users[~held], data.users[held]
+        if len(train) == 0:
+            raise _fail("no customers left to train on: lower --test-fraction")
+        holdout_purchases = _purchases_between(store, split.calibration_end, split.holdout_end)
+        log_end = _log_end(store)
+        note = None
+        if test_fraction == 0:
+            note = "--test-fraction 0: models are trained on every customer and not scored"
+        elif len(test) < 2:
+            note = "fewer than 2 held-out customers: models are not scored"
+        elif holdout_purchases == 0:
+            note = "the holdout window has no purchases: models are not scored"
+        truth = _truth(data, test) if note is None else None
+        common = {
+            "calibration_end": split.calibration_end,
+            "holdout_days": split.holdout_days,
+            "holdout_end": split.holdout_end,
+            "holdout_complete": split.holdout_end <= log_end,
+            "test_fraction": test_fraction,
+            "split_salt": SPLIT_SALT,
+            "train_customers": len(train),
+            "test_customers": len(test),
+            "data_fingerprint": data_fingerprint(store),
+            "db": str(db),
+        }
+        results: dict[str, dict[str, Any]] = {}
+        with _progress() as bar:
+            task = bar.add_task("fitting", total=len(names))
+            for name, model in fresh.items():
+                bar.update(task, description=f"{name}: fitting")
+                results[name] = _fit_one(
+                    store, arts, name, model, split, train, test, truth, common,
+                    lambda step, name=name: bar.update(task, description=f"{name}: {step}"),
+                )  # fmt: skip
+                bar.advance(task)
+    failed = [n for n, r in results.items() if r.get("error")]
+    if as_json:
+        summary = {**_jsonable(common), "artifacts": str(arts.root), "note": note}
+        _print_json({**summary, "models": results})
+    else:
+        out.print(
+            _metric_table(
+                f"value models: calibration end {split.calibration_end:%Y-%m-%d}, holdout "
+                f"{split.holdout_days} d, {len(train):,} train / {len(test):,} held-out customers",
+                results,
+            )
+        )
+        if note:
+            out.print(note)
+        out.print(f"artifacts: {arts.root}")
+    for name in failed:
+        err.print(f"[bold red]error:[/] {name}: {results[name]['error']}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _jsonable(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in obj.items()}
+
+
+def _fit_one(
+    store: Store,
+    arts: ArtifactStore,
+    name: str,
+    model: ValueModel,
+    split: TemporalSplit,
+    train: pd.Index,
+    test: pd.Index,
+    truth: pd.DataFrame | None,
+    common: dict[str, Any],
+    step: Callable[[str], object],
+) -> dict[str, Any]:
+    """Fit, score and save one model; a failure is returned, not raised, so others still run."""
+    started = time.perf_counter()
+    result: dict[str, Any] = {"artifact": ARTIFACT_PREFIX + name, "version": None}
+    try:
+        users = None if len(test) == 0 else list(train)
+        model.fit(store, split.calibration_end, holdout_days=split.holdout_days, users=users)
+        result["fit_seconds"] = time.perf_counter() - started
+        report: ValueReport | None = None
+        if truth is not None:
+            step("scoring")
+            pred = model.predict(
+                list(test), split.holdout_days, store=store, as_of=split.calibration_end
+            )
+            report = evaluate_value(truth, pred)
+        scores = report.to_dict() if report is not None else {"metrics": None, "deciles": None}
+        result["metrics"] = scores["metrics"]
+        step("saving")
+        meta = {
+            **common,
+            "model": name,
+            "fit_seconds": result["fit_seconds"],
+            "metrics": scores["metrics"],
+            "deciles": scores["deciles"],
+        }
+        result["version"] = arts.save(ARTIFACT_PREFIX + name, model, meta)
+    except Exception as exc:  # one model's failure must not lose the others' work
+        result.setdefault("fit_seconds", time.perf_counter() - started)
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+@value_app.command()
+def predict(
+    model: ModelOption = "lightgbm",
+    horizon_days: HorizonOption = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write every prediction to .csv or .parquet."),
+    ] = None,
+    as_of: AsOfOption = None,
+    db: DbOption = default_db_path(),
+    artifacts: ArtifactsOption = None,
+) -> None:
+    """Predict value for every customer with the current artifact of one model."""
+    arts = _artifacts(db, artifacts)
+    with _open_store(db) as store:
+        fitted, meta = _load(arts, model)
+        pred, when = _predict_all(store, fitted, as_of, horizon_days)
+    horizon = horizon_days or fitted.horizon_days_
+    if out_path is not None:
+        _write_frame(pred, out_path)
+        out.print(f"{len(pred):,} customers -> {out_path}")
+        return
+    top = pred.sort_values(["ltv", "user_id"], ascending=[False, True]).head(TOP_ROWS)
+    table = Table(
+        title=f"{model} {meta['version']}: top {len(top)} of {len(pred):,} customers by LTV, "
+        f"as of {when:%Y-%m-%d}, {horizon:g}-day horizon"
+    )
+    cols = ("user_id", "ltv", "pred_spend", "pred_transactions", "p_alive")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "user_id" else "right")
+    for row in top.itertuples(index=False):
+        table.add_row(str(row.user_id), *(_fmt(getattr(row, c), digits=2) for c in cols[1:]))
+    out.print(table)
+    out.print(f"total predicted LTV: {pred['ltv'].sum():,.2f}")
+
+
+@value_app.command()
+def evaluate(
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma list; default: every model with an artifact."),
+    ] = None,
+    calibration_end: Annotated[
+        str | None,
+        typer.Option("--calibration-end", help="Score on this window; default: the fit's."),
+    ] = None,
+    holdout_days: Annotated[
+        int | None, typer.Option("--holdout-days", help="Default: the fit's.")
+    ] = None,
+    db: DbOption = default_db_path(),
+    artifacts: ArtifactsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score saved artifacts: on their held-out customers, or on all for a later window."""
+    arts = _artifacts(db, artifacts)
+    _require_store(db)
+    if models is None:
+        names = [n for n in MODELS if ARTIFACT_PREFIX + n in arts.names()]
+        if not names:
+            raise _fail(f"no value model artifacts in {arts.root}: run `valuerec value fit`")
+    else:
+        names = _parse_models(models)
+    loaded = {name: _load(arts, name) for name in names}
+    results: dict[str, dict[str, Any]] = {}
+    cache: dict[tuple[datetime, int], ValueData] = {}
+    with _open_store(db) as store, _progress() as bar:
+        task = bar.add_task("scoring", total=len(names))
+        for name, (model, meta) in loaded.items():
+            bar.update(task, description=f"{name}: scoring")
+            results[name] = _evaluate_one(store, model, meta, calibration_end, holdout_days, cache)
+            bar.advance(task)
+    if as_json:
+        _print_json({"artifacts": str(arts.root), "models": results})
+    else:
+        out.print(_metric_table("value models: evaluation", results))
+        for name, r in results.items():
+            out.print(
+                f"{name} {r['version']}: {r['calibration_end'][:10]} + {r['holdout_days']} d, "
+                f"{r['scope']}" + (f" ({r['customers']:,})" if r.get("customers") else "")
+            )
+
+
+def _evaluate_one(
+    store: Store,
+    model: ValueModel,
+    meta: dict[str, Any],
+    calibration_end: str | None,
+    holdout_days: int | None,
+    cache: dict[tuple[datetime, int], ValueData],
+) -> dict[str, Any]:
+    """Score one artifact on customers and a window it did not learn from."""
+    try:
+        split = TemporalSplit(
+            calibration_end or meta["calibration_end"], holdout_days or meta["holdout_days"]
+        )
+        key = (split.calibration_end, split.holdout_days)
+        if key not in cache:
+            cache[key] = value_data(store, split.calibration_end, split.holdout_days)
+    except SplitError as exc:
+        raise _fail(str(exc)) from None
+    data = cache[key]
+    result: dict[str, Any] = {
+        "version": meta["version"],
+        "calibration_end": split.calibration_end.isoformat(),
+        "holdout_days": split.holdout_days,
+        "fit_seconds": meta.get("fit_seconds"),
+        "metrics": None,
+    }
+    if split.calibration_end >= to_timestamp(meta["holdout_end"]):
+        users, result["scope"] = data.users, "all customers (window after the training labels)"
+    else:
+        held = holdout_customers(data.users, meta.get("test_fraction", 0.0), meta["split_salt"])
+        users, result["scope"] = data.users[held], "held-out customers"
+    if len(users) < 2 or _purchases_between(store, split.calibration_end, split.holdout_end) == 0:
+        result["scope"] += ": too few customers or no holdout purchases, not scored"
+        return result
+    pred = model.predict(list(users), split.holdout_days, store=store, as_of=split.calibration_end)
+    report = evaluate_value(_truth(data, users), pred)
+    result["customers"] = len(users)
+    result["metrics"] = report.to_dict()["metrics"]
+    return result
+
+
+@value_app.command()
+def segments(
+    model: ModelOption = "lightgbm",
+    segment: Annotated[
+        str, typer.Option("--segment", help=f"Segment to export: {', '.join(SEGMENTS)}.")
+    ] = "at-risk high value",
+    top: Annotated[int, typer.Option("--top", help="Rows in the exported target list.")] = 100,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the target list to .csv or .parquet.")
+    ] = None,
+    as_of: AsOfOption = None,
+    horizon_days: HorizonOption = None,
+    db: DbOption = default_db_path(),
+    artifacts: ArtifactsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Segment customers by behaviour and predicted value; export one segment's target list."""
+    if segment not in SEGMENTS:
+        raise _fail(f"unknown segment {segment!r}: choose from {', '.join(SEGMENTS)}")
+    if top < 1:
+        raise _fail(f"--top must be at least 1, got {top}")
+    arts = _artifacts(db, artifacts)
+    with _open_store(db) as store:
+        fitted, meta = _load(arts, model)
+        pred, when = _predict_all(store, fitted, as_of, horizon_days)
+        features = behaviour_features(store, when)
+    seg = segment_users(pred, features, as_of=when)
+    summary = segment_summary(seg)
+    targets = target_list(seg, segment, top)
+    if out_path is not None:
+        _write_frame(targets, out_path)
+    if as_json:
+        _print_json(
+            {
+                "model": model,
+                "version": meta["version"],
+                "as_of": when.isoformat(),
+                "segments": summary.astype(object).where(summary.notna(), None)
+                .to_dict(orient="records"),
+                "target_rows": len(targets),
+                "out": str(out_path) if out_path else None,
+            }
+        )  # fmt: skip
+        return
+    table = Table(title=f"segments: {model} {meta['version']}, as of {when:%Y-%m-%d}")
+    for col in ("segment", "users", "% users", "value", "% value", "days since", "freq"):
+        table.add_column(col, justify="left" if col == "segment" else "right",
+                         no_wrap=col == "segment")  # fmt: skip
+    for r in summary.itertuples(index=False):
+        table.add_row(
+            r.segment,
+            f"{r.users:,}",
+            _fmt(r.share_users, pct=True),
+            _fmt(r.predicted_value, digits=0),
+            _fmt(r.share_value, pct=True),
+            _fmt(r.median_recency_days, digits=0),
+            _fmt(r.median_frequency, digits=1),
+        )
+    out.print(table)
+    if out_path is not None:
+        out.print(f"{segment}: {len(targets):,} customers -> {out_path}")

@@ -1,0 +1,226 @@
+"""Model artifacts: round trip, versions, promotion and rollback, atomic pointer, clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import valuerec.artifacts as artifacts_mod
+from valuerec import __version__
+from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
+from valuerec.data.ingest import ingest
+
+
+@dataclass
+class Toy:
+    """A picklable stand-in for a fitted model."""
+
+    weights: list[float]
+
+
+@pytest.fixture
+def arts(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "shop.duckdb.models")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary files or folders a writer left behind."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock")
+
+
+def test_default_root_sits_next_to_the_store(tmp_path: Path) -> None:
+    assert default_root(tmp_path / "shop.duckdb") == tmp_path / "shop.duckdb.models"
+    assert default_root("data/x.duckdb") == Path("data/x.duckdb.models")
+    with pytest.raises(ValueError, match="in-memory"):
+        default_root(":memory:")
+
+
+def test_save_load_round_trip_with_metadata(arts: ArtifactStore) -> None:
+    meta_in = {
+        "calibration_end": pd.Timestamp("2024-08-28"),
+        "holdout_days": np.int64(60),
+        "metrics": {"normalized_gini": np.float64(0.75), "auc_return": math.nan},
+        "features": ("a", "b"),
+    }
+    version = arts.save("value-toy", Toy([1.0, 2.5]), meta_in)
+    assert version == "v0001"
+    model, meta = arts.load("value-toy")
+    assert model == Toy([1.0, 2.5])
+    assert meta["version"] == "v0001" and meta["name"] == "value-toy"
+    assert meta["calibration_end"] == "2024-08-28T00:00:00"
+    assert meta["holdout_days"] == 60
+    assert meta["metrics"] == {"normalized_gini": 0.75, "auc_return": None}  # NaN -> null
+    assert meta["features"] == ["a", "b"]
+    assert meta["valuerec"] == __version__ and meta["python"]
+    assert meta["model_class"].endswith("Toy") and meta["created_at"]
+    folder = arts.root / "value-toy" / "v0001"
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.pkl"]
+    assert json.loads((folder / "meta.json").read_text()) == meta  # plain JSON on disk
+    assert arts.meta("value-toy") == meta
+
+
+def test_versions_increase_and_new_saves_become_current(arts: ArtifactStore) -> None:
+    got = [arts.save("m", Toy([float(i)]), {"i": i}) for i in range(1, 4)]
+    assert got == ["v0001", "v0002", "v0003"]
+    assert arts.versions("m") == got
+    assert arts.current("m") == "v0003"
+    assert arts.load("m")[0] == Toy([3.0])
+    assert arts.load("m", "v0001")[0] == Toy([1.0])
+    assert arts.load("m", 2)[1]["i"] == 2  # 2, "2", "v2" and "v0002" name one version
+    shadow = arts.save("m", Toy([4.0]), promote=False)
+    assert shadow == "v0004" and arts.current("m") == "v0003"
+
+
+def test_versions_sort_numerically_past_9999(arts: ArtifactStore) -> None:
+    arts.save("m", Toy([1.0]))
+    os.rename(arts.root / "m" / "v0001", arts.root / "m" / "v9999")
+    assert arts.save("m", Toy([2.0]), promote=False) == "v10000"
+    assert arts.versions("m") == ["v9999", "v10000"]
+
+
+def test_promote_and_rollback_walk_the_history(arts: ArtifactStore) -> None:
+    for i in range(3):
+        arts.save("m", Toy([float(i)]))
+    assert arts.promote("m", "v0001") == "v0001"
+    assert arts.current("m") == "v0001"
+    # each rollback goes one promotion further back, not back and forth
+    assert arts.rollback("m") == "v0003"
+    assert arts.rollback("m") == "v0002"
+    assert arts.rollback("m") == "v0001"
+    assert arts.current("m") == "v0001"
+    with pytest.raises(ArtifactError, match="nothing to roll back"):
+        arts.rollback("m")
+    actions = [(h["action"], h["version"]) for h in arts.history("m")]
+    assert actions == [
+        ("promote", "v0001"), ("promote", "v0002"), ("promote", "v0003"), ("promote", "v0001"),
+        ("rollback", "v0003"), ("rollback", "v0002"), ("rollback", "v0001"),
+    ]  # fmt: skip
+    # promoting after a rollback starts a new branch on top of the current version
+    arts.promote("m", "v0003")
+    assert arts.rollback("m") == "v0001"
+
+
+def test_current_pointer_is_a_small_file_replaced_atomically(
+    arts: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arts.save("m", Toy([1.0]))
+    arts.save("m", Toy([2.0]))
+    pointer = arts.root / "m" / "CURRENT"
+    assert pointer.read_text() == "v0002\n"
+    assert _leftovers(arts.root / "m") == []
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts_mod.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        arts.promote("m", "v0001")
+    monkeypatch.undo()
+    # the interrupted promotion left the old pointer whole and no temporary file behind
+    assert pointer.read_text() == "v0002\n"
+    assert arts.current("m") == "v0002"
+    assert _leftovers(arts.root / "m") == []
+
+
+def test_a_failed_save_leaves_nothing_behind(arts: ArtifactStore) -> None:
+    arts.save("m", Toy([1.0]))
+    with pytest.raises(Exception, match="pickle"):
+        arts.save("m", lambda: None)  # a lambda cannot be pickled
+    assert arts.versions("m") == ["v0001"] and arts.current("m") == "v0001"
+    assert _leftovers(arts.root / "m") == []
+
+
+def test_a_version_taken_by_a_concurrent_writer_is_not_overwritten(
+    arts: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace = os.replace
+    raced = []
+
+    def racing_replace(src: str | Path, dst: str | Path) -> None:
+        dst = Path(dst)
+        if dst.name == "v0001" and not raced:  # another writer claims v0001 first
+            raced.append(dst)
+            dst.mkdir()
+            (dst / "meta.json").write_text('{"version": "v0001", "winner": "other"}')
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifacts_mod.os, "replace", racing_replace)
+    assert arts.save("m", Toy([1.0])) == "v0002"
+    assert raced
+    assert json.loads((arts.root / "m" / "v0001" / "meta.json").read_text())["winner"] == "other"
+    assert arts.load("m")[0] == Toy([1.0])
+
+
+def test_unknown_names_and_versions_are_clear_errors(arts: ArtifactStore) -> None:
+    with pytest.raises(ArtifactError, match=r"no artifact named 'nope'.*none yet"):
+        arts.load("nope")
+    arts.save("value-naive", Toy([1.0]))
+    with pytest.raises(ArtifactError, match=r"no artifact named 'nope'.*value-naive"):
+        arts.current("nope")
+    with pytest.raises(ArtifactError, match=r"no version v0042 \(available: v0001\)"):
+        arts.load("value-naive", "v0042")
+    with pytest.raises(ArtifactError, match="no version v0007"):
+        arts.promote("value-naive", 7)
+    with pytest.raises(ArtifactError, match="not a version"):
+        arts.load("value-naive", "latest")
+    with pytest.raises(ArtifactError, match="invalid artifact name"):
+        arts.save("../escape", Toy([1.0]))
+    with pytest.raises(ArtifactError, match="nothing to roll back"):
+        arts.rollback("value-naive")
+    arts.save("shadow", Toy([1.0]), promote=False)
+    with pytest.raises(ArtifactError, match="no current version; promote one of v0001"):
+        arts.load("shadow")
+    assert arts.versions("never-saved") == []
+
+
+def test_list_shows_every_version_and_the_current_one(arts: ArtifactStore) -> None:
+    assert list(arts.list().columns) == [
+        "name", "version", "current", "created_at", "model_class", "path",
+    ]  # fmt: skip
+    assert arts.list().empty
+    arts.save("b", Toy([1.0]))
+    arts.save("a", Toy([1.0]))
+    arts.save("a", Toy([2.0]))
+    arts.promote("a", "v0001")
+    listing = arts.list()
+    assert listing[["name", "version", "current"]].to_dict(orient="records") == [
+        {"name": "a", "version": "v0001", "current": True},
+        {"name": "a", "version": "v0002", "current": False},
+        {"name": "b", "version": "v0001", "current": True},
+    ]
+    assert arts.names() == ["a", "b"]
+
+
+def test_incomplete_version_folders_are_ignored(arts: ArtifactStore) -> None:
+    arts.save("m", Toy([1.0]))
+    (arts.root / "m" / ".tmp-crashed").mkdir()
+    (arts.root / "m" / "v0005").mkdir()  # no meta.json: never completed
+    assert arts.versions("m") == ["v0001"]
+
+
+def test_data_fingerprint_changes_with_the_data(store) -> None:
+    empty = data_fingerprint(store)
+    assert len(empty) == 16 and empty == data_fingerprint(store)
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "event_type": ["purchase", "view"],
+            "timestamp": ["2024-01-01", "2024-01-02"],
+            "value": [10.0, None],
+        }
+    )
+    ingest(store, frame, "events")
+    first = data_fingerprint(store)
+    assert first != empty and first == data_fingerprint(store)
+    ingest(store, frame, "events")  # idempotent ingest: same data, same fingerprint
+    assert data_fingerprint(store) == first
+    more = frame.assign(timestamp=["2024-02-01", "2024-02-02"])
+    ingest(store, more, "events")
+    assert data_fingerprint(store) != first

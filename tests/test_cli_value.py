@@ -1,0 +1,212 @@
+"""``valuerec value ...``: fit / predict / evaluate / segments on a small synthetic store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from valuerec.artifacts import ArtifactStore, default_root
+from valuerec.cli_value import holdout_customers, value_app
+from valuerec.data import synth
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.value.base import PRED_COLUMNS, ValueData
+from valuerec.value.gbm import LightGBMValueModel
+from valuerec.value.models import NaiveValueModel
+from valuerec.value.registry import MODELS, ModelUnavailableError, _lazy, make_model
+from valuerec.value.segments import SEGMENTS
+
+runner = CliRunner()
+FITTED = ("naive", "bgnbd", "lightgbm")
+
+
+@dataclass
+class Fitted:
+    db: str
+    calibration_end: str
+    customers: int  # users with a purchase anywhere in the log
+    fit: Any  # the CliRunner result of `fit --json`
+
+
+def _run(*args: str) -> Any:
+    return runner.invoke(value_app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fitted]:
+    """One store, fitted once: the commands below read its artifacts."""
+    data = synth.generate(users=1500, items=100, days=300, holdout_days=60, seed=1)
+    db = str(tmp_path_factory.mktemp("value") / "shop.duckdb")
+    with Store(db) as store:
+        for kind in ("items", "users", "events"):
+            ingest(store, getattr(data, kind), kind)
+        (customers,) = store.con.execute(
+            "SELECT count(DISTINCT user_id) FROM events WHERE event_type = 'purchase'"
+        ).fetchone()
+    first_day = pd.Timestamp(data.events["timestamp"].min()).normalize()
+    cal_end = f"{first_day + pd.Timedelta(days=240):%Y-%m-%d}"
+    # LightGBM's two OpenMP threads spin-wait; on a busy two-core CI box that turns a
+    # one-second fit into minutes. One thread keeps this test's time independent of the load.
+    params = LightGBMValueModel._params
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LightGBMValueModel, "_params", lambda self: {**params(self), "n_jobs": 1})
+        res = _run(
+            "fit", "--db", db, "--models", ",".join(FITTED), "--holdout-days", "60",
+            "--calibration-end", cal_end, "--json",
+        )  # fmt: skip
+        yield Fitted(db, cal_end, int(customers), res)
+
+
+def test_fit_saves_every_model_and_compares_them(fitted: Fitted) -> None:
+    assert fitted.fit.exit_code == 0, fitted.fit.output
+    report = json.loads(fitted.fit.stdout)
+    assert report["calibration_end"].startswith(fitted.calibration_end)
+    assert report["holdout_days"] == 60 and report["holdout_complete"] is True
+    assert report["train_customers"] + report["test_customers"] == fitted.customers
+    assert 0.1 < report["test_customers"] / fitted.customers < 0.3
+    gini = {name: report["models"][name]["metrics"]["normalized_gini"] for name in FITTED}
+    assert all(isinstance(g, float) for g in gini.values()), gini
+    assert gini["lightgbm"] > gini["naive"], gini
+
+    arts = ArtifactStore(default_root(fitted.db))
+    assert arts.names() == [f"value-{n}" for n in sorted(FITTED)]
+    for name in FITTED:
+        assert arts.current(f"value-{name}") == report["models"][name]["version"] == "v0001"
+        meta = arts.meta(f"value-{name}")
+        assert meta["model"] == name and meta["holdout_days"] == 60
+        assert meta["calibration_end"].startswith(fitted.calibration_end)
+        assert meta["fit_seconds"] > 0 and meta["data_fingerprint"] == report["data_fingerprint"]
+        assert meta["metrics"]["normalized_gini"] == pytest.approx(gini[name])
+        assert len(meta["deciles"]) == 10
+
+
+def test_fit_prints_a_comparison_table(fitted: Fitted, tmp_path: Path) -> None:
+    res = _run(
+        "fit", "--db", fitted.db, "--models", "naive", "--holdout-days", "60",
+        "--calibration-end", fitted.calibration_end, "--artifacts", str(tmp_path / "arts"),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    for text in ("model", "gini", "decile MAPE", "MAE tx", "AUC", "fit s", "naive", "v0001"):
+        assert text in res.stdout
+    assert ArtifactStore(tmp_path / "arts").versions("value-naive") == ["v0001"]
+
+
+def test_predict_writes_one_row_per_customer(fitted: Fitted, tmp_path: Path) -> None:
+    path = tmp_path / "pred.csv"
+    res = _run("predict", "--db", fitted.db, "--out", str(path))
+    assert res.exit_code == 0, res.output
+    pred = pd.read_csv(path)
+    assert list(pred.columns) == list(PRED_COLUMNS)
+    assert len(pred) == fitted.customers and pred["user_id"].is_unique
+    assert not pred.isna().any().any()
+    assert (pred["ltv"] >= 0).all()
+
+    res = _run("predict", "--db", fitted.db, "--model", "naive", "--horizon-days", "30")
+    assert res.exit_code == 0, res.output
+    assert "top 20 of" in res.stdout and "30-day horizon" in res.stdout
+
+
+def test_evaluate_rescores_the_saved_models(fitted: Fitted) -> None:
+    res = _run("evaluate", "--db", fitted.db, "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)["models"]
+    fit = json.loads(fitted.fit.stdout)["models"]
+    assert sorted(report) == sorted(FITTED)
+    for name in FITTED:  # same artifact, customers and window: the same score
+        assert report[name]["metrics"]["normalized_gini"] == pytest.approx(
+            fit[name]["metrics"]["normalized_gini"]
+        )
+        assert report[name]["scope"] == "held-out customers"
+
+
+def test_held_out_customers_are_stable() -> None:
+    users = [f"u{i}" for i in range(2000)]
+    mask = holdout_customers(users, 0.2, "salt")
+    assert 0.17 < mask.mean() < 0.23
+    assert (holdout_customers(users[::-1], 0.2, "salt") == mask[::-1]).all()
+    assert not holdout_customers(users, 0.0, "salt").any()
+
+
+def test_segments_prints_every_segment_and_exports_a_target_list(
+    fitted: Fitted, tmp_path: Path
+) -> None:
+    path = tmp_path / "targets.csv"
+    res = _run("segments", "--db", fitted.db, "--out", str(path), "--top", "25")
+    assert res.exit_code == 0, res.output
+    for name in SEGMENTS:
+        assert name in res.stdout
+    targets = pd.read_csv(path)
+    assert 0 < len(targets) <= 25
+    assert targets["ltv"].is_monotonic_decreasing
+    assert {"user_id", "ltv", "p_alive", "last_purchase"} <= set(targets.columns)
+
+
+def test_user_errors_exit_2_with_a_message(fitted: Fitted, tmp_path: Path) -> None:
+    res = _run("fit", "--db", fitted.db, "--models", "naive,nope")
+    assert res.exit_code == 2 and "unknown value model 'nope'" in res.output
+    assert "lightgbm" in res.output  # the message lists the names
+    res = _run("predict", "--db", fitted.db, "--model", "nope")
+    assert res.exit_code == 2 and "unknown value model 'nope'" in res.output
+    res = _run("predict", "--db", fitted.db, "--model", "pareto")
+    assert res.exit_code == 2 and "no artifact named 'value-pareto'" in res.output
+    res = _run("fit", "--db", fitted.db, "--models", "naive", "--calibration-end", "2031-01-01")
+    assert res.exit_code == 2 and "after the last purchase event" in res.output
+    res = _run("segments", "--db", fitted.db, "--segment", "vip")
+    assert res.exit_code == 2 and "unknown segment 'vip'" in res.output
+    res = _run("predict", "--db", str(tmp_path / "missing.duckdb"))
+    assert res.exit_code == 2 and "no store at" in res.output
+    assert not (tmp_path / "missing.duckdb").exists()
+
+
+def test_registry_builds_models_and_names_unavailable_ones(monkeypatch) -> None:
+    assert make_model("naive").name == "naive"
+    assert make_model(" BGNBD ").name == "bgnbd+gg"
+    assert make_model("lightgbm").name == "lightgbm"
+    assert {"naive", "bgnbd", "pareto", "lightgbm", "transformer", "ensemble"} <= set(MODELS)
+    with pytest.raises(ValueError, match=r"unknown value model 'x'.*naive, bgnbd"):
+        make_model("x")
+    monkeypatch.setitem(MODELS, "transformer", _lazy("valuerec.value.not_there", "Model"))
+    with pytest.raises(ModelUnavailableError, match=r"'transformer' is unavailable.*not_there"):
+        make_model("transformer")
+    res = _run("fit", "--models", "naive,transformer")
+    assert res.exit_code == 2 and "'transformer' is unavailable" in res.output
+
+
+def test_fit_reports_a_failing_model_and_keeps_the_others(
+    fitted: Fitted, tmp_path: Path, monkeypatch
+) -> None:
+    class Broken(NaiveValueModel):
+        def _fit(self, data: ValueData) -> None:
+            raise RuntimeError("boom")
+
+    monkeypatch.setitem(MODELS, "pareto", Broken)
+    arts = tmp_path / "arts"
+    res = _run(
+        "fit", "--db", fitted.db, "--models", "pareto,naive", "--holdout-days", "60",
+        "--calibration-end", fitted.calibration_end, "--artifacts", str(arts), "--json",
+    )  # fmt: skip
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)["models"]
+    assert report["pareto"]["error"] == "RuntimeError: boom" and report["pareto"]["version"] is None
+    assert report["naive"]["version"] == "v0001"
+    assert ArtifactStore(arts).names() == ["value-naive"]
+
+
+def test_fit_on_every_customer_is_not_scored(fitted: Fitted, tmp_path: Path) -> None:
+    res = _run(
+        "fit", "--db", fitted.db, "--models", "naive", "--holdout-days", "60",
+        "--test-fraction", "0", "--artifacts", str(tmp_path / "arts"), "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["test_customers"] == 0 and report["train_customers"] == fitted.customers
+    assert report["models"]["naive"]["metrics"] is None and "not scored" in report["note"]
+    # default calibration end: the holdout is the last 60 days of the log
+    assert report["holdout_complete"] is True
