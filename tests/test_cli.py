@@ -120,13 +120,17 @@ def test_synth_writes_the_tables(tmp_path):
 
 @pytest.mark.network
 def test_demo_loads_both_real_data_sets(tmp_path):
-    res = _run("demo", "--dir", str(tmp_path / "demo"))
+    res = _run("demo", "--dir", str(tmp_path / "demo"), "--value-models", "naive,bgnbd,lightgbm")
     assert res.exit_code == 0, res.output
     with Store(tmp_path / "demo" / "cdnow.duckdb", read_only=True) as s:
         assert s.count("events") == 69_659
     with Store(tmp_path / "demo" / "movielens-100k.duckdb", read_only=True) as s:
         assert s.count("events") == 100_000
     assert "69,659" in res.stdout and "100,000" in res.stdout
+    # the value models were fitted, scored and saved, and the target list exported
+    assert (tmp_path / "demo" / "cdnow.duckdb.models" / "value-lightgbm" / "CURRENT").exists()
+    assert (tmp_path / "demo" / "at-risk-high-value.csv").stat().st_size > 0
+    assert "lightgbm" in res.stdout
 
 
 def test_version():

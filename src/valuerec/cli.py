@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,8 +96,15 @@ def _print_results(results: list[IngestResult]) -> None:
     for col in ("source", "kind", "read", "stored", "duplicates", "quarantined", "seconds"):
         table.add_column(col, justify="left" if col in ("source", "kind") else "right")
     for r in results:
-        table.add_row(r.source, r.kind, f"{r.rows_read:,}", f"{r.stored:,}",
-                      f"{r.duplicates:,}", f"{r.quarantined:,}", f"{r.seconds:.2f}")  # fmt: skip
+        table.add_row(
+            r.source,
+            r.kind,
+            f"{r.rows_read:,}",
+            f"{r.stored:,}",
+            f"{r.duplicates:,}",
+            f"{r.quarantined:,}",
+            f"{r.seconds:.2f}",
+        )
     out.print(table)
 
 
@@ -166,9 +174,15 @@ def ingest_cmd(
     with _open_store(db) as store, _progress() as bar:
         try:
             result = ingest(
-                store, path, kind, format=format, mapping=mapping, constants=constants,
-                batch_size=batch_size, progress=_ingest_callback(bar, path.name),
-            )  # fmt: skip
+                store,
+                path,
+                kind,
+                format=format,
+                mapping=mapping,
+                constants=constants,
+                batch_size=batch_size,
+                progress=_ingest_callback(bar, path.name),
+            )
         except (InputError, ValueError) as exc:
             raise _fail(str(exc)) from None
     if as_json:
@@ -217,8 +231,9 @@ def quarantine(
     for col in ("source", "line", "row", "field", "reason", "raw"):
         table.add_column(col, overflow="fold")
     for rec in frame.itertuples():
-        table.add_row(rec.source, _num(rec.line), _num(rec.row), rec.field, rec.reason,
-                      str(rec.raw)[:120])  # fmt: skip
+        table.add_row(
+            rec.source, _num(rec.line), _num(rec.row), rec.field, rec.reason, str(rec.raw)[:120]
+        )
     out.print(table)
 
 
@@ -265,9 +280,14 @@ def datasets_synth(
     with _progress() as bar:
         task = bar.add_task("generating", total=None)
         data = synth.generate(
-            users=users, items=items, days=days, holdout_days=holdout_days, seed=seed,
-            event_ids=event_ids, progress=lambda step: bar.update(task, description=step),
-        )  # fmt: skip
+            users=users,
+            items=items,
+            days=days,
+            holdout_days=holdout_days,
+            seed=seed,
+            event_ids=event_ids,
+            progress=lambda step: bar.update(task, description=step),
+        )
         bar.update(task, description="writing")
         try:
             paths = data.write(out_dir, fmt)
@@ -312,20 +332,52 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo stores.")] = Path(
         "valuerec-demo"
     ),
+    value_models: Annotated[
+        str, typer.Option("--value-models", help="Value models fitted on CDNOW (comma list).")
+    ] = "naive,bgnbd,pareto,lightgbm,transformer,ensemble",
 ) -> None:
-    """Run the main pipeline on real public data (CDNOW, MovieLens-100K), each in a fresh store."""
+    """Run the main pipeline on real public data (CDNOW, MovieLens-100K), each in a fresh store.
+
+    Loads both data sets; on CDNOW fits the value models (calibration to 1997-09-30, 39-week
+    holdout), scores them on held-out customers, saves them as artifacts and segments the
+    customers.
+    """
+    from valuerec import cli_value
+
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("cdnow", "movielens-100k"):
         db = out_dir / f"{name}.duckdb"
         for f in (db, db.with_suffix(".duckdb.wal")):
             f.unlink(missing_ok=True)
+        shutil.rmtree(f"{db}.models", ignore_errors=True)
         out.rule(f"[bold]{name}")
         _print_results(list(_load(name, str(db)).values()))
         with _open_store(str(db)) as store:
             _print_stats(store.stats(), f"{name}: {db}")
-    out.print(
-        f"Stores written under {out_dir}/. Next: `valuerec stats --db {out_dir}/cdnow.duckdb`."
+    cdnow_db = str(out_dir / "cdnow.duckdb")
+    out.rule("[bold]customer value on CDNOW")
+    cli_value.fit(
+        db=cdnow_db,
+        calibration_end="1997-10-01",
+        holdout_days=273,
+        models=value_models,
+        test_fraction=0.2,
+        artifacts=None,
+        as_json=False,
     )
+    best = "ensemble" if "ensemble" in value_models else value_models.split(",")[-1].strip()
+    cli_value.segments(
+        model=best,
+        segment="at-risk high value",
+        top=100,
+        out_path=out_dir / "at-risk-high-value.csv",
+        as_of=None,
+        horizon_days=365.0,
+        db=cdnow_db,
+        artifacts=None,
+        as_json=False,
+    )
+    out.print(f"Stores and model artifacts under {out_dir}/.")
 
 
 from valuerec.cli_value import value_app  # noqa: E402  (registered after app exists)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
+from valuerec.value.calibration import PowerCalibration
 
 
 def btyd_features(model: BetaGeoFitter, rfm: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
@@ -55,6 +56,7 @@ class LightGBMValueModel(ValueModel):
         btyd_features: bool = True,
         seed: int = 0,
         n_jobs: int = 1,
+        calibrate: bool = True,
         discount_rate: float = 0.01,
     ) -> None:
         self.n_estimators = n_estimators
@@ -65,6 +67,7 @@ class LightGBMValueModel(ValueModel):
         self.btyd_features = btyd_features
         self.seed = seed
         self.n_jobs = n_jobs
+        self.calibrate = calibrate
         self.discount_rate = discount_rate
 
     def _params(self) -> dict[str, object]:
@@ -102,6 +105,23 @@ class LightGBMValueModel(ValueModel):
         ).fit(x, y_spend)
         self.count_ = lgb.LGBMRegressor(objective="poisson", **p).fit(x, y_tx)
         self.feature_names_ = list(x.columns)
+        self.spend_calibration_ = self._cross_fit_calibration(x, y_spend, p)
+
+    def _cross_fit_calibration(
+        self, x: pd.DataFrame, y: np.ndarray, params: dict[str, object]
+    ) -> PowerCalibration:
+        """Power calibration of spend fitted on 5-fold out-of-fold predictions (cheap here)."""
+        if not self.calibrate or len(y) < 500:
+            return PowerCalibration()
+        oof = np.zeros(len(y))
+        folds = np.random.default_rng(self.seed).integers(0, 5, len(y))
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            booster = lgb.LGBMRegressor(
+                objective="tweedie", tweedie_variance_power=self.tweedie_variance_power, **params
+            ).fit(x[tr], y[tr])
+            oof[te] = booster.predict(x[te])
+        return PowerCalibration.fit(oof, y)
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         x = self._matrix(data)[self.feature_names_]
@@ -109,7 +129,7 @@ class LightGBMValueModel(ValueModel):
         return pd.DataFrame(
             {
                 "pred_transactions": self.count_.predict(x) * scale,
-                "pred_spend": self.spend_.predict(x) * scale,
+                "pred_spend": self.spend_calibration_(self.spend_.predict(x)) * scale,
                 "p_alive": self.classifier_.predict_proba(x)[:, 1],
             }
         )

@@ -8,10 +8,12 @@ BG/NBD view of the customer as a summary token. Two heads read the summary state
   spend, the probability of buying again (p_alive; churn = 1 - p) and prediction intervals;
 * a Poisson rate of holdout repeat purchase days.
 
-A small ensemble of independently initialised networks is averaged (CDNOW's signal is weak
-and single networks are noisy). A common calibration slice of the training customers drives
-early stopping and then a split-conformal adjustment of the interval levels, so that the
-80% / 50% intervals cover 80% / 50% of new customers.
+A small ensemble of networks is averaged (CDNOW's signal is weak and single networks are
+noisy). They are cross-fitted: network k is early-stopped on fold k of the training
+customers, which it never trains on, so every training customer has an out-of-fold
+prediction. Those drive a split-conformal adjustment of the interval levels (the 80% / 50%
+intervals then cover 80% / 50% of new customers) and a rank-preserving calibration of the
+expected spend.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
+from valuerec.value.calibration import PowerCalibration
 from valuerec.value.gbm import btyd_features
 
 
@@ -44,9 +47,13 @@ class _Net(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         _, summary = self.encoder(
-            batch["item"], batch["category"], batch["event_type"], batch["numeric"],
-            batch["mask"], batch["context"],
-        )  # fmt: skip
+            batch["item"],
+            batch["category"],
+            batch["event_type"],
+            batch["numeric"],
+            batch["mask"],
+            batch["context"],
+        )
         return self.head(summary)
 
 
@@ -99,7 +106,6 @@ class TransformerValueModel(ValueModel):
         weight_decay: float = 1e-4,
         patience: int = 5,
         n_models: int = 3,
-        calibration_fraction: float = 0.15,
         count_weight: float = 1.0,
         count_model: str = "hurdle",
         calibrate_mean: bool = True,
@@ -118,7 +124,6 @@ class TransformerValueModel(ValueModel):
         self.weight_decay = weight_decay
         self.patience = patience
         self.n_models = n_models
-        self.calibration_fraction = calibration_fraction
         self.count_weight = count_weight
         self.count_model = count_model
         self.calibrate_mean = calibrate_mean
@@ -169,26 +174,39 @@ class TransformerValueModel(ValueModel):
         y_spend = torch.as_tensor(data.labels["holdout_spend"].to_numpy(np.float32), device=dev)
         y_tx = torch.as_tensor(data.labels["holdout_transactions"].to_numpy(np.float32), device=dev)
         n = len(data.users)
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(n)
-        n_cal = max(1, int(self.calibration_fraction * n)) if n > 10 else 0
-        cal, train = order[:n_cal], order[n_cal:]
-        self.nets_ = []
-        self.history_ = []
+        order = np.random.default_rng(self.seed).permutation(n)
+        # Cross-fitting: network k holds out fold k (early stopping on it), so every training
+        # customer gets an out-of-fold prediction from the network that did not see them; the
+        # interval levels and the mean calibration are then fitted on all of those.
+        k_folds = max(self.n_models, 2) if n >= 20 else 0
+        folds = np.array_split(order, k_folds) if k_folds else []
+        self.nets_, self.history_ = [], []
+        oof_parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         for k in range(self.n_models):
+            held = folds[k % k_folds] if k_folds else np.empty(0, np.int64)
+            train = np.setdiff1d(np.arange(n), held) if len(held) else np.arange(n)
             torch.manual_seed(self.seed * 1000 + k)
-            net, hist = self._train_one(tensors, y_spend, y_tx, train, cal, self.seed * 1000 + k)
+            net, hist = self._train_one(tensors, y_spend, y_tx, train, held, self.seed * 1000 + k)
             self.nets_.append(net)
             self.history_.append(hist)
-        self._calibrate_intervals(data.subset(data.users[cal]) if n_cal else None)
+            if len(held) and k < k_folds:
+                oof_parts.append((held, self._outputs(tensors, held, [net])))
+        self._calibrate(data, oof_parts)
 
     def _make_net(self) -> _Net:
         v = self.vocab_
         enc = SequenceEncoder(
-            len(v["item"]) + 2, len(v["category"]) + 2, len(v["event_type"]) + 2, len(NUMERIC),
-            n_context=len(self.context_columns_), d_model=self.d_model, n_heads=self.n_heads,
-            n_layers=self.n_layers, max_len=self.max_len, dropout=self.dropout,
-        )  # fmt: skip
+            len(v["item"]) + 2,
+            len(v["category"]) + 2,
+            len(v["event_type"]) + 2,
+            len(NUMERIC),
+            n_context=len(self.context_columns_),
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            max_len=self.max_len,
+            dropout=self.dropout,
+        )
         return _Net(enc, self.d_model).to(self._device())
 
     def _loss(self, out: torch.Tensor, y_spend: torch.Tensor, y_tx: torch.Tensor) -> torch.Tensor:
@@ -204,9 +222,14 @@ class TransformerValueModel(ValueModel):
         return ziln_loss(out[:, :3], y_spend) + self.count_weight * count
 
     def _train_one(
-        self, t: dict[str, torch.Tensor], y_spend: torch.Tensor, y_tx: torch.Tensor,
-        train: np.ndarray, cal: np.ndarray, seed: int,
-    ) -> tuple[_Net, list[float]]:  # fmt: skip
+        self,
+        t: dict[str, torch.Tensor],
+        y_spend: torch.Tensor,
+        y_tx: torch.Tensor,
+        train: np.ndarray,
+        cal: np.ndarray,
+        seed: int,
+    ) -> tuple[_Net, list[float]]:
         net = self._make_net()
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         rng = np.random.default_rng(seed)
@@ -246,18 +269,24 @@ class TransformerValueModel(ValueModel):
 
     # -- prediction ----------------------------------------------------------------------
     def _raw(self, data: ValueData) -> dict[str, np.ndarray]:
-        """Per-network ZILN parameters and count rates, averaged into ensemble outputs."""
+        """Ensemble outputs (averaged over the networks) for every customer of ``data``."""
         t = self._tensors(data)
-        n = len(data.users)
-        lengths = t["mask"].sum(1).cpu().numpy()
+        return self._outputs(t, np.arange(len(data.users)), self.nets_)
+
+    def _outputs(
+        self, t: dict[str, torch.Tensor], rows: np.ndarray, nets: list[_Net]
+    ) -> dict[str, np.ndarray]:
+        """ZILN parameters, expected spend and purchase rate of ``rows``, averaged over ``nets``."""
+        n = len(rows)
+        lengths = t["mask"][torch.as_tensor(rows)].sum(1).cpu().numpy() if n else np.zeros(0)
         order = np.argsort(lengths, kind="stable")
         ps, mus, sigmas, means, rates = [], [], [], [], []
         with torch.no_grad():
-            for net in self.nets_:
+            for net in nets:
                 out = torch.zeros(n, 4)
                 for start in range(0, n, 2048):
-                    idx = torch.as_tensor(order[start : start + 2048])
-                    out[idx] = net(_batch(t, idx)).cpu()
+                    pos = torch.as_tensor(order[start : start + 2048])
+                    out[pos] = net(_batch(t, torch.as_tensor(rows)[pos])).cpu()
                 logit, mu, sigma = (x.numpy().astype(float) for x in ziln_params(out[:, :3]))
                 p = 1 / (1 + np.exp(-logit))
                 ps.append(p)
@@ -277,23 +306,29 @@ class TransformerValueModel(ValueModel):
             "rate": np.mean(rates, axis=0),
         }
 
-    def _calibrate_intervals(self, cal: ValueData | None) -> None:
-        """Split-conformal interval levels and mean scale, from the calibration customers.
+    def _calibrate(
+        self, data: ValueData, oof_parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]
+    ) -> None:
+        """Split-conformal interval levels and the mean calibration, from out-of-fold outputs.
 
-        The nominal level is the one whose interval covers the target share on ``cal``.
+        The nominal level of each interval is the one whose intervals cover the target share
+        of training customers out of fold; the power calibration of the expected spend is
+        fitted on the same predictions.
         """
         self.interval_levels_ = {0.8: 0.8, 0.5: 0.5}
-        self.mean_scale_ = 1.0
-        if cal is None or cal.labels is None or len(cal.users) < 50:
+        self.mean_calibration_ = PowerCalibration()
+        if not oof_parts or data.labels is None:
             return
-        raw = self._raw(cal)
-        if self.calibrate_mean and raw["mean"].sum() > 0:
-            # the lognormal mean exp(mu + sigma^2/2) amplifies any error in sigma; rescale the
-            # expected spend so it adds up on customers the networks did not train on
-            scale = cal.labels["holdout_spend"].sum() / raw["mean"].sum()
-            self.mean_scale_ = float(np.clip(scale, 0.5, 2.0))
-        u = _user_uniform(cal.users)
-        y = cal.labels["holdout_spend"].to_numpy()
+        rows = np.concatenate([r for r, _ in oof_parts])
+        if len(rows) < 50:
+            return
+        raw = {k: np.concatenate([o[k] for _, o in oof_parts]) for k in oof_parts[0][1]}
+        y = data.labels["holdout_spend"].to_numpy()[rows]
+        if self.calibrate_mean:
+            # the lognormal mean exp(mu + sigma^2/2) amplifies any error in sigma; recalibrate
+            # level and spread on customers the networks did not train on (ranking unchanged)
+            self.mean_calibration_ = PowerCalibration.fit(raw["mean"], y)
+        u = _user_uniform(data.users[rows])
         grid = np.linspace(0.02, 0.995, 196)
         for target in (0.8, 0.5):
             cover = []
@@ -308,12 +343,15 @@ class TransformerValueModel(ValueModel):
         u = _user_uniform(data.users)
         out = {
             "pred_transactions": raw["rate"] * scale,
-            "pred_spend": raw["mean"] * self.mean_scale_ * scale,
+            "pred_spend": self.mean_calibration_(raw["mean"]) * scale,
             "p_alive": raw["p"],
         }
-        for target, (lo_name, hi_name) in ((0.8, ("spend_low", "spend_high")),
-                                           (0.5, ("spend_low50", "spend_high50"))):  # fmt: skip
-            lo, hi = ziln_interval(self.interval_levels_[target], raw["p"], raw["mu"],
-                                   raw["sigma"], u)  # fmt: skip
+        for target, (lo_name, hi_name) in (
+            (0.8, ("spend_low", "spend_high")),
+            (0.5, ("spend_low50", "spend_high50")),
+        ):
+            lo, hi = ziln_interval(
+                self.interval_levels_[target], raw["p"], raw["mu"], raw["sigma"], u
+            )
             out[lo_name], out[hi_name] = lo * scale, hi * scale
         return pd.DataFrame(out)
