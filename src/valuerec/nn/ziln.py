@@ -59,7 +59,8 @@ def ziln_interval(
     over-covers or leaves it out and under-covers. As for any discrete predictive
     distribution (Czado, Gneiting & Held 2009), the atom is given a randomised PIT ``u*(1-p)``
     and 0 belongs to the interval when that falls in the central band. Returns (low, high);
-    ``low`` is a tiny positive number when the interval excludes 0 but starts just above it.
+    ``low`` is a tiny positive number (1e-6) when the interval excludes 0, and an interval
+    with nothing in it (0 excluded, no positive spend in the band) is ``(1e-6, 1e-6)``.
     """
     lo_level, hi_level = (1 - coverage) / 2, (1 + coverage) / 2
     zero_mass = 1 - p
@@ -68,8 +69,9 @@ def ziln_interval(
     high = ziln_quantile(hi_level, p, mu, sigma)
     low_pos = ziln_quantile(np.maximum(lo_level, zero_mass + 1e-12), p, mu, sigma)
     low = np.where(zero_in, 0.0, np.maximum(low_pos, 1e-6))
-    # an interval that lies entirely inside the atom but excludes 0 is empty: mark it so
+    # an interval that lies entirely inside the atom but excludes 0 holds no plausible spend:
+    # it is returned as the point (1e-6, 1e-6), which no real spend hits and keeps low <= high
     empty = ~zero_in & (hi_level <= zero_mass)
-    high = np.where(empty, 0.0, high)
+    high = np.where(empty, 1e-6, high)
     low = np.where(empty, 1e-6, low)
     return low, high

@@ -132,6 +132,8 @@ class ValueModel(ABC):
     """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``)."""
 
     name = "value-model"
+    #: fewest customers a fit accepts; supervised models need enough to learn from
+    min_customers = 1
     #: horizon the model was trained for, in days (supervised) or any (BTYD)
     horizon_days_: float
     discount_rate: float = 0.01
@@ -181,6 +183,11 @@ class ValueModel(ABC):
     def fit_data(self, data: ValueData) -> ValueModel:
         if len(data.users) == 0:
             raise ValueError("no customers with a purchase in the calibration period")
+        if len(data.users) < self.min_customers:
+            raise ValueError(
+                f"{self.name} needs at least {self.min_customers} customers with a purchase in "
+                f"the calibration period, got {len(data.users)}"
+            )
         self.split_ = data.split
         self.horizon_days_ = float(data.split.holdout_days)
         self._fit(data)

@@ -120,7 +120,9 @@ class _Fitter:
         likelihoods involve ``hyp2f1``, whose values can become non-finite far from the
         optimum, which gradient steps handle badly. Nelder-Mead alone from the default start
         can drift into a degenerate corner (BG/NBD on half of CDNOW: a -> 0, b -> inf, after
-        40,000 evaluations); the two-stage search converges in a fraction of a second.
+        40,000 evaluations); the two-stage search converges in a fraction of a second. The
+        polish is capped at 4,000 evaluations: where the likelihood has a ridge to infinity
+        (Pareto/NBD's s, beta on some synthetic logs) more steps only crawl along it.
         """
         if self.penalizer < 0:
             raise ValueError(f"penalizer must be >= 0, got {self.penalizer!r}")
@@ -141,7 +143,7 @@ class _Fitter:
             objective,
             x0,
             method="Nelder-Mead",
-            options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 20_000, "maxfev": 40_000,
+            options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 20_000, "maxfev": 4_000,
                      "adaptive": True},
         )  # fmt: skip
         if not res.success or not np.isfinite(res.fun):

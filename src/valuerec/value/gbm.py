@@ -15,7 +15,7 @@ import pandas as pd
 
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
-from valuerec.value.calibration import PowerCalibration
+from valuerec.value.calibration import SpendCalibration
 
 
 def btyd_features(model: BetaGeoFitter, rfm: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
@@ -45,6 +45,7 @@ class LightGBMValueModel(ValueModel):
     """
 
     name = "lightgbm"
+    min_customers = 20
 
     def __init__(
         self,
@@ -98,6 +99,11 @@ class LightGBMValueModel(ValueModel):
         x = self._matrix(data)
         y_tx = data.labels["holdout_transactions"].to_numpy()
         y_spend = data.labels["holdout_spend"].to_numpy()
+        if not (y_spend > 0).any():
+            raise ValueError(
+                "no customer spent anything in the holdout window: there is nothing to learn "
+                "(is the holdout after the end of the log, or are all values zero?)"
+            )
         p = self._params()
         self.classifier_ = lgb.LGBMClassifier(objective="binary", **p).fit(x, y_tx > 0)
         self.spend_ = lgb.LGBMRegressor(
@@ -109,10 +115,10 @@ class LightGBMValueModel(ValueModel):
 
     def _cross_fit_calibration(
         self, x: pd.DataFrame, y: np.ndarray, params: dict[str, object]
-    ) -> PowerCalibration:
-        """Power calibration of spend fitted on 5-fold out-of-fold predictions (cheap here)."""
+    ) -> SpendCalibration:
+        """Spend calibration fitted on 5-fold out-of-fold predictions (cheap here)."""
         if not self.calibrate or len(y) < 500:
-            return PowerCalibration()
+            return SpendCalibration()
         oof = np.zeros(len(y))
         folds = np.random.default_rng(self.seed).integers(0, 5, len(y))
         for k in range(5):
@@ -121,7 +127,7 @@ class LightGBMValueModel(ValueModel):
                 objective="tweedie", tweedie_variance_power=self.tweedie_variance_power, **params
             ).fit(x[tr], y[tr])
             oof[te] = booster.predict(x[te])
-        return PowerCalibration.fit(oof, y)
+        return SpendCalibration.fit(oof, y)
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         x = self._matrix(data)[self.feature_names_]

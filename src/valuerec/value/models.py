@@ -60,7 +60,10 @@ class BTYDValueModel(ValueModel):
         self.transaction_model_ = cls(penalizer=self.penalizer).fit(data.rfm)
         repeaters = data.rfm[(data.rfm["frequency"] > 0) & (data.rfm["monetary_value"] > 0)]
         if len(repeaters) < 3:
-            raise ValueError("Gamma-Gamma needs at least 3 customers with repeat purchases")
+            raise ValueError(
+                "Gamma-Gamma needs at least 3 customers with repeat purchases of positive "
+                f"value, got {len(repeaters)}"
+            )
         self.spend_model_ = GammaGammaFitter(penalizer=self.penalizer).fit(repeaters)
         self.profile_model_ = self.transaction_model_
 

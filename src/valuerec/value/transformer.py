@@ -5,8 +5,9 @@ shared :class:`valuerec.nn.encoder.SequenceEncoder`, with the static behaviour f
 BG/NBD view of the customer as a summary token. Two heads read the summary state:
 
 * a zero-inflated lognormal of holdout spend (:mod:`valuerec.nn.ziln`), giving the expected
-  spend, the probability of buying again (p_alive; churn = 1 - p) and prediction intervals;
-* a Poisson rate of holdout repeat purchase days.
+  spend and per-customer prediction intervals;
+* a hurdle count of holdout repeat purchase days: a churn head (probability of buying again,
+  reported as p_alive) times a zero-truncated Poisson for how often.
 
 A small ensemble of networks is averaged (CDNOW's signal is weak and single networks are
 noisy). They are cross-fitted: network k is early-stopped on fold k of the training
@@ -33,7 +34,7 @@ from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
-from valuerec.value.calibration import PowerCalibration
+from valuerec.value.calibration import SpendCalibration
 from valuerec.value.gbm import btyd_features
 
 
@@ -43,7 +44,8 @@ class _Net(nn.Module):
     def __init__(self, encoder: SequenceEncoder, d: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 4))
+        # outputs: ZILN (logit p, mu, raw sigma), log purchase rate, logit P(buys again)
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 5))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         _, summary = self.encoder(
@@ -92,6 +94,7 @@ class TransformerValueModel(ValueModel):
     """Sequence Transformer with a ZILN head, trained multi-task on spend and purchase count."""
 
     name = "transformer"
+    min_customers = 20
 
     def __init__(
         self,
@@ -213,13 +216,16 @@ class TransformerValueModel(ValueModel):
         if self.count_model == "poisson":
             count = F.poisson_nll_loss(out[:, 3], y_tx, log_input=True, full=False)
         else:
-            # hurdle: whether the customer returns is the ZILN's p; how often, given that they
-            # do, is a zero-truncated Poisson (its -log-likelihood, up to log y!)
+            # hurdle: how often a returning customer buys is a zero-truncated Poisson (its
+            # -log-likelihood, up to log y!); whether they return is the churn head below
             log_lam = out[:, 3]
             lam = torch.exp(log_lam)
             ztp = -(y_tx * log_lam - lam - torch.log(-torch.expm1(-lam) + 1e-12))
             count = torch.where(y_tx > 0, ztp, torch.zeros_like(ztp)).mean()
-        return ziln_loss(out[:, :3], y_spend) + self.count_weight * count
+        # churn head: P(at least one purchase in the horizon), learned from purchases rather
+        # than from spend, so free orders or missing values still count as coming back
+        returns = F.binary_cross_entropy_with_logits(out[:, 4], (y_tx > 0).float())
+        return ziln_loss(out[:, :3], y_spend) + self.count_weight * (count + returns)
 
     def _train_one(
         self,
@@ -280,10 +286,10 @@ class TransformerValueModel(ValueModel):
         n = len(rows)
         lengths = t["mask"][torch.as_tensor(rows)].sum(1).cpu().numpy() if n else np.zeros(0)
         order = np.argsort(lengths, kind="stable")
-        ps, mus, sigmas, means, rates = [], [], [], [], []
+        ps, mus, sigmas, means, rates, alive = [], [], [], [], [], []
         with torch.no_grad():
             for net in nets:
-                out = torch.zeros(n, 4)
+                out = torch.zeros(n, 5)
                 for start in range(0, n, 2048):
                     pos = torch.as_tensor(order[start : start + 2048])
                     out[pos] = net(_batch(t, torch.as_tensor(rows)[pos])).cpu()
@@ -294,16 +300,19 @@ class TransformerValueModel(ValueModel):
                 sigmas.append(sigma)
                 means.append(ziln_mean(p, mu, sigma))
                 lam = np.exp(out[:, 3].numpy().astype(float))
+                p_return = 1 / (1 + np.exp(-out[:, 4].numpy().astype(float)))
+                alive.append(p_return)
                 if self.count_model == "poisson":
                     rates.append(lam)
                 else:  # hurdle: P(return) x mean of the zero-truncated Poisson
-                    rates.append(p * lam / -np.expm1(-np.maximum(lam, 1e-9)))
+                    rates.append(p_return * lam / -np.expm1(-np.maximum(lam, 1e-9)))
         return {
             "p": np.mean(ps, axis=0),
             "mu": np.mean(mus, axis=0),
             "sigma": np.mean(sigmas, axis=0),
             "mean": np.mean(means, axis=0),
             "rate": np.mean(rates, axis=0),
+            "p_return": np.mean(alive, axis=0),
         }
 
     def _calibrate(
@@ -316,7 +325,7 @@ class TransformerValueModel(ValueModel):
         fitted on the same predictions.
         """
         self.interval_levels_ = {0.8: 0.8, 0.5: 0.5}
-        self.mean_calibration_ = PowerCalibration()
+        self.mean_calibration_ = SpendCalibration()
         if not oof_parts or data.labels is None:
             return
         rows = np.concatenate([r for r, _ in oof_parts])
@@ -327,7 +336,7 @@ class TransformerValueModel(ValueModel):
         if self.calibrate_mean:
             # the lognormal mean exp(mu + sigma^2/2) amplifies any error in sigma; recalibrate
             # level and spread on customers the networks did not train on (ranking unchanged)
-            self.mean_calibration_ = PowerCalibration.fit(raw["mean"], y)
+            self.mean_calibration_ = SpendCalibration.fit(raw["mean"], y)
         u = _user_uniform(data.users[rows])
         grid = np.linspace(0.02, 0.995, 196)
         for target in (0.8, 0.5):
@@ -344,7 +353,7 @@ class TransformerValueModel(ValueModel):
         out = {
             "pred_transactions": raw["rate"] * scale,
             "pred_spend": self.mean_calibration_(raw["mean"]) * scale,
-            "p_alive": raw["p"],
+            "p_alive": raw["p_return"],
         }
         for target, (lo_name, hi_name) in (
             (0.8, ("spend_low", "spend_high")),

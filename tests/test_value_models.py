@@ -1,0 +1,483 @@
+"""Every value model behind one interface: the prediction frame's contract, horizons and
+discounting, later cut-offs, pickling, ranking and interval quality on synthetic customers
+whose truth is known, and bad input."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.data.synth import generate
+from valuerec.evaluate.value import interval_coverage, normalized_gini
+from valuerec.features.rfm import rfm_summary
+from valuerec.features.sequences import UNKNOWN, build_sequences
+from valuerec.features.split import SplitError
+from valuerec.value.base import PRED_COLUMNS, ValueModel, discount_factors, value_data
+from valuerec.value.ensemble import EnsembleValueModel
+from valuerec.value.gbm import LightGBMValueModel
+from valuerec.value.models import BTYDValueModel, NaiveValueModel
+from valuerec.value.transformer import TransformerValueModel
+
+START = pd.Timestamp("2024-01-01")
+DAYS, HOLDOUT = 300, 60
+CAL = START + pd.Timedelta(days=DAYS)  # the synth truth's cut-off
+LATER = CAL + pd.Timedelta(days=30)
+NEW_ITEM = "brand-new-item"
+
+
+def tiny_transformer() -> TransformerValueModel:
+    # Tiny but trained: 8 epochs of 64-customer batches (~110 steps). With 3 epochs of 256
+    # (~12 steps) the network is still at its initialisation and ranks at random.
+    return TransformerValueModel(
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        epochs=8,
+        batch_size=64,
+        lr=5e-3,
+        n_models=1,
+        max_len=8,
+    )
+
+
+FACTORIES: dict[str, Callable[[], ValueModel]] = {
+    "naive": NaiveValueModel,
+    "bgnbd": lambda: BTYDValueModel("bgnbd"),
+    "pareto": lambda: BTYDValueModel("pareto"),
+    "lightgbm": lambda: LightGBMValueModel(n_estimators=50),
+    "transformer": tiny_transformer,
+    "ensemble": lambda: EnsembleValueModel(
+        members=[LightGBMValueModel(n_estimators=50), tiny_transformer()]
+    ),
+}
+ALL = list(FACTORIES)
+POINT = ["naive", "bgnbd", "pareto", "lightgbm"]  # no predictive distribution
+DISTRIBUTIONAL = ["transformer", "ensemble"]
+NUMERIC_COLUMNS = [c for c in PRED_COLUMNS if c != "user_id"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # one intra-op thread: on a 2-core machine shared with LightGBM (or anything else) the
+    # default spins and makes the tiny network 5-10x slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def new_store(path: Path, *frames: pd.DataFrame, items: pd.DataFrame | None = None) -> Store:
+    store = Store(path)
+    for frame in frames:
+        result = ingest(store, frame, "events")
+        assert result.quarantined == 0
+    if items is not None:
+        ingest(store, items, "items")
+    return store
+
+
+@dataclass
+class World:
+    store: Store  # the synthetic log and its holdout window
+    future: Store  # the same, plus events after the calibration end
+    train: list[str]
+    test: list[str]
+    truth: pd.DataFrame  # indexed by user_id
+    customers: set[str]
+    later_buyers: list[str]  # bought the new item between CAL and LATER
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    # seed 4: Pareto/NBD converges in well under a second (on seeds 0, 1 and 3 the train
+    # customers put its optimum on the s, beta -> inf ridge and Nelder-Mead crawls for ~20 s)
+    data = generate(users=1500, items=80, days=DAYS, holdout_days=HOLDOUT, seed=4)
+    tmp = tmp_path_factory.mktemp("value")
+    events = pd.concat([data.events, data.holdout_events], ignore_index=True)
+    store = new_store(tmp / "synth.duckdb", events, items=data.items)
+    users = np.sort(data.truth["user_id"].to_numpy())
+    perm = np.random.default_rng(0).permutation(users)
+    train, test = sorted(perm[:1000]), sorted(perm[1000:])
+    # after the calibration end: an item and an event type never seen before, a far-future
+    # purchase of an existing customer and a customer who only appears in the future
+    later_buyers = test[:40]
+    extra = pd.DataFrame(
+        {
+            "user_id": later_buyers * 2 + [test[0], "future-only-user"],
+            "item_id": [NEW_ITEM] * 80 + [NEW_ITEM, NEW_ITEM],
+            "event_type": ["purchase"] * 40 + ["wishlist"] * 40 + ["purchase", "purchase"],
+            "timestamp": [CAL + pd.Timedelta(days=3, hours=i % 17) for i in range(80)]
+            + [pd.Timestamp("2030-06-01"), pd.Timestamp("2030-06-02")],
+            "value": [500.0] * 40 + [None] * 40 + [1000.0, 1000.0],
+        }
+    )
+    future = new_store(tmp / "future.duckdb", events, extra, items=data.items)
+    customers = set(rfm_summary(store, CAL).index)
+    yield World(
+        store, future, train, test, data.truth.set_index("user_id"), customers, later_buyers
+    )
+    store.close()
+    future.close()
+
+
+@pytest.fixture(scope="module")
+def fitted(world: World) -> dict[str, ValueModel]:
+    return {
+        name: make().fit(world.store, CAL, holdout_days=HOLDOUT, users=world.train)
+        for name, make in FACTORIES.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def preds(fitted: dict[str, ValueModel]) -> dict[str, pd.DataFrame]:
+    """Every model's predictions for every customer at the calibration end."""
+    return {name: model.predict() for name, model in fitted.items()}
+
+
+# ---------------------------------------------------------------------- the prediction frame
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_prediction_frame_contract(name, world, fitted, preds):
+    pred = preds[name]
+    assert list(pred.columns) == list(PRED_COLUMNS)
+    assert pred["user_id"].is_unique
+    assert set(pred["user_id"]) == world.customers and len(pred) == 1500
+    values = pred[NUMERIC_COLUMNS].to_numpy(float)
+    assert np.isfinite(values).all()
+    assert (values >= 0).all()  # counts, money and probabilities are never negative
+    assert pred["p_alive"].between(0, 1).all()
+    assert (pred["ltv"] >= 0).all() and (pred["ltv"] <= pred["pred_spend"] + 1e-9).all()
+    assert (pred["ltv_low"] <= pred["ltv"] + 1e-12).all()
+    assert pred["pred_spend"].gt(0).any() and pred["pred_transactions"].gt(0).any()
+    # users= picks and orders rows
+    some = pred["user_id"].iloc[[7, 3, 11]].tolist()
+    sub = fitted[name].predict(users=some)
+    assert sub["user_id"].tolist() == some
+    # (float32 networks: the batch a customer is scored in moves the 7th digit)
+    pd.testing.assert_frame_equal(
+        sub.set_index("user_id"),
+        pred.set_index("user_id").loc[some],
+        check_exact=False,
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("name", POINT)
+def test_point_models_return_degenerate_intervals(name, preds):
+    pred = preds[name]
+    for low, high, point in (
+        ("spend_low", "spend_high", "pred_spend"),
+        ("spend_low50", "spend_high50", "pred_spend"),
+        ("ltv_low", "ltv_high", "ltv"),
+    ):
+        np.testing.assert_array_equal(pred[low], pred[point])
+        np.testing.assert_array_equal(pred[high], pred[point])
+
+
+@pytest.mark.parametrize("name", DISTRIBUTIONAL)
+def test_distributional_intervals(name, preds):
+    pred = preds[name]
+    assert (pred["spend_high"] > pred["spend_low"]).any()  # real intervals, not points
+    assert (pred["spend_low"] <= pred["spend_high"]).all()
+    # ziln_interval's documented empty interval (0 excluded, no positive spend in the band)
+    nonempty = ~((pred["spend_low"] == 1e-6) & (pred["spend_high"] == 1e-6))
+    # the 50% interval lies inside the 80% one (same per-user draw u, lower level)
+    both = nonempty & ~((pred["spend_low50"] == 1e-6) & (pred["spend_high50"] == 1e-6))
+    assert (pred.loc[both, "spend_low"] <= pred.loc[both, "spend_low50"]).all()
+    assert (pred.loc[both, "spend_high50"] <= pred.loc[both, "spend_high"]).all()
+    # LTV bounds are the spend bounds discounted with the same per-customer ratio as the LTV
+    np.testing.assert_allclose(
+        pred["ltv_high"] * pred["pred_spend"], pred["ltv"] * pred["spend_high"], rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        pred["ltv_low"] * pred["pred_spend"], pred["ltv"] * pred["spend_low"], rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize("name", DISTRIBUTIONAL)
+def test_intervals_are_ordered(name, preds):
+    pred = preds[name]
+    assert (pred["spend_low"] <= pred["spend_high"]).all()
+    assert (pred["spend_low50"] <= pred["spend_high50"]).all()
+    assert (pred["ltv_low"] <= pred["ltv_high"]).all()
+
+
+# ------------------------------------------------------------------ horizons and discounting
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "pareto"])
+def test_btyd_longer_horizon_more_spend(name, fitted):
+    short = fitted[name].predict(horizon_days=60)
+    long = fitted[name].predict(horizon_days=120)
+    assert (long["pred_spend"] > short["pred_spend"]).all()
+    assert (long["pred_transactions"] > short["pred_transactions"]).all()
+    # but less than twice as much: some customers drop out in the meantime
+    assert (long["pred_spend"] < 2 * short["pred_spend"]).all()
+    np.testing.assert_array_equal(long["p_alive"], short["p_alive"])
+
+
+@pytest.mark.parametrize("name", ["naive", "lightgbm", "transformer", "ensemble"])
+def test_supervised_horizon_rescales_linearly(name, fitted):
+    base = fitted[name].predict(horizon_days=HOLDOUT)
+    double = fitted[name].predict(horizon_days=2 * HOLDOUT)
+    for col in ("pred_spend", "pred_transactions"):
+        np.testing.assert_allclose(double[col], 2 * base[col], rtol=1e-9)
+    np.testing.assert_array_equal(double["p_alive"], base["p_alive"])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_higher_discount_rate_lowers_ltv(name, fitted, preds):
+    model = fitted[name]
+    low_rate = preds[name]
+    assert model.discount_rate == 0.01
+    model.discount_rate = 0.25
+    try:
+        high_rate = model.predict()
+    finally:
+        model.discount_rate = 0.01
+    np.testing.assert_array_equal(high_rate["pred_spend"], low_rate["pred_spend"])
+    spends = low_rate["pred_spend"] > 0
+    assert (high_rate.loc[spends, "ltv"] < low_rate.loc[spends, "ltv"]).all()
+    assert (high_rate["ltv"] <= low_rate["ltv"]).all()
+
+
+def test_naive_ltv_is_spend_times_mean_discount(preds):
+    pred = preds["naive"]
+    disc = [1 / 1.01, 1 / 1.01**2]  # two 30-day periods in 60 days
+    np.testing.assert_allclose(discount_factors(60, 0.01), disc, rtol=1e-15)
+    np.testing.assert_allclose(pred["ltv"], pred["pred_spend"] * np.mean(disc), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "pareto"])
+@pytest.mark.parametrize("horizon", [45, 60])
+def test_btyd_ltv_discounts_its_own_purchase_curve(name, horizon, fitted):
+    """LTV over 2 periods = spend of days 0-30 / 1.01 + spend of days 30-horizon / 1.01^2."""
+    model = fitted[name]
+    first = model.predict(horizon_days=30)["pred_spend"]
+    total = model.predict(horizon_days=horizon)
+    expected = first / 1.01 + (total["pred_spend"] - first) / 1.01**2
+    np.testing.assert_allclose(total["ltv"], expected, rtol=1e-9)
+
+
+# ------------------------------------------------------------------ later cut-offs, pickling
+
+
+@pytest.mark.parametrize("name", ["transformer", "lightgbm", "ensemble"])
+def test_predict_at_a_later_cutoff(name, world, fitted, preds):
+    model = fitted[name]
+    vocab = pickle.loads(pickle.dumps(getattr(model, "vocab_", None)))
+    later = model.predict(store=world.future, as_of=LATER)
+    assert list(later.columns) == list(PRED_COLUMNS)
+    assert set(later["user_id"]) == set(rfm_summary(world.future, LATER).index)
+    assert np.isfinite(later[NUMERIC_COLUMNS].to_numpy(float)).all()
+    assert model.split_.calibration_end == CAL  # predicting does not move the model
+    assert getattr(model, "vocab_", None) == vocab
+    # the customers who bought in between have new features, hence new predictions
+    now = preds[name].set_index("user_id").loc[world.later_buyers, "pred_spend"]
+    then = later.set_index("user_id").loc[world.later_buyers, "pred_spend"]
+    assert (now != then).mean() > 0.9
+
+
+def test_later_cutoff_reuses_the_transformer_vocabulary(world, fitted):
+    model = fitted["transformer"]
+    data = value_data(world.future, LATER, HOLDOUT, labels=False, **model._data_options())
+    seq = data.sequences
+    assert seq.vocab is model.vocab_
+    assert NEW_ITEM not in model.vocab_["item"] and "wishlist" not in model.vocab_["event_type"]
+    # ids as a vocabulary built at the later cut-off would give them
+    fresh = build_sequences(world.future, LATER, max_len=8, users=seq.users, daily=True)
+    np.testing.assert_array_equal(fresh.mask, seq.mask)
+    rows = seq.users.get_indexer(world.later_buyers)
+    new_item = fresh.item == fresh.vocab["item"][NEW_ITEM]
+    new_type = fresh.event_type == fresh.vocab["event_type"]["wishlist"]
+    assert new_item[rows].any(axis=1).mean() > 0.8  # (very active buyers pushed it out)
+    assert new_type[rows].any(axis=1).mean() > 0.8
+    # the new item and the new event type are read as UNKNOWN, never as an id out of range
+    assert (seq.item[new_item] == UNKNOWN).all()
+    assert (seq.event_type[new_type] == UNKNOWN).all()
+    # ... and every other token keeps the id the model was trained with
+    names = {i: v for v, i in fresh.vocab["item"].items()}
+    known = seq.mask & (seq.item != UNKNOWN)
+    trained = {i: v for v, i in model.vocab_["item"].items()}
+    assert all(
+        trained[a] == names[b] for a, b in zip(seq.item[known], fresh.item[known], strict=True)
+    )
+    assert seq.item.max() < len(model.vocab_["item"]) + 2
+    assert seq.event_type.max() < len(model.vocab_["event_type"]) + 2
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_future_events_never_change_predictions(name, world, fitted, preds):
+    model = fitted[name]
+    with_future = model.predict(store=world.future, as_of=CAL)
+    pd.testing.assert_frame_equal(with_future, preds[name])
+    if name in ("naive", "bgnbd", "pareto"):  # unsupervised: refitting reads only the past
+        refit = FACTORIES[name]().fit(world.future, CAL, holdout_days=HOLDOUT, users=world.train)
+        pd.testing.assert_frame_equal(refit.predict(), preds[name])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pickle_round_trip(name, world, fitted, preds):
+    model = fitted[name]
+    data = value_data(world.store, CAL, HOLDOUT, labels=False, **model._data_options())
+    before = model.predict_data(data)
+    loaded = pickle.loads(pickle.dumps(model))
+    assert not hasattr(loaded, "_store")  # the database handle is not pickled
+    pd.testing.assert_frame_equal(loaded.predict_data(data), before)
+    pd.testing.assert_frame_equal(before, preds[name])
+    with pytest.raises(ValueError, match="predict needs a store"):
+        loaded.predict()
+    pd.testing.assert_frame_equal(loaded.predict(store=world.store), preds[name])
+
+
+# ------------------------------------------------------------- quality on held-out customers
+
+
+def test_models_beat_naive_on_held_out_customers(world, fitted):
+    truth = world.truth.loc[world.test, "expected_holdout_spend"].to_numpy()
+
+    def gini(name: str) -> float:
+        pred = fitted[name].predict(users=world.test)
+        return normalized_gini(truth, pred["pred_spend"].to_numpy())
+
+    naive = gini("naive")
+    assert 0.3 < naive < 0.95  # a sane baseline: the comparison means something
+    for name in ("lightgbm", "transformer", "ensemble"):
+        assert gini(name) > naive, name
+
+
+def test_transformer_intervals_cover_held_out_customers(world, fitted):
+    pred = fitted["transformer"].predict(users=world.test)
+    actual = world.truth.loc[world.test, "holdout_spend"].to_numpy()
+    cover80 = interval_coverage(actual, pred["spend_low"], pred["spend_high"])
+    cover50 = interval_coverage(actual, pred["spend_low50"], pred["spend_high50"])
+    assert 0.6 <= cover80 <= 0.95
+    assert 0.3 <= cover50 <= 0.7
+    assert cover50 < cover80
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.fixture(scope="module")
+def small_log() -> pd.DataFrame:
+    data = generate(users=300, items=30, days=DAYS, holdout_days=HOLDOUT, seed=1)
+    return pd.concat([data.events, data.holdout_events], ignore_index=True)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_purchases_is_a_clear_error(name, small_log, tmp_path):
+    store = new_store(tmp_path / "views.duckdb", small_log[small_log["event_type"] == "view"])
+    with pytest.raises(SplitError, match="no purchase events"):
+        FACTORIES[name]().fit(store, CAL, holdout_days=HOLDOUT)
+    store.close()
+
+
+def test_calibration_end_outside_the_data(small_log, tmp_path, world, fitted):
+    store = new_store(tmp_path / "log.duckdb", small_log)
+    buys = small_log[small_log["event_type"] == "purchase"]["timestamp"]
+    first, last = buys.min().strftime("%Y-%m-%d"), buys.max().strftime("%Y-%m-%d")
+    with pytest.raises(SplitError, match=f"2023-06-01 is before the first purchase event .{first}"):
+        NaiveValueModel().fit(store, "2023-06-01", holdout_days=HOLDOUT)
+    with pytest.raises(SplitError, match=f"2026-01-01 is after the last purchase event .{last}"):
+        BTYDValueModel().fit(store, "2026-01-01", holdout_days=HOLDOUT)
+    with pytest.raises(SplitError, match="not a valid time"):
+        NaiveValueModel().fit(store, "not-a-date", holdout_days=HOLDOUT)
+    with pytest.raises(SplitError, match="holdout_days must be at least 1"):
+        NaiveValueModel().fit(store, CAL, holdout_days=0)
+    # predicting as of a date outside the log fails the same way
+    with pytest.raises(SplitError, match="2027-03-04 is after the last purchase event"):
+        fitted["lightgbm"].predict(as_of="2027-03-04")
+    store.close()
+
+
+def _single_customer_store(small_log: pd.DataFrame, path: Path) -> Store:
+    buys = small_log[small_log["event_type"] == "purchase"]
+    best = buys["user_id"].value_counts().index[0]  # a repeat buyer
+    return new_store(path, small_log[small_log["user_id"] == best])
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "pareto"])
+def test_single_customer_btyd_clear_error(name, small_log, tmp_path):
+    store = _single_customer_store(small_log, tmp_path / "one.duckdb")
+    with pytest.raises(ValueError, match="Gamma-Gamma needs at least 3 customers"):
+        FACTORIES[name]().fit(store, CAL, holdout_days=HOLDOUT)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "naive",
+        "lightgbm",
+        "transformer",
+    ],
+)
+def test_single_customer_other_models(name, small_log, tmp_path):
+    store = _single_customer_store(small_log, tmp_path / "one.duckdb")
+    try:
+        pred = FACTORIES[name]().fit(store, CAL, holdout_days=HOLDOUT).predict()
+    except ValueError as exc:  # a clear refusal is fine; a crash or NaN is not
+        assert str(exc)
+    else:
+        assert len(pred) == 1
+        assert np.isfinite(pred[NUMERIC_COLUMNS].to_numpy(float)).all()
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def zero_value_store(small_log: pd.DataFrame, tmp_path: Path) -> Iterator[Store]:
+    log = small_log.copy()
+    log.loc[log["value"].notna(), "value"] = 0.0
+    store = new_store(tmp_path / "zero.duckdb", log)
+    yield store
+    store.close()
+
+
+def test_all_zero_values_naive_predicts_zero_spend(zero_value_store):
+    pred = NaiveValueModel().fit(zero_value_store, CAL, holdout_days=HOLDOUT).predict()
+    assert np.isfinite(pred[NUMERIC_COLUMNS].to_numpy(float)).all()
+    for col in ("pred_spend", "ltv", "ltv_low", "ltv_high", "spend_low", "spend_high"):
+        assert (pred[col] == 0).all(), col
+    assert pred["pred_transactions"].gt(0).any()  # purchases still happen, they are free
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "pareto"])
+def test_all_zero_values_btyd_clear_error(name, zero_value_store):
+    # no customer has a positive repeat spend for Gamma-Gamma to fit
+    with pytest.raises(ValueError, match="Gamma-Gamma needs at least 3 customers"):
+        FACTORIES[name]().fit(zero_value_store, CAL, holdout_days=HOLDOUT)
+
+
+def test_all_zero_values_lightgbm_clear_error(zero_value_store):
+    with pytest.raises(ValueError, match="no customer spent anything in the holdout window"):
+        LightGBMValueModel(n_estimators=50).fit(zero_value_store, CAL, holdout_days=HOLDOUT)
+
+
+def test_all_zero_values_transformer_predicts_almost_no_spend(zero_value_store):
+    pred = tiny_transformer().fit(zero_value_store, CAL, holdout_days=HOLDOUT).predict()
+    assert np.isfinite(pred[NUMERIC_COLUMNS].to_numpy(float)).all()
+    assert (pred[NUMERIC_COLUMNS].to_numpy(float) >= 0).all()
+    # a ZILN mean is never exactly 0, but it is tiny next to a typical order (~30)
+    assert pred["pred_spend"].max() < 1.0
+    assert pred["ltv"].max() < 1.0
+
+
+def test_all_zero_values_transformer_still_counts_purchases(zero_value_store):
+    model = tiny_transformer().fit(zero_value_store, CAL, holdout_days=HOLDOUT)
+    pred = model.predict()
+    data = value_data(zero_value_store, CAL, HOLDOUT)
+    actual = data.labels["holdout_transactions"].sum()
+    assert actual > 50
+    assert 0.5 < pred["pred_transactions"].sum() / actual < 2.0
