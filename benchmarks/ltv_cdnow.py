@@ -185,6 +185,7 @@ def synthetic(users: int = 20_000) -> dict:
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "syn.duckdb") as store:
         ingest(store, data_syn.items, "items")
         ingest(store, data_syn.events, "events")
+        ingest(store, data_syn.holdout_events, "events")  # the future the labels come from
         end = pd.Timestamp(cfg.start) + pd.Timedelta(days=cfg.days)
         data = value_data(store, end, cfg.holdout_days, sequences=True)
     truth = data_syn.truth.set_index("user_id").loc[data.users]
