@@ -77,6 +77,7 @@ def run_orientation(data: ValueData, train: pd.Index, test: pd.Index) -> dict[st
                 model.weights_ = np.array([0.5, 0.5])
                 model.split_, model.horizon_days_ = data.split, float(data.split.holdout_days)
                 model.profile_model_ = fitted["lightgbm"].profile_model_
+                model.spend_calibration_ = model._calibration(train_data)
                 fit_s = results["lightgbm"]["fit_s"] + results["transformer"]["fit_s"]
             else:
                 model.fit_data(train_data)

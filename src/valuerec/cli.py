@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from valuerec import __version__
+from valuerec.cli_common import (
+    DbOption,
+    JsonOption,
+    err,
+    fail,
+    open_store,
+    out,
+    print_json,
+    progress,
+)
+from valuerec.cli_value import fit as value_fit
+from valuerec.cli_value import segments as value_segments
+from valuerec.cli_value import value_app
 from valuerec.data import datasets as ds
 from valuerec.data import synth
 from valuerec.data.ingest import FORMATS, IngestResult, InputError, ingest
-from valuerec.data.store import Store, StoreError, default_db_path
+from valuerec.data.store import default_db_path
 
 app = typer.Typer(
     help="valuerec: predict each user's lifetime value and recommend what to show them.",
@@ -31,48 +40,7 @@ datasets_app = typer.Typer(
     help="Public data sets and the synthetic generator.", no_args_is_help=True
 )
 app.add_typer(datasets_app, name="datasets")
-
-out = Console()
-err = Console(stderr=True)
-
-DbOption = Annotated[
-    str,
-    typer.Option(
-        "--db", envvar="VALUEREC_DB", help="Store: a DuckDB file path.", show_default=True
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-@contextmanager
-def _open_store(db: str) -> Iterator[Store]:
-    try:
-        store = Store(db)
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@contextmanager
-def _progress() -> Iterator[Progress]:
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        yield bar
+app.add_typer(value_app, name="value")
 
 
 def _ingest_callback(bar: Progress, label: str) -> Any:
@@ -85,10 +53,6 @@ def _ingest_callback(bar: Progress, label: str) -> Any:
         bar.update(tasks[step], completed=done, total=total)
 
     return report
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _print_results(results: list[IngestResult]) -> None:
@@ -171,7 +135,7 @@ def ingest_cmd(
     """Validate a file and add it to the store; bad rows go to the quarantine."""
     mapping = _pairs(map_, "--map")
     constants = _pairs(set_, "--set")
-    with _open_store(db) as store, _progress() as bar:
+    with open_store(db) as store, progress() as bar:
         try:
             result = ingest(
                 store,
@@ -184,9 +148,9 @@ def ingest_cmd(
                 progress=_ingest_callback(bar, path.name),
             )
         except (InputError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         _print_results([result])
         if result.quarantined:
@@ -198,7 +162,7 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise _fail(f"{flag} expects KEY=VALUE, got {item!r}")
+            raise fail(f"{flag} expects KEY=VALUE, got {item!r}")
         pairs[key.strip()] = value.strip()
     return pairs
 
@@ -206,10 +170,10 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
 @app.command()
 def stats(db: DbOption = default_db_path(), as_json: JsonOption = False) -> None:
     """Counts, date range, users, items and events by type."""
-    with _open_store(db) as store:
+    with open_store(db) as store:
         result = store.stats()
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         _print_stats(result, f"store {db}")
 
@@ -221,11 +185,11 @@ def quarantine(
     as_json: JsonOption = False,
 ) -> None:
     """List the rows that failed validation, with file, line, field and reason."""
-    with _open_store(db) as store:
+    with open_store(db) as store:
         frame = store.quarantine(limit=limit)
         total = store.count("quarantine")
     if as_json:
-        _print_json(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
+        print_json(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
         return
     table = Table(title=f"quarantine ({total:,} rows)")
     for col in ("source", "line", "row", "field", "reason", "raw"):
@@ -261,7 +225,7 @@ def datasets_fetch(
         try:
             folder = ds.fetch(name)
         except ds.DatasetError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     out.print(f"{name}: {folder}")
 
 
@@ -277,7 +241,7 @@ def datasets_synth(
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
 ) -> None:
     """Generate a synthetic e-commerce log with known ground truth (truth.csv)."""
-    with _progress() as bar:
+    with progress() as bar:
         task = bar.add_task("generating", total=None)
         data = synth.generate(
             users=users,
@@ -292,7 +256,7 @@ def datasets_synth(
         try:
             paths = data.write(out_dir, fmt)
         except ValueError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     table = Table(title=f"synthetic data (seed {seed})")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -311,20 +275,20 @@ def load(
     """Fetch a public data set and ingest it into the store."""
     results = _load(name, db)
     if as_json:
-        _print_json({k: r.to_dict() for k, r in results.items()})
+        print_json({k: r.to_dict() for k, r in results.items()})
     else:
         _print_results(list(results.values()))
 
 
 def _load(name: str, db: str) -> dict[str, IngestResult]:
-    with _open_store(db) as store, _progress() as bar:
+    with open_store(db) as store, progress() as bar:
         fetching = bar.add_task(f"{name}: fetching", total=None)
         try:
             ds.fetch(name)
             bar.remove_task(fetching)
             return ds.load(name, store, progress=lambda kind: _ingest_callback(bar, kind))
         except (ds.DatasetError, InputError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
 
 
 @app.command()
@@ -342,8 +306,6 @@ def demo(
     holdout), scores them on held-out customers, saves them as artifacts and segments the
     customers.
     """
-    from valuerec import cli_value
-
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("cdnow", "movielens-100k"):
         db = out_dir / f"{name}.duckdb"
@@ -352,11 +314,11 @@ def demo(
         shutil.rmtree(f"{db}.models", ignore_errors=True)
         out.rule(f"[bold]{name}")
         _print_results(list(_load(name, str(db)).values()))
-        with _open_store(str(db)) as store:
+        with open_store(str(db)) as store:
             _print_stats(store.stats(), f"{name}: {db}")
     cdnow_db = str(out_dir / "cdnow.duckdb")
     out.rule("[bold]customer value on CDNOW")
-    cli_value.fit(
+    value_fit(
         db=cdnow_db,
         calibration_end="1997-10-01",
         holdout_days=273,
@@ -366,7 +328,7 @@ def demo(
         as_json=False,
     )
     best = "ensemble" if "ensemble" in value_models else value_models.split(",")[-1].strip()
-    cli_value.segments(
+    value_segments(
         model=best,
         segment="at-risk high value",
         top=100,
@@ -379,10 +341,6 @@ def demo(
     )
     out.print(f"Stores and model artifacts under {out_dir}/.")
 
-
-from valuerec.cli_value import value_app  # noqa: E402  (registered after app exists)
-
-app.add_typer(value_app, name="value")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

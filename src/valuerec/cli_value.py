@@ -22,12 +22,10 @@ still run (exit code 1).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,12 +33,14 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
-from valuerec.data.store import Store, StoreError, default_db_path
+from valuerec.cli_common import DbOption, JsonOption, err, open_store, out
+from valuerec.cli_common import fail as _fail
+from valuerec.cli_common import print_json as _print_json
+from valuerec.cli_common import progress as _progress
+from valuerec.data.store import Store, default_db_path
 from valuerec.evaluate.value import ValueReport, evaluate_value
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import SplitError, TemporalSplit, to_timestamp
@@ -56,18 +56,7 @@ value_app = typer.Typer(
     add_completion=False,
 )
 
-# The helpers below mirror valuerec.cli's. They are not imported from it because valuerec.cli
-# imports this module to register ``value_app``: importing back would be circular.
-out = Console()
-err = Console(stderr=True)
 
-DbOption = Annotated[
-    str,
-    typer.Option(
-        "--db", envvar="VALUEREC_DB", help="Store: a DuckDB file path.", show_default=True
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ArtifactsOption = Annotated[
     Path | None,
     typer.Option("--artifacts", help="Artifact folder; default: the store path + '.models'."),
@@ -92,46 +81,14 @@ SPLIT_SALT = "valuerec-value-test"
 TOP_ROWS = 20
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
+def _open_store(db: str) -> AbstractContextManager[Store]:
+    return open_store(db, must_exist=True)
 
 
 def _require_store(db: str) -> None:
     """A mistyped ``--db`` is an error here, not a new empty store (as opening would make)."""
     if db != ":memory:" and not Path(db).exists():
         raise _fail(f"no store at {db}: ingest data first (valuerec ingest / valuerec load)")
-
-
-@contextmanager
-def _open_store(db: str) -> Iterator[Store]:
-    _require_store(db)
-    try:
-        store = Store(db)
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@contextmanager
-def _progress() -> Iterator[Progress]:
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        yield bar
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 # ----------------------------------------------------------------------------- helpers

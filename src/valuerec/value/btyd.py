@@ -165,9 +165,40 @@ def _spread(t: ArrayLike, *cols: ArrayLike) -> list[np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-# BG/NBD
+# Transaction models (BG/NBD, Pareto/NBD)
 # --------------------------------------------------------------------------------------------
-class BetaGeoFitter(_Fitter):
+class _TransactionFitter(_Fitter):
+    """Shared by BG/NBD and Pareto/NBD: a forecast is P(alive) times growth-if-alive.
+
+    Both papers' conditional expectations factor this way (BG/NBD equation (10): its
+    denominator is 1 / P(alive)); each model supplies ``conditional_probability_alive`` and
+    ``_growth(t, x, T)``, the expected purchases in ``(T, T + t]`` of a customer alive at T.
+    """
+
+    def conditional_probability_alive(
+        self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+    ) -> Result:
+        raise NotImplementedError
+
+    def _growth(self, t: np.ndarray, x: np.ndarray, age: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def conditional_expected_number_of_purchases_up_to_time(
+        self, t: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+    ) -> Result:
+        """E[purchases in (T, T + t] | x, t_x, T] = P(alive) x growth-if-alive."""
+        tt, x, t_x, age = _spread(t, frequency, recency, T)
+        alive = _as_array(self.conditional_probability_alive(x, t_x, age))
+        return _wrap(self._growth(tt, x, age) * alive, t, frequency, recency, T)
+
+    def expected_number_of_purchases_up_to_time(self, t: ArrayLike) -> Result:
+        """E[X(t)] for a customer just acquired at time 0 (the papers' unconditional mean)."""
+        tt = _as_array(t)
+        zero = np.zeros_like(tt)
+        return _wrap(self._growth(tt, zero, zero), t)
+
+
+class BetaGeoFitter(_TransactionFitter):
     """BG/NBD: Poisson purchasing, and a chance to drop out right after each purchase.
 
     Fader, P. S., Hardie, B. G. S. & Lee, K. L. (2005). "Counting Your Customers" the Easy
@@ -237,29 +268,11 @@ class BetaGeoFitter(_Fitter):
         term = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
         return (a + b + x - 1) / (a - 1) * (1 - term)
 
-    def conditional_expected_number_of_purchases_up_to_time(
-        self, t: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
-    ) -> Result:
-        """E[purchases in (T, T + t] | x, t_x, T], equation (10) of the paper.
-
-        Equation (10)'s denominator is 1 / P(alive), so this is "expected purchases if
-        alive" times "probability of being alive".
-        """
-        tt, x, t_x, age = _spread(t, frequency, recency, T)
-        alive = _as_array(self.conditional_probability_alive(x, t_x, age))
-        return _wrap(self._growth(tt, x, age) * alive, t, frequency, recency, T)
-
-    def expected_number_of_purchases_up_to_time(self, t: ArrayLike) -> Result:
-        """E[X(t)] for a customer just acquired at time 0 (the paper's unconditional mean)."""
-        tt = _as_array(t)
-        zero = np.zeros_like(tt)
-        return _wrap(self._growth(tt, zero, zero), t)
-
 
 # --------------------------------------------------------------------------------------------
 # Pareto/NBD
 # --------------------------------------------------------------------------------------------
-class ParetoNBDFitter(_Fitter):
+class ParetoNBDFitter(_TransactionFitter):
     """Pareto/NBD: Poisson purchasing and an exponential lifetime, both gamma-heterogeneous.
 
     Schmittlein, D. C., Morrison, D. G. & Colombo, R. (1987). Counting Your Customers: Who
@@ -361,23 +374,6 @@ class ParetoNBDFitter(_Fitter):
         k = s - 1
         ratio = u if k == 0 else -np.expm1(-k * u) / k
         return (r + x) * (beta + age) / (alpha + age) * ratio
-
-    def conditional_expected_number_of_purchases_up_to_time(
-        self, t: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
-    ) -> Result:
-        """E[purchases in (T, T + t] | x, t_x, T], as derived in the note.
-
-        The product of P(alive) and the expected purchases of a customer alive at T.
-        """
-        tt, x, t_x, age = _spread(t, frequency, recency, T)
-        alive = _as_array(self.conditional_probability_alive(x, t_x, age))
-        return _wrap(self._growth(tt, x, age) * alive, t, frequency, recency, T)
-
-    def expected_number_of_purchases_up_to_time(self, t: ArrayLike) -> Result:
-        """E[X(t)] = r beta / (alpha (s-1)) [1 - (beta / (beta+t))^(s-1)] for a new customer."""
-        tt = _as_array(t)
-        zero = np.zeros_like(tt)
-        return _wrap(self._growth(tt, zero, zero), t)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from valuerec.value.base import ValueData, ValueModel
+from valuerec.value.calibration import SpendCalibration
 from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.transformer import TransformerValueModel
 
@@ -50,6 +51,21 @@ class EnsembleValueModel(ValueModel):
             raise ValueError("weights must be non-negative, one per member, not all zero")
         self.weights_ = w / w.sum()
         self.profile_model_ = getattr(self.members_[0], "profile_model_", None)
+        self.spend_calibration_ = self._calibration(data)
+
+    def _calibration(self, data: ValueData) -> SpendCalibration:
+        """A weighted mean of calibrated members is not calibrated itself (its spread is
+        smaller); refit the map on the members' out-of-fold predictions, averaged."""
+        oofs = [getattr(m, "oof_spend_", None) for m in self.members_]
+        if data.labels is None or any(o is None for o in oofs):
+            return SpendCalibration()
+        common = oofs[0].index
+        for o in oofs[1:]:
+            common = common.intersection(o.index)
+        if len(common) == 0:
+            return SpendCalibration()
+        avg = sum(w * o.loc[common].to_numpy() for w, o in zip(self.weights_, oofs, strict=True))
+        return SpendCalibration.fit(avg, data.labels.loc[common, "holdout_spend"].to_numpy())
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         preds = [m.predict_data(data, horizon_days) for m in self.members_]

@@ -127,7 +127,10 @@ class LightGBMValueModel(ValueModel):
                 objective="tweedie", tweedie_variance_power=self.tweedie_variance_power, **params
             ).fit(x[tr], y[tr])
             oof[te] = booster.predict(x[te])
-        return SpendCalibration.fit(oof, y)
+        cal = SpendCalibration.fit(oof, y)
+        # calibrated out-of-fold spend, in training order: what an ensemble calibrates on
+        self.oof_spend_ = pd.Series(cal(oof), index=x.index)
+        return cal
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         x = self._matrix(data)[self.feature_names_]
