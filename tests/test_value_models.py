@@ -366,6 +366,29 @@ def test_transformer_intervals_cover_held_out_customers(world, fitted):
     assert cover50 < cover80
 
 
+def test_transaction_median_beats_the_mean_on_absolute_error(world, fitted):
+    model = fitted["transformer"]
+    data = value_data(
+        world.store,
+        CAL,
+        HOLDOUT,
+        users=world.test,
+        sequences=True,
+        vocab=model.vocab_,
+        max_len=model.max_len,
+    )
+    median = model.transaction_quantile(data, 0.5)
+    raw = model._raw(data)
+    # 0 exactly for customers more likely to stay away than to return, >= 1 otherwise
+    np.testing.assert_array_equal(median == 0, raw["p_return"] <= 0.5)
+    assert set(np.unique(median)) <= set(range(0, 200))
+    # a higher level never gives a smaller count
+    assert (model.transaction_quantile(data, 0.9) >= median).all()
+    actual = world.truth.loc[world.test, "holdout_transactions"].to_numpy()
+    mean = model.predict_data(data)["pred_transactions"].to_numpy()
+    assert np.abs(median - actual).mean() < np.abs(mean - actual).mean()
+
+
 # ------------------------------------------------------------------------------ bad input
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.stats import poisson
 from torch import nn
 
 from valuerec.features.sequences import NUMERIC
@@ -286,7 +287,7 @@ class TransformerValueModel(ValueModel):
         n = len(rows)
         lengths = t["mask"][torch.as_tensor(rows)].sum(1).cpu().numpy() if n else np.zeros(0)
         order = np.argsort(lengths, kind="stable")
-        ps, mus, sigmas, means, rates, alive = [], [], [], [], [], []
+        ps, mus, sigmas, means, rates, alive, lams = [], [], [], [], [], [], []
         with torch.no_grad():
             for net in nets:
                 out = torch.zeros(n, 5)
@@ -302,6 +303,7 @@ class TransformerValueModel(ValueModel):
                 lam = np.exp(out[:, 3].numpy().astype(float))
                 p_return = 1 / (1 + np.exp(-out[:, 4].numpy().astype(float)))
                 alive.append(p_return)
+                lams.append(lam)
                 if self.count_model == "poisson":
                     rates.append(lam)
                 else:  # hurdle: P(return) x mean of the zero-truncated Poisson
@@ -313,7 +315,27 @@ class TransformerValueModel(ValueModel):
             "mean": np.mean(means, axis=0),
             "rate": np.mean(rates, axis=0),
             "p_return": np.mean(alive, axis=0),
+            "lam": np.mean(lams, axis=0),
         }
+
+    def transaction_quantile(self, data: ValueData, level: float = 0.5) -> np.ndarray:
+        """Quantile of each customer's holdout purchase count under the hurdle model.
+
+        ``pred_transactions`` is the expectation (it adds up and feeds LTV); the median is
+        the forecast that minimises absolute error, which is 0 for anyone more likely to
+        stay away than to come back.
+        """
+        if self.count_model != "hurdle":
+            raise ValueError("count quantiles need count_model='hurdle'")
+        raw = self._raw(data)
+        p, lam = raw["p_return"], np.maximum(raw["lam"], 1e-9)
+        # P(K <= k) = (1 - p) + p * (Poisson cdf(k) - e^-lam) / (1 - e^-lam) for k >= 1
+        ks = np.arange(1, 200)
+        cdf = (1 - p)[:, None] + p[:, None] * (
+            poisson.cdf(ks[None, :], lam[:, None]) - np.exp(-lam)[:, None]
+        ) / -np.expm1(-lam)[:, None]
+        first = np.argmax(cdf >= level, axis=1)
+        return np.where(1 - p >= level, 0.0, ks[first].astype(float))
 
     def _calibrate(
         self, data: ValueData, oof_parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]
