@@ -84,11 +84,12 @@ def value_data(
     sequences: bool = False,
     vocab: dict[str, dict[str, int]] | None = None,
     max_len: int = 32,
+    token_types: Sequence[str] | None = None,
 ) -> ValueData:
     """Features and (optionally) holdout labels for customers acquired before the cut-off.
 
-    ``sequences``: also build each customer's last ``max_len`` daily behaviour tokens, with
-    ``vocab`` (a trained model's id maps) when given.
+    ``sequences``: also build each customer's last ``max_len`` daily behaviour tokens (of
+    ``token_types`` only, when given), with ``vocab`` (a trained model's id maps) when given.
     """
     split = TemporalSplit(calibration_end, holdout_days)
     split.check(store)
@@ -117,7 +118,7 @@ def value_data(
     if sequences:
         seq = build_sequences(
             store, split.calibration_end, max_len=max_len, users=feats.index, daily=True,
-            vocab=vocab,
+            vocab=vocab, event_types=token_types,
         )  # fmt: skip
     return ValueData(split, feats, rfm, lab, seq)
 

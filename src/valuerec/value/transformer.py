@@ -100,6 +100,7 @@ class TransformerValueModel(ValueModel):
     def __init__(
         self,
         max_len: int = 32,
+        token_types: tuple[str, ...] | None = None,
         d_model: int = 64,
         n_heads: int = 4,
         n_layers: int = 2,
@@ -118,6 +119,7 @@ class TransformerValueModel(ValueModel):
         discount_rate: float = 0.01,
     ) -> None:
         self.max_len = max_len
+        self.token_types = token_types
         self.d_model = d_model
         self.n_heads = n_heads
         self.n_layers = n_layers
@@ -136,7 +138,12 @@ class TransformerValueModel(ValueModel):
         self.discount_rate = discount_rate
 
     def _data_options(self) -> dict[str, Any]:
-        return {"sequences": True, "max_len": self.max_len, "vocab": getattr(self, "vocab_", None)}
+        return {
+            "sequences": True,
+            "max_len": self.max_len,
+            "token_types": self.token_types,
+            "vocab": getattr(self, "vocab_", None),
+        }
 
     # -- tensors -------------------------------------------------------------------------
     def _context(self, data: ValueData) -> np.ndarray:
