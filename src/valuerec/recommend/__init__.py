@@ -1,0 +1,1 @@
+"""Recommendation models behind one interface (:mod:`valuerec.recommend.base`)."""

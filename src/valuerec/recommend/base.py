@@ -1,0 +1,162 @@
+"""One interface for every recommender: fit on interactions, score users, recommend top-k.
+
+Models only implement :meth:`Recommender._fit` and :meth:`Recommender._score` (a dense score
+block for a batch of known users over the whole catalogue); everything users of the API see —
+top-k with seen items excluded, cold-start fallbacks for unknown users, item similarity, item
+scores — lives here once. The shared evaluator (:mod:`valuerec.evaluate.ranking`) calls
+:meth:`Recommender.score_users` so every model is judged the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+REC_COLUMNS = ("user_id", "rank", "item_id", "score", "cold_start")
+
+
+def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.Index]:
+    """(users x items CSR of implicit 1s, user ids, item ids) from an interactions object.
+
+    Accepts the evaluator's ``Interactions`` (``matrix``/``user_ids``/``item_ids``) or a
+    DataFrame with ``user_id`` and ``item_id`` columns (duplicates collapse to one).
+    """
+    if isinstance(interactions, pd.DataFrame):
+        users = pd.Index(sorted(interactions["user_id"].astype(str).unique()))
+        items = pd.Index(sorted(interactions["item_id"].dropna().astype(str).unique()))
+        frame = interactions.dropna(subset=["item_id"])
+        rows = users.get_indexer(frame["user_id"].astype(str))
+        cols = items.get_indexer(frame["item_id"].astype(str))
+        m = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(items))
+        )
+        m.data[:] = 1.0  # duplicates were summed: an interaction is a 1
+        return m, users, items
+    m = sp.csr_matrix(interactions.matrix, dtype=np.float32)
+    m.data[:] = 1.0
+    return m, pd.Index(interactions.user_ids), pd.Index(interactions.item_ids)
+
+
+class Recommender(ABC):
+    """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``)."""
+
+    name = "recommender"
+
+    def fit(self, interactions: Any) -> Recommender:
+        """Learn from ``interactions`` (evaluator ``Interactions`` or a user/item DataFrame)."""
+        self.matrix_, self.user_ids_, self.item_ids_ = interaction_matrix(interactions)
+        if self.matrix_.nnz == 0:
+            raise ValueError("no interactions to learn from")
+        self.popularity_ = np.asarray(self.matrix_.sum(axis=0)).ravel()
+        self._fit(self.matrix_)
+        return self
+
+    @abstractmethod
+    def _fit(self, matrix: sp.csr_matrix) -> None: ...
+
+    @abstractmethod
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        """Dense scores (len(users) x n_items) for known user indices."""
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        """Scores of user indices over the whole catalogue (the evaluator's entry point)."""
+        return np.asarray(self._score(np.asarray(users, dtype=np.int64)), dtype=np.float32)
+
+    # -- the public API -------------------------------------------------------------------
+    def recommend(
+        self, user_ids: Sequence[str], k: int = 10, exclude_seen: bool = True
+    ) -> pd.DataFrame:
+        """Top-``k`` items per user; unknown users get popular items with ``cold_start``."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        ids = [str(u) for u in user_ids]
+        idx = self.user_ids_.get_indexer(ids)
+        k = min(k, len(self.item_ids_))
+        rows = []
+        known = np.flatnonzero(idx >= 0)
+        for start in range(0, len(known), 1024):
+            batch = known[start : start + 1024]
+            scores = self.score_users(idx[batch]).astype(np.float64)
+            if exclude_seen:
+                seen = self.matrix_[idx[batch]]
+                scores[seen.nonzero()] = -np.inf
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            for r, b in enumerate(batch):
+                s = scores[r, top[r]]
+                keep = np.isfinite(s)  # a user who has seen everything gets fewer items
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "user_id": ids[b],
+                            "rank": np.arange(1, keep.sum() + 1),
+                            "item_id": self.item_ids_[top[r][keep]],
+                            "score": s[keep],
+                            "cold_start": False,
+                        }
+                    )
+                )
+        cold = np.flatnonzero(idx < 0)
+        if len(cold):
+            top = np.argsort(-self.popularity_, kind="stable")[:k]
+            for b in cold:
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "user_id": ids[b],
+                            "rank": np.arange(1, k + 1),
+                            "item_id": self.item_ids_[top],
+                            "score": self.popularity_[top].astype(float),
+                            "cold_start": True,
+                        }
+                    )
+                )
+        if not rows:
+            return pd.DataFrame(columns=list(REC_COLUMNS))
+        out = pd.concat(rows, ignore_index=True)
+        order = pd.Series(range(len(ids)), index=ids)
+        out["_o"] = out["user_id"].map(order)
+        return out.sort_values(["_o", "rank"]).drop(columns="_o").reset_index(drop=True)
+
+    def score(self, user_id: str, item_ids: Sequence[str]) -> pd.DataFrame:
+        """Scores of given items for a user; unknown users/items get NaN with ``cold_start``."""
+        u = self.user_ids_.get_indexer([str(user_id)])[0]
+        items = [str(i) for i in item_ids]
+        cols = self.item_ids_.get_indexer(items)
+        score = np.full(len(items), np.nan)
+        if u >= 0:
+            row = self.score_users(np.array([u]))[0]
+            score[cols >= 0] = row[cols[cols >= 0]]
+        return pd.DataFrame({"item_id": items, "score": score, "cold_start": (cols < 0) | (u < 0)})
+
+    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        """Items most co-consumed with ``item_id`` (cosine over users); empty if unknown."""
+        j = self.item_ids_.get_indexer([str(item_id)])[0]
+        if j < 0:
+            return pd.DataFrame(columns=["item_id", "rank", "similar_item_id", "score"])
+        sims = self._item_similarity(j)
+        sims[j] = -np.inf
+        top = np.argsort(-sims, kind="stable")[: min(k, len(sims) - 1)]
+        return pd.DataFrame(
+            {
+                "item_id": str(item_id),
+                "rank": np.arange(1, len(top) + 1),
+                "similar_item_id": self.item_ids_[top],
+                "score": sims[top],
+            }
+        )
+
+    def _item_similarity(self, j: int) -> np.ndarray:
+        """Cosine similarity of item ``j`` to every item; models with item factors override."""
+        m = self.matrix_.tocsc()
+        col = m[:, j]
+        co = np.asarray((m.T @ col).todense()).ravel()
+        norms = np.sqrt(np.maximum(self.popularity_, 1e-12))
+        return co / (norms * norms[j])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

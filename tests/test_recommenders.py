@@ -1,0 +1,126 @@
+"""Recommenders behind one interface: top-k, seen items, cold start, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from valuerec.recommend.base import REC_COLUMNS, interaction_matrix
+from valuerec.recommend.ease import EASERecommender
+from valuerec.recommend.knn import ItemKNNRecommender
+from valuerec.recommend.mf import ALSRecommender, BPRRecommender
+from valuerec.recommend.popularity import PopularityRecommender
+
+MODELS = {
+    "popularity": PopularityRecommender,
+    "itemknn": lambda: ItemKNNRecommender(k=5, shrink=0.0),
+    "ease": lambda: EASERecommender(reg=1.0),
+    "als": lambda: ALSRecommender(factors=4, iterations=5),
+    "bpr": lambda: BPRRecommender(factors=4, iterations=5),
+}
+
+
+@pytest.fixture(scope="module")
+def log() -> pd.DataFrame:
+    """Two taste groups: users u0-u9 like items a*, users v0-v9 like items b*."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for g, items in (("u", [f"a{j}" for j in range(6)]), ("v", [f"b{j}" for j in range(6)])):
+        for i in range(10):
+            for item in rng.choice(items, 4, replace=False):
+                rows.append((f"{g}{i}", item))
+    rows.append(("u0", rows[0][1]))  # a duplicate interaction collapses to one
+    return pd.DataFrame(rows, columns=["user_id", "item_id"])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_recommend_contract(name, log):
+    model = MODELS[name]().fit(log)
+    rec = model.recommend(["u0", "v3", "stranger"], k=3)
+    assert list(rec.columns) == list(REC_COLUMNS)
+    assert list(rec["user_id"].unique()) == ["u0", "v3", "stranger"]
+    seen = set(log.loc[log.user_id == "u0", "item_id"])
+    assert not seen & set(rec.loc[rec.user_id == "u0", "item_id"])
+    assert rec.loc[rec.user_id == "stranger", "cold_start"].all()
+    assert not rec.loc[rec.user_id != "stranger", "cold_start"].any()
+    for _, g in rec.groupby("user_id"):
+        assert list(g["rank"]) == list(range(1, len(g) + 1))
+        assert (np.diff(g["score"].to_numpy()) <= 1e-9).all()
+
+
+@pytest.mark.parametrize("name", ["itemknn", "ease"])
+def test_neighbourhood_models_recommend_within_the_taste_group(name, log):
+    model = MODELS[name]().fit(log)
+    rec = model.recommend([f"u{i}" for i in range(10)] + [f"v{i}" for i in range(10)], k=1)
+    same_group = rec["item_id"].str[0] == rec["user_id"].str[0].map({"u": "a", "v": "b"})
+    assert same_group.mean() == 1.0
+
+
+def test_k_larger_than_the_catalogue(log):
+    model = EASERecommender(reg=1.0).fit(log)
+    rec = model.recommend(["u0"], k=100)
+    n_seen = log.loc[log.user_id == "u0", "item_id"].nunique()
+    assert len(rec) == 12 - n_seen  # every unseen item once, nothing padded
+    cold = model.recommend(["nobody"], k=100)
+    assert len(cold) == 12 and cold["cold_start"].all()
+
+
+def test_exclude_seen_false_can_return_seen_items(log):
+    model = PopularityRecommender().fit(log)
+    top = model.recommend(["u0"], k=12, exclude_seen=False)
+    assert len(top) == 12
+
+
+def test_duplicates_collapse_and_unknown_items(log):
+    m, _, _ = interaction_matrix(log)
+    assert m.max() == 1.0 and m.nnz == len(log.drop_duplicates())
+    model = ItemKNNRecommender(k=5, shrink=0.0).fit(log)
+    s = model.score("u0", ["a1", "zzz"])
+    assert np.isfinite(s.loc[0, "score"]) and np.isnan(s.loc[1, "score"])
+    assert list(s["cold_start"]) == [False, True]
+    assert model.similar_items("zzz").empty
+
+
+def test_similar_items_of_a_known_item(log):
+    model = ItemKNNRecommender(k=5, shrink=0.0).fit(log)
+    sim = model.similar_items("a0", k=3)
+    assert len(sim) == 3 and "a0" not in set(sim["similar_item_id"])
+    assert set(sim["similar_item_id"].str[0]) == {"a"}
+
+
+def test_ease_is_the_closed_form_solution():
+    x = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0]], dtype=float)
+    frame = pd.DataFrame(
+        [(f"u{i}", f"i{j}") for i, j in zip(*np.nonzero(x), strict=True)],
+        columns=["user_id", "item_id"],
+    )
+    reg = 0.5
+    b = EASERecommender(reg=reg).fit(frame).weights_
+    assert np.allclose(np.diag(b), 0)
+    # stationarity: (X^T X + reg I) B = X^T X - diag(mu) for some mu (the diagonal constraint)
+    g = x.T @ x
+    resid = (g + reg * np.eye(4)) @ b - g
+    off_diag = resid - np.diag(np.diag(resid))
+    assert np.allclose(off_diag, 0, atol=1e-5)
+
+
+def test_itemknn_cosine_with_shrinkage():
+    frame = pd.DataFrame(
+        {"user_id": ["u1", "u1", "u2", "u2", "u3"], "item_id": ["a", "b", "a", "b", "a"]}
+    )
+    model = ItemKNNRecommender(k=10, shrink=1.0).fit(frame)
+    # co(a, b) = 2, |a| = sqrt(3), |b| = sqrt(2): 2 / (sqrt(6) + 1)
+    assert model.similarity_[0, 1] == pytest.approx(2 / (np.sqrt(6) + 1), rel=1e-6)
+
+
+def test_empty_interactions_are_rejected():
+    with pytest.raises(ValueError, match="no interactions"):
+        PopularityRecommender().fit(pd.DataFrame({"user_id": ["u"], "item_id": [None]}))
+
+
+def test_bad_k():
+    with pytest.raises(ValueError):
+        PopularityRecommender().fit(pd.DataFrame({"user_id": ["u"], "item_id": ["i"]})).recommend(
+            ["u"], k=0
+        )
