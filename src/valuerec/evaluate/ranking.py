@@ -1,0 +1,760 @@
+"""Evaluation of recommendation models: the one ranking evaluator every model goes through.
+
+Recommenders are only comparable when they are split, masked, ranked and scored the same way;
+a model that gets its own little evaluation loop gets its own little definition of NDCG. This
+module therefore owns the whole protocol:
+
+* :class:`Interactions` -- user and item vocabularies, a binary users x items CSR matrix and
+  the per-interaction frame the splits cut.
+* Splits that keep the *same* vocabularies in every part, so a score matrix fitted on train
+  indexes valid and test directly: :func:`random_split` (RecBole's per-user random 80/10/10,
+  "RS"), :func:`leave_one_out` (RecBole's "LS" by time) and :func:`temporal_split` (global
+  time cuts, the protocol closest to production).
+* :func:`evaluate_scores` -- full ranking over the whole catalogue (no sampled negatives, which
+  are known to reorder models), with the user's already-seen items masked, top-k accuracy
+  metrics with RecBole's definitions and beyond-accuracy metrics (coverage, novelty,
+  popularity, exposure Gini, intra-list diversity) from the same top-k lists.
+
+Metric definitions follow RecBole 1.x (``recbole/evaluator/metrics.py``) so figures can be set
+beside published RecBole tables:
+
+* ``recall@k`` = hits in the top k / number of target items;
+* ``precision@k`` = hits / k (k, not the list length, even if fewer than k could be ranked);
+* ``hit@k`` = 1 if any target is in the top k;
+* ``mrr@k`` = 1 / rank of the first hit within the top k, 0 without one;
+* ``ndcg@k`` = binary-relevance DCG with ``1 / log2(rank + 1)`` over the ideal DCG of
+  ``min(|targets|, k)`` hits at the top;
+* ``map@k`` = sum of precision@j over the hit positions j <= k, divided by
+  ``min(|targets|, k)`` (RecBole's normalisation: a user with more targets than slots is not
+  punished for what could not fit);
+* ``coverage@k`` (RecBole's ItemCoverage), ``avg_popularity@k`` (AveragePopularity: train
+  interactions of each recommended item) and ``exposure_gini@k`` (GiniIndex over the
+  recommendation counts of *all* catalogue items, never-recommended items counting 0).
+
+Every metric is averaged over the evaluated users: users with no target item in the stage are
+skipped, as RecBole does. Ties between scores are broken towards the lower item index, so a
+model with many ties (popularity) gets the same figure on every run and machine -- a
+partition-based top-k would otherwise decide ties by the internals of the selection algorithm.
+
+Everything is numpy / scipy and vectorised over batches of users; nothing here fits anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import sparse
+
+from valuerec.data.store import Store
+from valuerec.features.split import TimeLike, to_timestamp
+
+__all__ = [
+    "ACCURACY_METRICS",
+    "Interactions",
+    "RankingReport",
+    "ScoreFn",
+    "Split",
+    "evaluate_scores",
+    "exposure_gini",
+    "leave_one_out",
+    "random_split",
+    "ratio_counts",
+    "temporal_split",
+    "top_k",
+]
+
+ScoreFn = Callable[[np.ndarray], ArrayLike]
+"""A model's scorer: user indices (1-D int array) -> scores of shape (len(users), n_items)."""
+
+ACCURACY_METRICS = ("recall", "precision", "hit", "mrr", "ndcg", "map")
+BEYOND_METRICS = ("coverage", "novelty", "avg_popularity", "exposure_gini")
+FRAME_COLUMNS = ("user", "item", "timestamp")
+STAGES = ("valid", "test")
+
+# Users are scored in batches of at most this many score cells (users x items), which bounds
+# the memory of the few batch-sized arrays (scores, masks, targets) whatever the catalogue.
+_BATCH_CELLS = 1 << 23
+
+
+# ------------------------------------------------------------------------- interactions
+
+
+def _binary_csr(
+    user: np.ndarray, item: np.ndarray, n_users: int, n_items: int
+) -> sparse.csr_matrix:
+    """Users x items CSR with a 1 wherever a pair occurs; repeats collapse to a single 1.
+
+    Implicit feedback only says *that* a user met an item, and every split and metric below
+    counts distinct items, so repeats must not weigh more. float32 is what models multiply.
+    """
+    data = np.ones(user.size, dtype=np.float32)
+    mat = sparse.csr_matrix((data, (user, item)), shape=(n_users, n_items), dtype=np.float32)
+    mat.sum_duplicates()
+    mat.data[:] = 1.0
+    return mat
+
+
+def _time_key(values: pd.Series) -> np.ndarray:
+    """Timestamps as a sortable number: int64 nanoseconds for datetimes, float otherwise."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return values.to_numpy(dtype=float)
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """Who interacted with what: vocabularies, a binary CSR matrix and the raw interactions.
+
+    ``matrix[u, i]`` is 1 when user ``user_ids[u]`` interacted with item ``item_ids[i]`` at
+    least once. ``frame`` keeps every interaction (``user``, ``item`` as integer indices into
+    the vocabularies, and ``timestamp``) because splits by time and popularity counts need the
+    individual events, not just the distinct pairs.
+
+    The parts of a :class:`Split` share the vocabularies of the whole, so a model trained on
+    ``split.train`` scores exactly the rows and columns :func:`evaluate_scores` ranks.
+    """
+
+    user_ids: pd.Index
+    item_ids: pd.Index
+    matrix: sparse.csr_matrix
+    frame: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        shape = (len(self.user_ids), len(self.item_ids))
+        if self.matrix.shape != shape:
+            raise ValueError(f"matrix shape {self.matrix.shape} != vocabularies {shape}")
+        missing = [c for c in FRAME_COLUMNS if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks column(s) {', '.join(missing)}")
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def nnz(self) -> int:
+        """Number of distinct (user, item) pairs."""
+        return int(self.matrix.nnz)
+
+    def __len__(self) -> int:
+        """Number of interactions (rows of ``frame``), repeats included."""
+        return len(self.frame)
+
+    def __repr__(self) -> str:
+        return (
+            f"Interactions(users={self.n_users}, items={self.n_items}, pairs={self.nnz}, "
+            f"interactions={len(self)})"
+        )
+
+    def item_counts(self) -> np.ndarray:
+        """Interactions per item, repeats included: RecBole's item popularity."""
+        return np.bincount(self.frame["item"].to_numpy(), minlength=self.n_items)
+
+    def item_users(self) -> np.ndarray:
+        """Distinct users per item (column counts of the binary matrix)."""
+        return np.bincount(self.matrix.indices, minlength=self.n_items)
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        user_col: str = "user_id",
+        item_col: str = "item_id",
+        time_col: str | None = "timestamp",
+        *,
+        user_ids: pd.Index | None = None,
+        item_ids: pd.Index | None = None,
+    ) -> Interactions:
+        """Interactions from a frame of events, one row per interaction.
+
+        Rows without a user or an item are dropped: an event with no item (a purchase total,
+        a visit) is not an interaction with anything. Vocabularies are the sorted distinct ids
+        unless ``user_ids`` / ``item_ids`` are given (to build parts over a shared
+        vocabulary); then an id outside them is an error rather than a silently lost row.
+        ``time_col=None`` uses the row order as time (for data without timestamps); otherwise
+        a missing timestamp is an error, since a split by time could not place the row.
+        """
+        for col in (user_col, item_col) + ((time_col,) if time_col else ()):
+            if col not in frame.columns:
+                raise ValueError(f"frame lacks column {col!r}")
+        keep = frame[user_col].notna() & frame[item_col].notna()
+        df = frame.loc[keep]
+        if time_col is None:
+            ts: pd.Series = pd.Series(np.arange(len(df)), index=df.index)
+        else:
+            ts = df[time_col]
+            if ts.isna().any():
+                raise ValueError(f"column {time_col!r} has {int(ts.isna().sum())} missing value(s)")
+        users, user_vocab = _codes(df[user_col], user_ids, "user")
+        items, item_vocab = _codes(df[item_col], item_ids, "item")
+        out = pd.DataFrame({"user": users, "item": items, "timestamp": ts.to_numpy()}, index=None)
+        mat = _binary_csr(users, items, len(user_vocab), len(item_vocab))
+        return cls(user_vocab, item_vocab, mat, out)
+
+    @classmethod
+    def from_store(cls, store: Store, event_types: Sequence[str] | None = None) -> Interactions:
+        """Interactions from the store's events (optionally only some event types).
+
+        Events are ordered by user, time and item id first, so that equal timestamps (MovieLens
+        users rate many films in the same second) are broken the same way on every run:
+        :func:`leave_one_out` depends on that order.
+        """
+        events = store.events(event_types=event_types)
+        events = events.sort_values(["user_id", "timestamp", "item_id"], kind="mergesort")
+        return cls.from_frame(events.reset_index(drop=True))
+
+    def _subset(self, rows: np.ndarray) -> Interactions:
+        """The interactions at boolean ``rows`` of ``frame``, over the same vocabularies."""
+        part = self.frame.loc[rows].reset_index(drop=True)
+        mat = _binary_csr(
+            part["user"].to_numpy(), part["item"].to_numpy(), self.n_users, self.n_items
+        )
+        return Interactions(self.user_ids, self.item_ids, mat, part)
+
+
+def _codes(values: pd.Series, vocab: pd.Index | None, name: str) -> tuple[np.ndarray, pd.Index]:
+    if vocab is None:
+        codes, uniques = pd.factorize(values, sort=True)
+        return codes.astype(np.int64), pd.Index(uniques, name=f"{name}_id")
+    codes = vocab.get_indexer(values)
+    unknown = int((codes < 0).sum())
+    if unknown:
+        raise ValueError(f"{unknown} row(s) have a {name} id outside the given vocabulary")
+    return codes.astype(np.int64), vocab
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Train, validation and test interactions over one shared user and item vocabulary."""
+
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+
+    def __post_init__(self) -> None:
+        for part in (self.valid, self.test):
+            if not (
+                part.user_ids.equals(self.train.user_ids)
+                and part.item_ids.equals(self.train.item_ids)
+            ):
+                raise ValueError("split parts must share the user and item vocabularies")
+
+    @property
+    def n_users(self) -> int:
+        return self.train.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.train.n_items
+
+    def sizes(self) -> dict[str, int]:
+        """Distinct pairs per part: what a split summary prints."""
+        return {"train": self.train.nnz, "valid": self.valid.nnz, "test": self.test.nnz}
+
+
+# ------------------------------------------------------------------------------- splits
+
+
+def _pair_index(inter: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """(user of each distinct pair, pair index of each frame row).
+
+    Pairs are numbered in CSR order (user, then item), which does not depend on the order of
+    the rows, so a seeded random split is the same however the input was sorted.
+    """
+    m = inter.matrix
+    pair_user = np.repeat(np.arange(inter.n_users), np.diff(m.indptr))
+    pair_key = pair_user * np.int64(inter.n_items) + m.indices
+    f = inter.frame
+    row_key = f["user"].to_numpy(np.int64) * inter.n_items + f["item"].to_numpy(np.int64)
+    return pair_user, np.searchsorted(pair_key, row_key)
+
+
+def _split_pairs(inter: Interactions, pair_part: np.ndarray, row_pair: np.ndarray) -> Split:
+    """Split rows by the part (0 train, 1 valid, 2 test) of their (user, item) pair.
+
+    All interactions of one pair go to one part, so the parts are disjoint in pairs: an item
+    a user had in train can never be their test target as well.
+    """
+    row_part = pair_part[row_pair]
+    return Split(*(inter._subset(row_part == p) for p in range(3)))
+
+
+def ratio_counts(
+    totals: ArrayLike, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> np.ndarray:
+    """How many of each user's ``totals`` distinct items go to train, valid and test.
+
+    RecBole's ``_calcu_split_ids``: fractions are normalised to sum 1; valid and test get
+    ``int(fraction * n)`` (rounded down) and train the rest; then, while train keeps more than
+    one item, a part whose exact share is between 0 and 1 item gets one item from train (test
+    first, then valid), so small users still have a target. With (0.8, 0.1, 0.1):
+
+    ===========  =======  =====  ====
+    items n      train    valid  test
+    ===========  =======  =====  ====
+    1 or 2       all      0      0
+    3            1        1      1
+    4 .. 19      n - 2    1      1
+    20 .. 29     n - 4    2      2
+    ===========  =======  =====  ====
+
+    One deliberate difference from RecBole: users with fewer than 3 items keep everything in
+    train (RecBole would send one of 2 items to test and leave 1 to train), because a user who
+    cannot be in all three parts says nothing reliable about a model and would be scored on a
+    one-item profile.
+    """
+    tot = np.asarray(totals, dtype=np.int64)
+    ratios = _fractions(fractions)
+    cnt = [np.floor(r * tot).astype(np.int64) for r in ratios]
+    cnt[0] = tot - cnt[1] - cnt[2]
+    for part in (2, 1):  # RecBole walks the parts from the last one back
+        share = ratios[part] * tot
+        bump = ((cnt[0] > 1) & (share > 0) & (share < 1)).astype(np.int64)
+        cnt[part] += bump
+        cnt[0] -= bump
+    small = tot < 3
+    cnt[0] = np.where(small, tot, cnt[0])
+    cnt[1] = np.where(small, 0, cnt[1])
+    cnt[2] = np.where(small, 0, cnt[2])
+    return np.stack(cnt, axis=-1)
+
+
+def _fractions(fractions: Sequence[float]) -> list[float]:
+    if len(fractions) != 3:
+        raise ValueError(f"fractions must be (train, valid, test), got {fractions!r}")
+    values = [float(f) for f in fractions]
+    if any(not math.isfinite(f) or f < 0 for f in values) or values[0] <= 0:
+        raise ValueError(f"fractions must be non-negative with a positive train share: {fractions}")
+    total = sum(values)
+    return [f / total for f in values]
+
+
+def random_split(
+    inter: Interactions,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> Split:
+    """Per-user random split of each user's distinct items (RecBole "RS", group by user).
+
+    Each user's distinct items are shuffled and cut into train / valid / test with the counts
+    of :func:`ratio_counts`; every interaction of a (user, item) pair follows its pair. Per-user
+    cuts keep every user in every part (a global random cut would leave light users without
+    targets), which is the protocol behind RecBole's published MovieLens tables. The same
+    ``seed`` gives the same split whatever the row order of the input.
+    """
+    pair_user, row_pair = _pair_index(inter)
+    counts = ratio_counts(np.diff(inter.matrix.indptr), fractions)
+    key = np.random.default_rng(seed).random(pair_user.size)
+    order = np.lexsort((key, pair_user))  # a random permutation inside each user
+    starts = inter.matrix.indptr[:-1]
+    pos = np.empty(pair_user.size, dtype=np.int64)
+    pos[order] = np.arange(pair_user.size) - starts[pair_user[order]]
+    n_train = counts[pair_user, 0]
+    n_valid = counts[pair_user, 1]
+    part = np.where(pos < n_train, 0, np.where(pos < n_train + n_valid, 1, 2))
+    return _split_pairs(inter, part, row_pair)
+
+
+def leave_one_out(inter: Interactions) -> Split:
+    """Per user by time: the last distinct item is test, the one before valid, the rest train.
+
+    RecBole "LS" with time ordering. An item's time is its *last* interaction, so every train
+    interaction happens no later than the valid item, and the valid item no later than the test
+    item: the model never trains on what happened after its target. Equal timestamps keep the
+    frame's row order (later row = later), as RecBole's stable sort does;
+    :meth:`Interactions.from_store` orders such ties by item id. Users with fewer than 3
+    distinct items keep everything in train.
+    """
+    pair_user, row_pair = _pair_index(inter)
+    n = len(inter.frame)
+    t = _time_key(inter.frame["timestamp"])
+    time_rank = np.empty(n, dtype=np.int64)
+    time_rank[np.lexsort((np.arange(n), t))] = np.arange(n)
+    pair_rank = np.full(pair_user.size, -1, dtype=np.int64)
+    np.maximum.at(pair_rank, row_pair, time_rank)
+    order = np.lexsort((pair_rank, pair_user))
+    counts = np.diff(inter.matrix.indptr)
+    from_end = np.empty(pair_user.size, dtype=np.int64)
+    starts = inter.matrix.indptr[:-1]
+    from_end[order] = (
+        counts[pair_user[order]] - 1 - (np.arange(pair_user.size) - starts[pair_user[order]])
+    )
+    big = counts[pair_user] >= 3
+    part = np.where(big & (from_end == 0), 2, np.where(big & (from_end == 1), 1, 0))
+    return _split_pairs(inter, part, row_pair)
+
+
+def temporal_split(
+    inter: Interactions, valid_start: TimeLike | float, test_start: TimeLike | float
+) -> Split:
+    """Global time cuts: before ``valid_start`` train, then valid, from ``test_start`` test.
+
+    The protocol closest to deployment: the model sees only the past of everyone. Unlike the
+    per-user splits, a (user, item) pair can fall in several parts (a repeat purchase); with
+    ``exclude_seen`` :func:`evaluate_scores` drops such already-seen pairs from the targets.
+    Cuts are compared with the timestamps as they are: datetimes (text, dates, datetimes are
+    converted like everywhere else in valuerec) or plain numbers.
+    """
+    ts = inter.frame["timestamp"]
+    if pd.api.types.is_datetime64_any_dtype(ts):
+        v = np.datetime64(to_timestamp(valid_start, "valid_start"), "ns")
+        s = np.datetime64(to_timestamp(test_start, "test_start"), "ns")
+        values = ts.to_numpy(dtype="datetime64[ns]")
+    else:
+        v, s = float(valid_start), float(test_start)  # type: ignore[arg-type]
+        values = ts.to_numpy(dtype=float)
+    if v > s:
+        raise ValueError(f"valid_start {valid_start!r} is after test_start {test_start!r}")
+    return Split(
+        inter._subset(values < v),
+        inter._subset((values >= v) & (values < s)),
+        inter._subset(values >= s),
+    )
+
+
+# ------------------------------------------------------------------------------ ranking
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores of each row, best first; ties to the lower index.
+
+    ``np.argpartition`` finds the k-th largest score per row in linear time; items strictly
+    above it are all in, and of the items equal to it the lowest indices fill the remaining
+    slots, which makes ties deterministic. Only the k winners are then sorted. Positions whose
+    score is ``-inf`` (masked, or refused by the model) hold -1: nothing is recommended there.
+    """
+    n_rows, n_items = scores.shape
+    k = min(int(k), n_items)
+    if k <= 0:
+        return np.empty((n_rows, 0), dtype=np.int64)
+    neg = -scores
+    if k < n_items:
+        kth = np.take_along_axis(neg, np.argpartition(neg, k - 1, axis=1)[:, k - 1 : k], axis=1)
+        above = neg < kth
+        tied = neg == kth
+        room = k - above.sum(axis=1, keepdims=True)
+        take = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        idx = np.nonzero(take)[1].reshape(n_rows, k)  # row-major: ascending index per row
+    else:
+        idx = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
+    order = np.argsort(np.take_along_axis(neg, idx, axis=1), axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=1).astype(np.int64)
+    idx[np.isneginf(np.take_along_axis(scores, idx, axis=1))] = -1
+    return idx
+
+
+@dataclass
+class _Accuracy:
+    """Per-user sums of the top-k accuracy metrics, for users scored so far."""
+
+    ks: tuple[int, ...]
+    sums: dict[str, float] = field(default_factory=dict)
+    users: int = 0
+
+    def add(self, top: np.ndarray, targets: sparse.csr_matrix) -> None:
+        """Add users' top lists (rows of ``top``) scored against their rows of ``targets``."""
+        n_tgt = np.diff(targets.indptr).astype(float)
+        dense = targets.toarray() > 0
+        hits = np.take_along_axis(dense, np.maximum(top, 0), axis=1) & (top >= 0)
+        depth = top.shape[1]
+        ranks = np.arange(1, depth + 1, dtype=float)
+        discount = 1.0 / np.log2(ranks + 1.0)
+        h = hits.astype(float)
+        cum = np.cumsum(h, axis=1)
+        dcg = np.cumsum(h * discount, axis=1)
+        idcg = np.cumsum(discount)
+        ap = np.cumsum(cum / ranks * h, axis=1)
+        first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1.0, np.inf)
+        for k in self.ks:
+            col = min(k, depth) - 1
+            ideal = np.minimum(n_tgt, k)
+            values = {
+                "recall": cum[:, col] / n_tgt,
+                "precision": cum[:, col] / k,
+                "hit": (cum[:, col] > 0).astype(float),
+                "mrr": np.where(first <= k, 1.0 / first, 0.0),
+                "ndcg": dcg[:, col] / idcg[np.minimum(ideal, depth).astype(np.int64) - 1],
+                "map": ap[:, col] / ideal,
+            }
+            for name, v in values.items():
+                key = f"{name}@{k}"
+                self.sums[key] = self.sums.get(key, 0.0) + float(np.sum(v))
+        self.users += len(top)
+
+    def means(self, suffix: str = "") -> dict[str, float]:
+        out = {}
+        for name in ACCURACY_METRICS:
+            for k in self.ks:
+                total = self.sums.get(f"{name}@{k}", math.nan)
+                out[f"{name}@{k}{suffix}"] = total / self.users if self.users else math.nan
+        return out
+
+
+@dataclass
+class _Beyond:
+    """Recommendation counts and list statistics for the beyond-accuracy metrics."""
+
+    ks: tuple[int, ...]
+    self_info: np.ndarray  # -log2 of each item's share of train users
+    popularity: np.ndarray  # train interactions per item
+    unit: np.ndarray | None  # L2-normalised item embeddings, zero rows stay zero
+    counts: np.ndarray = field(init=False)
+    entries: np.ndarray = field(init=False)
+    info_sum: np.ndarray = field(init=False)
+    pop_sum: np.ndarray = field(init=False)
+    ild_sum: np.ndarray = field(init=False)
+    ild_users: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        n, n_items = len(self.ks), self.self_info.size
+        self.counts = np.zeros((n, n_items), dtype=np.int64)
+        self.entries, self.ild_users = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.info_sum, self.pop_sum, self.ild_sum = np.zeros(n), np.zeros(n), np.zeros(n)
+
+    def add(self, top: np.ndarray) -> None:
+        n_items = self.self_info.size
+        for j, k in enumerate(self.ks):
+            lists = top[:, :k]
+            valid = lists >= 0
+            rec = lists[valid]
+            self.counts[j] += np.bincount(rec, minlength=n_items)
+            self.entries[j] += rec.size
+            self.info_sum[j] += float(self.self_info[rec].sum())
+            self.pop_sum[j] += float(self.popularity[rec].sum())
+            if self.unit is not None:
+                vec = self.unit[np.maximum(lists, 0)] * valid[..., None]
+                total = vec.sum(axis=1)
+                # sum over ordered pairs i != j of cos(i, j) = |sum e|^2 - sum |e|^2
+                off = np.einsum("bd,bd->b", total, total) - np.einsum("bkd,bkd->b", vec, vec)
+                n_valid = valid.sum(axis=1)
+                ok = n_valid >= 2
+                pairs = n_valid[ok] * (n_valid[ok] - 1.0)
+                self.ild_sum[j] += float(np.sum(1.0 - off[ok] / pairs))
+                self.ild_users[j] += int(ok.sum())
+
+    def means(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        n_items = self.self_info.size
+
+        def ratio(num: float, den: float) -> float:
+            return float(num / den) if den else math.nan
+
+        for j, k in enumerate(self.ks):
+            out[f"coverage@{k}"] = float(np.count_nonzero(self.counts[j])) / n_items
+            out[f"novelty@{k}"] = ratio(self.info_sum[j], self.entries[j])
+            out[f"avg_popularity@{k}"] = ratio(self.pop_sum[j], self.entries[j])
+            out[f"exposure_gini@{k}"] = exposure_gini(self.counts[j])
+            if self.unit is not None:
+                out[f"ild@{k}"] = ratio(self.ild_sum[j], self.ild_users[j])
+        return out
+
+
+def exposure_gini(counts: ArrayLike) -> float:
+    """Gini coefficient of how often each catalogue item was recommended (0 = equal exposure).
+
+    RecBole's GiniIndex: with counts sorted ascending over all ``n`` items (items never
+    recommended count 0), ``sum_i (2 i - n - 1) c_i / (n sum_i c_i)``. 0 when every item is
+    shown equally often, ``1 - 1/n`` when one item takes every slot; NaN with no
+    recommendation at all.
+    """
+    c = np.sort(np.asarray(counts, dtype=float))
+    n, total = c.size, c.sum()
+    if n == 0 or total <= 0:
+        return math.nan
+    i = np.arange(1, n + 1)
+    return float(np.sum((2 * i - n - 1) * c) / (n * total))
+
+
+@dataclass
+class RankingReport:
+    """What :func:`evaluate_scores` measured, and the top-k lists it measured it on.
+
+    ``metrics`` maps names like ``"ndcg@10"`` / ``"coverage@20"`` (and ``"ndcg@10_unmasked"``
+    when asked for) to floats, plus ``users`` (evaluated users) and ``items`` (catalogue size).
+    ``users`` holds the evaluated users' indices and ``top_items`` their ranked lists
+    (``len(users)`` x ``max(ks)`` item indices, best first, -1 where nothing could be
+    recommended), for popularity and diversity plots without re-scoring.
+    """
+
+    metrics: dict[str, float]
+    ks: tuple[int, ...]
+    stage: str
+    users: np.ndarray
+    top_items: np.ndarray
+
+    def to_dict(self, *, include_top_items: bool = False) -> dict[str, Any]:
+        """A JSON-safe copy: plain numbers, None for NaN; top-k lists only when asked for."""
+
+        def clean(value: float) -> float | None:
+            value = float(value)
+            return value if math.isfinite(value) else None
+
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "ks": list(self.ks),
+            "metrics": {str(k): clean(v) for k, v in self.metrics.items()},
+        }
+        if include_top_items:
+            out["users"] = self.users.tolist()
+            out["top_items"] = self.top_items.tolist()
+        return out
+
+
+def _score_batch(scores: np.ndarray | ScoreFn, users: np.ndarray, n_items: int) -> np.ndarray:
+    """A fresh float64 copy of the users' score rows (masking must not touch the caller's)."""
+    raw = scores[users] if isinstance(scores, np.ndarray) else scores(users)
+    batch = np.array(raw, dtype=np.float64)  # always a copy
+    if batch.shape != (users.size, n_items):
+        raise ValueError(
+            f"scores for {users.size} users must have shape {(users.size, n_items)}, "
+            f"got {batch.shape}"
+        )
+    if np.isnan(batch).any():
+        raise ValueError("scores contain NaN; use -inf for items that must not be recommended")
+    return batch
+
+
+def _mask(batch: np.ndarray, seen: sparse.csr_matrix) -> None:
+    """Set the seen (row, item) cells of ``batch`` to -inf, in place."""
+    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+    batch[rows, seen.indices] = -np.inf
+
+
+def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    values = sorted({int(k) for k in ks})
+    if not values or values[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    return tuple(values)
+
+
+def _unit_rows(embeddings: ArrayLike, n_items: int) -> np.ndarray:
+    emb = np.asarray(embeddings, dtype=float)
+    if emb.ndim != 2 or emb.shape[0] != n_items:
+        raise ValueError(f"item_embeddings must have shape ({n_items}, d), got {emb.shape}")
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    return np.divide(emb, norm, out=np.zeros_like(emb), where=norm > 0)
+
+
+def evaluate_scores(
+    scores: np.ndarray | ScoreFn,
+    split: Split,
+    *,
+    stage: str = "test",
+    ks: Sequence[int] = (10, 20),
+    exclude_seen: bool = True,
+    unmasked: bool = False,
+    item_embeddings: ArrayLike | None = None,
+    batch_size: int = 1024,
+) -> RankingReport:
+    """Rank the whole catalogue for every user with a target and score the top-k lists.
+
+    Args:
+        scores: an ``n_users x n_items`` array over the split's vocabularies, or a callable
+            ``scores(user_indices) -> (len(user_indices), n_items)`` so that a model never has
+            to hold the full matrix. Higher is better; ``-inf`` means "never recommend";
+            NaN is an error.
+        split: the split the model was fitted on (its ``train`` part, or train + valid).
+        stage: ``"test"`` (targets: test items) or ``"valid"`` (targets: valid items).
+        ks: list lengths to report.
+        exclude_seen: mask what the user already has -- train items for ``valid``, train and
+            valid items for ``test`` -- to ``-inf`` before ranking, and drop such items from
+            the targets (they could never be hit). This is RecBole's full-sort protocol; the
+            figure is about recommending *new* items.
+        unmasked: also rank *without* masking and add the accuracy metrics with the suffix
+            ``_unmasked`` (targets: every item of the stage). Printed beside the masked figure
+            for leave-one-out, it shows how much of a score comes from re-ranking items the
+            user already has. Ignored when ``exclude_seen`` is False (the main figures are
+            then the unmasked ones).
+        item_embeddings: ``n_items x d`` vectors; when given, ``ild@k`` is the mean over users
+            of the mean pairwise cosine distance ``1 - cos`` within their top-k list (users
+            with fewer than two recommended items are left out of it; a zero vector has
+            similarity 0 to everything).
+        batch_size: users scored at once (capped so a batch holds about 8 M score cells).
+
+    Beyond-accuracy metrics come from the masked lists and always use *train* popularity:
+    ``novelty@k`` is the mean self-information ``-log2(users_i / users)`` of the recommended
+    items, where ``users_i`` counts the train users who interacted with item i (at least 1,
+    so an item unseen in train is as novel as one seen by a single user) and ``users`` the
+    users with any train interaction; ``avg_popularity@k`` is the mean number of train
+    interactions of the recommended items. Users with no target in the stage are skipped;
+    with none at all there is nothing to evaluate and a ValueError says so.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    ks_t = _check_ks(ks)
+    n_users, n_items = split.n_users, split.n_items
+    if isinstance(scores, np.ndarray) and scores.shape != (n_users, n_items):
+        raise ValueError(f"scores must have shape {(n_users, n_items)}, got {scores.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+    full = (split.test if stage == "test" else split.valid).matrix
+    seen = split.train.matrix
+    if stage == "test":
+        seen = seen + split.valid.matrix
+    seen = (seen > 0).astype(np.float32).tocsr()
+    if exclude_seen:
+        targets = (full - full.multiply(seen)).tocsr()
+        targets.eliminate_zeros()
+    else:
+        targets = full
+    with_unmasked = unmasked and exclude_seen
+
+    has_target = np.diff(targets.indptr) > 0
+    has_full = np.diff(full.indptr) > 0 if with_unmasked else np.zeros(n_users, dtype=bool)
+    to_score = np.flatnonzero(has_target | has_full)
+    if not has_target.any():
+        raise ValueError(f"no user has a {stage} item to rank against")
+
+    train = split.train
+    train_users = int(np.count_nonzero(np.diff(train.matrix.indptr)))
+    user_share = np.maximum(train.item_users(), 1) / max(train_users, 1)
+    beyond = _Beyond(
+        ks_t,
+        self_info=-np.log2(user_share),
+        popularity=train.item_counts().astype(float),
+        unit=None if item_embeddings is None else _unit_rows(item_embeddings, n_items),
+    )
+    main, raw_acc = _Accuracy(ks_t), _Accuracy(ks_t)
+    depth = min(ks_t[-1], n_items)
+    rows = max(1, min(batch_size, _BATCH_CELLS // max(n_items, 1)))
+    tops: list[np.ndarray] = []
+
+    for start in range(0, to_score.size, rows):
+        users = to_score[start : start + rows]
+        batch = _score_batch(scores, users, n_items)
+        if with_unmasked:
+            keep = has_full[users]
+            raw_acc.add(top_k(batch[keep], depth), full[users[keep]])
+        if exclude_seen:
+            _mask(batch, seen[users])
+        keep = has_target[users]
+        top = top_k(batch[keep], depth)
+        main.add(top, targets[users[keep]])
+        beyond.add(top)
+        tops.append(top)
+
+    metrics = main.means()
+    metrics.update(beyond.means())
+    if with_unmasked:
+        metrics.update(raw_acc.means("_unmasked"))
+        metrics["users_unmasked"] = float(raw_acc.users)
+    metrics["users"] = float(main.users)
+    metrics["items"] = float(n_items)
+    return RankingReport(
+        metrics=metrics,
+        ks=ks_t,
+        stage=stage,
+        users=np.flatnonzero(has_target),
+        top_items=np.concatenate(tops) if tops else np.empty((0, depth), dtype=np.int64),
+    )
