@@ -12,8 +12,10 @@ Running RecBole itself beside us (benchmarks/peers/) is still to do.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -23,6 +25,7 @@ from valuerec.data import datasets
 from valuerec.data.store import Store
 from valuerec.evaluate.ranking import Interactions, evaluate_scores, leave_one_out, random_split
 from valuerec.recommend.base import Recommender
+from valuerec.recommend.content import ContentRecommender
 from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.knn import ItemKNNRecommender
 from valuerec.recommend.mf import ALSRecommender, BPRRecommender
@@ -31,7 +34,7 @@ from valuerec.recommend.popularity import PopularityRecommender
 console = Console(width=150)
 #: NDCG@10 quoted in issue 4 (RecBole 1.2.1, random 80/10/10, full ranking), for reference
 RECBOLE_QUOTED = {"popularity": 0.060, "itemknn": 0.283, "bpr": 0.293, "ease": 0.330, "als": 0.327}
-GRIDS: dict[str, tuple[type[Recommender], dict[str, list]]] = {
+GRIDS: dict[str, tuple[Callable[..., Recommender], dict[str, list]]] = {
     "popularity": (PopularityRecommender, {}),
     "itemknn": (ItemKNNRecommender, {"k": [50, 100, 200], "shrink": [0.0, 10.0, 50.0]}),
     "ease": (EASERecommender, {"reg": [100.0, 250.0, 500.0, 1000.0]}),
@@ -62,7 +65,7 @@ def run(protocol: str, inter: Interactions) -> dict[str, dict]:
     for name in GRIDS:
         model, params, valid = tune(name, split)
         start = time.perf_counter()
-        model = type(model)(**params).fit(split.train)
+        model = GRIDS[name][0](**params).fit(split.train)
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
         report = evaluate_scores(
@@ -133,6 +136,8 @@ def main() -> None:
             datasets.load("movielens-100k", store)
     with Store(db, read_only=True) as store:
         inter = Interactions.from_store(store)
+        items = store.items()
+    GRIDS["content"] = (functools.partial(ContentRecommender, items=items), {})
     for protocol in ("random-split", "leave-one-out"):
         console.rule(protocol)
         show(protocol, run(protocol, inter))

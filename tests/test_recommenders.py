@@ -124,3 +124,38 @@ def test_bad_k():
         PopularityRecommender().fit(pd.DataFrame({"user_id": ["u"], "item_id": ["i"]})).recommend(
             ["u"], k=0
         )
+
+
+def test_recent_popularity_prefers_what_is_popular_now():
+    old = [(f"u{i}", "classic", "2020-01-01") for i in range(10)]
+    new = [(f"u{i}", "trend", "2024-06-01") for i in range(4)]
+    frame = pd.DataFrame(old + new, columns=["user_id", "item_id", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    all_time = PopularityRecommender().fit(frame).recommend(["x"], k=1)
+    recent = PopularityRecommender(half_life_days=30).fit(frame).recommend(["x"], k=1)
+    assert all_time.loc[0, "item_id"] == "classic"
+    assert recent.loc[0, "item_id"] == "trend"
+    # 4 interactions at age 0 vs 10 at ~4.4 years with a 30-day half-life
+    assert recent.loc[0, "score"] == pytest.approx(4.0, rel=1e-6)
+
+
+def test_recent_popularity_with_the_evaluator_interactions():
+    from valuerec.evaluate.ranking import Interactions
+
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "item_id": ["x", "x", "y"],
+            "timestamp": pd.to_datetime(["2020-01-01", "2020-01-02", "2024-01-01"]),
+        }
+    )
+    inter = Interactions.from_frame(frame)
+    model = PopularityRecommender(half_life_days=10).fit(inter)
+    assert model.item_ids_[np.argmax(model.item_scores_)] == "y"
+
+
+def test_recent_popularity_needs_timestamps():
+    with pytest.raises(ValueError, match="timestamps"):
+        PopularityRecommender(half_life_days=7).fit(
+            pd.DataFrame({"user_id": ["u"], "item_id": ["i"]})
+        )

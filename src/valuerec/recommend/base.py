@@ -102,7 +102,8 @@ class Recommender(ABC):
                 )
         cold = np.flatnonzero(idx < 0)
         if len(cold):
-            top = np.argsort(-self.popularity_, kind="stable")[:k]
+            fallback = self.cold_start_scores()
+            top = np.argsort(-fallback, kind="stable")[:k]
             for b in cold:
                 rows.append(
                     pd.DataFrame(
@@ -110,7 +111,7 @@ class Recommender(ABC):
                             "user_id": ids[b],
                             "rank": np.arange(1, k + 1),
                             "item_id": self.item_ids_[top],
-                            "score": self.popularity_[top].astype(float),
+                            "score": fallback[top],
                             "cold_start": True,
                         }
                     )
@@ -121,6 +122,10 @@ class Recommender(ABC):
         order = pd.Series(range(len(ids)), index=ids)
         out["_o"] = out["user_id"].map(order)
         return out.sort_values(["_o", "rank"]).drop(columns="_o").reset_index(drop=True)
+
+    def cold_start_scores(self) -> np.ndarray:
+        """Item scores for users the model has never seen: interaction counts by default."""
+        return self.popularity_.astype(float)
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> pd.DataFrame:
         """Scores of given items for a user; unknown users/items get NaN with ``cold_start``."""

