@@ -11,6 +11,7 @@ from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.knn import ItemKNNRecommender
 from valuerec.recommend.mf import ALSRecommender, BPRRecommender
 from valuerec.recommend.popularity import PopularityRecommender
+from valuerec.recommend.vae import MultVAERecommender
 
 MODELS = {
     "popularity": PopularityRecommender,
@@ -18,6 +19,9 @@ MODELS = {
     "ease": lambda: EASERecommender(reg=1.0),
     "als": lambda: ALSRecommender(factors=4, iterations=5),
     "bpr": lambda: BPRRecommender(factors=4, iterations=5),
+    "multvae": lambda: MultVAERecommender(
+        hidden=16, latent=4, epochs=60, batch_size=8, anneal_steps=50, lr=1e-2, dropout=0.0
+    ),
 }
 
 
@@ -49,7 +53,7 @@ def test_recommend_contract(name, log):
         assert (np.diff(g["score"].to_numpy()) <= 1e-9).all()
 
 
-@pytest.mark.parametrize("name", ["itemknn", "ease"])
+@pytest.mark.parametrize("name", ["itemknn", "ease", "multvae"])
 def test_neighbourhood_models_recommend_within_the_taste_group(name, log):
     model = MODELS[name]().fit(log)
     rec = model.recommend([f"u{i}" for i in range(10)] + [f"v{i}" for i in range(10)], k=1)
