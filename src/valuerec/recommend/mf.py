@@ -6,6 +6,8 @@ Volinsky 2008; BPR of Rendle et al. 2009); we only adapt its factors to the shar
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
@@ -22,8 +24,15 @@ class _Factorised(Recommender):
         norms = np.linalg.norm(f, axis=1) + 1e-12
         return (f @ f[j]) / (norms * norms[j])
 
-    def _store(self, model: object) -> None:
-        uf, itf = model.user_factors, model.item_factors  # type: ignore[attr-defined]
+    def _make_model(self) -> Any:
+        raise NotImplementedError
+
+    def _fit(self, matrix: sp.csr_matrix) -> None:
+        model = self._make_model()
+        # implicit runs its own threads; a BLAS thread pool underneath oversubscribes
+        with threadpool_limits(1, "blas"):
+            model.fit(matrix.astype(np.float32), show_progress=False)
+        uf, itf = model.user_factors, model.item_factors
         self.user_factors_ = np.asarray(getattr(uf, "to_numpy", lambda: uf)())
         self.item_factors_ = np.asarray(getattr(itf, "to_numpy", lambda: itf)())
 
@@ -47,10 +56,10 @@ class ALSRecommender(_Factorised):
         self.iterations = iterations
         self.seed = seed
 
-    def _fit(self, matrix: sp.csr_matrix) -> None:
+    def _make_model(self) -> Any:
         from implicit.als import AlternatingLeastSquares
 
-        model = AlternatingLeastSquares(
+        return AlternatingLeastSquares(
             factors=self.factors,
             regularization=self.regularization,
             alpha=self.alpha,
@@ -58,10 +67,6 @@ class ALSRecommender(_Factorised):
             random_state=self.seed,
             use_gpu=False,
         )
-        # implicit's ALS runs its own threads; a BLAS thread pool underneath oversubscribes
-        with threadpool_limits(1, "blas"):
-            model.fit(matrix.astype(np.float32), show_progress=False)
-        self._store(model)
 
 
 class BPRRecommender(_Factorised):
@@ -83,10 +88,10 @@ class BPRRecommender(_Factorised):
         self.iterations = iterations
         self.seed = seed
 
-    def _fit(self, matrix: sp.csr_matrix) -> None:
+    def _make_model(self) -> Any:
         from implicit.bpr import BayesianPersonalizedRanking
 
-        model = BayesianPersonalizedRanking(
+        return BayesianPersonalizedRanking(
             factors=self.factors,
             learning_rate=self.learning_rate,
             regularization=self.regularization,
@@ -94,5 +99,3 @@ class BPRRecommender(_Factorised):
             random_state=self.seed,
             use_gpu=False,
         )
-        model.fit(matrix.astype(np.float32), show_progress=False)
-        self._store(model)
