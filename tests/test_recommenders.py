@@ -163,3 +163,24 @@ def test_recent_popularity_needs_timestamps():
         PopularityRecommender(half_life_days=7).fit(
             pd.DataFrame({"user_id": ["u"], "item_id": ["i"]})
         )
+
+
+def test_hybrid_weights_are_chosen_on_validation():
+    from valuerec.evaluate.ranking import Interactions, random_split
+    from valuerec.recommend.hybrid import HybridRecommender
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for g, items in (("u", [f"a{j}" for j in range(15)]), ("v", [f"b{j}" for j in range(15)])):
+        for i in range(40):
+            for item in rng.choice(items, 10, replace=False):
+                rows.append((f"{g}{i}", item, pd.Timestamp("2024-01-01")))
+    inter = Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    split = random_split(inter, seed=0)
+    # popularity alone cannot separate the two taste groups; item-kNN can
+    hybrid = HybridRecommender([PopularityRecommender(), ItemKNNRecommender(k=10, shrink=0.0)])
+    info = hybrid.tune_weights(split, grid=(0.0, 0.5, 1.0))
+    assert info["itemknn"] > info["popularity"]
+    assert np.isclose(sum(hybrid.weights_), 1.0)
+    rec = hybrid.recommend(["u0"], k=3)
+    assert (rec["item_id"].str[0] == "a").all()
