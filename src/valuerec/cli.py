@@ -23,6 +23,7 @@ from valuerec.cli_common import (
     print_json,
     progress,
 )
+from valuerec.cli_recommend import recommend_app
 from valuerec.cli_value import fit as value_fit
 from valuerec.cli_value import segments as value_segments
 from valuerec.cli_value import value_app
@@ -41,6 +42,7 @@ datasets_app = typer.Typer(
 )
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(value_app, name="value")
+app.add_typer(recommend_app, name="recommend")
 
 
 def _ingest_callback(bar: Progress, label: str) -> Any:

@@ -1,0 +1,228 @@
+"""``valuerec recommend ...``: evaluate recommenders, fit and save them, recommend, find similar.
+
+``evaluate`` splits the store's interactions with one of the shared protocols and scores every
+model with the one ranking evaluator; ``fit`` trains on everything and saves versioned
+artifacts (``rec-<model>``) that ``for`` and ``similar`` load. ``for`` explains each item with
+the item from the user's history it is most similar to.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.table import Table
+
+from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
+from valuerec.cli_common import DbOption, JsonOption, fail, open_store, out, print_json, progress
+from valuerec.data.store import Store, default_db_path
+from valuerec.evaluate.ranking import (
+    Interactions,
+    evaluate_scores,
+    leave_one_out,
+    random_split,
+    temporal_split,
+)
+from valuerec.recommend.base import Recommender
+from valuerec.recommend.registry import MODELS, make_recommender
+
+recommend_app = typer.Typer(
+    help="Recommenders: evaluate, fit and save, recommend for a user, similar items.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+PREFIX = "rec-"
+ModelsOption = Annotated[str, typer.Option("--models", help=f"Comma list of {', '.join(MODELS)}.")]
+ModelOption = Annotated[str, typer.Option("--model", help=f"One of {', '.join(MODELS)}.")]
+KOption = Annotated[int, typer.Option("-k", "--k", help="Number of items.")]
+
+
+def _names(spec: str) -> list[str]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if not names or unknown:
+        raise fail(f"unknown recommender(s) {unknown or spec!r}; choose from {', '.join(MODELS)}")
+    return names
+
+
+def _interactions(store: Store) -> Interactions:
+    if (
+        store.count("events") == 0
+        or store.query("SELECT count(*) AS n FROM events WHERE item_id IS NOT NULL")["n"][0] == 0
+    ):
+        raise fail(f"no interactions with items in {store.path}: ingest events first")
+    return Interactions.from_store(store)
+
+
+@recommend_app.command()
+def evaluate(
+    db: DbOption = default_db_path(),
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="random-split, leave-one-out or temporal.")
+    ] = "random-split",
+    models: ModelsOption = "popularity,itemknn,ease,als",
+    k: KOption = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Split, fit on train, score the test part with the shared evaluator; one table."""
+    names = _names(models)
+    with open_store(db, must_exist=True) as store:
+        inter = _interactions(store)
+        items = store.items()
+    if protocol == "random-split":
+        split = random_split(inter, seed=0)
+    elif protocol == "leave-one-out":
+        split = leave_one_out(inter)
+    elif protocol == "temporal":
+        times = pd.to_datetime(inter.frame["timestamp"])
+        split = temporal_split(inter, times.quantile(0.8), times.quantile(0.9))
+    else:
+        raise fail(f"unknown protocol {protocol!r}: random-split, leave-one-out or temporal")
+    rows: dict[str, dict[str, Any]] = {}
+    with progress() as bar:
+        task = bar.add_task("fitting", total=len(names))
+        for name in names:
+            bar.update(task, description=f"fitting {name}")
+            start = time.perf_counter()
+            model = make_recommender(name, items).fit(split.train)
+            fit_s = time.perf_counter() - start
+            report = evaluate_scores(
+                model.score_users,
+                split,
+                stage="test",
+                ks=(k,),
+                unmasked=protocol == "leave-one-out",
+            )
+            rows[name] = {**report.metrics, "fit_s": fit_s}
+            bar.advance(task)
+    if as_json:
+        print_json({"protocol": protocol, "k": k, "models": rows})
+        return
+    table = Table(title=f"{protocol}, test part, full ranking, seen items excluded")
+    cols = [f"ndcg@{k}", f"recall@{k}", f"mrr@{k}", f"hit@{k}", f"coverage@{k}"]
+    for c in ["model", *cols, "fit s"]:
+        table.add_column(c, justify="left" if c == "model" else "right")
+    for name, m in rows.items():
+        table.add_row(name, *(f"{m[c]:.4f}" for c in cols), f"{m['fit_s']:.2f}")
+    out.print(table)
+
+
+@recommend_app.command()
+def fit(
+    db: DbOption = default_db_path(),
+    models: ModelsOption = "popularity,ease",
+    as_json: JsonOption = False,
+) -> None:
+    """Fit recommenders on every interaction and save each as an artifact (rec-<model>)."""
+    names = _names(models)
+    with open_store(db, must_exist=True) as store:
+        inter = _interactions(store)
+        items = store.items()
+        fingerprint = data_fingerprint(store)
+    arts = ArtifactStore(default_root(db))
+    saved = {}
+    with progress() as bar:
+        task = bar.add_task("fitting", total=len(names))
+        for name in names:
+            bar.update(task, description=f"fitting {name}")
+            start = time.perf_counter()
+            model = make_recommender(name, items).fit(inter)
+            meta = {
+                "model": name,
+                "fit_seconds": time.perf_counter() - start,
+                "users": len(inter.user_ids),
+                "items": len(inter.item_ids),
+                "data_fingerprint": fingerprint,
+            }
+            saved[name] = arts.save(PREFIX + name, model, meta)
+            bar.advance(task)
+    if as_json:
+        print_json(saved)
+    else:
+        for name, version in saved.items():
+            out.print(f"{name}: saved {PREFIX}{name} {version}")
+
+
+def _load(db: str, name: str) -> Recommender:
+    if name not in MODELS:
+        raise fail(f"unknown recommender {name!r}; choose from {', '.join(MODELS)}")
+    try:
+        model, _ = ArtifactStore(default_root(db)).load(PREFIX + name)
+    except ArtifactError as exc:
+        raise fail(f"{exc} (run `valuerec recommend fit --models {name}` first)") from None
+    return model
+
+
+def _titles(db: str) -> pd.Series:
+    with open_store(db, must_exist=True) as store:
+        items = store.items()
+    return items.set_index("item_id")["title"] if len(items) else pd.Series(dtype=object)
+
+
+def _reasons(model: Recommender, user_id: str, rec: pd.DataFrame, titles: pd.Series) -> list[str]:
+    """For each item, the history item it is most similar to ("because you liked X")."""
+    u = model.user_ids_.get_indexer([user_id])[0]
+    if u < 0:
+        return ["popular with everyone (new user)"] * len(rec)
+    history = model.matrix_[u].indices
+    reasons = []
+    for item in rec["item_id"]:
+        j = model.item_ids_.get_loc(item)
+        sims = model._item_similarity(j)[history]
+        h = model.item_ids_[history[int(np.argmax(sims))]] if len(history) else None
+        reasons.append(f"similar to {titles.get(h, h)}" if h is not None else "popular")
+    return reasons
+
+
+@recommend_app.command("for")
+def recommend_for(
+    user_id: Annotated[str, typer.Argument(help="The user to recommend for.")],
+    model: ModelOption = "ease",
+    k: KOption = 10,
+    db: DbOption = default_db_path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Top-k items for a user with titles, scores and the reason for each."""
+    rec_model = _load(db, model)
+    rec = rec_model.recommend([user_id], k=k)
+    titles = _titles(db)
+    rec["title"] = rec["item_id"].map(titles)
+    rec["reason"] = _reasons(rec_model, str(user_id), rec, titles)
+    if as_json:
+        print_json(rec.astype(object).where(rec.notna(), None).to_dict(orient="records"))
+        return
+    cold = " (new user: cold start)" if rec["cold_start"].any() else ""
+    table = Table(title=f"{model}: top {k} for user {user_id}{cold}")
+    for c in ("rank", "item", "title", "score", "reason"):
+        table.add_column(c, justify="right" if c in ("rank", "score") else "left")
+    for r in rec.itertuples():
+        table.add_row(str(r.rank), str(r.item_id), str(r.title), f"{r.score:.3f}", r.reason)
+    out.print(table)
+
+
+@recommend_app.command()
+def similar(
+    item_id: Annotated[str, typer.Argument(help="The item to find neighbours of.")],
+    model: ModelOption = "ease",
+    k: KOption = 10,
+    db: DbOption = default_db_path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Items most similar to an item, by the model's own notion of similarity."""
+    sim = _load(db, model).similar_items(item_id, k=k)
+    if sim.empty:
+        raise fail(f"unknown item {item_id!r} for model {model}")
+    titles = _titles(db)
+    sim["title"] = sim["similar_item_id"].map(titles)
+    if as_json:
+        print_json(sim.astype(object).where(sim.notna(), None).to_dict(orient="records"))
+        return
+    table = Table(title=f"{model}: items similar to {item_id} ({titles.get(item_id, '')})")
+    for c in ("rank", "item", "title", "score"):
+        table.add_column(c)
+    for r in sim.itertuples():
+        table.add_row(str(r.rank), str(r.similar_item_id), str(r.title), f"{r.score:.3f}")
+    out.print(table)

@@ -1,0 +1,77 @@
+"""``valuerec recommend``: evaluate, fit, recommend for a user, similar items, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from valuerec.cli import app
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.data.synth import generate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory) -> str:
+    data = generate(users=300, items=60, days=120, holdout_days=10, seed=2)
+    path = tmp_path_factory.mktemp("rec") / "shop.duckdb"
+    with Store(path) as store:
+        ingest(store, data.items, "items")
+        ingest(store, data.events, "events")
+    return str(path)
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["recommend", *args], catch_exceptions=False)
+
+
+def test_evaluate_reports_every_model(db):
+    res = _run("evaluate", "--db", db, "--models", "popularity,itemknn,ease", "--json")
+    assert res.exit_code == 0, res.output
+    models = json.loads(res.stdout)["models"]
+    assert set(models) == {"popularity", "itemknn", "ease"}
+    assert all(0 <= m["ndcg@10"] <= 1 for m in models.values())
+    loo = _run("evaluate", "--db", db, "--models", "ease", "--protocol", "leave-one-out", "--json")
+    assert "ndcg@10_unmasked" in json.loads(loo.stdout)["models"]["ease"]
+
+
+def test_fit_then_recommend_with_titles_and_reasons(db):
+    assert _run("fit", "--db", db, "--models", "ease").exit_code == 0
+    with Store(db, read_only=True) as store:
+        user = store.query("SELECT user_id FROM events LIMIT 1")["user_id"][0]
+        seen = set(store.events([user])["item_id"])
+        titles = set(store.items()["title"])
+    res = _run("for", user, "--db", db, "--model", "ease", "-k", "5", "--json")
+    rows = json.loads(res.stdout)
+    assert len(rows) == 5 and not any(r["cold_start"] for r in rows)
+    assert not {r["item_id"] for r in rows} & seen
+    assert all(r["title"] in titles for r in rows)
+    assert all(r["reason"].startswith("similar to ") for r in rows)
+    cold = json.loads(_run("for", "nobody", "--db", db, "--model", "ease", "--json").stdout)
+    assert all(r["cold_start"] for r in cold)
+    sim = json.loads(
+        _run(
+            "similar", rows[0]["item_id"], "--db", db, "--model", "ease", "-k", "3", "--json"
+        ).stdout
+    )
+    assert len(sim) == 3 and rows[0]["item_id"] not in {s["similar_item_id"] for s in sim}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "--models", "nope"], "unknown recommender"),
+        (["for", "u1", "--model", "als"], "recommend fit --models als"),
+        (["evaluate", "--protocol", "sideways"], "unknown protocol"),
+        (["similar", "no-such-item"], "unknown item"),
+    ],
+)
+def test_errors_exit_2_with_a_message(db, args, message):
+    if args[0] == "similar":
+        _run("fit", "--db", db, "--models", "ease")
+    res = runner.invoke(app, ["recommend", *args, "--db", db])
+    assert res.exit_code == 2 and message in res.output
