@@ -120,7 +120,15 @@ def test_synth_writes_the_tables(tmp_path):
 
 @pytest.mark.network
 def test_demo_loads_both_real_data_sets(tmp_path):
-    res = _run("demo", "--dir", str(tmp_path / "demo"), "--value-models", "naive,bgnbd,lightgbm")
+    res = _run(
+        "demo",
+        "--dir",
+        str(tmp_path / "demo"),
+        "--value-models",
+        "naive,bgnbd,lightgbm",
+        "--rec-models",
+        "popularity,ease",
+    )
     assert res.exit_code == 0, res.output
     with Store(tmp_path / "demo" / "cdnow.duckdb", read_only=True) as s:
         assert s.count("events") == 69_659
@@ -131,6 +139,9 @@ def test_demo_loads_both_real_data_sets(tmp_path):
     assert (tmp_path / "demo" / "cdnow.duckdb.models" / "value-lightgbm" / "CURRENT").exists()
     assert (tmp_path / "demo" / "at-risk-high-value.csv").stat().st_size > 0
     assert "lightgbm" in res.stdout
+    # recommendations: the evaluation table, a saved model and users' lists with reasons
+    assert (tmp_path / "demo" / "movielens-100k.duckdb.models" / "rec-ease" / "CURRENT").exists()
+    assert "similar to" in res.stdout and "cold start" in res.stdout
 
 
 def test_version():

@@ -23,7 +23,10 @@ from valuerec.cli_common import (
     print_json,
     progress,
 )
+from valuerec.cli_recommend import evaluate as rec_evaluate
+from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_recommend import recommend_app
+from valuerec.cli_recommend import recommend_for as rec_for
 from valuerec.cli_value import fit as value_fit
 from valuerec.cli_value import segments as value_segments
 from valuerec.cli_value import value_app
@@ -301,12 +304,16 @@ def demo(
     value_models: Annotated[
         str, typer.Option("--value-models", help="Value models fitted on CDNOW (comma list).")
     ] = "naive,bgnbd,pareto,lightgbm,transformer,ensemble",
+    rec_models: Annotated[
+        str, typer.Option("--rec-models", help="Recommenders evaluated on MovieLens-100K.")
+    ] = "popularity,itemknn,ease,als",
 ) -> None:
     """Run the main pipeline on real public data (CDNOW, MovieLens-100K), each in a fresh store.
 
     Loads both data sets; on CDNOW fits the value models (calibration to 1997-09-30, 39-week
     holdout), scores them on held-out customers, saves them as artifacts and segments the
-    customers.
+    customers; on MovieLens-100K evaluates the recommenders (random 80/10/10 split) and shows
+    a few users' recommendations with reasons.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("cdnow", "movielens-100k"):
@@ -341,6 +348,12 @@ def demo(
         artifacts=None,
         as_json=False,
     )
+    ml_db = str(out_dir / "movielens-100k.duckdb")
+    out.rule("[bold]recommendations on MovieLens-100K")
+    rec_evaluate(db=ml_db, protocol="random-split", models=rec_models, k=10, as_json=False)
+    rec_fit(db=ml_db, models="ease", as_json=False)
+    for user in ("1", "196", "a-new-visitor"):
+        rec_for(user_id=user, model="ease", k=5, db=ml_db, as_json=False)
     out.print(f"Stores and model artifacts under {out_dir}/.")
 
 
