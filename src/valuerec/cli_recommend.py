@@ -9,6 +9,7 @@ the item from the user's history it is most similar to.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import numpy as np
@@ -46,6 +47,20 @@ def _names(spec: str) -> list[str]:
     if not names or unknown:
         raise fail(f"unknown recommender(s) {unknown or spec!r}; choose from {', '.join(MODELS)}")
     return names
+
+
+def _fitted(
+    names: list[str], items: pd.DataFrame, train: Interactions
+) -> Iterator[tuple[str, Recommender, float]]:
+    """Fit each named recommender on ``train`` under a progress bar: (name, model, seconds)."""
+    with progress() as bar:
+        task = bar.add_task("fitting", total=len(names))
+        for name in names:
+            bar.update(task, description=f"fitting {name}")
+            start = time.perf_counter()
+            model = make_recommender(name, items).fit(train)
+            yield name, model, time.perf_counter() - start
+            bar.advance(task)
 
 
 def _interactions(store: Store) -> Interactions:
@@ -124,21 +139,15 @@ def fit(
         fingerprint = data_fingerprint(store)
     arts = ArtifactStore(default_root(db))
     saved = {}
-    with progress() as bar:
-        task = bar.add_task("fitting", total=len(names))
-        for name in names:
-            bar.update(task, description=f"fitting {name}")
-            start = time.perf_counter()
-            model = make_recommender(name, items).fit(inter)
-            meta = {
-                "model": name,
-                "fit_seconds": time.perf_counter() - start,
-                "users": len(inter.user_ids),
-                "items": len(inter.item_ids),
-                "data_fingerprint": fingerprint,
-            }
-            saved[name] = arts.save(PREFIX + name, model, meta)
-            bar.advance(task)
+    for name, model, fit_s in _fitted(names, items, inter):
+        meta = {
+            "model": name,
+            "fit_seconds": fit_s,
+            "users": len(inter.user_ids),
+            "items": len(inter.item_ids),
+            "data_fingerprint": fingerprint,
+        }
+        saved[name] = arts.save(PREFIX + name, model, meta)
     if as_json:
         print_json(saved)
     else:
