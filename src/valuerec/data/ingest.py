@@ -11,12 +11,12 @@ reading the file:
    JSON ``properties``;
 3. **validate**: a row with a missing required value or an unparseable field is quarantined
    with the field and reason, never dropped, and never stops the good rows;
-4. **dedupe**: events get a content key (``event_id`` when given, else a hash of the content
-   plus the row's occurrence index among identical rows of the same file), so re-ingesting a
-   file adds nothing while genuine repeats inside one file are all kept;
+4. **dedupe**: an event's identity is its ``event_id`` when given, else its content plus its
+   ``occurrence`` index among identical rows of the same file, so re-ingesting a file adds
+   nothing while genuine repeats inside one file are all kept;
 5. **write** in batches, each one transaction holding its good rows and its quarantine rows.
 
-Because the keys are computed over the whole file before anything is written, a run killed
+Because identities are decided over the whole file before anything is written, a run killed
 half way and started again writes exactly the missing rows.
 """
 
@@ -46,8 +46,7 @@ _EXTENSIONS = {
     ".parquet": "parquet", ".pq": "parquet",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }  # fmt: skip
-NULL_MARK = "\\N"  # stands for SQL NULL inside a content hash
-SEP = "chr(31)"  # unit separator between hashed fields
+SEP = "chr(31)"  # unit separator between the fields of a quarantine row's hash
 
 #: Progress callback: (step description, units done, units total).
 Progress = Callable[[str, int, int], None]
@@ -179,12 +178,12 @@ def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) ->
     number is the table's ``rowid``: numbering with a window function while reading would
     force the whole validation pipeline onto one thread.
     """
-    numbered = ("SELECT rowid + 1 AS _row, CAST(NULL AS BIGINT) AS _line, * FROM _vr_src", "")
+    numbered = "SELECT rowid + 1 AS _row, CAST(NULL AS BIGINT) AS _line, * FROM _vr_src"
     con.execute("DROP TABLE IF EXISTS _vr_src")
     if not isinstance(source, str | Path):
         con.register("_vr_frame", _as_frame(source))
         con.execute("CREATE TEMP TABLE _vr_src AS SELECT * FROM _vr_frame")
-        return numbered[0], "table"
+        return numbered, "table"
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -206,7 +205,7 @@ def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) ->
     else:
         _read_jsonl(con, p)
         return "SELECT * FROM _vr_src", fmt
-    return numbered[0], fmt
+    return numbered, fmt
 
 
 def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str) -> None:
