@@ -43,14 +43,13 @@ console = Console(width=160)
 
 
 def models() -> list[ValueModel]:
-    transformer = TransformerValueModel()
     return [
         NaiveValueModel(),
         BTYDValueModel("bgnbd"),
         BTYDValueModel("pareto"),
         LightGBMValueModel(),
-        transformer,
-        # reuses the fitted Transformer and LightGBM below rather than training them again
+        TransformerValueModel(),
+        # stands for EnsembleValueModel.from_fitted over the two above (see run_orientation)
         EnsembleValueModel(),
     ]
 
@@ -72,12 +71,10 @@ def run_orientation(data: ValueData, train: pd.Index, test: pd.Index) -> dict[st
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if isinstance(model, EnsembleValueModel):
-                # the ensemble of the two members already fitted on the same half
-                model.members_ = [fitted["lightgbm"], fitted["transformer"]]
-                model.weights_ = np.array([0.5, 0.5])
-                model.split_, model.horizon_days_ = data.split, float(data.split.holdout_days)
-                model.profile_model_ = fitted["lightgbm"].profile_model_
-                model.spend_calibration_ = model._calibration(train_data)
+                # the two members were already fitted on the same half: combine, don't refit
+                model = EnsembleValueModel.from_fitted(
+                    [fitted["lightgbm"], fitted["transformer"]], train_data
+                )
                 fit_s = results["lightgbm"]["fit_s"] + results["transformer"]["fit_s"]
             else:
                 model.fit_data(train_data)

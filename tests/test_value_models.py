@@ -366,6 +366,23 @@ def test_transformer_intervals_cover_held_out_customers(world, fitted):
     assert cover50 < cover80
 
 
+def test_ensemble_from_fitted_members_reuses_them_without_refitting(world, fitted):
+    members = [fitted["lightgbm"], fitted["transformer"]]
+    nets = list(fitted["transformer"].nets_)
+    train = value_data(world.store, CAL, HOLDOUT, users=world.train)
+    ens = EnsembleValueModel.from_fitted(members, train)
+    assert ens.members_[1].nets_ == nets  # the very same networks: nothing was retrained
+    data = value_data(
+        world.store, CAL, HOLDOUT, users=world.test, labels=False, **ens._data_options()
+    )
+    pred = ens.predict_data(data)
+    parts = [m.predict_data(data) for m in members]
+    for col in ("pred_transactions", "p_alive"):
+        expected = (parts[0][col] + parts[1][col]).to_numpy() / 2
+        np.testing.assert_allclose(pred[col].to_numpy(), expected, rtol=1e-9)
+    np.testing.assert_array_equal(pred["spend_high"], parts[1]["spend_high"])
+
+
 def test_transaction_median_beats_the_mean_on_absolute_error(world, fitted):
     model = fitted["transformer"]
     data = value_data(

@@ -45,6 +45,7 @@ from valuerec.evaluate.value import ValueReport, evaluate_value
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import SplitError, TemporalSplit, to_timestamp
 from valuerec.value.base import ValueData, ValueModel, value_data
+from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.registry import MODELS, make_model
 from valuerec.value.segments import SEGMENTS, segment_summary, segment_users, target_list
 
@@ -76,6 +77,8 @@ HorizonOption = Annotated[
 ]
 
 DEFAULT_MODELS = "naive,bgnbd,pareto,lightgbm"
+#: what the registry's ensemble is made of, in order (reused when fitted in the same run)
+ENSEMBLE_MEMBERS = ("lightgbm", "transformer")
 ARTIFACT_PREFIX = "value-"
 SPLIT_SALT = "valuerec-value-test"
 TOP_ROWS = 20
@@ -295,14 +298,33 @@ def fit(
             "db": str(db),
         }
         results: dict[str, dict[str, Any]] = {}
+        fitted: dict[str, ValueModel] = {}
         with _progress() as bar:
             task = bar.add_task("fitting", total=len(names))
             for name, model in fresh.items():
                 bar.update(task, description=f"{name}: fitting")
+                members = [fitted[m] for m in ENSEMBLE_MEMBERS if m in fitted]
+                if name == "ensemble" and len(members) == len(ENSEMBLE_MEMBERS):
+                    # its members were fitted above on the same customers: combine, don't refit
+                    model = EnsembleValueModel.from_fitted(members, data.subset(train))
+                    prefit_s = sum(results[m]["fit_seconds"] for m in ENSEMBLE_MEMBERS)
+                else:
+                    prefit_s = None
                 results[name] = _fit_one(
-                    store, arts, name, model, split, train, test, truth, common,
+                    store,
+                    arts,
+                    name,
+                    model,
+                    split,
+                    train,
+                    test,
+                    truth,
+                    common,
                     lambda step, name=name: bar.update(task, description=f"{name}: {step}"),
-                )  # fmt: skip
+                    prefit_s,
+                )
+                if not results[name].get("error"):
+                    fitted[name] = model
                 bar.advance(task)
     failed = [n for n, r in results.items() if r.get("error")]
     if as_json:
@@ -340,14 +362,22 @@ def _fit_one(
     truth: pd.DataFrame | None,
     common: dict[str, Any],
     step: Callable[[str], object],
+    prefit_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Fit, score and save one model; a failure is returned, not raised, so others still run."""
+    """Fit, score and save one model; a failure is returned, not raised, so others still run.
+
+    ``prefit_seconds``: the model arrives fitted (an ensemble of members fitted in this run);
+    its fit time is theirs.
+    """
     started = time.perf_counter()
     result: dict[str, Any] = {"artifact": ARTIFACT_PREFIX + name, "version": None}
     try:
-        users = None if len(test) == 0 else list(train)
-        model.fit(store, split.calibration_end, holdout_days=split.holdout_days, users=users)
-        result["fit_seconds"] = time.perf_counter() - started
+        if prefit_seconds is None:
+            users = None if len(test) == 0 else list(train)
+            model.fit(store, split.calibration_end, holdout_days=split.holdout_days, users=users)
+            result["fit_seconds"] = time.perf_counter() - started
+        else:
+            result["fit_seconds"] = prefit_seconds
         report: ValueReport | None = None
         if truth is not None:
             step("scoring")
@@ -532,17 +562,19 @@ def segments(
                 "model": model,
                 "version": meta["version"],
                 "as_of": when.isoformat(),
-                "segments": summary.astype(object).where(summary.notna(), None)
+                "segments": summary.astype(object)
+                .where(summary.notna(), None)
                 .to_dict(orient="records"),
                 "target_rows": len(targets),
                 "out": str(out_path) if out_path else None,
             }
-        )  # fmt: skip
+        )
         return
     table = Table(title=f"segments: {model} {meta['version']}, as of {when:%Y-%m-%d}")
     for col in ("segment", "users", "% users", "value", "% value", "days since", "freq"):
-        table.add_column(col, justify="left" if col == "segment" else "right",
-                         no_wrap=col == "segment")  # fmt: skip
+        table.add_column(
+            col, justify="left" if col == "segment" else "right", no_wrap=col == "segment"
+        )
     for r in summary.itertuples(index=False):
         table.add_row(
             r.segment,

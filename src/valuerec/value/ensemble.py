@@ -44,8 +44,31 @@ class EnsembleValueModel(ValueModel):
             opts.update(m._data_options())
         return opts
 
+    @classmethod
+    def from_fitted(
+        cls,
+        members: list[ValueModel],
+        data: ValueData,
+        weights: list[float] | None = None,
+        discount_rate: float = 0.01,
+    ) -> EnsembleValueModel:
+        """The ensemble of ``members`` already fitted on ``data``, without fitting them again.
+
+        For callers that fit the members for their own sake first (the CLI, the benchmark):
+        training the Transformer a second time inside the ensemble would double the cost.
+        """
+        model = cls(members=members, weights=weights, discount_rate=discount_rate)
+        model.split_ = data.split
+        model.horizon_days_ = float(data.split.holdout_days)
+        model._combine(members, data)
+        return model
+
     def _fit(self, data: ValueData) -> None:
-        self.members_ = [m.fit_data(data) for m in self._members()]
+        self._combine([m.fit_data(data) for m in self._members()], data)
+
+    def _combine(self, members: list[ValueModel], data: ValueData) -> None:
+        """Weights, LTV profile and the ensemble's own spend calibration, from fitted members."""
+        self.members_ = members
         w = np.asarray(self.weights or [1.0] * len(self.members_), float)
         if len(w) != len(self.members_) or (w < 0).any() or w.sum() <= 0:
             raise ValueError("weights must be non-negative, one per member, not all zero")
