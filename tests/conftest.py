@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from valuerec.data import datasets
 from valuerec.data.store import Store
 
 
@@ -27,3 +28,12 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def cdnow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """The real CDNOW sample (6,919 purchases), loaded once for every test that asks."""
+    s = Store(tmp_path_factory.mktemp("cdnow") / "cdnow.duckdb")
+    datasets.load("cdnow-sample", s)
+    yield s
+    s.close()

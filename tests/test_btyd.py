@@ -4,7 +4,6 @@ probabilities and expectations, and lifetime value."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ import pytest
 from scipy.integrate import quad
 from scipy.special import gammaln, hyp2f1
 
-from valuerec.data import datasets
 from valuerec.data.store import Store
 from valuerec.features.rfm import holdout_summary, rfm_summary
 from valuerec.value.btyd import (
@@ -225,12 +223,6 @@ def test_penalizer_shrinks_parameters():
 
 
 # -- the real CDNOW sample -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cdnow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    s = Store(tmp_path_factory.mktemp("cdnow") / "cdnow.duckdb")
-    datasets.load("cdnow-sample", s)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

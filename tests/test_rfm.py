@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, datetime, timezone
 
 import pandas as pd
 import pytest
 
-from valuerec.data import datasets
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.features.rfm import holdout_summary, rfm_summary
@@ -166,12 +164,6 @@ def test_holdout_day_split_by_calibration_end_counts_once(log):
 
 
 # -- the real CDNOW sample -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cdnow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    s = Store(tmp_path_factory.mktemp("cdnow") / "cdnow.duckdb")
-    datasets.load("cdnow-sample", s)
-    yield s
-    s.close()
 
 
 @network
