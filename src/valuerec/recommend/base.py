@@ -10,7 +10,7 @@ scores — lives here once. The shared evaluator (:mod:`valuerec.evaluate.rankin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,18 @@ def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.I
     return m, pd.Index(interactions.user_ids), pd.Index(interactions.item_ids)
 
 
+def _rec_frame(user: str, items: pd.Index, scores: np.ndarray, cold: bool) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": user,
+            "rank": np.arange(1, len(items) + 1),
+            "item_id": items,
+            "score": scores,
+            "cold_start": cold,
+        }
+    )
+
+
 class Recommender(ABC):
     """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``)."""
 
@@ -59,63 +71,110 @@ class Recommender(ABC):
     @abstractmethod
     def _fit(self, matrix: sp.csr_matrix) -> None: ...
 
-    @abstractmethod
     def _score(self, users: np.ndarray) -> np.ndarray:
-        """Dense scores (len(users) x n_items) for known user indices."""
+        """Dense scores (len(users) x n_items) for known user indices.
+
+        By default a known user is scored from their training row, exactly like a user
+        described by a history (:meth:`_score_rows`); models with per-user parameters (matrix
+        factorisation) override this with their learned user factors.
+        """
+        return self._score_rows(self.matrix_[users])
+
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        """Scores for users described only by interaction rows over the item vocabulary.
+
+        This is how a model serves users whose history changed after training (new events)
+        or who were never in training at all (a session): models that score from the history
+        itself (EASE, item-kNN, Mult-VAE, content) do it exactly; factor models fold the user
+        in against fixed item factors.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot score from a history")
+
+    def _score_sequences(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """Scores for users described by ordered item-index sequences (oldest first).
+
+        Order-blind models see the set of items; sequence models override this to use order.
+        """
+        rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+        cols = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
+        m = sp.csr_matrix(
+            (np.ones(len(cols), np.float32), (rows, cols)),
+            shape=(len(sequences), len(self.item_ids_)),
+        )
+        m.data[:] = 1.0
+        return self._score_rows(m)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Scores of user indices over the whole catalogue (the evaluator's entry point)."""
         return np.asarray(self._score(np.asarray(users, dtype=np.int64)), dtype=np.float32)
 
+    def score_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """Scores over the catalogue for users given as item-id histories (oldest first).
+
+        Items the model does not know are skipped; an all-unknown or empty history gets the
+        cold-start scores. Nothing is retrained: this is what serving calls after new events.
+        """
+        seqs = [self._item_indices(h) for h in histories]
+        out = np.empty((len(seqs), len(self.item_ids_)), dtype=np.float32)
+        warm = [i for i, s in enumerate(seqs) if len(s)]
+        if warm:
+            out[warm] = self._score_sequences([seqs[i] for i in warm])
+        cold = [i for i, s in enumerate(seqs) if not len(s)]
+        if cold:
+            out[cold] = self.cold_start_scores()
+        return out
+
+    def _item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
+        idx = self.item_ids_.get_indexer([str(i) for i in item_ids])
+        return idx[idx >= 0].astype(np.int64)
+
     # -- the public API -------------------------------------------------------------------
     def recommend(
-        self, user_ids: Sequence[str], k: int = 10, exclude_seen: bool = True
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        histories: Mapping[str, Sequence[str]] | None = None,
     ) -> pd.DataFrame:
-        """Top-``k`` items per user; unknown users get popular items with ``cold_start``."""
+        """Top-``k`` items per user; unknown users get popular items with ``cold_start``.
+
+        ``histories`` (user id -> item ids, oldest first) replaces what the model saw in
+        training for those users: their recommendations reflect events newer than the model,
+        and users the model never saw are served from their history rather than cold. Seen
+        items are then the history's items.
+        """
         if k < 1:
             raise ValueError("k must be at least 1")
         ids = [str(u) for u in user_ids]
-        idx = self.user_ids_.get_indexer(ids)
+        histories = {str(u): h for u, h in (histories or {}).items()}
         k = min(k, len(self.item_ids_))
+        idx = self.user_ids_.get_indexer(ids)
+        seqs = {b: self._item_indices(histories[u]) for b, u in enumerate(ids) if u in histories}
+        by_history = [b for b, s in seqs.items() if len(s)]
+        by_model = [b for b in np.flatnonzero(idx >= 0) if b not in seqs]
+        cold = [b for b in range(len(ids)) if b not in by_history and b not in by_model]
         rows = []
-        known = np.flatnonzero(idx >= 0)
-        for start in range(0, len(known), 1024):
-            batch = known[start : start + 1024]
-            scores = self.score_users(idx[batch]).astype(np.float64)
-            if exclude_seen:
-                seen = self.matrix_[idx[batch]]
-                scores[seen.nonzero()] = -np.inf
-            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            for r, b in enumerate(batch):
-                s = scores[r, top[r]]
-                keep = np.isfinite(s)  # a user who has seen everything gets fewer items
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "user_id": ids[b],
-                            "rank": np.arange(1, keep.sum() + 1),
-                            "item_id": self.item_ids_[top[r][keep]],
-                            "score": s[keep],
-                            "cold_start": False,
-                        }
-                    )
-                )
-        cold = np.flatnonzero(idx < 0)
-        if len(cold):
+        for group, scorer in (
+            (by_model, lambda bs: self.score_users(idx[bs])),
+            (by_history, lambda bs: self._score_sequences([seqs[b] for b in bs])),
+        ):
+            for start in range(0, len(group), 1024):
+                batch = np.asarray(group[start : start + 1024], dtype=np.int64)
+                scores = np.asarray(scorer(batch), dtype=np.float64)
+                if exclude_seen:
+                    for r, b in enumerate(batch):
+                        seen = seqs[b] if b in seqs else self.matrix_[idx[b]].indices
+                        scores[r, seen] = -np.inf
+                top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+                for r, b in enumerate(batch):
+                    s = scores[r, top[r]]
+                    keep = np.isfinite(s)  # a user who has seen everything gets fewer items
+                    rows.append(_rec_frame(ids[b], self.item_ids_[top[r][keep]], s[keep], False))
+        if cold:
             fallback = self.cold_start_scores()
             top = np.argsort(-fallback, kind="stable")[:k]
             for b in cold:
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "user_id": ids[b],
-                            "rank": np.arange(1, k + 1),
-                            "item_id": self.item_ids_[top],
-                            "score": fallback[top],
-                            "cold_start": True,
-                        }
-                    )
-                )
+                rows.append(_rec_frame(ids[b], self.item_ids_[top], fallback[top], True))
         if not rows:
             return pd.DataFrame(columns=list(REC_COLUMNS))
         out = pd.concat(rows, ignore_index=True)

@@ -81,39 +81,17 @@ class ContentRecommender(Recommender):
         return self
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        profiles = np.asarray(matrix @ self.item_embeddings_)
-        norms = np.linalg.norm(profiles, axis=1, keepdims=True)
-        self.user_profiles_ = profiles / np.maximum(norms, 1e-12)
+        pass  # a user's profile is computed from their history when scored
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.user_profiles_[users] @ self.item_embeddings_.T
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        profiles = np.asarray(rows @ self.item_embeddings_)
+        profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)
+        return profiles @ self.item_embeddings_.T
 
     def _item_similarity(self, j: int) -> np.ndarray:
         return (self.item_embeddings_ @ self.item_embeddings_[j]).astype(float)
 
     def recommend_for_items(self, item_ids: Sequence[str], k: int = 10) -> pd.DataFrame:
         """For a visitor with no account: rank the catalogue by similarity to ``item_ids``."""
-        idx = self.item_ids_.get_indexer([str(i) for i in item_ids])
-        idx = idx[idx >= 0]
-        if len(idx) == 0:
-            top = np.argsort(-self.popularity_, kind="stable")[:k]
-            return pd.DataFrame(
-                {
-                    "rank": np.arange(1, len(top) + 1),
-                    "item_id": self.item_ids_[top],
-                    "score": self.popularity_[top].astype(float),
-                    "cold_start": True,
-                }
-            )
-        profile = self.item_embeddings_[idx].mean(axis=0)
-        scores = self.item_embeddings_ @ profile
-        scores[idx] = -np.inf
-        top = np.argsort(-scores, kind="stable")[: min(k, len(scores) - len(idx))]
-        return pd.DataFrame(
-            {
-                "rank": np.arange(1, len(top) + 1),
-                "item_id": self.item_ids_[top],
-                "score": scores[top].astype(float),
-                "cold_start": False,
-            }
-        )
+        rec = self.recommend(["session"], k=k, histories={"session": list(item_ids)})
+        return rec.drop(columns="user_id")

@@ -29,8 +29,8 @@ class EASERecommender(Recommender):
         np.fill_diagonal(b, 0.0)
         self.weights_ = b.astype(np.float32)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.matrix_[users] @ self.weights_)
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(rows @ self.weights_)
 
     def _item_similarity(self, j: int) -> np.ndarray:
         return self.weights_[j].astype(float)

@@ -52,6 +52,13 @@ class HybridRecommender(Recommender):
         parts = self._member_scores(users)
         return sum(w * p for w, p in zip(self.weights_, parts, strict=True))
 
+    def _score_sequences(self, sequences: list[np.ndarray]) -> np.ndarray:
+        # members share the item vocabulary of the hybrid, so indices pass through unchanged
+        parts = [
+            _standardise(m._score_sequences(sequences).astype(np.float64)) for m in self.members
+        ]
+        return sum(w * p for w, p in zip(self.weights_, parts, strict=True))
+
     def tune_weights(
         self,
         split: Any,

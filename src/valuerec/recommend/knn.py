@@ -33,8 +33,8 @@ class ItemKNNRecommender(Recommender):
             np.put_along_axis(sim, drop, 0.0, axis=0)
         self.similarity_ = sim
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.matrix_[users] @ self.similarity_)
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(rows @ self.similarity_)
 
     def _item_similarity(self, j: int) -> np.ndarray:
         return self.similarity_[j].astype(float)

@@ -19,6 +19,19 @@ class _Factorised(Recommender):
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T
 
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        return self._fold_in(rows) @ self.item_factors_.T
+
+    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+        """User factors for history rows against the fixed item factors (ridge projection).
+
+        ``u = (Y'Y + lambda I)^-1 Y' x``: the least-squares user for the history ``x``; ALS
+        overrides it with implicit's exact confidence-weighted solve.
+        """
+        y = self.item_factors_.astype(np.float64)
+        gram = y.T @ y + self.fold_in_reg * np.eye(y.shape[1])
+        return np.linalg.solve(gram, (rows @ y).T).T.astype(np.float32)
+
     def _item_similarity(self, j: int) -> np.ndarray:
         f = self.item_factors_
         norms = np.linalg.norm(f, axis=1) + 1e-12
@@ -35,12 +48,14 @@ class _Factorised(Recommender):
         uf, itf = model.user_factors, model.item_factors
         self.user_factors_ = np.asarray(getattr(uf, "to_numpy", lambda: uf)())
         self.item_factors_ = np.asarray(getattr(itf, "to_numpy", lambda: itf)())
+        self.model_ = model
 
 
 class ALSRecommender(_Factorised):
     """Implicit-feedback ALS with confidence ``1 + alpha * x``."""
 
     name = "als"
+    fold_in_reg = 10.0
 
     def __init__(
         self,
@@ -55,6 +70,13 @@ class ALSRecommender(_Factorised):
         self.alpha = alpha
         self.iterations = iterations
         self.seed = seed
+
+    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
+        # implicit's own least-squares solve for the ALS objective (confidence 1 + alpha x)
+        with threadpool_limits(1, "blas"):
+            return np.asarray(
+                self.model_.recalculate_user(np.arange(rows.shape[0]), rows.astype(np.float32))
+            )
 
     def _make_model(self) -> Any:
         from implicit.als import AlternatingLeastSquares
@@ -73,6 +95,8 @@ class BPRRecommender(_Factorised):
     """Bayesian personalised ranking (pairwise, sampled negatives)."""
 
     name = "bpr"
+    #: BPR factors carry no scale the ridge knows about; a light penalty keeps it a projection
+    fold_in_reg = 1.0
 
     def __init__(
         self,

@@ -52,5 +52,5 @@ class PopularityRecommender(Recommender):
     def cold_start_scores(self) -> np.ndarray:
         return self.item_scores_.astype(float)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.item_scores_, (len(users), len(self.item_scores_))).copy()
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        return np.broadcast_to(self.item_scores_, (rows.shape[0], len(self.item_scores_))).copy()

@@ -87,8 +87,8 @@ class MultVAERecommender(Recommender):
                 step += 1
         self.net_.eval()
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(self.matrix_[users].toarray(), dtype=torch.float32)
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        x = torch.as_tensor(rows.toarray(), dtype=torch.float32)
         with torch.no_grad():
             logits, _, _ = self.net_(x)
         return logits.numpy()
