@@ -6,9 +6,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from valuerec.data import datasets
 from valuerec.data.store import Store
+
+# The test models are tiny: one thread is faster than two (no synchronisation per op), and it
+# keeps the suite's speed steady when the machine is shared.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -1,0 +1,113 @@
+"""SASRec next-item model: learns order, uses the newest history, multi-task value head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from valuerec.evaluate.ranking import Interactions, leave_one_out
+from valuerec.recommend.sasrec import SASRecRecommender, future_value, split_histories
+
+N_ITEMS = 12
+
+
+def _cycle_log(n_users: int = 40, length: int = 15, seed: int = 0) -> pd.DataFrame:
+    """Every user walks the cycle i0 -> i1 -> ... -> i11 -> i0 from a random start, so the
+    next item is a deterministic function of the last one (and only of the last one)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        start = int(rng.integers(N_ITEMS))
+        for t in range(length):
+            rows.append((f"u{u}", f"i{(start + t) % N_ITEMS}", pd.Timestamp("2024-01-01")
+                         + pd.Timedelta(days=t)))  # fmt: skip
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def _small(**kw) -> SASRecRecommender:
+    params = dict(max_len=8, d_model=16, n_heads=2, n_layers=1, dropout=0.0, epochs=40,
+                  batch_size=32, lr=1e-2, seed=0)  # fmt: skip
+    params.update(kw)
+    return SASRecRecommender(**params)
+
+
+@pytest.fixture(scope="module")
+def cycle_model() -> SASRecRecommender:
+    return _small().fit(_cycle_log())
+
+
+def test_learns_the_successor_of_the_last_item(cycle_model):
+    # histories ending in i3 and in i7: the model must follow the order, not the item set
+    rec = cycle_model.recommend(
+        ["a", "b"], k=1, exclude_seen=False, histories={"a": ["i1", "i2", "i3"], "b": ["i7"]}
+    )
+    assert list(rec["item_id"]) == ["i4", "i8"]
+    # the same items in another order predict another next item
+    rec = cycle_model.recommend(["c"], k=1, exclude_seen=False, histories={"c": ["i3", "i2"]})
+    assert rec["item_id"].iloc[0] != "i4"
+
+
+def test_training_users_are_scored_from_their_newest_items(cycle_model):
+    log = _cycle_log()
+    last = log.groupby("user_id")["item_id"].last()
+    rec = cycle_model.recommend(list(last.index), k=1, exclude_seen=False)
+    successor = last.str[1:].astype(int).add(1).mod(N_ITEMS).map(lambda j: f"i{j}")
+    hits = (rec.set_index("user_id")["item_id"] == successor).mean()
+    assert hits >= 0.95
+
+
+def test_unknown_user_is_cold_start(cycle_model):
+    rec = cycle_model.recommend(["nobody"], k=3)
+    assert rec["cold_start"].all() and len(rec) == 3
+
+
+def test_future_value_sums_later_events_within_the_horizon():
+    user = np.array([0, 0, 0, 0, 1, 1])
+    day = np.array([0.0, 1.0, 1.0, 40.0, 0.0, 5.0])
+    value = np.array([1.0, 2.0, 3.0, 4.0, 10.0, 20.0])
+    # user 0: after day 0 within 30 days -> 2 + 3; the two day-1 events do not count each
+    # other (same time is not "after"); day 40 has nothing after it; users never mix
+    np.testing.assert_allclose(
+        future_value(user, day, value, 30.0), [5.0, 0.0, 0.0, 0.0, 20.0, 0.0]
+    )
+
+
+def test_split_histories_put_the_validation_item_last_for_test():
+    log = _cycle_log(n_users=5, length=6)
+    split = leave_one_out(Interactions.from_frame(log))
+    valid = split_histories(split, "valid")
+    test = split_histories(split, "test")
+    for u in range(5):
+        v_item = split.valid.frame.loc[split.valid.frame["user"] == u, "item"].item()
+        assert len(valid[u]) == 4 and len(test[u]) == 5
+        assert test[u][-1] == v_item and list(test[u][:-1]) == list(valid[u])
+
+
+def test_multi_task_value_head_separates_heavy_from_light_users():
+    """Heavy users (daily events, items h*) have much future value within 30 days; light
+    users (an event every 60 days, items l*) have none. The head sees only the items."""
+    rows = []
+    for u in range(30):
+        heavy = u % 2 == 0
+        for t in range(10):
+            item = f"{'h' if heavy else 'l'}{(u + t) % 5}"
+            day = t if heavy else 60 * t
+            rows.append((f"u{u}", item, pd.Timestamp("2024-01-01") + pd.Timedelta(days=day)))
+    log = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    model = _small(value_weight=1.0, epochs=30).fit(log)
+    seqs = [np.array([model.item_ids_.get_loc(f"h{j}") for j in range(3)]),
+            np.array([model.item_ids_.get_loc(f"l{j}") for j in range(3)])]  # fmt: skip
+    value = model.predict_value(seqs)
+    assert value["expected_value"].iloc[0] > 3 * value["expected_value"].iloc[1]
+    assert value["p_active"].iloc[0] > 0.8 > 0.2 > value["p_active"].iloc[1]
+    with pytest.raises(ValueError, match="value_weight"):
+        _small(epochs=1).fit(log).predict_value(seqs)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    scores = iter([0.1, 0.3, 0.2, 0.2, 0.2, 0.2])
+    model = _small(epochs=30, eval_every=1, patience=3).fit(
+        _cycle_log(n_users=5), validation=lambda m: next(scores)
+    )
+    assert model.best_epoch_ == 2 and len(model.history_) == 5
