@@ -224,3 +224,24 @@ def test_history_of_unknown_items_only_is_cold_start(log):
     rec = model.recommend(["x"], k=2, histories={"x": ["never-seen"]})
     assert rec["cold_start"].all() and len(rec) == 2
     assert (model.score_histories([[]])[0] == model.cold_start_scores()).all()
+
+
+def test_edlae_penalises_items_by_their_popularity():
+    # when every item has the same popularity d, EDLAE(p) is EASE with reg + p/(1-p) d
+    rows = [(f"u{u}", f"i{(u + j) % 6}") for u in range(12) for j in range(3)]
+    log = pd.DataFrame(rows, columns=["user_id", "item_id"])  # each item: 6 users
+    edlae = EASERecommender(reg=2.0, dropout=0.25).fit(log)
+    ease = EASERecommender(reg=2.0 + 0.25 / 0.75 * 6).fit(log)
+    np.testing.assert_allclose(edlae.weights_, ease.weights_, rtol=1e-5, atol=1e-6)
+    # a popular item is shrunk more than under plain EASE with the same reg
+    log2 = pd.concat(
+        [log, pd.DataFrame({"user_id": [f"x{i}" for i in range(20)], "item_id": "i0"})]
+    )
+    plain, dropped = (
+        EASERecommender(reg=2.0).fit(log2),
+        EASERecommender(reg=2.0, dropout=0.5).fit(log2),
+    )
+    j = plain.item_ids_.get_loc("i0")
+    assert np.abs(dropped.weights_[j]).sum() < np.abs(plain.weights_[j]).sum()
+    with pytest.raises(ValueError, match="dropout"):
+        EASERecommender(dropout=1.0).fit(log)
