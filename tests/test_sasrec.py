@@ -111,3 +111,18 @@ def test_early_stopping_keeps_the_best_validation_epoch():
         _cycle_log(n_users=5), validation=lambda m: next(scores)
     )
     assert model.best_epoch_ == 2 and len(model.history_) == 5
+
+
+def test_fit_split_early_stops_on_validation_and_scores_test_with_the_valid_item():
+    split = leave_one_out(Interactions.from_frame(_cycle_log(n_users=30, length=12)))
+    model = _small(epochs=40, eval_every=10, patience=2).fit_split(split)
+    evals = [r["epoch"] for r in model.history_ if "valid" in r]
+    assert evals[0] == 10 and all(e % 10 == 0 for e in evals) and model.best_epoch_ in evals
+    # the test-stage scorer reads train + valid items: the same as scoring that id history
+    users = np.arange(split.n_users)
+    ids = split.train.item_ids
+    hist = [list(ids[h]) for h in split_histories(split, "test")]
+    np.testing.assert_allclose(
+        model.split_scorer(split, "test")(users), model.score_histories(hist), rtol=1e-5
+    )
+    assert not np.allclose(model.split_scorer(split, "valid")(users), model.score_histories(hist))

@@ -10,7 +10,7 @@ scores — lives here once. The shared evaluator (:mod:`valuerec.evaluate.rankin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,21 @@ class Recommender(ABC):
 
     @abstractmethod
     def _fit(self, matrix: sp.csr_matrix) -> None: ...
+
+    def fit_split(self, split: Any) -> Recommender:
+        """Fit on ``split.train``; models that early-stop also watch ``split.valid``.
+
+        The evaluator's entry for training: test is never looked at here.
+        """
+        return self.fit(split.train)
+
+    def split_scorer(self, split: Any, stage: str) -> Callable[[np.ndarray], np.ndarray]:
+        """The scorer :func:`~valuerec.evaluate.ranking.evaluate_scores` uses at ``stage``.
+
+        General models score from their training data; sequence models override this to read
+        the history the stage allows (training items, plus validation items for test).
+        """
+        return self.score_users
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         """Dense scores (len(users) x n_items) for known user indices.

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from valuerec.recommend.base import Recommender
+from valuerec.recommend.base import Recommender, interaction_matrix
 
 
 def _standardise(scores: np.ndarray) -> np.ndarray:
@@ -64,14 +64,22 @@ class HybridRecommender(Recommender):
         split: Any,
         grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
         metric: str = "ndcg@10",
+        refit: bool = True,
     ) -> dict[str, float]:
         """Fit members on ``split.train`` and pick the weights maximising validation ``metric``.
 
-        Member scores are computed once; each weight vector only re-blends them.
+        Member scores are computed once; each weight vector only re-blends them. With
+        ``refit=False`` the members are taken as already fitted on ``split.train`` (a
+        benchmark that tuned them need not train them twice).
         """
         from valuerec.evaluate.ranking import evaluate_scores
 
-        self.fit(split.train)
+        if refit:
+            self.fit(split.train)
+        else:
+            self.matrix_, self.user_ids_, self.item_ids_ = interaction_matrix(split.train)
+            self.popularity_ = np.asarray(self.matrix_.sum(axis=0)).ravel()
+            self.weights_ = np.full(len(self.members), 1.0 / len(self.members))
         users = np.arange(len(self.user_ids_))
         parts = self._member_scores(users)
         best, best_w = -1.0, self.weights_

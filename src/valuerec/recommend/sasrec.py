@@ -228,8 +228,9 @@ class SASRecRecommender(Recommender):
         """This epoch's training windows: inputs, next-item targets, future-value targets.
 
         Each user's sequence is cut into windows of ``max_len + 1`` events ending at its last
-        event and then every ``max_len`` further back from a random offset, so all of the
-        history is seen each epoch while the window borders move between epochs.
+        event, then every ``max_len`` further back from a random offset, and one window of
+        the first events, so every transition is trained on each epoch while the window
+        borders move between epochs.
         """
         length = self.max_len
         xs, ys, vs = [], [], []
@@ -239,9 +240,11 @@ class SASRecRecommender(Recommender):
                 continue
             ends = [n]
             end = n - length - int(rng.integers(0, length))
-            while end >= 2:
+            while end > length + 1:
                 ends.append(end)
                 end -= length
+            if n > length + 1:
+                ends.append(length + 1)  # the first events, whatever the offset
             for e in ends:
                 lo = max(0, e - length - 1)
                 xs.append(tokens[a + lo : a + e - 1])
@@ -255,6 +258,20 @@ class SASRecRecommender(Recommender):
             y[r, length - len(yi) :] = yi
             v[r, length - len(vi) :] = vi
         return x, y, v
+
+    def fit_split(self, split: Any) -> SASRecRecommender:
+        """Fit on ``split.train`` with early stopping on validation NDCG@10."""
+        from valuerec.evaluate.ranking import evaluate_scores
+
+        def ndcg(model: SASRecRecommender) -> float:
+            scores = model.split_scorer(split, "valid")
+            return evaluate_scores(scores, split, stage="valid").metrics["ndcg@10"]
+
+        return self.fit(split.train, validation=ndcg)
+
+    def split_scorer(self, split: Any, stage: str) -> Callable[[np.ndarray], np.ndarray]:
+        hist = split_histories(split, stage)
+        return lambda users: self.score_sequences([hist[u] for u in users])
 
     # -- scoring ------------------------------------------------------------------------------
     def _batch(self, sequences: list[np.ndarray]) -> torch.Tensor:
