@@ -27,6 +27,7 @@ from valuerec.cli_recommend import evaluate as rec_evaluate
 from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_recommend import recommend_app
 from valuerec.cli_recommend import recommend_for as rec_for
+from valuerec.cli_serve import keys_app, serve, train
 from valuerec.cli_value import fit as value_fit
 from valuerec.cli_value import segments as value_segments
 from valuerec.cli_value import value_app
@@ -356,6 +357,11 @@ def demo(
         rec_for(user_id=user, model="ease", k=5, db=ml_db, as_json=False)
     out.print(f"Stores and model artifacts under {out_dir}/.")
 
+
+# after the commands above, so that `valuerec --help` lists the data commands first
+app.command("train")(train)
+app.command("serve")(serve)
+app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 import typer
 from rich.table import Table
@@ -28,6 +27,7 @@ from valuerec.evaluate.ranking import (
     temporal_split,
 )
 from valuerec.recommend.base import Recommender
+from valuerec.recommend.explain import because
 from valuerec.recommend.registry import MODELS, make_recommender
 
 recommend_app = typer.Typer(
@@ -63,13 +63,14 @@ def _fitted(
             bar.advance(task)
 
 
-def _interactions(store: Store) -> Interactions:
+def _interactions(store: Store, event_types: list[str] | None = None) -> Interactions:
+    """The store's interactions (only ``event_types`` when given); an error if there are none."""
     if (
         store.count("events") == 0
         or store.query("SELECT count(*) AS n FROM events WHERE item_id IS NOT NULL")["n"][0] == 0
     ):
         raise fail(f"no interactions with items in {store.path}: ingest events first")
-    return Interactions.from_store(store)
+    return Interactions.from_store(store, event_types=event_types)
 
 
 @recommend_app.command()
@@ -130,11 +131,18 @@ def fit(
     db: DbOption = default_db_path(),
     models: ModelsOption = "popularity,ease",
     as_json: JsonOption = False,
+    event_types: Annotated[
+        str | None,
+        typer.Option(
+            "--event-types", help="Comma list of event types that count; default: every type."
+        ),
+    ] = None,
 ) -> None:
     """Fit recommenders on every interaction and save each as an artifact (rec-<model>)."""
     names = _names(models)
+    types = [t.strip().lower() for t in (event_types or "").split(",") if t.strip()] or None
     with open_store(db, must_exist=True) as store:
-        inter = _interactions(store)
+        inter = _interactions(store, types)
         items = store.items()
         fingerprint = data_fingerprint(store)
     arts = ArtifactStore(default_root(db))
@@ -174,16 +182,8 @@ def _titles(db: str) -> pd.Series:
 def _reasons(model: Recommender, user_id: str, rec: pd.DataFrame, titles: pd.Series) -> list[str]:
     """For each item, the history item it is most similar to ("because you liked X")."""
     u = model.user_ids_.get_indexer([user_id])[0]
-    if u < 0:
-        return ["popular with everyone (new user)"] * len(rec)
-    history = model.matrix_[u].indices
-    reasons = []
-    for item in rec["item_id"]:
-        j = model.item_ids_.get_loc(item)
-        sims = model._item_similarity(j)[history]
-        h = model.item_ids_[history[int(np.argmax(sims))]] if len(history) else None
-        reasons.append(f"similar to {titles.get(h, h)}" if h is not None else "popular")
-    return reasons
+    history = None if u < 0 else model.matrix_[u].indices
+    return because(model, history, model.item_ids_.get_indexer(rec["item_id"]), titles)
 
 
 @recommend_app.command("for")

@@ -1,0 +1,236 @@
+"""``valuerec serve``, ``valuerec train`` and ``valuerec keys ...``: run the API and feed it.
+
+``train`` fits every value and recommendation model through the same code as
+``valuerec value fit`` and ``valuerec recommend fit`` and registers each as the current
+artifact version; ``serve`` loads those versions and answers HTTP; ``keys`` manages the API
+keys the server accepts (hashed, in ``<store>.keys.json``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from valuerec.cli_common import DbOption, JsonOption, err, fail, open_store, out, print_json
+from valuerec.cli_recommend import fit as rec_fit
+from valuerec.cli_value import fit as value_fit
+from valuerec.data.store import StoreError, default_db_path
+from valuerec.recommend.registry import MODELS as REC_MODELS
+from valuerec.serve.config import CONFIG_ENV, ConfigError, ServeSettings, load_settings
+from valuerec.serve.keys import KeyStore, default_keys_path
+from valuerec.serve.repository import Repository
+from valuerec.value.registry import MODELS as VALUE_MODELS
+
+__all__ = ["keys_app", "serve", "train"]
+
+keys_app = typer.Typer(
+    help="API keys for `valuerec serve`: create, list, revoke.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", envvar=CONFIG_ENV, help="Serving settings (TOML or JSON)."),
+]
+KeysOption = Annotated[
+    Path | None,
+    typer.Option("--keys", help="API key file; default: the store path + '.keys.json'."),
+]
+#: longest value-model holdout train uses by default (CDNOW's 39 weeks)
+MAX_HOLDOUT_DAYS = 273
+
+
+def _settings(config: Path | None) -> ServeSettings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def _keys(db: str, keys: Path | None) -> KeyStore:
+    try:
+        return KeyStore(keys if keys is not None else default_keys_path(db))
+    except ValueError as exc:
+        raise fail(f"{exc} (--keys)") from None
+
+
+def _names(spec: str, known: dict, what: str) -> list[str]:
+    if spec.strip().lower() == "all":
+        return list(known)
+    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise fail(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names
+
+
+def serve(
+    db: DbOption = default_db_path(),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    config: ConfigOption = None,
+    keys: KeysOption = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the REST API (one worker) with the current model versions of the store."""
+    if db != ":memory:" and not Path(db).exists():
+        raise fail(f"no store at {db}: ingest data and run `valuerec train` first")
+    settings = _settings(config)
+    import uvicorn
+
+    from valuerec.serve.app import create_app
+
+    key_store = _keys(db, keys)
+    try:
+        app = create_app(db, settings=settings, keys_path=key_store.path)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    if not [k for k in key_store.list() if k.revoked_at is None]:
+        err.print(
+            f"[yellow]no API keys in {key_store.path}[/]: every call but /health will be "
+            "refused; create one with `valuerec keys create --role read`"
+        )
+    loaded = app.state.service.models.recommenders
+    if not loaded:
+        err.print("[yellow]no recommender artifacts[/]: run `valuerec train` first")
+    out.print(
+        f"serving {db} on http://{host}:{port} (docs: /docs); "
+        f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
+        soft_wrap=True,
+    )
+    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, access_log=access_log)
+
+
+def train(
+    db: DbOption = default_db_path(),
+    value_models: Annotated[
+        str,
+        typer.Option("--value-models", help=f"'all' or a comma list of {', '.join(VALUE_MODELS)}."),
+    ] = "all",
+    rec_models: Annotated[
+        str,
+        typer.Option("--rec-models", help=f"'all' or a comma list of {', '.join(REC_MODELS)}."),
+    ] = "all",
+    holdout_days: Annotated[
+        int | None,
+        typer.Option(
+            "--holdout-days",
+            help=f"Value label window; default: half the log, at most {MAX_HOLDOUT_DAYS}.",
+        ),
+    ] = None,
+    test_fraction: Annotated[
+        float, typer.Option("--test-fraction", help="Customers held out to score value models.")
+    ] = 0.2,
+    config: ConfigOption = None,
+) -> None:
+    """Fit and register every value and recommendation model: what `valuerec serve` loads.
+
+    Value models need purchase events (skipped otherwise). Recommenders learn from the event
+    types the serving settings call positive, never from exposures. A model that fails is
+    reported and the others still run (exit code 1 at the end).
+    """
+    settings = _settings(config)
+    value_names = _names(value_models, VALUE_MODELS, "value model") if value_models else []
+    rec_names = _names(rec_models, REC_MODELS, "recommender") if rec_models else []
+    with open_store(db, must_exist=True) as store:
+        repo = Repository(store)
+        types = repo.event_types()
+        purchases = repo.count_events("purchase")
+        span = repo.log_span_days()
+    positive = [t for t in types if settings.events.role(t) == "positive"]
+    failed: list[str] = []
+    if value_names and purchases == 0:
+        out.print("no purchase events in the store: value models skipped")
+    elif value_names:
+        holdout = holdout_days or max(1, min(MAX_HOLDOUT_DAYS, int(span // 2)))
+        out.rule(f"[bold]value models ({holdout}-day holdout)")
+        try:
+            value_fit(
+                db=db,
+                calibration_end=None,
+                holdout_days=holdout,
+                models=",".join(value_names),
+                test_fraction=test_fraction,
+                artifacts=None,
+                as_json=False,
+            )
+        except typer.Exit as exc:
+            if exc.exit_code:
+                failed.append("value models")
+    if rec_names and not positive:
+        out.print("no positive event types in the store: recommenders skipped")
+    elif rec_names:
+        out.rule(f"[bold]recommenders (events: {', '.join(positive)})")
+        for name in rec_names:  # one at a time, so one failure does not lose the others
+            try:
+                rec_fit(db=db, models=name, as_json=False, event_types=",".join(positive))
+            except typer.Exit as exc:
+                if exc.exit_code:
+                    failed.append(name)
+            except Exception as exc:
+                err.print(f"[bold red]error:[/] {name}: {type(exc).__name__}: {exc}")
+                failed.append(name)
+    if failed:
+        err.print(f"[bold red]failed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+    out.print(f"done: start the API with `valuerec serve --db {db}`")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="read, write or admin.")],
+    name: Annotated[str, typer.Option("--name", help="A note: who or what uses it.")] = "",
+    db: DbOption = default_db_path(),
+    keys: KeysOption = None,
+) -> None:
+    """Create an API key, printed once alone on the last line (only its hash is kept)."""
+    store = _keys(db, keys)
+    try:
+        key, record = store.create(role, name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"created {record.role} key {record.id} in {store.path}; it is shown only once:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(
+    db: DbOption = default_db_path(), keys: KeysOption = None, as_json: JsonOption = False
+) -> None:
+    """Every key's id, role, note and dates (never the key)."""
+    store = _keys(db, keys)
+    try:
+        records = store.list()
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json([{k: v for k, v in vars(r).items() if k != "hash"} for r in records])
+        return
+    table = Table(title=f"API keys ({store.path})")
+    for col in ("id", "role", "name", "created", "revoked"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r.id, r.role, r.name, r.created_at, r.revoked_at or "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `valuerec keys list`).")],
+    db: DbOption = default_db_path(),
+    keys: KeysOption = None,
+) -> None:
+    """Revoke a key: a running server refuses it from its next request on."""
+    store = _keys(db, keys)
+    try:
+        record = store.revoke(key_id)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    typer.echo(f"revoked {record.role} key {record.id} at {record.revoked_at}")

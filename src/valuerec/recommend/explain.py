@@ -1,0 +1,47 @@
+"""Why an item was recommended: one short reason per item, shared by the CLI and the API.
+
+The reason names the item from the user's own history that the recommended item is most
+similar to ("similar to Toy Story"), by the model's own notion of item similarity, because a
+title the user knows explains a suggestion better than a score does. A user with no usable
+history was served the cold-start (popularity) scores, and is told so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from valuerec.recommend.base import Recommender
+
+__all__ = ["COLD_START_REASON", "because"]
+
+COLD_START_REASON = "popular with everyone (new user)"
+
+
+def because(
+    model: Recommender,
+    history: np.ndarray | Sequence[int] | None,
+    items: np.ndarray | Sequence[int],
+    titles: Mapping[str, object],
+) -> list[str]:
+    """One reason per recommended item.
+
+    Args:
+        model: the fitted recommender that ranked the items.
+        history: the user's item indices (into ``model.item_ids_``), or ``None`` for a user
+            the model served cold.
+        items: indices of the recommended items, in rank order.
+        titles: item id -> title; an item without a title is named by its id.
+    """
+    if history is None:
+        return [COLD_START_REASON] * len(items)
+    history = np.asarray(history, dtype=np.int64)
+    if len(history) == 0:
+        return ["popular"] * len(items)
+    reasons = []
+    for j in items:
+        sims = model._item_similarity(int(j))[history]
+        h = model.item_ids_[history[int(np.argmax(sims))]]
+        reasons.append(f"similar to {titles.get(h, h)}")
+    return reasons

@@ -1,0 +1,115 @@
+"""The application factory: ``create_app(db_path)`` gives a ready FastAPI app.
+
+Everything is loaded before the factory returns (catalogue, histories, models), so the first
+request is as fast as the rest, and tests can use FastAPI's ``TestClient`` on the result
+directly. The lifespan starts the exposure writer and, at shutdown, writes what it holds and
+closes the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from valuerec import __version__
+from valuerec.artifacts import ArtifactStore, default_root
+from valuerec.data.store import Store
+from valuerec.serve.config import ServeSettings
+from valuerec.serve.errors import install_error_handlers
+from valuerec.serve.keys import KeyStore, default_keys_path
+from valuerec.serve.metrics import MetricsMiddleware
+from valuerec.serve.routes import public, router
+from valuerec.serve.schemas import EventIn
+from valuerec.serve.service import ServeService
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """Recommendations ranked for long-term value, customer value predictions and
+segments, event ingestion, catalogue and user management, and model hot swaps.
+
+Every endpoint except `/health` needs an API key in the `X-API-Key` header
+(`valuerec keys create --role read|write|admin`): 401 without one, 403 when its role is too
+low. Every error is JSON: `{"error", "message", "details"}`."""
+
+
+def create_app(
+    db_path: str | os.PathLike[str],
+    *,
+    settings: ServeSettings | None = None,
+    keys_path: str | os.PathLike[str] | None = None,
+    artifacts_root: str | os.PathLike[str] | None = None,
+) -> FastAPI:
+    """A FastAPI app serving the store at ``db_path`` and its model artifacts.
+
+    ``keys_path`` defaults to ``<db_path>.keys.json``, ``artifacts_root`` to
+    ``<db_path>.models`` (where ``valuerec train`` saves models).
+    """
+    settings = settings or ServeSettings()
+    store = Store(db_path)
+    try:
+        root = artifacts_root if artifacts_root is not None else default_root(db_path)
+        arts = ArtifactStore(root)
+        service = ServeService(store, arts, settings)
+        service.load()
+    except BaseException:
+        store.close()
+        raise
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.exposures.start()
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(
+        title="valuerec",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.keys = KeyStore(keys_path if keys_path is not None else default_keys_path(db_path))
+    install_error_handlers(app)
+    app.include_router(public)
+    app.include_router(router)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, with the real event schema on ``POST /events``.
+
+    The endpoint takes the events as raw JSON so that one bad event cannot reject the batch
+    (each is validated on its own); the schema still tells clients what an event looks like.
+    """
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    event = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(event.pop("$defs", {}))
+    components["EventIn"] = event
+    batch = components.get("EventBatchIn", {}).get("properties", {}).get("events")
+    if batch is not None:
+        batch["items"] = {"$ref": "#/components/schemas/EventIn"}
+    app.openapi_schema = schema
+    return schema
+
+
+def app_from_env() -> FastAPI:  # pragma: no cover - for `uvicorn --factory`
+    """``uvicorn valuerec.serve.app:app_from_env --factory``: the store from ``$VALUEREC_DB``."""
+    from valuerec.data.store import default_db_path
+    from valuerec.serve.config import load_settings
+
+    return create_app(Path(default_db_path()), settings=load_settings())

@@ -1,0 +1,43 @@
+"""The API-key check every endpoint but ``/health`` depends on: 401 without, 403 below role.
+
+Keys and roles live in :mod:`valuerec.serve.keys` (no web framework there, so the command line
+can manage keys without importing FastAPI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
+
+from valuerec.serve.errors import ApiError
+from valuerec.serve.keys import Role
+
+__all__ = ["HEADER", "require"]
+
+HEADER = "X-API-Key"
+
+_header = APIKeyHeader(
+    name=HEADER,
+    auto_error=False,
+    description="API key from `valuerec keys create --role read|write|admin`.",
+)
+
+
+def require(role: Role) -> Callable[..., Awaitable[Role]]:
+    """A dependency that lets a request through only with a key of at least ``role``."""
+
+    async def check(request: Request, key: str | None = Security(_header)) -> Role:
+        if not key:
+            raise ApiError(401, f"missing API key: send one in the {HEADER} header")
+        got = request.app.state.keys.role_of(key)
+        if got is None:
+            raise ApiError(401, "invalid or revoked API key")
+        if got < role:
+            raise ApiError(
+                403, f"this endpoint needs a {role.label} key; this key's role is {got.label}"
+            )
+        return got
+
+    return check

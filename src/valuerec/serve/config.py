@@ -1,0 +1,138 @@
+"""Serving settings: what each event type means, limits, which models to serve.
+
+Settings are data, not code, so that a platform with its own event vocabulary (``wishlist``,
+``skip``, ``thumbs_down``) can say what counts as interest without a patch: a TOML or JSON file
+passed as ``valuerec serve --config PATH`` (or named by ``$VALUEREC_SERVE_CONFIG``). Every key is
+optional; for example::
+
+    default_model = "ease"
+    history_limit = 500
+
+    [events]
+    positive = ["view", "cart", "purchase", "wishlist"]
+    exposure = ["exposure"]
+    negative = ["thumbs_down"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["ANY", "ConfigError", "EventRoles", "ServeSettings", "load_settings"]
+
+#: in ``positive``: every event type not listed as exposure or negative
+ANY = "*"
+CONFIG_ENV = "VALUEREC_SERVE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A settings file that cannot be read or does not validate."""
+
+
+def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
+    # event types are stored lower-cased and trimmed (see data.schema Kind.LABEL)
+    return tuple(dict.fromkeys(v.strip().lower() for v in values if v.strip()))
+
+
+class EventRoles(BaseModel):
+    """Which event types are interest (positive), impressions (exposure) or disinterest.
+
+    * positive events form a user's history: they change the next recommendation and their
+      items count as seen; ``"*"`` means every type not listed below (the default, so that a
+      new type such as ``wishlist`` counts without a settings change);
+    * exposure events are what the server itself writes when ``write_back=true`` (the first
+      exposure type is used) and never count as interest;
+    * a negative event (``dislike``) keeps its item out of that user's recommendations.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    positive: tuple[str, ...] = (ANY,)
+    exposure: tuple[str, ...] = ("exposure",)
+    negative: tuple[str, ...] = ("dislike", "not_interested")
+
+    @field_validator("positive", "exposure", "negative")
+    @classmethod
+    def _normalise(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return _labels(values)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> EventRoles:
+        if not self.exposure:
+            raise ValueError("events.exposure needs at least one type (write_back uses the first)")
+        if ANY in self.exposure or ANY in self.negative:
+            raise ValueError(f"{ANY!r} is allowed in events.positive only")
+        if ANY in self.positive and len(self.positive) > 1:
+            raise ValueError(f"events.positive: {ANY!r} already means every other type")
+        for a, b in (("positive", "exposure"), ("positive", "negative"), ("exposure", "negative")):
+            both = set(getattr(self, a)) & set(getattr(self, b))
+            if both:
+                raise ValueError(f"event type(s) {sorted(both)} are both {a} and {b}")
+        return self
+
+    @property
+    def any_positive(self) -> bool:
+        return ANY in self.positive
+
+    @property
+    def write_back_type(self) -> str:
+        return self.exposure[0]
+
+    def role(self, event_type: str) -> str | None:
+        """``positive``, ``exposure``, ``negative`` or None (an event that means nothing here)."""
+        t = event_type.strip().lower()
+        if t in self.exposure:
+            return "exposure"
+        if t in self.negative:
+            return "negative"
+        if self.any_positive or t in self.positive:
+            return "positive"
+        return None
+
+
+class ServeSettings(BaseModel):
+    """Everything ``valuerec serve`` can be told besides where the store is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: EventRoles = EventRoles()
+    default_model: str = Field(
+        "ease", description="Recommender served when a request names none (if it is loaded)."
+    )
+    value_model: str | None = Field(
+        None, description="Value model to serve; default: the best one with an artifact."
+    )
+    value_horizon_days: float | None = Field(
+        None, gt=0, description="Horizon of value predictions; default: the model's holdout."
+    )
+    history_limit: int = Field(
+        1000, ge=1, description="Most recent positive items kept per user for scoring."
+    )
+    exposure_flush_seconds: float = Field(
+        1.0, gt=0, description="How often buffered write-back exposures are written."
+    )
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> ServeSettings:
+    """Settings from a TOML or JSON file (default: ``$VALUEREC_SERVE_CONFIG``, else defaults)."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return ServeSettings()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read settings {p}: {exc}") from None
+    try:
+        return ServeSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings in {p}: {problems}") from None

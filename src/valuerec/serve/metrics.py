@@ -1,0 +1,107 @@
+"""Prometheus metrics: request counts and latency per route, events, model versions.
+
+Each app has its own :class:`prometheus_client.CollectorRegistry` (not the process-global
+one), so several apps in one process (tests) do not collide. Latency is measured by a plain
+ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``, which costs a task and a
+stream copy per request on the path whose p99 matters. Routes are labelled by their template
+(``/users/{user_id}/recommendations``), never by the raw path, so labels stay few.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest as _generate
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "Metrics", "MetricsMiddleware"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class _ModelVersions(Collector):
+    """``valuerec_model_info{name, version, kind}`` = 1 for every served model, read at scrape."""
+
+    def __init__(self, served: Callable[[], list[tuple[str, str, str]]]) -> None:
+        self._served = served
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "valuerec_model_info",
+            "Models being served (value 1)",
+            labels=["name", "version", "kind"],
+        )
+        for name, version, kind in self._served():
+            g.add_metric([name, version, kind], 1.0)
+        yield g
+
+
+class Metrics:
+    """The metrics of one app."""
+
+    def __init__(self, served_models: Callable[[], list[tuple[str, str, str]]]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "valuerec_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "valuerec_http_request_duration_seconds",
+            "Time from request to response, by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "valuerec_events",
+            "Events posted to /events by outcome (stored, duplicate, rejected)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.exposures = Counter(
+            "valuerec_exposures_written",
+            "Exposure events written back for returned recommendations",
+            registry=self.registry,
+        )
+        self.registry.register(_ModelVersions(served_models))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def render(self) -> bytes:
+        return _generate(self.registry)
+
+
+class MetricsMiddleware:
+    """Times every HTTP request and counts it by route template and status."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "(unmatched)")
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - start)

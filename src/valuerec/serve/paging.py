@@ -1,0 +1,42 @@
+"""Opaque cursors for paged lists: keyset positions, not offsets.
+
+A cursor encodes the sort key of the last row returned (``{"after": "u42"}``, or
+``{"ltv": 12.5, "after": "u42"}`` for lists ordered by value). Keyset paging, unlike an
+offset, neither skips nor repeats rows when rows are added or deleted between two pages, and
+costs the same on page 1,000 as on page 1. The cursor is URL-safe base64 JSON: opaque to
+clients (they pass back ``next_cursor`` as given), easy to debug for us.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from valuerec.serve.errors import ApiError
+
+__all__ = ["decode_cursor", "encode_cursor"]
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, keys: tuple[str, ...] = ("after",)) -> dict[str, Any] | None:
+    """The position in ``cursor`` (None for the first page); a 422 naming ``cursor`` if bad."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+    except (binascii.Error, ValueError):
+        position = None
+    if not isinstance(position, dict) or set(position) != set(keys):
+        raise ApiError(
+            422,
+            "invalid cursor: pass back the next_cursor of the previous page unchanged",
+            [{"location": "query", "field": "cursor", "reason": "not a cursor of this list"}],
+        )
+    return position

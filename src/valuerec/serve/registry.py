@@ -1,0 +1,346 @@
+"""The models a server holds, and hot swaps that fail no request.
+
+Models come from the versioned artifacts (:class:`valuerec.artifacts.ArtifactStore`):
+recommenders are ``rec-<name>``, value models ``value-<name>``. At start-up the server loads
+the current version of every recommender and of one value model.
+
+A hot swap (promote or rollback) loads the new version *completely* first (unpickle, build
+the vocabulary, score one request to warm it up, for a value model precompute every
+customer's prediction), then replaces one reference: the registry's dict of handles, or its
+value snapshot, is rebuilt and assigned in one statement. A request takes its handle once, at
+its start, and uses it to the end, so every request is served entirely by the old version or
+entirely by the new one and none fails. If the new version cannot be loaded the old one stays
+in service and the pointer on disk is put back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from valuerec.artifacts import ArtifactError, ArtifactStore
+from valuerec.recommend.base import Recommender
+from valuerec.serve.config import ServeSettings
+from valuerec.serve.errors import ApiError
+from valuerec.serve.repository import Repository
+from valuerec.value.base import ValueModel
+from valuerec.value.segments import segment_summary
+
+__all__ = ["REC_PREFIX", "VALUE_PREFIX", "ModelHandle", "ModelRegistry", "ValueSnapshot"]
+
+log = logging.getLogger("valuerec.serve")
+
+REC_PREFIX = "rec-"
+VALUE_PREFIX = "value-"
+#: value models by preference when the settings name none: the strongest on CDNOW first
+VALUE_PREFERENCE = ("ensemble", "transformer", "lightgbm", "pareto", "bgnbd", "naive")
+
+
+@dataclass(eq=False)
+class ModelHandle:
+    """One loaded recommender version and what serving needs beside it."""
+
+    name: str
+    artifact: str
+    version: str
+    meta: dict[str, Any]
+    model: Recommender
+    loaded_at: float
+    masks: dict[tuple, np.ndarray] = field(default_factory=dict)  # Catalog.allowed cache
+    #: item ids as a plain array and id -> position: a dict lookup per history item is
+    #: several times cheaper than a pandas indexer call on short lists (the hot path)
+    ids: np.ndarray = field(init=False, repr=False)
+    positions: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.model.item_ids_, dtype=object)
+        self.positions = {str(item): j for j, item in enumerate(self.ids)}
+
+    @property
+    def item_ids(self) -> pd.Index:
+        return self.model.item_ids_
+
+    def indices(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Positions of the known items among ``item_ids`` (unknown ones are skipped)."""
+        pos = self.positions
+        return np.fromiter(
+            (j for j in (pos.get(i, -1) for i in item_ids) if j >= 0), dtype=np.int64
+        )
+
+
+@dataclass(eq=False)
+class ValueSnapshot:
+    """One loaded value model and its predictions for every customer (by user id)."""
+
+    name: str
+    artifact: str
+    version: str
+    meta: dict[str, Any]
+    as_of: datetime
+    horizon_days: float
+    table: pd.DataFrame  # index user_id; segment, ltv, p_alive, ...
+    summary: pd.DataFrame
+    ranked: pd.DataFrame  # every customer by ltv desc, user_id: the order of segment lists
+
+
+def _kind(artifact: str) -> str:
+    if artifact.startswith(REC_PREFIX):
+        return "recommender"
+    if artifact.startswith(VALUE_PREFIX):
+        return "value"
+    return "other"
+
+
+class ModelRegistry:
+    """Loaded recommenders by short name (``ease``) and the served value model."""
+
+    def __init__(self, arts: ArtifactStore, repo: Repository, settings: ServeSettings) -> None:
+        self.arts = arts
+        self.repo = repo
+        self.settings = settings
+        self._recs: dict[str, ModelHandle] = {}
+        self._value: ValueSnapshot | None = None
+        self._value_error: str | None = None
+        self._swap = threading.Lock()  # one promotion at a time; readers never wait
+
+    # -- reads (hot path: no locks) --------------------------------------------------------
+    @property
+    def recommenders(self) -> dict[str, ModelHandle]:
+        return self._recs
+
+    @property
+    def value_or_none(self) -> ValueSnapshot | None:
+        return self._value
+
+    @property
+    def value(self) -> ValueSnapshot:
+        snap = self._value
+        if snap is None:
+            why = self._value_error or "no value model artifact: run `valuerec train`"
+            raise ApiError(503, f"no value model is loaded ({why})")
+        return snap
+
+    def recommender(self, name: str | None) -> ModelHandle:
+        """The handle to serve ``name`` (default: the configured or first loaded model)."""
+        recs = self._recs
+        if not recs:
+            raise ApiError(503, "no recommendation model is loaded: run `valuerec train` first")
+        if name is None:
+            default = self.settings.default_model
+            return recs[default] if default in recs else recs[sorted(recs)[0]]
+        key = name.strip().lower().removeprefix(REC_PREFIX)
+        if key not in recs:
+            raise ApiError(
+                422,
+                f"unknown model {name!r}: loaded models are {', '.join(sorted(recs))}",
+                [{"location": "query", "field": "model", "reason": "not a loaded recommender"}],
+            )
+        return recs[key]
+
+    # -- loading ---------------------------------------------------------------------------
+    def load_all(self) -> None:
+        """Load the current version of every recommender and of the served value model."""
+        recs = {}
+        for artifact in self.arts.names():
+            if _kind(artifact) != "recommender":
+                continue
+            try:
+                handle = self._load_recommender(artifact, None)
+            except Exception as exc:  # one broken artifact must not keep the server down
+                log.warning("cannot load %s: %s: %s", artifact, type(exc).__name__, exc)
+                continue
+            recs[handle.name] = handle
+        self._recs = recs
+        artifact = self._value_artifact()
+        if artifact is None:
+            self._value_error = "no value model artifact: run `valuerec train`"
+            return
+        try:
+            self._value = self._load_value(artifact, None)
+            self._value_error = None
+        except Exception as exc:
+            self._value_error = f"cannot load {artifact}: {type(exc).__name__}: {exc}"
+            log.warning("%s", self._value_error)
+
+    def _value_artifact(self) -> str | None:
+        names = set(self.arts.names())
+        wanted = self.settings.value_model
+        order = (wanted,) if wanted else VALUE_PREFERENCE
+        for name in order:
+            if VALUE_PREFIX + name in names:
+                return VALUE_PREFIX + name
+        if wanted:
+            self._value_error = f"no artifact {VALUE_PREFIX}{wanted} (settings: value_model)"
+        return None
+
+    def _load_recommender(self, artifact: str, version: str | None) -> ModelHandle:
+        model, meta = self.arts.load(artifact, version)
+        if not isinstance(model, Recommender):
+            raise TypeError(f"{artifact} holds a {type(model).__name__}, not a Recommender")
+        model.score_histories([[], list(model.item_ids_[:1])])  # warm up before serving
+        return ModelHandle(
+            name=artifact.removeprefix(REC_PREFIX),
+            artifact=artifact,
+            version=meta["version"],
+            meta=meta,
+            model=model,
+            loaded_at=time.time(),
+        )
+
+    def _load_value(self, artifact: str, version: str | None) -> ValueSnapshot:
+        model, meta = self.arts.load(artifact, version)
+        if not isinstance(model, ValueModel):
+            raise TypeError(f"{artifact} holds a {type(model).__name__}, not a ValueModel")
+        horizon = float(self.settings.value_horizon_days or model.horizon_days_)
+        seg, when = self.repo.value_segments(model, horizon)
+        table = seg.set_index("user_id", drop=False)
+        ranked = seg.sort_values(["ltv", "user_id"], ascending=[False, True], kind="stable")
+        return ValueSnapshot(
+            name=artifact.removeprefix(VALUE_PREFIX),
+            artifact=artifact,
+            version=meta["version"],
+            meta=meta,
+            as_of=when,
+            horizon_days=horizon,
+            table=table,
+            summary=segment_summary(seg),
+            ranked=ranked.reset_index(drop=True),
+        )
+
+    # -- admin -----------------------------------------------------------------------------
+    def resolve(self, name: str) -> str:
+        """An artifact name from ``rec-ease``, ``value-bgnbd`` or a short ``ease``."""
+        known = self.arts.names()
+        for candidate in (name, REC_PREFIX + name, VALUE_PREFIX + name):
+            if candidate in known:
+                return candidate
+        raise ApiError(404, f"no model {name!r} (known: {', '.join(known) or 'none'})")
+
+    def _serving_version(self, artifact: str) -> str | None:
+        kind = _kind(artifact)
+        if kind == "recommender":
+            h = self._recs.get(artifact.removeprefix(REC_PREFIX))
+            return h.version if h else None
+        snap = self._value
+        return snap.version if kind == "value" and snap and snap.artifact == artifact else None
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every artifact: kind, versions, the current pointer and what is being served."""
+        rows = []
+        for artifact in self.arts.names():
+            try:
+                current: str | None = self.arts.current(artifact)
+            except ArtifactError:
+                current = None
+            versions = []
+            for v in self.arts.versions(artifact):
+                meta = self.arts.meta(artifact, v)
+                versions.append(
+                    {
+                        "version": v,
+                        "created_at": meta.get("created_at"),
+                        "fit_seconds": meta.get("fit_seconds"),
+                        "data_fingerprint": meta.get("data_fingerprint"),
+                        "metrics": meta.get("metrics"),
+                    }
+                )
+            rows.append(
+                {
+                    "name": artifact,
+                    "kind": _kind(artifact),
+                    "current_version": current,
+                    "serving_version": self._serving_version(artifact),
+                    "versions": versions,
+                }
+            )
+        return rows
+
+    def promote(self, name: str, version: str) -> dict[str, Any]:
+        """Make ``version`` current on disk and in this server (hot swap)."""
+        artifact = self.resolve(name)
+        with self._swap:
+            try:
+                previous = self.arts.current(artifact)
+            except ArtifactError:
+                previous = None
+            try:
+                self.arts.meta(artifact, version)  # an unknown version is the client's error
+            except ArtifactError as exc:
+                raise ApiError(404, str(exc)) from None
+            loaded = self._load(artifact, version, previous)
+            target = self.arts.promote(artifact, version)
+            self._install(loaded)
+        return {"name": artifact, "version": target, "previous_version": previous}
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Point the model back at the version promoted before the current one (hot swap)."""
+        artifact = self.resolve(name)
+        with self._swap:
+            try:
+                previous = self.arts.current(artifact)
+                target = self.arts.rollback(artifact)
+            except ArtifactError as exc:
+                raise ApiError(409, str(exc)) from None
+            try:
+                loaded = self._load(artifact, target, previous)
+            except ApiError:
+                self.arts.promote(artifact, previous)  # the pointer goes back with the service
+                raise
+            self._install(loaded)
+        return {"name": artifact, "version": target, "previous_version": previous}
+
+    def _load(
+        self, artifact: str, version: str, previous: str | None
+    ) -> ModelHandle | ValueSnapshot | None:
+        """Everything a swap needs, loaded before anything changes (None: nothing to serve)."""
+        kind = _kind(artifact)
+        try:
+            if kind == "recommender":
+                return self._load_recommender(artifact, version)
+            if kind == "value" and self._serves_value(artifact):
+                return self._load_value(artifact, version)
+        except Exception as exc:
+            log.exception("cannot load %s %s", artifact, version)
+            raise ApiError(
+                500,
+                f"cannot load {artifact} {version} ({type(exc).__name__}: {exc}); "
+                f"still serving {previous or 'nothing'}",
+            ) from exc
+        return None
+
+    def _install(self, loaded: ModelHandle | ValueSnapshot | None) -> None:
+        """The swap itself: one reference assignment that readers pick up on their next call."""
+        if isinstance(loaded, ModelHandle):
+            self._recs = {**self._recs, loaded.name: loaded}
+        elif isinstance(loaded, ValueSnapshot):
+            self._value = loaded
+            self._value_error = None
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a deleted user's precomputed value, segment and list entry (a new snapshot)."""
+        snap = self._value
+        if snap is None or user_id not in snap.table.index:
+            return
+        seg = snap.ranked.loc[snap.ranked["user_id"] != user_id].reset_index(drop=True)
+        self._value = replace(
+            snap,
+            table=snap.table.drop(index=user_id),
+            ranked=seg,
+            summary=segment_summary(seg),
+        )
+
+    def _serves_value(self, artifact: str) -> bool:
+        """Promoting the served value model (or the first one) swaps it; others only move."""
+        snap = self._value
+        if snap is not None:
+            return snap.artifact == artifact
+        wanted = self.settings.value_model
+        return wanted is None or VALUE_PREFIX + wanted == artifact

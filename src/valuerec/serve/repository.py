@@ -1,0 +1,318 @@
+"""Every database access of the serving layer, in one class.
+
+The recommendation path never comes here: it reads the in-memory state
+(:mod:`valuerec.serve.state`). This module is what writes events, users and items, reads the
+histories at start-up and after a write, and pages through lists. Keeping every SQL statement
+here is what lets a PostgreSQL store slot in behind the same methods later.
+
+A DuckDB connection must not be used from two threads at once, and FastAPI runs synchronous
+endpoints on a thread pool, so every method holds :attr:`Repository.lock` (re-entrant, so a
+method may call another).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from valuerec.data.ingest import IngestResult, ingest
+from valuerec.data.schema import EVENTS
+from valuerec.data.store import Store
+from valuerec.features.behaviour import behaviour_features
+from valuerec.serve.config import EventRoles
+from valuerec.value.base import ValueModel
+from valuerec.value.segments import segment_users
+
+__all__ = ["FLAGS_TABLE", "Repository"]
+
+#: hidden flags live beside the canonical ``items`` table, so re-ingesting a catalogue file
+#: (which replaces item rows) does not un-hide what an operator hid over the API
+FLAGS_TABLE = "serve_item_flags"
+ITEM_COLUMNS = ("item_id", "title", "text", "category", "price", "properties")
+USER_COLUMNS = ("user_id", "signup_time", "properties")
+
+
+def _utc(value: Any) -> datetime | None:
+    """A stored naive-UTC timestamp as an aware one, so the API says which zone it is."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    ts = pd.Timestamp(value)
+    if pd.isna(ts):
+        return None
+    return ts.tz_localize(UTC).to_pydatetime() if ts.tzinfo is None else ts.to_pydatetime()
+
+
+def _json(value: Any) -> Any:
+    if value is None or isinstance(value, dict | list):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+class Repository:
+    """The serving layer's window on the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.lock = threading.RLock()
+
+    @property
+    def con(self) -> Any:
+        return self.store.con
+
+    def ensure_schema(self) -> None:
+        """Create the serving layer's own table (item flags) if it is missing."""
+        with self.lock:
+            self.con.execute(
+                f"CREATE TABLE IF NOT EXISTS {FLAGS_TABLE} (item_id VARCHAR PRIMARY KEY, "
+                "hidden BOOLEAN NOT NULL, updated_at TIMESTAMP)"
+            )
+
+    def close(self) -> None:
+        with self.lock:
+            self.store.close()
+
+    # -- events ----------------------------------------------------------------------------
+    def interactions(
+        self, roles: EventRoles, user_ids: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """``user_id, item_id, negative`` of every event that means interest or disinterest.
+
+        Ordered oldest first per user (ties broken like the trainer does, by item id), so
+        histories end with the newest item, as sequence models expect.
+        """
+        where = ["item_id IS NOT NULL"]
+        params: list[Any] = []
+        if roles.any_positive:
+            where.append("event_type NOT IN (SELECT unnest(?::VARCHAR[]))")
+            params.append(list(roles.exposure))
+        else:
+            where.append("event_type IN (SELECT unnest(?::VARCHAR[]))")
+            params.append([*roles.positive, *roles.negative])
+        if user_ids is not None:
+            where.append("user_id IN (SELECT unnest(?::VARCHAR[]))")
+            params.append(list(user_ids))
+        with self.lock:
+            frame = self.con.execute(
+                "SELECT user_id, item_id, event_type IN (SELECT unnest(?::VARCHAR[])) AS negative"
+                f" FROM events WHERE {' AND '.join(where)}"
+                " ORDER BY user_id, timestamp, item_id, occurrence",
+                [list(roles.negative), *params],
+            ).df()
+        return frame
+
+    def ingest_events(self, frame: pd.DataFrame, source: str) -> IngestResult:
+        """Store events through the one ingest path: same validation, dedupe and quarantine."""
+        frame = frame.reindex(columns=EVENTS.names)
+        with self.lock:
+            return ingest(self.store, frame, "events", source_name=source)
+
+    def event_types(self) -> list[str]:
+        with self.lock:
+            rows = self.con.execute("SELECT DISTINCT event_type FROM events ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    def value_as_of(self) -> datetime | None:
+        """The day after the last purchase: the latest cut-off value models can score at.
+
+        (Not the last event of any type: value features are purchase-based, and a cut-off
+        after the last purchase is refused by the value layer's split check.)
+        """
+        with self.lock:
+            (last,) = self.con.execute(
+                "SELECT max(timestamp) FROM events WHERE event_type = 'purchase'"
+            ).fetchone()
+        if last is None:
+            return None
+        return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+
+    def log_span_days(self) -> float:
+        with self.lock:
+            first, last = self.con.execute(
+                "SELECT min(timestamp), max(timestamp) FROM events"
+            ).fetchone()
+        if first is None:
+            return 0.0
+        return (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds() / 86_400
+
+    def count_events(self, event_type: str | None = None, user_id: str | None = None) -> int:
+        where, params = [], []
+        if event_type is not None:
+            where.append("event_type = ?")
+            params.append(event_type)
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        with self.lock:
+            (n,) = self.con.execute(f"SELECT count(*) FROM events {cond}", params).fetchone()
+        return int(n)
+
+    # -- items -----------------------------------------------------------------------------
+    def catalogue(self) -> pd.DataFrame:
+        """``item_id, title, category`` of every catalogued item (what responses show)."""
+        with self.lock:
+            return self.con.execute("SELECT item_id, title, category FROM items").df()
+
+    def hidden_items(self) -> set[str]:
+        with self.lock:
+            rows = self.con.execute(f"SELECT item_id FROM {FLAGS_TABLE} WHERE hidden").fetchall()
+        return {r[0] for r in rows}
+
+    def _item_rows(self, where: str, params: list[Any], limit: int | None = None) -> list[dict]:
+        cols = ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
+        lim = f" LIMIT {int(limit)}" if limit is not None else ""
+        with self.lock:
+            rows = self.con.execute(
+                f"SELECT {cols}, coalesce(f.hidden, false) FROM items i "
+                f"LEFT JOIN {FLAGS_TABLE} f USING (item_id) WHERE {where} ORDER BY i.item_id{lim}",
+                params,
+            ).fetchall()
+        out = []
+        for r in rows:
+            rec = dict(zip(ITEM_COLUMNS, r[:-1], strict=True))
+            rec["properties"] = _json(rec["properties"])
+            rec["hidden"] = bool(r[-1])
+            out.append(rec)
+        return out
+
+    def get_item(self, item_id: str) -> dict | None:
+        rows = self._item_rows("i.item_id = ?", [item_id])
+        return rows[0] if rows else None
+
+    def list_items(self, after: str | None, limit: int) -> list[dict]:
+        if after is None:
+            return self._item_rows("true", [], limit)
+        return self._item_rows("i.item_id > ?", [after], limit)
+
+    def put_item(self, record: dict[str, Any]) -> None:
+        """Insert or replace one item row; ``hidden`` (if present) sets its flag too."""
+        values = [record.get(c) for c in ITEM_COLUMNS]
+        values[-1] = None if values[-1] is None else json.dumps(values[-1])
+        with self.lock, self.store.transaction():
+            self.con.execute(
+                f"INSERT OR REPLACE INTO items ({', '.join(ITEM_COLUMNS)}, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?::JSON, now()::TIMESTAMP)",
+                values,
+            )
+            if record.get("hidden") is not None:
+                self._set_hidden(record["item_id"], bool(record["hidden"]))
+
+    def set_hidden(self, item_id: str, hidden: bool) -> None:
+        with self.lock:
+            self._set_hidden(item_id, hidden)
+
+    def _set_hidden(self, item_id: str, hidden: bool) -> None:
+        self.con.execute(
+            f"INSERT OR REPLACE INTO {FLAGS_TABLE} VALUES (?, ?, now()::TIMESTAMP)",
+            [item_id, hidden],
+        )
+
+    def delete_item(self, item_id: str) -> bool:
+        """Remove an item from the catalogue and hide it, so models stop recommending it."""
+        with self.lock, self.store.transaction():
+            (n,) = self.con.execute("DELETE FROM items WHERE item_id = ?", [item_id]).fetchone()
+            if n:
+                self._set_hidden(item_id, True)
+        return bool(n)
+
+    # -- users -----------------------------------------------------------------------------
+    def _event_counts(self, user_ids: list[str]) -> dict[str, int]:
+        with self.lock:
+            rows = self.con.execute(
+                "SELECT user_id, count(*) FROM events "
+                "WHERE user_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
+                [user_ids],
+            ).fetchall()
+        return {u: int(n) for u, n in rows}
+
+    def _user_rows(self, rows: list[tuple]) -> list[dict]:
+        counts = self._event_counts([r[0] for r in rows])
+        return [
+            {
+                "user_id": u,
+                "signup_time": _utc(t),
+                "properties": _json(p),
+                "events": counts.get(u, 0),
+            }
+            for u, t, p in rows
+        ]
+
+    def get_user(self, user_id: str) -> dict | None:
+        """A user in the users table or with events (a user is known by either)."""
+        with self.lock:
+            row = self.con.execute(
+                "SELECT user_id, signup_time, properties FROM users WHERE user_id = ?", [user_id]
+            ).fetchone()
+            if row is None and self.count_events(user_id=user_id):
+                row = (user_id, None, None)
+        return self._user_rows([row])[0] if row else None
+
+    def list_users(self, after: str | None, limit: int) -> list[dict]:
+        with self.lock:
+            rows = self.con.execute(
+                """WITH ids AS (SELECT user_id FROM users UNION SELECT user_id FROM events)
+                SELECT ids.user_id, u.signup_time, u.properties
+                FROM ids LEFT JOIN users u USING (user_id)
+                WHERE ?::VARCHAR IS NULL OR ids.user_id > ?::VARCHAR
+                ORDER BY ids.user_id LIMIT ?""",
+                [after, after, int(limit)],
+            ).fetchall()
+        return self._user_rows(rows)
+
+    def put_user(self, record: dict[str, Any]) -> None:
+        props = record.get("properties")
+        with self.lock:
+            self.con.execute(
+                f"INSERT OR REPLACE INTO users ({', '.join(USER_COLUMNS)}, updated_at) "
+                "VALUES (?, ?, ?::JSON, now()::TIMESTAMP)",
+                [
+                    record["user_id"],
+                    _naive_utc(record.get("signup_time")),
+                    None if props is None else json.dumps(props),
+                ],
+            )
+
+    def delete_user(self, user_id: str) -> int | None:
+        """Delete a user and every event of theirs in one transaction.
+
+        Returns the number of events deleted, or None when the user was not known at all.
+        """
+        with self.lock, self.store.transaction():
+            (events,) = self.con.execute(
+                "DELETE FROM events WHERE user_id = ?", [user_id]
+            ).fetchone()
+            (rows,) = self.con.execute("DELETE FROM users WHERE user_id = ?", [user_id]).fetchone()
+        return int(events) if events or rows else None
+
+    # -- value -----------------------------------------------------------------------------
+    def value_segments(
+        self, model: ValueModel, horizon_days: float | None
+    ) -> tuple[pd.DataFrame, datetime]:
+        """Predictions and segments of every customer as of the end of the log.
+
+        Computed once per loaded model (at start-up or promotion), never per request.
+        """
+        with self.lock:
+            when = self.value_as_of()
+            if when is None:
+                raise ValueError("the store has no purchase events to predict value from")
+            pred = model.predict(horizon_days=horizon_days, store=self.store, as_of=when)
+            features = behaviour_features(self.store, when)
+        seg = segment_users(pred, features, as_of=when)
+        extra = pred.set_index("user_id")[["pred_transactions", "ltv_low", "ltv_high"]]
+        seg = seg.join(extra, on="user_id")
+        return seg, when

@@ -1,0 +1,329 @@
+"""Request and response models of the API: they validate input and they are the docs.
+
+Identifiers accept JSON numbers too (``"user_id": 196`` is user ``"196"``), because many
+platforms use numeric ids and the canonical schema stores every id as text. Timestamps accept
+ISO 8601 (an offset is converted to UTC; no offset means UTC) or epoch seconds, like ingest.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "MAX_BATCH_USERS",
+    "MAX_EVENTS",
+    "MAX_K",
+    "EventIn",
+    "ItemIn",
+    "ItemPatch",
+    "UserIn",
+    "UserPatch",
+]
+
+MAX_K = 200
+MAX_BATCH_USERS = 1000
+MAX_EVENTS = 10_000
+MAX_SESSION_EVENTS = 1000
+MAX_PAGE = 1000
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+EventType = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, min_length=1, max_length=64, pattern=r"^[\w.:-]+$"
+    ),
+]
+Text = Annotated[str, StringConstraints(max_length=10_000)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _utc_naive(value: datetime | None) -> datetime | None:
+    """The store keeps naive UTC: convert an aware time, take a naive one as UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc_naive)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+# -- events ------------------------------------------------------------------------------------
+class EventIn(_In):
+    """One event in the canonical schema (see ``valuerec.data.schema``)."""
+
+    event_id: Id | None = Field(None, description="Producer's id: the dedupe key when given.")
+    user_id: Id = Field(description="Who acted.")
+    item_id: Id | None = Field(None, description="What they acted on; null for item-less events.")
+    event_type: EventType = Field(description="view, click, cart, purchase, rating, ...")
+    timestamp: Timestamp | None = Field(
+        None, description="When (ISO 8601 or epoch seconds); default: when the server got it."
+    )
+    value: Finite | None = Field(None, description="Money amount (e.g. order value).")
+    quantity: Finite | None = None
+    rating: Finite | None = None
+    properties: dict[str, Any] | None = Field(None, description="Anything else, as an object.")
+
+
+class EventBatchIn(BaseModel):
+    """A batch of events; each is validated on its own (see ``EventIn``)."""
+
+    events: list[Any] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventError(BaseModel):
+    index: int = Field(description="Position of the event in the posted list (0-based).")
+    field: str
+    reason: str
+
+
+class EventsOut(BaseModel):
+    received: int
+    accepted: int = Field(description="Events that passed validation.")
+    stored: int = Field(description="Accepted events that were new.")
+    duplicates: int = Field(description="Accepted events already in the store (not stored again).")
+    rejected: int
+    errors: list[EventError]
+
+
+# -- recommendations ---------------------------------------------------------------------------
+class RecItem(BaseModel):
+    rank: int
+    item_id: str
+    score: float
+    title: str | None
+    reason: str
+
+
+class UserRecommendations(BaseModel):
+    user_id: str
+    model: str
+    version: str
+    cold_start: bool = Field(description="True when the user has no history the model knows.")
+    items: list[RecItem]
+
+
+class _RecOptions(_In):
+    k: int = Field(10, ge=1, le=MAX_K)
+    model: Id | None = Field(None, description="Recommender; default: the server's default.")
+    exclude_seen: bool = True
+    category: Id | None = Field(None, description="Only items in this category.")
+
+
+class BatchIn(_RecOptions):
+    user_ids: list[Id] = Field(min_length=1, max_length=MAX_BATCH_USERS)
+    write_back: bool = Field(False, description="Record the returned items as exposure events.")
+
+
+class BatchOut(BaseModel):
+    model: str
+    version: str
+    results: list[UserRecommendations]
+
+
+class SessionEvent(_In):
+    item_id: Id
+    event_type: EventType = "view"
+    timestamp: Timestamp | None = None
+
+
+class SessionIn(_RecOptions):
+    events: list[SessionEvent] = Field(
+        max_length=MAX_SESSION_EVENTS, description="The visitor's events so far, any order."
+    )
+
+
+class SessionOut(BaseModel):
+    model: str
+    version: str
+    cold_start: bool
+    items: list[RecItem]
+
+
+class SimilarItem(BaseModel):
+    rank: int
+    item_id: str
+    score: float
+    title: str | None
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    model: str
+    version: str
+    items: list[SimilarItem]
+
+
+# -- value and segments ------------------------------------------------------------------------
+class ValueOut(BaseModel):
+    user_id: str
+    model: str
+    version: str
+    as_of: datetime = Field(description="Predictions use events before this time.")
+    horizon_days: float
+    pred_transactions: float
+    pred_spend: float
+    p_alive: float
+    churn_probability: float = Field(description="1 - p_alive.")
+    ltv: float
+    ltv_low: float = Field(description="80% interval, lower end.")
+    ltv_high: float = Field(description="80% interval, upper end.")
+    segment: str
+
+
+class SegmentOut(BaseModel):
+    segment: str
+    users: int
+    share_users: float | None
+    predicted_value: float
+    share_value: float | None
+    median_recency_days: float | None
+    median_frequency: float | None
+
+
+class SegmentsOut(BaseModel):
+    model: str
+    version: str
+    as_of: datetime
+    segments: list[SegmentOut]
+
+
+class SegmentUser(BaseModel):
+    user_id: str
+    ltv: float
+    p_alive: float
+    pred_spend: float
+    frequency: float
+    days_since_last: float
+    total_spend: float
+
+
+class SegmentUsersOut(BaseModel):
+    segment: str
+    items: list[SegmentUser]
+    next_cursor: str | None
+
+
+# -- users and items ---------------------------------------------------------------------------
+class UserIn(_In):
+    user_id: Id
+    signup_time: Timestamp | None = None
+    properties: dict[str, Any] | None = None
+
+
+class UserPatch(_In):
+    signup_time: Timestamp | None = None
+    properties: dict[str, Any] | None = None
+
+
+class UserOut(BaseModel):
+    user_id: str
+    signup_time: datetime | None
+    properties: dict[str, Any] | None
+    events: int = Field(description="Events stored for this user.")
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class ItemIn(_In):
+    item_id: Id
+    title: Text | None = None
+    text: Text | None = None
+    category: Text | None = Field(None, description="One or several, separated by '|'.")
+    price: Finite | None = None
+    properties: dict[str, Any] | None = None
+    hidden: bool = False
+
+
+class ItemPatch(_In):
+    title: Text | None = None
+    text: Text | None = None
+    category: Text | None = None
+    price: Finite | None = None
+    properties: dict[str, Any] | None = None
+    hidden: bool | None = Field(None, description="true: never recommend it, from now on.")
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str | None
+    text: str | None
+    category: str | None
+    price: float | None
+    properties: dict[str, Any] | None
+    hidden: bool
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+# -- models and service ------------------------------------------------------------------------
+class VersionInfo(BaseModel):
+    version: str
+    created_at: str | None
+    fit_seconds: float | None
+    data_fingerprint: str | None
+    metrics: dict[str, Any] | None
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(description="Artifact name: rec-<model> or value-<model>.")
+    kind: str
+    current_version: str | None = Field(description="The version the CURRENT pointer names.")
+    serving_version: str | None = Field(description="The version this server answers with.")
+    versions: list[VersionInfo]
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelInfo]
+
+
+class PromoteIn(_In):
+    version: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+
+
+class SwapOut(BaseModel):
+    name: str
+    version: str
+    previous_version: str | None
+
+
+class HealthOut(BaseModel):
+    status: str
+    recommenders: dict[str, str] = Field(description="Loaded recommenders and their versions.")
+    value_model: str | None
+    users_in_memory: int
+
+
+class ErrorDetail(BaseModel):
+    location: str | None = None
+    field: str
+    reason: str
+    index: int | None = None
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class UserDeleted(BaseModel):
+    user_id: str
+    events_deleted: int
+
+
+class ItemDeleted(BaseModel):
+    item_id: str
+    hidden: bool = Field(True, description="A deleted item is never recommended again.")

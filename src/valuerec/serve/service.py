@@ -1,0 +1,485 @@
+"""The service layer: what every endpoint does, with no HTTP in it.
+
+Routes (:mod:`valuerec.serve.app`) validate and delegate here. Recommendations are computed
+from memory only: a user's positive history (:class:`~valuerec.serve.state.Histories`) goes
+through the model's ``score_histories`` (so an event posted a moment ago already counts and a
+deleted user is a stranger), hidden items and the category filter are masked out of the score
+matrix before the top-k, and seen and disliked items are set to ``-inf`` in one vectorised
+assignment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from valuerec.artifacts import ArtifactStore
+from valuerec.data.store import Store
+from valuerec.recommend.explain import because
+from valuerec.recommend.popularity import PopularityRecommender
+from valuerec.serve.config import ServeSettings
+from valuerec.serve.errors import ApiError, field_name
+from valuerec.serve.exposures import ExposureLog
+from valuerec.serve.metrics import Metrics
+from valuerec.serve.paging import decode_cursor, encode_cursor
+from valuerec.serve.registry import ModelHandle, ModelRegistry
+from valuerec.serve.repository import Repository
+from valuerec.serve.schemas import (
+    EventError,
+    EventIn,
+    EventsOut,
+    ItemIn,
+    ItemOut,
+    ItemPage,
+    ItemPatch,
+    RecItem,
+    SegmentOut,
+    SegmentsOut,
+    SegmentUser,
+    SegmentUsersOut,
+    SessionIn,
+    SimilarItem,
+    SimilarOut,
+    UserIn,
+    UserOut,
+    UserPage,
+    UserPatch,
+    UserRecommendations,
+    ValueOut,
+)
+from valuerec.serve.state import Catalog, Histories
+from valuerec.value.segments import SEGMENTS
+
+__all__ = ["ServeService"]
+
+log = logging.getLogger("valuerec.serve")
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _slug(name: str) -> str:
+    """``At-Risk high_value`` and ``at-risk high value`` name the same segment."""
+    return re.sub(r"[\s_-]+", "-", name.strip().lower())
+
+
+_SEGMENT_BY_SLUG = {_slug(s): s for s in SEGMENTS}
+
+
+def _finite_or_none(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+class ServeService:
+    """Histories, catalogue, models and the store, behind the operations the API offers."""
+
+    def __init__(self, store: Store, arts: ArtifactStore, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.roles = settings.events
+        self.repo = Repository(store)
+        self.histories = Histories(settings.history_limit)
+        self.catalog = Catalog()
+        self.models = ModelRegistry(arts, self.repo, settings)
+        self.metrics = Metrics(self._served_models)
+        self.exposures = ExposureLog(
+            self._write_exposures, self.roles.write_back_type, settings.exposure_flush_seconds
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read the catalogue, every history and the current models (start-up)."""
+        self.repo.ensure_schema()
+        self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
+        self.histories.load(self.repo.interactions(self.roles))
+        self.models.load_all()
+        log.info(
+            "serving %d users' histories, recommenders %s",
+            len(self.histories),
+            ", ".join(f"{n} {h.version}" for n, h in self.models.recommenders.items()) or "none",
+        )
+
+    def close(self) -> None:
+        self.exposures.stop()
+        self.repo.close()
+
+    def _served_models(self) -> list[tuple[str, str, str]]:
+        served = [(h.artifact, h.version, "recommender") for h in self.models.recommenders.values()]
+        snap = self.models.value_or_none
+        if snap is not None:
+            served.append((snap.artifact, snap.version, "value"))
+        return served
+
+    # -- recommendations -------------------------------------------------------------------
+    def _rank(
+        self,
+        handle: ModelHandle,
+        histories: Sequence[Sequence[str]],
+        negatives: Sequence[frozenset[str]],
+        k: int,
+        exclude_seen: bool,
+        category: str | None,
+    ) -> list[tuple[bool, list[RecItem]]]:
+        """``(cold_start, items)`` per history: top-k with masks applied before the cut."""
+        model, vocab = handle.model, handle.item_ids
+        known = [handle.indices(h) for h in histories]
+        scores = np.array(model.score_histories([list(h) for h in histories]), dtype=np.float64)
+        allowed = self.catalog.allowed(vocab, category, handle.masks)
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        rows, cols = [], []
+        for r, (seen, neg) in enumerate(zip(known, negatives, strict=True)):
+            out = seen if exclude_seen else _EMPTY
+            if neg:
+                out = np.concatenate([out, handle.indices(neg)])
+            rows.append(np.full(len(out), r, dtype=np.int64))
+            cols.append(out)
+        if rows:
+            scores[np.concatenate(rows), np.concatenate(cols)] = -np.inf
+        kk = min(k, scores.shape[1])
+        if kk < scores.shape[1]:
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        else:
+            top = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=-1)  # by score, ties by item index
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        titles = self.catalog.titles
+        results = []
+        for r, seen in enumerate(known):
+            keep = np.isfinite(top_scores[r])
+            items, s = top[r][keep], top_scores[r][keep]
+            cold = len(seen) == 0
+            if cold:
+                reasons = because(model, None, items, titles)
+            elif isinstance(model, PopularityRecommender):
+                reasons = ["popular with everyone"] * len(items)
+            else:
+                reasons = because(model, seen, items, titles)
+            ids = handle.ids[items]
+            results.append(
+                (
+                    cold,
+                    [
+                        RecItem(
+                            rank=i + 1,
+                            item_id=str(ids[i]),
+                            score=float(s[i]),
+                            title=titles.get(ids[i]),
+                            reason=reasons[i],
+                        )
+                        for i in range(len(items))
+                    ],
+                )
+            )
+        return results
+
+    def recommend_users(
+        self,
+        user_ids: Sequence[str],
+        *,
+        k: int,
+        model: str | None,
+        exclude_seen: bool,
+        category: str | None,
+        write_back: bool,
+    ) -> tuple[ModelHandle, list[UserRecommendations]]:
+        handle = self.models.recommender(model)  # taken once: a swap cannot split a request
+        hist = self.histories
+        ranked = self._rank(
+            handle,
+            [hist.get(u) for u in user_ids],
+            [hist.negatives(u) for u in user_ids],
+            k,
+            exclude_seen,
+            category,
+        )
+        out = [
+            UserRecommendations(
+                user_id=u, model=handle.name, version=handle.version, cold_start=cold, items=items
+            )
+            for u, (cold, items) in zip(user_ids, ranked, strict=True)
+        ]
+        if write_back:
+            for rec in out:
+                shown = [(it.rank, it.item_id, it.score) for it in rec.items]
+                if shown:
+                    self.exposures.add(rec.user_id, shown, handle.artifact, handle.version)
+        return handle, out
+
+    def recommend_session(self, body: SessionIn) -> tuple[ModelHandle, bool, list[RecItem]]:
+        """An anonymous visitor: the session's positive events are the whole history."""
+        handle = self.models.recommender(body.model)
+        events = sorted(
+            enumerate(body.events),
+            key=lambda e: (e[1].timestamp is None, e[1].timestamp or datetime.min, e[0]),
+        )
+        positive = [ev.item_id for _, ev in events if self.roles.role(ev.event_type) == "positive"]
+        negative = frozenset(
+            ev.item_id for _, ev in events if self.roles.role(ev.event_type) == "negative"
+        )
+        ((cold, items),) = self._rank(
+            handle, [positive], [negative], body.k, body.exclude_seen, body.category
+        )
+        return handle, cold, items
+
+    def similar(self, item_id: str, k: int, model: str | None, category: str | None) -> SimilarOut:
+        handle = self.models.recommender(model)
+        vocab = handle.item_ids
+        if vocab.get_indexer([item_id])[0] < 0:
+            raise ApiError(404, f"item {item_id!r} is unknown to model {handle.name}")
+        allowed = self.catalog.allowed(vocab, category, handle.masks)
+        want = k if allowed is None else len(vocab)
+        sim = handle.model.similar_items(item_id, k=want)
+        if allowed is not None:
+            sim = sim[allowed[vocab.get_indexer(sim["similar_item_id"])]].head(k)
+        titles = self.catalog.titles
+        items = [
+            SimilarItem(rank=i + 1, item_id=str(j), score=float(s), title=titles.get(j))
+            for i, (j, s) in enumerate(zip(sim["similar_item_id"], sim["score"], strict=True))
+        ]
+        return SimilarOut(item_id=item_id, model=handle.name, version=handle.version, items=items)
+
+    # -- events ----------------------------------------------------------------------------
+    def post_events(self, raw: list[Any]) -> EventsOut:
+        """Validate each event on its own, store the good ones, refresh their users' histories."""
+        good: list[EventIn] = []
+        errors: list[EventError] = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict):
+                errors.append(EventError(index=i, field="(event)", reason="must be a JSON object"))
+                continue
+            try:
+                good.append(EventIn.model_validate(item))
+            except ValidationError as exc:
+                errors.extend(
+                    EventError(index=i, field=field_name(tuple(e["loc"])), reason=e["msg"])
+                    for e in exc.errors()
+                )
+        if not good:
+            raise ApiError(
+                422,
+                f"no valid event among {len(raw)}: nothing stored",
+                [{"location": "body", **e.model_dump()} for e in errors],
+            )
+        now = datetime.now(UTC).replace(tzinfo=None)
+        frame = pd.DataFrame(
+            {
+                "event_id": [e.event_id for e in good],
+                "user_id": [e.user_id for e in good],
+                "item_id": [e.item_id for e in good],
+                "event_type": [e.event_type for e in good],
+                "timestamp": pd.Series([e.timestamp or now for e in good], dtype="datetime64[us]"),
+                "value": pd.Series([e.value for e in good], dtype="float64"),
+                "quantity": pd.Series([e.quantity for e in good], dtype="float64"),
+                "rating": pd.Series([e.rating for e in good], dtype="float64"),
+                "properties": [
+                    None if e.properties is None else json.dumps(e.properties) for e in good
+                ],
+            }
+        )
+        # one lock from write to history refresh: two posts for one user must not refresh out
+        # of order (the later refresh would otherwise overwrite the fuller history)
+        with self.repo.lock:
+            result = self.repo.ingest_events(frame, source="api:/events")
+            if result.stored:
+                users = list(dict.fromkeys(e.user_id for e in good))
+                self.histories.replace(users, self.repo.interactions(self.roles, users))
+        rejected = len(raw) - len(good) + result.quarantined
+        self.metrics.events.labels("stored").inc(result.stored)
+        self.metrics.events.labels("duplicate").inc(result.duplicates)
+        self.metrics.events.labels("rejected").inc(rejected)
+        return EventsOut(
+            received=len(raw),
+            accepted=len(good) - result.quarantined,
+            stored=result.stored,
+            duplicates=result.duplicates,
+            rejected=rejected,
+            errors=errors,
+        )
+
+    def _write_exposures(self, frame: pd.DataFrame) -> int:
+        stored = self.repo.ingest_events(frame, source="api:write_back").stored
+        self.metrics.exposures.inc(stored)
+        return stored
+
+    # -- users -----------------------------------------------------------------------------
+    def get_user(self, user_id: str) -> UserOut:
+        row = self.repo.get_user(user_id)
+        if row is None:
+            raise ApiError(404, f"no user {user_id!r}")
+        return UserOut(**row)
+
+    def list_users(self, limit: int, cursor: str | None) -> UserPage:
+        pos = decode_cursor(cursor)
+        rows = self.repo.list_users(pos["after"] if pos else None, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor({"after": rows[-1]["user_id"]}) if more else None
+        return UserPage(items=[UserOut(**r) for r in rows], next_cursor=nxt)
+
+    def create_user(self, body: UserIn) -> UserOut:
+        if self.repo.get_user(body.user_id) is not None:
+            raise ApiError(409, f"user {body.user_id!r} already exists: PATCH it instead")
+        self.repo.put_user(body.model_dump())
+        return self.get_user(body.user_id)
+
+    def update_user(self, user_id: str, body: UserPatch) -> UserOut:
+        row = self.repo.get_user(user_id)
+        if row is None:
+            raise ApiError(404, f"no user {user_id!r}")
+        self.repo.put_user({**row, **body.model_dump(exclude_unset=True)})
+        return self.get_user(user_id)
+
+    def delete_user(self, user_id: str) -> int:
+        """Forget a user everywhere: their events, their row, their history, pending exposures."""
+        self.exposures.discard_user(user_id)
+        with self.repo.lock:  # no event post for this user may land between the two
+            deleted = self.repo.delete_user(user_id)
+            self.histories.drop(user_id)
+        self.models.forget_user(user_id)
+        if deleted is None:
+            raise ApiError(404, f"no user {user_id!r}")
+        return deleted
+
+    # -- items -----------------------------------------------------------------------------
+    def get_item(self, item_id: str) -> ItemOut:
+        row = self.repo.get_item(item_id)
+        if row is None:
+            raise ApiError(404, f"no item {item_id!r} in the catalogue")
+        return ItemOut(**row)
+
+    def list_items(self, limit: int, cursor: str | None) -> ItemPage:
+        pos = decode_cursor(cursor)
+        rows = self.repo.list_items(pos["after"] if pos else None, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor({"after": rows[-1]["item_id"]}) if more else None
+        return ItemPage(items=[ItemOut(**r) for r in rows], next_cursor=nxt)
+
+    def create_item(self, body: ItemIn) -> ItemOut:
+        if self.repo.get_item(body.item_id) is not None:
+            raise ApiError(409, f"item {body.item_id!r} already exists: PATCH it instead")
+        record = body.model_dump()
+        self._save_item(record)
+        return self.get_item(body.item_id)
+
+    def update_item(self, item_id: str, body: ItemPatch) -> ItemOut:
+        """Partial update; an item the models know but the catalogue lacks gets a row."""
+        row = self.repo.get_item(item_id)
+        if row is None:
+            known = any(
+                h.item_ids.get_indexer([item_id])[0] >= 0 for h in self.models.recommenders.values()
+            )
+            if not known:
+                raise ApiError(404, f"no item {item_id!r} in the catalogue or any loaded model")
+            row = {"item_id": item_id, "hidden": False}
+        changes = body.model_dump(exclude_unset=True)
+        if changes.get("hidden", False) is None:
+            changes.pop("hidden")  # "hidden": null leaves the flag as it is
+        self._save_item({**row, **changes})
+        return self.get_item(item_id)
+
+    def _save_item(self, record: dict[str, Any]) -> None:
+        self.repo.put_item(record)
+        self.catalog.upsert(record["item_id"], record.get("title"), record.get("category"))
+        self.catalog.set_hidden(record["item_id"], bool(record.get("hidden")))
+
+    def delete_item(self, item_id: str) -> None:
+        if not self.repo.delete_item(item_id):
+            raise ApiError(404, f"no item {item_id!r} in the catalogue")
+        self.catalog.remove(item_id)
+
+    # -- value and segments ----------------------------------------------------------------
+    def user_value(self, user_id: str) -> ValueOut:
+        snap = self.models.value
+        table = snap.table
+        if user_id not in table.index:
+            raise ApiError(
+                404,
+                f"no value prediction for user {user_id!r}: value models score customers "
+                f"with a purchase before {snap.as_of:%Y-%m-%d}",
+            )
+        row = table.loc[user_id]
+        return ValueOut(
+            user_id=user_id,
+            model=snap.name,
+            version=snap.version,
+            as_of=snap.as_of.replace(tzinfo=UTC),
+            horizon_days=snap.horizon_days,
+            pred_transactions=float(row["pred_transactions"]),
+            pred_spend=float(row["pred_spend"]),
+            p_alive=float(row["p_alive"]),
+            churn_probability=1.0 - float(row["p_alive"]),
+            ltv=float(row["ltv"]),
+            ltv_low=float(row["ltv_low"]),
+            ltv_high=float(row["ltv_high"]),
+            segment=str(row["segment"]),
+        )
+
+    def segments(self) -> SegmentsOut:
+        snap = self.models.value
+        rows = [
+            SegmentOut(
+                segment=r.segment,
+                users=int(r.users),
+                share_users=_finite_or_none(r.share_users),
+                predicted_value=float(r.predicted_value),
+                share_value=_finite_or_none(r.share_value),
+                median_recency_days=_finite_or_none(r.median_recency_days),
+                median_frequency=_finite_or_none(r.median_frequency),
+            )
+            for r in snap.summary.itertuples(index=False)
+        ]
+        return SegmentsOut(
+            model=snap.name,
+            version=snap.version,
+            as_of=snap.as_of.replace(tzinfo=UTC),
+            segments=rows,
+        )
+
+    def segment_users(self, name: str, limit: int, cursor: str | None) -> SegmentUsersOut:
+        """A segment's customers by predicted LTV (highest first), keyset-paged."""
+        segment = _SEGMENT_BY_SLUG.get(_slug(name))
+        if segment is None:
+            raise ApiError(404, f"no segment {name!r}: one of {', '.join(SEGMENTS)}")
+        snap = self.models.value
+        pos = decode_cursor(cursor, ("after", "ltv"))
+        ranked = snap.ranked
+        mask = (ranked["segment"] == segment).to_numpy()
+        if pos is not None:
+            try:
+                ltv, after = float(pos["ltv"]), str(pos["after"])
+            except (TypeError, ValueError):
+                raise ApiError(422, "invalid cursor: pass back next_cursor unchanged") from None
+            values = ranked["ltv"].to_numpy()
+            mask = mask & (
+                (values < ltv) | ((values == ltv) & (ranked["user_id"].to_numpy() > after))
+            )
+        page = ranked.loc[mask].head(limit + 1)
+        more = len(page) > limit
+        page = page.head(limit)
+        items = [
+            SegmentUser(
+                user_id=str(r.user_id),
+                ltv=float(r.ltv),
+                p_alive=float(r.p_alive),
+                pred_spend=float(r.pred_spend),
+                frequency=float(r.frequency),
+                days_since_last=float(r.days_since_last),
+                total_spend=float(r.total_spend),
+            )
+            for r in page.itertuples(index=False)
+        ]
+        nxt = None
+        if more and items:
+            nxt = encode_cursor({"ltv": items[-1].ltv, "after": items[-1].user_id})
+        return SegmentUsersOut(segment=segment, items=items, next_cursor=nxt)

@@ -1,0 +1,167 @@
+"""The in-memory state every recommendation is served from: histories and the catalogue.
+
+Latency is why this exists: a recommendation must not wait for a database query, so each
+user's positive history and the catalogue's titles, categories and hidden flags are loaded
+once at start-up and kept current by the write endpoints.
+
+Concurrency model: writers (thread-pool endpoints) never mutate a value a reader may hold;
+they build the new value and replace it with one assignment (a dict item, or an attribute),
+which is atomic in CPython. A reader therefore sees a user's history before or after an
+event, never half of it, without taking a lock on the hot path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Catalog", "Histories"]
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+class Histories:
+    """Each user's positive items (oldest first, the last ``limit``) and negative items."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self._positive: dict[str, tuple[str, ...]] = {}
+        self._negative: dict[str, frozenset[str]] = {}
+        self._write = threading.Lock()  # one writer at a time; readers never wait
+
+    def __len__(self) -> int:
+        return len(self._positive)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._positive or user_id in self._negative
+
+    def get(self, user_id: str) -> tuple[str, ...]:
+        return self._positive.get(user_id, ())
+
+    def negatives(self, user_id: str) -> frozenset[str]:
+        return self._negative.get(user_id, _EMPTY)
+
+    def _build(
+        self, frame: pd.DataFrame
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, frozenset[str]]]:
+        """``user_id, item_id, negative`` rows (oldest first per user) -> the two maps."""
+        neg = frame["negative"].astype(bool).to_numpy()
+        pos = frame.loc[~neg]
+        by_user = pos.groupby("user_id", sort=False)["item_id"].agg(list)
+        positive = {u: tuple(items[-self.limit :]) for u, items in by_user.items()}
+        by_user = frame.loc[neg].groupby("user_id", sort=False)["item_id"].agg(list)
+        negative = {u: frozenset(items) for u, items in by_user.items()}
+        return positive, negative
+
+    def load(self, frame: pd.DataFrame) -> None:
+        """Replace every history (start-up)."""
+        positive, negative = self._build(frame)
+        with self._write:
+            self._positive, self._negative = positive, negative
+
+    def replace(self, user_ids: Iterable[str], frame: pd.DataFrame) -> None:
+        """Set the histories of ``user_ids`` from their rows in ``frame`` (after new events)."""
+        positive, negative = self._build(frame)
+        with self._write:
+            for u in user_ids:
+                if u in positive:
+                    self._positive[u] = positive[u]
+                else:
+                    self._positive.pop(u, None)
+                if u in negative:
+                    self._negative[u] = negative[u]
+                else:
+                    self._negative.pop(u, None)
+
+    def drop(self, user_id: str) -> None:
+        """Forget a user: the next recommendation treats them as new."""
+        with self._write:
+            self._positive.pop(user_id, None)
+            self._negative.pop(user_id, None)
+
+
+class Catalog:
+    """Titles, categories and hidden flags of items, and the masks built from them.
+
+    ``version`` changes with every edit; masks over a model's item vocabulary are cached per
+    version, so hiding an item costs one vectorised ``isin`` on the next request and nothing
+    after that.
+    """
+
+    def __init__(self) -> None:
+        self.titles: dict[str, str] = {}
+        self.categories: dict[str, frozenset[str]] = {}
+        self.hidden: frozenset[str] = _EMPTY
+        self.version = 0
+        self._write = threading.Lock()
+
+    @staticmethod
+    def _split(category: object) -> frozenset[str]:
+        if not isinstance(category, str):
+            return _EMPTY
+        return frozenset(c.strip().lower() for c in category.split("|") if c.strip())
+
+    def load(self, items: pd.DataFrame, hidden: Iterable[str]) -> None:
+        titles = {
+            str(i): str(t) for i, t in zip(items["item_id"], items["title"], strict=True) if t
+        }
+        cats = {
+            str(i): self._split(c) for i, c in zip(items["item_id"], items["category"], strict=True)
+        }
+        with self._write:
+            self.titles, self.categories = titles, cats
+            self.hidden = frozenset(hidden)
+            self.version += 1
+
+    def upsert(self, item_id: str, title: str | None, category: str | None) -> None:
+        with self._write:
+            titles, cats = dict(self.titles), dict(self.categories)
+            if title:
+                titles[item_id] = title
+            else:
+                titles.pop(item_id, None)
+            cats[item_id] = self._split(category)
+            self.titles, self.categories = titles, cats
+            self.version += 1
+
+    def remove(self, item_id: str) -> None:
+        with self._write:
+            titles, cats = dict(self.titles), dict(self.categories)
+            titles.pop(item_id, None)
+            cats.pop(item_id, None)
+            self.titles, self.categories = titles, cats
+            self.hidden = self.hidden | {item_id}
+            self.version += 1
+
+    def set_hidden(self, item_id: str, hidden: bool) -> None:
+        with self._write:
+            self.hidden = self.hidden | {item_id} if hidden else self.hidden - {item_id}
+            self.version += 1
+
+    def allowed(
+        self, vocabulary: pd.Index, category: str | None, cache: dict[tuple, np.ndarray]
+    ) -> np.ndarray | None:
+        """Boolean mask of items that may be shown (not hidden, in ``category``); None: all.
+
+        ``cache`` belongs to the caller (one per model vocabulary); stale versions are dropped.
+        """
+        key = (self.version, category.strip().lower() if category else None)
+        mask = cache.get(key)
+        if mask is None:
+            if any(k[0] != self.version for k in cache) or len(cache) > 256:
+                cache.clear()
+            keep = ~vocabulary.isin(list(self.hidden)) if self.hidden else None
+            if key[1] is not None:
+                cats = self.categories
+                in_cat = np.fromiter(
+                    (key[1] in cats.get(item, _EMPTY) for item in vocabulary),
+                    dtype=bool,
+                    count=len(vocabulary),
+                )
+                keep = in_cat if keep is None else keep & in_cat
+            mask = np.ones(len(vocabulary), dtype=bool) if keep is None else np.asarray(keep)
+            cache[key] = mask
+        return None if mask.all() else mask

@@ -1,0 +1,669 @@
+"""The REST API, driven through FastAPI's TestClient on a small synthetic shop.
+
+One template deployment (store, model artifacts, API keys) is built per module; every test
+gets its own copy, so tests that post events, delete users or swap models cannot leak into
+each other.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from valuerec.artifacts import ArtifactStore, default_root
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.data.synth import generate
+from valuerec.evaluate.ranking import Interactions
+from valuerec.features.split import TemporalSplit
+from valuerec.recommend.ease import EASERecommender
+from valuerec.recommend.popularity import PopularityRecommender
+from valuerec.serve import ServeSettings, create_app
+from valuerec.serve.config import EventRoles
+from valuerec.serve.keys import KeyStore, default_keys_path
+from valuerec.value.registry import make_model
+from valuerec.value.segments import SEGMENTS
+
+USER = "u1"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A store with a shop's events and items, two recommenders (EASE in two versions, v0002
+    not promoted), a value model, and one key per role."""
+    root = tmp_path_factory.mktemp("serve-template")
+    db = root / "shop.duckdb"
+    data = generate(users=120, items=40, days=150, holdout_days=10, seed=5)
+    with Store(db) as store:
+        ingest(store, data.items, "items")
+        ingest(store, data.events, "events")
+        inter = Interactions.from_store(store)
+        arts = ArtifactStore(default_root(db))
+        arts.save("rec-popularity", PopularityRecommender().fit(inter), {"model": "popularity"})
+        arts.save("rec-ease", EASERecommender(reg=250.0).fit(inter), {"model": "ease"})
+        arts.save("rec-ease", EASERecommender(reg=2.0).fit(inter), {"model": "ease"}, promote=False)
+        split = TemporalSplit.last_days(store, 30)
+        naive = make_model("naive").fit(store, split.calibration_end, holdout_days=30)
+        arts.save("value-naive", naive, {"model": "naive"})
+    keys = KeyStore(default_keys_path(db))
+    return root, {
+        role: keys.create(role, name=f"test {role}")[0] for role in ("read", "write", "admin")
+    }
+
+
+@pytest.fixture
+def deployment(template: tuple[Path, dict[str, str]], tmp_path: Path) -> tuple[Path, dict]:
+    src, keys = template
+    shutil.copytree(src, tmp_path / "d")
+    return tmp_path / "d" / "shop.duckdb", keys
+
+
+def _client(db: Path, keys: dict[str, str], **settings: object) -> TestClient:
+    settings.setdefault("exposure_flush_seconds", 3600.0)  # tests flush by hand
+    client = TestClient(create_app(db, settings=ServeSettings(**settings)))
+    client.keys = keys  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def client(deployment: tuple[Path, dict]) -> TestClient:
+    """A fresh deployment: for tests that change something."""
+    db, keys = deployment
+    with _client(db, keys) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reader(template: tuple[Path, dict[str, str]], tmp_path_factory) -> TestClient:
+    """One deployment shared by the tests that only read (and by bad requests, which must not
+    change anything either)."""
+    src, keys = template
+    dst = tmp_path_factory.mktemp("serve-reader") / "d"
+    shutil.copytree(src, dst)
+    with _client(dst / "shop.duckdb", keys) as c:
+        yield c
+
+
+def call(c: TestClient, method: str, path: str, role: str | None = "read", **kw):
+    headers = {"X-API-Key": c.keys[role]} if role else {}  # type: ignore[attr-defined]
+    return c.request(method, path, headers=headers | kw.pop("headers", {}), **kw)
+
+
+def recs(c: TestClient, user: str, role: str = "read", **params) -> dict:
+    res = call(c, "GET", f"/users/{user}/recommendations", role, params=params)
+    assert res.status_code == 200, res.text
+    return res.json()
+
+
+def service(c: TestClient):
+    return c.app.state.service
+
+
+def stored_events(c: TestClient, user: str, event_type: str | None = None) -> int:
+    return service(c).repo.count_events(event_type=event_type, user_id=user)
+
+
+# -- every endpoint, and who may call it --------------------------------------------------------
+# (method, path, minimum role, body)
+ENDPOINTS = [
+    ("GET", "/metrics", "read", None),
+    ("POST", "/events", "write", {"events": [{"user_id": "x", "event_type": "view"}]}),
+    ("GET", f"/users/{USER}/recommendations", "read", None),
+    ("POST", "/recommendations/batch", "read", {"user_ids": [USER]}),
+    ("POST", "/sessions/recommendations", "read", {"events": [{"item_id": "i1"}]}),
+    ("GET", "/items/i1/similar", "read", None),
+    ("GET", f"/users/{USER}/value", "read", None),
+    ("GET", "/segments", "read", None),
+    ("GET", "/segments/champions/users", "read", None),
+    ("GET", "/users", "read", None),
+    ("POST", "/users", "write", {"user_id": "brand-new"}),
+    ("GET", f"/users/{USER}", "read", None),
+    ("PATCH", f"/users/{USER}", "write", {"properties": {"tier": "gold"}}),
+    ("DELETE", "/users/u2", "write", None),
+    ("GET", "/items", "read", None),
+    ("POST", "/items", "write", {"item_id": "new-item", "title": "New"}),
+    ("GET", "/items/i1", "read", None),
+    ("PATCH", "/items/i1", "write", {"title": "Renamed"}),
+    ("DELETE", "/items/i2", "write", None),
+    ("GET", "/models", "admin", None),
+    ("POST", "/models/rec-ease/promote", "admin", {"version": "v0002"}),
+    ("POST", "/models/rec-ease/rollback", "admin", None),
+]
+ROLES = ("read", "write", "admin")
+
+
+def test_health_needs_no_key_and_reports_what_is_loaded(reader):
+    res = reader.get("/health")
+    assert res.status_code == 200
+    assert res.json() == {
+        "status": "ok",
+        "recommenders": {"ease": "v0001", "popularity": "v0001"},
+        "value_model": "naive v0001",
+        "users_in_memory": 120,
+    }
+
+
+def test_every_endpoint_refuses_a_missing_or_unknown_key(reader):
+    for method, path, _, body in ENDPOINTS:
+        res = reader.request(method, path, json=body)
+        assert res.status_code == 401, (method, path)
+        assert res.json()["message"].startswith("missing API key"), (method, path)
+        res = reader.request(method, path, json=body, headers={"X-API-Key": "vr_not-a-key"})
+        assert res.status_code == 401, (method, path)
+        assert res.json() == {"error": "unauthorized", "message": "invalid or revoked API key"}
+
+
+def test_every_endpoint_needs_its_role_and_accepts_the_roles_above(client):
+    for method, path, needed, body in ENDPOINTS:
+        for role in ROLES:
+            res = call(client, method, path, role, json=body)
+            if ROLES.index(role) < ROLES.index(needed):
+                assert res.status_code == 403, (method, path, role, res.text)
+                assert f"needs a {needed} key" in res.json()["message"]
+            else:
+                assert res.status_code in (200, 201), (method, path, role, res.text)
+            if method != "GET" and res.status_code in (200, 201):
+                break  # a write succeeded once: later roles would repeat it (409, 404)
+
+
+def test_a_revoked_key_is_refused_on_the_next_request(client, deployment):
+    db, _ = deployment
+    keys = KeyStore(default_keys_path(db))
+    key, record = keys.create("read")
+    assert client.get("/segments", headers={"X-API-Key": key}).status_code == 200
+    keys.revoke(record.id)
+    assert client.get("/segments", headers={"X-API-Key": key}).status_code == 401
+
+
+# -- recommendations ---------------------------------------------------------------------------
+def test_recommendations_match_the_model_with_titles_and_reasons(reader):
+    svc = service(reader)
+    history = list(svc.histories.get(USER))
+    body = recs(reader, USER, k=5)
+    handle = svc.models.recommender("ease")
+    expected = handle.model.recommend([USER], k=5, histories={USER: history})
+    assert [i["item_id"] for i in body["items"]] == list(expected["item_id"])
+    assert np.allclose([i["score"] for i in body["items"]], expected["score"], rtol=1e-5)
+    assert body["model"] == "ease" and body["version"] == "v0001" and not body["cold_start"]
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
+    assert not {i["item_id"] for i in body["items"]} & set(history)
+    titles = svc.catalog.titles
+    history_titles = {titles[h] for h in history}
+    for item in body["items"]:
+        assert item["title"] == titles[item["item_id"]]
+        assert item["reason"].removeprefix("similar to ") in history_titles
+
+
+def test_exclude_seen_false_lets_history_items_back(reader):
+    history = set(service(reader).histories.get(USER))
+    shown = {i["item_id"] for i in recs(reader, USER, k=40, exclude_seen="false")["items"]}
+    assert len(shown) == 40 and history <= shown
+
+
+def test_unknown_user_gets_cold_start_popular_items(reader):
+    body = recs(reader, "never-seen", k=3)
+    assert body["cold_start"] is True
+    popularity = service(reader).models.recommender("popularity").model
+    top = popularity.item_ids_[np.argsort(-popularity.cold_start_scores(), kind="stable")[:3]]
+    assert [i["item_id"] for i in body["items"]] == list(top)
+    assert {i["reason"] for i in body["items"]} == {"popular with everyone (new user)"}
+
+
+def test_model_parameter_picks_the_recommender(reader):
+    body = recs(reader, USER, k=3, model="popularity")
+    assert body["model"] == "popularity"
+    assert {i["reason"] for i in body["items"]} == {"popular with everyone"}
+
+
+def test_posted_event_changes_the_next_recommendation_without_retraining(client):
+    before = recs(client, USER, k=5)["items"]
+    top = before[0]["item_id"]
+    event = {"user_id": USER, "item_id": top, "event_type": "view"}
+    res = call(client, "POST", "/events", "write", json={"events": [event]})
+    assert res.json() == {
+        "received": 1,
+        "accepted": 1,
+        "stored": 1,
+        "duplicates": 0,
+        "rejected": 0,
+        "errors": [],
+    }
+    after = recs(client, USER, k=5)["items"]
+    assert top not in {i["item_id"] for i in after}
+    assert service(client).histories.get(USER)[-1] == top
+
+
+def test_a_new_users_first_event_ends_cold_start(client):
+    assert recs(client, "newbie")["cold_start"] is True
+    item = "i7"
+    call(client, "POST", "/events", "write", json={"events": [
+        {"user_id": "newbie", "item_id": item, "event_type": "purchase", "value": 12.5,
+         "timestamp": "2024-05-01T10:00:00+02:00"}]})  # fmt: skip
+    body = recs(client, "newbie", k=4)
+    assert body["cold_start"] is False
+    assert item not in {i["item_id"] for i in body["items"]}
+    title = service(client).catalog.titles[item]
+    assert {i["reason"] for i in body["items"]} == {f"similar to {title}"}
+    stored = service(client).repo.store.events(["newbie"])
+    assert str(stored["timestamp"][0]) == "2024-05-01 08:00:00"  # converted to UTC
+    assert stored["value"][0] == 12.5
+
+
+def test_posting_the_same_events_again_stores_nothing(client):
+    events = [
+        {"user_id": "dup", "item_id": "i3", "event_type": "view", "timestamp": 1714557600},
+        {"user_id": "dup", "item_id": "i3", "event_type": "view", "timestamp": 1714557600},
+        {"event_id": "e-1", "user_id": "dup", "item_id": "i4", "event_type": "cart"},
+    ]
+    first = call(client, "POST", "/events", "write", json={"events": events}).json()
+    assert (first["stored"], first["duplicates"]) == (3, 0)  # genuine repeats are kept
+    again = call(client, "POST", "/events", "write", json={"events": events}).json()
+    assert (again["stored"], again["duplicates"]) == (0, 3)
+    assert stored_events(client, "dup") == 3
+    assert service(client).histories.get("dup") == ("i3", "i3", "i4")
+
+
+def test_bad_events_are_answered_per_item_while_good_ones_are_stored(client):
+    events = [
+        {"user_id": "mix", "item_id": "i1", "event_type": "view"},
+        {"item_id": "i1", "event_type": "view"},
+        {"user_id": "mix", "event_type": "view", "timestamp": "not a time"},
+        "not an object",
+        {"user_id": "mix", "event_type": "purchase", "value": "lots", "colour": "red"},
+        {"user_id": "mix", "item_id": "i2", "event_type": "cart"},
+    ]
+    res = call(client, "POST", "/events", "write", json={"events": events})
+    assert res.status_code == 200
+    body = res.json()
+    assert (body["received"], body["accepted"], body["stored"], body["rejected"]) == (6, 2, 2, 4)
+    got = {(e["index"], e["field"]) for e in body["errors"]}
+    assert got == {(1, "user_id"), (2, "timestamp"), (3, "(event)"), (4, "value"), (4, "colour")}
+    assert all(e["reason"] for e in body["errors"])
+    assert stored_events(client, "mix") == 2
+
+
+def test_a_batch_with_no_valid_event_is_a_422_naming_each_field(client):
+    res = call(client, "POST", "/events", "write", json={"events": [{"user_id": "x"}]})
+    assert res.status_code == 422
+    body = res.json()
+    assert body["error"] == "invalid_input"
+    assert {(d["index"], d["field"]) for d in body["details"]} == {
+        (0, "event_type"),
+    }
+
+
+BAD_REQUESTS = [
+    ("GET", f"/users/{USER}/recommendations?k=0", None, "k"),
+    ("GET", f"/users/{USER}/recommendations?k=abc", None, "k"),
+    ("GET", f"/users/{USER}/recommendations?k=100000", None, "k"),
+    ("GET", f"/users/{USER}/recommendations?exclude_seen=maybe", None, "exclude_seen"),
+    ("GET", f"/users/{USER}/recommendations?model=nope", None, "model"),
+    ("GET", "/items/i1/similar?k=-3", None, "k"),
+    ("POST", "/recommendations/batch", {}, "user_ids"),
+    ("POST", "/recommendations/batch", {"user_ids": []}, "user_ids"),
+    ("POST", "/recommendations/batch", {"user_ids": ["a"], "k": -1}, "k"),
+    ("POST", "/recommendations/batch", {"user_ids": ["a"], "surprise": 1}, "surprise"),
+    ("POST", "/recommendations/batch", {"user_ids": [["nested"]]}, "user_ids[0]"),
+    (
+        "POST",
+        "/sessions/recommendations",
+        {"events": [{"event_type": "view"}]},
+        "events[0].item_id",
+    ),
+    ("POST", "/events", {"events": []}, "events"),
+    ("POST", "/events", [], "(body)"),
+    ("POST", "/users", {"user_id": ""}, "user_id"),
+    ("POST", "/users", {"user_id": "x", "signup_time": "yesterday"}, "signup_time"),
+    ("PATCH", "/items/i1", {"price": "cheap"}, "price"),
+    ("PATCH", "/items/i1", {"hidden": "perhaps"}, "hidden"),
+    ("POST", "/models/rec-ease/promote", {}, "version"),
+    ("GET", "/users?limit=0", None, "limit"),
+    ("GET", "/users?cursor=%25%25%25", None, "cursor"),
+    ("GET", "/segments/champions/users?cursor=eyJ4IjoxfQ", None, "cursor"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), BAD_REQUESTS)
+def test_bad_input_is_a_422_naming_the_field(reader, method, path, body, field):
+    res = call(reader, method, path, "admin", json=body)
+    assert res.status_code == 422, res.text
+    out = res.json()
+    assert out["error"] == "invalid_input" and out["message"]
+    assert field in {d["field"] for d in out["details"]}, out
+
+
+def test_malformed_json_is_a_422_not_a_500(reader):
+    res = call(
+        reader,
+        "POST",
+        "/recommendations/batch",
+        content=b'{"user_ids": [',
+        headers={"Content-Type": "application/json"},
+    )
+    assert res.status_code == 422
+    assert res.json()["details"][0]["location"] == "body"
+
+
+def test_unknown_routes_and_methods_answer_json(reader):
+    res = call(reader, "GET", "/nowhere")
+    assert res.status_code == 404
+    assert res.json() == {"error": "not_found", "message": "no such endpoint: GET /nowhere"}
+    res = call(reader, "PUT", "/segments")
+    assert res.status_code == 405 and res.json()["error"] == "method_not_allowed"
+
+
+def test_hidden_item_disappears_at_once_and_comes_back_when_unhidden(client):
+    users = [USER, "u5", "never-seen"]
+    shown = [recs(client, u, k=3)["items"][0]["item_id"] for u in users]
+    target = shown[0]
+    res = call(client, "PATCH", f"/items/{target}", "write", json={"hidden": True})
+    assert res.status_code == 200 and res.json()["hidden"] is True
+    for u in users:
+        assert target not in {i["item_id"] for i in recs(client, u, k=40)["items"]}
+    similar = call(client, "GET", f"/items/{shown[1]}/similar", params={"k": 39}).json()
+    assert target not in {i["item_id"] for i in similar["items"]}
+    assert call(client, "GET", f"/items/{target}").json()["hidden"] is True
+    call(client, "PATCH", f"/items/{target}", "write", json={"hidden": False})
+    assert recs(client, USER, k=3)["items"][0]["item_id"] == target
+
+
+def test_category_filter_keeps_only_that_category(reader):
+    catalog = service(reader).catalog
+    category = sorted(next(iter(catalog.categories.values())))[0]
+    in_category = {i for i, cats in catalog.categories.items() if category in cats}
+    body = recs(reader, USER, k=40, category=category.upper(), exclude_seen="false")
+    assert {i["item_id"] for i in body["items"]} == in_category
+    assert recs(reader, USER, category="no-such-category")["items"] == []
+
+
+def test_batch_recommendations_equal_the_single_calls(reader):
+    users = [USER, "u5", "never-seen"]
+    res = call(reader, "POST", "/recommendations/batch", json={"user_ids": users, "k": 4})
+    body = res.json()
+    assert body["model"] == "ease" and [r["user_id"] for r in body["results"]] == users
+    for r in body["results"]:
+        assert r == recs(reader, r["user_id"], k=4)
+
+
+def test_session_recommendations_need_no_user(reader):
+    session = {"events": [{"item_id": "i1", "event_type": "view"},
+                          {"item_id": "i2", "event_type": "exposure"}], "k": 5}  # fmt: skip
+    res = call(reader, "POST", "/sessions/recommendations", json=session)
+    body = res.json()
+    assert res.status_code == 200 and body["cold_start"] is False
+    handle = service(reader).models.recommender("ease")
+    expected = handle.model.recommend(["anon"], k=5, histories={"anon": ["i1"]})
+    assert [i["item_id"] for i in body["items"]] == list(expected["item_id"])
+    every = call(reader, "POST", "/sessions/recommendations", json={**session, "k": 40}).json()
+    items = {i["item_id"] for i in every["items"]}
+    assert "i1" not in items and "i2" in items  # seen: the view; an exposure is not interest
+    empty = call(reader, "POST", "/sessions/recommendations", json={"events": []}).json()
+    assert empty["cold_start"] is True
+    assert service(reader).repo.count_events(user_id="anon") == 0  # sessions are not stored
+
+
+def test_similar_items_come_from_the_model(reader):
+    body = call(reader, "GET", "/items/i1/similar", params={"k": 3}).json()
+    expected = service(reader).models.recommender("ease").model.similar_items("i1", k=3)
+    assert [i["item_id"] for i in body["items"]] == list(expected["similar_item_id"])
+    assert all(i["title"] for i in body["items"])
+    res = call(reader, "GET", "/items/nothing/similar")
+    assert res.status_code == 404 and "unknown to model ease" in res.json()["message"]
+
+
+def test_write_back_records_exposures_that_are_not_interest(client):
+    body = recs(client, USER, k=3, write_back="true")
+    before = service(client).histories.get(USER)
+    assert stored_events(client, USER, "exposure") == 0  # buffered, off the request path
+    assert service(client).exposures.flush() == 3
+    rows = service(client).repo.store.events([USER], event_types=["exposure"])
+    assert list(rows["item_id"]) == [i["item_id"] for i in body["items"]]
+    props = [json.loads(p) for p in rows["properties"]]
+    assert [p["rank"] for p in props] == [1, 2, 3]
+    assert {(p["model"], p["version"]) for p in props} == {("rec-ease", "v0001")}
+    assert service(client).histories.get(USER) == before
+    assert recs(client, USER, k=3) == {**body}
+
+
+# -- users and items -----------------------------------------------------------------------------
+def test_deleting_a_user_forgets_their_events_value_and_history(client):
+    n = stored_events(client, USER)
+    assert n > 0 and recs(client, USER)["cold_start"] is False
+    assert call(client, "GET", f"/users/{USER}/value").status_code == 200
+    res = call(client, "DELETE", f"/users/{USER}", "write")
+    assert res.json() == {"user_id": USER, "events_deleted": n}
+    assert stored_events(client, USER) == 0
+    assert recs(client, USER)["cold_start"] is True
+    assert call(client, "GET", f"/users/{USER}").status_code == 404
+    assert call(client, "GET", f"/users/{USER}/value").status_code == 404
+    assert call(client, "DELETE", f"/users/{USER}", "write").status_code == 404
+
+
+def test_users_crud(client):
+    res = call(client, "POST", "/users", "write",
+               json={"user_id": "ann", "signup_time": "2024-03-01T12:00:00Z",
+                     "properties": {"region": "north"}})  # fmt: skip
+    assert res.status_code == 201
+    assert res.json() == {
+        "user_id": "ann",
+        "signup_time": "2024-03-01T12:00:00Z",
+        "properties": {"region": "north"},
+        "events": 0,
+    }
+    assert call(client, "POST", "/users", "write", json={"user_id": "ann"}).status_code == 409
+    res = call(client, "PATCH", "/users/ann", "write", json={"properties": {"region": "south"}})
+    assert res.json()["properties"] == {"region": "south"}
+    assert res.json()["signup_time"] == "2024-03-01T12:00:00Z"  # untouched
+    assert call(client, "GET", "/users/ann").json()["properties"] == {"region": "south"}
+    assert call(client, "PATCH", "/users/nobody", "write", json={}).status_code == 404
+    assert call(client, "GET", f"/users/{USER}").json()["events"] == stored_events(client, USER)
+
+
+def test_user_list_pages_through_everyone_once(client):
+    call(client, "POST", "/users", "write", json={"user_id": "zzz-no-events"})
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 50} | ({"cursor": cursor} if cursor else {})
+        page = call(client, "GET", "/users", params=params).json()
+        seen += [u["user_id"] for u in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3 and len(seen) == 121 and seen == sorted(set(seen))
+    assert seen[-1] == "zzz-no-events"
+
+
+def test_items_crud_and_paging(client):
+    item = {"item_id": "new", "title": "Brand new", "category": "Toys|Games", "price": 9.5}
+    res = call(client, "POST", "/items", "write", json=item)
+    assert res.status_code == 201
+    assert res.json() == {**item, "text": None, "properties": None, "hidden": False}
+    assert call(client, "POST", "/items", "write", json=item).status_code == 409
+    res = call(client, "PATCH", "/items/new", "write", json={"title": "Renamed", "price": None})
+    assert (res.json()["title"], res.json()["price"], res.json()["category"]) == (
+        "Renamed", None, "Toys|Games")  # fmt: skip
+    assert service(client).catalog.categories["new"] == {"toys", "games"}
+    first = call(client, "GET", "/items", params={"limit": 30}).json()
+    rest = call(client, "GET", "/items", params={"limit": 30, "cursor": first["next_cursor"]})
+    ids = [i["item_id"] for i in first["items"] + rest.json()["items"]]
+    assert len(ids) == 41 and ids == sorted(ids) and rest.json()["next_cursor"] is None
+    assert call(client, "PATCH", "/items/nothing", "write", json={}).status_code == 404
+
+
+def test_deleted_item_is_never_recommended_again(client):
+    top = recs(client, "never-seen", k=1)["items"][0]["item_id"]
+    assert call(client, "DELETE", f"/items/{top}", "write").json() == {
+        "item_id": top,
+        "hidden": True,
+    }
+    assert call(client, "GET", f"/items/{top}").status_code == 404
+    assert top not in {i["item_id"] for i in recs(client, "never-seen", k=40)["items"]}
+
+
+# -- value and segments ---------------------------------------------------------------------------
+def test_user_value_is_the_precomputed_prediction(reader):
+    snap = service(reader).models.value
+    user = snap.ranked["user_id"][0]
+    body = call(reader, "GET", f"/users/{user}/value").json()
+    row = snap.table.loc[user]
+    assert body["model"] == "naive" and body["version"] == "v0001"
+    assert body["ltv"] == pytest.approx(row["ltv"]) and body["segment"] == row["segment"]
+    assert body["ltv_low"] <= body["ltv"] <= body["ltv_high"]
+    assert body["churn_probability"] == pytest.approx(1 - body["p_alive"])
+    assert body["as_of"].endswith("Z")
+    res = call(reader, "GET", "/users/no-purchases/value")
+    assert res.status_code == 404 and "no value prediction" in res.json()["message"]
+
+
+def test_segments_cover_every_customer_and_page_in_ltv_order(reader):
+    body = call(reader, "GET", "/segments").json()
+    assert [s["segment"] for s in body["segments"]] == list(SEGMENTS)
+    snap = service(reader).models.value
+    assert sum(s["users"] for s in body["segments"]) == len(snap.table)
+    biggest = max(body["segments"], key=lambda s: s["users"])
+    slug = biggest["segment"].replace(" ", "-").upper()
+    got, cursor = [], None
+    while True:
+        params = {"limit": 7} | ({"cursor": cursor} if cursor else {})
+        page = call(reader, "GET", f"/segments/{slug}/users", params=params).json()
+        assert page["segment"] == biggest["segment"]
+        got += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(got) == biggest["users"] == len({u["user_id"] for u in got})
+    assert [u["ltv"] for u in got] == sorted((u["ltv"] for u in got), reverse=True)
+    res = call(reader, "GET", "/segments/vips/users")
+    assert res.status_code == 404 and "champions" in res.json()["message"]
+
+
+# -- models ----------------------------------------------------------------------------------------
+def _models(reader) -> dict[str, dict]:
+    return {m["name"]: m for m in call(reader, "GET", "/models", "admin").json()["models"]}
+
+
+def test_promote_and_rollback_swap_the_served_version(client):
+    models = _models(client)
+    assert set(models) == {"rec-ease", "rec-popularity", "value-naive"}
+    ease = models["rec-ease"]
+    assert (ease["kind"], ease["current_version"], ease["serving_version"]) == (
+        "recommender", "v0001", "v0001")  # fmt: skip
+    assert [v["version"] for v in ease["versions"]] == ["v0001", "v0002"]
+    v1 = recs(client, USER, k=5)
+    res = call(client, "POST", "/models/ease/promote", "admin", json={"version": "2"})
+    assert res.json() == {"name": "rec-ease", "version": "v0002", "previous_version": "v0001"}
+    assert _models(client)["rec-ease"]["serving_version"] == "v0002"
+    v2 = recs(client, USER, k=5)
+    assert v2["version"] == "v0002" and len(v2["items"]) == 5
+    assert [i["score"] for i in v2["items"]] != [i["score"] for i in v1["items"]]
+    res = call(client, "POST", "/models/rec-ease/rollback", "admin")
+    assert res.json() == {"name": "rec-ease", "version": "v0001", "previous_version": "v0002"}
+    assert recs(client, USER, k=5) == v1
+    again = call(client, "POST", "/models/rec-ease/rollback", "admin")
+    assert again.status_code == 409 and "nothing to roll back" in again.json()["message"]
+    missing = call(client, "POST", "/models/rec-ease/promote", "admin", json={"version": "v9"})
+    assert missing.status_code == 404
+    assert call(client, "POST", "/models/nope/rollback", "admin").status_code == 404
+
+
+def test_hot_swap_under_load_fails_no_request(client):
+    svc = service(client)
+    errors: list[BaseException] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                _, (r,) = svc.recommend_users(
+                    [USER], k=5, model="ease", exclude_seen=True, category=None, write_back=False
+                )
+                assert len(r.items) == 5
+                versions.add(r.version)
+            except BaseException as exc:  # any failure at all fails the test
+                errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(4):
+        svc.models.promote("ease", "v0002")
+        time.sleep(0.02)
+        svc.models.rollback("ease")
+        time.sleep(0.02)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == [] and versions == {"v0001", "v0002"}
+
+
+# -- configuration, metrics, docs, degraded modes --------------------------------------------------
+def test_event_roles_are_configuration(deployment):
+    db, keys = deployment
+    roles = EventRoles(positive=["purchase"], exposure=["exposure"], negative=["dislike"])
+    with _client(db, keys, events=roles) as c:
+        post = [{"user_id": "cfg", "item_id": "i3", "event_type": "view"}]
+        call(c, "POST", "/events", "write", json={"events": post})
+        assert recs(c, "cfg")["cold_start"] is True  # a view is not interest here
+        post[0]["event_type"] = "purchase"
+        call(c, "POST", "/events", "write", json={"events": post})
+        assert recs(c, "cfg")["cold_start"] is False
+        top = recs(c, "cfg", k=1)["items"][0]["item_id"]
+        dislike = {"user_id": "cfg", "item_id": top, "event_type": "dislike"}
+        call(c, "POST", "/events", "write", json={"events": [dislike]})
+        assert top not in {
+            i["item_id"] for i in recs(c, "cfg", k=40, exclude_seen="false")["items"]
+        }
+
+
+def test_metrics_count_requests_by_route_and_show_model_versions(client):
+    for _ in range(2):
+        recs(client, USER)
+    client.get("/segments")  # no key: counted as a 401
+    text = call(client, "GET", "/metrics").text
+    route = 'route="/users/{user_id}/recommendations"'
+    assert f'valuerec_http_requests_total{{method="GET",{route},status="200"}} 2.0' in text
+    assert 'valuerec_http_requests_total{method="GET",route="/segments",status="401"} 1.0' in text
+    assert (
+        f'valuerec_http_request_duration_seconds_bucket{{le="0.02",method="GET",{route}}}' in text
+    )
+    assert 'valuerec_model_info{kind="recommender",name="rec-ease",version="v0001"} 1.0' in text
+    assert 'valuerec_model_info{kind="value",name="value-naive",version="v0001"} 1.0' in text
+
+
+def test_openapi_lists_every_endpoint_and_the_key_header(reader):
+    schema = reader.get("/openapi.json").json()
+    paths = schema["paths"]
+    for method, path, _, _ in ENDPOINTS:
+        template = (
+            path.replace(USER, "{user_id}").replace("u2", "{user_id}")
+            .replace("/i1", "/{item_id}").replace("/i2", "/{item_id}")
+            .replace("champions", "{name}").replace("rec-ease", "{name}")
+        )  # fmt: skip
+        assert method.lower() in paths[template], (method, template)
+    assert "/health" in paths
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+    events = schema["components"]["schemas"]["EventBatchIn"]["properties"]["events"]
+    assert events["items"] == {"$ref": "#/components/schemas/EventIn"}
+    assert "user_id" in schema["components"]["schemas"]["EventIn"]["required"]
+
+
+def test_a_store_without_models_still_serves_and_says_why(tmp_path):
+    db = tmp_path / "bare.duckdb"
+    with Store(db) as store:
+        ingest(store, generate(users=10, items=5, days=20, seed=1).events, "events")
+    key, _ = KeyStore(default_keys_path(db)).create("read")
+    with TestClient(create_app(db)) as c:
+        assert c.get("/health").json()["recommenders"] == {}
+        res = c.get("/users/u1/recommendations", headers={"X-API-Key": key})
+        assert res.status_code == 503 and "valuerec train" in res.json()["message"]
+        res = c.get("/segments", headers={"X-API-Key": key})
+        assert res.status_code == 503 and "no value model" in res.json()["message"]

@@ -1,0 +1,177 @@
+"""``valuerec keys``, ``valuerec train`` and ``valuerec serve`` end to end (a real server)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from valuerec.artifacts import ArtifactStore, default_root
+from valuerec.cli import app
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.data.synth import generate
+from valuerec.serve.config import ConfigError, load_settings
+from valuerec.serve.keys import KeyStore, default_keys_path
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A shop store, with exposures of a user nobody saw buy anything, after `valuerec train`."""
+    db = tmp_path_factory.mktemp("serve-cli") / "shop.duckdb"
+    data = generate(users=150, items=40, days=200, holdout_days=10, seed=9)
+    exposures = data.events.head(5).assign(user_id="only-exposed", event_type="exposure")
+    with Store(db) as store:
+        ingest(store, data.items, "items")
+        ingest(store, data.events, "events")
+        ingest(store, exposures, "events")
+    res = _run(
+        "train", "--db", str(db), "--value-models", "naive", "--rec-models", "popularity,ease"
+    )
+    assert res.exit_code == 0, res.output
+    return str(db)
+
+
+def test_keys_create_prints_the_key_alone_on_its_last_line_and_keeps_only_its_hash(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    res = _run("keys", "create", "--role", "write", "--name", "shop backend", "--db", db)
+    assert res.exit_code == 0
+    key = res.stdout.strip().splitlines()[-1]
+    assert key.startswith("vr_") and " " not in key and len(key) > 40
+    stored = Path(db + ".keys.json").read_text()
+    assert key not in stored
+    (record,) = json.loads(stored)["keys"]
+    assert record["hash"] == hashlib.sha256(key.encode()).hexdigest()
+    assert (record["role"], record["name"], record["revoked_at"]) == ("write", "shop backend", None)
+    assert KeyStore(default_keys_path(db)).role_of(key).label == "write"
+
+
+def test_keys_list_and_revoke(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    key = _run("keys", "create", "--role", "admin", "--db", db).stdout.strip().splitlines()[-1]
+    listed = json.loads(_run("keys", "list", "--db", db, "--json").stdout)
+    assert len(listed) == 1 and "hash" not in listed[0] and listed[0]["role"] == "admin"
+    assert _run("keys", "revoke", listed[0]["id"], "--db", db).exit_code == 0
+    assert KeyStore(default_keys_path(db)).role_of(key) is None
+    assert json.loads(_run("keys", "list", "--db", db, "--json").stdout)[0]["revoked_at"]
+    res = runner.invoke(app, ["keys", "revoke", "nope", "--db", db])
+    assert res.exit_code == 2 and "no API key with id 'nope'" in res.stderr
+
+
+def test_keys_create_refuses_an_unknown_role(tmp_path):
+    res = runner.invoke(app, ["keys", "create", "--role", "root", "--db", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "read, write or admin" in res.stderr
+
+
+def test_settings_come_from_a_file(tmp_path):
+    path = tmp_path / "serve.toml"
+    path.write_text('default_model = "popularity"\n[events]\npositive = ["Purchase", "cart"]\n')
+    settings = load_settings(path)
+    assert settings.default_model == "popularity"
+    assert settings.events.positive == ("purchase", "cart")
+    assert settings.events.role("view") is None and settings.events.role("exposure") == "exposure"
+    path.write_text('[events]\npositive = ["view"]\nnegative = ["view"]\n')
+    with pytest.raises(ConfigError, match="both positive and negative"):
+        load_settings(path)
+
+
+def test_train_registers_models_learned_from_positive_events_only(trained):
+    arts = ArtifactStore(default_root(trained))
+    assert arts.names() == ["rec-ease", "rec-popularity", "value-naive"]
+    ease, meta = arts.load("rec-ease")
+    assert "only-exposed" not in ease.user_ids_  # exposures are not interest
+    assert meta["data_fingerprint"] and meta["fit_seconds"] >= 0
+    assert arts.meta("value-naive")["holdout_days"] == 99  # half the 200-day log
+
+
+def test_train_skips_value_models_without_purchases(tmp_path):
+    db = str(tmp_path / "views.duckdb")
+    events = generate(users=40, items=10, days=30, seed=2).events
+    with Store(db) as store:
+        ingest(store, events[events["event_type"] == "view"], "events")
+    res = _run("train", "--db", db, "--rec-models", "popularity")
+    assert res.exit_code == 0, res.output
+    assert "value models skipped" in res.stdout
+    assert ArtifactStore(default_root(db)).names() == ["rec-popularity"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_over_http_and_swaps_models_under_load(trained):
+    _run("recommend", "fit", "--db", trained, "--models", "ease")  # rec-ease v0002, current
+    keys = KeyStore(default_keys_path(trained))
+    read, _ = keys.create("read")
+    admin, _ = keys.create("admin")
+    port = _free_port()
+    env = {**os.environ, "VALUEREC_DB": trained}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "valuerec.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for _ in range(240):
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    pytest.fail(f"server exited: {proc.stdout.read()}")
+                time.sleep(0.25)
+            health = http.get("/health").json()
+            assert health["recommenders"] == {"ease": "v0002", "popularity": "v0001"}
+            assert http.get("/users/u3/recommendations").status_code == 401
+            res = http.get("/users/u3/recommendations", headers={"X-API-Key": read})
+            assert res.status_code == 200 and len(res.json()["items"]) == 10
+
+            statuses, versions, stop = [], set(), threading.Event()
+
+            def load() -> None:
+                with httpx.Client(base_url=base, timeout=10) as c:
+                    while not stop.is_set():
+                        r = c.get("/users/u3/recommendations", headers={"X-API-Key": read})
+                        statuses.append(r.status_code)
+                        if r.status_code == 200:
+                            versions.add(r.json()["version"])
+
+            worker = threading.Thread(target=load)
+            worker.start()
+            admin_h = {"X-API-Key": admin}
+            time.sleep(0.2)
+            swap = http.post("/models/ease/promote", json={"version": "v0001"}, headers=admin_h)
+            time.sleep(0.3)
+            back = http.post("/models/ease/rollback", headers=admin_h)
+            time.sleep(0.2)
+            stop.set()
+            worker.join()
+            assert swap.status_code == 200 and back.json()["version"] == "v0002"
+            assert len(statuses) > 5 and set(statuses) == {200}
+            assert versions == {"v0001", "v0002"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
