@@ -83,7 +83,11 @@ def evaluate(
     k: KOption = 10,
     as_json: JsonOption = False,
 ) -> None:
-    """Split, fit on train, score the test part with the shared evaluator; one table."""
+    """Split, fit on train, score the test part with the shared evaluator; one table.
+
+    Sequence models (sasrec) stop early on the validation part and, on leave-one-out, read
+    the validation item as part of the test-time history, as RecBole's sequential models do.
+    """
     names = _names(models)
     with open_store(db, must_exist=True) as store:
         inter = _interactions(store)
@@ -103,10 +107,10 @@ def evaluate(
         for name in names:
             bar.update(task, description=f"fitting {name}")
             start = time.perf_counter()
-            model = make_recommender(name, items).fit(split.train)
+            model = make_recommender(name, items).fit_split(split)
             fit_s = time.perf_counter() - start
             report = evaluate_scores(
-                model.score_users,
+                model.split_scorer(split, "test"),
                 split,
                 stage="test",
                 ks=(k,),

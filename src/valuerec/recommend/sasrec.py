@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -182,6 +183,7 @@ class SASRecRecommender(Recommender):
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.history_: list[dict[str, float]] = []
         best, best_state, bad = -np.inf, None, 0
+        cpu_start = time.process_time()
         for epoch in range(1, self.epochs + 1):
             self.net_.train()
             x, y, v = self._windows(tokens, fut, starts, rng)
@@ -201,10 +203,15 @@ class SASRecRecommender(Recommender):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(b)
-            record = {"epoch": epoch, "loss": total / len(order)}
+            # CPU seconds of training so far (validation excluded): on a shared machine the
+            # wall clock measures the neighbours, this measures the model
+            record = {"epoch": epoch, "loss": total / len(order),
+                      "train_cpu_s": time.process_time() - cpu_start}  # fmt: skip
             if self._validation is not None and epoch % self.eval_every == 0:
                 self.net_.eval()
+                paused = time.process_time()
                 score = float(self._validation(self))
+                cpu_start += time.process_time() - paused
                 record["valid"] = score
                 if score > best:
                     best, best_state, bad = score, copy.deepcopy(self.net_.state_dict()), 0
