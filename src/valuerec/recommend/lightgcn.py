@@ -21,12 +21,16 @@ The whole graph is propagated at every step (torch sparse matmul): at MovieLens-
 gradient exact instead of sampling neighbourhoods.
 
 Users outside the training graph are served by *fold-in* (:meth:`LightGCNRecommender.
-_score_rows`): their propagated embedding is rebuilt from the item embeddings of the items in
-their row with one propagation step's normalisation, so new events change the recommendations
-without retraining.
+_score_rows`): their propagated layers are rebuilt from the item layers of the items in their
+row with one propagation step's normalisation, and their free layer-0 embedding is predicted
+from those layers by a linear map fitted on the training users, so new events change the
+recommendations without retraining.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,22 +60,60 @@ def normalized_adjacency(matrix: sp.spmatrix) -> sp.csr_matrix:
 
 
 def _to_torch(m: sp.csr_matrix) -> torch.Tensor:
-    coo = m.tocoo()
-    idx = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data), m.shape).coalesce()
+    """A scipy CSR matrix as a torch sparse CSR tensor (the fast layout for sparse @ dense)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(m.indptr.astype(np.int64)),
+            torch.as_tensor(m.indices.astype(np.int64)),
+            torch.as_tensor(m.data),
+            size=m.shape,
+            check_invariants=False,  # built from a valid scipy CSR
+        )
+
+
+class _SymmetricMatmul(torch.autograd.Function):
+    """``adj @ x`` for a *symmetric* sparse ``adj``, whose gradient is again ``adj @ grad``.
+
+    Torch's generic sparse backward transposes and coalesces the matrix on every call (about
+    10x the cost of the product on MovieLens-100K); symmetry makes that work unnecessary.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, ctx.adj @ grad
 
 
 def _layers(adj: torch.Tensor, e0: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
     """Layer embeddings E(0), ..., E(K) (eq. 7); the model's output is their mean."""
     out = [e0]
     for _ in range(n_layers):
-        out.append(torch.sparse.mm(adj, out[-1]))
+        out.append(_SymmetricMatmul.apply(adj, out[-1]))
     return out
 
 
+def _mean(layers: list[torch.Tensor]) -> torch.Tensor:
+    total = layers[0]
+    for layer in layers[1:]:
+        total = total + layer
+    return total / len(layers)
+
+
 class LightGCNRecommender(Recommender):
-    """LightGCN with BPR and Adam; defaults chosen on MovieLens-100K validation (see
-    ``__init__``).
+    """LightGCN with BPR and Adam.
+
+    The defaults were chosen on MovieLens-100K validation (per-user random 80/10/10 split,
+    full ranking): K = 2 layers of 64 dimensions, batches of 4,096 at lr 1e-2 for 90 epochs
+    (about a minute on one CPU thread) reach validation NDCG@10 0.257 (test 0.319). The L2
+    weight is 3e-3 rather than the paper's 1e-4: at this learning rate 1e-4 and 3e-4 peaked
+    after 40-50 epochs and then overfitted (0.246 falling to 0.204), while 1e-3 to 3e-3 kept
+    climbing; 1e-2 underfitted (0.23). Three layers, smaller batches and RecBole's lr 1e-3
+    for 300 epochs all plateaued at the same 0.25-0.257, slower.
 
     Args:
         embedding_size: dimension of the layer-0 embeddings (64 in the paper).
@@ -84,21 +126,26 @@ class LightGCNRecommender(Recommender):
             once per step.
         seed: seeds the initialisation and the sampling; a fit is deterministic given it.
         threads: torch intra-op threads during fit (restored afterwards); ``None`` leaves
-            torch's setting alone.
+            torch's setting alone. One by default: the per-step products are too small to
+            gain from more, and on a busy machine extra spinning threads made a small fit
+            ten times slower.
     """
 
     name = "lightgcn"
+    #: ridge of the fold-in regression, relative to the mean feature variance (not tuned:
+    #: 0.1x to 10x gave the same validation NDCG)
+    FOLD_IN_RIDGE = 1e-2
 
     def __init__(
         self,
         embedding_size: int = 64,
         n_layers: int = 2,
-        reg_weight: float = 1e-4,
-        lr: float = 5e-3,
-        epochs: int = 100,
-        batch_size: int = 2048,
+        reg_weight: float = 3e-3,
+        lr: float = 1e-2,
+        epochs: int = 90,
+        batch_size: int = 4096,
         seed: int = 0,
-        threads: int | None = 2,
+        threads: int | None = 1,
     ) -> None:
         self.embedding_size = embedding_size
         self.n_layers = n_layers
@@ -133,6 +180,7 @@ class LightGCNRecommender(Recommender):
         e0.requires_grad_(True)
         opt = torch.optim.Adam([e0], lr=self.lr)
 
+        self.item_degree_ = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
         coo = matrix.tocoo()
         pos_u = coo.row.astype(np.int64)
         pos_i = coo.col.astype(np.int64)
@@ -145,7 +193,7 @@ class LightGCNRecommender(Recommender):
                 u = torch.as_tensor(users[start : start + self.batch_size])
                 i = torch.as_tensor(items[start : start + self.batch_size]) + n_users
                 j = torch.as_tensor(negs[start : start + self.batch_size]) + n_users
-                final = torch.stack(_layers(adj, e0, self.n_layers)).mean(dim=0)
+                final = _mean(_layers(adj, e0, self.n_layers))
                 eu, ei, ej = final[u], final[i], final[j]
                 diff = (eu * ei).sum(dim=1) - (eu * ej).sum(dim=1)
                 bpr = -F.logsigmoid(diff).mean()
@@ -163,50 +211,65 @@ class LightGCNRecommender(Recommender):
         """Hook called after every epoch (a no-op; tuning scripts override it to validate)."""
 
     def _cache(self, e0: torch.Tensor, adj: torch.Tensor, n_users: int) -> None:
-        """Propagate once more and keep the final user and item embeddings for scoring."""
+        """Keep the final embeddings for scoring and fit the fold-in map (see ``_score_rows``)."""
+        steps = max(self.n_layers, 1)  # K = 0 still needs one step for the fold-in features
         with torch.no_grad():
-            layers = _layers(adj, e0, self.n_layers)
-            final = torch.stack(layers).mean(dim=0).numpy()
-            # items' layers 0..K-1: what one propagation step turns into a user's layers 1..K
-            inner = torch.stack(layers[:-1]).sum(dim=0)[n_users:].numpy() if layers else None
+            layers = [x.numpy() for x in _layers(adj, e0, steps)]
+        final = sum(layers[: self.n_layers + 1]) / (self.n_layers + 1)
         self.user_embeddings_ = final[:n_users].copy()
         self.item_embeddings_ = final[n_users:].copy()
-        self.item_inner_ = inner
-        self.item_degree_ = np.asarray(self.matrix_.sum(axis=0)).ravel().astype(np.float32)
+        self.item_layers_ = np.stack([x[n_users:] for x in layers[:steps]])
+        # a training user's layers 1..steps are exactly the fold-in features of their row
+        feats = np.hstack([x[:n_users] for x in layers[1:]]).astype(np.float64)
+        target = layers[0][:n_users].astype(np.float64)
+        gram = feats.T @ feats
+        ridge = self.FOLD_IN_RIDGE * np.trace(gram) / len(gram) + 1e-12
+        self.fold_in_ = np.linalg.solve(gram + ridge * np.eye(len(gram)), feats.T @ target)
 
     # -- scoring -------------------------------------------------------------------------
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self.user_embeddings_[users] @ self.item_embeddings_.T
 
-    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+    def _score_rows(self, rows: sp.spmatrix) -> np.ndarray:
         """Scores for users given only as interaction rows over the item vocabulary (fold-in).
 
         A user's final embedding is ``(e_u(0) + e_u(1) + ... + e_u(K)) / (K + 1)`` and, by
         eq. 3, ``e_u(k+1) = sum_{i in N_u} e_i(k) / sqrt(|N_u| |N_i|)``. So layers 1..K of a
-        user are exactly one normalised propagation step over the item layers 0..K-1 already
-        learned, and are computed as such here (item degrees from training; the new user's own
-        edge would raise them by one, which we ignore). Only the free layer-0 embedding
-        ``e_u(0)`` is unknown; it is left out, i.e. approximated by zero -- BPR aligns it with
-        the same items anyway, and the per-user scale it would change does not alter the
-        ranking. Items without a training interaction contribute nothing; a row with no known
-        item gets the cold-start (popularity) scores.
+        user are one normalised propagation step over the item layers 0..K-1 already learned,
+        and are computed exactly so here (item degrees from training: the new user's own edges
+        would raise them by one, which we ignore, as we ignore their effect on the item layers).
+
+        Only the free layer-0 embedding ``e_u(0)`` has no closed form. Setting it to zero
+        (or to the neighbours' mean) loses ranking quality: on MovieLens-100K, validation
+        NDCG@10 of training users re-scored by fold-in was 0.241 with zero and 0.248 with the
+        items' layer-0 mean, against 0.257 for the trained embeddings. BPR makes ``e_u(0)``
+        largely a function of the same neighbourhood, so at fit time we regress it on the
+        user's layers 1..K over the training users (ridge, closed form, a (K d) x d map) and
+        apply that map here: fold-in then reached 0.257, with top-20 overlap 0.87 and rank
+        correlation 0.985 to the trained scores for users *held out* of the regression. Users
+        left out of training altogether (a fifth of them) got 0.240 by fold-in, against 0.250
+        when the model was trained with them and 0.118 for popularity.
+
+        Items without a training interaction contribute nothing; a row with no known item gets
+        the cold-start (popularity) scores.
         """
+        n_items = self.item_embeddings_.shape[0]
         r = sp.csr_matrix(rows, dtype=np.float32, copy=True)
-        r.data[:] = 1.0
+        if r.shape[1] != n_items:
+            raise ValueError(f"rows must span the {n_items} items, got {r.shape[1]}")
         r.sum_duplicates()
-        r.data[:] = 1.0
-        if r.shape[1] != self.item_embeddings_.shape[0]:
-            raise ValueError(
-                f"rows must span the {self.item_embeddings_.shape[0]} items, got {r.shape[1]}"
-            )
+        r.data[:] = 1.0  # an interaction is a 1, however often it happened
         inv_item = np.zeros_like(self.item_degree_)
         np.power(self.item_degree_, -0.5, out=inv_item, where=self.item_degree_ > 0)
-        r = r.multiply(inv_item[None, :]).tocsr()  # also drops items unseen in training
+        r = sp.csr_matrix(r.multiply(inv_item[None, :]))  # also drops items unseen in training
         r.eliminate_zeros()
         n_known = np.diff(r.indptr)
         inv_user = np.zeros(r.shape[0], dtype=np.float32)
         np.power(n_known, -0.5, out=inv_user, where=n_known > 0, dtype=np.float32)
-        user = sp.diags(inv_user) @ r @ self.item_inner_ / (self.n_layers + 1)
+        step = sp.diags(inv_user) @ r  # one propagation step, users' side
+        upper = [np.asarray(step @ layer) for layer in self.item_layers_]  # e_u(1..K)
+        e0 = np.hstack(upper) @ self.fold_in_
+        user = (e0 + sum(upper[: self.n_layers])) / (self.n_layers + 1)
         scores = np.asarray(user @ self.item_embeddings_.T, dtype=np.float32)
         empty = n_known == 0
         if empty.any():
@@ -231,16 +294,30 @@ def _sample_negatives(
     """One uniformly drawn item per user that the user does not have (vectorised rejection).
 
     ``keys`` are the sorted ``user * n_items + item`` codes of the training interactions. A
-    draw that hits a positive is redrawn; after 50 rounds (only a user who has nearly the whole
-    catalogue gets there) the remaining draws are kept as they are.
+    draw that hits a positive is redrawn, all such draws at once; the few still hitting after
+    20 rounds (users who have most of the catalogue) are drawn from their exact complement,
+    and a user who has every item keeps a random one.
     """
     negs = rng.integers(0, n_items, size=len(users))
     todo = np.arange(len(users))
-    for _ in range(50):
-        code = users[todo] * n_items + negs[todo]
-        at = np.minimum(np.searchsorted(keys, code), len(keys) - 1)
-        todo = todo[keys[at] == code]
+    for _ in range(20):
+        todo = todo[_is_positive(users[todo], negs[todo], keys, n_items)]
         if todo.size == 0:
-            break
+            return negs
         negs[todo] = rng.integers(0, n_items, size=todo.size)
+    todo = todo[_is_positive(users[todo], negs[todo], keys, n_items)]
+    for t in todo:
+        lo, hi = np.searchsorted(keys, [users[t] * n_items, (users[t] + 1) * n_items])
+        free = np.setdiff1d(np.arange(n_items), keys[lo:hi] - users[t] * n_items)
+        if free.size:
+            negs[t] = rng.choice(free)
     return negs
+
+
+def _is_positive(
+    users: np.ndarray, items: np.ndarray, keys: np.ndarray, n_items: int
+) -> np.ndarray:
+    """Whether each (user, item) pair is among the sorted interaction codes ``keys``."""
+    code = users * n_items + items
+    at = np.minimum(np.searchsorted(keys, code), len(keys) - 1)
+    return keys[at] == code
