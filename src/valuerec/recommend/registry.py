@@ -11,8 +11,10 @@ from valuerec.recommend.content import ContentRecommender
 from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.hybrid import HybridRecommender
 from valuerec.recommend.knn import ItemKNNRecommender
+from valuerec.recommend.lightgcn import LightGCNRecommender
 from valuerec.recommend.mf import ALSRecommender, BPRRecommender
 from valuerec.recommend.popularity import PopularityRecommender
+from valuerec.recommend.sasrec import SASRecRecommender
 from valuerec.recommend.vae import MultVAERecommender
 
 #: name -> factory(items table); defaults are the settings chosen on MovieLens-100K validation
@@ -21,9 +23,14 @@ MODELS: dict[str, Callable[[pd.DataFrame | None], Recommender]] = {
     "recent-popularity": lambda items: PopularityRecommender(half_life_days=30.0),
     "itemknn": lambda items: ItemKNNRecommender(k=200, shrink=50.0),
     "ease": lambda items: EASERecommender(reg=250.0),
+    "edlae": lambda items: EASERecommender(reg=250.0, dropout=0.5),
     "als": lambda items: ALSRecommender(factors=32, regularization=10.0),
     "bpr": lambda items: BPRRecommender(factors=64, learning_rate=0.01, iterations=100),
     "multvae": lambda items: MultVAERecommender(epochs=50),
+    "lightgcn": lambda items: LightGCNRecommender(),
+    # epochs: a ceiling; fit_split (evaluate) stops early on validation NDCG@10
+    "sasrec": lambda items: SASRecRecommender(lr=3e-3, epochs=80),
+    "sasrec-mt": lambda items: SASRecRecommender(lr=3e-3, epochs=80, value_weight=0.1),
     "content": lambda items: ContentRecommender(items=items),
     "hybrid": lambda items: HybridRecommender(
         [EASERecommender(reg=250.0), ALSRecommender(factors=32, regularization=10.0),
