@@ -66,8 +66,8 @@ GRIDS: dict[str, tuple[Callable[..., Recommender], dict[str, list]]] = {
     ),
     "lightgcn": (LightGCNRecommender, {}),
     # epochs: a ceiling; early stopping on validation NDCG@10 decides
-    "sasrec": (SASRecRecommender, {"lr": [3e-3]}),
-    "sasrec-mt": (SASRecRecommender, {"lr": [3e-3], "value_weight": [0.1]}),
+    "sasrec": (SASRecRecommender, {}),
+    "sasrec-mt": (SASRecRecommender, {"value_weight": [0.1]}),
 }
 
 

@@ -29,8 +29,8 @@ MODELS: dict[str, Callable[[pd.DataFrame | None], Recommender]] = {
     "multvae": lambda items: MultVAERecommender(epochs=50),
     "lightgcn": lambda items: LightGCNRecommender(),
     # epochs: a ceiling; fit_split (evaluate) stops early on validation NDCG@10
-    "sasrec": lambda items: SASRecRecommender(lr=3e-3, epochs=80),
-    "sasrec-mt": lambda items: SASRecRecommender(lr=3e-3, epochs=80, value_weight=0.1),
+    "sasrec": lambda items: SASRecRecommender(),
+    "sasrec-mt": lambda items: SASRecRecommender(value_weight=0.1),
     "content": lambda items: ContentRecommender(items=items),
     "hybrid": lambda items: HybridRecommender(
         [EASERecommender(reg=250.0), ALSRecommender(factors=32, regularization=10.0),
