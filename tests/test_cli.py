@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from valuerec.cli import app
 from valuerec.data.store import Store
+from valuerec.serve import create_app
+from valuerec.serve.keys import KeyStore, default_keys_path
 
 runner = CliRunner()
 
@@ -142,6 +145,14 @@ def test_demo_loads_both_real_data_sets(tmp_path):
     # recommendations: the evaluation table, a saved model and users' lists with reasons
     assert (tmp_path / "demo" / "movielens-100k.duckdb.models" / "rec-ease" / "CURRENT").exists()
     assert "similar to" in res.stdout and "cold start" in res.stdout
+    # it ends with how to serve that store; the server loads the saved EASE and answers a key
+    assert "valuerec serve --db" in res.stdout and "keys create --role read" in res.stdout
+    assert "/users/196/recommendations" in res.stdout
+    ml = tmp_path / "demo" / "movielens-100k.duckdb"
+    key = KeyStore(default_keys_path(ml)).create("read")[0]
+    with TestClient(create_app(ml)) as client:
+        answer = client.get("/users/196/recommendations?k=5", headers={"X-API-Key": key})
+    assert answer.status_code == 200 and len(answer.json()["items"]) == 5
 
 
 def test_version():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -236,13 +235,13 @@ def test_bootstrap_lower_is_better_metric() -> None:
     assert result["p_better"] == 1.0
 
 
-def test_bootstrap_speed_on_12k_customers() -> None:
+def test_bootstrap_on_12k_customers_separates_a_good_from_a_random_model() -> None:
+    # the size of the CDNOW evaluation half; speed is measured in benchmarks/ltv_cdnow.py
     rng = np.random.default_rng(10)
     n = 12_000
     actual = rng.gamma(0.3, 100.0, n) * (rng.random(n) < 0.5)
-    start = time.perf_counter()
-    paired_bootstrap(actual, actual + rng.normal(0, 80, n), rng.gamma(1.0, 1.0, n))
-    assert time.perf_counter() - start < 10.0  # < 5 s expected; slack for loaded CI machines
+    result = paired_bootstrap(actual, actual + rng.normal(0, 80, n), rng.gamma(1.0, 1.0, n))
+    assert result["low"] > 0.3 and result["p_better"] == 1.0
 
 
 # ------------------------------------------------------------------------------ evaluate_value

@@ -8,9 +8,17 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
+from conftest import BACKENDS
 from valuerec.data.ingest import InputError, ingest
 
 MAP = {"user": "user_id", "ts": "timestamp", "type": "event_type"}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that takes ``store`` runs on DuckDB and on PostgreSQL."""
+    return request.param
+
 
 GOOD_AND_BAD = """user,ts,type,value,channel
 u1,2020-01-01T10:00:00+02:00,Purchase,10.5,web

@@ -1,22 +1,21 @@
 """The REST API, driven through FastAPI's TestClient on a small synthetic shop.
 
-One template deployment (store, model artifacts, API keys) is built per module; every test
-gets its own copy, so tests that post events, delete users or swap models cannot leak into
-each other.
+One template deployment (store, model artifacts, API keys) is built per backend (a DuckDB
+file, a PostgreSQL database); every test gets its own copy, so tests that post events, delete
+users or swap models cannot leak into each other. Every test runs on both backends.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import BACKENDS, Databases, databases_for
 from valuerec.artifacts import ArtifactStore, default_root
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
@@ -34,12 +33,23 @@ from valuerec.value.segments import SEGMENTS
 USER = "u1"
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def databases(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Databases:
+    return databases_for(backend, tmp_path_factory.mktemp(f"serve-{backend}"), request)
+
+
+@pytest.fixture(scope="module")
+def template(databases: Databases) -> tuple[str, dict[str, str]]:
     """A store with a shop's events and items, two recommenders (EASE in two versions, v0002
     not promoted), a value model, and one key per role."""
-    root = tmp_path_factory.mktemp("serve-template")
-    db = root / "shop.duckdb"
+    db = databases.new("shop")
     data = generate(users=120, items=40, days=150, holdout_days=10, seed=5)
     with Store(db) as store:
         ingest(store, data.items, "items")
@@ -53,19 +63,18 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         naive = make_model("naive").fit(store, split.calibration_end, holdout_days=30)
         arts.save("value-naive", naive, {"model": "naive"})
     keys = KeyStore(default_keys_path(db))
-    return root, {
+    return db, {
         role: keys.create(role, name=f"test {role}")[0] for role in ("read", "write", "admin")
     }
 
 
 @pytest.fixture
-def deployment(template: tuple[Path, dict[str, str]], tmp_path: Path) -> tuple[Path, dict]:
+def deployment(template: tuple[str, dict[str, str]], databases: Databases) -> tuple[str, dict]:
     src, keys = template
-    shutil.copytree(src, tmp_path / "d")
-    return tmp_path / "d" / "shop.duckdb", keys
+    return databases.copy(src), keys
 
 
-def _client(db: Path, keys: dict[str, str], **settings: object) -> TestClient:
+def _client(db: str, keys: dict[str, str], **settings: object) -> TestClient:
     settings.setdefault("exposure_flush_seconds", 3600.0)  # tests flush by hand
     client = TestClient(create_app(db, settings=ServeSettings(**settings)))
     client.keys = keys  # type: ignore[attr-defined]
@@ -73,7 +82,7 @@ def _client(db: Path, keys: dict[str, str], **settings: object) -> TestClient:
 
 
 @pytest.fixture
-def client(deployment: tuple[Path, dict]) -> TestClient:
+def client(deployment: tuple[str, dict]) -> TestClient:
     """A fresh deployment: for tests that change something."""
     db, keys = deployment
     with _client(db, keys) as c:
@@ -81,13 +90,11 @@ def client(deployment: tuple[Path, dict]) -> TestClient:
 
 
 @pytest.fixture(scope="module")
-def reader(template: tuple[Path, dict[str, str]], tmp_path_factory) -> TestClient:
+def reader(template: tuple[str, dict[str, str]], databases: Databases) -> TestClient:
     """One deployment shared by the tests that only read (and by bad requests, which must not
     change anything either)."""
     src, keys = template
-    dst = tmp_path_factory.mktemp("serve-reader") / "d"
-    shutil.copytree(src, dst)
-    with _client(dst / "shop.duckdb", keys) as c:
+    with _client(databases.copy(src), keys) as c:
         yield c
 
 
@@ -656,8 +663,8 @@ def test_openapi_lists_every_endpoint_and_the_key_header(reader):
     assert "user_id" in schema["components"]["schemas"]["EventIn"]["required"]
 
 
-def test_a_store_without_models_still_serves_and_says_why(tmp_path):
-    db = tmp_path / "bare.duckdb"
+def test_a_store_without_models_still_serves_and_says_why(databases):
+    db = databases.new("bare")
     with Store(db) as store:
         ingest(store, generate(users=10, items=5, days=20, seed=1).events, "events")
     key, _ = KeyStore(default_keys_path(db)).create("read")
@@ -667,3 +674,30 @@ def test_a_store_without_models_still_serves_and_says_why(tmp_path):
         assert res.status_code == 503 and "valuerec train" in res.json()["message"]
         res = c.get("/segments", headers={"X-API-Key": key})
         assert res.status_code == 503 and "no value model" in res.json()["message"]
+
+
+def test_serving_scores_are_the_models_own_history_scores():
+    """The serving fast path (``ModelHandle.score`` on item positions) gives exactly what the
+    model's ``score_histories`` gives on item ids: for order-blind models (CSR built by the
+    handle) and an order-aware one (SASRec), with cold, unknown and repeated items."""
+    from valuerec.recommend.knn import ItemKNNRecommender
+    from valuerec.recommend.sasrec import SASRecRecommender
+    from valuerec.serve.registry import ModelHandle
+
+    events = generate(users=40, items=15, days=60, seed=3).events
+    inter = Interactions.from_frame(events)
+    models = [
+        PopularityRecommender(),
+        EASERecommender(reg=10.0),
+        ItemKNNRecommender(k=5),
+        SASRecRecommender(max_len=8, d_model=16, n_layers=1, epochs=1, eval_every=1),
+    ]
+    for model in models:
+        model.fit(inter)
+        handle = ModelHandle("m", "rec-m", "v0001", {}, model, 0.0)
+        assert handle.order_blind == (not isinstance(model, SASRecRecommender))
+        ids = [str(i) for i in model.item_ids_]
+        histories = [[], [ids[0]], [ids[3], ids[1], ids[3], "not-an-item"], ["nope"], ids[:7]]
+        expected = np.asarray(model.score_histories(histories), dtype=np.float64)
+        got = handle.score([handle.indices(h) for h in histories])
+        assert np.allclose(got, expected, rtol=1e-5, atol=1e-6), type(model).__name__

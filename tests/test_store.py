@@ -5,8 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import BACKENDS
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store, StoreError, default_db_path
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that takes ``store`` runs on DuckDB and on PostgreSQL."""
+    return request.param
 
 
 @pytest.fixture

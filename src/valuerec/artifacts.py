@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from valuerec import __version__
-from valuerec.data.store import Store
+from valuerec.data.store import Store, deployment_path
 
 try:  # POSIX advisory locks serialise promotions; elsewhere writers must not race
     import fcntl
@@ -74,12 +74,13 @@ def default_root(db_path: str | os.PathLike[str]) -> Path:
     """Where the artifacts of the store at ``db_path`` live: ``db_path + ".models"``.
 
     Keeping them beside the store ties a model to the data it was trained on, and copying the
-    two together moves a whole deployment.
+    two together moves a whole deployment. A PostgreSQL URL has no folder: its artifacts go
+    under ``$VALUEREC_HOME`` (:func:`valuerec.data.store.deployment_path`).
     """
     path = str(db_path)
     if path == ":memory:":
         raise ValueError("an in-memory store has no default artifact folder: pass a root")
-    return Path(path + ".models")
+    return Path(deployment_path(path) + ".models")
 
 
 def data_fingerprint(store: Store) -> str:

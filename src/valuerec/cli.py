@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_recommend import recommend_app
 from valuerec.cli_recommend import recommend_for as rec_for
 from valuerec.cli_serve import keys_app, serve, train
+from valuerec.cli_simulate import campaign, policy_app, simulate
 from valuerec.cli_value import fit as value_fit
 from valuerec.cli_value import segments as value_segments
 from valuerec.cli_value import value_app
@@ -35,6 +37,7 @@ from valuerec.data import datasets as ds
 from valuerec.data import synth
 from valuerec.data.ingest import FORMATS, IngestResult, InputError, ingest
 from valuerec.data.store import default_db_path
+from valuerec.report.cli import report
 
 app = typer.Typer(
     help="valuerec: predict each user's lifetime value and recommend what to show them.",
@@ -356,12 +359,29 @@ def demo(
     for user in ("1", "196", "a-new-visitor"):
         rec_for(user_id=user, model="ease", k=5, db=ml_db, as_json=False)
     out.print(f"Stores and model artifacts under {out_dir}/.")
+    # the EASE artifact saved above (rec-ease in <db>.models) is what `valuerec serve` loads
+    db = shlex.quote(ml_db)
+    out.rule("[bold]serve it")
+    out.print(
+        "Start the API on the MovieLens-100K store (one terminal):\n"
+        f"  valuerec serve --db {db} --port 8000\n"
+        "then create a read key and ask for user 196's recommendations (another terminal):\n"
+        f"  KEY=$(valuerec keys create --role read --db {db} | tail -n 1); "
+        'curl -s -H "X-API-Key: $KEY" "http://127.0.0.1:8000/users/196/recommendations?k=5"',
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # after the commands above, so that `valuerec --help` lists the data commands first
 app.command("train")(train)
 app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
+app.command("report")(report)
+app.command("simulate")(simulate)
+app.add_typer(policy_app, name="policy")
+value_app.command("campaign")(campaign)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

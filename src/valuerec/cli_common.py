@@ -10,14 +10,13 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from valuerec.data.store import Store, StoreError
+from valuerec.data.store import Store, StoreError, store_exists
 
 out = Console()
 err = Console(stderr=True)
@@ -25,7 +24,10 @@ err = Console(stderr=True)
 DbOption = Annotated[
     str,
     typer.Option(
-        "--db", envvar="VALUEREC_DB", help="Store: a DuckDB file path.", show_default=True
+        "--db",
+        envvar="VALUEREC_DB",
+        help="Store: a DuckDB file path or a postgresql:// URL.",
+        show_default=True,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -40,7 +42,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 @contextmanager
 def open_store(db: str, *, must_exist: bool = False) -> Iterator[Store]:
     """The store at ``db``; ``must_exist``: a mistyped path is an error, not a new store."""
-    if must_exist and db != ":memory:" and not Path(db).exists():
+    if must_exist and not store_exists(db):
         raise fail(f"no store at {db}: ingest data first (valuerec ingest / valuerec load)")
     try:
         store = Store(db)

@@ -17,7 +17,7 @@ from rich.table import Table
 from valuerec.cli_common import DbOption, JsonOption, err, fail, open_store, out, print_json
 from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_value import fit as value_fit
-from valuerec.data.store import StoreError, default_db_path
+from valuerec.data.store import StoreError, default_db_path, redact, store_exists
 from valuerec.recommend.registry import MODELS as REC_MODELS
 from valuerec.serve.config import CONFIG_ENV, ConfigError, ServeSettings, load_settings
 from valuerec.serve.keys import KeyStore, default_keys_path
@@ -80,7 +80,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the REST API (one worker) with the current model versions of the store."""
-    if db != ":memory:" and not Path(db).exists():
+    if not store_exists(db):
         raise fail(f"no store at {db}: ingest data and run `valuerec train` first")
     settings = _settings(config)
     import uvicorn
@@ -101,7 +101,7 @@ def serve(
     if not loaded:
         err.print("[yellow]no recommender artifacts[/]: run `valuerec train` first")
     out.print(
-        f"serving {db} on http://{host}:{port} (docs: /docs); "
+        f"serving {redact(db)} on http://{host}:{port} (docs: /docs); "
         f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
         soft_wrap=True,
     )
@@ -180,7 +180,7 @@ def train(
     if failed:
         err.print(f"[bold red]failed:[/] {', '.join(failed)}")
         raise typer.Exit(1)
-    out.print(f"done: start the API with `valuerec serve --db {db}`")
+    out.print(f"done: start the API with `valuerec serve --db {redact(db)}`")
 
 
 @keys_app.command("create")

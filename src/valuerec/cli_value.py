@@ -40,7 +40,7 @@ from valuerec.cli_common import DbOption, JsonOption, err, open_store, out
 from valuerec.cli_common import fail as _fail
 from valuerec.cli_common import print_json as _print_json
 from valuerec.cli_common import progress as _progress
-from valuerec.data.store import Store, default_db_path
+from valuerec.data.store import Store, default_db_path, store_exists
 from valuerec.evaluate.value import ValueReport, evaluate_value
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import SplitError, TemporalSplit, to_timestamp
@@ -90,7 +90,7 @@ def _open_store(db: str) -> AbstractContextManager[Store]:
 
 def _require_store(db: str) -> None:
     """A mistyped ``--db`` is an error here, not a new empty store (as opening would make)."""
-    if db != ":memory:" and not Path(db).exists():
+    if not store_exists(db):
         raise _fail(f"no store at {db}: ingest data first (valuerec ingest / valuerec load)")
 
 

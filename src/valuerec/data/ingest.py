@@ -18,6 +18,11 @@ reading the file:
 
 Because identities are decided over the whole file before anything is written, a run killed
 half way and started again writes exactly the missing rows.
+
+Steps 1-4 always run in DuckDB (:attr:`Store.compute`). For a DuckDB store that is the store's
+own connection, so step 4 anti-joins against the stored tables in place; for a PostgreSQL
+store it is a private in-memory DuckDB, and the comparison with stored rows happens on the
+server as each batch is written (:meth:`Store.append_staged`), with the same rules.
 """
 
 from __future__ import annotations
@@ -328,7 +333,7 @@ def ingest(
     is_path = isinstance(source, str | Path)
     name = source_name or (str(source) if is_path else f"<{type(source).__name__}>")
     started = time.time()
-    con = store.con
+    con = store.compute
     report = progress or (lambda *_: None)
     report("reading", 0, 1)
     try:
@@ -344,10 +349,12 @@ def ingest(
             raise InputError(f"{name}: cannot be read as {format or 'its format'}: {msg}") from None
         report("reading", 1, 1)
         report("deduplicating", 0, 1)
-        new_sql = _key_events(con) if tbl is EVENTS else _key_entities(con, tbl)
-        n_rejects = _quarantine_rows(con, tbl, fmt, name, by_field)
+        local = store.local
+        new_sql = _key_events(con, local) if tbl is EVENTS else _key_entities(con, tbl, local)
+        n_rejects = _quarantine_rows(con, tbl, fmt, name, by_field, local)
         report("deduplicating", 1, 1)
-        return _write(store, tbl, new_sql, name, started, batch_size, n_rejects, report)
+        with store.ingest_lock():
+            return _write(store, tbl, new_sql, name, started, batch_size, n_rejects, report)
     finally:
         for t in ("_vr_src", "_vr_stage", "_vr_new", "_vr_bad", "_vr_rep", "_vr_skip",
                   "_vr_rejects", "_vr_scans"):  # fmt: skip
@@ -444,7 +451,7 @@ def _properties_expr(by_field: dict[str, str], extras: list[str]) -> str:
 _CONTENT = ("user_id", "item_id", "event_type", "timestamp", "value", "quantity", "rating")
 
 
-def _key_events(con: duckdb.DuckDBPyConnection) -> str:
+def _key_events(con: duckdb.DuckDBPyConnection, local: bool = True) -> str:
     """Decide which valid events are new; returns a SELECT of them (with ``_row``).
 
     An event's identity is its ``event_id`` when given; otherwise its content plus its
@@ -455,6 +462,9 @@ def _key_events(con: duckdb.DuckDBPyConnection) -> str:
     Identity is compared column by column (DuckDB hashes them inside the join) rather than
     through a persisted hash, so nothing depends on a hash function staying the same across
     library versions; ``hash()`` below only pre-selects candidate repeats within this run.
+
+    ``local``: the stored events are on ``con``, so rows already stored are dropped here;
+    otherwise the store drops them as it writes (the numbering within the file is the same).
     """
     content = ", ".join(_CONTENT)
     con.execute("DROP TABLE IF EXISTS _vr_rep")
@@ -474,7 +484,7 @@ def _key_events(con: duckdb.DuckDBPyConnection) -> str:
     )
     con.execute("DROP TABLE IF EXISTS _vr_skip")
     con.execute("CREATE TEMP TABLE _vr_skip (_row BIGINT)")
-    if con.execute("SELECT count(*) FROM events").fetchone()[0]:
+    if local and con.execute("SELECT count(*) FROM events").fetchone()[0]:
         same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM s.{c}" for c in _CONTENT)
         con.execute(
             f"""INSERT INTO _vr_skip
@@ -496,27 +506,37 @@ def _key_events(con: duckdb.DuckDBPyConnection) -> str:
             AND s._row NOT IN (SELECT _row FROM _vr_skip)"""
 
 
-def _key_entities(con: duckdb.DuckDBPyConnection, tbl: Table) -> str:
-    """Items/users: the last row per id, unless identical to what is stored (a SELECT)."""
+def _key_entities(con: duckdb.DuckDBPyConnection, tbl: Table, local: bool = True) -> str:
+    """Items/users: the last row per id, unless identical to what is stored (a SELECT).
+
+    Not ``local``: the store compares with its rows as it writes.
+    """
     key = tbl.key
     same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in tbl.names if c != key)
+    unchanged = f"EXISTS (SELECT 1 FROM {tbl.name} t WHERE t.{key} = s.{key} AND {same})"
     con.execute("DROP TABLE IF EXISTS _vr_new")
     con.execute(
         f"""CREATE TEMP TABLE _vr_new AS
         WITH latest AS (SELECT * FROM _vr_stage WHERE NOT _bad
             QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _row DESC) = 1)
-        SELECT s.* FROM latest s
-        WHERE NOT EXISTS (SELECT 1 FROM {tbl.name} t WHERE t.{key} = s.{key} AND {same})"""
+        SELECT s.* FROM latest s WHERE NOT {unchanged if local else "false"}"""
     )
     return "SELECT * FROM _vr_new"
 
 
 def _quarantine_rows(
-    con: duckdb.DuckDBPyConnection, tbl: Table, fmt: str, name: str, by_field: dict[str, str]
+    con: duckdb.DuckDBPyConnection,
+    tbl: Table,
+    fmt: str,
+    name: str,
+    by_field: dict[str, str],
+    local: bool = True,
 ) -> int:
     """``_vr_bad``: one row per rejected record with field(s), reason(s) and the raw record.
 
-    Returns how many lines the reader itself rejected (they have no record number).
+    Returns how many lines the reader itself rejected (they have no record number). Rows
+    already in the quarantine are dropped here when it is on ``con`` (``local``), else by the
+    store as it writes.
     """
     fields, reasons = [], []
     # CASE, not OR: DuckDB may evaluate both sides of OR, and json_type fails on bad JSON
@@ -561,10 +581,11 @@ def _quarantine_rows(
         UPDATE _vr_bad SET quarantine_key = CAST(md5(concat_ws({SEP}, {_lit(tbl.name)},
             {_lit(name)}, coalesce(line, -1), coalesce(row, -1), raw)) AS UUID)"""
     )
-    con.execute(
-        "DELETE FROM _vr_bad b WHERE EXISTS "
-        "(SELECT 1 FROM quarantine q WHERE q.quarantine_key = b.quarantine_key)"
-    )
+    if local:
+        con.execute(
+            "DELETE FROM _vr_bad b WHERE EXISTS "
+            "(SELECT 1 FROM quarantine q WHERE q.quarantine_key = b.quarantine_key)"
+        )
     return n_rejects
 
 
@@ -614,18 +635,20 @@ def _write(
     n_rejects: int,
     report: Progress,
 ) -> IngestResult:
-    """Commit the new rows and ``_vr_bad`` in batches of records, one transaction each."""
-    con = store.con
+    """Commit the new rows and ``_vr_bad`` in batches of records, one transaction each.
+
+    The rows are read from the staging connection and handed to the store, which writes them
+    in its own engine (:meth:`Store.append_staged`, :meth:`Store.append_quarantine`).
+    """
+    con = store.compute
     n_valid, n_bad_rows, max_row = con.execute(
         "SELECT count(*) FILTER (NOT _bad), count(*) FILTER (_bad), coalesce(max(_row), 0) "
         "FROM _vr_stage"
     ).fetchone()
     n_new = 0
-    run_id = int(con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM ingest_runs").fetchone()[0])
-    cols = ", ".join(tbl.names + (["occurrence"] if tbl is EVENTS else []))
-    verb = "INSERT INTO" if tbl is EVENTS else "INSERT OR REPLACE INTO"
-    extra_col = "" if tbl is EVENTS else ", updated_at"
-    extra_val = "" if tbl is EVENTS else ", now()::TIMESTAMP"
+    run_id = int(store.fetch("SELECT coalesce(max(run_id), 0) + 1 FROM ingest_runs")[0][0])
+    cols = ", ".join(tbl.names)
+    extra = "occurrence" if tbl is EVENTS else "now()::TIMESTAMP AS updated_at"
     n_batches = max(1, -(-int(max_row) // batch_size))
     for b in range(n_batches):
         lo, hi = b * batch_size + 1, (b + 1) * batch_size
@@ -633,19 +656,17 @@ def _write(
         # rejected CSV lines have no record number: they travel with the last batch
         bad_cond = f"row BETWEEN {lo} AND {hi}" + (" OR row IS NULL" if last else "")
         with store.transaction():
-            (inserted,) = con.execute(
-                f"{verb} {tbl.name} ({cols}{extra_col}) SELECT {cols}{extra_val} "
-                f"FROM ({new_sql}) WHERE _row BETWEEN {lo} AND {hi}"
-            ).fetchone()
-            n_new += int(inserted)
-            con.execute(
-                "INSERT INTO quarantine SELECT quarantine_key, ?, ?, ?, line, row, field, reason,"
-                f" raw, now()::TIMESTAMP FROM _vr_bad WHERE {bad_cond}",
-                [run_id, tbl.name, name],
+            rows = f"SELECT {cols}, {extra} FROM ({new_sql}) WHERE _row BETWEEN {lo} AND {hi}"
+            n_new += store.append_staged(tbl, con, rows)
+            store.append_quarantine(
+                con,
+                f"SELECT quarantine_key, CAST({run_id} AS BIGINT) AS run_id, "
+                f"{_lit(tbl.name)} AS kind, {_lit(name)} AS source, line, row, field, reason, "
+                f"raw, now()::TIMESTAMP AS quarantined_at FROM _vr_bad WHERE {bad_cond}",
             )
             if last:
                 rows_read = int(n_valid + n_bad_rows + n_rejects)
-                con.execute(
+                store.execute(
                     "INSERT INTO ingest_runs VALUES (?, ?, ?, to_timestamp(?)::TIMESTAMP, "
                     "now()::TIMESTAMP, ?, ?, ?, ?)",
                     [run_id, tbl.name, name, started, rows_read, int(n_new),

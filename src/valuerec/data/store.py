@@ -1,19 +1,34 @@
 """The store: one small class in front of the database that holds events, items and users.
 
 DuckDB is the default backend because an embedded columnar file needs no server and runs the
-feature SQL of later layers at laptop scale. Callers only use the methods below (and
-:meth:`Store.query` for read-only SQL), so a PostgreSQL backend can be added behind the same
-surface without touching them.
+feature SQL of later layers at laptop scale. ``Store("postgresql://user@host/db")`` (or
+``$VALUEREC_DB`` set to such a URL) gives a :class:`valuerec.data.postgres.PostgresStore`
+instead: a subclass with the same methods, so callers never ask which one they hold.
+
+Callers use three kinds of access, and each backend implements all three:
+
+* the read methods below and :meth:`Store.query` / ``store.con.execute`` for read-only
+  analytic SQL in DuckDB's dialect (feature SQL, reports). On PostgreSQL these run in an
+  in-process DuckDB copy of the tables that is refreshed when PostgreSQL says a table changed,
+  so every analytic query gives the same answer on both backends;
+* :meth:`Store.execute`, :meth:`Store.fetch` and :meth:`Store.fetch_frame` for *portable*
+  SQL (``?`` placeholders, standard SQL both engines accept, e.g. ``INSERT ... ON CONFLICT``)
+  that runs on the database itself: the serving layer's point reads and writes;
+* the ingest hooks (:attr:`Store.compute`, :meth:`Store.append_staged`,
+  :meth:`Store.append_quarantine`, :meth:`Store.ingest_lock`), through which
+  :mod:`valuerec.data.ingest` validates in DuckDB and writes to either backend.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 import pandas as pd
@@ -21,11 +36,57 @@ import pandas as pd
 from valuerec.data.schema import EVENTS, ITEMS, QUARANTINE_COLUMNS, TABLES, USERS, Table
 
 DEFAULT_DB = "valuerec.duckdb"
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+#: Tables :meth:`Store.count` accepts (the name is put into SQL, so it must be one of these).
+COUNTABLE = frozenset({*TABLES, "quarantine", "ingest_runs"})
 
 
 def default_db_path() -> str:
     """The store used when no ``--db`` is given: ``$VALUEREC_DB`` or ``./valuerec.duckdb``."""
     return os.environ.get("VALUEREC_DB") or DEFAULT_DB
+
+
+def is_url(db: str | os.PathLike[str]) -> bool:
+    """Whether ``db`` names a PostgreSQL database (``postgresql://...``) rather than a file."""
+    return str(db).startswith(URL_SCHEMES)
+
+
+def redact(db: str | os.PathLike[str]) -> str:
+    """``db`` safe to print: a URL's password replaced by ``***``."""
+    text = str(db)
+    if not is_url(text):
+        return text
+    text = re.sub(r"^([a-z]+://[^:/@?]*):[^@/?]*@", r"\1:***@", text)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", text)
+
+
+def store_exists(db: str | os.PathLike[str]) -> bool:
+    """Whether ``db`` already holds a store; a URL is taken to (connecting will tell)."""
+    text = str(db)
+    return text == ":memory:" or is_url(text) or Path(text).exists()
+
+
+def deployment_path(db: str | os.PathLike[str]) -> str:
+    """The local path beside which a store's model artifacts and API keys live.
+
+    A DuckDB store's own path; for a PostgreSQL URL, ``$VALUEREC_HOME`` (default: the working
+    directory) joined with ``DBNAME@HOST`` (plus ``.SCHEMA`` when the URL sets a search path),
+    since a database on a server has no folder to sit beside, yet a deployment still needs one
+    place for its files.
+    """
+    text = str(db)
+    if not is_url(text):
+        return text
+    parts = urlsplit(text)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    host = parts.hostname or query.get("host", "local")
+    name = f"{parts.path.lstrip('/') or query.get('dbname', 'postgres')}@{host}"
+    schema = re.search(r"search_path\s*=\s*([^\s,]+)", query.get("options", ""))
+    if schema:
+        name += f".{schema.group(1)}"
+    safe = re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("_")
+    return str(Path(os.environ.get("VALUEREC_HOME") or ".") / safe)
 
 
 def _ddl(t: Table) -> str:
@@ -42,16 +103,53 @@ def _ddl(t: Table) -> str:
     return f"CREATE TABLE IF NOT EXISTS {t.name} ({', '.join(cols)})"
 
 
+#: ``ingest_runs``: one row per ingest, written with its last batch.
+INGEST_RUNS_COLUMNS = (
+    ("run_id", "BIGINT PRIMARY KEY"),
+    ("kind", "VARCHAR"),
+    ("source", "VARCHAR"),
+    ("started_at", "TIMESTAMP"),
+    ("finished_at", "TIMESTAMP"),
+    ("rows_read", "BIGINT"),
+    ("stored", "BIGINT"),
+    ("duplicates", "BIGINT"),
+    ("quarantined", "BIGINT"),
+)
+
+
+def staged_columns(t: Table) -> list[str]:
+    """The columns ingest hands to :meth:`Store.append_staged` for table ``t``, in order."""
+    return [*t.names, "occurrence" if t is EVENTS else "updated_at"]
+
+
 class Store:
     """A valuerec database: the canonical tables, the quarantine and the ingest log.
+
+    ``Store(path)`` opens (or creates) a DuckDB file; ``Store("postgresql://...")`` returns a
+    :class:`~valuerec.data.postgres.PostgresStore`, a subclass with the same methods.
 
     >>> store = Store(":memory:")
     >>> store.count("events")
     0
     """
 
+    #: whether ingest's DuckDB staging runs on the store's own connection (and can therefore
+    #: anti-join against the stored tables in place)
+    local: bool = True
+
+    def __new__(
+        cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False
+    ) -> Store:
+        target = str(path) if path is not None else default_db_path()
+        if cls is Store and is_url(target):
+            from valuerec.data.postgres import PostgresStore
+
+            return super().__new__(PostgresStore)
+        return super().__new__(cls)
+
     def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
         self.path = str(path) if path is not None else default_db_path()
+        self.read_only = read_only
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -70,12 +168,18 @@ class Store:
             self.con.execute(_ddl(t))
         cols = ", ".join(f"{name} {typ}" for name, typ in QUARANTINE_COLUMNS)
         self.con.execute(f"CREATE TABLE IF NOT EXISTS quarantine ({cols})")
-        self.con.execute(
-            """CREATE TABLE IF NOT EXISTS ingest_runs (
-                run_id BIGINT PRIMARY KEY, kind VARCHAR, source VARCHAR,
-                started_at TIMESTAMP, finished_at TIMESTAMP, rows_read BIGINT,
-                stored BIGINT, duplicates BIGINT, quarantined BIGINT)"""
-        )
+        cols = ", ".join(f"{name} {typ}" for name, typ in INGEST_RUNS_COLUMNS)
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS ingest_runs ({cols})")
+
+    def ensure_table(self, name: str, columns: Sequence[tuple[str, str]], key: str) -> None:
+        """Create a table of the caller's own (e.g. the API's item flags) if it is missing.
+
+        ``columns`` are ``(name, type)`` in DuckDB spelling (VARCHAR, DOUBLE, TIMESTAMP,
+        BOOLEAN, ... optionally ``NOT NULL``); ``key`` is the primary key column. Going
+        through the store lets each backend map the types and watch the table for changes.
+        """
+        cols = ", ".join(f"{c} {typ}" + (" PRIMARY KEY" if c == key else "") for c, typ in columns)
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
 
     def close(self) -> None:
         self.con.close()
@@ -87,10 +191,10 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store({self.path!r})"
+        return f"{type(self).__name__}({redact(self.path)!r})"
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self) -> Iterator[Any]:
         """Run a block atomically: everything in it commits together or not at all."""
         self.con.execute("BEGIN TRANSACTION")
         try:
@@ -100,15 +204,62 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
+    # -- portable SQL on the database itself --------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        """Run one portable statement (``?`` placeholders); returns the rows it changed.
+
+        Portable: SQL that DuckDB and PostgreSQL both accept, so the serving layer's writes
+        run unchanged on either backend. -1 when the statement changes no rows by nature.
+        """
+        cur = self.con.execute(sql, params or [])
+        if cur.description and cur.description[0][0] == "Count":
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+        return -1
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of one portable query, run on the database itself (point reads, pages)."""
+        return self.con.execute(sql, params or []).fetchall()
+
+    def fetch_frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """:meth:`fetch` as a DataFrame."""
+        return self.con.execute(sql, params or []).df()
+
+    # -- ingest hooks ------------------------------------------------------------------------
+    @property
+    def compute(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection where ingest reads, validates and dedupes (its temp tables)."""
+        return self.con
+
+    def ingest_lock(self) -> AbstractContextManager[object]:
+        """Held while an ingest decides its run id and writes (one writer per DuckDB file)."""
+        return nullcontext()
+
+    def append_staged(self, t: Table, con: duckdb.DuckDBPyConnection, select: str) -> int:
+        """Store the rows of ``select`` (on ``con``; columns :func:`staged_columns`).
+
+        Ingest has already dropped the rows this store holds; events are appended, items and
+        users replace the stored row with the same id. Returns the rows written.
+        """
+        verb = "INSERT INTO" if t is EVENTS else "INSERT OR REPLACE INTO"
+        cols = ", ".join(staged_columns(t))
+        (n,) = con.execute(f"{verb} {t.name} ({cols}) {select}").fetchone()
+        return int(n)
+
+    def append_quarantine(self, con: duckdb.DuckDBPyConnection, select: str) -> int:
+        """Store quarantine rows (``select`` on ``con`` yields every quarantine column)."""
+        (n,) = con.execute(f"INSERT INTO quarantine {select}").fetchone()
+        return int(n)
+
     # -- reads -------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        """Run read-only SQL against the store and return a DataFrame."""
+        """Run read-only SQL (DuckDB's dialect) against the store and return a DataFrame."""
         return self.con.execute(sql, params or []).df()
 
     def count(self, table: str) -> int:
-        if table not in {*TABLES, "quarantine", "ingest_runs"}:
+        if table not in COUNTABLE:
             raise ValueError(f"unknown table {table!r}")
-        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        return int(self.fetch(f"SELECT count(*) FROM {table}")[0][0])
 
     def events(
         self,
@@ -169,7 +320,7 @@ class Store:
         )
         spend = c.execute("SELECT coalesce(sum(value), 0) FROM events").fetchone()[0]
         return {
-            "db": self.path,
+            "db": redact(self.path),
             "events": int(n_events),
             "users_with_events": int(n_users_ev),
             "items_with_events": int(n_items_ev),

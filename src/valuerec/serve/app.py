@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,6 +20,7 @@ from valuerec import __version__
 from valuerec.artifacts import ArtifactStore, default_root
 from valuerec.data.store import Store
 from valuerec.serve.config import ServeSettings
+from valuerec.serve.dashboard import install_dashboard
 from valuerec.serve.errors import install_error_handlers
 from valuerec.serve.keys import KeyStore, default_keys_path
 from valuerec.serve.metrics import MetricsMiddleware
@@ -78,6 +78,7 @@ def create_app(
     app.state.service = service
     app.state.keys = KeyStore(keys_path if keys_path is not None else default_keys_path(db_path))
     install_error_handlers(app)
+    install_dashboard(app)  # GET /dashboard and its read-only views
     app.include_router(public)
     app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
@@ -112,4 +113,4 @@ def app_from_env() -> FastAPI:  # pragma: no cover - for `uvicorn --factory`
     from valuerec.data.store import default_db_path
     from valuerec.serve.config import load_settings
 
-    return create_app(Path(default_db_path()), settings=load_settings())
+    return create_app(default_db_path(), settings=load_settings())

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 
+from valuerec.data.store import deployment_path
+
 __all__ = ["KeyRecord", "KeyStore", "Role", "default_keys_path", "hash_key"]
 
 KEY_PREFIX = "vr_"
@@ -62,11 +64,15 @@ class KeyRecord:
 
 
 def default_keys_path(db_path: str | os.PathLike[str]) -> Path:
-    """``<store path>.keys.json``: keys travel with the deployment they open."""
+    """``<store path>.keys.json``: keys travel with the deployment they open.
+
+    For a PostgreSQL URL, the path is under ``$VALUEREC_HOME`` (see
+    :func:`valuerec.data.store.deployment_path`).
+    """
     path = str(db_path)
     if path == ":memory:":
         raise ValueError("an in-memory store has no default key file: pass a path")
-    return Path(path + ".keys.json")
+    return Path(deployment_path(path) + ".keys.json")
 
 
 def hash_key(key: str) -> str:

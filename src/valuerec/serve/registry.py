@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from valuerec.artifacts import ArtifactError, ArtifactStore
 from valuerec.recommend.base import Recommender
@@ -60,9 +61,14 @@ class ModelHandle:
     ids: np.ndarray = field(init=False, repr=False)
     positions: dict[str, int] = field(init=False, repr=False)
 
+    #: the model scores a history as a set of items (the base ``_score_sequences``): serving
+    #: then builds the CSR rows itself, without scipy's COO round trip
+    order_blind: bool = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.model.item_ids_, dtype=object)
         self.positions = {str(item): j for j, item in enumerate(self.ids)}
+        self.order_blind = type(self.model)._score_sequences is Recommender._score_sequences
 
     @property
     def item_ids(self) -> pd.Index:
@@ -74,6 +80,47 @@ class ModelHandle:
         return np.fromiter(
             (j for j in (pos.get(i, -1) for i in item_ids) if j >= 0), dtype=np.int64
         )
+
+    def score(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores (one row per sequence, float64) for histories given as item positions.
+
+        The same scores as ``model.score_histories`` on the item ids (an empty history gets
+        the cold-start scores), minus its per-request costs, which were most of a
+        recommendation's latency: the pandas id lookup (positions come from :meth:`indices`)
+        and, for order-blind models, the COO matrix (the CSR rows are built directly, each
+        row's items unique and sorted, value 1, as the base class does).
+        """
+        model = self.model
+        out = np.empty((len(sequences), len(self.ids)), dtype=np.float64)
+        warm = [r for r, s in enumerate(sequences) if len(s)]
+        if warm:
+            seqs = [sequences[r] for r in warm]
+            if self.order_blind:
+                cols = [np.unique(s) for s in seqs]
+                indptr = np.zeros(len(cols) + 1, dtype=np.int64)
+                np.cumsum([len(c) for c in cols], out=indptr[1:])
+                rows = sp.csr_matrix(
+                    (np.ones(int(indptr[-1]), np.float32), np.concatenate(cols), indptr),
+                    shape=(len(cols), len(self.ids)),
+                )
+                out[warm] = model._score_rows(rows)
+            else:
+                out[warm] = model._score_sequences(seqs)
+        if len(warm) < len(sequences):
+            cold = [r for r, s in enumerate(sequences) if not len(s)]
+            out[cold] = model.cold_start_scores()
+        return out
+
+    def reasons(self, seen: np.ndarray, items: np.ndarray, titles: dict[str, str]) -> list[str]:
+        """``recommend.explain.because`` for a non-empty history, by position: the history
+        item most similar to each recommended item, named by its title. Same reasons, but
+        ids come from a NumPy array, not the model's pandas index (a slow scalar lookup)."""
+        ids, sim = self.ids, self.model._item_similarity
+        out = []
+        for j in items:
+            h = ids[seen[int(np.argmax(sim(int(j))[seen]))]]
+            out.append(f"similar to {titles.get(h, h)}")
+        return out
 
 
 @dataclass(eq=False)

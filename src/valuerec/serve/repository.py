@@ -3,9 +3,12 @@
 The recommendation path never comes here: it reads the in-memory state
 (:mod:`valuerec.serve.state`). This module is what writes events, users and items, reads the
 histories at start-up and after a write, and pages through lists. Keeping every SQL statement
-here is what lets a PostgreSQL store slot in behind the same methods later.
+here, written in the SQL that DuckDB and PostgreSQL both accept (``?`` placeholders,
+``INSERT ... ON CONFLICT``, ``IN (SELECT unnest(?::VARCHAR[]))``) and run through the store's
+portable methods (:meth:`Store.execute`, :meth:`Store.fetch`, :meth:`Store.fetch_frame`), is
+what lets the same API run on a DuckDB file or a PostgreSQL server.
 
-A DuckDB connection must not be used from two threads at once, and FastAPI runs synchronous
+A database connection must not be used from two threads at once, and FastAPI runs synchronous
 endpoints on a thread pool, so every method holds :attr:`Repository.lock` (re-entrant, so a
 method may call another).
 """
@@ -56,6 +59,19 @@ def _json(value: Any) -> Any:
         return None
 
 
+def _upsert(table: str, columns: Sequence[str], values: str) -> str:
+    """Portable insert-or-replace of one row by its first column, stamping ``updated_at``.
+
+    ``INSERT ... ON CONFLICT DO UPDATE`` is the form both DuckDB and PostgreSQL accept
+    (DuckDB's ``INSERT OR REPLACE`` is not PostgreSQL).
+    """
+    sets = ", ".join(f"{c} = excluded.{c}" for c in [*columns[1:], "updated_at"])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}, updated_at) "
+        f"VALUES ({values}, now()::TIMESTAMP) ON CONFLICT ({columns[0]}) DO UPDATE SET {sets}"
+    )
+
+
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
@@ -69,16 +85,17 @@ class Repository:
         self.store = store
         self.lock = threading.RLock()
 
-    @property
-    def con(self) -> Any:
-        return self.store.con
-
     def ensure_schema(self) -> None:
         """Create the serving layer's own table (item flags) if it is missing."""
         with self.lock:
-            self.con.execute(
-                f"CREATE TABLE IF NOT EXISTS {FLAGS_TABLE} (item_id VARCHAR PRIMARY KEY, "
-                "hidden BOOLEAN NOT NULL, updated_at TIMESTAMP)"
+            self.store.ensure_table(
+                FLAGS_TABLE,
+                [
+                    ("item_id", "VARCHAR"),
+                    ("hidden", "BOOLEAN NOT NULL"),
+                    ("updated_at", "TIMESTAMP"),
+                ],
+                key="item_id",
             )
 
     def close(self) -> None:
@@ -106,12 +123,12 @@ class Repository:
             where.append("user_id IN (SELECT unnest(?::VARCHAR[]))")
             params.append(list(user_ids))
         with self.lock:
-            frame = self.con.execute(
+            frame = self.store.fetch_frame(
                 "SELECT user_id, item_id, event_type IN (SELECT unnest(?::VARCHAR[])) AS negative"
                 f" FROM events WHERE {' AND '.join(where)}"
                 " ORDER BY user_id, timestamp, item_id, occurrence",
                 [list(roles.negative), *params],
-            ).df()
+            )
         return frame
 
     def ingest_events(self, frame: pd.DataFrame, source: str) -> IngestResult:
@@ -122,7 +139,7 @@ class Repository:
 
     def event_types(self) -> list[str]:
         with self.lock:
-            rows = self.con.execute("SELECT DISTINCT event_type FROM events ORDER BY 1").fetchall()
+            rows = self.store.fetch("SELECT DISTINCT event_type FROM events ORDER BY 1")
         return [r[0] for r in rows]
 
     def value_as_of(self) -> datetime | None:
@@ -132,18 +149,16 @@ class Repository:
         after the last purchase is refused by the value layer's split check.)
         """
         with self.lock:
-            (last,) = self.con.execute(
+            ((last,),) = self.store.fetch(
                 "SELECT max(timestamp) FROM events WHERE event_type = 'purchase'"
-            ).fetchone()
+            )
         if last is None:
             return None
         return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
 
     def log_span_days(self) -> float:
         with self.lock:
-            first, last = self.con.execute(
-                "SELECT min(timestamp), max(timestamp) FROM events"
-            ).fetchone()
+            ((first, last),) = self.store.fetch("SELECT min(timestamp), max(timestamp) FROM events")
         if first is None:
             return 0.0
         return (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds() / 86_400
@@ -158,29 +173,31 @@ class Repository:
             params.append(user_id)
         cond = f"WHERE {' AND '.join(where)}" if where else ""
         with self.lock:
-            (n,) = self.con.execute(f"SELECT count(*) FROM events {cond}", params).fetchone()
+            ((n,),) = self.store.fetch(f"SELECT count(*) FROM events {cond}", params)
         return int(n)
 
     # -- items -----------------------------------------------------------------------------
     def catalogue(self) -> pd.DataFrame:
         """``item_id, title, category`` of every catalogued item (what responses show)."""
         with self.lock:
-            return self.con.execute("SELECT item_id, title, category FROM items").df()
+            return self.store.fetch_frame(
+                "SELECT item_id, title, category FROM items ORDER BY item_id"
+            )
 
     def hidden_items(self) -> set[str]:
         with self.lock:
-            rows = self.con.execute(f"SELECT item_id FROM {FLAGS_TABLE} WHERE hidden").fetchall()
+            rows = self.store.fetch(f"SELECT item_id FROM {FLAGS_TABLE} WHERE hidden")
         return {r[0] for r in rows}
 
     def _item_rows(self, where: str, params: list[Any], limit: int | None = None) -> list[dict]:
         cols = ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
         lim = f" LIMIT {int(limit)}" if limit is not None else ""
         with self.lock:
-            rows = self.con.execute(
+            rows = self.store.fetch(
                 f"SELECT {cols}, coalesce(f.hidden, false) FROM items i "
                 f"LEFT JOIN {FLAGS_TABLE} f USING (item_id) WHERE {where} ORDER BY i.item_id{lim}",
                 params,
-            ).fetchall()
+            )
         out = []
         for r in rows:
             rec = dict(zip(ITEM_COLUMNS, r[:-1], strict=True))
@@ -203,11 +220,7 @@ class Repository:
         values = [record.get(c) for c in ITEM_COLUMNS]
         values[-1] = None if values[-1] is None else json.dumps(values[-1])
         with self.lock, self.store.transaction():
-            self.con.execute(
-                f"INSERT OR REPLACE INTO items ({', '.join(ITEM_COLUMNS)}, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?::JSON, now()::TIMESTAMP)",
-                values,
-            )
+            self.store.execute(_upsert("items", ITEM_COLUMNS, "?, ?, ?, ?, ?, ?::JSON"), values)
             if record.get("hidden") is not None:
                 self._set_hidden(record["item_id"], bool(record["hidden"]))
 
@@ -216,15 +229,12 @@ class Repository:
             self._set_hidden(item_id, hidden)
 
     def _set_hidden(self, item_id: str, hidden: bool) -> None:
-        self.con.execute(
-            f"INSERT OR REPLACE INTO {FLAGS_TABLE} VALUES (?, ?, now()::TIMESTAMP)",
-            [item_id, hidden],
-        )
+        self.store.execute(_upsert(FLAGS_TABLE, ("item_id", "hidden"), "?, ?"), [item_id, hidden])
 
     def delete_item(self, item_id: str) -> bool:
         """Remove an item from the catalogue and hide it, so models stop recommending it."""
         with self.lock, self.store.transaction():
-            (n,) = self.con.execute("DELETE FROM items WHERE item_id = ?", [item_id]).fetchone()
+            n = self.store.execute("DELETE FROM items WHERE item_id = ?", [item_id])
             if n:
                 self._set_hidden(item_id, True)
         return bool(n)
@@ -232,11 +242,11 @@ class Repository:
     # -- users -----------------------------------------------------------------------------
     def _event_counts(self, user_ids: list[str]) -> dict[str, int]:
         with self.lock:
-            rows = self.con.execute(
+            rows = self.store.fetch(
                 "SELECT user_id, count(*) FROM events "
                 "WHERE user_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
                 [user_ids],
-            ).fetchall()
+            )
         return {u: int(n) for u, n in rows}
 
     def _user_rows(self, rows: list[tuple]) -> list[dict]:
@@ -254,31 +264,31 @@ class Repository:
     def get_user(self, user_id: str) -> dict | None:
         """A user in the users table or with events (a user is known by either)."""
         with self.lock:
-            row = self.con.execute(
+            found = self.store.fetch(
                 "SELECT user_id, signup_time, properties FROM users WHERE user_id = ?", [user_id]
-            ).fetchone()
+            )
+            row = found[0] if found else None
             if row is None and self.count_events(user_id=user_id):
                 row = (user_id, None, None)
         return self._user_rows([row])[0] if row else None
 
     def list_users(self, after: str | None, limit: int) -> list[dict]:
         with self.lock:
-            rows = self.con.execute(
+            rows = self.store.fetch(
                 """WITH ids AS (SELECT user_id FROM users UNION SELECT user_id FROM events)
                 SELECT ids.user_id, u.signup_time, u.properties
                 FROM ids LEFT JOIN users u USING (user_id)
                 WHERE ?::VARCHAR IS NULL OR ids.user_id > ?::VARCHAR
                 ORDER BY ids.user_id LIMIT ?""",
                 [after, after, int(limit)],
-            ).fetchall()
+            )
         return self._user_rows(rows)
 
     def put_user(self, record: dict[str, Any]) -> None:
         props = record.get("properties")
         with self.lock:
-            self.con.execute(
-                f"INSERT OR REPLACE INTO users ({', '.join(USER_COLUMNS)}, updated_at) "
-                "VALUES (?, ?, ?::JSON, now()::TIMESTAMP)",
+            self.store.execute(
+                _upsert("users", USER_COLUMNS, "?, ?, ?::JSON"),
                 [
                     record["user_id"],
                     _naive_utc(record.get("signup_time")),
@@ -292,10 +302,8 @@ class Repository:
         Returns the number of events deleted, or None when the user was not known at all.
         """
         with self.lock, self.store.transaction():
-            (events,) = self.con.execute(
-                "DELETE FROM events WHERE user_id = ?", [user_id]
-            ).fetchone()
-            (rows,) = self.con.execute("DELETE FROM users WHERE user_id = ?", [user_id]).fetchone()
+            events = self.store.execute("DELETE FROM events WHERE user_id = ?", [user_id])
+            rows = self.store.execute("DELETE FROM users WHERE user_id = ?", [user_id])
         return int(events) if events or rows else None
 
     # -- value -----------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The service layer: what every endpoint does, with no HTTP in it.
 
 Routes (:mod:`valuerec.serve.app`) validate and delegate here. Recommendations are computed
-from memory only: a user's positive history (:class:`~valuerec.serve.state.Histories`) goes
-through the model's ``score_histories`` (so an event posted a moment ago already counts and a
-deleted user is a stranger), hidden items and the category filter are masked out of the score
-matrix before the top-k, and seen and disliked items are set to ``-inf`` in one vectorised
-assignment.
+from memory only: a user's positive history (:class:`~valuerec.serve.state.Histories`) is
+scored by the model as a history (:meth:`~valuerec.serve.registry.ModelHandle.score`, the
+model's ``score_histories`` without its per-call overhead), so an event posted a moment ago
+already counts and a deleted user is a stranger; hidden items and the category filter are
+masked out of the score matrix before the top-k, and seen and disliked items are set to
+``-inf`` in one vectorised assignment.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class ServeService:
         """``(cold_start, items)`` per history: top-k with masks applied before the cut."""
         model, vocab = handle.model, handle.item_ids
         known = [handle.indices(h) for h in histories]
-        scores = np.array(model.score_histories([list(h) for h in histories]), dtype=np.float64)
+        scores = handle.score(known)
         allowed = self.catalog.allowed(vocab, category, handle.masks)
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
@@ -163,7 +164,7 @@ class ServeService:
             elif isinstance(model, PopularityRecommender):
                 reasons = ["popular with everyone"] * len(items)
             else:
-                reasons = because(model, seen, items, titles)
+                reasons = handle.reasons(seen, items, titles)
             ids = handle.ids[items]
             results.append(
                 (

@@ -1,0 +1,303 @@
+"""``valuerec simulate``, ``valuerec policy evaluate`` and ``valuerec value campaign``.
+
+Thin commands over :mod:`valuerec.simulate`: generate an interactive log with ground truth,
+compare ranking policies over seeds, and simulate an incentive campaign's A/B test. Heavy
+imports (torch, LightGBM) happen inside the commands so ``valuerec --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from valuerec.cli_common import fail, open_store, out, print_json, progress
+
+policy_app = typer.Typer(
+    help="Ranking policies in the simulator: revenue, retention, NDCG, off-policy checks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+SIMPLE_POLICIES = ("relevance", "random", "epsilon-greedy")
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def simulate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for events, items, truth.")],
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 10_000,
+    items: Annotated[int, typer.Option(help="Catalogue size.")] = 1_000,
+    pre_days: Annotated[int, typer.Option(help="Organic days before any policy.")] = 60,
+    days: Annotated[int, typer.Option(help="Days the policy serves slates.")] = 90,
+    policy: Annotated[
+        str, typer.Option(help=f"One of {', '.join(SIMPLE_POLICIES)} (others: policy evaluate).")
+    ] = "epsilon-greedy",
+    epsilon: Annotated[float, typer.Option(help="Exploration of epsilon-greedy.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    db: Annotated[
+        str | None, typer.Option("--db", help="Also ingest the events into this store.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Simulate users shown slates by a policy; write the log (canonical events) and the truth.
+
+    The log has organic views and purchases, then an exposure per shown item (position,
+    propensity and policy in its properties), clicks and purchases. truth.csv holds each
+    user's latent parameters and whether they are still active at the end.
+    """
+    from valuerec.recommend.policies import EpsilonGreedy, RelevancePolicy
+    from valuerec.simulate import Platform, SimConfig, Simulator, World
+    from valuerec.simulate.fitting import fit_relevance
+
+    if policy not in SIMPLE_POLICIES:
+        raise fail(f"unknown policy {policy!r}: choose from {', '.join(SIMPLE_POLICIES)}")
+    if fmt not in ("csv", "parquet"):
+        raise fail("--format must be csv or parquet")
+    try:
+        world = World.draw(SimConfig(users=users, items=items, seed=seed))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    sim = Simulator(world)
+    platform = Platform(world.items, world.n_users, candidates=50)
+    chosen = {
+        "relevance": RelevancePolicy(),
+        "random": EpsilonGreedy(RelevancePolicy(), 1.0, name="random"),
+        "epsilon-greedy": EpsilonGreedy(RelevancePolicy(), epsilon, name="epsilon-greedy"),
+    }[policy]
+    with progress() as bar:
+        task = bar.add_task("organic days", total=pre_days)
+        pre = sim.organic(pre_days, platform, progress=lambda d, n: bar.update(task, completed=d))
+        bar.update(task, description="fitting the recommender")
+        pre_events = pre.events()
+        platform.set_relevance(
+            fit_relevance(pre_events, world.user_ids, world.items["item_id"].to_numpy())
+        )
+        task2 = bar.add_task(f"{policy} days", total=days)
+        run = sim.run(chosen, platform, days, progress=lambda d, n: bar.update(task2, completed=d))
+        bar.update(task2, description="writing")
+        assert run.log is not None
+        events = pd.concat([pre_events, run.log.events()], ignore_index=True)
+        truth = world.truth()
+        truth["active_at_end"] = sim.alive
+        truth["revenue"] = run.user_revenue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, frame in (("events", events), ("items", world.items), ("truth", truth)):
+            paths[name] = out_dir / f"{name}.{fmt}"
+            _write(frame, paths[name])
+    ingested = None
+    if db is not None:
+        from valuerec.data.ingest import ingest
+
+        with open_store(db) as store:
+            ingest(store, world.items, "items")
+            ingested = ingest(store, events, "events").to_dict()
+    summary = {
+        **run.summary(),
+        "events": len(events),
+        "files": {k: str(v) for k, v in paths.items()},
+    }
+    if ingested is not None:
+        summary["ingested"] = ingested
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"simulation (seed {seed}, {users:,} users, {days} days of {policy})")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("revenue", "clicks", "purchases", "active_end", "ndcg", "events"):
+        value = summary[key]
+        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
+    for name, path in paths.items():
+        table.add_row(f"{name} file", str(path))
+    if ingested is not None:
+        table.add_row("stored in", f"{db} ({ingested['stored']:,} events)")
+    out.print(table)
+
+
+def _fmt_ci(m: float, lo: float, hi: float, digits: int = 0) -> str:
+    return f"{m:,.{digits}f} [{lo:,.{digits}f}, {hi:,.{digits}f}]"
+
+
+def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, Any]]:
+    """The policy table and the OPE table (rich) plus a JSON-able summary."""
+    from valuerec.simulate.experiment import ope_table, summarise
+
+    summary = summarise(results)
+    n = len(results)
+    table = Table(title=f"policies over {n} seed(s): mean [95% interval]")
+    for col in ("policy", "90-day revenue", "active at end", "clicks", "NDCG@10"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for row in summary.itertuples():
+        table.add_row(
+            row.policy,
+            _fmt_ci(row.revenue, row.revenue_low, row.revenue_high),
+            _fmt_ci(row.active_end, row.active_end_low, row.active_end_high),
+            _fmt_ci(row.clicks, row.clicks_low, row.clicks_high),
+            _fmt_ci(row.ndcg, row.ndcg_low, row.ndcg_high, 3),
+        )
+    ope = ope_table(results)
+    ope_rich = None
+    if len(ope):
+        ope_rich = Table(title="off-policy estimates of revenue per visit vs the truth")
+        for col in ("seed", "policy", "truth", "IPS", "SNIPS", "DR", "covered (IPS/SNIPS/DR)"):
+            ope_rich.add_column(col, justify="left" if col == "policy" else "right")
+        for r in ope.itertuples():
+            ope_rich.add_row(
+                str(r.seed),
+                r.policy,
+                f"{r.truth:.2f}",
+                _fmt_ci(r.ips, r.ips_low, r.ips_high, 2),
+                _fmt_ci(r.snips, r.snips_low, r.snips_high, 2),
+                _fmt_ci(r.dr, r.dr_low, r.dr_high, 2),
+                "/".join("yes" if c else "NO" for c in (r.ips_covers, r.snips_covers, r.dr_covers)),
+            )
+    data = {"policies": summary.to_dict(orient="records"), "ope": ope.to_dict(orient="records")}
+    return table, ope_rich, data
+
+
+@policy_app.command("evaluate")
+def policy_evaluate(
+    users: Annotated[int, typer.Option(help="Simulated users per seed.")] = 2_000,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0, 1, ...).")] = 5,
+    days: Annotated[int, typer.Option(help="Days each policy serves.")] = 90,
+    policies: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of random, logging, relevance, revenue-greedy, value-aware, learned."
+        ),
+    ] = "random,logging,relevance,revenue-greedy,value-aware,learned",
+    value_weight: Annotated[float, typer.Option(help="Value-aware blend's value weight.")] = 3.0,
+    diversity: Annotated[float, typer.Option(help="MMR diversity of blend and learned.")] = 1.0,
+    conservatism: Annotated[
+        float, typer.Option(help="Learned policy's pull towards the logged ranking.")
+    ] = 0.5,
+    objective: Annotated[str, typer.Option(help="Blend's money term: revenue or margin.")] = (
+        "revenue"
+    ),
+    ope: Annotated[bool, typer.Option(help="Off-policy evaluation against the truth.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Run every policy in the simulator over seeds: revenue, active users, clicks, NDCG@10."""
+    import torch
+
+    from valuerec.simulate.experiment import ExperimentConfig, run_seed
+
+    torch.set_num_threads(1)
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    cfg = ExperimentConfig(
+        users=users,
+        seeds=tuple(range(seeds)),
+        days=days,
+        policies=names,
+        value_weight=value_weight,
+        diversity=diversity,
+        objective=objective,
+        conservatism=conservatism,
+        ope=ope,
+    )
+    results = []
+    try:
+        with progress() as bar:
+            task = bar.add_task("seeds", total=seeds)
+            for seed in cfg.seeds:
+                results.append(run_seed(cfg, seed, lambda s: bar.update(task, description=s)))
+                bar.update(task, advance=1)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    table, ope_rich, data = policy_tables(results)
+    if as_json:
+        print_json(data)
+        return
+    out.print(table)
+    if ope_rich is not None:
+        out.print(ope_rich)
+
+
+def campaign(
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 4_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    segment: Annotated[str, typer.Option(help="at-risk-high-value or all customers.")] = "all",
+    discount: Annotated[float, typer.Option(help="Discount given to the treated.")] = 0.2,
+    campaign_days: Annotated[int, typer.Option(help="Days the discount lasts.")] = 30,
+    days: Annotated[int, typer.Option(help="Days of revenue measured.")] = 90,
+    target_share: Annotated[float, typer.Option(help="Share a targeted roll-out reaches.")] = 0.2,
+    power: Annotated[float, typer.Option(help="Power for the sample size.")] = 0.8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Simulate an incentive campaign's randomised A/B test and compare targeting rules.
+
+    Reports the uplift in 90-day revenue per user with its 95% interval (and the true uplift,
+    known in the simulator), the sample size per arm for the requested power, and how much true
+    uplift targeting the top users by an uplift model (T-learner, LightGBM) captures compared
+    with targeting by predicted LTV.
+    """
+    from valuerec.simulate.campaign import CampaignConfig, run_campaign
+
+    cfg = CampaignConfig(
+        users=users,
+        seed=seed,
+        segment=segment,
+        discount=discount,
+        campaign_days=campaign_days,
+        days=days,
+        target_share=target_share,
+        power=power,
+    )
+    try:
+        with progress() as bar:
+            task = bar.add_task("campaign", total=None)
+            res = run_campaign(cfg, lambda s: bar.update(task, description=s))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    data = {
+        "eligible": res.eligible,
+        "treated": res.treated,
+        "uplift": res.uplift,
+        "low": res.low,
+        "high": res.high,
+        "p_value": res.p_value,
+        "true_uplift": res.true_uplift,
+        "covers_truth": res.covers,
+        "sample_size_per_arm": res.sample_size_per_arm,
+        **res.details,
+        "targeting": res.targeting.to_dict(orient="records"),
+    }
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"A/B test: {discount:.0%} off for {campaign_days} days ({segment})")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("eligible / treated", f"{res.eligible:,} / {res.treated:,}")
+    table.add_row("revenue per user, control", f"{res.details['control_mean']:,.2f}")
+    table.add_row("revenue per user, treated", f"{res.details['treated_mean']:,.2f}")
+    table.add_row("uplift [95% CI]", _fmt_ci(res.uplift, res.low, res.high, 2))
+    table.add_row("p-value", f"{res.p_value:.3g}")
+    table.add_row("true uplift (simulated)", f"{res.true_uplift:,.2f}")
+    table.add_row(f"users per arm for power {power:.0%}", f"{res.sample_size_per_arm:,}")
+    out.print(table)
+    tgt = Table(title=f"targeting the top {target_share:.0%}: true uplift captured")
+    for col in ("ranking", "users", "total uplift", "per user"):
+        tgt.add_column(col, justify="left" if col == "ranking" else "right")
+    for r in res.targeting.itertuples():
+        tgt.add_row(
+            r.ranking,
+            f"{r.targeted:,}",
+            f"{r.true_uplift_total:,.0f}",
+            f"{r.true_uplift_per_user:,.2f}",
+        )
+    out.print(tgt)
+
+
+__all__ = ["campaign", "policy_app", "policy_tables", "simulate"]

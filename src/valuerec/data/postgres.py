@@ -1,0 +1,463 @@
+"""The PostgreSQL backend of :class:`~valuerec.data.store.Store`.
+
+``Store("postgresql://user@host:5432/db")`` returns a :class:`PostgresStore`: the canonical
+tables, the quarantine and the ingest log live in PostgreSQL, the source of truth that many
+processes (API workers, trainers, other tools) can share. Three kinds of access, as in
+:mod:`valuerec.data.store`:
+
+* **portable SQL** (:meth:`PostgresStore.execute` / ``fetch`` / ``fetch_frame``) runs on the
+  server: ``?`` placeholders become psycopg's ``%s``, the SQL itself is the standard subset
+  DuckDB accepts too. This is the serving layer's path (point reads and writes by index).
+* **ingest** validates and dedupes inside the file in an in-process DuckDB, exactly as for a
+  DuckDB store, then streams each batch to a temporary PostgreSQL table with ``COPY`` and
+  inserts what the server does not hold yet (``INSERT ... SELECT ... WHERE NOT EXISTS``; items
+  and users ``ON CONFLICT ... DO UPDATE``), so identity is decided against the stored rows
+  without pulling them to the client, and each batch commits atomically.
+* **analytic SQL** (:meth:`Store.query`, ``store.con.execute``, the read methods) is DuckDB's
+  dialect (lists, ``QUALIFY``, ``arg_max`` ...) used throughout the feature code. It runs in
+  an in-process DuckDB *mirror* of the tables it names, copied from PostgreSQL with ``COPY``
+  in one snapshot. A statement-level trigger bumps a per-table version in
+  ``valuerec_versions`` on every write from any client, and the mirror re-copies a table only
+  when its version moved: one indexed read per query when nothing changed. Every analytic
+  query therefore gives the same answer on both backends, by construction.
+
+Text columns use the "C" collation so that ``ORDER BY`` and cursor paging (``id > ?``) agree
+with DuckDB's byte order whatever the server's default locale is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import psycopg
+from psycopg.types.string import TextLoader
+
+from valuerec.data.schema import EVENTS, QUARANTINE_COLUMNS, TABLES, Table
+from valuerec.data.store import (
+    COUNTABLE,
+    INGEST_RUNS_COLUMNS,
+    Store,
+    StoreError,
+    default_db_path,
+    redact,
+    staged_columns,
+)
+
+__all__ = ["PostgresStore"]
+
+VERSIONS = "valuerec_versions"
+#: key of the session advisory lock that serialises ingests (run ids, dedupe) across clients
+INGEST_LOCK = 0x76616C7565726563  # "valuerec"
+SCHEMA_LOCK = INGEST_LOCK + 1
+_WATCHED = (*TABLES, "quarantine", "ingest_runs")
+_CONTENT = ("user_id", "item_id", "event_type", "timestamp", "value", "quantity", "rating")
+
+# PostgreSQL types (information_schema.columns.data_type) -> DuckDB types, for the mirror
+_TO_DUCK = {
+    "character varying": "VARCHAR",
+    "text": "VARCHAR",
+    "character": "VARCHAR",
+    "double precision": "DOUBLE",
+    "real": "FLOAT",
+    "numeric": "DOUBLE",
+    "bigint": "BIGINT",
+    "integer": "INTEGER",
+    "smallint": "SMALLINT",
+    "boolean": "BOOLEAN",
+    "timestamp without time zone": "TIMESTAMP",
+    "timestamp with time zone": "TIMESTAMPTZ",
+    "date": "DATE",
+    "json": "JSON",
+    "jsonb": "JSON",
+    "uuid": "UUID",
+}
+
+
+def pg_type(duck_type: str) -> str:
+    """A column type in DuckDB spelling (as the schema writes it) in PostgreSQL's.
+
+    VARCHAR gets the "C" collation (byte order, as DuckDB sorts), DOUBLE becomes DOUBLE
+    PRECISION; constraints after the type (``NOT NULL``, ``PRIMARY KEY``) are kept.
+    """
+    head, _, rest = duck_type.strip().partition(" ")
+    mapped = {"VARCHAR": 'VARCHAR COLLATE "C"', "DOUBLE": "DOUBLE PRECISION"}.get(
+        head.upper(), head
+    )
+    return f"{mapped} {rest}".strip()
+
+
+def _pg_ddl(t: Table) -> str:
+    cols = [
+        f"{f.name} {pg_type(f.sql_type)}" + (" NOT NULL" if f.required else "") for f in t.fields
+    ]
+    if t is EVENTS:
+        cols.append("occurrence INTEGER NOT NULL DEFAULT 0")
+    else:
+        cols[0] += " PRIMARY KEY"
+        cols.append("updated_at TIMESTAMP")
+    return f"CREATE TABLE IF NOT EXISTS {t.name} ({', '.join(cols)})"
+
+
+def to_pg_sql(sql: str) -> str:
+    """Portable SQL with ``?`` placeholders as psycopg wants it (``%s``, literal ``%%``).
+
+    Placeholders inside quoted strings or identifiers are left alone.
+    """
+    out: list[str] = []
+    for part in re.split(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")", sql):
+        if part[:1] in ("'", '"'):
+            out.append(part.replace("%", "%%"))
+        else:
+            out.append(part.replace("%", "%%").replace("?", "%s"))
+    return "".join(out)
+
+
+_TRIGGER_FN = f"""CREATE OR REPLACE FUNCTION valuerec_touch() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('UPDATE %I.{VERSIONS} SET version = version + 1 WHERE table_name = %L',
+                   TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    RETURN NULL;
+END $$"""
+
+
+class PostgresStore(Store):
+    """A :class:`Store` whose tables live in a PostgreSQL database (see the module doc)."""
+
+    local = False
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
+        self.path = str(path) if path is not None else default_db_path()
+        self.read_only = read_only
+        try:
+            self.pg = psycopg.connect(self.path, autocommit=True)
+        except psycopg.Error as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot open store {redact(self.path)}: {msg}") from exc
+        # JSON comes back as its text (as from DuckDB), not parsed, so both backends agree
+        self.pg.adapters.register_loader("json", TextLoader)
+        self.pg.adapters.register_loader("jsonb", TextLoader)
+        # naive UTC timestamps, ISO text and shortest exact float text for COPY
+        self.pg.execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1"
+        )
+        if read_only:
+            self.pg.execute("SET default_transaction_read_only = on")
+        self._tmp = Path(tempfile.mkdtemp(prefix="valuerec-pg-"))
+        self._scratch: duckdb.DuckDBPyConnection | None = None
+        try:
+            if not read_only:
+                self._create_schema()
+            elif not self._registered():
+                raise StoreError(f"{redact(self.path)} holds no valuerec store (nothing to read)")
+            self.con = _Mirror(self)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _create_schema(self) -> None:
+        """Create the tables, indexes and change triggers, unless a previous open did.
+
+        The check is one read, so opening an existing store (every API start, every CLI
+        command) costs no DDL and takes no lock.
+        """
+        if self._registered() >= set(_WATCHED):
+            return
+        ddl = [_pg_ddl(t) for t in TABLES.values()]
+        cols = ", ".join(f"{name} {pg_type(typ)}" for name, typ in QUARANTINE_COLUMNS)
+        ddl.append(f"CREATE TABLE IF NOT EXISTS quarantine ({cols})")
+        cols = ", ".join(f"{name} {pg_type(typ)}" for name, typ in INGEST_RUNS_COLUMNS)
+        ddl.append(f"CREATE TABLE IF NOT EXISTS ingest_runs ({cols})")
+        # unlike DuckDB's ART, B-tree indexes cost little on append and serve the API's
+        # per-user reads and the anti-joins of ingest
+        ddl += [
+            "CREATE INDEX IF NOT EXISTS events_user_time ON events (user_id, timestamp)",
+            "CREATE INDEX IF NOT EXISTS events_event_id ON events (event_id) "
+            "WHERE event_id IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS quarantine_key ON quarantine (quarantine_key)",
+        ]
+        with self.pg.transaction():
+            # two processes opening a new database at once must not race on CREATE
+            self.pg.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
+            self.pg.execute(
+                f"CREATE TABLE IF NOT EXISTS {VERSIONS} (table_name VARCHAR PRIMARY KEY, "
+                "version BIGINT NOT NULL DEFAULT 0)"
+            )
+            self.pg.execute(_TRIGGER_FN)
+            for stmt in ddl:
+                self.pg.execute(stmt)
+            for name in _WATCHED:
+                self._watch(name)
+
+    def _registered(self) -> set[str]:
+        """Tables in this schema's version table (none when it does not exist yet)."""
+        exists = self.pg.execute("SELECT to_regclass(%s)", [VERSIONS]).fetchone()
+        if exists is None or exists[0] is None:
+            return set()
+        return {r[0] for r in self.pg.execute(f"SELECT table_name FROM {VERSIONS}").fetchall()}
+
+    def _watch(self, name: str) -> None:
+        """Register ``name`` in the version table and bump its version on every write."""
+        self.pg.execute(
+            f"INSERT INTO {VERSIONS} VALUES (%s, 0) ON CONFLICT (table_name) DO NOTHING", [name]
+        )
+        exists = self.pg.execute(
+            "SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = 'valuerec_touch'",
+            [name],
+        ).fetchone()
+        if not exists:
+            self.pg.execute(
+                f"CREATE TRIGGER valuerec_touch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                f"ON {name} FOR EACH STATEMENT EXECUTE FUNCTION valuerec_touch()"
+            )
+
+    def ensure_table(self, name: str, columns: Sequence[tuple[str, str]], key: str) -> None:
+        cols = ", ".join(
+            f"{c} {pg_type(typ)}" + (" PRIMARY KEY" if c == key else "") for c, typ in columns
+        )
+        with self.pg.transaction():
+            self.pg.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
+            self.pg.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
+            self._watch(name)
+
+    def close(self) -> None:
+        mirror = getattr(self, "con", None)
+        for con in (getattr(self, "_scratch", None), getattr(mirror, "duck", None)):
+            if con is not None:
+                con.close()
+        if not self.pg.closed:
+            self.pg.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.pg.transaction():
+            yield self.pg
+
+    # -- portable SQL --------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        cur = self.pg.execute(to_pg_sql(sql), list(params or []))
+        return cur.rowcount if cur.description is None else -1
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.pg.execute(to_pg_sql(sql), list(params or [])).fetchall()
+
+    def fetch_frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        cur = self.pg.execute(to_pg_sql(sql), list(params or []))
+        names = [d.name for d in cur.description or []]
+        return pd.DataFrame.from_records(cur.fetchall(), columns=names)
+
+    def count(self, table: str) -> int:
+        if table not in COUNTABLE:
+            raise ValueError(f"unknown table {table!r}")
+        return int(self.fetch(f"SELECT count(*) FROM {table}")[0][0])
+
+    # -- ingest ----------------------------------------------------------------------------------
+    @property
+    def compute(self) -> duckdb.DuckDBPyConnection:
+        """A private in-memory DuckDB: ingest stages there and streams the result to the server."""
+        if self._scratch is None:
+            self._scratch = duckdb.connect(":memory:")
+            self._scratch.execute("SET TimeZone = 'UTC'")
+        return self._scratch
+
+    @contextmanager
+    def ingest_lock(self) -> Iterator[None]:
+        """One ingest at a time per database, across processes: run ids stay unique and two
+        clients posting the same event cannot both find it new."""
+        self.pg.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK])
+        try:
+            yield
+        finally:
+            if not self.pg.closed:
+                self.pg.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK])
+
+    def _copy_in(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        select: str,
+        columns: Sequence[tuple[str, str]],
+        staging: str,
+    ) -> int:
+        """Stream the rows of ``select`` (on DuckDB ``con``) into temp table ``staging``.
+
+        DuckDB writes CSV (doubles in shortest exact form, NULL unquoted, '' quoted) and
+        PostgreSQL's COPY reads it back with the same conventions. PostgreSQL text cannot hold
+        NUL characters, so they are replaced by U+FFFD. Returns the rows copied.
+        """
+        cols = ", ".join(f"{c} {pg_type(typ)}" for c, typ in columns)
+        # Kept for the session (no catalogue churn per API post) and emptied at each commit.
+        # Asked for every time: a creation rolled back with a failed batch must be redone.
+        self.pg.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} ({cols}) ON COMMIT DELETE ROWS")
+        exprs = ", ".join(
+            f"replace(CAST({c} AS VARCHAR), chr(0), chr(65533)) AS {c}"
+            if typ.split()[0].upper() == "VARCHAR"
+            else c
+            for c, typ in columns
+        )
+        path = self._tmp / f"{staging}.csv"
+        con.execute(f"COPY (SELECT {exprs} FROM ({select})) TO '{path}' (FORMAT csv, HEADER false)")
+        names = ", ".join(c for c, _ in columns)
+        with self.pg.cursor() as cur:
+            with (
+                cur.copy(f"COPY {staging} ({names}) FROM STDIN (FORMAT csv)") as copy,
+                open(path, "rb") as f,
+            ):
+                while data := f.read(1 << 20):
+                    copy.write(data)
+            n = cur.rowcount
+        path.unlink(missing_ok=True)
+        if n > 10_000:
+            self.pg.execute(f"ANALYZE {staging}")
+        return int(n)
+
+    def append_staged(self, t: Table, con: duckdb.DuckDBPyConnection, select: str) -> int:
+        """Insert what the server does not hold yet; runs inside the caller's transaction.
+
+        Events: a row with an ``event_id`` is new unless that id is stored; one without is new
+        unless an id-less stored event has the same content and ``occurrence``. Items and
+        users: upserted by id, counted only where something changed.
+        """
+        types = {f.name: f.sql_type for f in t.fields}
+        extra = "occurrence" if t is EVENTS else "updated_at"
+        types[extra] = "INTEGER" if t is EVENTS else "TIMESTAMP"
+        names = staged_columns(t)
+        staging = f"_vr_in_{t.name}"
+        if not self._copy_in(con, select, [(c, types[c]) for c in names], staging):
+            return 0
+        cols = ", ".join(names)
+        if t is EVENTS:
+            # Probe the stored events through their indexes, row by row: cost grows with the
+            # batch, never with the table. A hash anti-join would read the whole table for
+            # every batch (quadratic over a bulk load, seconds per API post on a big store),
+            # and the planner picks it whenever the table's statistics lag behind a load.
+            self.pg.execute("SET LOCAL enable_hashjoin = off")
+            self.pg.execute("SET LOCAL enable_mergejoin = off")
+            # required columns are never null: plain equality lets the index serve the probe
+            same = " AND ".join(
+                (
+                    f"e.{c} = s.{c}"
+                    if EVENTS.field(c).required
+                    else f"e.{c} IS NOT DISTINCT FROM s.{c}"
+                )
+                for c in _CONTENT
+            )
+            cur = self.pg.execute(
+                f"""INSERT INTO events ({cols})
+                SELECT {cols} FROM {staging} s WHERE s.event_id IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
+                UNION ALL
+                SELECT {cols} FROM {staging} s WHERE s.event_id IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id IS NULL
+                        AND {same} AND e.occurrence = s.occurrence)"""
+            )
+            return int(cur.rowcount)
+        key = t.key
+        rest = [c for c in t.names if c != key]
+
+        def cmp(prefix: str, c: str) -> str:
+            # json has no equality operator: compare its text, as DuckDB does
+            return f"{prefix}.{c}::text" if types[c] == "JSON" else f"{prefix}.{c}"
+
+        changed = (
+            f"({', '.join(cmp('t', c) for c in rest)}) IS DISTINCT FROM "
+            f"({', '.join(cmp('excluded', c) for c in rest)})"
+        )
+        sets = ", ".join(f"{c} = excluded.{c}" for c in [*rest, extra])
+        cur = self.pg.execute(
+            f"""INSERT INTO {t.name} AS t ({cols}) SELECT {cols} FROM {staging}
+            ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"""
+        )
+        return int(cur.rowcount)
+
+    def append_quarantine(self, con: duckdb.DuckDBPyConnection, select: str) -> int:
+        """Insert quarantine rows whose key is not stored yet (re-ingesting adds none)."""
+        staging = "_vr_in_quarantine"
+        if not self._copy_in(con, select, QUARANTINE_COLUMNS, staging):
+            return 0
+        cols = ", ".join(name for name, _ in QUARANTINE_COLUMNS)
+        cur = self.pg.execute(
+            f"""INSERT INTO quarantine ({cols}) SELECT {cols} FROM {staging} s
+            WHERE NOT EXISTS (SELECT 1 FROM quarantine q
+                              WHERE q.quarantine_key = s.quarantine_key)"""
+        )
+        return int(cur.rowcount)
+
+
+class _Mirror:
+    """``store.con`` of a PostgreSQL store: read-only DuckDB SQL over copies of its tables.
+
+    :meth:`execute` refreshes the tables a statement names whose version in PostgreSQL moved,
+    then runs it in DuckDB, returning DuckDB's connection (``.df()``, ``.fetchone()`` ...), so
+    code written against a DuckDB store's ``con`` runs unchanged. Writes are refused: they
+    would only change the copy.
+    """
+
+    _READ = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.duck = duckdb.connect(":memory:")
+        self.duck.execute("SET TimeZone = 'UTC'")
+        self.versions: dict[str, int] = {}
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        kinds = {s.type for s in self.duck.extract_statements(sql)}
+        if not kinds <= self._READ:
+            raise StoreError(
+                "a PostgreSQL store runs only read-only SQL through query()/con; "
+                "write with ingest() or Store.execute()"
+            )
+        self.sync(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)))
+        return self.duck.execute(sql, params or [])
+
+    def sync(self, names: set[str]) -> None:
+        """Copy every watched table among ``names`` whose version moved since the last copy."""
+        pg = self.store.pg
+        in_txn = pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        current = dict(pg.execute(f"SELECT table_name, version FROM {VERSIONS}").fetchall())
+        stale = sorted(t for t in names & set(current) if self.versions.get(t) != current[t])
+        if not stale:
+            return
+        # one snapshot for the versions and the rows, so they describe the same state
+        with pg.transaction():
+            if not in_txn:
+                pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            current = dict(pg.execute(f"SELECT table_name, version FROM {VERSIONS}").fetchall())
+            for name in stale:
+                self._copy(name)
+                # read inside an open transaction: may include writes that roll back, so
+                # never trust the copy for later statements
+                self.versions[name] = -1 if in_txn else current[name]
+
+    def _copy(self, name: str) -> None:
+        pg = self.store.pg
+        columns = pg.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+            [name],
+        ).fetchall()
+        cols = ", ".join(f'"{c}" {_TO_DUCK.get(typ, "VARCHAR")}' for c, typ in columns)
+        self.duck.execute(f'CREATE OR REPLACE TABLE "{name}" ({cols})')
+        path = self.store._tmp / f"mirror_{name}.csv"
+        names = ", ".join(f'"{c}"' for c, _ in columns)
+        out = f'COPY (SELECT {names} FROM "{name}") TO STDOUT (FORMAT csv)'
+        with pg.cursor() as cur, open(path, "wb") as f, cur.copy(out) as copy:
+            for data in copy:
+                f.write(data)
+        if path.stat().st_size:
+            self.duck.execute(
+                f"""COPY "{name}" FROM '{path}' (FORMAT csv, HEADER false, DELIMITER ',',
+                QUOTE '"', ESCAPE '"', ALLOW_QUOTED_NULLS false, MAX_LINE_SIZE 1073741824)"""
+            )
+        path.unlink(missing_ok=True)

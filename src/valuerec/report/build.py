@@ -1,0 +1,196 @@
+"""Build the report: open each store read-only, compute what applies, render, write atomically.
+
+A report covers one or more stores (the demo keeps CDNOW and MovieLens apart). For each store,
+the sections that its data supports are computed and the others say what is missing: a store
+of purchases without items gets no recommendation figures, a store of ratings no value
+figures, and neither is an error. A section that fails for an unexpected reason is reported
+in the page as well, so one broken model never costs the whole report.
+
+Stores are opened read-only: a report never changes the data, and it can be built while other
+read-only readers (a second report) use the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from valuerec.artifacts import default_root
+from valuerec.data.store import Store, StoreError, redact
+
+from . import sections
+from .document import Section, StorePart
+from .html import render
+from .recs import PeerRun, evaluate_recommenders, parse_models, read_peer
+from .summary import summarise
+from .value import NotApplicable, evaluate_models
+
+__all__ = ["ReportError", "ReportOptions", "build_report", "write_report"]
+
+Step = Callable[[str], object]
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built at all (no store at a path, unreadable peer file...)."""
+
+
+@dataclass
+class ReportOptions:
+    """What to report on; ``None`` means the default of the command that owns the choice."""
+
+    title: str = "valuerec report"
+    value_model: str | None = None  # featured value model
+    rec_models: str | None = None  # comma list of recommenders to evaluate
+    peer: Path | None = None  # RecBole figures (benchmarks/peers JSON)
+    sections: tuple[str, ...] = field(default=("data", "value", "recommendations"))
+
+
+def _guarded(sid: str, kind: str, title: str, make: Callable[[], Section]) -> Section:
+    """Run one section's computation; what is missing or broken becomes a note, not a crash."""
+    try:
+        return make()
+    except NotApplicable as exc:
+        return sections.not_applicable(sid, kind, title, str(exc))
+    except Exception as exc:  # the rest of the report is still worth having
+        return sections.not_applicable(
+            sid, kind, title, f"computing this section failed ({type(exc).__name__}: {exc})"
+        )
+
+
+def _store_part(path: str, options: ReportOptions, peer: list[PeerRun], step: Step) -> StorePart:
+    shown = redact(path)  # a database URL's password must not end up in a shared file
+    label = Path(shown).name
+    sid = sections.slug(Path(shown).stem)
+    root = str(default_root(path))
+    try:
+        store = Store(path, read_only=True)
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    parts: list[Section] = []
+    with store:
+        step(f"{label}: data summary")
+        summary = summarise(store)
+        if "data" in options.sections:
+            parts.append(sections.data_section(sid, summary))
+        if "value" in options.sections:
+            parts.append(
+                _guarded(
+                    f"{sid}-value",
+                    "value",
+                    "Customer value",
+                    lambda: sections.value_section(
+                        sid,
+                        evaluate_models(
+                            store,
+                            root,
+                            featured=options.value_model,
+                            step=lambda s: step(f"{label}: {s}"),
+                        ),
+                    ),
+                )
+            )
+        if "recommendations" in options.sections:
+            parts.append(
+                _guarded(
+                    f"{sid}-recommendations",
+                    "recommendations",
+                    "Recommendations",
+                    lambda: sections.recommendations_section(
+                        sid,
+                        evaluate_recommenders(
+                            store,
+                            root,
+                            models=options.rec_models,
+                            peer=peer,
+                            step=lambda s: step(f"{label}: {s}"),
+                        ),
+                    ),
+                )
+            )
+    return StorePart(sid, label, shown, parts)
+
+
+def build_report(
+    dbs: Sequence[str | os.PathLike[str]],
+    options: ReportOptions | None = None,
+    step: Step = lambda _: None,
+) -> str:
+    """The HTML report of the stores at ``dbs`` (at least one), as a string.
+
+    Raises:
+        ReportError: a path holds no store, a store cannot be opened, the peer file is
+            unreadable, or a recommender name is unknown.
+    """
+    options = options or ReportOptions()
+    paths = [str(p) for p in dbs]
+    if not paths:
+        raise ReportError("no store given")
+    for p in paths:
+        if "://" not in p and not Path(p).is_file():  # a database URL is checked on opening
+            raise ReportError(f"no store at {p}")
+    try:
+        parse_models(options.rec_models)
+        peer = read_peer(options.peer) if options.peer is not None else []
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+    parts = []
+    seen: dict[str, int] = {}
+    for path in paths:
+        part = _store_part(path, options, peer, step)
+        if part.id in seen:  # two stores with the same file name: keep ids unique
+            seen[part.id] += 1
+            part = _renamed(part, f"{part.id}-{seen[part.id]}")
+        seen.setdefault(part.id, 1)
+        parts.append(part)
+    step("rendering")
+    return render(options.title, parts, datetime.now(UTC))
+
+
+def _renamed(part: StorePart, new_id: str) -> StorePart:
+    """The same part with every id prefix ``part.id`` replaced (rare: equal file names)."""
+
+    def fix(s: Section) -> None:
+        s.id = new_id + s.id[len(part.id) :]
+        for b in s.blocks:
+            b.id = new_id + b.id[len(part.id) :]
+        for c in s.children:
+            fix(c)
+
+    for s in part.sections:
+        fix(s)
+    return StorePart(new_id, part.label, part.path, part.sections)
+
+
+def write_report(
+    dbs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    options: ReportOptions | None = None,
+    step: Step = lambda _: None,
+) -> Path:
+    """Build the report and write it to ``out`` atomically; returns the absolute path.
+
+    Written to a temporary file beside ``out`` and renamed into place, so a browser that has
+    the old report open never reads half a new one.
+    """
+    started = time.perf_counter()
+    html = build_report(dbs, options, step)
+    target = Path(out).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # not mkstemp: its 0600 mode would keep the report from the people it is written for
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(html)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    step(f"written in {time.perf_counter() - started:.1f} s")
+    return target

@@ -1,0 +1,66 @@
+"""The ``valuerec report`` command: a thin wrapper over :func:`valuerec.report.write_report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from valuerec.cli_common import fail, out, progress
+from valuerec.data.store import default_db_path
+
+__all__ = ["report"]
+
+
+def report(
+    db: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--db",
+            envvar="VALUEREC_DB",
+            help="Store (DuckDB file); repeat to cover several stores in one report.",
+        ),
+    ] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    peer: Annotated[
+        Path | None,
+        typer.Option("--peer", help="RecBole figures (JSON from benchmarks/peers) to show beside."),
+    ] = None,
+    value_model: Annotated[
+        str | None,
+        typer.Option(
+            "--value-model",
+            help="Value model for the LTV distribution, calibration and segments; "
+            "default: lightgbm if scored, else the best held-out Gini.",
+        ),
+    ] = None,
+    rec_models: Annotated[
+        str | None,
+        typer.Option(
+            "--rec-models", help="Recommenders to evaluate (comma list); default: popularity,ease."
+        ),
+    ] = None,
+    title: Annotated[str, typer.Option("--title", help="Report title.")] = "valuerec report",
+) -> None:
+    """Write one self-contained HTML report (data, customer value, recommendations).
+
+    Prints the path of the written file (only that, on stdout, so scripts can use it).
+    """
+    from valuerec.report.build import ReportError, ReportOptions, write_report
+
+    options = ReportOptions(title=title, value_model=value_model, rec_models=rec_models, peer=peer)
+    with progress() as bar:
+        task = bar.add_task("report", total=None)
+        try:
+            path = write_report(
+                db or [default_db_path()],
+                out_path,
+                options,
+                step=lambda s: bar.update(task, description=s),
+            )
+        except ReportError as exc:
+            raise fail(str(exc)) from None
+    out.print(str(path), highlight=False, soft_wrap=True)

@@ -1,0 +1,370 @@
+"""Recommendation figures for the report: the shared evaluator on both protocols, and examples.
+
+Saved recommender artifacts are fitted on every interaction and carry no evaluation (``valuerec
+recommend fit`` stores fit time and sizes only), so there is nothing stored to read: the report
+evaluates the models itself, exactly as ``valuerec recommend evaluate`` does -- fit on the
+train part (``fit_split``: sequence models early-stop on the validation part) of the random
+80/10/10 split (seed 0) and of the leave-one-out split, full ranking
+of the test part with seen items masked, :func:`~valuerec.evaluate.ranking.evaluate_scores`
+for every metric -- and says so. The default models are the ones ``recommend fit`` saves by
+default (the popularity baseline and EASE), which take seconds on MovieLens-100K.
+
+The example users are served by the saved artifact when there is one (what ``valuerec
+recommend for`` would show), otherwise by the same model fitted now on every interaction;
+reasons come from :func:`valuerec.recommend.explain.because`, the code the CLI and the API use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from valuerec.artifacts import ArtifactStore
+from valuerec.cli_recommend import PREFIX
+from valuerec.data.store import Store
+from valuerec.evaluate.ranking import (
+    Interactions,
+    Split,
+    evaluate_scores,
+    leave_one_out,
+    random_split,
+)
+from valuerec.recommend.base import Recommender
+from valuerec.recommend.explain import because
+from valuerec.recommend.registry import MODELS, make_recommender
+
+from .defaults import REC_K, REC_MODELS
+from .value import NotApplicable
+
+__all__ = [
+    "PROTOCOLS",
+    "ExampleUser",
+    "PeerRun",
+    "ProtocolResult",
+    "RecEvaluation",
+    "evaluate_recommenders",
+    "read_peer",
+]
+
+PROTOCOLS = ("random-split", "leave-one-out")
+EXAMPLE_USERS = 5
+EXAMPLE_K = 5
+HISTORY_SHOWN = 5
+#: quantiles of history length the example users are picked at: light to heavy users
+EXAMPLE_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+Step = Callable[[str], object]
+
+
+@dataclass
+class ProtocolResult:
+    """Every model on one protocol: metrics, top-k lists and the train popularity of items."""
+
+    protocol: str
+    metrics: dict[str, dict[str, float]]
+    top_items: dict[str, np.ndarray]
+    train_counts: np.ndarray
+    sizes: dict[str, int]
+
+
+@dataclass
+class ExampleUser:
+    """A user's recent history and what the example model recommends them, with reasons."""
+
+    user_id: str
+    interactions: int
+    history: pd.DataFrame  # timestamp, event_type, item_id, title (newest first)
+    recs: pd.DataFrame  # rank, item_id, title, score, reason
+
+
+@dataclass
+class PeerRun:
+    """One peer (RecBole) figure set: a model on a protocol."""
+
+    protocol: str
+    model: str
+    metrics: dict[str, float]
+    note: str = ""
+
+
+@dataclass
+class RecEvaluation:
+    """What the recommendations section shows, and where each part came from."""
+
+    k: int
+    models: list[str]
+    protocols: dict[str, ProtocolResult]
+    example_model: str
+    example_source: str
+    examples: list[ExampleUser]
+    peers: list[PeerRun]
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def make_split(inter: Interactions, protocol: str) -> Split:
+    """The split ``valuerec recommend evaluate --protocol`` makes."""
+    if protocol == "random-split":
+        return random_split(inter, seed=0)
+    if protocol == "leave-one-out":
+        return leave_one_out(inter)
+    raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def parse_models(spec: str | None) -> list[str]:
+    """A comma list of registered recommender names (default: ``recommend fit``'s)."""
+    names = [n.strip().lower() for n in (spec or REC_MODELS).split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if not names or unknown:
+        raise ValueError(
+            f"unknown recommender(s) {unknown or spec!r}; choose from {', '.join(MODELS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _protocol(
+    inter: Interactions,
+    items: pd.DataFrame,
+    protocol: str,
+    names: list[str],
+    k: int,
+    skipped: dict[str, str],
+    step: Step,
+) -> ProtocolResult | None:
+    split = make_split(inter, protocol)
+    metrics: dict[str, dict[str, float]] = {}
+    tops: dict[str, np.ndarray] = {}
+    for name in names:
+        step(f"recommendations: {protocol}: {name}")
+        started = time.perf_counter()
+        try:
+            model = make_recommender(name, items).fit_split(split)
+            fit_s = time.perf_counter() - started
+            report = evaluate_scores(
+                model.split_scorer(split, "test"),
+                split,
+                stage="test",
+                ks=(k,),
+                unmasked=protocol == "leave-one-out",
+            )
+        except Exception as exc:  # one model's failure must not lose the others
+            skipped[f"{name} ({protocol})"] = f"{type(exc).__name__}: {exc}"
+            continue
+        metrics[name] = {**report.metrics, "fit_s": fit_s}
+        tops[name] = report.top_items
+    if not metrics:
+        return None
+    return ProtocolResult(protocol, metrics, tops, split.train.item_counts(), split.sizes())
+
+
+def _titles(items: pd.DataFrame) -> dict[str, str]:
+    """Item id -> title, for items that have one (the rest are named by their id)."""
+    if items.empty or "title" not in items:
+        return {}
+    known = items.dropna(subset=["title"])
+    return dict(zip(known["item_id"].astype(str), known["title"].astype(str), strict=True))
+
+
+def _example_model(
+    root: str, names: list[str], items: pd.DataFrame, inter: Interactions
+) -> tuple[str, Recommender, str]:
+    """The model the examples use: the first non-baseline one, its saved artifact preferred.
+
+    Returns (name, model, where it came from).
+    """
+    name = next((n for n in names if "popularity" not in n), names[0])
+    note = ""
+    arts = ArtifactStore(root)
+    if PREFIX + name in arts.names():
+        try:
+            model, meta = arts.load(PREFIX + name)
+        except Exception as exc:  # unpickling needs the model's code: fit it now instead
+            note = f" ({PREFIX}{name} could not be loaded: {type(exc).__name__}: {exc})"
+        else:
+            return name, model, f"the saved artifact {PREFIX}{name} {meta.get('version', '')}"
+    model = make_recommender(name, items).fit(inter)
+    return name, model, f"{name} fitted now on every interaction{note}"
+
+
+def _pick_users(model: Recommender) -> list[str]:
+    """Users at spread-out history lengths (light to heavy), deterministic."""
+    counts = np.diff(model.matrix_.indptr)
+    users = np.flatnonzero(counts > 0)
+    if users.size == 0:
+        return []
+    order = users[np.lexsort((users, counts[users]))]  # by history length, then index
+    picks: list[int] = []
+    for q in EXAMPLE_QUANTILES:
+        pos = min(int(q * order.size), order.size - 1)
+        while pos < order.size and order[pos] in picks:
+            pos += 1
+        if pos < order.size:
+            picks.append(int(order[pos]))
+    return [str(model.user_ids_[u]) for u in picks[:EXAMPLE_USERS]]
+
+
+def _examples(store: Store, model: Recommender, titles: dict[str, str]) -> list[ExampleUser]:
+    users = _pick_users(model)
+    if not users:
+        return []
+    events = store.events(users)
+    events = events[events["item_id"].notna()]
+    recs = model.recommend(users, k=EXAMPLE_K)
+    out = []
+    for user in users:
+        mine = events[events["user_id"] == user].sort_values("timestamp", kind="stable")
+        recent = mine.drop_duplicates("item_id", keep="last").iloc[::-1].head(HISTORY_SHOWN)
+        history = pd.DataFrame(
+            {
+                "timestamp": recent["timestamp"].to_numpy(),
+                "event_type": recent["event_type"].to_numpy(),
+                "item_id": recent["item_id"].astype(str).to_numpy(),
+                "title": [titles.get(str(i), str(i)) for i in recent["item_id"]],
+            }
+        )
+        mine_recs = recs[recs["user_id"] == user].reset_index(drop=True)
+        u = model.user_ids_.get_indexer([user])[0]
+        seen = None if u < 0 else model.matrix_[u].indices
+        idx = model.item_ids_.get_indexer(mine_recs["item_id"])
+        out.append(
+            ExampleUser(
+                user_id=user,
+                interactions=len(mine),
+                history=history,
+                recs=pd.DataFrame(
+                    {
+                        "rank": mine_recs["rank"].to_numpy(),
+                        "item_id": mine_recs["item_id"].astype(str).to_numpy(),
+                        "title": [titles.get(str(i), str(i)) for i in mine_recs["item_id"]],
+                        "score": mine_recs["score"].to_numpy(dtype=float),
+                        "reason": because(model, seen, idx, titles),
+                    }
+                ),
+            )
+        )
+    return out
+
+
+def evaluate_recommenders(
+    store: Store,
+    artifacts_root: str,
+    *,
+    models: str | None = None,
+    peer: list[PeerRun] | None = None,
+    step: Step = lambda _: None,
+) -> RecEvaluation:
+    """Evaluate the recommenders on both protocols and serve five example users.
+
+    Raises:
+        NotApplicable: the store has no events with an item.
+    """
+    names = parse_models(models)
+    (with_items,) = store.con.execute(
+        "SELECT count(*) FROM events WHERE item_id IS NOT NULL"
+    ).fetchone()
+    if not with_items:
+        raise NotApplicable(
+            "this store has no events with an item: recommenders learn from user-item "
+            "interactions (views, purchases, ratings... with an item_id)"
+        )
+    step("recommendations: reading interactions")
+    inter = Interactions.from_store(store)
+    items = store.items()
+    skipped: dict[str, str] = {}
+    protocols = {}
+    for protocol in PROTOCOLS:
+        try:
+            result = _protocol(inter, items, protocol, names, REC_K, skipped, step)
+        except ValueError as exc:  # e.g. no user with a test item (every user too light)
+            skipped[protocol] = str(exc)
+            continue
+        if result is not None:
+            protocols[protocol] = result
+    notes = [
+        "Recommender artifacts store no evaluation, so these figures were computed now, as "
+        "`valuerec recommend evaluate` computes them: fitted on the train part, test part "
+        "ranked against the whole catalogue with the user's train and validation items masked."
+    ]
+    if not protocols:
+        notes.append("No protocol could be evaluated: " + "; ".join(skipped.values()))
+    step("recommendations: example users")
+    titles = _titles(items)
+    name, model, source = _example_model(artifacts_root, names, items, inter)
+    examples = _examples(store, model, titles)
+    return RecEvaluation(
+        k=REC_K,
+        models=names,
+        protocols=protocols,
+        example_model=name,
+        example_source=source,
+        examples=examples,
+        peers=peer or [],
+        skipped=skipped,
+        notes=notes,
+    )
+
+
+# ------------------------------------------------------------------------------- peers
+
+
+def _runs(data: Any) -> list[dict[str, Any]] | None:
+    """The run list of a RecBole result: ``recbole_ml100k.py`` summary or ``recbole_run.py``."""
+    if isinstance(data, dict) and isinstance(data.get("recbole"), dict):
+        data = data["recbole"]
+    if isinstance(data, dict) and isinstance(data.get("runs"), list):
+        return data["runs"]
+    return None
+
+
+def read_peer(path: str | Path) -> list[PeerRun]:
+    """Peer figures from a JSON written by ``benchmarks/peers`` (or a protocol/model mapping).
+
+    Accepted shapes: the summary of ``benchmarks/peers/recbole_ml100k.py`` (``{"recbole":
+    {"runs": [...]}}``), the results of ``recbole_run.py`` (``{"runs": [{"protocol",
+    "model", "test": {...}}]}``) and ``{protocol: {model: {"test" or "metrics": {...}}}}``
+    (optionally under ``"results"``), the form ``benchmarks/recs_ml100k.py --peer`` reads.
+    Failed runs are skipped.
+
+    Raises:
+        ValueError: the file cannot be read or has none of these shapes.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read peer figures {path}: {exc}") from None
+    out: list[PeerRun] = []
+    runs = _runs(data)
+    if runs is not None:
+        for r in runs:
+            if "error" in r or not isinstance(r.get("test"), dict):
+                continue
+            metrics = {str(k): float(v) for k, v in r["test"].items() if _is_number(v)}
+            out.append(PeerRun(str(r["protocol"]), str(r["model"]), metrics, r.get("test_is", "")))
+        return out
+    mapping = data.get("results", data) if isinstance(data, dict) else None
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{path}: not a RecBole result file (no 'runs' and no protocol mapping)")
+    for protocol, models in mapping.items():
+        if not isinstance(models, dict):
+            continue
+        for model, r in models.items():
+            if not isinstance(r, dict):
+                continue
+            m = r.get("test", r.get("metrics", r))
+            metrics = {str(k): float(v) for k, v in m.items() if _is_number(v)}
+            if metrics:
+                out.append(PeerRun(str(protocol), str(model), metrics))
+    if not out:
+        raise ValueError(f"{path}: no peer figures found")
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

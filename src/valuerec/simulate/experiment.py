@@ -1,0 +1,330 @@
+"""The policy experiment: one simulated population, a platform that learns from its own logs,
+every policy run from the same state, and off-policy estimates checked against the truth.
+
+For one seed:
+
+1. **Pre-period** (``pre_days``): users browse organically; the platform fits its recommender
+   (relevance) and a value model (LTV, churn risk) on that history.
+2. **Logging** (``log_days``): an epsilon-greedy relevance policy serves and logs the
+   platform's features of every shown item. The purchase model (LightGBM) and the learned
+   long-term policy (PyTorch) are trained on this log.
+3. **Off-policy evaluation**: a second logging run from the same pre-period state with fresh
+   randomness (data no model has seen) is replayed for every target policy
+   (:mod:`valuerec.simulate.ope`) and compared with its exact value.
+4. **Evaluation** (``days``): from the state at the end of logging, each policy runs with the
+   same random numbers; revenue, active users, clicks and NDCG@k against true relevance are
+   recorded.
+
+:func:`run_experiment` repeats this over seeds and :func:`summarise` gives means with 95%
+t-intervals over seeds and the paired comparisons the targets are stated in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from valuerec.recommend.longterm import LoggedSlates, LongTermPolicy
+from valuerec.recommend.policies import (
+    EpsilonGreedy,
+    Policy,
+    RelevancePolicy,
+    RevenueGreedyPolicy,
+    ValueAwarePolicy,
+)
+from valuerec.simulate.env import SimResult, Simulator
+from valuerec.simulate.fitting import attach_models, fit_purchase_model
+from valuerec.simulate.log import SimLog
+from valuerec.simulate.ope import OPEResult, evaluate_log
+from valuerec.simulate.platform import FEATURES, Platform
+from valuerec.simulate.world import SimConfig, World
+
+POLICIES = ("random", "logging", "relevance", "revenue-greedy", "value-aware", "learned")
+USER_FEATURES = (
+    "user_ctr",
+    "user_cvr",
+    "log_visits",
+    "log_ltv",
+    "churn_risk",
+    "has_clicks",
+    "has_buys",
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExperimentConfig:
+    """Sizes, periods and policy settings of the experiment (``world``: SimConfig fields)."""
+
+    users: int = 2_000
+    items: int = 1_000
+    seeds: Sequence[int] = (0, 1, 2, 3, 4)
+    pre_days: int = 60
+    log_days: int = 30
+    days: int = 90
+    slate_size: int = 10
+    candidates: int = 50
+    epsilon: float = 0.5
+    recommender: str = "ease"
+    value_model: str = "bgnbd"
+    value_weight: float = 3.0
+    diversity: float = 1.0
+    protect: float = 1.0
+    objective: str = "revenue"
+    learned_epochs: int = 8
+    retention_weight: float = 1.0
+    conservatism: float = 0.5
+    policies: Sequence[str] = POLICIES
+    ope: bool = True
+    world: dict[str, Any] = field(default_factory=dict)
+
+    def sim_config(self, seed: int) -> SimConfig:
+        return SimConfig(
+            users=self.users, items=self.items, slate_size=self.slate_size, seed=seed
+        ).with_(**self.world)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    runs: dict[str, SimResult]
+    ope: OPEResult | None
+    seconds: dict[str, float]
+
+
+def logged_slates(log: SimLog, platform: Platform, visit_rate: np.ndarray) -> LoggedSlates:
+    """Training rows for :class:`LongTermPolicy` from a log recorded with features."""
+    days = log.slate_days()
+    if not days:
+        raise ValueError("the log has no slates")
+    first, last = days[0].day, days[-1].day
+    n = platform.n_users
+    rev = np.zeros((n, last - first + 2))
+    last_visit = np.full(n, -1)
+    for d in days:
+        assert d.paid is not None
+        rev[d.users, d.day - first] += d.paid.sum(axis=1)
+        last_visit[d.users] = d.day
+    after = np.cumsum(rev[:, ::-1], axis=1)[:, ::-1]  # after[u, t] = revenue from day t on
+    feats, price, bought, clicked, silent, left, rate, future = [], [], [], [], [], [], [], []
+    for d in days:
+        assert d.features is not None and d.items is not None and d.buy is not None
+        t = d.day - first
+        days_left = last - d.day
+        feats.append(d.features)
+        price.append(platform.price[d.items])
+        bought.append(d.buy)
+        clicked.append(d.click)
+        silent.append(last_visit[d.users] == d.day)
+        left.append(np.full(len(d.users), days_left))
+        rate.append(visit_rate[d.users])
+        future.append(after[d.users, t + 1] / max(days_left, 1))
+    return LoggedSlates(
+        np.concatenate(feats),
+        np.concatenate(price),
+        np.concatenate(bought),
+        np.concatenate(clicked),
+        np.concatenate(silent),
+        np.concatenate(left),
+        np.concatenate(rate),
+        np.concatenate(future),
+    )
+
+
+def make_policies(
+    cfg: ExperimentConfig, learned: Policy | None = None, names: Sequence[str] | None = None
+) -> dict[str, Policy]:
+    relevance = RelevancePolicy()
+    pool: dict[str, Policy] = {
+        "random": EpsilonGreedy(relevance, 1.0, name="random"),
+        "logging": EpsilonGreedy(relevance, cfg.epsilon, name="logging"),
+        "relevance": relevance,
+        "revenue-greedy": RevenueGreedyPolicy(),
+        "value-aware": ValueAwarePolicy(
+            cfg.value_weight, cfg.diversity, cfg.protect, cfg.objective
+        ),
+    }
+    if learned is not None:
+        pool["learned"] = learned
+    wanted = list(names if names is not None else cfg.policies)
+    unknown = [n for n in wanted if n not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    return {n: pool[n] for n in wanted if n in pool}
+
+
+def run_seed(cfg: ExperimentConfig, seed: int, progress: Progress | None = None) -> SeedResult:
+    """Steps 1-4 of the module docstring for one seed."""
+    say = progress or (lambda _: None)
+    clock: dict[str, float] = {}
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        clock[name] = now - tick
+        tick = now
+
+    world = World.draw(cfg.sim_config(seed))
+    sim = Simulator(world)
+    platform = Platform(world.items, world.n_users, cfg.slate_size, cfg.candidates)
+    say(f"seed {seed}: pre-period")
+    pre = sim.organic(cfg.pre_days, platform)
+    pre_events = pre.events()
+    as_of = sim.start + np.timedelta64(cfg.pre_days, "D")
+    attach_models(
+        platform,
+        pre_events,
+        world.user_ids,
+        world.items["item_id"].to_numpy(),
+        as_of,
+        cfg.recommender,
+        cfg.value_model,
+    )
+    visit_rate = platform.visits / cfg.pre_days
+    lap("pre-period + fit")
+
+    say(f"seed {seed}: logging")
+    logger = EpsilonGreedy(RelevancePolicy(), cfg.epsilon, name="logging")
+    log_sim, log_platform = sim.copy(), platform.copy()
+    train = log_sim.run(logger, log_platform, cfg.log_days, record_features=True, ndcg=False)
+    assert train.log is not None
+    purchase_model = fit_purchase_model([train.log], seed=seed)
+    platform.purchase_model = log_platform.purchase_model = purchase_model
+    lap("logging + purchase model")
+
+    learned = None
+    if "learned" in cfg.policies:
+        say(f"seed {seed}: training the learned policy")
+        cols = [FEATURES.index(c) for c in USER_FEATURES]
+        learned = LongTermPolicy(
+            cols,
+            horizon_days=cfg.days,
+            epochs=cfg.learned_epochs,
+            retention_weight=cfg.retention_weight,
+            seed=seed,
+            diversity=cfg.diversity,
+            conservatism=cfg.conservatism,
+        )
+        learned.fit(logged_slates(train.log, platform, visit_rate))
+        lap("learned policy")
+    policies = make_policies(cfg, learned)
+
+    ope = None
+    if cfg.ope:
+        say(f"seed {seed}: off-policy evaluation")
+        ope_sim, ope_platform = sim.copy(seed=seed + 10_000), platform.copy()
+        ope_run = ope_sim.run(logger, ope_platform, cfg.log_days, ndcg=False)
+        assert ope_run.log is not None
+        targets = {n: p for n, p in policies.items() if not isinstance(p, EpsilonGreedy)}
+        ope = evaluate_log(ope_run.log, platform, sim, targets, purchase_model)
+        lap("off-policy evaluation")
+
+    runs = {}
+    for name, policy in policies.items():
+        say(f"seed {seed}: {name}")
+        run_sim = log_sim.copy(seed=seed + 20_000)  # same random numbers for every policy
+        runs[name] = run_sim.run(policy, log_platform.copy(), cfg.days, keep_log=False)
+        lap(f"run {name}")
+    return SeedResult(seed, runs, ope, clock)
+
+
+def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> list[SeedResult]:
+    return [run_seed(cfg, seed, progress) for seed in cfg.seeds]
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and t-interval over seeds (a point interval for a single seed)."""
+    x = np.asarray(values, dtype=float)
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, m, m
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return m, m - half, m + half
+
+
+METRICS = {
+    "revenue": "revenue",
+    "active_end": "active@end",
+    "clicks": "clicks",
+    "ndcg": "NDCG@10",
+    "margin": "margin",
+}
+
+
+def summarise(results: Sequence[SeedResult]) -> pd.DataFrame:
+    """One row per policy: mean and 95% interval over seeds of each metric."""
+    names = list(results[0].runs)
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"policy": name}
+        for key in METRICS:
+            m, lo, hi = mean_ci([getattr(r.runs[name], key) for r in results])
+            row[key], row[f"{key}_low"], row[f"{key}_high"] = m, lo, hi
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired(results: Sequence[SeedResult], a: str, b: str, metric: str) -> tuple[float, ...]:
+    """Relative difference ``a / b - 1`` of a metric over seeds: mean and 95% interval."""
+    ratios = [getattr(r.runs[a], metric) / getattr(r.runs[b], metric) - 1.0 for r in results]
+    return mean_ci(ratios)
+
+
+def ope_table(results: Sequence[SeedResult]) -> pd.DataFrame:
+    """Per seed and target: estimates with intervals and the truth (per-visit revenue)."""
+    rows = []
+    for r in results:
+        if r.ope is None:
+            continue
+        for row in r.ope.rows():
+            rows.append({"seed": r.seed, **row})
+    return pd.DataFrame(rows)
+
+
+def ope_pooled(results: Sequence[SeedResult]) -> pd.DataFrame:
+    """Per target and estimator: the mean error (estimate - truth) over seeds with its 95%
+    interval from the seeds' standard errors -- does the estimator hit the truth on average?
+
+    One seed's interval misses 5% of the time by design; the pooled error tests for bias."""
+    rows = []
+    z = float(stats.norm.ppf(0.975))
+    names = {n for r in results if r.ope is not None for n in r.ope.estimates}
+    for name in sorted(names):
+        for est in ("ips", "snips", "dr"):
+            errs, ses = [], []
+            for r in results:
+                if r.ope is None or est not in r.ope.estimates.get(name, {}):
+                    continue
+                e = r.ope.estimates[name][est]
+                errs.append(e.estimate - r.ope.truth[name])
+                ses.append(e.se)
+            if not errs:
+                continue
+            mean = float(np.mean(errs))
+            half = z * float(np.sqrt(np.sum(np.square(ses)))) / len(errs)
+            rows.append(
+                {
+                    "policy": name,
+                    "estimator": est,
+                    "mean_error": mean,
+                    "low": mean - half,
+                    "high": mean + half,
+                    "unbiased": bool(abs(mean) <= half),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def config_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    out = asdict(cfg)
+    out["seeds"] = list(cfg.seeds)
+    out["policies"] = list(cfg.policies)
+    return out

@@ -1,0 +1,336 @@
+"""The dashboard and the HTML report, opened in headless Chromium (Debian's, driven by Selenium).
+
+The server is the real one (uvicorn on a loopback port, in a thread) over a small shop with
+trained models and a read key. The page is driven like a person would: type the key, look up
+a customer, open the segments and models views; what it shows is compared with what the API
+answers for the same requests. Screenshots at a laptop and a phone width go to
+``test-artifacts/``. The report test opens a generated report and checks every chart image
+decoded (``naturalWidth > 0``), which is what a reader sees and what parsing the HTML cannot
+tell.
+
+Chromium and its driver come from Debian (``apt-get install chromium chromium-driver``; CI
+installs them); without them these tests skip, unless ``VALUEREC_REQUIRE_BROWSER`` is set
+(CI sets it), where they fail. Selenium is pointed at both binaries so that Selenium Manager
+never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from valuerec.artifacts import ArtifactStore, default_root
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.data.synth import generate
+from valuerec.evaluate.ranking import Interactions
+from valuerec.features.split import TemporalSplit
+from valuerec.recommend.ease import EASERecommender
+from valuerec.recommend.popularity import PopularityRecommender
+from valuerec.report import ReportOptions, write_report
+from valuerec.serve import ServeSettings, create_app
+from valuerec.serve.keys import KeyStore, default_keys_path
+from valuerec.value.registry import make_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+DESKTOP = (1280, 900)
+PHONE = (390, 844)
+WAIT = 20.0  # seconds: generous, a cold Chromium on a busy CI machine is slow
+
+
+def _missing_browser() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not binary.exists():
+            return f"{binary} missing: apt-get install -y chromium chromium-driver"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module (starting one costs about a second)."""
+    reason = _missing_browser()
+    if reason:
+        if os.environ.get("VALUEREC_REQUIRE_BROWSER"):
+            pytest.fail(f"a browser is required here but unavailable: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    flags = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking")
+    for flag in (*flags, "--disable-dev-shm-usage", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_script_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# -- the server --------------------------------------------------------------------------------
+@dataclass
+class Served:
+    url: str
+    key: str
+    db: Path
+
+    def get(self, path: str, **params: Any) -> Any:
+        res = httpx.get(self.url + path, params=params, headers={"X-API-Key": self.key})
+        assert res.status_code == 200, res.text
+        return res.json()
+
+
+def _shop(folder: Path) -> tuple[Path, str]:
+    """A store with items and events, popularity + EASE + a naive value model, a read key."""
+    db = folder / "shop.duckdb"
+    data = generate(users=150, items=40, days=200, holdout_days=10, seed=7)
+    with Store(db) as store:
+        ingest(store, data.items, "items")
+        ingest(store, data.events, "events")
+        inter = Interactions.from_store(store)
+        arts = ArtifactStore(default_root(db))
+        arts.save("rec-popularity", PopularityRecommender().fit(inter), {"model": "popularity"})
+        meta = {"model": "ease", "metrics": {"ndcg@10": 0.3125, "recall@10": 0.5}}
+        arts.save("rec-ease", EASERecommender(reg=250.0).fit(inter), meta)
+        split = TemporalSplit.last_days(store, 30)
+        naive = make_model("naive").fit(store, split.calibration_end, holdout_days=30)
+        arts.save("value-naive", naive, {"model": "naive"})
+    key, _ = KeyStore(default_keys_path(db)).create("read", name="dashboard test")
+    return db, key
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Served]:
+    """``create_app`` under uvicorn on a socket bound here (port 0: no race for a free port)."""
+    db, key = _shop(tmp_path_factory.mktemp("dash-shop"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(db, settings=ServeSettings(exposure_flush_seconds=3600.0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", key, db)
+    finally:
+        server.should_exit = True
+        thread.join(WAIT)
+        sock.close()
+
+
+# -- page helpers ------------------------------------------------------------------------------
+def _wait(driver: Any, condition: Any, what: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT).until(lambda d: condition(d), message=what)
+
+
+def _css(driver: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def _visible(driver: Any, selector: str) -> Any:
+    return _wait(
+        driver,
+        lambda d: next((e for e in _css(d, selector) if e.is_displayed()), False),
+        f"{selector} visible",
+    )
+
+
+def _screenshot(driver: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def _size(driver: Any, width: int, height: int) -> None:
+    """Emulate a viewport of this size (a phone's is narrower than a headless window may go)."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+
+
+def _fits_width(driver: Any) -> bool:
+    """No horizontal scrolling of the page itself (wide tables scroll in their own box)."""
+    return driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+    )
+
+
+def _look_up(driver: Any, user: str) -> None:
+    box = _visible(driver, "#user-id")
+    box.clear()
+    box.send_keys(user)
+    _css(driver, "#user-form button")[0].click()
+    _wait(
+        driver,
+        lambda d: (
+            d.execute_script("return document.querySelector('#customer').dataset.user") == user
+        ),
+        f"customer {user} rendered",
+    )
+
+
+def _open(driver: Any, view: str) -> None:
+    _css(driver, f"#tabs button[data-view={view}]")[0].click()
+    _visible(driver, f"#view-{view}")
+
+
+# -- tests -------------------------------------------------------------------------------------
+def test_dashboard_shows_a_customer_segments_and_models_as_the_api_does(browser, served):
+    driver = browser
+    _size(driver, *DESKTOP)
+    driver.get(served.url + "/dashboard")
+    driver.execute_script("localStorage.clear()")
+    driver.refresh()
+
+    # the key is asked for once, then kept: a reload goes straight to the customer view
+    _visible(driver, "#key-input").send_keys(served.key)
+    _css(driver, "#key-form button")[0].click()
+    _wait(driver, lambda d: not _css(d, "#key-panel")[0].is_displayed(), "key panel closed")
+    driver.refresh()
+    _visible(driver, "#user-id")
+    assert not _css(driver, "#key-panel")[0].is_displayed()
+
+    # a customer worth looking at: the top of the segment with the most predicted value
+    segments = served.get("/segments")
+    best = max(segments["segments"], key=lambda s: s["predicted_value"])
+    user = served.get(f"/segments/{best['segment']}/users", limit=1)["items"][0]["user_id"]
+    _look_up(driver, user)
+
+    value = served.get(f"/users/{user}/value")
+    ltv = _css(driver, "#value-fields [data-field=ltv]")[0]
+    assert float(ltv.get_attribute("data-value")) == pytest.approx(value["ltv"], rel=1e-12)
+    assert value["ltv"] > 0 and ltv.text.replace(",", "") == f"{value['ltv']:.2f}"
+    low, high = _css(driver, "[data-field=ltv-interval]")[0].get_attribute("data-value").split(",")
+    assert (float(low), float(high)) == pytest.approx((value["ltv_low"], value["ltv_high"]))
+    p_alive = _css(driver, "[data-field=p-alive]")[0].get_attribute("data-value")
+    assert float(p_alive) == pytest.approx(value["p_alive"])
+    assert _css(driver, "[data-field=segment]")[0].text == value["segment"]
+
+    recs = served.get(f"/users/{user}/recommendations", k=10)
+    shown = _css(driver, "#recs .rec")
+    assert len(shown) == len(recs["items"]) > 0
+    assert [e.find_element("css selector", ".rec-title").text for e in shown] == [
+        i["title"] or i["item_id"] for i in recs["items"]
+    ]
+    assert [e.get_attribute("data-item-id") for e in shown] == [i["item_id"] for i in recs["items"]]
+    assert all(e.find_element("css selector", ".rec-reason").text for e in shown)
+
+    purchases = served.get(f"/users/{user}/purchases", limit=5)["items"]
+    assert len(purchases) > 0  # the user is in a segment, so they bought something
+    assert [e.get_attribute("data-item-id") for e in _css(driver, "#purchases .purchase")] == [
+        p["item_id"] for p in purchases
+    ]
+    assert _fits_width(driver)
+    _screenshot(driver, "dashboard-desktop-customer")
+
+    # segments: sizes and value shares as the API gives them, and a complete target list
+    _open(driver, "segments")
+    _wait(driver, lambda d: _css(d, "#segments-table[data-loaded]"), "segments table")
+    rows = _css(driver, "#segments-table tbody tr")
+    assert [r.get_attribute("data-segment") for r in rows] == [
+        s["segment"] for s in segments["segments"]
+    ]
+    for row, seg in zip(rows, segments["segments"], strict=True):
+        cell = row.find_element("css selector", "[data-field=users]")
+        assert int(cell.get_attribute("data-value")) == seg["users"]
+    _screenshot(driver, "dashboard-desktop-segments")
+    biggest = max(segments["segments"], key=lambda s: s["users"])
+    first = served.get(f"/segments/{biggest['segment']}/users", limit=1)["items"][0]["user_id"]
+    csv = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "window.dashboard.segmentCsv(arguments[0]).then(done, (e) => done('error: ' + e));",
+        biggest["segment"],
+    )
+    lines = csv.splitlines()
+    assert lines[0].startswith("user_id,ltv,p_alive")
+    assert len(lines) == biggest["users"] + 1
+    assert lines[1].split(",")[0] == first
+
+    # models: every model's current version
+    _open(driver, "models")
+    _wait(driver, lambda d: _css(d, "#models[data-loaded]"), "models view")
+    models = served.get("/models/current")["models"]
+    cards = {c.get_attribute("data-name"): c for c in _css(driver, "#models .model")}
+    names = {"rec-ease", "rec-popularity", "value-naive"}
+    assert set(cards) == {m["name"] for m in models} == names
+    for m in models:
+        current = cards[m["name"]].find_element("css selector", "[data-field=current-version]")
+        assert current.get_attribute("data-value") == m["current_version"] == "v0001"
+    ease = next(m for m in models if m["name"] == "rec-ease")
+    assert ease["metrics"] == {"ndcg@10": 0.3125, "recall@10": 0.5}
+    assert {"ndcg@10", "0.3125", "recall@10", "0.5000"} <= set(cards["rec-ease"].text.split())
+    _screenshot(driver, "dashboard-desktop-models")
+
+    # a phone: the same customer, one column, nothing wider than the screen
+    _size(driver, *PHONE)
+    _open(driver, "customer")
+    _look_up(driver, user)
+    assert _fits_width(driver)
+    value_card, recs_card = _css(driver, "#customer > .card")
+    assert recs_card.location["y"] > value_card.location["y"]  # stacked, not side by side
+    _screenshot(driver, "dashboard-phone-customer")
+    _open(driver, "segments")
+    _wait(driver, lambda d: _css(d, "#segments-table[data-loaded]"), "segments table")
+    assert _fits_width(driver)
+    _screenshot(driver, "dashboard-phone-segments")
+    _size(driver, *DESKTOP)
+
+
+def test_a_wrong_key_is_asked_for_again(browser, served):
+    driver = browser
+    driver.get(served.url + "/dashboard")
+    driver.execute_script("localStorage.setItem('valuerec.apiKey', 'vr_wrong')")
+    driver.refresh()
+    _visible(driver, "#user-id").send_keys("u1")
+    _css(driver, "#user-form button")[0].click()
+    error = _visible(driver, "#key-error")
+    assert "invalid" in error.text
+    assert driver.execute_script("return localStorage.getItem('valuerec.apiKey')") is None
+
+
+def test_the_report_shows_every_chart_in_a_browser(browser, tmp_path):
+    data = generate(users=200, items=30, days=300, holdout_days=30, seed=3)
+    db = tmp_path / "report-shop.duckdb"
+    with Store(db) as store:
+        ingest(store, data.items, "items")
+        ingest(store, data.events, "events")
+    out = write_report([db], tmp_path / "report.html", ReportOptions(rec_models="popularity"))
+    _size(browser, *DESKTOP)
+    browser.get(out.as_uri())
+    _wait(browser, lambda d: d.execute_script("return document.readyState") == "complete", "load")
+    charts = browser.execute_script(
+        "return [...document.querySelectorAll('figure.chart img')].map(i => ({"
+        " id: i.closest('figure').id, complete: i.complete, width: i.naturalWidth,"
+        " height: i.naturalHeight}))"
+    )
+    assert len(charts) >= 6, charts  # five value charts and the popularity-bias one
+    blank = [c for c in charts if not (c["complete"] and c["width"] > 0 and c["height"] > 0)]
+    assert not blank, blank
+    _screenshot(browser, "report-desktop")

@@ -1,0 +1,236 @@
+"""The PostgreSQL backend: same answers as DuckDB, shared by many clients, safe to point at.
+
+The ingest, store, crash-safety and API tests already run on both backends; these cover what
+only a server has: other clients writing, concurrent ingests, URLs, and the analytic mirror.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from pg_cluster import Cluster
+from valuerec.artifacts import default_root
+from valuerec.cli import app
+from valuerec.data.ingest import ingest
+from valuerec.data.postgres import PostgresStore, pg_type, to_pg_sql
+from valuerec.data.store import Store, StoreError, deployment_path, redact
+from valuerec.data.synth import generate
+from valuerec.features.behaviour import behaviour_features
+from valuerec.features.rfm import rfm_summary
+from valuerec.serve.keys import default_keys_path
+
+
+@pytest.fixture
+def url(pg_cluster: Cluster) -> str:
+    return pg_cluster.create_schema("pgt")
+
+
+@pytest.fixture(scope="module")
+def shop() -> object:
+    return generate(users=60, items=25, days=120, holdout_days=10, seed=11)
+
+
+# -- no server needed ----------------------------------------------------------------------------
+def test_portable_sql_becomes_psycopg_sql():
+    assert to_pg_sql("SELECT ? WHERE a LIKE 'x%?' AND b = ?") == (
+        "SELECT %s WHERE a LIKE 'x%%?' AND b = %s"
+    )
+    assert to_pg_sql('SELECT "odd?name" FROM t WHERE x = ?') == (
+        'SELECT "odd?name" FROM t WHERE x = %s'
+    )
+    assert pg_type("VARCHAR") == 'VARCHAR COLLATE "C"'
+    assert pg_type("DOUBLE") == "DOUBLE PRECISION"
+    assert pg_type("BOOLEAN NOT NULL") == "BOOLEAN NOT NULL"
+
+
+def test_urls_get_a_local_home_and_lose_their_password(monkeypatch, tmp_path):
+    monkeypatch.setenv("VALUEREC_HOME", str(tmp_path))
+    url = "postgresql://shop:s3cret@db.internal:5432/prod"
+    assert redact(url) == "postgresql://shop:***@db.internal:5432/prod"
+    assert redact("postgresql://shop@h/db?password=s3cret&sslmode=require") == (
+        "postgresql://shop@h/db?password=***&sslmode=require"
+    )
+    assert deployment_path(url) == str(tmp_path / "prod@db.internal")
+    assert default_root(url) == tmp_path / "prod@db.internal.models"
+    assert default_keys_path(url) == tmp_path / "prod@db.internal.keys.json"
+    assert deployment_path("shop.duckdb") == "shop.duckdb"
+
+
+def test_an_unreachable_server_is_a_store_error_without_the_password(tmp_path):
+    with pytest.raises(StoreError, match="cannot open store") as exc:
+        Store(f"postgresql://u:s3cret@/nope?host={tmp_path}&connect_timeout=2")
+    assert "s3cret" not in str(exc.value)
+
+
+# -- one store class -----------------------------------------------------------------------------
+def test_a_url_opens_the_postgres_backend_of_the_same_class(url, monkeypatch):
+    with Store(url) as store:
+        assert isinstance(store, Store) and isinstance(store, PostgresStore)
+        assert store.count("events") == 0
+    monkeypatch.setenv("VALUEREC_DB", url)
+    with Store() as store:
+        assert isinstance(store, PostgresStore)
+
+
+def test_a_whole_database_works_too(pg_cluster: Cluster, shop):
+    """Tests use one schema each; a URL naming a database (tables in ``public``) is the same."""
+    with Store(pg_cluster.create_database("whole")) as store:
+        assert ingest(store, shop.events).stored == len(shop.events)
+        assert store.count("events") == len(shop.events)
+
+
+def test_every_read_and_feature_query_agrees_with_duckdb(url, tmp_path, shop):
+    """Same input, both backends: the read methods and the feature SQL give identical frames."""
+    bad = shop.events.head(20).assign(timestamp="not a time")
+    results = {}
+    for db in (str(tmp_path / "same.duckdb"), url):
+        with Store(db) as store:
+            ingest(store, shop.items, "items")
+            ingest(store, shop.users, "users")
+            ingest(store, pd.concat([shop.events, bad]), source_name="events")
+            ingest(store, shop.events, source_name="events")  # all duplicates
+            end = shop.events["timestamp"].max()
+            stats = store.stats()
+            stats.pop("db")
+            results[db] = {
+                "events": store.events(),
+                "some": store.events(["u1", "u2"], event_types=["purchase"], since="2020-01-01"),
+                "items": store.items(),
+                "users": store.users(),
+                "quarantine": store.quarantine().drop(columns="quarantined_at"),
+                "stats": stats,
+                "rfm": rfm_summary(store, end),
+                "behaviour": behaviour_features(store, end),
+            }
+    duck, pg = results.values()
+    assert duck["stats"] == pg["stats"]
+    assert duck["stats"]["quarantined"] == 20
+    for name in duck:
+        if name != "stats":
+            pd.testing.assert_frame_equal(duck[name], pg[name], check_exact=True, obj=name)
+    assert len(duck["events"]) == len(shop.events)
+
+
+def test_floats_text_and_json_survive_the_round_trip_exactly(url):
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "event_type": "purchase",
+            "timestamp": ["2024-01-01 10:00:00.123456", "2024-01-01", "2024-01-02"],
+            "value": [0.1 + 0.2, 1 / 3, 1e-300],
+            "item_id": ["i1", "i2", "nul\x00byte"],
+            "note": ['quote " comma , newline \n end', "ünïcödé €", "nul\x00byte"],
+        }
+    )
+    with Store(url) as store:
+        assert ingest(store, frame).stored == 3
+        ev = store.events().set_index("user_id")
+        assert list(ev["value"]) == [0.1 + 0.2, 1 / 3, 1e-300]
+        assert ev.loc["a", "timestamp"] == pd.Timestamp("2024-01-01 10:00:00.123456")
+        assert json.loads(ev.loc["a", "properties"])["note"] == 'quote " comma , newline \n end'
+        assert json.loads(ev.loc["b", "properties"])["note"] == "ünïcödé €"
+        assert json.loads(ev.loc["c", "properties"])["note"] == "nul\x00byte"
+        # PostgreSQL text cannot hold NUL: it becomes U+FFFD, the same way on every ingest
+        assert ev.loc["c", "item_id"] == "nul\ufffdbyte"
+        assert ingest(store, frame).stored == 0  # and compare equal to themselves on the server
+
+
+def test_read_only_needs_an_existing_store_and_writes_nothing(url, shop):
+    with pytest.raises(StoreError, match="holds no valuerec store"):
+        Store(url, read_only=True)
+    with Store(url) as store:
+        ingest(store, shop.events.head(10))
+    with Store(url, read_only=True) as store:
+        assert len(store.events()) == 10
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            ingest(store, shop.events.head(20))
+        assert store.count("events") == 10
+
+
+# -- many clients ----------------------------------------------------------------------------------
+def test_the_analytic_copy_follows_writes_from_other_clients(url, shop):
+    with Store(url) as reader, Store(url) as writer:
+        assert len(reader.query("SELECT * FROM events")) == 0
+        ingest(writer, shop.events.head(100))
+        assert reader.query("SELECT count(*) AS n FROM events")["n"][0] == 100
+        # a client that is not valuerec at all
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("DELETE FROM events WHERE user_id = %s", [shop.events["user_id"][0]])
+        gone = int((shop.events.head(100)["user_id"] == shop.events["user_id"][0]).sum())
+        assert reader.query("SELECT count(*) AS n FROM events")["n"][0] == 100 - gone
+        assert reader.con.execute("SELECT count(*) FROM events").fetchone()[0] == 100 - gone
+
+
+def test_the_analytic_connection_refuses_writes(url):
+    with Store(url) as store:
+        with pytest.raises(StoreError, match="read-only"):
+            store.con.execute("DELETE FROM events")
+        with pytest.raises(StoreError, match="read-only"):
+            store.query("SELECT 1; DROP TABLE events")
+        assert store.count("events") == 0
+
+
+def test_concurrent_ingests_of_the_same_events_store_them_once(url, shop):
+    """Two clients (e.g. two API workers) posting the same batch: the server keeps one copy."""
+    errors: list[BaseException] = []
+    stored: list[int] = []
+
+    def run() -> None:
+        try:
+            with Store(url) as store:
+                stored.append(ingest(store, shop.events, batch_size=500).stored)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(stored) == [0, 0, len(shop.events)]
+    with Store(url) as store:
+        assert store.count("events") == len(shop.events)
+        assert store.count("ingest_runs") == 3
+
+
+def test_a_failed_batch_leaves_nothing_half_written(url, shop, monkeypatch):
+    real = PostgresStore.append_quarantine
+
+    def boom(self, con, select):
+        real(self, con, select)
+        raise RuntimeError("disk full")
+
+    with Store(url) as store:
+        monkeypatch.setattr(PostgresStore, "append_quarantine", boom)
+        for rows in (50, 200):  # the first failure also rolls back the session's staging tables
+            frame = shop.events.head(rows).astype({"value": object})
+            frame.loc[::2, "value"] = "x"  # half good rows (written first), half quarantined
+            with pytest.raises(RuntimeError, match="disk full"):
+                ingest(store, frame)
+            assert store.count("events") == 0 and store.count("quarantine") == 0
+        monkeypatch.undo()
+        assert ingest(store, shop.events.head(50)).stored == 50
+        assert ingest(store, shop.events.head(200)).stored == 150
+        assert store.count("ingest_runs") == 2
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_cli_ingest_stats_and_quarantine_take_a_url(url, tmp_path: Path):
+    path = tmp_path / "e.csv"
+    path.write_text("user_id,timestamp,event_type\nu1,2024-01-01,view\nu2,never,view\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(path), "--db", url, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["stored"] == 1
+    st = json.loads(runner.invoke(app, ["stats", "--json"], env={"VALUEREC_DB": url}).stdout)
+    assert st["events"] == 1 and st["quarantined"] == 1 and st["db"] == url
+    rows = json.loads(runner.invoke(app, ["quarantine", "--db", url, "--json"]).stdout)
+    assert rows[0]["field"] == "timestamp"

@@ -1,0 +1,467 @@
+"""``valuerec report``: the HTML report on small synthetic stores, checked against the evaluators.
+
+The report is parsed back (``html.parser``) and every figure in its tables is compared with
+what :func:`evaluate_value` / :func:`evaluate_scores` return when run here independently on
+the same data, through the exact value each numeric cell carries (``data-value``) and the
+text it shows. Charts are decoded and parsed as SVG.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from valuerec.artifacts import ArtifactStore, default_root
+from valuerec.cli import app
+from valuerec.cli_value import holdout_customers, value_app
+from valuerec.data import synth
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.evaluate.ranking import Interactions, evaluate_scores, leave_one_out, random_split
+from valuerec.evaluate.value import evaluate_value, paired_bootstrap
+from valuerec.recommend.registry import make_recommender
+from valuerec.report import build_report
+from valuerec.report import value as report_value
+from valuerec.report.document import fmt_number
+from valuerec.value.base import value_data
+from valuerec.value.segments import SEGMENTS
+
+runner = CliRunner()
+SVG = "{http://www.w3.org/2000/svg}"
+VALUE_CHARTS = (
+    "ltv-distribution", "gain-lift", "decile-calibration", "actual-vs-predicted", "churn-roc",
+)  # fmt: skip
+REC_CHARTS = ("popularity-bias",)
+FITTED = ("naive", "bgnbd")
+
+
+# ------------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class Figure:
+    attrs: dict[str, str]
+    src: str = ""
+    caption: str = ""
+
+
+@dataclass
+class Row:
+    key: str | None
+    cells: list[tuple[dict[str, str], str]] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    """What the tests read from a report: sections, figures, tables and every URL."""
+
+    sections: dict[str, dict[str, str]] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    tables: dict[str, list[Row]] = field(default_factory=dict)
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    urls: list[tuple[str, str, str]] = field(default_factory=list)  # (tag, attribute, value)
+    notes: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def cell(self, table: str, row: str, key: str) -> tuple[dict[str, str], str]:
+        for r in self.tables[table]:
+            if r.key == row:
+                for attrs, text in r.cells:
+                    if attrs.get("data-key") == key:
+                        return attrs, text
+        raise KeyError(f"{table}: no cell {row}/{key}")
+
+    def value(self, table: str, row: str, key: str) -> float:
+        attrs, _ = self.cell(table, row, key)
+        return float(attrs["data-value"])
+
+
+class _Parser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page = Page()
+        self._figure: Figure | None = None
+        self._table: str | None = None
+        self._row: Row | None = None
+        self._cell: dict[str, str] | None = None
+        self._buf: list[str] = []
+        self._in: str | None = None  # figcaption / th / note
+
+    def handle_starttag(self, tag: str, attrs_list: list[tuple[str, str | None]]) -> None:
+        attrs = {k: v or "" for k, v in attrs_list}
+        for name in ("src", "href", "action", "poster", "data"):
+            if name in attrs:
+                self.page.urls.append((tag, name, attrs[name]))
+        if tag == "section" and "data-kind" in attrs:
+            self.page.sections[attrs["id"]] = attrs
+        elif tag == "figure":
+            self._figure = Figure(attrs)
+            self.page.figures[attrs["id"]] = self._figure
+        elif tag == "img" and self._figure is not None:
+            self._figure.src = attrs.get("src", "")
+        elif tag == "figcaption":
+            self._in, self._buf = "figcaption", []
+        elif tag == "table":
+            self._table = attrs["id"]
+            self.page.tables[self._table] = []
+            self.page.headers[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self._row = Row(attrs.get("data-key"))
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell, self._buf, self._in = attrs, [], tag
+        elif tag == "p" and attrs.get("class") == "note":
+            self._in, self._buf = "note", []
+
+    def handle_endtag(self, tag: str) -> None:
+        text = "".join(self._buf).strip()
+        if tag == "figcaption" and self._figure is not None:
+            self._figure.caption, self._in = text, None
+        elif tag == "figure":
+            self._figure = None
+        elif tag == "th" and self._table is not None:
+            self.page.headers[self._table].append(text)
+            self._in = None
+        elif tag == "td" and self._row is not None and self._cell is not None:
+            self._row.cells.append((self._cell, text))
+            self._cell, self._in = None, None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            if self._row.cells:
+                self.page.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "p" and self._in == "note":
+            self.page.notes.append(text)
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        self.page.text.append(data)
+        if self._in is not None:
+            self._buf.append(data)
+
+
+def parse(html: str) -> Page:
+    parser = _Parser()
+    parser.feed(html)
+    parser.close()
+    return parser.page
+
+
+def svg_of(figure: Figure) -> ET.Element:
+    prefix = "data:image/svg+xml;base64,"
+    assert figure.src.startswith(prefix), figure.src[:40]
+    data = base64.b64decode(figure.src[len(prefix) :], validate=True)
+    assert len(data) > 2000, f"{figure.attrs['id']}: only {len(data)} bytes"
+    root = ET.fromstring(data)
+    assert root.tag == f"{SVG}svg"
+    return root
+
+
+def svg_text(root: ET.Element) -> str:
+    return " ".join(" ".join(t.itertext()) for t in root.iter(f"{SVG}text"))
+
+
+def squash(s: str) -> str:
+    return " ".join(s.split())
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def _ingest(db: Path, **frames: pd.DataFrame) -> None:
+    with Store(db) as store:
+        for kind, frame in frames.items():
+            ingest(store, frame, kind)
+
+
+@dataclass
+class Built:
+    db: Path
+    html: str
+    page: Page
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    """Purchases, views and a catalogue, with saved value models: every section applies.
+
+    BASELINES is narrowed to naive, so bgnbd counts as "ours" and gets the paired-bootstrap
+    comparison (the real "ours" models take too long to fit in a unit test).
+    """
+    data = synth.generate(users=700, items=60, days=420, holdout_days=30, seed=5)
+    db = tmp_path_factory.mktemp("report-shop") / "shop.duckdb"
+    _ingest(db, items=data.items, users=data.users, events=data.events)
+    first = pd.Timestamp(data.events["timestamp"].min()).normalize()
+    res = runner.invoke(
+        value_app,
+        ["fit", "--db", str(db), "--models", ",".join(FITTED), "--holdout-days", "90",
+         "--calibration-end", f"{first + pd.Timedelta(days=300):%Y-%m-%d}", "--json"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_value, "BASELINES", ("naive",))
+        html = build_report([db])
+    yield Built(db, html, parse(html))
+
+
+def _ratings(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    users, items = 120, 50
+    pop = 1.0 / np.arange(1, items + 1)
+    rows = []
+    for u in range(users):
+        n = int(rng.integers(4, 25))
+        for j, i in enumerate(rng.choice(items, size=n, replace=False, p=pop / pop.sum())):
+            rows.append((f"r{u}", f"m{i}", pd.Timestamp("2023-01-01") + pd.Timedelta(hours=u + j)))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    events["event_type"] = "rating"
+    events["rating"] = 4.0
+    catalogue = pd.DataFrame({"item_id": [f"m{i}" for i in range(items)]})
+    catalogue["title"] = [f"Film <{i}> & co" for i in range(items)]  # markup must be escaped
+    return events, catalogue
+
+
+PEERS = {
+    "runs": [
+        {"protocol": "random-split", "model": "EASE", "test": {"ndcg@10": 0.321}},
+        {"protocol": "leave-one-out", "model": "Pop", "test": {"ndcg@10": 0.0123}},
+        {"protocol": "random-split", "model": "BPR", "error": "boom"},
+    ]
+}
+
+
+@dataclass
+class Two:
+    """One report over two stores, written by the CLI (as the demo's two stores would be)."""
+
+    purchases: Path  # CDNOW-like: purchases with an amount, no items, no saved models
+    ratings: Path  # MovieLens-like: ratings of titled items, no purchases
+    out: Path
+    cli: Any
+    page: Page
+    html: str
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Two:
+    folder = tmp_path_factory.mktemp("report-two")
+    data = synth.generate(users=600, items=30, days=500, holdout_days=30, seed=3)
+    purchases = data.events[data.events["event_type"] == "purchase"].drop(columns="item_id")
+    _ingest(folder / "purchases.duckdb", events=purchases)
+    events, catalogue = _ratings()
+    _ingest(folder / "ratings.duckdb", items=catalogue, events=events)
+    (folder / "peer.json").write_text(json.dumps(PEERS))
+    out = folder / "sub" / "report.html"
+    res = runner.invoke(
+        app,
+        ["report", "--db", str(folder / "purchases.duckdb"), "--db",
+         str(folder / "ratings.duckdb"), "--out", str(out), "--peer", str(folder / "peer.json")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    html = out.read_text(encoding="utf-8")
+    return Two(folder / "purchases.duckdb", folder / "ratings.duckdb", out, res, parse(html), html)
+
+
+# --------------------------------------------------------------------------------- tests
+
+
+def test_every_section_and_chart_is_there_with_title_labels_and_caption(shop: Built) -> None:
+    page = shop.page
+    kinds = {a["data-kind"]: a for a in page.sections.values()}
+    for kind in ("data", "value", "recommendations", "examples"):
+        assert kinds[kind]["class"] == "available", kind
+    expected = {f"shop-{c}" for c in ("events-by-month", *VALUE_CHARTS, *REC_CHARTS)}
+    assert set(page.figures) == expected
+    for fid, fig in page.figures.items():
+        for attr in ("data-title", "data-xlabel", "data-ylabel"):
+            assert fig.attrs[attr].strip(), (fid, attr)
+        assert "(" in fig.attrs["data-xlabel"] + fig.attrs["data-ylabel"], f"{fid}: units"
+        assert len(fig.caption) > 40, fid
+        drawn = squash(svg_text(svg_of(fig)))
+        assert squash(fig.attrs["data-title"]) in drawn, fid
+        assert fig.attrs["data-xlabel"] in drawn and fig.attrs["data-ylabel"] in drawn, fid
+        assert len(list(svg_of(fig).iter(f"{SVG}path"))) > 5, f"{fid}: nothing drawn"
+    for table in ("shop-counts", "shop-types", "shop-months", "shop-value-models",
+                  "shop-value-deciles", "shop-value-segments", "shop-rec-random-split",
+                  "shop-rec-leave-one-out", "shop-rec-beyond"):  # fmt: skip
+        assert page.tables[table], table
+    examples = [t for t in page.tables if re.fullmatch(r"shop-example-\d-recs", t)]
+    assert len(examples) == 5
+    for t in examples:
+        assert all(text for r in page.tables[t] for _, text in r.cells[-1:]), "reasons missing"
+
+
+def test_file_needs_no_network(shop: Built) -> None:
+    assert shop.page.urls, "no src/href at all: the parser is broken"
+    for tag, attr, url in shop.page.urls:
+        assert url.startswith(("data:", "#")), (tag, attr, url[:60])
+    lowered = shop.html.lower()
+    assert "<script" not in lowered and "<link" not in lowered and "@import" not in lowered
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", lowered)
+
+
+def _independent_value(db: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, Any]]:
+    """Truth and held-out predictions of the saved models, computed here as `value fit` did."""
+    arts = ArtifactStore(default_root(db))
+    preds, reports = {}, {}
+    with Store(db, read_only=True) as store:
+        for name in FITTED:
+            model, meta = arts.load(f"value-{name}")
+            data = value_data(store, meta["calibration_end"], meta["holdout_days"])
+            held = holdout_customers(data.users, meta["test_fraction"], meta["split_salt"])
+            truth = data.labels.loc[data.users[held]].rename_axis("user_id").reset_index()
+            preds[name] = model.predict(
+                list(truth["user_id"]), meta["holdout_days"], store=store,
+                as_of=meta["calibration_end"],
+            )  # fmt: skip
+            reports[name] = evaluate_value(truth, preds[name])
+    return truth, preds, reports
+
+
+def test_value_figures_equal_evaluate_value_on_the_same_split(shop: Built) -> None:
+    truth, preds, reports = _independent_value(shop.db)
+    page, table = shop.page, "shop-value-models"
+    assert [r.key for r in page.tables[table]] == list(FITTED)
+    checked = 0
+    for name, report in reports.items():
+        for key, value in report.metrics.items():
+            try:
+                attrs, shown = page.cell(table, name, key)
+            except KeyError:
+                continue  # not every metric is a column
+            if not math.isfinite(value):
+                assert shown == "-" and "data-value" not in attrs
+                continue
+            assert float(attrs["data-value"]) == pytest.approx(value, rel=1e-12, abs=1e-12)
+            checked += 1
+        assert page.value(table, name, "customers") == len(truth)
+    assert checked >= 2 * 10
+    gini = reports["naive"].metrics["normalized_gini"]
+    assert page.cell(table, "naive", "normalized_gini")[1] == fmt_number(gini)
+    # the paired bootstrap against the best baseline, with the same seed and resamples
+    boot = paired_bootstrap(
+        truth["holdout_spend"], preds["bgnbd"]["pred_spend"], preds["naive"]["pred_spend"],
+        n_boot=report_value.N_BOOT, seed=0,
+    )  # fmt: skip
+    attrs, shown = page.cell(table, "bgnbd", "gini_vs_best_baseline")
+    assert float(attrs["data-value"]) == pytest.approx(boot["diff"], abs=1e-12)
+    assert f"[{boot['low']:+.3f}, {boot['high']:+.3f}]" in shown
+    # deciles of the featured model (no lightgbm here: the best held-out Gini)
+    featured = max(reports, key=lambda n: reports[n].metrics["normalized_gini"])
+    deciles = reports[featured].deciles
+    assert len(page.tables["shop-value-deciles"]) == len(deciles)
+    for row in deciles.itertuples():
+        for key in ("predicted_sum", "actual_sum", "customers"):
+            got = page.value("shop-value-deciles", str(row.decile), key)
+            assert got == pytest.approx(getattr(row, key), rel=1e-12)
+    # segments: every current customer exactly once
+    segs = page.tables["shop-value-segments"]
+    assert [r.key for r in segs] == list(SEGMENTS)
+    total = sum(page.value("shop-value-segments", s, "users") for s in SEGMENTS)
+    assert total == page.value("shop-counts", "customers with a purchase", "purchasers")
+
+
+def test_recommendation_figures_equal_evaluate_scores(shop: Built) -> None:
+    with Store(shop.db, read_only=True) as store:
+        inter = Interactions.from_store(store)
+        items = store.items()
+    page = shop.page
+    for protocol, split in (("random-split", random_split(inter, seed=0)),
+                            ("leave-one-out", leave_one_out(inter))):  # fmt: skip
+        for name in ("popularity", "ease"):
+            model = make_recommender(name, items).fit_split(split)
+            m = evaluate_scores(
+                model.split_scorer(split, "test"),
+                split,
+                ks=(10,),
+                unmasked=protocol == "leave-one-out",
+            ).metrics
+            for key in ("ndcg@10", "recall@10", "hit@10"):
+                got = page.value(f"shop-rec-{protocol}", name, key)
+                assert got == pytest.approx(m[key], rel=1e-9), (protocol, name, key)
+            for key in ("coverage@10", "novelty@10", "exposure_gini@10"):
+                got = page.value("shop-rec-beyond", f"{protocol}:{name}", key)
+                assert got == pytest.approx(m[key], rel=1e-9), (protocol, name, key)
+
+
+def _kinds(page: Page, store: str) -> dict[str, str]:
+    """Section kind -> "available" / "unavailable" for one store of a report."""
+    return {
+        a["data-kind"]: a["class"]
+        for sid, a in page.sections.items()
+        if sid.startswith(f"{store}-")
+    }
+
+
+def test_cli_writes_the_report_and_prints_its_path(two: Two, tmp_path: Path) -> None:
+    assert two.cli.stdout.strip() == str(two.out.resolve())
+    assert two.html.startswith("<!DOCTYPE html>") and two.html.rstrip().endswith("</html>")
+    assert [p.name for p in two.out.parent.iterdir()] == ["report.html"]  # no temporary left
+    missing = runner.invoke(app, ["report", "--db", str(tmp_path / "nope.duckdb")])
+    assert missing.exit_code == 2 and "no store at" in missing.output
+    assert not (tmp_path / "report.html").exists()
+    bad = runner.invoke(app, ["report", "--db", str(two.ratings), "--rec-models", "nope"])
+    assert bad.exit_code == 2 and "unknown recommender" in bad.output
+
+
+def test_store_without_items_or_models_gets_value_from_baselines_fitted_now(two: Two) -> None:
+    page = two.page
+    assert _kinds(page, "purchases") == {
+        "data": "available", "value": "available", "recommendations": "unavailable",
+    }  # fmt: skip
+    assert any("no events with an item" in n for n in page.notes)
+    assert any("fitted now" in n for n in page.notes)
+    rows = [r.key for r in page.tables["purchases-value-models"]]
+    assert rows == list(report_value.VALUE_FALLBACK_MODELS)
+    ids = {f.removeprefix("purchases-") for f in page.figures if f.startswith("purchases-")}
+    assert ids == {"events-by-month", *VALUE_CHARTS}
+    for fid in ids:
+        svg_of(page.figures[f"purchases-{fid}"])
+    # the split is the one `value fit` makes by default, on the same hash-held-out customers
+    with Store(two.purchases, read_only=True) as store:
+        split = report_value.default_split(store)
+        data = value_data(store, split.calibration_end, split.holdout_days)
+    held = holdout_customers(data.users, 0.2, "valuerec-value-test")
+    assert page.value("purchases-value-models", "naive", "customers") == int(held.sum())
+
+
+def test_ratings_store_gets_recommendations_with_peers_and_no_value(two: Two) -> None:
+    page = two.page
+    assert _kinds(page, "ratings") == {
+        "data": "available", "value": "unavailable", "recommendations": "available",
+        "examples": "available",
+    }  # fmt: skip
+    assert any("no purchase events" in n for n in page.notes)
+    assert page.value("ratings-rec-random-split", "peer:EASE", "ndcg@10") == 0.321
+    assert page.value("ratings-rec-leave-one-out", "peer:Pop", "ndcg@10") == 0.0123
+    assert "peer:BPR" not in [r.key for r in page.tables["ratings-rec-random-split"]]
+    assert "Film <3> & co" in "".join(page.text) and "Film <3>" not in two.html  # escaped
+    ids = {f for f in page.figures if f.startswith("ratings-")}
+    assert ids == {"ratings-events-by-month", "ratings-popularity-bias"}
+    for fid in ids:
+        svg_of(page.figures[fid])
+
+
+def test_empty_store_says_what_is_missing(tmp_path: Path) -> None:
+    db = tmp_path / "empty.duckdb"
+    Store(db).close()
+    page = parse(build_report([db]))
+    assert _kinds(page, "empty") == {
+        "data": "available", "value": "unavailable", "recommendations": "unavailable",
+    }  # fmt: skip
+    assert page.value("empty-counts", "events", "events") == 0
+    assert not page.figures
