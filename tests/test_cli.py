@@ -145,6 +145,10 @@ def test_demo_loads_both_real_data_sets(tmp_path):
     # recommendations: the evaluation table, a saved model and users' lists with reasons
     assert (tmp_path / "demo" / "movielens-100k.duckdb.models" / "rec-ease" / "CURRENT").exists()
     assert "similar to" in res.stdout and "cold start" in res.stdout
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert str(tmp_path / "demo" / "report.html") in res.stdout.replace("\n", "")
+    assert "CDNOW" in report or "cdnow" in report
+    assert report.count("<img") >= 6 and "http://" not in report and "https://" not in report
     # it ends with how to serve that store; the server loads the saved EASE and answers a key
     assert "valuerec serve --db" in res.stdout and "keys create --role read" in res.stdout
     assert "/users/196/recommendations" in res.stdout

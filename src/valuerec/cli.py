@@ -37,6 +37,7 @@ from valuerec.data import datasets as ds
 from valuerec.data import synth
 from valuerec.data.ingest import FORMATS, IngestResult, InputError, ingest
 from valuerec.data.store import default_db_path
+from valuerec.report.build import write_report
 from valuerec.report.cli import report
 
 app = typer.Typer(
@@ -359,6 +360,15 @@ def demo(
     for user in ("1", "196", "a-new-visitor"):
         rec_for(user_id=user, model="ease", k=5, db=ml_db, as_json=False)
     out.print(f"Stores and model artifacts under {out_dir}/.")
+    out.rule("[bold]report")
+    with progress() as bar:
+        task = bar.add_task("writing the report", total=None)
+        report_path = write_report(
+            [cdnow_db, ml_db],
+            out_dir / "report.html",
+            step=lambda what: bar.update(task, description=f"report: {what}"),
+        )
+    out.print(f"Report (one self-contained HTML file): {report_path}")
     # the EASE artifact saved above (rec-ease in <db>.models) is what `valuerec serve` loads
     db = shlex.quote(ml_db)
     out.rule("[bold]serve it")
