@@ -77,7 +77,8 @@ def test_kill_9_mid_ingest_then_rerun_gives_exact_count(tmp_path, backend, reque
         stderr=subprocess.PIPE,
         text=True,
         stdout=subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "200"},
+        # a PostgreSQL client killed mid-batch leaves its CSV hand-over folder: keep it here
+        env={**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp_path)},
     )
     assert proc.stderr is not None
     for line in proc.stderr:

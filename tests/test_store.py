@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import BACKENDS
+from conftest import BACKENDS, databases_for
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store, StoreError, default_db_path
 
@@ -46,8 +46,8 @@ def test_events_filters(filled):
     assert list(filled.events(since="2024-01-02", until="2024-03-01")["user_id"]) == ["a", "b"]
 
 
-def test_store_persists_across_connections(tmp_path):
-    path = tmp_path / "s.duckdb"
+def test_store_persists_across_connections(tmp_path, backend, request):
+    path = databases_for(backend, tmp_path, request).new("s")
     with Store(path) as s:
         ingest(
             s, pd.DataFrame({"user_id": ["a"], "event_type": ["view"], "timestamp": ["2024-01-01"]})

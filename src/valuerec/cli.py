@@ -36,7 +36,7 @@ from valuerec.cli_value import value_app
 from valuerec.data import datasets as ds
 from valuerec.data import synth
 from valuerec.data.ingest import FORMATS, IngestResult, InputError, ingest
-from valuerec.data.store import default_db_path
+from valuerec.data.store import default_db_path, redact
 from valuerec.report.build import write_report
 from valuerec.report.cli import report
 
@@ -185,7 +185,7 @@ def stats(db: DbOption = default_db_path(), as_json: JsonOption = False) -> None
     if as_json:
         print_json(result)
     else:
-        _print_stats(result, f"store {db}")
+        _print_stats(result, f"store {redact(db)}")
 
 
 @app.command()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,9 +54,10 @@ from valuerec.data.store import (
 __all__ = ["PostgresStore"]
 
 VERSIONS = "valuerec_versions"
-#: key of the session advisory lock that serialises ingests (run ids, dedupe) across clients
-INGEST_LOCK = 0x76616C7565726563  # "valuerec"
-SCHEMA_LOCK = INGEST_LOCK + 1
+#: advisory lock keys (with the schema's hash as second key, so stores in different schemas
+#: of one database do not wait for each other): ingests (run ids, dedupe) and schema creation
+INGEST_LOCK, SCHEMA_LOCK = 0x7672, 0x7673  # "vr", "vs"
+_LOCK_ARGS = "%s, hashtext(current_schema())"
 _WATCHED = (*TABLES, "quarantine", "ingest_runs")
 _CONTENT = ("user_id", "item_id", "event_type", "timestamp", "value", "quantity", "rating")
 
@@ -121,6 +121,22 @@ def to_pg_sql(sql: str) -> str:
     return "".join(out)
 
 
+@contextmanager
+def _csv_file() -> Iterator[Path]:
+    """A path for one CSV hand-over between the engines, removed (with its folder) after use.
+
+    One folder per transfer rather than per store, so a store that is never closed, or a
+    process that is killed, leaves at most one file behind.
+    """
+    with tempfile.TemporaryDirectory(prefix="valuerec-pg-") as folder:
+        yield Path(folder) / "rows.csv"
+
+
+def _quote(path: Path) -> str:
+    """``path`` as a DuckDB string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 _TRIGGER_FN = f"""CREATE OR REPLACE FUNCTION valuerec_touch() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -152,7 +168,6 @@ class PostgresStore(Store):
         )
         if read_only:
             self.pg.execute("SET default_transaction_read_only = on")
-        self._tmp = Path(tempfile.mkdtemp(prefix="valuerec-pg-"))
         self._scratch: duckdb.DuckDBPyConnection | None = None
         try:
             if not read_only:
@@ -188,7 +203,7 @@ class PostgresStore(Store):
         ]
         with self.pg.transaction():
             # two processes opening a new database at once must not race on CREATE
-            self.pg.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
+            self.pg.execute(f"SELECT pg_advisory_xact_lock({_LOCK_ARGS})", [SCHEMA_LOCK])
             self.pg.execute(
                 f"CREATE TABLE IF NOT EXISTS {VERSIONS} (table_name VARCHAR PRIMARY KEY, "
                 "version BIGINT NOT NULL DEFAULT 0)"
@@ -226,7 +241,7 @@ class PostgresStore(Store):
             f"{c} {pg_type(typ)}" + (" PRIMARY KEY" if c == key else "") for c, typ in columns
         )
         with self.pg.transaction():
-            self.pg.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
+            self.pg.execute(f"SELECT pg_advisory_xact_lock({_LOCK_ARGS})", [SCHEMA_LOCK])
             self.pg.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
             self._watch(name)
 
@@ -237,7 +252,6 @@ class PostgresStore(Store):
                 con.close()
         if not self.pg.closed:
             self.pg.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -275,12 +289,12 @@ class PostgresStore(Store):
     def ingest_lock(self) -> Iterator[None]:
         """One ingest at a time per database, across processes: run ids stay unique and two
         clients posting the same event cannot both find it new."""
-        self.pg.execute("SELECT pg_advisory_lock(%s)", [INGEST_LOCK])
+        self.pg.execute(f"SELECT pg_advisory_lock({_LOCK_ARGS})", [INGEST_LOCK])
         try:
             yield
         finally:
             if not self.pg.closed:
-                self.pg.execute("SELECT pg_advisory_unlock(%s)", [INGEST_LOCK])
+                self.pg.execute(f"SELECT pg_advisory_unlock({_LOCK_ARGS})", [INGEST_LOCK])
 
     def _copy_in(
         self,
@@ -305,10 +319,10 @@ class PostgresStore(Store):
             else c
             for c, typ in columns
         )
-        path = self._tmp / f"{staging}.csv"
-        con.execute(f"COPY (SELECT {exprs} FROM ({select})) TO '{path}' (FORMAT csv, HEADER false)")
         names = ", ".join(c for c, _ in columns)
-        with self.pg.cursor() as cur:
+        with _csv_file() as path, self.pg.cursor() as cur:
+            fmt = "(FORMAT csv, HEADER false)"
+            con.execute(f"COPY (SELECT {exprs} FROM ({select})) TO {_quote(path)} {fmt}")
             with (
                 cur.copy(f"COPY {staging} ({names}) FROM STDIN (FORMAT csv)") as copy,
                 open(path, "rb") as f,
@@ -316,7 +330,6 @@ class PostgresStore(Store):
                 while data := f.read(1 << 20):
                     copy.write(data)
             n = cur.rowcount
-        path.unlink(missing_ok=True)
         if n > 10_000:
             self.pg.execute(f"ANALYZE {staging}")
         return int(n)
@@ -449,15 +462,15 @@ class _Mirror:
         ).fetchall()
         cols = ", ".join(f'"{c}" {_TO_DUCK.get(typ, "VARCHAR")}' for c, typ in columns)
         self.duck.execute(f'CREATE OR REPLACE TABLE "{name}" ({cols})')
-        path = self.store._tmp / f"mirror_{name}.csv"
         names = ", ".join(f'"{c}"' for c, _ in columns)
         out = f'COPY (SELECT {names} FROM "{name}") TO STDOUT (FORMAT csv)'
-        with pg.cursor() as cur, open(path, "wb") as f, cur.copy(out) as copy:
-            for data in copy:
-                f.write(data)
-        if path.stat().st_size:
-            self.duck.execute(
-                f"""COPY "{name}" FROM '{path}' (FORMAT csv, HEADER false, DELIMITER ',',
-                QUOTE '"', ESCAPE '"', ALLOW_QUOTED_NULLS false, MAX_LINE_SIZE 1073741824)"""
-            )
-        path.unlink(missing_ok=True)
+        with _csv_file() as path:
+            with pg.cursor() as cur, open(path, "wb") as f, cur.copy(out) as copy:
+                for data in copy:
+                    f.write(data)
+            if path.stat().st_size:
+                self.duck.execute(
+                    f"""COPY "{name}" FROM {_quote(path)} (FORMAT csv, HEADER false,
+                    DELIMITER ',', QUOTE '"', ESCAPE '"', ALLOW_QUOTED_NULLS false,
+                    MAX_LINE_SIZE 1073741824)"""
+                )
