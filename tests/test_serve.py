@@ -16,18 +16,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import BACKENDS, Databases, databases_for
-from valuerec.artifacts import ArtifactStore, default_root
+from shop import build_shop
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.data.synth import generate
 from valuerec.evaluate.ranking import Interactions
-from valuerec.features.split import TemporalSplit
 from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.serve import ServeSettings, create_app
 from valuerec.serve.config import EventRoles
 from valuerec.serve.keys import KeyStore, default_keys_path
-from valuerec.value.registry import make_model
 from valuerec.value.segments import SEGMENTS
 
 USER = "u1"
@@ -50,18 +48,7 @@ def template(databases: Databases) -> tuple[str, dict[str, str]]:
     """A store with a shop's events and items, two recommenders (EASE in two versions, v0002
     not promoted), a value model, and one key per role."""
     db = databases.new("shop")
-    data = generate(users=120, items=40, days=150, holdout_days=10, seed=5)
-    with Store(db) as store:
-        ingest(store, data.items, "items")
-        ingest(store, data.events, "events")
-        inter = Interactions.from_store(store)
-        arts = ArtifactStore(default_root(db))
-        arts.save("rec-popularity", PopularityRecommender().fit(inter), {"model": "popularity"})
-        arts.save("rec-ease", EASERecommender(reg=250.0).fit(inter), {"model": "ease"})
-        arts.save("rec-ease", EASERecommender(reg=2.0).fit(inter), {"model": "ease"}, promote=False)
-        split = TemporalSplit.last_days(store, 30)
-        naive = make_model("naive").fit(store, split.calibration_end, holdout_days=30)
-        arts.save("value-naive", naive, {"model": "naive"})
+    build_shop(db, users=120, items=40, days=150, seed=5)
     keys = KeyStore(default_keys_path(db))
     return db, {
         role: keys.create(role, name=f"test {role}")[0] for role in ("read", "write", "admin")

@@ -28,17 +28,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from valuerec.artifacts import ArtifactStore, default_root
-from valuerec.data.ingest import ingest
+from shop import build_shop
 from valuerec.data.store import Store
-from valuerec.data.synth import generate
-from valuerec.evaluate.ranking import Interactions
-from valuerec.features.split import TemporalSplit
-from valuerec.recommend.ease import EASERecommender
-from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.serve import ServeSettings, create_app
 from valuerec.serve.keys import KeyStore, default_keys_path
-from valuerec.value.registry import make_model
 
 #: cases per operation and generation mode (about 23 operations x 2 modes)
 EXAMPLES = int(os.environ.get("VALUEREC_FUZZ_EXAMPLES", "28"))
@@ -52,18 +45,8 @@ MIN_CASES = 1_000 if EXAMPLES >= 28 else 0
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A small shop with EASE (two versions), popularity and a value model, served in-process."""
     db = tmp_path_factory.mktemp("fuzz") / "shop.duckdb"
-    data = generate(users=60, items=30, days=120, holdout_days=10, seed=11)
+    build_shop(str(db), users=60, items=30, days=120, seed=11)
     with Store(db) as store:
-        ingest(store, data.items, "items")
-        ingest(store, data.events, "events")
-        inter = Interactions.from_store(store)
-        arts = ArtifactStore(default_root(db))
-        arts.save("rec-popularity", PopularityRecommender().fit(inter), {"model": "popularity"})
-        arts.save("rec-ease", EASERecommender(reg=250.0).fit(inter), {"model": "ease"})
-        arts.save("rec-ease", EASERecommender(reg=2.0).fit(inter), {"model": "ease"}, promote=False)
-        split = TemporalSplit.last_days(store, 30)
-        naive = make_model("naive").fit(store, split.calibration_end, holdout_days=30)
-        arts.save("value-naive", naive, {"model": "naive"})
         users = sorted(map(str, store.query("SELECT DISTINCT user_id FROM events")["user_id"]))
         items = sorted(map(str, store.query("SELECT item_id FROM items")["item_id"]))
     key = KeyStore(default_keys_path(db)).create("admin", name="fuzz")[0]
