@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -11,6 +12,7 @@ from valuerec.cli import app
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.data.synth import generate
+from valuerec.recommend.rerank import ItemValues
 
 runner = CliRunner()
 
@@ -59,6 +61,42 @@ def test_fit_then_recommend_with_titles_and_reasons(db):
         ).stdout
     )
     assert len(sim) == 3 and rows[0]["item_id"] not in {s["similar_item_id"] for s in sim}
+
+
+def test_value_weight_reranks_relevance_candidates_by_expected_revenue(db):
+    assert _run("fit", "--db", db, "--models", "ease").exit_code == 0
+    with Store(db, read_only=True) as store:
+        user = store.query("SELECT user_id FROM events LIMIT 1")["user_id"][0]
+    plain = json.loads(_run("for", user, "--db", db, "-k", "10", "--json").stdout)
+    zero = json.loads(
+        _run("for", user, "--db", db, "-k", "10", "--value-weight", "0", "--json").stdout
+    )
+    assert [r["item_id"] for r in zero] == [r["item_id"] for r in plain]
+    blended = json.loads(
+        _run(
+            "for",
+            user,
+            "--db",
+            db,
+            "-k",
+            "10",
+            "--value-weight",
+            "5",
+            "--candidates",
+            "40",
+            "--json",
+        ).stdout
+    )
+    assert len(blended) == 10 and [r["rank"] for r in blended] == list(range(1, 11))
+    # the blend pulls in candidates from below the relevance top 10, worth more than the
+    # relevance top 10 by the store's own price and purchase rates
+    assert max(r["relevance_rank"] for r in blended) > 10
+    with Store(db, read_only=True) as store:
+        values = ItemValues.from_store(store)
+    top = values.take([r["item_id"] for r in plain])
+    assert np.mean([r["price"] * r["p_purchase"] for r in blended]) > np.mean(
+        top.price * top.p_purchase
+    )
 
 
 @pytest.mark.parametrize(

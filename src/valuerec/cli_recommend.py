@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.table import Table
@@ -190,6 +191,55 @@ def _reasons(model: Recommender, user_id: str, rec: pd.DataFrame, titles: pd.Ser
     return because(model, history, model.item_ids_.get_indexer(rec["item_id"]), titles)
 
 
+def _value_rerank(
+    db: str,
+    user_id: str,
+    rec_model: Recommender,
+    k: int,
+    value_weight: float,
+    diversity: float,
+    value_model: str | None,
+    candidates: int,
+) -> pd.DataFrame:
+    """The top-``candidates`` by relevance, re-ranked by the value-aware blend
+    (:func:`valuerec.recommend.rerank.value_rerank`), with each item's price and estimated
+    purchase propensity; the user's churn risk and LTV rank come from ``value_model``."""
+    from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
+
+    cand = rec_model.recommend([user_id], k=max(candidates, k))
+    risk = rank = None
+    with open_store(db, must_exist=True) as store:
+        items = ItemValues.from_store(store)
+        if value_model is not None:
+            from valuerec.cli_value import _load as load_value_model
+            from valuerec.cli_value import _predict_all
+
+            fitted, _ = load_value_model(ArtifactStore(default_root(db)), value_model)
+            pred, _ = _predict_all(store, fitted, None, None)  # as of the log's end
+            risk, rank = UserValues.from_predictions(pred).get(user_id)
+    arrays = items.take(cand["item_id"])
+    try:
+        order = value_rerank(
+            cand["score"].to_numpy(dtype=float),
+            arrays.price,
+            arrays.p_purchase,
+            value_weight,
+            k=k,
+            churn_risk=risk,
+            ltv_rank=rank,
+            diversity=diversity,
+            embedding=arrays.embedding,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    out_rec = cand.iloc[order].reset_index(drop=True)
+    out_rec["rank"] = np.arange(1, len(out_rec) + 1)
+    out_rec["price"] = arrays.price[order]
+    out_rec["p_purchase"] = arrays.p_purchase[order]
+    out_rec["relevance_rank"] = order + 1
+    return out_rec
+
+
 @recommend_app.command("for")
 def recommend_for(
     user_id: Annotated[str, typer.Argument(help="The user to recommend for.")],
@@ -197,10 +247,45 @@ def recommend_for(
     k: KOption = 10,
     db: DbOption = default_db_path(),
     as_json: JsonOption = False,
+    value_weight: Annotated[
+        float,
+        typer.Option(
+            "--value-weight",
+            help="Weight of expected revenue (P(purchase) x price) against relevance; "
+            "0 = relevance only.",
+        ),
+    ] = 0.0,
+    diversity: Annotated[
+        float, typer.Option("--diversity", help="MMR weight against similar items (categories).")
+    ] = 0.0,
+    value_model: Annotated[
+        str | None,
+        typer.Option(
+            "--value-model",
+            help="Saved value model whose churn risk and LTV rank lower the value weight for "
+            "at-risk high-value users.",
+        ),
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option("--candidates", help="Relevance candidates the blend re-ranks.")
+    ] = 50,
 ) -> None:
-    """Top-k items for a user with titles, scores and the reason for each."""
+    """Top-k items for a user with titles, scores and the reason for each.
+
+    With ``--value-weight`` or ``--diversity`` the top ``--candidates`` by relevance are
+    re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
+    purchase propensity per item come from the store's log.
+    """
+    if value_weight < 0 or diversity < 0 or candidates < 1:
+        raise fail("--value-weight and --diversity must be >= 0, --candidates >= 1")
     rec_model = _load(db, model)
-    rec = rec_model.recommend([user_id], k=k)
+    blended = value_weight > 0 or diversity > 0
+    if blended:
+        rec = _value_rerank(
+            db, str(user_id), rec_model, k, value_weight, diversity, value_model, candidates
+        )
+    else:
+        rec = rec_model.recommend([user_id], k=k)
     titles = _titles(db)
     rec["title"] = rec["item_id"].map(titles)
     rec["reason"] = _reasons(rec_model, str(user_id), rec, titles)
@@ -208,11 +293,16 @@ def recommend_for(
         print_json(rec.astype(object).where(rec.notna(), None).to_dict(orient="records"))
         return
     cold = " (new user: cold start)" if rec["cold_start"].any() else ""
-    table = Table(title=f"{model}: top {k} for user {user_id}{cold}")
-    for c in ("rank", "item", "title", "score", "reason"):
-        table.add_column(c, justify="right" if c in ("rank", "score") else "left")
+    how = f", value weight {value_weight:g}" if blended else ""
+    table = Table(title=f"{model}: top {k} for user {user_id}{cold}{how}")
+    cols = ["rank", "item", "title", "score"]
+    if blended:
+        cols += ["price", "P(buy)", "relevance rank"]
+    for c in [*cols, "reason"]:
+        table.add_column(c, justify="left" if c in ("item", "title", "reason") else "right")
     for r in rec.itertuples():
-        table.add_row(str(r.rank), str(r.item_id), str(r.title), f"{r.score:.3f}", r.reason)
+        extra = [f"{r.price:,.2f}", f"{r.p_purchase:.3f}", str(r.relevance_rank)] if blended else []
+        table.add_row(str(r.rank), str(r.item_id), str(r.title), f"{r.score:.3f}", *extra, r.reason)
     out.print(table)
 
 

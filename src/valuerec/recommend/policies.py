@@ -42,8 +42,12 @@ __all__ = [
     "Slate",
     "SlateContext",
     "ValueAwarePolicy",
+    "blend_scores",
+    "expected_money",
+    "ltv_rank",
     "mmr_rank",
     "top_k",
+    "user_value_weight",
     "zscore",
 ]
 
@@ -169,6 +173,64 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
 
 
+def ltv_rank(ltv: np.ndarray) -> np.ndarray:
+    """Each user's predicted-LTV percentile in ``[0, 1]`` (ties by position): the scale on
+    which the blend's protection compares users, whatever the value model's currency."""
+    ltv = np.asarray(ltv, dtype=float)
+    order = np.argsort(np.argsort(ltv, kind="stable"), kind="stable")
+    return order / max(len(order) - 1, 1)
+
+
+def expected_money(
+    p_purchase: np.ndarray,
+    price: np.ndarray,
+    margin_rate: np.ndarray | None = None,
+    objective: str = "revenue",
+) -> np.ndarray:
+    """What showing an item is expected to earn today: P(purchase) x price, times the margin
+    rate when ``objective="margin"`` (revenue is what the business reports; margin what it
+    keeps)."""
+    if objective not in ("margin", "revenue"):
+        raise ValueError("objective must be 'margin' or 'revenue'")
+    money = np.asarray(p_purchase, dtype=np.float64) * np.asarray(price, dtype=np.float64)
+    if objective == "margin":
+        if margin_rate is None:
+            raise ValueError("objective='margin' needs margin rates")
+        money = money * np.asarray(margin_rate, dtype=np.float64)
+    return money
+
+
+def user_value_weight(
+    value_weight: float,
+    n_users: int,
+    protect: float = 0.0,
+    churn_risk: np.ndarray | None = None,
+    ltv_rank: np.ndarray | None = None,
+) -> np.ndarray:
+    """``w_u = value_weight x (1 - protect x churn_risk_u x ltv_rank_u)``: how much money
+    counts in each user's ranking. An at-risk, high-value user keeps the slate most likely to
+    bring them back; without value predictions every user gets ``value_weight``."""
+    w = np.full(n_users, float(value_weight))
+    if protect and churn_risk is not None and ltv_rank is not None:
+        risk = np.clip(
+            np.asarray(churn_risk, dtype=float) * np.asarray(ltv_rank, dtype=float), 0, 1
+        )
+        w *= 1.0 - protect * risk
+    return w
+
+
+def blend_scores(relevance: np.ndarray, money: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The value-aware blend, ``z(relevance) + w_u z(money)`` per row (z: standardised over the
+    row's candidates, so the two add on comparable scales whatever the recommender's or the
+    currency's units). The one definition used by :class:`ValueAwarePolicy` in the simulator
+    and by :func:`valuerec.recommend.rerank.value_rerank` on real data."""
+    rel = zscore(np.asarray(relevance, dtype=np.float64))
+    weight = np.asarray(weight, dtype=np.float64)
+    if not np.any(weight):
+        return rel
+    return rel + weight[:, None] * zscore(money)
+
+
 class Policy(ABC):
     """A ranking policy: :meth:`slate` for serving, :meth:`propensity` for evaluation."""
 
@@ -264,20 +326,16 @@ class ValueAwarePolicy(ScoredPolicy):
 
     def user_weight(self, ctx: SlateContext) -> np.ndarray:
         """``w_u``: how much expected margin counts for each of today's users."""
-        w = np.full(len(ctx), float(self.value_weight))
-        if self.protect and ctx.churn_risk is not None and ctx.ltv_rank is not None:
-            w *= 1.0 - self.protect * np.clip(ctx.churn_risk * ctx.ltv_rank, 0.0, 1.0)
-        return w
+        return user_value_weight(
+            self.value_weight, len(ctx), self.protect, ctx.churn_risk, ctx.ltv_rank
+        )
 
     def scores(self, ctx: SlateContext) -> np.ndarray:
-        rel = zscore(ctx.relevance)
         if self.value_weight == 0:
-            return rel
+            return zscore(ctx.relevance)
         ctx.require("price", "margin_rate")
-        money = ctx.p_purchase * ctx.price
-        if self.objective == "margin":
-            money = money * ctx.margin_rate
-        return rel + self.user_weight(ctx)[:, None] * zscore(money)
+        money = expected_money(ctx.p_purchase, ctx.price, ctx.margin_rate, self.objective)
+        return blend_scores(ctx.relevance, money, self.user_weight(ctx))
 
     def __repr__(self) -> str:
         return (

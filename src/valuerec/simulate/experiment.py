@@ -160,8 +160,35 @@ def make_policies(
     return {n: pool[n] for n in wanted if n in pool}
 
 
-def run_seed(cfg: ExperimentConfig, seed: int, progress: Progress | None = None) -> SeedResult:
-    """Steps 1-4 of the module docstring for one seed."""
+@dataclass
+class PreparedSeed:
+    """One seed's state after steps 1-2: the simulator and platform at the end of logging
+    (every policy starts from them), the pre-period state (for the OPE log), the training log
+    and the fitted purchase model. Several policy variants can be run from one of these, which
+    is what tuning needs."""
+
+    seed: int
+    cfg: ExperimentConfig
+    sim: Simulator  # state at the end of the pre-period
+    platform: Platform  # fitted at the end of the pre-period, with the purchase model
+    log_sim: Simulator  # state at the end of logging
+    log_platform: Platform
+    train_log: SimLog
+    purchase_model: Any
+    visit_rate: np.ndarray
+    seconds: dict[str, float]
+
+    def run(self, policy: Policy, days: int | None = None) -> SimResult:
+        """Serve ``policy`` from the end of logging with the evaluation's random numbers (the
+        same for every policy); the prepared state is not changed."""
+        run_sim = self.log_sim.copy(seed=self.seed + 20_000)
+        return run_sim.run(policy, self.log_platform.copy(), days or self.cfg.days, keep_log=False)
+
+
+def prepare_seed(
+    cfg: ExperimentConfig, seed: int, progress: Progress | None = None
+) -> PreparedSeed:
+    """Steps 1-2 of the module docstring for one seed."""
     say = progress or (lambda _: None)
     clock: dict[str, float] = {}
     tick = time.perf_counter()
@@ -199,39 +226,71 @@ def run_seed(cfg: ExperimentConfig, seed: int, progress: Progress | None = None)
     purchase_model = fit_purchase_model([train.log], seed=seed)
     platform.purchase_model = log_platform.purchase_model = purchase_model
     lap("logging + purchase model")
+    return PreparedSeed(
+        seed,
+        cfg,
+        sim,
+        platform,
+        log_sim,
+        log_platform,
+        train.log,
+        purchase_model,
+        visit_rate,
+        clock,
+    )
+
+
+def fit_learned(prep: PreparedSeed) -> LongTermPolicy:
+    """The learned long-term policy of the experiment, trained on the seed's logging run."""
+    cfg = prep.cfg
+    cols = [FEATURES.index(c) for c in USER_FEATURES]
+    learned = LongTermPolicy(
+        cols,
+        horizon_days=cfg.days,
+        epochs=cfg.learned_epochs,
+        retention_weight=cfg.retention_weight,
+        seed=prep.seed,
+        diversity=cfg.diversity,
+        conservatism=cfg.conservatism,
+    )
+    return learned.fit(logged_slates(prep.train_log, prep.platform, prep.visit_rate))
+
+
+def run_seed(cfg: ExperimentConfig, seed: int, progress: Progress | None = None) -> SeedResult:
+    """Steps 1-4 of the module docstring for one seed."""
+    say = progress or (lambda _: None)
+    prep = prepare_seed(cfg, seed, progress)
+    clock = dict(prep.seconds)
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        clock[name] = now - tick
+        tick = now
 
     learned = None
     if "learned" in cfg.policies:
         say(f"seed {seed}: training the learned policy")
-        cols = [FEATURES.index(c) for c in USER_FEATURES]
-        learned = LongTermPolicy(
-            cols,
-            horizon_days=cfg.days,
-            epochs=cfg.learned_epochs,
-            retention_weight=cfg.retention_weight,
-            seed=seed,
-            diversity=cfg.diversity,
-            conservatism=cfg.conservatism,
-        )
-        learned.fit(logged_slates(train.log, platform, visit_rate))
+        learned = fit_learned(prep)
         lap("learned policy")
     policies = make_policies(cfg, learned)
 
     ope = None
     if cfg.ope:
         say(f"seed {seed}: off-policy evaluation")
-        ope_sim, ope_platform = sim.copy(seed=seed + 10_000), platform.copy()
+        logger = EpsilonGreedy(RelevancePolicy(), cfg.epsilon, name="logging")
+        ope_sim, ope_platform = prep.sim.copy(seed=seed + 10_000), prep.platform.copy()
         ope_run = ope_sim.run(logger, ope_platform, cfg.log_days, ndcg=False)
         assert ope_run.log is not None
         targets = {n: p for n, p in policies.items() if not isinstance(p, EpsilonGreedy)}
-        ope = evaluate_log(ope_run.log, platform, sim, targets, purchase_model)
+        ope = evaluate_log(ope_run.log, prep.platform, prep.sim, targets, prep.purchase_model)
         lap("off-policy evaluation")
 
     runs = {}
     for name, policy in policies.items():
         say(f"seed {seed}: {name}")
-        run_sim = log_sim.copy(seed=seed + 20_000)  # same random numbers for every policy
-        runs[name] = run_sim.run(policy, log_platform.copy(), cfg.days, keep_log=False)
+        runs[name] = prep.run(policy)
         lap(f"run {name}")
     return SeedResult(seed, runs, ope, clock)
 

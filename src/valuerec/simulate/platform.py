@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from valuerec.data import synth
-from valuerec.recommend.policies import SlateContext
+from valuerec.recommend.policies import SlateContext, ltv_rank
 from valuerec.simulate.log import DayLog
 
 FEATURES = (
@@ -116,8 +116,7 @@ class Platform:
         """Predicted lifetime value and churn risk per user (any value model)."""
         self.ltv = np.asarray(ltv, dtype=float)
         self.churn_risk = np.clip(np.asarray(churn_risk, dtype=float), 0.0, 1.0)
-        order = np.argsort(np.argsort(self.ltv, kind="stable"), kind="stable")
-        self.ltv_rank = order / max(len(order) - 1, 1)
+        self.ltv_rank = ltv_rank(self.ltv)
 
     # -- observing the log --------------------------------------------------------------------
     def update(self, d: DayLog) -> None:

@@ -1,0 +1,276 @@
+"""Value-aware re-ranking of a real store's recommendations: the simulator's blend, served.
+
+A recommender ranks a user's candidates by relevance; :func:`value_rerank` re-orders them with
+the same formula as :class:`~valuerec.recommend.policies.ValueAwarePolicy` (it calls
+:func:`~valuerec.recommend.policies.blend_scores`), so what the policy benchmark measured in
+the simulator is what the CLI and the API serve. What the simulator's platform learns from
+its logs comes here from the store, once, through :class:`ItemValues` (price, purchase
+propensity, margin rate and category of every item) and :class:`UserValues` (churn risk and
+LTV percentile from a value model's predictions).
+
+Typical use (the API holds both tables and re-ranks per request)::
+
+    items = ItemValues.from_store(store)
+    users = UserValues.from_predictions(value_model.predict(horizon_days=365, store=store))
+    cand = recommender.recommend([user_id], k=50)          # candidates, best relevance first
+    arrays = items.take(cand["item_id"])
+    risk, rank = users.get(user_id)
+    order = value_rerank(cand["score"].to_numpy(), arrays.price, arrays.p_purchase,
+                         value_weight=1.0, churn_risk=risk, ltv_rank=rank, k=10)
+    top = cand.iloc[order]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from valuerec.recommend.policies import (
+    blend_scores,
+    expected_money,
+    ltv_rank,
+    mmr_rank,
+    top_k,
+    user_value_weight,
+    zscore,
+)
+
+__all__ = ["ItemArrays", "ItemValues", "UserValues", "value_rerank"]
+
+#: events that mean "the user saw the item", the denominator of the purchase propensity
+LOOK_TYPES = ("exposure", "view")
+
+
+def value_rerank(
+    relevance: np.ndarray,
+    price: np.ndarray,
+    p_purchase: np.ndarray,
+    value_weight: float = 0.0,
+    *,
+    k: int | None = None,
+    margin_rate: np.ndarray | None = None,
+    objective: str = "revenue",
+    churn_risk: float | None = None,
+    ltv_rank: float | None = None,
+    protect: float = 1.0,
+    diversity: float = 0.0,
+    embedding: np.ndarray | None = None,
+) -> np.ndarray:
+    """Order one user's candidates for long-term value; returns candidate indices, best first.
+
+    Args:
+        relevance: ``(m,)`` the recommender's scores of the candidates (any scale; finite).
+        price: ``(m,)`` item prices (money per purchase).
+        p_purchase: ``(m,)`` estimated probability that showing the item leads to a purchase
+            (:meth:`ItemValues.take` gives the store's smoothed purchase-per-view rate).
+        value_weight: how much expected money counts against relevance, both standardised
+            over the candidates: ``score = z(relevance) + w z(p_purchase x price [x margin])``.
+            ``0`` (with ``diversity=0``) returns exactly the relevance order (stable: ties keep
+            the candidates' order). The policy benchmark's tuned value is 3.0.
+        k: how many to return (default: all ``m``).
+        margin_rate: ``(m,)`` margin per unit of revenue; needed for ``objective="margin"``.
+        objective: ``"revenue"`` or ``"margin"``: what the money term counts.
+        churn_risk: the user's predicted churn risk (``1 - p_alive``), or None if unknown.
+        ltv_rank: the user's predicted-LTV percentile in [0, 1] (:class:`UserValues`).
+        protect: ``w = value_weight x (1 - protect x churn_risk x ltv_rank)``: at-risk,
+            high-value users get a slate closer to pure relevance, the one most likely to
+            keep them; needs both ``churn_risk`` and ``ltv_rank``.
+        diversity: MMR weight (Carbonell & Goldstein 1998) against showing similar items
+            together; needs ``embedding``.
+        embedding: ``(m, f)`` item vectors for MMR (cosine similarity; :class:`ItemValues`
+            gives category vectors).
+
+    Raises:
+        ValueError: shapes differ, a relevance score is not finite, or an option is out of
+            range.
+    """
+    rel = np.asarray(relevance, dtype=np.float64)
+    m = len(rel)
+    k = m if k is None else min(int(k), m)
+    if value_weight < 0 or diversity < 0 or not 0 <= protect <= 1:
+        raise ValueError("need value_weight >= 0, diversity >= 0 and 0 <= protect <= 1")
+    if rel.ndim != 1 or np.shape(price) != rel.shape or np.shape(p_purchase) != rel.shape:
+        raise ValueError("relevance, price and p_purchase must be 1-D arrays of one length")
+    if not np.isfinite(rel).all():
+        raise ValueError("relevance scores must be finite (drop masked candidates first)")
+    if m == 0 or k < 1:
+        return np.zeros(0, dtype=np.int64)
+    if value_weight == 0:
+        scores = rel[None, :]
+    else:
+        money = expected_money(p_purchase, price, margin_rate, objective)[None, :]
+        w = user_value_weight(
+            value_weight,
+            1,
+            protect,
+            None if churn_risk is None else np.array([churn_risk]),
+            None if ltv_rank is None else np.array([ltv_rank]),
+        )
+        scores = blend_scores(rel[None, :], money, w)
+    if diversity > 0:
+        if embedding is None or len(embedding) != m:
+            raise ValueError("MMR diversity needs an (m, f) embedding of the candidates")
+        emb = np.asarray(embedding, dtype=np.float64)
+        norm = np.linalg.norm(emb, axis=1, keepdims=True)
+        emb = np.where(norm > 0, emb / np.where(norm > 0, norm, 1.0), 0.0)
+        return mmr_rank(zscore(scores), emb[None], k, diversity)[0]
+    return top_k(scores, k)[0]
+
+
+@dataclass
+class ItemArrays:
+    """Per-candidate arrays for :func:`value_rerank`, aligned with the ids asked for."""
+
+    price: np.ndarray
+    p_purchase: np.ndarray
+    margin_rate: np.ndarray | None
+    embedding: np.ndarray
+
+
+@dataclass
+class ItemValues:
+    """What each item is worth when shown, estimated once from a store's log.
+
+    * ``price``: the catalogue price, else the item's median paid value, else the catalogue's
+      median price (1.0 when nothing has a price: the money term is then the propensity);
+    * ``p_purchase``: purchases per look, where a look is an exposure or a view if the store
+      logs them (any other non-purchase event otherwise), smoothed towards the store-wide
+      rate with ``prior_looks`` pseudo-looks -- an item shown twice and bought once is not a
+      50% item. A store with purchases only (no looks) gets each item's share of buyers;
+    * ``margin_rate``: from the items' ``margin_rate`` property when every item has one;
+    * ``embedding``: category indicator vectors (``a|b`` categories split) for MMR.
+    """
+
+    item_ids: pd.Index
+    price: np.ndarray
+    p_purchase: np.ndarray
+    margin_rate: np.ndarray | None
+    embedding: np.ndarray
+    default_p: float  # for items the store has no row for
+
+    @classmethod
+    def from_store(cls, store: Any, prior_looks: float = 20.0) -> ItemValues:
+        """Build the table from ``store`` (one SQL aggregate over events plus the items)."""
+        items = store.items()
+        looks_in = ", ".join(f"'{t}'" for t in LOOK_TYPES)
+        counts = store.query(
+            f"""
+            SELECT item_id,
+                   count(*) FILTER (WHERE event_type = 'purchase') AS buys,
+                   count(*) FILTER (WHERE event_type IN ({looks_in})) AS looks,
+                   count(*) FILTER (WHERE event_type <> 'purchase') AS other,
+                   median(value) FILTER (WHERE event_type = 'purchase' AND value > 0) AS paid
+            FROM events WHERE item_id IS NOT NULL GROUP BY item_id
+            """
+        )
+        n_buyers = int(
+            store.query(
+                "SELECT count(DISTINCT user_id) AS n FROM events WHERE event_type = 'purchase'"
+            )["n"][0]
+        )
+        ids = pd.Index(
+            sorted(set(items["item_id"].astype(str)) | set(counts["item_id"].astype(str)))
+        )
+        c = counts.assign(item_id=counts["item_id"].astype(str)).set_index("item_id")
+        c = c.reindex(ids)
+        buys = c["buys"].fillna(0).to_numpy(float)
+        looks = c["looks"].fillna(0).to_numpy(float)
+        if looks.sum() == 0:
+            looks = c["other"].fillna(0).to_numpy(float)
+        if looks.sum() > 0:
+            looks = np.maximum(looks, buys)  # a purchase is at least one look
+            prior = buys.sum() / looks.sum()
+            p = (buys + prior_looks * prior) / (looks + prior_looks)
+        else:  # purchases only: how many of the customers bought the item
+            prior = 0.0
+            p = buys / max(n_buyers, 1)
+        it = items.assign(item_id=items["item_id"].astype(str)).set_index("item_id").reindex(ids)
+        price = pd.to_numeric(it["price"], errors="coerce").to_numpy(float)
+        paid = pd.to_numeric(c["paid"], errors="coerce").to_numpy(float)
+        price = np.where(np.isfinite(price) & (price > 0), price, paid)
+        known = price[np.isfinite(price) & (price > 0)]
+        fill = float(np.median(known)) if len(known) else 1.0
+        price = np.where(np.isfinite(price) & (price > 0), price, fill)
+        return cls(
+            item_ids=ids,
+            price=price,
+            p_purchase=p,
+            margin_rate=_margins(it["properties"]) if "properties" in it else None,
+            embedding=_category_vectors(it["category"]),
+            default_p=float(prior),
+        )
+
+    def take(self, item_ids: Sequence[str] | pd.Series | np.ndarray) -> ItemArrays:
+        """The arrays for these candidates; items the store never saw get the catalogue's
+        median price, the store-wide purchase rate, no margin and no category."""
+        idx = self.item_ids.get_indexer(pd.Index([str(i) for i in item_ids]))
+        hit = idx >= 0
+        safe = np.where(hit, idx, 0)
+        price = np.where(
+            hit, self.price[safe], float(np.median(self.price)) if len(self.price) else 1.0
+        )
+        p = np.where(hit, self.p_purchase[safe], self.default_p)
+        margin = None
+        if self.margin_rate is not None:
+            margin = np.where(hit, self.margin_rate[safe], float(np.median(self.margin_rate)))
+        emb = self.embedding[safe] * hit[:, None]
+        return ItemArrays(price, p, margin, emb)
+
+
+@dataclass
+class UserValues:
+    """Each user's churn risk and LTV percentile from a value model's predictions."""
+
+    user_ids: pd.Index
+    churn_risk: np.ndarray
+    ltv_rank: np.ndarray
+
+    @classmethod
+    def from_predictions(cls, pred: pd.DataFrame) -> UserValues:
+        """From ``ValueModel.predict`` output (``user_id``, ``ltv``, ``p_alive``)."""
+        ltv = pd.to_numeric(pred["ltv"], errors="coerce").fillna(0.0).to_numpy(float)
+        alive = pd.to_numeric(pred["p_alive"], errors="coerce").fillna(1.0).to_numpy(float)
+        return cls(
+            pd.Index(pred["user_id"].astype(str)), np.clip(1.0 - alive, 0.0, 1.0), ltv_rank(ltv)
+        )
+
+    def get(self, user_id: str) -> tuple[float | None, float | None]:
+        """``(churn_risk, ltv_rank)`` of a user, ``(None, None)`` for one the model never saw
+        (the blend then applies the full value weight)."""
+        i = self.user_ids.get_indexer([str(user_id)])[0]
+        if i < 0:
+            return None, None
+        return float(self.churn_risk[i]), float(self.ltv_rank[i])
+
+
+def _margins(properties: pd.Series) -> np.ndarray | None:
+    """``margin_rate`` from each item's JSON properties, if every item has a numeric one."""
+    out = np.full(len(properties), np.nan)
+    for i, raw in enumerate(properties):
+        try:
+            props = json.loads(raw) if isinstance(raw, str) else raw
+            out[i] = float(props["margin_rate"])
+        except (TypeError, ValueError, KeyError):
+            return None
+    return out if np.isfinite(out).all() else None
+
+
+def _category_vectors(categories: pd.Series) -> np.ndarray:
+    """Unit indicator vectors of each item's categories (``a|b`` counts both)."""
+    lists = [
+        [c.strip() for c in str(v).split("|") if c.strip()] if isinstance(v, str) else []
+        for v in categories
+    ]
+    names = sorted({c for cats in lists for c in cats})
+    col = {c: j for j, c in enumerate(names)}
+    emb = np.zeros((len(lists), max(len(names), 1)))
+    for i, cats in enumerate(lists):
+        for c in cats:
+            emb[i, col[c]] = 1.0
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    return np.where(norm > 0, emb / np.where(norm > 0, norm, 1.0), 0.0)
