@@ -465,3 +465,66 @@ def test_empty_store_says_what_is_missing(tmp_path: Path) -> None:
     }  # fmt: skip
     assert page.value("empty-counts", "events", "events") == 0
     assert not page.figures
+
+
+# ------------------------------------------------------------------------------ policies
+
+
+def test_policy_section_shows_the_experiment_record_with_intervals_days_and_ope(
+    tmp_path: Path,
+) -> None:
+    """A tiny policy experiment's record (what the benchmark's --json writes) rendered by
+    `valuerec report --policy-json` alone: every figure equals the record's."""
+    import warnings
+
+    from valuerec.cli_simulate import policy_data
+    from valuerec.simulate.experiment import ExperimentConfig, run_seed
+
+    cfg = ExperimentConfig(
+        users=200, items=200, seeds=(0, 1), pre_days=20, log_days=10, days=8,
+        policies=("relevance", "revenue-greedy", "value-aware"),
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BG/NBD falls back on such short logs
+        results = [run_seed(cfg, s) for s in cfg.seeds]
+    record = policy_data(results)
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(record, default=float))
+    out = tmp_path / "policy.html"
+    res = runner.invoke(app, ["report", "--policy-json", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = parse(out.read_text())
+    assert page.sections["policy-comparison"]["class"] == "available"
+    assert page.sections["policy-ope-section"]["class"] == "available"
+    for name in results[0].runs:  # the interval brackets the seeds' mean
+        mean = np.mean([r.runs[name].revenue for r in results])
+        assert page.value("policy-table", name, "revenue") == pytest.approx(mean)
+        assert page.value("policy-table", name, "revenue_low") <= mean
+        assert page.value("policy-table", name, "ndcg") == pytest.approx(
+            np.mean([r.runs[name].ndcg for r in results])
+        )
+    gain = [r.runs["value-aware"].revenue / r.runs["relevance"].revenue - 1 for r in results]
+    assert page.value("policy-paired", "value-aware vs relevance", "revenue") == pytest.approx(
+        np.mean(gain)
+    )
+    ope_rows = page.tables["policy-ope"]
+    assert len(ope_rows) == 2 * 3  # seeds x deterministic targets
+    first = results[0].ope
+    assert first is not None
+    assert page.value("policy-ope", "0:value-aware", "truth") == pytest.approx(
+        first.truth["value-aware"]
+    )
+    assert page.value("policy-ope", "0:value-aware", "dr") == pytest.approx(
+        first.estimates["value-aware"]["dr"].estimate
+    )
+    fig = page.figures["policy-days"]
+    drawn = squash(svg_text(svg_of(fig)))
+    assert "cumulative revenue" in drawn and "active users" in drawn
+    cum = record["daily"]["relevance"]["cumulative_revenue"]
+    assert len(cum) == cfg.days and cum[-1] == pytest.approx(
+        np.mean([r.runs["relevance"].revenue for r in results])
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"policies": []}')
+    res = runner.invoke(app, ["report", "--policy-json", str(bad), "--out", str(out)])
+    assert res.exit_code == 2 and "no policy table" in res.output

@@ -7,9 +7,11 @@ imports (torch, LightGBM) happen inside the commands so ``valuerec --help`` stay
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.table import Table
@@ -136,7 +138,8 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
     summary = summarise(results)
     n = len(results)
     table = Table(title=f"policies over {n} seed(s): mean [95% interval]")
-    for col in ("policy", "90-day revenue", "active at end", "clicks", "NDCG@10"):
+    days = next(iter(results[0].runs.values())).days
+    for col in ("policy", f"{days}-day revenue", "active at end", "clicks", "NDCG@10"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for row in summary.itertuples():
         table.add_row(
@@ -162,8 +165,93 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
                 _fmt_ci(r.dr, r.dr_low, r.dr_high, 2),
                 "/".join("yes" if c else "NO" for c in (r.ips_covers, r.snips_covers, r.dr_covers)),
             )
-    data = {"policies": summary.to_dict(orient="records"), "ope": ope.to_dict(orient="records")}
+    data = policy_data(results, summary, ope)
     return table, ope_rich, data
+
+
+#: paired comparisons reported with the policy table: (policy, baseline)
+PAIRS = (("value-aware", "relevance"), ("learned", "value-aware"), ("revenue-greedy", "relevance"))
+
+
+def policy_data(
+    results: list[Any], summary: pd.DataFrame | None = None, ope: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """The JSON-able record of a policy experiment that ``valuerec report --policy-json``
+    renders: the policy table with intervals, paired relative differences with intervals, the
+    mean cumulative revenue and active users per day, and the OPE rows against the truth."""
+    from valuerec.simulate.experiment import ope_table, paired, summarise
+
+    summary = summarise(results) if summary is None else summary
+    ope = ope_table(results) if ope is None else ope
+    names = list(results[0].runs)
+    pairs = {}
+    for a, b in PAIRS:
+        if a in names and b in names:
+            pairs[f"{a} vs {b}"] = {
+                m: list(paired(results, a, b, m)) for m in ("revenue", "ndcg", "active_end")
+            }
+    daily = {}
+    for name in names:
+        frames = [r.runs[name].daily for r in results]
+        n = min(len(f) for f in frames)
+        rev = np.mean([f["revenue"].to_numpy()[:n].cumsum() for f in frames], axis=0)
+        act = np.mean([f["active"].to_numpy()[:n] for f in frames], axis=0)
+        daily[name] = {
+            "day": list(range(1, n + 1)),
+            "cumulative_revenue": rev.tolist(),
+            "active": act.tolist(),
+        }
+    return {
+        "seeds": [r.seed for r in results],
+        "policies": summary.to_dict(orient="records"),
+        "paired": pairs,
+        "daily": daily,
+        "ope": ope.to_dict(orient="records"),
+    }
+
+
+def policy_demo(users: int = 1_000, seeds: int = 2, days: int = 30) -> dict[str, Any]:
+    """A short policy experiment for ``valuerec demo``: relevance, revenue-greedy, the
+    value-aware blend and the learned policy over ``seeds`` small simulated populations
+    (no off-policy evaluation); prints the table and the blend's revenue gain; returns
+    :func:`policy_data`'s record."""
+    import torch
+
+    from valuerec.simulate.experiment import ExperimentConfig, run_seed
+
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig(
+        users=users,
+        seeds=tuple(range(seeds)),
+        days=days,
+        policies=("relevance", "revenue-greedy", "value-aware", "learned"),
+        ope=False,
+    )
+    results = []
+    with progress() as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BG/NBD fallbacks on tiny logs are expected here
+        task = bar.add_task("seeds", total=seeds)
+        for seed in cfg.seeds:
+            results.append(run_seed(cfg, seed, lambda s: bar.update(task, description=s)))
+            bar.update(task, advance=1)
+    table, _, data = policy_tables(results)
+    table.title = (
+        f"ranking policies in the simulator: {users:,} users x {seeds} seed(s), {days} days "
+        "(mean [95% interval])"
+    )
+    out.print(table)
+    for pair, figures in data["paired"].items():
+        if pair.startswith("revenue-greedy"):
+            continue
+        m, lo, hi = figures["revenue"]
+        nd = figures["ndcg"][0]
+        out.print(
+            f"{pair}: revenue {m:+.1%} [{lo:+.1%}, {hi:+.1%}], NDCG@10 {nd:+.1%} "
+            f"(full benchmark: python benchmarks/value_policy.py)",
+            highlight=False,
+        )
+    data["config"] = {"users": users, "seeds": seeds, "days": days}
+    return data
 
 
 @policy_app.command("evaluate")
@@ -300,4 +388,11 @@ def campaign(
     out.print(tgt)
 
 
-__all__ = ["campaign", "policy_app", "policy_tables", "simulate"]
+__all__ = [
+    "campaign",
+    "policy_app",
+    "policy_data",
+    "policy_demo",
+    "policy_tables",
+    "simulate",
+]

@@ -27,6 +27,7 @@ from valuerec.data.store import Store, StoreError, redact
 from . import sections
 from .document import Section, StorePart
 from .html import render
+from .policy import policy_part, read_policy
 from .recs import PeerRun, evaluate_recommenders, parse_models, read_peer
 from .summary import summarise
 from .value import NotApplicable, evaluate_models
@@ -48,6 +49,7 @@ class ReportOptions:
     value_model: str | None = None  # featured value model
     rec_models: str | None = None  # comma list of recommenders to evaluate
     peer: Path | None = None  # RecBole figures (benchmarks/peers JSON)
+    policy: Path | None = None  # policy experiment record (benchmarks/value_policy.py --json)
     sections: tuple[str, ...] = field(default=("data", "value", "recommendations"))
 
 
@@ -121,15 +123,16 @@ def build_report(
     options: ReportOptions | None = None,
     step: Step = lambda _: None,
 ) -> str:
-    """The HTML report of the stores at ``dbs`` (at least one), as a string.
+    """The HTML report of the stores at ``dbs`` (at least one, unless ``options.policy``
+    names a policy record: then the report may be that section alone), as a string.
 
     Raises:
-        ReportError: a path holds no store, a store cannot be opened, the peer file is
-            unreadable, or a recommender name is unknown.
+        ReportError: a path holds no store, a store cannot be opened, the peer or policy file
+            is unreadable, or a recommender name is unknown.
     """
     options = options or ReportOptions()
     paths = [str(p) for p in dbs]
-    if not paths:
+    if not paths and options.policy is None:
         raise ReportError("no store given")
     for p in paths:
         if "://" not in p and not Path(p).is_file():  # a database URL is checked on opening
@@ -137,6 +140,7 @@ def build_report(
     try:
         parse_models(options.rec_models)
         peer = read_peer(options.peer) if options.peer is not None else []
+        policy = read_policy(options.policy) if options.policy is not None else None
     except ValueError as exc:
         raise ReportError(str(exc)) from None
     parts = []
@@ -148,6 +152,9 @@ def build_report(
             part = _renamed(part, f"{part.id}-{seen[part.id]}")
         seen.setdefault(part.id, 1)
         parts.append(part)
+    if policy is not None:
+        step("policy section")
+        parts.append(policy_part(policy, str(options.policy)))
     step("rendering")
     return render(options.title, parts, datetime.now(UTC))
 

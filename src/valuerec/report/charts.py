@@ -37,6 +37,7 @@ __all__ = [
     "events_by_month",
     "gain_lift",
     "ltv_distribution",
+    "policy_over_days",
     "popularity_bias",
     "popularity_deciles",
 ]
@@ -316,5 +317,34 @@ def popularity_bias(chart_id: str, shares: pd.DataFrame, k: int, protocol: str) 
         "Grey bars: how users' interactions spread over the catalogue; coloured bars: where "
         "each model's recommendations go. Bars taller than grey in decile 1 mean the model "
         "favours already popular items."
+    )
+    return _chart(fig, chart_id, title, xlabel, ylabel, caption)
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def policy_over_days(chart_id: str, daily: Mapping[str, Mapping[str, list[float]]]) -> Chart:
+    """Two panels per policy: cumulative revenue and active users, day by day (seed means)."""
+    title = "Ranking policies in the simulator: revenue and active users over the days served"
+    xlabel = "day the policy has served"
+    ylabel = "cumulative revenue (currency units) / active users (count)"
+    with matplotlib.rc_context(_RC):
+        fig, (rev_ax, act_ax) = _figure(WIDE, ncols=2)
+        for name, series in daily.items():
+            days = np.asarray(series["day"], dtype=float)
+            rev_ax.plot(days, np.asarray(series["cumulative_revenue"], float), label=name)
+            act_ax.plot(days, np.asarray(series["active"], float), label=name)
+        rev_ax.set_xlabel(xlabel)
+        rev_ax.set_ylabel("cumulative revenue (currency units)")
+        rev_ax.yaxis.set_major_formatter(PLAIN)
+        act_ax.set_xlabel(xlabel)
+        act_ax.set_ylabel("active users (count)")
+        act_ax.yaxis.set_major_formatter(PLAIN)
+        rev_ax.legend(loc="upper left")
+    caption = (
+        "Left: revenue earned so far under each policy; right: users who have not left. A "
+        "policy that sells more today but tires users shows a steeper start on the left and a "
+        "faster fall on the right. Means over seeds; every policy faces the same random draws."
     )
     return _chart(fig, chart_id, title, xlabel, ylabel, caption)

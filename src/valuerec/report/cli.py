@@ -43,20 +43,31 @@ def report(
             "--rec-models", help="Recommenders to evaluate (comma list); default: popularity,ease."
         ),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-json",
+            help="Policy experiment figures (benchmarks/value_policy.py --json, or valuerec "
+            "policy evaluate --json) for a ranking-policy section; alone, no store is needed.",
+        ),
+    ] = None,
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "valuerec report",
 ) -> None:
-    """Write one self-contained HTML report (data, customer value, recommendations).
+    """Write one self-contained HTML report (data, customer value, recommendations, and
+    ranking policies with ``--policy-json``).
 
     Prints the path of the written file (only that, on stdout, so scripts can use it).
     """
     from valuerec.report.build import ReportError, ReportOptions, write_report
 
-    options = ReportOptions(title=title, value_model=value_model, rec_models=rec_models, peer=peer)
+    options = ReportOptions(
+        title=title, value_model=value_model, rec_models=rec_models, peer=peer, policy=policy
+    )
     with progress() as bar:
         task = bar.add_task("report", total=None)
         try:
             path = write_report(
-                db or [default_db_path()],
+                db or ([] if policy is not None else [default_db_path()]),
                 out_path,
                 options,
                 step=lambda s: bar.update(task, description=s),
