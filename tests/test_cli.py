@@ -131,6 +131,8 @@ def test_demo_loads_both_real_data_sets(tmp_path):
         "naive,bgnbd,lightgbm",
         "--rec-models",
         "popularity,ease",
+        "--policy-users",
+        "300",
     )
     assert res.exit_code == 0, res.output
     with Store(tmp_path / "demo" / "cdnow.duckdb", read_only=True) as s:
@@ -149,6 +151,9 @@ def test_demo_loads_both_real_data_sets(tmp_path):
     assert str(tmp_path / "demo" / "report.html") in res.stdout.replace("\n", "")
     assert "CDNOW" in report or "cdnow" in report
     assert report.count("<img") >= 6 and "http://" not in report and "https://" not in report
+    # the policy comparison in the simulator: its table, the blend's gain, and a report section
+    assert "value-aware vs relevance: revenue" in res.stdout and "revenue-greedy" in res.stdout
+    assert 'data-kind="policies"' in report and (tmp_path / "demo" / "policy.json").exists()
     # it ends with how to serve that store; the server loads the saved EASE and answers a key
     assert "valuerec serve --db" in res.stdout and "keys create --role read" in res.stdout
     assert "/users/196/recommendations" in res.stdout

@@ -246,10 +246,14 @@ def policy_demo(users: int = 1_000, seeds: int = 2, days: int = 30) -> dict[str,
         m, lo, hi = figures["revenue"]
         nd = figures["ndcg"][0]
         out.print(
-            f"{pair}: revenue {m:+.1%} [{lo:+.1%}, {hi:+.1%}], NDCG@10 {nd:+.1%} "
-            f"(full benchmark: python benchmarks/value_policy.py)",
+            f"{pair}: revenue {m:+.1%} [{lo:+.1%}, {hi:+.1%}], NDCG@10 {nd:+.1%}",
             highlight=False,
         )
+    out.print(
+        "Paired over seeds (same users, same random numbers); the full benchmark with "
+        "off-policy checks: python benchmarks/value_policy.py",
+        highlight=False,
+    )
     data["config"] = {"users": users, "seeds": seeds, "days": days}
     return data
 
