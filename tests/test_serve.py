@@ -633,6 +633,65 @@ def test_metrics_count_requests_by_route_and_show_model_versions(client):
     assert 'valuerec_model_info{kind="value",name="value-naive",version="v0001"} 1.0' in text
 
 
+def _fast_path_count(c: TestClient) -> float:
+    return service(c).metrics.fast_path._value.get()
+
+
+FAST_PATH_QUERIES = [
+    {},
+    {"k": 3},
+    {"k": "25", "exclude_seen": "false"},
+    {"exclude_seen": "No", "write_back": "off"},
+    {"model": "popularity"},
+    {"category": "books", "k": 5},
+    {"unknown_parameter": "ignored"},
+]
+
+
+@pytest.mark.parametrize("user", [USER, "u7", "never-seen-before"])
+def test_the_fast_path_answers_exactly_as_the_fastapi_route(reader, user):
+    """Valid requests are answered by the fast path, and the answer is the route's own."""
+    app = reader.app
+    for params in FAST_PATH_QUERIES:
+        before = _fast_path_count(reader)
+        fast = recs(reader, user, **params)
+        assert _fast_path_count(reader) == before + 1, params  # the fast path answered
+        app.state.fast_path = False
+        try:
+            slow = recs(reader, user, **params)
+        finally:
+            app.state.fast_path = True
+        assert _fast_path_count(reader) == before + 1  # the route answered this time
+        assert fast == slow, params
+        assert len(fast["items"]) == min(int(params.get("k", 10)), len(fast["items"]))
+
+
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ("k=0", 422),
+        ("k=abc", 422),
+        ("k=201", 422),
+        ("k=3&k=4", 200),  # repeated: FastAPI's choice, not the fast path's
+        ("exclude_seen=maybe", 422),
+        ("model=", 422),
+        ("model=no-such-model", 422),
+        ("category=" + "x" * 300, 422),
+    ],
+)
+def test_requests_the_fast_path_leaves_get_the_routes_answers(reader, query, status):
+    before = _fast_path_count(reader)
+    res = call(reader, "GET", f"/users/{USER}/recommendations?{query}")
+    assert res.status_code == status, res.text
+    assert _fast_path_count(reader) == before  # left to FastAPI
+    if status != 200:
+        assert set(res.json()) >= {"error", "message"}
+    for role in (None, "bad"):
+        headers = {"X-API-Key": "vr_not-a-key"} if role == "bad" else {}
+        res = reader.get(f"/users/{USER}/recommendations", headers=headers)
+        assert res.status_code == 401 and _fast_path_count(reader) == before
+
+
 def test_openapi_lists_every_endpoint_and_the_key_header(reader):
     schema = reader.get("/openapi.json").json()
     paths = schema["paths"]
@@ -686,5 +745,18 @@ def test_serving_scores_are_the_models_own_history_scores():
         ids = [str(i) for i in model.item_ids_]
         histories = [[], [ids[0]], [ids[3], ids[1], ids[3], "not-an-item"], ["nope"], ids[:7]]
         expected = np.asarray(model.score_histories(histories), dtype=np.float64)
-        got = handle.score([handle.indices(h) for h in histories])
+        got = handle.score([handle.prepare(h) for h in histories])
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-6), type(model).__name__
+        # a stored history (a tuple) is translated once per version of it, and a new version
+        # (an event appended: a new tuple) is translated again
+        stored = (ids[2], ids[0])
+        first = handle.prepare(stored)
+        assert handle.prepare(stored) is first
+        assert first.seq.tolist() == [2, 0] and first.items.tolist() == [0, 2]
+        grown = handle.prepare((*stored, ids[5]))
+        assert grown is not first and grown.seq.tolist() == [2, 0, 5]
+        # the batched similarity block the reasons use is the per-item similarity, cut
+        items, hist = np.array([4, 1, 0]), np.array([2, 0, 6])
+        if not isinstance(model, PopularityRecommender):
+            want = np.stack([model._item_similarity(int(j))[hist] for j in items])
+            assert np.allclose(model._similarity_block(items, hist), want)

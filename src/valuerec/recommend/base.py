@@ -229,6 +229,18 @@ class Recommender(ABC):
             }
         )
 
+    def _similarity_block(self, items: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """``(len(items), len(history))`` similarities of recommended items to history items.
+
+        What :func:`valuerec.recommend.explain.because` needs: one row of
+        :meth:`_item_similarity` per item, cut to the history. Models whose similarity is a
+        stored matrix (EASE) override it with one fancy index, because serving computes it
+        on every request.
+        """
+        if len(items) == 0:
+            return np.empty((0, len(history)))
+        return np.stack([self._item_similarity(int(j))[history] for j in items])
+
     def _item_similarity(self, j: int) -> np.ndarray:
         """Cosine similarity of item ``j`` to every item; models with item factors override."""
         m = self.matrix_.tocsc()

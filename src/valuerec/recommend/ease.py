@@ -45,3 +45,6 @@ class EASERecommender(Recommender):
 
     def _item_similarity(self, j: int) -> np.ndarray:
         return self.weights_[j].astype(float)
+
+    def _similarity_block(self, items: np.ndarray, history: np.ndarray) -> np.ndarray:
+        return self.weights_[np.asarray(items, dtype=np.int64)[:, None], history[None, :]]

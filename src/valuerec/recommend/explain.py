@@ -24,6 +24,7 @@ def because(
     history: np.ndarray | Sequence[int] | None,
     items: np.ndarray | Sequence[int],
     titles: Mapping[str, object],
+    ids: np.ndarray | None = None,
 ) -> list[str]:
     """One reason per recommended item.
 
@@ -33,15 +34,15 @@ def because(
             the model served cold.
         items: indices of the recommended items, in rank order.
         titles: item id -> title; an item without a title is named by its id.
+        ids: ``model.item_ids_`` as a NumPy array, when the caller keeps one (serving does:
+            converting the model's Arrow-backed index costs more than the rest of this).
     """
     if history is None:
         return [COLD_START_REASON] * len(items)
     history = np.asarray(history, dtype=np.int64)
     if len(history) == 0:
         return ["popular"] * len(items)
-    reasons = []
-    for j in items:
-        sims = model._item_similarity(int(j))[history]
-        h = model.item_ids_[history[int(np.argmax(sims))]]
-        reasons.append(f"similar to {titles.get(h, h)}")
-    return reasons
+    best = history[np.argmax(model._similarity_block(np.asarray(items), history), axis=1)]
+    if ids is None:
+        ids = model.item_ids_.to_numpy()  # array indexing: a pandas scalar lookup is slow
+    return [f"similar to {titles.get(h, h)}" for h in ids[best]]

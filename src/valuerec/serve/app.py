@@ -22,6 +22,7 @@ from valuerec.data.store import Store
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.dashboard import install_dashboard
 from valuerec.serve.errors import install_error_handlers
+from valuerec.serve.fastpath import PATH_TEMPLATE, RecommendationFastPath
 from valuerec.serve.keys import KeyStore, default_keys_path
 from valuerec.serve.metrics import MetricsMiddleware
 from valuerec.serve.routes import public, router
@@ -81,7 +82,10 @@ def create_app(
     install_dashboard(app)  # GET /dashboard and its read-only views
     app.include_router(public)
     app.include_router(router)
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    route = next(r for r in router.routes if getattr(r, "path", None) == PATH_TEMPLATE)
+    app.state.fast_path = True
+    app.add_middleware(RecommendationFastPath, state=app.state, route=route)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: times both
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

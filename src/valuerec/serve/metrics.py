@@ -70,6 +70,12 @@ class Metrics:
             "Exposure events written back for returned recommendations",
             registry=self.registry,
         )
+        self.fast_path = Counter(
+            "valuerec_fast_path_requests",
+            "User recommendation requests answered by the fast path (the rest went through"
+            " the full FastAPI route)",
+            registry=self.registry,
+        )
         self.registry.register(_ModelVersions(served_models))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -56,6 +56,7 @@ class ModelHandle:
     model: Recommender
     loaded_at: float
     masks: dict[tuple, np.ndarray] = field(default_factory=dict)  # Catalog.allowed cache
+    memo_size: int = 100_000  # histories whose positions are remembered (see prepare)
     #: item ids as a plain array and id -> position: a dict lookup per history item is
     #: several times cheaper than a pandas indexer call on short lists (the hot path)
     ids: np.ndarray = field(init=False, repr=False)
@@ -64,6 +65,10 @@ class ModelHandle:
     #: the model scores a history as a set of items (the base ``_score_sequences``): serving
     #: then builds the CSR rows itself, without scipy's COO round trip
     order_blind: bool = field(init=False, repr=False)
+
+    _memo: dict[int, tuple[tuple[str, ...], Prepared]] = field(
+        init=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.model.item_ids_, dtype=object)
@@ -81,22 +86,58 @@ class ModelHandle:
             (j for j in (pos.get(i, -1) for i in item_ids) if j >= 0), dtype=np.int64
         )
 
-    def score(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores (one row per sequence, float64) for histories given as item positions.
+    def prepare(self, history: Sequence[str]) -> Prepared:
+        """A history as this model's item positions, in order and as a sorted unique set.
+
+        A user's stored history is an immutable tuple that the server replaces (never edits)
+        when an event arrives, so its positions are remembered per tuple, by identity: the
+        translation from ids (a dict lookup per item, most of a request's cost for a long
+        history) is done once per history version, not once per request. The memo holds the
+        tuple itself, so the identity cannot be reused while the entry lives; it is bounded
+        and emptied when full. Other sequences (an anonymous session's list) are translated
+        every time.
+        """
+        if not isinstance(history, tuple):
+            return self._prepare(history)
+        hit = self._memo.get(id(history))
+        if hit is not None and hit[0] is history:
+            return hit[1]
+        prepared = self._prepare(history)
+        if len(self._memo) >= self.memo_size:
+            self._memo.clear()
+        self._memo[id(history)] = (history, prepared)
+        return prepared
+
+    def _prepare(self, history: Sequence[str]) -> Prepared:
+        seq = self.indices(history)
+        items = np.unique(seq)
+        row = None
+        if self.order_blind and len(items):
+            # built here, once per history version: scipy's checks when it builds a matrix
+            # cost more than the multiplication with it
+            row = sp.csr_matrix(
+                (np.ones(len(items), np.float32), items, np.array([0, len(items)])),
+                shape=(1, len(self.ids)),
+            )
+        return Prepared(seq, items, row)
+
+    def score(self, histories: Sequence[Prepared]) -> np.ndarray:
+        """Scores (one row per history, float64) for histories given by :meth:`prepare`.
 
         The same scores as ``model.score_histories`` on the item ids (an empty history gets
         the cold-start scores), minus its per-request costs, which were most of a
-        recommendation's latency: the pandas id lookup (positions come from :meth:`indices`)
+        recommendation's latency: the pandas id lookup (positions come from :meth:`prepare`)
         and, for order-blind models, the COO matrix (the CSR rows are built directly, each
         row's items unique and sorted, value 1, as the base class does).
         """
         model = self.model
-        out = np.empty((len(sequences), len(self.ids)), dtype=np.float64)
-        warm = [r for r, s in enumerate(sequences) if len(s)]
+        out = np.empty((len(histories), len(self.ids)), dtype=np.float64)
+        warm = [r for r, h in enumerate(histories) if len(h.seq)]
         if warm:
-            seqs = [sequences[r] for r in warm]
-            if self.order_blind:
-                cols = [np.unique(s) for s in seqs]
+            if self.order_blind and len(warm) == 1:
+                out[warm] = model._score_rows(histories[warm[0]].row)
+            elif self.order_blind:
+                cols = [histories[r].items for r in warm]
                 indptr = np.zeros(len(cols) + 1, dtype=np.int64)
                 np.cumsum([len(c) for c in cols], out=indptr[1:])
                 rows = sp.csr_matrix(
@@ -105,22 +146,21 @@ class ModelHandle:
                 )
                 out[warm] = model._score_rows(rows)
             else:
-                out[warm] = model._score_sequences(seqs)
-        if len(warm) < len(sequences):
-            cold = [r for r, s in enumerate(sequences) if not len(s)]
+                out[warm] = model._score_sequences([histories[r].seq for r in warm])
+        if len(warm) < len(histories):
+            cold = [r for r, h in enumerate(histories) if not len(h.seq)]
             out[cold] = model.cold_start_scores()
         return out
 
-    def reasons(self, seen: np.ndarray, items: np.ndarray, titles: dict[str, str]) -> list[str]:
-        """``recommend.explain.because`` for a non-empty history, by position: the history
-        item most similar to each recommended item, named by its title. Same reasons, but
-        ids come from a NumPy array, not the model's pandas index (a slow scalar lookup)."""
-        ids, sim = self.ids, self.model._item_similarity
-        out = []
-        for j in items:
-            h = ids[seen[int(np.argmax(sim(int(j))[seen]))]]
-            out.append(f"similar to {titles.get(h, h)}")
-        return out
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A history in one model's item positions: ``seq`` in order, ``items`` sorted unique,
+    and for order-blind models ``row``, ``items`` as a one-row CSR matrix (value 1)."""
+
+    seq: np.ndarray
+    items: np.ndarray
+    row: sp.csr_matrix | None = None
 
 
 @dataclass(eq=False)

@@ -63,8 +63,6 @@ __all__ = ["ServeService"]
 
 log = logging.getLogger("valuerec.serve")
 
-_EMPTY = np.zeros(0, dtype=np.int64)
-
 
 def _slug(name: str) -> str:
     """``At-Risk high_value`` and ``at-risk high value`` name the same segment."""
@@ -128,43 +126,39 @@ class ServeService:
         exclude_seen: bool,
         category: str | None,
     ) -> list[tuple[bool, list[RecItem]]]:
-        """``(cold_start, items)`` per history: top-k with masks applied before the cut."""
-        model, vocab = handle.model, handle.item_ids
-        known = [handle.indices(h) for h in histories]
-        scores = handle.score(known)
-        allowed = self.catalog.allowed(vocab, category, handle.masks)
+        """``(cold_start, items)`` per history: top-k with masks applied before the cut.
+
+        One row at a time after the scoring: requests are mostly for one user, and 1-D
+        ``argpartition``/``lexsort`` on a row cost a fraction of their 2-D forms with
+        ``take_along_axis`` (a batch has at most a few hundred rows).
+        """
+        model = handle.model
+        prepared = [handle.prepare(h) for h in histories]
+        scores = handle.score(prepared)
+        allowed = self.catalog.allowed(handle.item_ids, category, handle.masks)
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
-        rows, cols = [], []
-        for r, (seen, neg) in enumerate(zip(known, negatives, strict=True)):
-            out = seen if exclude_seen else _EMPTY
-            if neg:
-                out = np.concatenate([out, handle.indices(neg)])
-            rows.append(np.full(len(out), r, dtype=np.int64))
-            cols.append(out)
-        if rows:
-            scores[np.concatenate(rows), np.concatenate(cols)] = -np.inf
-        kk = min(k, scores.shape[1])
-        if kk < scores.shape[1]:
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        else:
-            top = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=-1)  # by score, ties by item index
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        n = scores.shape[1]
+        kk = min(k, n)
         titles = self.catalog.titles
         results = []
-        for r, seen in enumerate(known):
-            keep = np.isfinite(top_scores[r])
-            items, s = top[r][keep], top_scores[r][keep]
-            cold = len(seen) == 0
+        for row, hist, neg in zip(scores, prepared, negatives, strict=True):
+            if exclude_seen:
+                row[hist.items] = -np.inf
+            if neg:
+                row[handle.indices(neg)] = -np.inf
+            top = np.argpartition(-row, kk - 1)[:kk] if kk < n else np.arange(n)
+            s = row[top]
+            order = np.lexsort((top, -s))  # by score, ties by item index
+            keep = order[np.isfinite(s[order])]
+            items, s = top[keep], s[keep]
+            cold = len(hist.seq) == 0
             if cold:
                 reasons = because(model, None, items, titles)
             elif isinstance(model, PopularityRecommender):
                 reasons = ["popular with everyone"] * len(items)
             else:
-                reasons = handle.reasons(seen, items, titles)
+                reasons = because(model, hist.seq, items, titles, ids=handle.ids)
             ids = handle.ids[items]
             results.append(
                 (
