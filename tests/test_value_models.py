@@ -521,3 +521,57 @@ def test_all_zero_values_transformer_still_counts_purchases(zero_value_store):
     actual = data.labels["holdout_transactions"].sum()
     assert actual > 50
     assert 0.5 < pred["pred_transactions"].sum() / actual < 2.0
+
+
+# ------------------------------------------------------------------ median count forecasts
+
+
+def _test_data(world: World, model: ValueModel):
+    return value_data(world.store, CAL, HOLDOUT, users=world.test, **model._data_options())
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "naive"])
+def test_count_distribution_sums_to_one_around_the_predicted_mean(name, world, fitted):
+    model = fitted[name]
+    data = _test_data(world, model)
+    pmf, scale = model._count_pmf(data, HOLDOUT)
+    assert scale == 1.0  # at the trained horizon
+    rows = np.arange(len(data.users))
+    probs = np.stack([pmf(n, rows) for n in range(200)])
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-6)
+    mean = model.predict_data(data)["pred_transactions"].to_numpy()
+    np.testing.assert_allclose((np.arange(200)[:, None] * probs).sum(axis=0), mean, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_median_forecast_beats_the_mean_on_absolute_error(name, world, preds):
+    pred = preds[name].set_index("user_id").loc[world.test]
+    median, mean = pred["pred_transactions_median"], pred["pred_transactions"]
+    if name == "naive":  # no distribution: its point forecast stands for both
+        np.testing.assert_array_equal(median, mean)
+        return
+    assert (median == np.round(median)).all() and (median >= 0).all()
+    assert (median == 0).mean() > 0.5  # most customers are more likely away than back
+    actual = world.truth.loc[world.test, "holdout_transactions"].to_numpy()
+    assert np.abs(median - actual).mean() < np.abs(mean - actual).mean()
+
+
+def test_median_scales_with_the_horizon_like_the_mean(world, fitted):
+    model = fitted["lightgbm"]
+    data = _test_data(world, model)
+    base = model.transaction_quantile(data, 0.5)
+    np.testing.assert_allclose(model.transaction_quantile(data, 0.5, HOLDOUT * 2), base * 2)
+    assert (model.transaction_quantile(data, 0.9) >= base).all()
+
+
+def test_zero_truncated_rate_inverts_the_truncated_mean():
+    from valuerec.value.counts import hurdle_pmf, zero_truncated_rate
+
+    m = np.array([1.0, 1.01, 1.5, 3.0, 40.0])
+    lam = zero_truncated_rate(m)
+    np.testing.assert_allclose(lam / -np.expm1(-lam), np.maximum(m, 1 + 1e-9), rtol=1e-6)
+    pmf = hurdle_pmf(np.full(5, 0.3), lam)
+    rows = np.arange(5)
+    probs = np.stack([pmf(n, rows) for n in range(400)])
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-9)
+    np.testing.assert_allclose((np.arange(400)[:, None] * probs).sum(0), 0.3 * m, rtol=1e-5)

@@ -1,11 +1,17 @@
 """One interface for every customer-value model, and the data they all learn from.
 
 ``Model(**params).fit(store, calibration_end, holdout_days=...)`` then
-``predict(users, horizon_days) -> DataFrame[user_id, pred_transactions, pred_spend, p_alive,
-ltv, ltv_low, ltv_high, spend_low, spend_high, spend_low50, spend_high50]``.
+``predict(users, horizon_days) -> DataFrame[user_id, pred_transactions,
+pred_transactions_median, pred_spend, p_alive, ltv, ltv_low, ltv_high, spend_low, spend_high,
+spend_low50, spend_high50]``.
 
 * ``pred_transactions`` / ``pred_spend``: expected repeat purchase days / spend over the next
-  ``horizon_days`` after the cut-off;
+  ``horizon_days`` after the cut-off (expectations add up over customers and feed LTV);
+* ``pred_transactions_median``: the median of the model's predictive distribution of that
+  count, the point forecast that minimises absolute error (Gneiting 2011, "Making and
+  evaluating point forecasts"); 0 for a customer more likely gone than back, where the
+  expectation is a fraction. Models without a count distribution (naive) give their point
+  forecast;
 * ``p_alive``: probability the customer buys again in that window (BTYD models: probability
   of being alive, their closest notion);
 * ``ltv``: discounted expected spend over the horizon, ``sum_t C_t p_t / (1 + d)^t`` over
@@ -32,10 +38,11 @@ from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import holdout_summary, rfm_summary
 from valuerec.features.sequences import Sequences, build_sequences
 from valuerec.features.split import TemporalSplit, TimeLike
+from valuerec.value.counts import CountPMF, count_quantile
 
 PRED_COLUMNS = (
-    "user_id", "pred_transactions", "pred_spend", "p_alive", "ltv", "ltv_low", "ltv_high",
-    "spend_low", "spend_high", "spend_low50", "spend_high50",
+    "user_id", "pred_transactions", "pred_transactions_median", "pred_spend", "p_alive", "ltv",
+    "ltv_low", "ltv_high", "spend_low", "spend_high", "spend_low50", "spend_high50",
 )  # fmt: skip
 PERIOD_DAYS = 30.0
 
@@ -194,9 +201,41 @@ class ValueModel(ABC):
         self._fit(data)
         return self
 
+    def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float] | None:
+        """The model's distribution of each customer's purchase count over the horizon.
+
+        Returns ``(pmf, scale)``: the count is ``scale`` times a variable with PMF ``pmf``
+        (supervised models learn the distribution for the horizon they were trained on and,
+        as for their means, scale it linearly to another horizon), or None for a model with
+        no distribution.
+        """
+        return None
+
+    def transaction_quantile(
+        self, data: ValueData, level: float = 0.5, horizon_days: float | None = None
+    ) -> np.ndarray:
+        """Quantile ``level`` of each customer's purchase count over the horizon.
+
+        ``level=0.5`` gives ``pred_transactions_median``; a model without a distribution
+        returns its point forecast whatever the level.
+        """
+        horizon = float(horizon_days or self.horizon_days_)
+        found = self._count_pmf(data, horizon)
+        if found is None:
+            return self._predict(data, horizon)["pred_transactions"].to_numpy(float)
+        pmf, scale = found
+        return count_quantile(pmf, len(data.users), level) * scale
+
     def predict_data(self, data: ValueData, horizon_days: float | None = None) -> pd.DataFrame:
         horizon = float(horizon_days or self.horizon_days_)
         out = self._predict(data, horizon)
+        if "pred_transactions_median" not in out:
+            found = self._count_pmf(data, horizon)
+            out["pred_transactions_median"] = (
+                out["pred_transactions"].to_numpy(float)
+                if found is None
+                else count_quantile(found[0], len(data.users)) * found[1]
+            )
         out.insert(0, "user_id", data.users.to_numpy())
         for low, high in (("spend_low", "spend_high"), ("spend_low50", "spend_high50")):
             if low not in out:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.calibration import SpendCalibration
+from valuerec.value.counts import CountPMF
 from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.transformer import TransformerValueModel
 
@@ -89,6 +90,25 @@ class EnsembleValueModel(ValueModel):
             return SpendCalibration()
         avg = sum(w * o.loc[common].to_numpy() for w, o in zip(self.weights_, oofs, strict=True))
         return SpendCalibration.fit(avg, data.labels.loc[common, "holdout_spend"].to_numpy())
+
+    def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float] | None:
+        """The weighted mixture of the members' count distributions at the trained horizon.
+
+        The mixture is the predictive distribution whose mean is the ensemble's weighted mean
+        count, so its median is the ensemble's median forecast (a weighted mean of members'
+        medians would not be the median of anything). Scaled to other horizons like the mean.
+        """
+        found = [m._count_pmf(data, self.horizon_days_) for m in self.members_]
+        if any(f is None for f in found):
+            return None
+        if any(abs(scale - 1.0) > 1e-12 for _, scale in found):  # type: ignore[misc]
+            return None  # a member trained for another horizon: no common distribution
+        parts = [(w, pmf) for w, (pmf, _) in zip(self.weights_, found, strict=True)]  # type: ignore[misc]
+
+        def pmf(n: int, rows: np.ndarray) -> np.ndarray:
+            return sum(w * member(n, rows) for w, member in parts)
+
+        return pmf, horizon_days / self.horizon_days_
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         preds = [m.predict_data(data, horizon_days) for m in self.members_]

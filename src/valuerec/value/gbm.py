@@ -16,6 +16,7 @@ import pandas as pd
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
+from valuerec.value.counts import CountPMF, hurdle_pmf, zero_truncated_rate
 
 
 def btyd_features(model: BetaGeoFitter, rfm: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
@@ -131,6 +132,18 @@ class LightGBMValueModel(ValueModel):
         # calibrated out-of-fold spend, in training order: what an ensemble calibrates on
         self.oof_spend_ = pd.Series(cal(oof), index=x.index)
         return cal
+
+    def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float]:
+        """A hurdle count from the two boosters that model it, at the trained horizon.
+
+        The classifier gives P(returns) = p and the Poisson booster the mean count mu; the
+        count is 0 with probability 1 - p, else zero-truncated Poisson with the mean mu / p
+        that makes the two agree (the hurdle's mean is mu, the model's own expectation).
+        """
+        x = self._matrix(data)[self.feature_names_]
+        p = np.clip(self.classifier_.predict_proba(x)[:, 1], 1e-9, 1.0)
+        lam = zero_truncated_rate(self.count_.predict(x) / p)
+        return hurdle_pmf(p, lam), horizon_days / self.horizon_days_
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         x = self._matrix(data)[self.feature_names_]

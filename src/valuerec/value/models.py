@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from valuerec.value.base import ValueData, ValueModel
+from valuerec.value.base import CountPMF, ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
 
 WEEK = 7.0
@@ -66,6 +66,22 @@ class BTYDValueModel(ValueModel):
             )
         self.spend_model_ = GammaGammaFitter(penalizer=self.penalizer).fit(repeaters)
         self.profile_model_ = self.transaction_model_
+
+    def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float]:
+        """The model's own conditional PMF of purchases in the horizon (weeks inside)."""
+        r = data.rfm
+        x, t_x, T = (r[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+        tm = self.transaction_model_
+
+        def pmf(n: int, rows: np.ndarray) -> np.ndarray:
+            return np.asarray(
+                tm.conditional_probability_of_n_purchases_up_to_time(
+                    n, horizon_days / WEEK, x[rows], t_x[rows], T[rows]
+                ),
+                dtype=float,
+            )
+
+        return pmf, 1.0
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         r = data.rfm

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.stats import poisson
 from torch import nn
 
 from valuerec.features.sequences import NUMERIC
@@ -36,6 +35,7 @@ from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
+from valuerec.value.counts import CountPMF, count_quantile, hurdle_pmf
 from valuerec.value.gbm import btyd_features
 
 
@@ -325,24 +325,15 @@ class TransformerValueModel(ValueModel):
             "lam": np.mean(lams, axis=0),
         }
 
-    def transaction_quantile(self, data: ValueData, level: float = 0.5) -> np.ndarray:
-        """Quantile of each customer's holdout purchase count under the hurdle model.
+    def _raw_pmf(self, raw: dict[str, np.ndarray]) -> CountPMF:
+        """The count distribution the heads define: the hurdle (churn head x zero-truncated
+        Poisson), or a Poisson with ``count_model='poisson'``."""
+        if self.count_model == "hurdle":
+            return hurdle_pmf(raw["p_return"], raw["lam"])
+        return hurdle_pmf(-np.expm1(-raw["rate"]), raw["rate"])  # a Poisson is this hurdle
 
-        ``pred_transactions`` is the expectation (it adds up and feeds LTV); the median is
-        the forecast that minimises absolute error, which is 0 for anyone more likely to
-        stay away than to come back.
-        """
-        if self.count_model != "hurdle":
-            raise ValueError("count quantiles need count_model='hurdle'")
-        raw = self._raw(data)
-        p, lam = raw["p_return"], np.maximum(raw["lam"], 1e-9)
-        # P(K <= k) = (1 - p) + p * (Poisson cdf(k) - e^-lam) / (1 - e^-lam) for k >= 1
-        ks = np.arange(1, 200)
-        cdf = (1 - p)[:, None] + p[:, None] * (
-            poisson.cdf(ks[None, :], lam[:, None]) - np.exp(-lam)[:, None]
-        ) / -np.expm1(-lam)[:, None]
-        first = np.argmax(cdf >= level, axis=1)
-        return np.where(1 - p >= level, 0.0, ks[first].astype(float))
+    def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float]:
+        return self._raw_pmf(self._raw(data)), horizon_days / self.horizon_days_
 
     def _calibrate(
         self, data: ValueData, oof_parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]
@@ -383,6 +374,8 @@ class TransformerValueModel(ValueModel):
         u = _user_uniform(data.users)
         out = {
             "pred_transactions": raw["rate"] * scale,
+            # computed here from the same outputs rather than by the base class (no second pass)
+            "pred_transactions_median": count_quantile(self._raw_pmf(raw), len(data.users)) * scale,
             "pred_spend": self.mean_calibration_(raw["mean"]) * scale,
             "p_alive": raw["p_return"],
         }
