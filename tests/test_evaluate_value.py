@@ -382,3 +382,18 @@ def test_value_report_to_dict_is_json_safe() -> None:
     assert back["metrics"]["mae_spend"] == pytest.approx(25.0)
     assert len(back["deciles"]) == 4
     assert None in [row["abs_pct_error"] for row in back["deciles"]]
+
+
+def test_median_count_forecast_gets_its_own_mae() -> None:
+    truth, pred = frames()
+    assert "mae_transactions_median" not in evaluate_value(truth, pred).metrics
+    # truth transactions u1..u4 are 2, 0, 1, 3 (errors above: -0.5, +0.5, 0, -1)
+    pred["pred_transactions_median"] = pred["user_id"].map(
+        {"u1": 2.0, "u2": 0.0, "u3": 0.0, "u4": 3.0, "u5": 9.0}
+    )
+    m = evaluate_value(truth, pred).metrics
+    assert m["mae_transactions_median"] == pytest.approx(0.25)  # only u3 is off, by 1
+    assert m["mae_transactions"] == pytest.approx(0.5)  # the mean's MAE is unchanged
+    pred.loc[0, "pred_transactions_median"] = np.nan
+    with pytest.raises(ValueError, match="pred_transactions_median"):
+        evaluate_value(truth, pred)
