@@ -250,8 +250,7 @@ def targets(summary: dict) -> None:
                 ]
                 >= m[best]["normalized_gini"],
                 "decile MAPE <= 0.10": mo["decile_mape"] <= 0.10,
-                "MAE transactions (median forecast) <= 0.78": mo["mae_transactions_median"]
-                <= 0.78,
+                "MAE tx (median forecast) <= 0.78": mo["mae_transactions_median"] <= 0.78,
                 "80% interval covers 77-83%": 0.77 <= mo["coverage80"] <= 0.83,
                 "50% interval covers 47-53%": 0.47 <= mo["coverage50"] <= 0.53,
             }

@@ -455,12 +455,12 @@ def evaluate_value(
 
     Metrics: error of the amounts (``mae_*``, ``rmse_*``, ``aggregate_*error_pct`` in percent of
     the actual total, NaN if that total is 0; ``mae_transactions_median`` of the median count
-    forecast when ``pred`` has ``pred_transactions_median``, see the module docstring),
-    ranking of spend (``spearman_spend``, ``normalized_gini``, ``top10_share``,
-    ``top20_share``), calibration by decile (``decile_mape``), whether ``p_alive`` tells returning customers (any holdout transaction)
-    apart (``auc_return``, NaN with a single class; ``precision_return``, ``recall_return``,
-    ``f1_return`` flagging ``p_alive >= threshold``), interval coverage (``coverage80``,
-    ``coverage50``, when the columns exist) and the number of ``customers``.
+    forecast when ``pred`` has ``pred_transactions_median``, see the module docstring), ranking
+    of spend (``spearman_spend``, ``normalized_gini``, ``top10_share``, ``top20_share``),
+    calibration by decile (``decile_mape``), whether ``p_alive`` tells returning customers (any
+    holdout transaction) apart (``auc_return``, NaN with a single class; ``precision_return``,
+    ``recall_return``, ``f1_return`` flagging ``p_alive >= threshold``), interval coverage
+    (``coverage80``, ``coverage50``, when the columns exist) and the number of ``customers``.
     """
     intervals = {k: cols for k, cols in INTERVALS.items() if set(cols) <= set(pred.columns)}
     pred_cols = PRED_COLUMNS + tuple(c for cols in intervals.values() for c in cols)
