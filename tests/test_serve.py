@@ -12,6 +12,7 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -208,6 +209,52 @@ def test_unknown_user_gets_cold_start_popular_items(reader):
     top = popularity.item_ids_[np.argsort(-popularity.cold_start_scores(), kind="stable")[:3]]
     assert [i["item_id"] for i in body["items"]] == list(top)
     assert {i["reason"] for i in body["items"]} == {"popular with everyone (new user)"}
+
+
+def test_value_weight_reranks_the_relevance_candidates_for_value(reader):
+    """``value_weight`` serves the value-aware blend of the store's prices and propensities
+    over the relevance candidates; 0 is the plain relevance order."""
+    from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
+
+    svc = service(reader)
+    history = list(svc.histories.get(USER))
+    plain = recs(reader, USER, k=6)
+    assert recs(reader, USER, k=6, value_weight=0) == plain
+    body = recs(reader, USER, k=6, value_weight=3)
+    ids = [i["item_id"] for i in body["items"]]
+    # the same computation from the public pieces: relevance candidates, then the blend
+    model = svc.models.recommender("ease").model
+    cand = model.recommend([USER], k=50, histories={USER: history})
+    arrays = ItemValues.from_store(svc.repo.store).take(cand["item_id"])
+    table = svc.models.value.table
+    pred = pd.DataFrame(
+        {"user_id": table.index, "ltv": table["ltv"], "p_alive": table["p_alive"]}
+    ).reset_index(drop=True)
+    risk, rank = UserValues.from_predictions(pred).get(USER)
+    assert risk is not None
+    order = value_rerank(
+        cand["score"].to_numpy(),
+        arrays.price,
+        arrays.p_purchase,
+        3.0,
+        k=6,
+        margin_rate=arrays.margin_rate,
+        churn_risk=risk,
+        ltv_rank=rank,
+    )
+    assert ids == list(cand["item_id"].to_numpy()[order])
+    assert ids != [i["item_id"] for i in plain["items"]]  # the weight changed something
+    assert not set(ids) & set(history)
+    # scores stay the recommender's relevance scores; the fast path agrees with the route
+    relevance = dict(zip(cand["item_id"], cand["score"], strict=True))
+    assert np.allclose([i["score"] for i in body["items"]], [relevance[i] for i in ids])
+    reader.app.state.fast_path = False
+    try:
+        assert recs(reader, USER, k=6, value_weight=3) == body
+    finally:
+        reader.app.state.fast_path = True
+    res = call(reader, "GET", f"/users/{USER}/recommendations?value_weight=-1")
+    assert res.status_code == 422 and res.json()["details"][0]["field"] == "value_weight"
 
 
 def test_model_parameter_picks_the_recommender(reader):
@@ -645,6 +692,7 @@ FAST_PATH_QUERIES = [
     {"model": "popularity"},
     {"category": "books", "k": 5},
     {"unknown_parameter": "ignored"},
+    {"value_weight": "2.5", "k": 4},
 ]
 
 

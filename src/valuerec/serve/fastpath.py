@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from valuerec.serve.auth import HEADER
 from valuerec.serve.keys import Role
-from valuerec.serve.schemas import MAX_K
+from valuerec.serve.schemas import MAX_K, MAX_VALUE_WEIGHT
 
 __all__ = ["PATH_TEMPLATE", "RecommendationFastPath"]
 
@@ -31,6 +31,7 @@ PATH_TEMPLATE = "/users/{user_id}/recommendations"
 _PATH = re.compile(r"^/users/([^/]{1,256})/recommendations$")
 _HEADER = HEADER.lower().encode()
 _INT = re.compile(r"^[0-9]{1,4}$")
+_FLOAT = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,9})?$")  # plain decimals; others go to FastAPI
 #: the strings pydantic's lax mode accepts as booleans (case-insensitive)
 _BOOLS = {
     **dict.fromkeys(("1", "on", "t", "true", "y", "yes"), True),
@@ -104,6 +105,7 @@ def _parse(query: bytes) -> dict[str, Any] | None:
         "exclude_seen": True,
         "category": None,
         "write_back": False,
+        "value_weight": 0.0,
     }
     seen: set[str] = set()
     try:
@@ -123,6 +125,10 @@ def _parse(query: bytes) -> dict[str, Any] | None:
             if flag is None:
                 return None
             out[name] = flag
+        elif name == "value_weight":
+            if not _FLOAT.match(value) or float(value) > MAX_VALUE_WEIGHT:
+                return None
+            out["value_weight"] = float(value)
         elif name in _STRINGS:
             if not 1 <= len(value) <= _STRINGS[name]:
                 return None

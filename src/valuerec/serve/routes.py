@@ -18,6 +18,8 @@ from valuerec.serve.metrics import CONTENT_TYPE
 from valuerec.serve.schemas import (
     MAX_K,
     MAX_PAGE,
+    MAX_VALUE_WEIGHT,
+    VALUE_WEIGHT_HELP,
     BatchIn,
     BatchOut,
     ErrorOut,
@@ -142,6 +144,9 @@ async def user_recommendations(
     write_back: Annotated[
         bool, Query(description="Record the returned items as exposure events.")
     ] = False,
+    value_weight: Annotated[
+        float, Query(ge=0.0, le=MAX_VALUE_WEIGHT, description=VALUE_WEIGHT_HELP)
+    ] = 0.0,
 ) -> UserRecommendations:
     """Top-k items for a user, with titles and reasons; unknown users get ``cold_start``."""
     _, (rec,) = svc.recommend_users(
@@ -151,6 +156,7 @@ async def user_recommendations(
         exclude_seen=exclude_seen,
         category=category,
         write_back=write_back,
+        value_weight=value_weight,
     )
     return rec
 
@@ -171,6 +177,7 @@ async def batch_recommendations(body: BatchIn, svc: Service) -> BatchOut:
         exclude_seen=body.exclude_seen,
         category=body.category,
         write_back=body.write_back,
+        value_weight=body.value_weight,
     )
     return BatchOut(model=handle.name, version=handle.version, results=recs)
 

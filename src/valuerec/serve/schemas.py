@@ -16,6 +16,8 @@ __all__ = [
     "MAX_BATCH_USERS",
     "MAX_EVENTS",
     "MAX_K",
+    "MAX_VALUE_WEIGHT",
+    "VALUE_WEIGHT_HELP",
     "EventIn",
     "ItemIn",
     "ItemPatch",
@@ -109,11 +111,23 @@ class UserRecommendations(BaseModel):
     items: list[RecItem]
 
 
+#: the largest value_weight accepted (the blend standardises both terms: beyond a few units
+#: relevance no longer matters at all)
+MAX_VALUE_WEIGHT = 100.0
+VALUE_WEIGHT_HELP = (
+    "Re-rank for long-term value: 0 is pure relevance; w > 0 orders the best relevance"
+    " candidates by z(relevance) + w' z(P(purchase) x price), with w' = w x (1 - churn risk"
+    " x LTV percentile) so at-risk valuable users keep the slate most likely to bring them"
+    " back (valuerec.recommend.rerank.value_rerank; the policy benchmark's tuned value is 3)."
+)
+
+
 class _RecOptions(_In):
     k: int = Field(10, ge=1, le=MAX_K)
     model: Id | None = Field(None, description="Recommender; default: the server's default.")
     exclude_seen: bool = True
     category: Id | None = Field(None, description="Only items in this category.")
+    value_weight: float = Field(0.0, ge=0.0, le=MAX_VALUE_WEIGHT, description=VALUE_WEIGHT_HELP)
 
 
 class BatchIn(_RecOptions):

@@ -26,6 +26,7 @@ from valuerec.artifacts import ArtifactStore
 from valuerec.data.store import Store
 from valuerec.recommend.explain import because
 from valuerec.recommend.popularity import PopularityRecommender
+from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError, field_name
 from valuerec.serve.exposures import ExposureLog
@@ -63,6 +64,9 @@ __all__ = ["ServeService"]
 
 log = logging.getLogger("valuerec.serve")
 
+#: candidates the value-aware re-ranking chooses from (at least; 5 x k for a larger k)
+VALUE_POOL = 50
+
 
 def _slug(name: str) -> str:
     """``At-Risk high_value`` and ``at-risk high value`` name the same segment."""
@@ -88,6 +92,8 @@ class ServeService:
         self.catalog = Catalog()
         self.models = ModelRegistry(arts, self.repo, settings)
         self.metrics = Metrics(self._served_models)
+        self._item_values: ItemValues | None = None
+        self._user_values: tuple[Any, UserValues] | None = None
         self.exposures = ExposureLog(
             self._write_exposures, self.roles.write_back_type, settings.exposure_flush_seconds
         )
@@ -125,12 +131,16 @@ class ServeService:
         k: int,
         exclude_seen: bool,
         category: str | None,
+        value_weight: float = 0.0,
+        user_ids: Sequence[str | None] | None = None,
     ) -> list[tuple[bool, list[RecItem]]]:
         """``(cold_start, items)`` per history: top-k with masks applied before the cut.
 
         One row at a time after the scoring: requests are mostly for one user, and 1-D
         ``argpartition``/``lexsort`` on a row cost a fraction of their 2-D forms with
-        ``take_along_axis`` (a batch has at most a few hundred rows).
+        ``take_along_axis`` (a batch has at most a few hundred rows). With ``value_weight``
+        > 0 the best relevance candidates are re-ordered for value (:meth:`_value_order`);
+        ``user_ids`` (None for an anonymous session) find each user's churn risk and LTV.
         """
         model = handle.model
         prepared = [handle.prepare(h) for h in histories]
@@ -142,16 +152,21 @@ class ServeService:
         kk = min(k, n)
         titles = self.catalog.titles
         results = []
-        for row, hist, neg in zip(scores, prepared, negatives, strict=True):
+        users = user_ids if user_ids is not None else [None] * len(histories)
+        for row, hist, neg, user in zip(scores, prepared, negatives, users, strict=True):
             if exclude_seen:
                 row[hist.items] = -np.inf
             if neg:
                 row[handle.indices(neg)] = -np.inf
-            top = np.argpartition(-row, kk - 1)[:kk] if kk < n else np.arange(n)
-            s = row[top]
-            order = np.lexsort((top, -s))  # by score, ties by item index
-            keep = order[np.isfinite(s[order])]
-            items, s = top[keep], s[keep]
+            if value_weight > 0:
+                items = self._value_order(handle, row, kk, value_weight, user)
+                s = row[items]
+            else:
+                top = np.argpartition(row, n - kk)[n - kk :] if kk < n else np.arange(n)
+                s = row[top]
+                order = np.lexsort((top, -s))  # by score, ties by item index
+                keep = order[np.isfinite(s[order])]
+                items, s = top[keep], s[keep]
             cold = len(hist.seq) == 0
             if cold:
                 reasons = because(model, None, items, titles)
@@ -177,6 +192,67 @@ class ServeService:
             )
         return results
 
+    def _value_order(
+        self, handle: ModelHandle, row: np.ndarray, k: int, value_weight: float, user: str | None
+    ) -> np.ndarray:
+        """The top ``k`` of one scored row, re-ranked by the value-aware blend.
+
+        The pool is the ``max(VALUE_POOL, 5k)`` best items by relevance (masked ones never
+        enter it), in relevance order, so that ``value_weight`` trades relevance for
+        expected money among items that are relevant at all; prices and purchase
+        propensities come from the store (:class:`~valuerec.recommend.rerank.ItemValues`,
+        estimated on first use), churn risk and LTV percentile from the served value model.
+        """
+        finite = np.flatnonzero(np.isfinite(row))
+        size = min(len(finite), max(VALUE_POOL, 5 * k))
+        if size < len(finite):
+            finite = finite[np.argpartition(row[finite], len(finite) - size)[len(finite) - size :]]
+        pool = finite[np.lexsort((finite, -row[finite]))]
+        if len(pool) == 0:
+            return pool
+        arrays = self.item_values().take(handle.ids[pool])
+        risk, rank = self.user_values().get(user) if user is not None else (None, None)
+        order = value_rerank(
+            row[pool],
+            arrays.price,
+            arrays.p_purchase,
+            value_weight,
+            k=k,
+            margin_rate=arrays.margin_rate,
+            churn_risk=risk,
+            ltv_rank=rank,
+        )
+        return pool[order]
+
+    def item_values(self) -> ItemValues:
+        """Each item's price and purchase propensity, from the store on first use."""
+        if self._item_values is None:
+            self._item_values = ItemValues.from_store(self.repo.store)
+        return self._item_values
+
+    def user_values(self) -> UserValues:
+        """Churn risk and LTV percentile of every customer, from the served value model
+        (empty without one: the blend then applies the full weight to everyone)."""
+        snap = self.models.value_or_none
+        cached = self._user_values
+        if cached is None or cached[0] is not snap:
+            if snap is None:
+                values = UserValues(pd.Index([]), np.zeros(0), np.zeros(0))
+            else:
+                table = snap.table
+                values = UserValues.from_predictions(
+                    pd.DataFrame(
+                        {
+                            "user_id": table.index.astype(str),
+                            "ltv": table["ltv"].to_numpy(),
+                            "p_alive": table["p_alive"].to_numpy(),
+                        }
+                    )
+                )
+            cached = (snap, values)
+            self._user_values = cached
+        return cached[1]
+
     def recommend_users(
         self,
         user_ids: Sequence[str],
@@ -186,6 +262,7 @@ class ServeService:
         exclude_seen: bool,
         category: str | None,
         write_back: bool,
+        value_weight: float = 0.0,
     ) -> tuple[ModelHandle, list[UserRecommendations]]:
         handle = self.models.recommender(model)  # taken once: a swap cannot split a request
         hist = self.histories
@@ -196,6 +273,8 @@ class ServeService:
             k,
             exclude_seen,
             category,
+            value_weight,
+            user_ids,
         )
         out = [
             UserRecommendations(
@@ -222,7 +301,13 @@ class ServeService:
             ev.item_id for _, ev in events if self.roles.role(ev.event_type) == "negative"
         )
         ((cold, items),) = self._rank(
-            handle, [positive], [negative], body.k, body.exclude_seen, body.category
+            handle,
+            [positive],
+            [negative],
+            body.k,
+            body.exclude_seen,
+            body.category,
+            body.value_weight,
         )
         return handle, cold, items
 
