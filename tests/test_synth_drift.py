@@ -190,3 +190,38 @@ def test_a_burst_at_the_cutoff_raises_the_holdout(logs):
     hot_recent = per_user.reindex(truth.loc[hot, "user_id"], fill_value=0).mean()
     cold_recent = per_user.reindex(truth.loc[~hot, "user_id"], fill_value=0).mean()
     assert hot_recent > 2 * cold_recent
+
+
+def test_personal_seasons_keep_the_intensity_exact():
+    cfg = SynthConfig.personal_seasons(bursts_per_year=4.0)
+    assert (cfg.seasonality, cfg.season_phase_spread, cfg.trend_sd) == (0.6, 1.0, 1.0)
+    rng = np.random.default_rng(1)
+    birth = rng.uniform(0.05, 270, 30)
+    drift = _Drift.draw(cfg, birth, rng)
+    assert drift.phase.std() > 1.0  # phases spread over the year, not one shared season
+    lo, hi = 365.0, 455.0
+    exact = drift.integral(lo, hi)
+    for i in range(len(birth)):
+        edges = np.concatenate([drift.b_start[i], drift.b_end[i]])
+        edges = edges[(edges > lo) & (edges < hi)]
+
+        def f(t: float, i: int = i) -> float:
+            return drift.factor(np.array([i]), np.array([t]))[0]
+
+        numeric = quad(f, lo, hi, points=edges if len(edges) else None, limit=200)[0]
+        assert exact[i] == pytest.approx(numeric, rel=1e-9)
+    t0 = rng.uniform(0, 420, len(birth))
+    t = t0[:, None] + np.linspace(0, 30, 301)[None, :]
+    users = np.repeat(np.arange(len(birth)), t.shape[1])
+    f = drift.factor(users, t.ravel()).reshape(t.shape)
+    assert (f <= drift.bound(np.arange(len(birth)), t0, t0 + 30)[:, None] * (1 + 1e-12)).all()
+    with pytest.raises(ValueError, match="season_phase_spread"):
+        generate(users=10, items=5, days=30, seasonality=0.3, season_phase_spread=2.0)
+
+
+def test_personal_seasons_truth_matches_the_realised():
+    data = generate(SynthConfig.personal_seasons(users=USERS, seed=21, **FAST))
+    truth = data.truth
+    assert truth["holdout_transactions"].sum() == pytest.approx(
+        truth["expected_holdout_transactions"].sum(), rel=0.03
+    )

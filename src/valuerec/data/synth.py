@@ -11,12 +11,15 @@ against the truth rather than against a noisy holdout alone:
 * every purchase ends a session of views and a cart event; users also browse without buying.
 
 Optionally the purchase rate drifts (all off by default, see :meth:`SynthConfig.drifting`):
-``rate_i(t) = lambda_i * exp(beta_i (t - birth_i) / 365) * (1 + A sin(2 pi t / 365 + phase))``,
-times ``burst_multiplier`` while one of the user's burst episodes is running. Purchases are
-then a non-homogeneous Poisson process simulated by thinning, with the BG/NBD dropout after
-each accepted purchase, and the expected holdout purchases stay exact: the holdout arrivals
-are Poisson with mean ``Lambda_i``, the integral of the rate over the window (computed in
-closed form, realised bursts included), so a user alive at the cut-off expects
+``rate_i(t) = lambda_i * exp(beta_i (t - birth_i) / 365) * (1 + A sin(2 pi t / 365 +
+phase_i))``, times ``burst_multiplier`` while one of the user's burst episodes is running. The
+phase is shared (``phase_i = season_phase``) unless ``season_phase_spread`` gives each user a
+season of their own (``phase_i = season_phase + U(-pi s, pi s)``): an annual habit, such as
+gifts around one date or a sport's season, that shows only in *when* in the year a customer
+buys. Purchases are then a non-homogeneous Poisson process simulated by thinning, with the
+BG/NBD dropout after each accepted purchase, and the expected holdout purchases stay exact: the
+holdout arrivals are Poisson with mean ``Lambda_i``, the integral of the rate over the window
+(computed in closed form, realised bursts included), so a user alive at the cut-off expects
 ``sum_k (1-p)^(k-1) P(Poisson(Lambda_i) >= k) = (1 - exp(-p Lambda_i)) / p`` purchases.
 
 The log covers ``days`` days; the ``holdout_days`` after it are simulated too and summarised
@@ -88,6 +91,8 @@ class SynthConfig:
     trend_sd: float = 0.0  # sd of beta_i ~ Normal(trend_mean, trend_sd)
     seasonality: float = 0.0  # amplitude A in [0, 1) of the shared annual cycle 1 + A sin(...)
     season_phase: float = 0.0  # phase (radians) of that cycle at `start`
+    # per-user phase offsets ~ Uniform(-pi s, pi s): 0 = one shared season, 1 = any time of year
+    season_phase_spread: float = 0.0
     bursts_per_year: float = 0.0  # per-user Poisson rate of burst episodes over the user's life
     burst_days_min: float = 7.0  # each burst lasts Uniform(burst_days_min, burst_days_max) days
     burst_days_max: float = 28.0
@@ -112,6 +117,16 @@ class SynthConfig:
     def drifts(self) -> bool:
         """Whether any drift option is on (otherwise purchases are a homogeneous process)."""
         return bool(self.trend_mean or self.trend_sd or self.seasonality or self.bursts_per_year)
+
+    @classmethod
+    def personal_seasons(cls, **overrides: object) -> SynthConfig:
+        """Drifting rates where the seasonal cycle is each customer's own (annual habits).
+
+        :meth:`drifting` with a 60% cycle whose phase is uniform over the year per user, so
+        the same lifetime counts and recent windows can precede a peak or a trough: the
+        signal is in the timing of last year's purchases, which a sequence model reads.
+        """
+        return cls.drifting(**{"seasonality": 0.6, "season_phase_spread": 1.0, **overrides})
 
 
 def drifting(**overrides: object) -> SynthConfig:
@@ -179,7 +194,7 @@ class _Drift:
     birth: np.ndarray
     slope: np.ndarray  # beta_i / 365: log-rate change per day
     season: float
-    phase: float
+    phase: np.ndarray  # per user (all equal unless season_phase_spread > 0)
     mult: float
     b_start: np.ndarray
     b_end: np.ndarray
@@ -193,6 +208,8 @@ class _Drift:
             raise ValueError("trend_sd and bursts_per_year must be >= 0, burst_multiplier > 0")
         if not 0 < cfg.burst_days_min <= cfg.burst_days_max:
             raise ValueError("need 0 < burst_days_min <= burst_days_max")
+        if not 0.0 <= cfg.season_phase_spread <= 1.0:
+            raise ValueError("season_phase_spread must be in [0, 1]")
         beta = np.full(n, float(cfg.trend_mean))
         if cfg.trend_sd > 0:
             beta += cfg.trend_sd * rng.standard_normal(n)
@@ -209,9 +226,11 @@ class _Drift:
         b_start, b_end = np.full((n, m), np.inf), np.full((n, m), np.inf)
         b_start[owner, col] = start
         b_end[owner, col] = start + length
+        phase = np.full(n, float(cfg.season_phase))
+        if cfg.season_phase_spread > 0:  # drawn last: logs without it keep their draws
+            phase += np.pi * cfg.season_phase_spread * rng.uniform(-1.0, 1.0, n)
         return cls(
-            birth, beta / _YEAR, cfg.seasonality, cfg.season_phase, cfg.burst_multiplier,
-            b_start, b_end,
+            birth, beta / _YEAR, cfg.seasonality, phase, cfg.burst_multiplier, b_start, b_end,
         )  # fmt: skip
 
     def in_burst(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -223,7 +242,7 @@ class _Drift:
         """``f_i(t)`` for users ``idx`` at times ``t``."""
         f = np.exp(self.slope[idx] * (t - self.birth[idx]))
         if self.season:
-            f *= 1.0 + self.season * np.sin(_OMEGA * t + self.phase)
+            f *= 1.0 + self.season * np.sin(_OMEGA * t + self.phase[idx])
         if self.b_start.shape[1]:
             f = np.where(self.in_burst(idx, t), f * self.mult, f)
         return f
@@ -233,7 +252,7 @@ class _Drift:
         s, b = self.slope[idx], self.birth[idx]
         f = np.exp(np.maximum(s * (t0 - b), s * (t1 - b)))  # monotone: max at an end
         if self.season:
-            th0, th1 = _OMEGA * t0 + self.phase, _OMEGA * t1 + self.phase
+            th0, th1 = _OMEGA * t0 + self.phase[idx], _OMEGA * t1 + self.phase[idx]
             peak = np.pi / 2 + 2 * np.pi * np.ceil((th0 - np.pi / 2) / (2 * np.pi))
             top = np.where(peak <= th1, 1.0, np.maximum(np.sin(th0), np.sin(th1)))
             f *= 1.0 + self.season * top
@@ -243,13 +262,13 @@ class _Drift:
         return f
 
     def _base_integral(
-        self, s: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
+        self, s: np.ndarray, b: np.ndarray, ph: np.ndarray, lo: np.ndarray, hi: np.ndarray
     ) -> np.ndarray:
-        """Closed-form integral of ``exp(s (t - b)) (1 + A sin(w t + phase))`` over [lo, hi]."""
+        """Closed-form integral of ``exp(s (t - b)) (1 + A sin(w t + ph))`` over [lo, hi]."""
         width = hi - lo
         out = np.exp(s * (lo - b)) * width * exprel(s * width)
         if self.season:
-            w, ph = _OMEGA, self.phase
+            w = _OMEGA
 
             def prim(t: np.ndarray) -> np.ndarray:  # antiderivative of e^{s(t-b)} sin(w t + ph)
                 return np.exp(s * (t - b)) * (s * np.sin(w * t + ph) - w * np.cos(w * t + ph))
@@ -263,9 +282,9 @@ class _Drift:
         out = np.empty(n)
         for a in range(0, n, chunk):
             sl = slice(a, a + chunk)
-            s, b = self.slope[sl], self.birth[sl]
+            s, b, ph = self.slope[sl], self.birth[sl], self.phase[sl]
             k = len(s)
-            total = self._base_integral(s, b, np.full(k, lo), np.full(k, hi))
+            total = self._base_integral(s, b, ph, np.full(k, lo), np.full(k, hi))
             if self.b_start.shape[1] and self.mult != 1:
                 # the union of a row's bursts: burst j adds what the earlier ones do not cover
                 bs, be = self.b_start[sl], self.b_end[sl]
@@ -273,7 +292,7 @@ class _Drift:
                 covered = np.concatenate([np.full((k, 1), -np.inf), covered[:, :-1]], axis=1)
                 seg_lo = np.clip(np.maximum(bs, covered), lo, hi)
                 seg_hi = np.maximum(np.clip(be, lo, hi), seg_lo)
-                extra = self._base_integral(s[:, None], b[:, None], seg_lo, seg_hi)
+                extra = self._base_integral(s[:, None], b[:, None], ph[:, None], seg_lo, seg_hi)
                 total += (self.mult - 1.0) * np.where(seg_hi > seg_lo, extra, 0.0).sum(axis=1)
             out[sl] = total
         return out
