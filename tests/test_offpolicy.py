@@ -209,3 +209,24 @@ def test_bad_distributions_and_reward_model_inputs_are_clear_errors():
         ope.evaluate([1.0, 0.0], [0.5, 0.5], [0.5, 0.5], q_hat_logged=[0.1, 0.1])
     with pytest.raises(ValueError, match=r"context must be \(n_rounds=2"):
         ope.fit_reward_model(np.zeros((3, 1)), [0, 1], [1.0, 0.0], 2)
+
+
+def test_clustered_interval_widens_for_correlated_rounds_only():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(400), 10)  # 400 slates of 10 positions
+    shared = np.repeat(rng.normal(size=400), 10)  # one draw per slate moves all its rounds
+    r = shared + 0.1 * rng.normal(size=groups.size)
+    b = np.full(groups.size, 0.5)
+    plain = ope.ips(r, b, b)
+    clustered = ope.ips(r, b, b, groups=groups)
+    assert clustered.estimate == plain.estimate and clustered.interval == "normal, clustered"
+    # the slate means are the independent units: sd(shared) / sqrt(400), not / sqrt(4000)
+    assert clustered.se == pytest.approx(np.std(r.reshape(400, 10).mean(axis=1)) / 20, rel=0.01)
+    assert clustered.se > 2.5 * plain.se
+    independent = rng.normal(size=groups.size)
+    ratio = ope.ips(independent, b, b, groups=groups).se / ope.ips(independent, b, b).se
+    assert 0.85 < ratio < 1.15
+    with pytest.raises(ValueError, match="normal"):
+        ope.ips(r, b, b, groups=groups, interval="bootstrap")
+    with pytest.raises(ValueError, match="one entry per round"):
+        ope.snips(r, b, b, groups=groups[:-1])

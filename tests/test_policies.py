@@ -14,7 +14,7 @@ from valuerec.recommend.policies import (
     ValueAwarePolicy,
     mmr_rank,
 )
-from valuerec.simulate.experiment import ExperimentConfig, run_seed
+from valuerec.simulate.experiment import ExperimentConfig, Refitted, prepare_seed, run_seed
 
 
 def _ctx(n: int = 6, m: int = 12, k: int = 4, seed: int = 0) -> SlateContext:
@@ -111,3 +111,24 @@ def test_learned_policy_beats_its_logging_policy() -> None:
     )
     res = run_seed(cfg, 0)
     assert res.runs["learned"].revenue > 1.05 * res.runs["logging"].revenue
+
+
+def test_refitting_the_purchase_model_changes_only_what_reads_it() -> None:
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig(
+        users=300, items=200, seeds=(0,), pre_days=20, log_days=10, days=12, candidates=20,
+        refit_days=None,
+    )  # fmt: skip
+    prep = prepare_seed(cfg, 0)
+    blend = ValueAwarePolicy(3.0, 1.0)
+    once = prep.run(blend)
+    # chunks of a run draw the same random numbers as one run: only the refits differ
+    chunked = prep.run(Refitted(blend, 12))
+    assert chunked.revenue == once.revenue and chunked.clicks == once.clicks
+    refitted = prep.run(Refitted(blend, 4))
+    assert refitted.days == 12 and len(refitted.daily) == 12
+    assert refitted.revenue == pytest.approx(refitted.daily["revenue"].sum())
+    assert refitted.revenue != once.revenue  # fresher purchase estimates change the slates
+    relevance = RelevancePolicy()
+    assert not relevance.reads_purchase_model
+    assert prep.run(Refitted(relevance, 4)).revenue == prep.run(relevance).revenue

@@ -24,7 +24,9 @@ does: each (impression, position) is its own round, with position-specific proba
 distribution and :func:`fit_reward_model` fits one reward model per position.
 
 Intervals: IPS and DR are means of per-round terms, so the default interval is the normal
-(central-limit) one, mean ± z·sd/√n. SNIPS is a ratio of means; its normal interval uses the
+(central-limit) one, mean ± z·sd/√n; with ``groups`` the standard error is cluster-robust,
+for rounds that are not independent (the positions of one slate, one user's visits). SNIPS
+is a ratio of means; its normal interval uses the
 delta method (influence terms ``w_i (r_i - V̂) / w̄``). ``interval="bootstrap"`` gives the
 percentile bootstrap (rounds resampled with replacement, :func:`scipy.stats.bootstrap`)
 instead, for every estimator; prefer it when rewards are rare and weights heavy-tailed.
@@ -110,11 +112,32 @@ def _z(level: float) -> float:
     return float(special.ndtri(0.5 + level / 2))
 
 
-def _normal(name: str, value: float, influence: np.ndarray, level: float, kind: str) -> Estimate:
-    se = float(influence.std(ddof=1) / np.sqrt(influence.size))
+def _normal(
+    name: str,
+    value: float,
+    influence: np.ndarray,
+    level: float,
+    kind: str,
+    groups: np.ndarray | None = None,
+) -> Estimate:
+    """Normal interval from per-round influence terms; with ``groups``, the cluster-robust
+    standard error (Liang & Zeger 1986): rounds of one group (the positions of one slate, the
+    visits of one user) share an exploration draw and a user, so their terms are correlated
+    and the i.i.d. formula understates the variance."""
+    n = influence.size
+    if groups is None:
+        se = float(influence.std(ddof=1) / np.sqrt(n))
+    else:
+        _, codes = np.unique(groups, return_inverse=True)
+        g = int(codes.max()) + 1
+        if g < 2:
+            raise ValueError("a clustered interval needs at least 2 groups")
+        sums = np.bincount(codes, weights=influence - influence.mean(), minlength=g)
+        se = float(np.sqrt((sums**2).sum() * g / (g - 1)) / n)
+        kind = f"{kind}, clustered"
     half = _z(level) * se
     return Estimate(name, float(value), float(value - half), float(value + half),
-                    int(influence.size), se, kind, level)  # fmt: skip
+                    int(n), se, kind, level)  # fmt: skip
 
 
 def _bootstrap(
@@ -161,6 +184,7 @@ def ips(
     interval: Interval = "normal",
     n_boot: int = 2000,
     seed: int = 0,
+    groups: Any | None = None,
 ) -> Estimate:
     """Inverse propensity scoring: mean of ``w_i r_i`` with ``w_i = target / propensity``.
 
@@ -170,9 +194,9 @@ def ips(
     """
     r, w = _weights(rewards, propensities, target_probs)
     terms = w * r
-    if _check_interval(interval) == "bootstrap":
+    if _check_interval(interval, groups, r.size) == "bootstrap":
         return _bootstrap("ips", terms.mean(), (terms,), _mean, level, n_boot, seed)
-    return _normal("ips", terms.mean(), terms, level, "normal")
+    return _normal("ips", terms.mean(), terms, level, "normal", groups)
 
 
 def snips(
@@ -184,6 +208,7 @@ def snips(
     interval: Interval = "normal",
     n_boot: int = 2000,
     seed: int = 0,
+    groups: Any | None = None,
 ) -> Estimate:
     """Self-normalised IPS: ``Σ w_i r_i / Σ w_i`` (Swaminathan & Joachims 2015).
 
@@ -194,9 +219,9 @@ def snips(
     if w.sum() <= 0:
         raise ValueError("target_probs are zero on every logged action: SNIPS is undefined")
     value = float((w * r).sum() / w.sum())
-    if _check_interval(interval) == "bootstrap":
+    if _check_interval(interval, groups, r.size) == "bootstrap":
         return _bootstrap("snips", value, (w * r, w), _ratio, level, n_boot, seed)
-    return _normal("snips", value, w * (r - value) / w.mean(), level, "delta")
+    return _normal("snips", value, w * (r - value) / w.mean(), level, "delta", groups)
 
 
 def dr(
@@ -210,6 +235,7 @@ def dr(
     interval: Interval = "normal",
     n_boot: int = 2000,
     seed: int = 0,
+    groups: Any | None = None,
 ) -> Estimate:
     """Doubly robust: mean of ``q̂(x_i, π_e) + w_i (r_i - q̂(x_i, a_i))`` (Dudík et al. 2011).
 
@@ -222,9 +248,9 @@ def dr(
     q_logged = _array("q_hat_logged", q_hat_logged, r.size)
     q_target = _array("q_hat_target", q_hat_target, r.size)
     terms = q_target + w * (r - q_logged)
-    if _check_interval(interval) == "bootstrap":
+    if _check_interval(interval, groups, r.size) == "bootstrap":
         return _bootstrap("dr", terms.mean(), (terms,), _mean, level, n_boot, seed)
-    return _normal("dr", terms.mean(), terms, level, "normal")
+    return _normal("dr", terms.mean(), terms, level, "normal", groups)
 
 
 def evaluate(
@@ -237,7 +263,9 @@ def evaluate(
 ) -> dict[str, Estimate]:
     """IPS, SNIPS and (when reward-model predictions are given) DR, keyed by name.
 
-    ``options`` (``level``, ``interval``, ``n_boot``, ``seed``) go to every estimator.
+    ``options`` (``level``, ``interval``, ``n_boot``, ``seed``, ``groups``) go to every
+    estimator; ``groups`` (one label per round: the slate, or the user) makes the normal
+    intervals cluster-robust.
     """
     out = {
         "ips": ips(rewards, propensities, target_probs, **options),
@@ -250,9 +278,14 @@ def evaluate(
     return out
 
 
-def _check_interval(interval: str) -> str:
+def _check_interval(interval: str, groups: Any | None = None, n: int = 0) -> str:
     if interval not in ("normal", "bootstrap"):
         raise ValueError(f"interval must be 'normal' or 'bootstrap', got {interval!r}")
+    if groups is not None:
+        if interval == "bootstrap":
+            raise ValueError("groups (a clustered interval) work with interval='normal' only")
+        if np.shape(groups) != (n,):
+            raise ValueError(f"groups must have one entry per round ({n}), got {np.shape(groups)}")
     return interval
 
 

@@ -71,6 +71,7 @@ class LongTermPolicy(ScoredPolicy):
     """
 
     name = "learned"
+    reads_purchase_model = False  # its own purchase head, learned from the log
 
     def __init__(
         self,

@@ -235,6 +235,9 @@ class Policy(ABC):
     """A ranking policy: :meth:`slate` for serving, :meth:`propensity` for evaluation."""
 
     name = "policy"
+    #: whether the ranking reads the platform's purchase model (``ctx.p_purchase``): a
+    #: platform that refits it need not rerun a policy that never looks at it
+    reads_purchase_model = True
 
     @abstractmethod
     def rank(self, ctx: SlateContext) -> np.ndarray:
@@ -276,6 +279,7 @@ class RelevancePolicy(ScoredPolicy):
     """Show what the recommender scores highest: the relevance-only baseline."""
 
     name = "relevance"
+    reads_purchase_model = False
 
     def scores(self, ctx: SlateContext) -> np.ndarray:
         return ctx.relevance
@@ -359,6 +363,7 @@ class EpsilonGreedy(Policy):
             raise ValueError("epsilon must be in [0, 1]")
         self.base = base
         self.epsilon = epsilon
+        self.reads_purchase_model = base.reads_purchase_model
         self.name = name or f"{base.name}+eps{epsilon:g}"
 
     def rank(self, ctx: SlateContext) -> np.ndarray:

@@ -61,16 +61,24 @@ def evaluate_log(
     targets: dict[str, Policy],
     reward_model: Any | None = None,
     level: float = 0.95,
+    cluster: str | None = None,
 ) -> OPEResult:
     """IPS / SNIPS / DR of each deterministic target from ``log``, and its true value.
 
     ``platform`` and ``state``: the platform and the true state as they were when the log
     began (copies are replayed, the arguments are left alone). ``reward_model``: a
     :class:`~valuerec.simulate.fitting.PurchaseModel` fitted on other data; without it, no DR.
+    ``cluster="user"``: cluster-robust intervals over each user's rounds. Not the default:
+    the truth here is the target's value on these very contexts, so between-user variation
+    is common to estimate and truth and the i.i.d. intervals are the right width (over 30
+    extra seeds their standardised errors had sd 0.8-1.2, the clustered ones 0.4-1.1).
+    Clustering is for estimating a population value from real logs.
     """
+    if cluster not in ("user", None):
+        raise ValueError("cluster must be 'user' or None")
     plat, truth_state = platform.copy(), state.copy()
     price = plat.price
-    rewards, behaviour, q_logged = [], [], []
+    rewards, behaviour, q_logged, who = [], [], [], []
     target_p: dict[str, list[np.ndarray]] = {n: [] for n in targets}
     q_target: dict[str, list[np.ndarray]] = {n: [] for n in targets}
     true_val: dict[str, list[np.ndarray]] = {n: [] for n in targets}
@@ -81,6 +89,7 @@ def evaluate_log(
         k = d.items.shape[1]
         pos = candidate_positions(ctx.candidates, d.items)
         rewards.append(d.paid.ravel())
+        who.append(np.repeat(d.users, k))
         behaviour.append(d.propensity.ravel())
         slot = np.arange(1, k + 1)[None, :]
         if reward_model is not None:
@@ -108,6 +117,7 @@ def evaluate_log(
             np.concatenate(q_logged) if reward_model is not None else None,
             np.concatenate(q_target[name]) if reward_model is not None else None,
             level=level,
+            groups=np.concatenate(who) if cluster == "user" else None,
         )
         out.estimates[name] = {key: _scaled(e, k) for key, e in ests.items()}
         out.truth[name] = float(np.concatenate(true_val[name]).mean() * k)

@@ -34,6 +34,8 @@ FEATURES = (
     "cat_share",
     "item_pop",
     "margin_rate",
+    "item_cvr",
+    "user_price_gap",
     "user_ctr",
     "user_cvr",
     "log_visits",
@@ -88,6 +90,8 @@ class Platform:
         self.logp_buy = np.zeros(n_users)
         self.cat_clicks = np.zeros((n_users, len(cats)))
         self.item_interactions = np.zeros(m)
+        self.item_exposures = np.zeros(m)
+        self.item_buys = np.zeros(m)
         self.seen = np.zeros((n_users, m), dtype=np.float32)
         self.bought = np.zeros((n_users, m), dtype=bool)
 
@@ -130,6 +134,8 @@ class Platform:
             paid = d.paid.ravel() if d.paid is not None else np.zeros(len(items))
             np.add.at(self.exposures, users, 1.0)
             np.add.at(self.seen, (users, items), 1.0)
+            np.add.at(self.item_exposures, items, 1.0)
+            np.add.at(self.item_buys, items[buy], 1.0)
         else:
             assert d.view_user is not None and d.view_item is not None and d.view_buy is not None
             users, items = d.users[d.view_user], d.view_item
@@ -226,7 +232,13 @@ class Platform:
         out[..., 8] = cat_share
         out[..., 9] = np.log1p(self.item_interactions[cand])
         out[..., 10] = self.margin_rate[cand]
-        out[..., 11:] = per_user[:, None, :]
+        # the item's own purchases per exposure, smoothed towards the platform-wide rate: what
+        # taste and popularity features miss about an item (its price appeal, its quality)
+        prior = (self.item_buys.sum() + 1.0) / (self.item_exposures.sum() + 20.0)
+        out[..., 11] = (self.item_buys[cand] + 20.0 * prior) / (self.item_exposures[cand] + 20.0)
+        # how much cheaper than what they click a user buys: a price-sensitivity signal
+        out[..., 12] = np.where((clicks > 0) & (buys > 0), mean_buy - mean_click, 0.0)[:, None]
+        out[..., 13:] = per_user[:, None, :]
         return out
 
 
