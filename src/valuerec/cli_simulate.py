@@ -322,6 +322,10 @@ def campaign(
     segment: Annotated[str, typer.Option(help="at-risk-high-value or all customers.")] = "all",
     discount: Annotated[float, typer.Option(help="Discount given to the treated.")] = 0.2,
     campaign_days: Annotated[int, typer.Option(help="Days the discount lasts.")] = 30,
+    goodwill: Annotated[
+        float,
+        typer.Option(help="Share of their dropout hazard the treated lose while it runs."),
+    ] = 0.5,
     days: Annotated[int, typer.Option(help="Days of revenue measured.")] = 90,
     target_share: Annotated[float, typer.Option(help="Share a targeted roll-out reaches.")] = 0.2,
     power: Annotated[float, typer.Option(help="Power for the sample size.")] = 0.8,
@@ -342,6 +346,7 @@ def campaign(
         segment=segment,
         discount=discount,
         campaign_days=campaign_days,
+        goodwill=goodwill,
         days=days,
         target_share=target_share,
         power=power,
