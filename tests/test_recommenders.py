@@ -245,3 +245,30 @@ def test_edlae_penalises_items_by_their_popularity():
     assert np.abs(dropped.weights_[j]).sum() < np.abs(plain.weights_[j]).sum()
     with pytest.raises(ValueError, match="dropout"):
         EASERecommender(dropout=1.0).fit(log)
+
+
+def test_multvae_stops_early_on_validation_and_keeps_the_best_weights(log):
+    """Validation peaks at the second check: training stops ``patience`` checks later and the
+    weights of that check are the ones kept."""
+    import copy
+
+    import torch
+
+    inter = log
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.29, 0.9])
+    seen: list[dict] = []
+
+    def validation(model: MultVAERecommender) -> float:
+        seen.append(copy.deepcopy(model.net_.state_dict()))
+        return next(scores)
+
+    model = MultVAERecommender(hidden=16, latent=4, epochs=20, eval_every=1, patience=3)
+    model.fit(inter, validation=validation)
+    assert len(seen) == 5 and model.epochs_run_ == 5  # stopped after 3 bad checks
+    assert model.best_epoch_ == 2
+    for name, value in model.net_.state_dict().items():
+        assert torch.equal(value, seen[1][name]), name
+    assert not torch.equal(seen[1]["to_stats.weight"], seen[3]["to_stats.weight"])
+    # without validation it trains the full budget
+    plain = MultVAERecommender(hidden=16, latent=4, epochs=3).fit(inter)
+    assert plain.epochs_run_ == 3 and plain.best_epoch_ == 3

@@ -22,7 +22,6 @@ for any history, which is what value-aware re-ranking and serving use.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.ziln import ziln_loss, ziln_mean, ziln_params
 from valuerec.recommend.base import Recommender
@@ -182,7 +182,8 @@ class SASRecRecommender(Recommender):
                             self.max_len, self.dropout)  # fmt: skip
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.history_: list[dict[str, float]] = []
-        best, best_state, bad = -np.inf, None, 0
+        stopper = EarlyStopping(self.patience)
+        stop = False
         cpu_start = time.process_time()
         for epoch in range(1, self.epochs + 1):
             self.net_.train()
@@ -213,20 +214,12 @@ class SASRecRecommender(Recommender):
                 score = float(self._validation(self))
                 cpu_start += time.process_time() - paused
                 record["valid"] = score
-                if score > best:
-                    best, best_state, bad = score, copy.deepcopy(self.net_.state_dict()), 0
-                else:
-                    bad += 1
+                stop = stopper.check(score, self.net_, epoch)
             self.history_.append(record)
-            if bad >= self.patience:
+            if stop:
                 break
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
-        self.best_epoch_ = (
-            max((r for r in self.history_ if "valid" in r), key=lambda r: r["valid"])["epoch"]
-            if best_state is not None
-            else len(self.history_)
-        )
+        stopper.restore(self.net_)
+        self.best_epoch_ = stopper.best_epoch or len(self.history_)
         self.net_.eval()
 
     def _windows(

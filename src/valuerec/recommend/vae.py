@@ -9,12 +9,16 @@ the encoded mean, computed from their history, so new interactions need no retra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.recommend.base import Recommender
 
 
@@ -52,6 +56,8 @@ class MultVAERecommender(Recommender):
         batch_size: int = 128,
         lr: float = 1e-3,
         seed: int = 0,
+        eval_every: int = 2,
+        patience: int = 5,
     ) -> None:
         self.hidden = hidden
         self.latent = latent
@@ -62,6 +68,31 @@ class MultVAERecommender(Recommender):
         self.batch_size = batch_size
         self.lr = lr
         self.seed = seed
+        self.eval_every = eval_every
+        self.patience = patience
+
+    def fit(
+        self, interactions: Any, validation: Callable[[MultVAERecommender], float] | None = None
+    ) -> MultVAERecommender:
+        """Train for ``epochs``; with ``validation`` (model -> score, higher is better) the
+        score is checked every ``eval_every`` epochs, the best weights kept, and training
+        stops after ``patience`` checks without improvement (``epochs`` is then a ceiling)."""
+        self._validation = validation
+        try:
+            super().fit(interactions)
+        finally:
+            self._validation = None
+        return self
+
+    def fit_split(self, split: Any) -> MultVAERecommender:
+        """Fit on ``split.train`` with early stopping on validation NDCG@10 (as RecBole does:
+        the autoencoder overfits the training rows long before a fixed epoch budget ends)."""
+        from valuerec.evaluate.ranking import evaluate_scores
+
+        def ndcg(model: MultVAERecommender) -> float:
+            return evaluate_scores(model.score_users, split, stage="valid").metrics["ndcg@10"]
+
+        return self.fit(split.train, validation=ndcg)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         torch.manual_seed(self.seed)
@@ -70,7 +101,9 @@ class MultVAERecommender(Recommender):
         self.net_ = _VAE(matrix.shape[1], self.hidden, self.latent, self.dropout)
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
         step = 0
-        for _ in range(self.epochs):
+        stopper = EarlyStopping(self.patience)
+        self.epochs_run_ = 0
+        for epoch in range(1, self.epochs + 1):
             self.net_.train()
             perm = rng.permutation(len(x_all))
             for start in range(0, len(x_all), self.batch_size):
@@ -85,6 +118,13 @@ class MultVAERecommender(Recommender):
                 loss.backward()
                 opt.step()
                 step += 1
+            self.epochs_run_ = epoch
+            if self._validation is not None and epoch % self.eval_every == 0:
+                self.net_.eval()
+                if stopper.check(float(self._validation(self)), self.net_, epoch):
+                    break
+        stopper.restore(self.net_)
+        self.best_epoch_ = stopper.best_epoch or self.epochs_run_
         self.net_.eval()
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
