@@ -153,6 +153,7 @@ def test_demo_loads_both_real_data_sets(tmp_path):
     assert report.count("<img") >= 6 and "http://" not in report and "https://" not in report
     # the policy comparison in the simulator: its table, the blend's gain, and a report section
     assert "value-aware vs relevance: revenue" in res.stdout and "revenue-greedy" in res.stdout
+    assert "learned vs value-aware: revenue" in res.stdout
     assert 'data-kind="policies"' in report and (tmp_path / "demo" / "policy.json").exists()
     # it ends with how to serve that store; the server loads the saved EASE and answers a key
     assert "valuerec serve --db" in res.stdout and "keys create --role read" in res.stdout

@@ -139,8 +139,10 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
     n = len(results)
     table = Table(title=f"policies over {n} seed(s): mean [95% interval]")
     days = next(iter(results[0].runs.values())).days
-    for col in ("policy", f"{days}-day revenue", "active at end", "clicks", "NDCG@10"):
-        table.add_column(col, justify="left" if col == "policy" else "right")
+    widest = max(len(name) for name in summary["policy"])
+    table.add_column("policy", no_wrap=True, min_width=widest)  # names are never cut short
+    for col in (f"{days}-day revenue", "active at end", "clicks", "NDCG@10"):
+        table.add_column(col, justify="right")
     for row in summary.itertuples():
         table.add_row(
             row.policy,
