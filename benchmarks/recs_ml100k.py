@@ -59,7 +59,8 @@ GRIDS: dict[str, tuple[Callable[..., Recommender], dict[str, list]]] = {
     "ease": (EASERecommender, {"reg": [100.0, 250.0, 500.0, 1000.0]}),
     "edlae": (EASERecommender, {"reg": [150.0, 250.0, 400.0], "dropout": [0.33, 0.5, 0.6]}),
     "als": (ALSRecommender, {"factors": [32, 64], "regularization": [1.0, 10.0, 30.0]}),
-    "multvae": (MultVAERecommender, {"epochs": [30, 50]}),
+    # epochs: a ceiling; early stopping on validation NDCG@10 decides
+    "multvae": (MultVAERecommender, {"latent": [16, 32, 64], "epochs": [300]}),
     "bpr": (
         BPRRecommender,
         {"factors": [64], "learning_rate": [0.01, 0.05], "iterations": [100, 300]},

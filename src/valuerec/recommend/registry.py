@@ -26,7 +26,8 @@ MODELS: dict[str, Callable[[pd.DataFrame | None], Recommender]] = {
     "edlae": lambda items: EASERecommender(reg=250.0, dropout=0.5),
     "als": lambda items: ALSRecommender(factors=32, regularization=10.0),
     "bpr": lambda items: BPRRecommender(factors=64, learning_rate=0.01, iterations=100),
-    "multvae": lambda items: MultVAERecommender(epochs=50),
+    # latent 16 and ~30 epochs: chosen by early stopping on validation (fit_split)
+    "multvae": lambda items: MultVAERecommender(latent=16, epochs=30),
     "lightgcn": lambda items: LightGCNRecommender(),
     # epochs: a ceiling; fit_split (evaluate) stops early on validation NDCG@10
     "sasrec": lambda items: SASRecRecommender(),
@@ -34,7 +35,7 @@ MODELS: dict[str, Callable[[pd.DataFrame | None], Recommender]] = {
     "content": lambda items: ContentRecommender(items=items),
     "hybrid": lambda items: HybridRecommender(
         [EASERecommender(reg=250.0), ALSRecommender(factors=32, regularization=10.0),
-         ItemKNNRecommender(k=200, shrink=50.0), MultVAERecommender(epochs=50)],
+         ItemKNNRecommender(k=200, shrink=50.0), MultVAERecommender(latent=16, epochs=30)],
         weights=[1.0, 1.0, 1.0, 4.0],
     ),
 }  # fmt: skip
