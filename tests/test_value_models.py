@@ -575,3 +575,23 @@ def test_zero_truncated_rate_inverts_the_truncated_mean():
     probs = np.stack([pmf(n, rows) for n in range(400)])
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-9)
     np.testing.assert_allclose((np.arange(400)[:, None] * probs).sum(0), 0.3 * m, rtol=1e-5)
+
+
+def test_ensemble_applies_its_own_spend_calibration(world, fitted):
+    # a mean of calibrated members is not calibrated; the ensemble refits a map on the
+    # members' out-of-fold spend and must apply it (it once fitted the map and dropped it)
+    from valuerec.value.calibration import SpendCalibration
+
+    members = [fitted["lightgbm"], fitted["transformer"]]
+    train = value_data(world.store, CAL, HOLDOUT, users=world.train)
+    ens = EnsembleValueModel.from_fitted(members, train)
+    ens.spend_calibration_ = SpendCalibration(np.log([5.0, 50.0]), np.log([10.0, 60.0]))
+    data = value_data(
+        world.store, CAL, HOLDOUT, users=world.test, labels=False, **ens._data_options()
+    )
+    avg = sum(m.predict_data(data)["pred_spend"].to_numpy() for m in members) / 2
+    pred = ens.predict_data(data)["pred_spend"].to_numpy()
+    np.testing.assert_allclose(pred, ens.spend_calibration_(avg), rtol=1e-9)
+    assert not np.allclose(pred, avg)
+    longer = ens.predict_data(data, HOLDOUT * 2)["pred_spend"].to_numpy()
+    np.testing.assert_allclose(longer, 2 * pred, rtol=1e-9)  # calibrated at the trained horizon

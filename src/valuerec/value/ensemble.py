@@ -118,6 +118,12 @@ class EnsembleValueModel(ValueModel):
                 for c in _POINT
             }
         )
+        # the ensemble's own calibration (see _calibration), fitted at the trained horizon:
+        # undo the members' linear horizon scaling, map, scale back. Strictly increasing, so
+        # the ranking (Gini, top-k) is the members' average's.
+        scale = horizon_days / self.horizon_days_
+        cal = getattr(self, "spend_calibration_", SpendCalibration())
+        out["pred_spend"] = cal(out["pred_spend"].to_numpy() / scale) * scale
         with_intervals = [
             p for p in preds if (p["spend_high"] != p["spend_low"]).any()
         ]  # members without a distribution return degenerate intervals
