@@ -93,8 +93,8 @@ class _Fitter:
     binds on a real customer base (CDNOW's estimates sit orders of magnitude inside it), but a
     few weeks of history often cannot tell a parameter apart from infinity: nobody has had
     time to drop out, so BG/NBD's a, b or Pareto/NBD's s, beta run off along a ridge
-    (a -> 0, or a, b -> 1e6 with a / (a + b) fixed) where the likelihood is flat and the
-    special functions overflow. Stopping at the box edge is the limit the data point to
+    (a -> 0, or a, b -> infinity with a / (a + b) fixed) where the likelihood is flat and
+    the special functions overflow. Stopping at the box edge is the limit the data point to
     (no dropout, or one common dropout probability), with finite predictions; the names of
     the parameters that ended on an edge are kept in ``at_bound_``.
     """
@@ -258,6 +258,7 @@ class _TransactionFitter(_Fitter):
     def conditional_probability_of_n_purchases_up_to_time(
         self, n: ArrayLike, t: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
     ) -> Result:
+        """P(exactly n purchases in (T, T + t] | x, t_x, T); each model derives its own."""
         raise NotImplementedError
 
     def conditional_purchase_quantile(
