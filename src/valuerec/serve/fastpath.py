@@ -91,10 +91,9 @@ class RecommendationFastPath:
         if params is None:
             return None
         try:
-            _, (rec,) = self.state.service.recommend_users([user_id], **params)
+            return self.state.service.recommend_user_json(user_id, **params)
         except Exception:  # an ApiError (503, unknown model) or worse:
             return None  # the FastAPI route raises it again and answers it as JSON
-        return rec.model_dump_json().encode()
 
 
 def _parse(query: bytes) -> dict[str, Any] | None:

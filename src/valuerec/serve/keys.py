@@ -14,6 +14,7 @@ lookup must cost microseconds on every request.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -75,7 +76,9 @@ def default_keys_path(db_path: str | os.PathLike[str]) -> Path:
     return Path(deployment_path(path) + ".keys.json")
 
 
+@functools.lru_cache(maxsize=4096)
 def hash_key(key: str) -> str:
+    """sha256 of the key, memoised: every request checks its key, mostly the same few keys."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 

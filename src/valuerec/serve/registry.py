@@ -55,7 +55,7 @@ class ModelHandle:
     meta: dict[str, Any]
     model: Recommender
     loaded_at: float
-    masks: dict[tuple, np.ndarray] = field(default_factory=dict)  # Catalog.allowed cache
+    masks: dict[tuple, np.ndarray | None] = field(default_factory=dict)  # Catalog.allowed
     memo_size: int = 100_000  # histories whose positions are remembered (see prepare)
     #: item ids as a plain array and id -> position: a dict lookup per history item is
     #: several times cheaper than a pandas indexer call on short lists (the hot path)

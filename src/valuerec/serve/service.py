@@ -15,10 +15,12 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from pydantic import ValidationError
 
@@ -81,6 +83,29 @@ def _finite_or_none(x: Any) -> float | None:
     return x if np.isfinite(x) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One history's top-k as plain values (rank = position + 1), before it becomes the
+    response: pydantic objects for the FastAPI routes, JSON bytes for the fast path."""
+
+    cold: bool
+    item_ids: list[str]
+    scores: list[float]
+    titles: list[str | None]
+    reasons: list[str]
+
+    def items(self) -> list[RecItem]:
+        return [RecItem(**d) for d in self.dicts()]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [
+            {"rank": i + 1, "item_id": j, "score": s, "title": t, "reason": r}
+            for i, (j, s, t, r) in enumerate(
+                zip(self.item_ids, self.scores, self.titles, self.reasons, strict=True)
+            )
+        ]
+
+
 class ServeService:
     """Histories, catalogue, models and the store, behind the operations the API offers."""
 
@@ -133,8 +158,8 @@ class ServeService:
         category: str | None,
         value_weight: float = 0.0,
         user_ids: Sequence[str | None] | None = None,
-    ) -> list[tuple[bool, list[RecItem]]]:
-        """``(cold_start, items)`` per history: top-k with masks applied before the cut.
+    ) -> list[Ranked]:
+        """The top-k of each history, with masks applied before the cut.
 
         One row at a time after the scoring: requests are mostly for one user, and 1-D
         ``argpartition``/``lexsort`` on a row cost a fraction of their 2-D forms with
@@ -174,21 +199,9 @@ class ServeService:
                 reasons = ["popular with everyone"] * len(items)
             else:
                 reasons = because(model, hist.seq, items, titles, ids=handle.ids)
-            ids = handle.ids[items]
+            ids = [str(i) for i in handle.ids[items]]
             results.append(
-                (
-                    cold,
-                    [
-                        RecItem(
-                            rank=i + 1,
-                            item_id=str(ids[i]),
-                            score=float(s[i]),
-                            title=titles.get(ids[i]),
-                            reason=reasons[i],
-                        )
-                        for i in range(len(items))
-                    ],
-                )
+                Ranked(cold, ids, s.tolist(), [titles.get(i) for i in ids], list(reasons))
             )
         return results
 
@@ -264,6 +277,61 @@ class ServeService:
         write_back: bool,
         value_weight: float = 0.0,
     ) -> tuple[ModelHandle, list[UserRecommendations]]:
+        handle, ranked = self._recommend(
+            user_ids, k, model, exclude_seen, category, write_back, value_weight
+        )
+        out = [
+            UserRecommendations(
+                user_id=u,
+                model=handle.name,
+                version=handle.version,
+                cold_start=r.cold,
+                items=r.items(),
+            )
+            for u, r in zip(user_ids, ranked, strict=True)
+        ]
+        return handle, out
+
+    def recommend_user_json(
+        self,
+        user_id: str,
+        *,
+        k: int,
+        model: str | None,
+        exclude_seen: bool,
+        category: str | None,
+        write_back: bool,
+        value_weight: float = 0.0,
+    ) -> bytes:
+        """:meth:`recommend_users` for one user, straight to the response's JSON bytes.
+
+        The fast path's serialiser (:mod:`valuerec.serve.fastpath`): the same fields as
+        ``UserRecommendations``, written by orjson from plain values instead of validated
+        pydantic objects, which cost more than ranking the items did.
+        """
+        handle, (r,) = self._recommend(
+            [user_id], k, model, exclude_seen, category, write_back, value_weight
+        )
+        return orjson.dumps(
+            {
+                "user_id": user_id,
+                "model": handle.name,
+                "version": handle.version,
+                "cold_start": r.cold,
+                "items": r.dicts(),
+            }
+        )
+
+    def _recommend(
+        self,
+        user_ids: Sequence[str],
+        k: int,
+        model: str | None,
+        exclude_seen: bool,
+        category: str | None,
+        write_back: bool,
+        value_weight: float,
+    ) -> tuple[ModelHandle, list[Ranked]]:
         handle = self.models.recommender(model)  # taken once: a swap cannot split a request
         hist = self.histories
         ranked = self._rank(
@@ -276,18 +344,12 @@ class ServeService:
             value_weight,
             user_ids,
         )
-        out = [
-            UserRecommendations(
-                user_id=u, model=handle.name, version=handle.version, cold_start=cold, items=items
-            )
-            for u, (cold, items) in zip(user_ids, ranked, strict=True)
-        ]
         if write_back:
-            for rec in out:
-                shown = [(it.rank, it.item_id, it.score) for it in rec.items]
+            for u, r in zip(user_ids, ranked, strict=True):
+                shown = list(zip(range(1, len(r.item_ids) + 1), r.item_ids, r.scores, strict=True))
                 if shown:
-                    self.exposures.add(rec.user_id, shown, handle.artifact, handle.version)
-        return handle, out
+                    self.exposures.add(u, shown, handle.artifact, handle.version)
+        return handle, ranked
 
     def recommend_session(self, body: SessionIn) -> tuple[ModelHandle, bool, list[RecItem]]:
         """An anonymous visitor: the session's positive events are the whole history."""
@@ -300,7 +362,7 @@ class ServeService:
         negative = frozenset(
             ev.item_id for _, ev in events if self.roles.role(ev.event_type) == "negative"
         )
-        ((cold, items),) = self._rank(
+        (ranked,) = self._rank(
             handle,
             [positive],
             [negative],
@@ -309,7 +371,7 @@ class ServeService:
             body.category,
             body.value_weight,
         )
-        return handle, cold, items
+        return handle, ranked.cold, ranked.items()
 
     def similar(self, item_id: str, k: int, model: str | None, category: str | None) -> SimilarOut:
         handle = self.models.recommender(model)

@@ -142,26 +142,28 @@ class Catalog:
             self.version += 1
 
     def allowed(
-        self, vocabulary: pd.Index, category: str | None, cache: dict[tuple, np.ndarray]
+        self, vocabulary: pd.Index, category: str | None, cache: dict[tuple, np.ndarray | None]
     ) -> np.ndarray | None:
         """Boolean mask of items that may be shown (not hidden, in ``category``); None: all.
 
         ``cache`` belongs to the caller (one per model vocabulary); stale versions are dropped.
         """
         key = (self.version, category.strip().lower() if category else None)
-        mask = cache.get(key)
-        if mask is None:
-            if any(k[0] != self.version for k in cache) or len(cache) > 256:
-                cache.clear()
-            keep = ~vocabulary.isin(list(self.hidden)) if self.hidden else None
-            if key[1] is not None:
-                cats = self.categories
-                in_cat = np.fromiter(
-                    (key[1] in cats.get(item, _EMPTY) for item in vocabulary),
-                    dtype=bool,
-                    count=len(vocabulary),
-                )
-                keep = in_cat if keep is None else keep & in_cat
-            mask = np.ones(len(vocabulary), dtype=bool) if keep is None else np.asarray(keep)
-            cache[key] = mask
-        return None if mask.all() else mask
+        if key in cache:
+            return cache[key]  # the mask, or None when every item may be shown
+        if any(k[0] != self.version for k in cache) or len(cache) > 256:
+            cache.clear()
+        keep = ~vocabulary.isin(list(self.hidden)) if self.hidden else None
+        if key[1] is not None:
+            cats = self.categories
+            in_cat = np.fromiter(
+                (key[1] in cats.get(item, _EMPTY) for item in vocabulary),
+                dtype=bool,
+                count=len(vocabulary),
+            )
+            keep = in_cat if keep is None else keep & in_cat
+        mask = None if keep is None else np.asarray(keep)
+        if mask is not None and mask.all():
+            mask = None
+        cache[key] = mask
+        return mask
