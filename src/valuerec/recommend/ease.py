@@ -44,7 +44,11 @@ class EASERecommender(Recommender):
         return np.asarray(rows @ self.weights_)
 
     def _item_similarity(self, j: int) -> np.ndarray:
-        return self.weights_[j].astype(float)
+        """Column ``j`` of B: ``B[h, j]`` is what having item ``h`` adds to item ``j``'s score
+        (``score_j = sum_h x_h B[h, j]``), so the most similar history item is the one that
+        contributed most to the recommendation: the reason is the model's own arithmetic."""
+        return self.weights_[:, j].astype(float)
 
     def _similarity_block(self, items: np.ndarray, history: np.ndarray) -> np.ndarray:
-        return self.weights_[np.asarray(items, dtype=np.int64)[:, None], history[None, :]]
+        # rows of the history: the scoring has just read them, so they are in cache
+        return self.weights_[history[:, None], np.asarray(items, dtype=np.int64)[None, :]].T
