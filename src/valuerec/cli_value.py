@@ -201,9 +201,7 @@ def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
     for name, row in rows.items():
         m = row.get("metrics") or {}
         if row.get("error"):
-            table.add_row(
-                name, "-", "[red]failed[/]", "", "", "", "", _fmt(row.get("fit_seconds"))
-            )
+            table.add_row(name, "-", "[red]failed[/]", "", "", "", "", _fmt(row.get("fit_seconds")))
             continue
         table.add_row(
             name,
