@@ -155,3 +155,27 @@ def test_purchase_median_is_the_distribution_median(name):
     assert (model.conditional_purchase_quantile(0.9, 39.0, X, TX, T) >= median).all()
     with pytest.raises(ValueError, match="level"):
         model.conditional_purchase_quantile(1.0, 39.0, X, TX, T)
+
+
+def test_simulator_value_fit_samples_only_customers_seen_before_the_cut():
+    # a customer whose only purchase comes after the cut is unknown to the model: sampling
+    # them into the fit used to fail with "users have no purchase before ..."
+    from valuerec.simulate import Platform, SimConfig, Simulator, World
+    from valuerec.simulate.fitting import fit_value
+
+    world = World.draw(SimConfig(seed=0, users=2000, items=1000, slate_size=10))
+    sim = Simulator(world)
+    events = sim.organic(7, Platform(world.items, world.n_users, 10, 50)).events()
+    as_of = sim.start + np.timedelta64(7, "D")
+    buys = events[events["event_type"] == "purchase"]
+    seen = buys.loc[pd.to_datetime(buys["timestamp"]) < pd.Timestamp(as_of), "user_id"].unique()
+    newcomer = next(u for u in world.user_ids if u not in set(buys["user_id"]))
+    late = buys.iloc[[0]].assign(
+        user_id=newcomer, timestamp=pd.Timestamp(as_of) + pd.Timedelta(1, "h")
+    )
+    events = pd.concat([events, late], ignore_index=True)
+    ltv, risk = fit_value(
+        events, world.user_ids, as_of, "bgnbd", fit_users=len(seen), fallback=None
+    )
+    assert np.isfinite(ltv).all() and np.isfinite(risk).all()
+    assert ltv[list(world.user_ids).index(newcomer)] == 0.0  # no purchase before the cut

@@ -81,7 +81,9 @@ def fit_value(
     with Store(":memory:") as store:
         ingest(store, purchases.reset_index(drop=True), "events")
         cut = pd.Timestamp(as_of)
-        customers = np.sort(purchases["user_id"].unique())
+        # the sample comes from customers the model can see: a purchase before the cut
+        before = pd.to_datetime(purchases["timestamp"]) < cut
+        customers = np.sort(purchases.loc[before, "user_id"].unique())
         sample = None
         if fit_users is not None and len(customers) > fit_users:
             sample = list(np.random.default_rng(seed).choice(customers, fit_users, replace=False))
