@@ -19,7 +19,6 @@ expected spend.
 
 from __future__ import annotations
 
-import copy
 import zlib
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from valuerec.features.sequences import NUMERIC
+from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
 from valuerec.value.base import ValueData, ValueModel
@@ -247,9 +247,9 @@ class TransformerValueModel(ValueModel):
         net = self._make_net()
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         rng = np.random.default_rng(seed)
-        best, best_state, bad, hist = np.inf, None, 0, []
+        stopper, hist = EarlyStopping(self.patience, min_delta=1e-4), []
         lengths = t["mask"].sum(1).cpu().numpy()
-        for _epoch in range(self.epochs):
+        for epoch in range(1, self.epochs + 1):
             net.train()
             for rows in _buckets(lengths, train, self.batch_size, rng):
                 idx = torch.as_tensor(rows)
@@ -270,14 +270,9 @@ class TransformerValueModel(ValueModel):
                     )
                 val = total / len(cal)
             hist.append(val)
-            if val < best - 1e-4:
-                best, best_state, bad = val, copy.deepcopy(net.state_dict()), 0
-            else:
-                bad += 1
-                if bad >= self.patience:
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+            if stopper.check(-val, net, epoch):  # a loss: lower is better
+                break
+        stopper.restore(net)
         net.eval()
         return net, hist
 
