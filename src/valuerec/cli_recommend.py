@@ -20,16 +20,10 @@ from rich.table import Table
 from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
 from valuerec.cli_common import DbOption, JsonOption, fail, open_store, out, print_json, progress
 from valuerec.data.store import Store, default_db_path
-from valuerec.evaluate.ranking import (
-    Interactions,
-    evaluate_scores,
-    leave_one_out,
-    random_split,
-    temporal_split,
-)
+from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because
-from valuerec.recommend.registry import MODELS, make_recommender
+from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
 
 recommend_app = typer.Typer(
     help="Recommenders: evaluate, fit and save, recommend for a user, similar items.",
@@ -93,29 +87,17 @@ def evaluate(
     with open_store(db, must_exist=True) as store:
         inter = _interactions(store)
         items = store.items()
-    if protocol == "random-split":
-        split = random_split(inter, seed=0)
-    elif protocol == "leave-one-out":
-        split = leave_one_out(inter)
-    elif protocol == "temporal":
-        times = pd.to_datetime(inter.frame["timestamp"])
-        split = temporal_split(inter, times.quantile(0.8), times.quantile(0.9))
-    else:
-        raise fail(f"unknown protocol {protocol!r}: random-split, leave-one-out or temporal")
+    try:
+        split = protocol_split(inter, protocol)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     rows: dict[str, dict[str, Any]] = {}
     with progress() as bar:
         task = bar.add_task("fitting", total=len(names))
         for name in names:
             bar.update(task, description=f"fitting {name}")
-            start = time.perf_counter()
-            model = make_recommender(name, items).fit_split(split)
-            fit_s = time.perf_counter() - start
-            report = evaluate_scores(
-                model.split_scorer(split, "test"),
-                split,
-                stage="test",
-                ks=(k,),
-                unmasked=protocol == "leave-one-out",
+            _, report, fit_s = fit_and_evaluate(
+                name, split, items, k=k, unmasked=protocol == "leave-one-out"
             )
             rows[name] = {**report.metrics, "fit_s": fit_s}
             bar.advance(task)

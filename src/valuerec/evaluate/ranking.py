@@ -56,6 +56,7 @@ from valuerec.features.split import TimeLike, to_timestamp
 
 __all__ = [
     "ACCURACY_METRICS",
+    "PROTOCOLS",
     "Interactions",
     "RankingReport",
     "ScoreFn",
@@ -63,6 +64,7 @@ __all__ = [
     "evaluate_scores",
     "exposure_gini",
     "leave_one_out",
+    "protocol_split",
     "random_split",
     "ratio_counts",
     "temporal_split",
@@ -420,6 +422,23 @@ def temporal_split(
         inter._subset((values >= v) & (values < s)),
         inter._subset(values >= s),
     )
+
+
+PROTOCOLS = ("random-split", "leave-one-out", "temporal")
+
+
+def protocol_split(inter: Interactions, protocol: str) -> Split:
+    """The split a named protocol makes (what ``valuerec recommend evaluate --protocol`` and
+    the report use): per-user random 80/10/10 (seed 0), leave-one-out by time, or global time
+    cuts at the 80% and 90% quantiles of the timestamps."""
+    if protocol == "random-split":
+        return random_split(inter, seed=0)
+    if protocol == "leave-one-out":
+        return leave_one_out(inter)
+    if protocol == "temporal":
+        times = pd.to_datetime(inter.frame["timestamp"])
+        return temporal_split(inter, times.quantile(0.8), times.quantile(0.9))
+    raise ValueError(f"unknown protocol {protocol!r}: {', '.join(PROTOCOLS)}")
 
 
 # ------------------------------------------------------------------------------ ranking

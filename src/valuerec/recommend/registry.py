@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pandas as pd
 
+from valuerec.evaluate.ranking import RankingReport, Split, evaluate_scores
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.content import ContentRecommender
 from valuerec.recommend.ease import EASERecommender
@@ -51,3 +53,31 @@ def make_recommender(name: str, items: pd.DataFrame | None = None) -> Recommende
     except KeyError:
         raise ValueError(f"unknown recommender {name!r}; choose from {', '.join(MODELS)}") from None
     return factory(items)
+
+
+def fit_and_evaluate(
+    name: str,
+    split: Split,
+    items: pd.DataFrame | None = None,
+    *,
+    k: int = 10,
+    unmasked: bool = False,
+) -> tuple[Recommender, RankingReport, float]:
+    """Fit ``name`` through its split protocol and score the test part with the evaluator.
+
+    Returns ``(model, report, fit seconds)``. Sequence models early-stop on the validation
+    part (``fit_split``) and read what their protocol allows at test time (``split_scorer``);
+    ``unmasked`` adds the figures without excluding seen items (leave-one-out, for comparison
+    with RecBole's default).
+    """
+    started = time.perf_counter()
+    model = make_recommender(name, items).fit_split(split)
+    fit_s = time.perf_counter() - started
+    report = evaluate_scores(
+        model.split_scorer(split, "test"),
+        split,
+        stage="test",
+        ks=(k,),
+        unmasked=unmasked,
+    )
+    return model, report, fit_s

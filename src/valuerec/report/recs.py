@@ -17,7 +17,6 @@ reasons come from :func:`valuerec.recommend.explain.because`, the code the CLI a
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +28,10 @@ import pandas as pd
 from valuerec.artifacts import ArtifactStore
 from valuerec.cli_recommend import PREFIX
 from valuerec.data.store import Store
-from valuerec.evaluate.ranking import (
-    Interactions,
-    Split,
-    evaluate_scores,
-    leave_one_out,
-    random_split,
-)
+from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because
-from valuerec.recommend.registry import MODELS, make_recommender
+from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
 
 from .defaults import REC_K, REC_MODELS
 from .value import NotApplicable
@@ -109,15 +102,6 @@ class RecEvaluation:
     notes: list[str] = field(default_factory=list)
 
 
-def make_split(inter: Interactions, protocol: str) -> Split:
-    """The split ``valuerec recommend evaluate --protocol`` makes."""
-    if protocol == "random-split":
-        return random_split(inter, seed=0)
-    if protocol == "leave-one-out":
-        return leave_one_out(inter)
-    raise ValueError(f"unknown protocol {protocol!r}")
-
-
 def parse_models(spec: str | None) -> list[str]:
     """A comma list of registered recommender names (default: ``recommend fit``'s)."""
     names = [n.strip().lower() for n in (spec or REC_MODELS).split(",") if n.strip()]
@@ -138,21 +122,14 @@ def _protocol(
     skipped: dict[str, str],
     step: Step,
 ) -> ProtocolResult | None:
-    split = make_split(inter, protocol)
+    split = protocol_split(inter, protocol)
     metrics: dict[str, dict[str, float]] = {}
     tops: dict[str, np.ndarray] = {}
     for name in names:
         step(f"recommendations: {protocol}: {name}")
-        started = time.perf_counter()
         try:
-            model = make_recommender(name, items).fit_split(split)
-            fit_s = time.perf_counter() - started
-            report = evaluate_scores(
-                model.split_scorer(split, "test"),
-                split,
-                stage="test",
-                ks=(k,),
-                unmasked=protocol == "leave-one-out",
+            _, report, fit_s = fit_and_evaluate(
+                name, split, items, k=k, unmasked=protocol == "leave-one-out"
             )
         except Exception as exc:  # one model's failure must not lose the others
             skipped[f"{name} ({protocol})"] = f"{type(exc).__name__}: {exc}"
