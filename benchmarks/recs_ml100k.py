@@ -37,7 +37,7 @@ from valuerec.evaluate.ranking import (
 )
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.content import ContentRecommender
-from valuerec.recommend.ease import EASERecommender
+from valuerec.recommend.ease import EASERecommender, SideEASERecommender
 from valuerec.recommend.hybrid import HybridRecommender
 from valuerec.recommend.knn import ItemKNNRecommender
 from valuerec.recommend.lightgcn import LightGCNRecommender
@@ -134,7 +134,7 @@ def run(protocol: str, inter: Interactions, names: list[str]) -> dict[str, dict]
     return out
 
 
-HYBRID_MEMBERS = ("edlae", "als", "itemknn", "multvae", "lightgcn")
+HYBRID_MEMBERS = ("ease-side", "edlae", "als", "itemknn", "multvae", "lightgcn")
 
 
 def hybrid(split: Split, fitted: dict[str, Recommender]) -> dict:
@@ -201,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("bench-data"))
     parser.add_argument("--protocols", default="random-split,leave-one-out")
-    parser.add_argument("--models", default=",".join([*GRIDS, "content", "hybrid"]))
+    parser.add_argument("--models", default=",".join([*GRIDS, "ease-side", "content", "hybrid"]))
     parser.add_argument("--peer", type=Path, help="JSON written by peers/recbole_ml100k.py")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--json", type=Path, help="also write every figure here")
@@ -214,8 +214,12 @@ def main() -> None:
             datasets.load("movielens-100k", store)
     with Store(db, read_only=True) as store:
         inter = Interactions.from_store(store)
-        items = store.items()
+        items, users = store.items(), store.users()
     GRIDS["content"] = (functools.partial(ContentRecommender, items=items), {})
+    GRIDS["ease-side"] = (
+        functools.partial(SideEASERecommender, items=items, users=users),
+        {"reg": [200.0, 300.0, 400.0], "item_weight": [1.0, 3.0], "time_weight": [0.5, 1.0]},
+    )
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     peer = peer_figures(args.peer)
     results = {}

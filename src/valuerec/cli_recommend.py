@@ -45,7 +45,7 @@ def _names(spec: str) -> list[str]:
 
 
 def _fitted(
-    names: list[str], items: pd.DataFrame, train: Interactions
+    names: list[str], items: pd.DataFrame, users: pd.DataFrame, train: Interactions
 ) -> Iterator[tuple[str, Recommender, float]]:
     """Fit each named recommender on ``train`` under a progress bar: (name, model, seconds)."""
     with progress() as bar:
@@ -53,7 +53,7 @@ def _fitted(
         for name in names:
             bar.update(task, description=f"fitting {name}")
             start = time.perf_counter()
-            model = make_recommender(name, items).fit(train)
+            model = make_recommender(name, items, users).fit(train)
             yield name, model, time.perf_counter() - start
             bar.advance(task)
 
@@ -86,7 +86,7 @@ def evaluate(
     names = _names(models)
     with open_store(db, must_exist=True) as store:
         inter = _interactions(store)
-        items = store.items()
+        items, users = store.items(), store.users()
     try:
         split = protocol_split(inter, protocol)
     except ValueError as exc:
@@ -97,7 +97,7 @@ def evaluate(
         for name in names:
             bar.update(task, description=f"fitting {name}")
             _, report, fit_s = fit_and_evaluate(
-                name, split, items, k=k, unmasked=protocol == "leave-one-out"
+                name, split, items, users, k=k, unmasked=protocol == "leave-one-out"
             )
             rows[name] = {**report.metrics, "fit_s": fit_s}
             bar.advance(task)
@@ -130,11 +130,11 @@ def fit(
     types = [t.strip().lower() for t in (event_types or "").split(",") if t.strip()] or None
     with open_store(db, must_exist=True) as store:
         inter = _interactions(store, types)
-        items = store.items()
+        items, users = store.items(), store.users()
         fingerprint = data_fingerprint(store)
     arts = ArtifactStore(default_root(db))
     saved = {}
-    for name, model, fit_s in _fitted(names, items, inter):
+    for name, model, fit_s in _fitted(names, items, users, inter):
         meta = {
             "model": name,
             "fit_seconds": fit_s,

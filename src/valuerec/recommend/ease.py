@@ -13,10 +13,14 @@ popular items more. On MovieLens-100K validation it picked p = 0.5 (test NDCG@10
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from valuerec.recommend.base import Recommender
+from valuerec.recommend.side import activity_periods, entity_features
 
 
 class EASERecommender(Recommender):
@@ -29,6 +33,10 @@ class EASERecommender(Recommender):
         self.dropout = dropout
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
+        self.weights_ = self._closed_form(matrix)
+
+    def _closed_form(self, matrix: sp.spmatrix) -> np.ndarray:
+        """B for the columns of ``matrix`` (EASE, or EDLAE's penalty with ``dropout``)."""
         gram = (matrix.T @ matrix).toarray().astype(np.float64)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
@@ -38,7 +46,7 @@ class EASERecommender(Recommender):
         p = np.linalg.inv(gram)
         b = -p / np.diag(p)[None, :]
         np.fill_diagonal(b, 0.0)
-        self.weights_ = b.astype(np.float32)
+        return b.astype(np.float32)
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         return np.asarray(rows @ self.weights_)
@@ -52,3 +60,83 @@ class EASERecommender(Recommender):
     def _similarity_block(self, items: np.ndarray, history: np.ndarray) -> np.ndarray:
         # rows of the history: the scoring has just read them, so they are in cache
         return self.weights_[history[:, None], np.asarray(items, dtype=np.int64)[None, :]].T
+
+
+class SideEASERecommender(EASERecommender):
+    """EDLAE over interactions plus side information (collective EASE; Jeunen, Van Balen and
+    Goethals, "Closed-Form Models for Collaborative Filtering with Side-Information", RecSys
+    2020), in one closed form.
+
+    The training matrix is augmented on both sides before the same closed form is solved:
+
+    * **user columns**: each user's profile (one-hot attributes of the ``users`` table) and the
+      calendar months they were active (:mod:`valuerec.recommend.side`) become extra input
+      columns, so the model learns what users of an age, occupation or period watch -- the
+      time and demographic signals co-consumption alone cannot see (a random split hides when
+      an interaction happened, but not when the user was around);
+    * **item rows**: each item attribute (genre, release-year bin, price bin) becomes a pseudo
+      user who "consumed" every item that has it, weighted by ``item_weight``: items that share
+      attributes get a little co-consumption, which helps rarely-seen items most.
+
+    Only the item columns of B are kept as outputs. A known user is scored from their items and
+    side columns; a user described only by a history (serving, a session) from the items alone.
+    On MovieLens-100K validation (``benchmarks/recs_ml100k.py``) this picked ``reg=300``,
+    weights 1 / 1 / 3 and lifted test NDCG@10 from 0.337 (EDLAE) to about 0.346.
+    """
+
+    name = "ease-side"
+
+    def __init__(
+        self,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        reg: float = 300.0,
+        dropout: float = 0.5,
+        profile_weight: float = 1.0,
+        time_weight: float = 1.0,
+        item_weight: float = 3.0,
+        period: str = "M",
+    ) -> None:
+        super().__init__(reg=reg, dropout=dropout)
+        self.items = items
+        self.users = users
+        self.profile_weight = profile_weight
+        self.time_weight = time_weight
+        self.item_weight = item_weight
+        self.period = period
+
+    def fit(self, interactions: Any) -> SideEASERecommender:
+        self._interactions = interactions  # _fit reads the timestamps for activity periods
+        try:
+            super().fit(interactions)
+        finally:
+            self._interactions = None
+        return self
+
+    def _fit(self, matrix: sp.csr_matrix) -> None:
+        profile, profile_names = entity_features(self.users, "user_id", self.user_ids_)
+        active, period_names = activity_periods(self._interactions, self.user_ids_, self.period)
+        attributes, attribute_names = entity_features(self.items, "item_id", self.item_ids_)
+        self.user_side_ = np.hstack([self.profile_weight * profile, self.time_weight * active])
+        self.side_names_ = {"user": profile_names + period_names, "item": attribute_names}
+        n_side = self.user_side_.shape[1]
+        top = sp.hstack([matrix, sp.csr_matrix(self.user_side_)])
+        bottom = sp.hstack(
+            [
+                sp.csr_matrix(self.item_weight * attributes.T),
+                sp.csr_matrix((attributes.shape[1], n_side)),
+            ]
+        )
+        augmented = sp.vstack([top, bottom]).tocsr()
+        self.weights_ = np.ascontiguousarray(self._closed_form(augmented)[:, : matrix.shape[1]])
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        n = self.matrix_.shape[1]
+        items = np.asarray(self.matrix_[users] @ self.weights_[:n])
+        return items + self.user_side_[users] @ self.weights_[n:]
+
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(rows @ self.weights_[: rows.shape[1]])
+
+    def _item_similarity(self, j: int) -> np.ndarray:
+        return self.weights_[: self.matrix_.shape[1], j].astype(float)

@@ -10,7 +10,7 @@ import pandas as pd
 from valuerec.evaluate.ranking import RankingReport, Split, evaluate_scores
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.content import ContentRecommender
-from valuerec.recommend.ease import EASERecommender
+from valuerec.recommend.ease import EASERecommender, SideEASERecommender
 from valuerec.recommend.hybrid import HybridRecommender
 from valuerec.recommend.knn import ItemKNNRecommender
 from valuerec.recommend.lightgcn import LightGCNRecommender
@@ -19,26 +19,29 @@ from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.sasrec import SASRecRecommender
 from valuerec.recommend.vae import MultVAERecommender
 
-#: name -> factory(items table); defaults are the settings chosen on MovieLens-100K validation
-MODELS: dict[str, Callable[[pd.DataFrame | None], Recommender]] = {
-    "popularity": lambda items: PopularityRecommender(),
-    "recent-popularity": lambda items: PopularityRecommender(half_life_days=30.0),
-    "itemknn": lambda items: ItemKNNRecommender(k=200, shrink=50.0),
-    "ease": lambda items: EASERecommender(reg=250.0),
-    "edlae": lambda items: EASERecommender(reg=250.0, dropout=0.5),
-    "als": lambda items: ALSRecommender(factors=32, regularization=10.0),
-    "bpr": lambda items: BPRRecommender(factors=64, learning_rate=0.01, iterations=100),
+#: name -> factory(items table, users table); defaults are the settings chosen on MovieLens-100K
+#: validation. The tables (None when the store has none) feed the models that read attributes.
+Factory = Callable[[pd.DataFrame | None, pd.DataFrame | None], Recommender]
+MODELS: dict[str, Factory] = {
+    "popularity": lambda items, users: PopularityRecommender(),
+    "recent-popularity": lambda items, users: PopularityRecommender(half_life_days=30.0),
+    "itemknn": lambda items, users: ItemKNNRecommender(k=200, shrink=50.0),
+    "ease": lambda items, users: EASERecommender(reg=250.0),
+    "edlae": lambda items, users: EASERecommender(reg=250.0, dropout=0.5),
+    "ease-side": lambda items, users: SideEASERecommender(items=items, users=users),
+    "als": lambda items, users: ALSRecommender(factors=32, regularization=10.0),
+    "bpr": lambda items, users: BPRRecommender(factors=64, learning_rate=0.01, iterations=100),
     # latent 16 and ~30 epochs: chosen by early stopping on validation (fit_split)
-    "multvae": lambda items: MultVAERecommender(latent=16, epochs=30),
-    "lightgcn": lambda items: LightGCNRecommender(),
+    "multvae": lambda items, users: MultVAERecommender(latent=16, epochs=30),
+    "lightgcn": lambda items, users: LightGCNRecommender(),
     # epochs: a ceiling; fit_split (evaluate) stops early on validation NDCG@10
-    "sasrec": lambda items: SASRecRecommender(),
-    "sasrec-mt": lambda items: SASRecRecommender(value_weight=0.1),
-    "content": lambda items: ContentRecommender(items=items),
+    "sasrec": lambda items, users: SASRecRecommender(),
+    "sasrec-mt": lambda items, users: SASRecRecommender(value_weight=0.1),
+    "content": lambda items, users: ContentRecommender(items=items),
     # members and weights as benchmarks/recs_ml100k.py chose them on validation (2/9, 1/9,
     # 4/9, 2/9; item-kNN got weight 0). Fitted without a validation split (fixed epochs):
     # random-split test NDCG@10 0.3416; the benchmark's early-stopped members give 0.3433
-    "hybrid": lambda items: HybridRecommender(
+    "hybrid": lambda items, users: HybridRecommender(
         [EASERecommender(reg=250.0, dropout=0.5), ALSRecommender(factors=32, regularization=10.0),
          MultVAERecommender(latent=16, epochs=30), LightGCNRecommender()],
         weights=[2.0, 1.0, 4.0, 2.0],
@@ -46,19 +49,26 @@ MODELS: dict[str, Callable[[pd.DataFrame | None], Recommender]] = {
 }  # fmt: skip
 
 
-def make_recommender(name: str, items: pd.DataFrame | None = None) -> Recommender:
-    """A fresh, unfitted recommender; a clear error listing the names if ``name`` is unknown."""
+def make_recommender(
+    name: str, items: pd.DataFrame | None = None, users: pd.DataFrame | None = None
+) -> Recommender:
+    """A fresh, unfitted recommender; a clear error listing the names if ``name`` is unknown.
+
+    ``items`` / ``users``: the store's tables, for models that read item text or attributes
+    and user attributes (content, ease-side); the others ignore them.
+    """
     try:
         factory = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown recommender {name!r}; choose from {', '.join(MODELS)}") from None
-    return factory(items)
+    return factory(items, users)
 
 
 def fit_and_evaluate(
     name: str,
     split: Split,
     items: pd.DataFrame | None = None,
+    users: pd.DataFrame | None = None,
     *,
     k: int = 10,
     unmasked: bool = False,
@@ -71,7 +81,7 @@ def fit_and_evaluate(
     with RecBole's default).
     """
     started = time.perf_counter()
-    model = make_recommender(name, items).fit_split(split)
+    model = make_recommender(name, items, users).fit_split(split)
     fit_s = time.perf_counter() - started
     report = evaluate_scores(
         model.split_scorer(split, "test"),

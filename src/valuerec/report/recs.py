@@ -116,6 +116,7 @@ def parse_models(spec: str | None) -> list[str]:
 def _protocol(
     inter: Interactions,
     items: pd.DataFrame,
+    users: pd.DataFrame,
     protocol: str,
     names: list[str],
     k: int,
@@ -129,7 +130,7 @@ def _protocol(
         step(f"recommendations: {protocol}: {name}")
         try:
             _, report, fit_s = fit_and_evaluate(
-                name, split, items, k=k, unmasked=protocol == "leave-one-out"
+                name, split, items, users, k=k, unmasked=protocol == "leave-one-out"
             )
         except Exception as exc:  # one model's failure must not lose the others
             skipped[f"{name} ({protocol})"] = f"{type(exc).__name__}: {exc}"
@@ -150,7 +151,7 @@ def _titles(items: pd.DataFrame) -> dict[str, str]:
 
 
 def _example_model(
-    root: str, names: list[str], items: pd.DataFrame, inter: Interactions
+    root: str, names: list[str], items: pd.DataFrame, users: pd.DataFrame, inter: Interactions
 ) -> tuple[str, Recommender, str]:
     """The model the examples use: the first non-baseline one, its saved artifact preferred.
 
@@ -166,7 +167,7 @@ def _example_model(
             note = f" ({PREFIX}{name} could not be loaded: {type(exc).__name__}: {exc})"
         else:
             return name, model, f"the saved artifact {PREFIX}{name} {meta.get('version', '')}"
-    model = make_recommender(name, items).fit(inter)
+    model = make_recommender(name, items, users).fit(inter)
     return name, model, f"{name} fitted now on every interaction{note}"
 
 
@@ -253,12 +254,12 @@ def evaluate_recommenders(
         )
     step("recommendations: reading interactions")
     inter = Interactions.from_store(store)
-    items = store.items()
+    items, users = store.items(), store.users()
     skipped: dict[str, str] = {}
     protocols = {}
     for protocol in PROTOCOLS:
         try:
-            result = _protocol(inter, items, protocol, names, REC_K, skipped, step)
+            result = _protocol(inter, items, users, protocol, names, REC_K, skipped, step)
         except ValueError as exc:  # e.g. no user with a test item (every user too light)
             skipped[protocol] = str(exc)
             continue
@@ -273,7 +274,7 @@ def evaluate_recommenders(
         notes.append("No protocol could be evaluated: " + "; ".join(skipped.values()))
     step("recommendations: example users")
     titles = _titles(items)
-    name, model, source = _example_model(artifacts_root, names, items, inter)
+    name, model, source = _example_model(artifacts_root, names, items, users, inter)
     examples = _examples(store, model, titles)
     return RecEvaluation(
         k=REC_K,

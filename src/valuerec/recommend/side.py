@@ -1,0 +1,138 @@
+"""Side information as 0/1 feature matrices: who a user is, when they were active, what an item is.
+
+Collaborative models see only who consumed what. The store also knows the users' and items'
+attributes (MovieLens: age, gender and occupation; genres and release year) and when each
+interaction happened. :func:`entity_features` turns an entity table (the store's ``users`` or
+``items``, with their JSON ``properties`` expanded) into one-hot columns aligned with a model's
+vocabulary, and :func:`activity_periods` marks the calendar periods in which each user was
+active: the time signal a per-user random split hides (a film released in 1998 is only ever
+watched by users active in 1998).
+
+The encoding rules are generic, not MovieLens-specific:
+
+* text fields with a ``|`` (multi-valued categories such as ``Action|Comedy``) give one column
+  per value;
+* other text fields give one column per value, and are skipped when they have more than
+  ``max_levels`` distinct values or one value per entity (titles, zip codes: they name the
+  entity rather than a trait it shares with others);
+* numeric fields (and datetimes) are cut into ``bins`` quantile bins, one column each;
+  a missing value sets no column.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: free-text columns the content model embeds; one-hot columns of them would be identifiers
+TEXT_COLUMNS = ("title", "text")
+
+
+def expand_properties(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its JSON ``properties`` column spread into one column per key."""
+    if "properties" not in table.columns:
+        return table
+    parsed = [json.loads(p) if isinstance(p, str) and p else {} for p in table["properties"]]
+    props = pd.DataFrame.from_records(parsed, index=table.index)
+    rest = table.drop(columns="properties")
+    return pd.concat([rest, props.drop(columns=[c for c in props if c in rest])], axis=1)
+
+
+def _numeric_bins(values: pd.Series, bins: int) -> pd.DataFrame:
+    """One column per quantile bin of a numeric or datetime field, named by its range."""
+    if values.dtype.kind == "M":
+        x = pd.Series(values.to_numpy("datetime64[ns]").astype("int64"), index=values.index)
+        x = x.where(values.notna())
+    else:
+        x = pd.to_numeric(values, errors="coerce").astype(float)
+    edges = np.unique(np.nanquantile(x.dropna(), np.linspace(0, 1, bins + 1)[1:-1]))
+    bounds = ["-inf", *(f"{e:g}" for e in edges), "inf"]
+    labels = [f"[{lo},{hi})" for lo, hi in itertools.pairwise(bounds)]
+    codes = pd.Series(np.digitize(x.fillna(0.0), edges), index=values.index)
+    named = codes.map(dict(enumerate(labels))).where(x.notna())
+    return pd.get_dummies(named, dtype=np.float32)
+
+
+def entity_features(
+    table: pd.DataFrame | None,
+    id_column: str,
+    ids: pd.Index,
+    *,
+    bins: int = 6,
+    max_levels: int = 50,
+    exclude: tuple[str, ...] = TEXT_COLUMNS,
+) -> tuple[np.ndarray, list[str]]:
+    """(len(ids) x F one-hot matrix, column names) of the attributes of ``ids`` in ``table``.
+
+    Ids missing from the table get an all-zero row (nothing known about them); a missing or
+    empty table gives zero columns.
+    """
+    if table is None or table.empty:
+        return np.zeros((len(ids), 0), np.float32), []
+    frame = expand_properties(table)
+    frame = frame.assign(**{id_column: frame[id_column].astype(str)})
+    # encoded over the whole table (bins, levels and the identifier test describe the
+    # population), then aligned with ``ids``
+    frame = frame.drop_duplicates(id_column).set_index(id_column)
+    blocks: list[pd.DataFrame] = []
+    for col in frame.columns:
+        if col in exclude:
+            continue
+        values = frame[col]
+        present = values.dropna()
+        if present.empty:
+            continue
+        numeric = values.dtype.kind in "iufM" or all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in present
+        )  # JSON numbers; numeric-looking strings (zip codes) stay categories
+        if numeric:
+            block = _numeric_bins(values, bins) if present.nunique() > bins else None
+            if block is None:  # few numeric levels: each is a category
+                block = pd.get_dummies(values.astype("string"), dtype=np.float32)
+        else:
+            text = values.astype("string")
+            if text.str.contains("|", regex=False).any():
+                block = text.fillna("").str.get_dummies("|").astype(np.float32)
+                block = block.drop(columns=[c for c in block.columns if not str(c).strip()])
+            else:
+                levels = present.nunique()
+                if levels > max_levels or levels >= 0.5 * len(present):
+                    continue
+                block = pd.get_dummies(text, dtype=np.float32)
+        blocks.append(block.add_prefix(f"{col}="))
+    if not blocks:
+        return np.zeros((len(ids), 0), np.float32), []
+    out = pd.concat(blocks, axis=1).reindex(ids.astype(str)).fillna(0.0)
+    return out.to_numpy(np.float32), [str(c) for c in out.columns]
+
+
+def activity_periods(
+    interactions: Any, user_ids: pd.Index, freq: str = "M"
+) -> tuple[np.ndarray, list[str]]:
+    """(len(user_ids) x P 0/1 matrix, period names): the calendar periods (``freq``: pandas
+    period alias, default months) in which each user has an interaction.
+
+    Accepts the evaluator's ``Interactions`` (``frame`` with ``user`` codes and ``timestamp``)
+    or a DataFrame with ``user_id`` and ``timestamp``; without timestamps, zero columns.
+    """
+    frame = interactions if isinstance(interactions, pd.DataFrame) else interactions.frame
+    if "timestamp" not in frame.columns or frame.empty:
+        return np.zeros((len(user_ids), 0), np.float32), []
+    if "user" in frame.columns and not isinstance(interactions, pd.DataFrame):
+        rows = frame["user"].to_numpy(np.int64)
+    else:
+        rows = user_ids.get_indexer(frame["user_id"].astype(str))
+    stamps = pd.to_datetime(frame["timestamp"])
+    ok = (rows >= 0) & stamps.notna().to_numpy()
+    stamps = stamps[ok]
+    if stamps.dt.tz is not None:  # periods are calendar periods of the wall clock
+        stamps = stamps.dt.tz_localize(None)
+    periods = stamps.dt.to_period(freq)
+    codes, names = pd.factorize(periods, sort=True)
+    out = np.zeros((len(user_ids), len(names)), np.float32)
+    out[rows[ok], codes] = 1.0
+    return out, [str(p) for p in names]

@@ -1,0 +1,161 @@
+"""Side information (user profile, activity months, item attributes) in the collective EASE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from valuerec.recommend.ease import EASERecommender, SideEASERecommender
+from valuerec.recommend.registry import make_recommender
+from valuerec.recommend.side import activity_periods, entity_features, expand_properties
+
+
+def test_entity_features_encode_categories_bins_and_skip_identifiers():
+    users = pd.DataFrame(
+        {
+            "user_id": ["1", "2", "3", "4", "5", "6", "7", "8"],
+            "properties": [
+                f'{{"age": {a}, "gender": "{g}", "zip": "{z}"}}'
+                for a, g, z in zip(
+                    [15, 22, 31, 40, 52, 60, 71, 80], "MFMFMFMF", range(10000, 10008), strict=True
+                )
+            ],
+        }
+    )
+    ids = pd.Index(["3", "1", "unknown"])
+    x, names = entity_features(users, "user_id", ids, bins=4)
+    assert not any(n.startswith("zip=") for n in names)  # one value per user: an identifier
+    assert [n for n in names if n.startswith("gender=")] == ["gender=F", "gender=M"]
+    ages = [n for n in names if n.startswith("age=")]
+    assert len(ages) == 4 and ages[0].startswith("age=[-inf,")
+    frame = pd.DataFrame(x, index=ids, columns=names)
+    assert frame.loc["3", "gender=M"] == 1 and frame.loc["3", "gender=F"] == 0
+    assert frame.loc["1", ages[0]] == 1 and frame.loc["3", ages[0]] == 0
+    assert frame.loc["unknown"].sum() == 0  # nothing known about an id missing from the table
+    assert (frame.loc[["1", "3"]].sum(axis=1) == 2).all()  # one age bin + one gender each
+
+
+def test_entity_features_split_multi_valued_categories():
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "title": ["A film", "B film", "C film"],
+            "category": ["Action|Comedy", "Comedy", None],
+        }
+    )
+    x, names = entity_features(items, "item_id", pd.Index(["a", "b", "c"]))
+    assert names == ["category=Action", "category=Comedy"]  # titles are skipped
+    np.testing.assert_array_equal(x, [[1, 1], [0, 1], [0, 0]])
+    assert entity_features(None, "item_id", pd.Index(["a"]))[0].shape == (1, 0)
+
+
+def test_expand_properties_keeps_table_columns():
+    t = pd.DataFrame({"item_id": ["a"], "price": [3.0], "properties": ['{"price": 9, "year": 1]']})
+    with pytest.raises(ValueError):
+        expand_properties(t)  # malformed JSON is an error, not a silent empty row
+    t["properties"] = ['{"price": 9, "year": 1}']
+    out = expand_properties(t)
+    assert out.loc[0, "price"] == 3.0 and out.loc[0, "year"] == 1
+
+
+def test_activity_periods_mark_the_months_a_user_was_active():
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "v", "ghost"],
+            "item_id": ["a", "b", "a", "a"],
+            "timestamp": pd.to_datetime(["1997-09-03", "1997-11-30", "1997-11-01", "1998-01-01"]),
+        }
+    )
+    x, names = activity_periods(frame, pd.Index(["u", "v"]))
+    assert names == ["1997-09", "1997-11"]  # the unknown user's month is not a column
+    np.testing.assert_array_equal(x, [[1, 1], [0, 1]])
+
+
+def _groups(n: int = 12) -> pd.DataFrame:
+    """Users x* like a-items, users y* like b-items; everyone also watched the neutral c0."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for g, items in (("x", [f"a{j}" for j in range(6)]), ("y", [f"b{j}" for j in range(6)])):
+        for i in range(n):
+            rows += [(f"{g}{i}", item) for item in rng.choice(items, 4, replace=False)]
+            rows.append((f"{g}{i}", "c0"))
+    return pd.DataFrame(rows, columns=["user_id", "item_id"])
+
+
+def _top_prefix(model, user: str) -> str:
+    rec = model.recommend([user], k=3)
+    letters = set(rec["item_id"].str[0])
+    assert len(letters) == 1, rec
+    return letters.pop()
+
+
+def test_profile_columns_tell_users_with_the_same_history_apart():
+    log = _groups()
+    # two newcomers who only watched the neutral film: same items, different profiles
+    log = pd.concat([log, pd.DataFrame({"user_id": ["nx", "ny"], "item_id": ["c0", "c0"]})])
+    users = pd.DataFrame({"user_id": log["user_id"].unique()})
+    users["properties"] = users["user_id"].map(
+        lambda u: '{"segment": "%s"}' % ("x" if u in ("nx",) or u.startswith("x") else "y")
+    )
+    side = SideEASERecommender(users=users, reg=1.0, item_weight=0.0).fit(log)
+    assert side.side_names_["user"] == ["segment=x", "segment=y"]
+    assert _top_prefix(side, "nx") == "a"
+    assert _top_prefix(side, "ny") == "b"
+    plain = EASERecommender(reg=1.0, dropout=0.5).fit(log)
+    np.testing.assert_allclose(  # without the profile the two are indistinguishable
+        plain.score_users(plain.user_ids_.get_indexer(["nx"])),
+        plain.score_users(plain.user_ids_.get_indexer(["ny"])),
+    )
+    # a history alone (serving, sessions) carries no profile: the item part only
+    hist = side.score_histories([["c0"]])[0]
+    n = len(side.item_ids_)
+    np.testing.assert_allclose(hist, side.weights_[:n][side.item_ids_.get_loc("c0")], rtol=1e-6)
+
+
+def test_activity_months_carry_the_time_signal():
+    # September users watch a-items, November users b-items; newcomers watched only c0
+    log = _groups()
+    month = np.where(log["user_id"].str[0] == "x", "1997-09-15", "1997-11-15")
+    log["timestamp"] = pd.to_datetime(month)
+    late = pd.DataFrame(
+        {"user_id": ["n_sep", "n_nov"], "item_id": ["c0", "c0"],
+         "timestamp": pd.to_datetime(["1997-09-20", "1997-11-20"])}
+    )  # fmt: skip
+    model = SideEASERecommender(reg=1.0, item_weight=0.0).fit(pd.concat([log, late]))
+    assert model.side_names_["user"] == ["1997-09", "1997-11"]
+    assert _top_prefix(model, "n_sep") == "a"
+    assert _top_prefix(model, "n_nov") == "b"
+
+
+def test_item_attribute_rows_lift_an_item_nobody_has_touched_yet():
+    log = _groups()
+    log = pd.concat([log, pd.DataFrame({"user_id": ["x0"], "item_id": ["a_new"]})])
+    items = pd.DataFrame({"item_id": sorted(log["item_id"].unique())})
+    items["category"] = items["item_id"].map(lambda i: {"a": "Drama", "b": "Horror"}.get(i[0]))
+    # a_new: one interaction only, but a Drama like every a-item
+    model = SideEASERecommender(items=items, reg=1.0, item_weight=2.0).fit(log)
+    plain = SideEASERecommender(reg=1.0, item_weight=2.0).fit(log)
+    j = model.item_ids_.get_loc("a_new")
+    x_users = model.user_ids_.get_indexer([f"x{i}" for i in range(1, 12)])
+    y_users = model.user_ids_.get_indexer([f"y{i}" for i in range(12)])
+    with_attr = model.score_users(x_users)[:, j]
+    without = plain.score_users(x_users)[:, j]
+    assert (with_attr > without).all()  # the genre rows tie a_new to the other dramas
+    assert with_attr.mean() > model.score_users(y_users)[:, j].mean()
+
+
+def test_without_side_tables_or_timestamps_it_is_edlae():
+    log = _groups()
+    side = SideEASERecommender(reg=5.0, dropout=0.4).fit(log)
+    edlae = EASERecommender(reg=5.0, dropout=0.4).fit(log)
+    assert side.user_side_.shape[1] == 0
+    np.testing.assert_allclose(side.weights_, edlae.weights_, rtol=1e-5, atol=1e-7)
+    users = np.arange(len(side.user_ids_))
+    np.testing.assert_allclose(side.score_users(users), edlae.score_users(users), atol=1e-5)
+
+
+def test_registry_passes_the_tables():
+    users = pd.DataFrame({"user_id": ["x0"], "properties": ['{"segment": "x"}']})
+    model = make_recommender("ease-side", items=None, users=users)
+    assert isinstance(model, SideEASERecommender) and model.users is users
