@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from valuerec.recommend.longterm import LongTermPolicy
 from valuerec.recommend.policies import (
     EpsilonGreedy,
     RelevancePolicy,
@@ -14,7 +15,14 @@ from valuerec.recommend.policies import (
     ValueAwarePolicy,
     mmr_rank,
 )
-from valuerec.simulate.experiment import ExperimentConfig, Refitted, prepare_seed, run_seed
+from valuerec.simulate.experiment import (
+    ExperimentConfig,
+    Refitted,
+    fit_learned,
+    logged_slates,
+    prepare_seed,
+    run_seed,
+)
 
 
 def _ctx(n: int = 6, m: int = 12, k: int = 4, seed: int = 0) -> SlateContext:
@@ -132,3 +140,34 @@ def test_refitting_the_purchase_model_changes_only_what_reads_it() -> None:
     relevance = RelevancePolicy()
     assert not relevance.reads_purchase_model
     assert prep.run(Refitted(relevance, 4)).revenue == prep.run(relevance).revenue
+
+
+def test_the_learned_policy_is_retrained_on_the_log_like_the_purchase_model(monkeypatch) -> None:
+    """A learned policy retrains on everything logged so far at each refit (the blend's
+    purchase model does too); the prepared policy itself is never changed."""
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig(
+        users=300, items=200, seeds=(0,), pre_days=20, log_days=10, days=12, candidates=20,
+        refit_days=None, learned_epochs=2,
+    )  # fmt: skip
+    prep = prepare_seed(cfg, 0)
+    learned = fit_learned(prep)
+    before = {k: v.clone() for k, v in learned.net_.state_dict().items()}
+    sizes = []
+    fit = LongTermPolicy.fit
+
+    def spy(self, data):
+        sizes.append(len(data))
+        return fit(self, data)
+
+    monkeypatch.setattr(LongTermPolicy, "fit", spy)
+    once = prep.run(learned)
+    assert sizes == []  # no refits asked for: served as trained
+    refitted = prep.run(Refitted(learned, 4))
+    # retrained after days 4 and 8, each time on the training log plus all it served since
+    assert len(sizes) == 2 and sizes[0] > len(logged_slates(prep.train_log, prep.platform,
+                                                            prep.visit_rate))  # fmt: skip
+    assert sizes[1] > sizes[0]
+    assert refitted.revenue != once.revenue
+    after = learned.net_.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the original is untouched

@@ -10,6 +10,7 @@ logs ``view`` and ``purchase`` events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +54,15 @@ class SimLog:
 
     def __len__(self) -> int:
         return len(self.days)
+
+    @classmethod
+    def concat(cls, logs: Sequence[SimLog]) -> SimLog:
+        """Consecutive runs' logs as one (days are the simulator's own count, so they line up)."""
+        if not logs:
+            raise ValueError("no logs to join")
+        first = logs[0]
+        days = [d for log in logs for d in log.days]
+        return cls(first.policy, first.start, first.user_ids, first.item_ids, days)
 
     def slate_days(self) -> list[DayLog]:
         return [d for d in self.days if d.is_slate]
