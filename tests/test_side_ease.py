@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -96,7 +98,7 @@ def test_profile_columns_tell_users_with_the_same_history_apart():
     log = pd.concat([log, pd.DataFrame({"user_id": ["nx", "ny"], "item_id": ["c0", "c0"]})])
     users = pd.DataFrame({"user_id": log["user_id"].unique()})
     users["properties"] = users["user_id"].map(
-        lambda u: '{"segment": "%s"}' % ("x" if u in ("nx",) or u.startswith("x") else "y")
+        lambda u: json.dumps({"segment": "x" if u == "nx" or u.startswith("x") else "y"})
     )
     side = SideEASERecommender(users=users, reg=1.0, item_weight=0.0).fit(log)
     assert side.side_names_["user"] == ["segment=x", "segment=y"]
@@ -159,3 +161,30 @@ def test_registry_passes_the_tables():
     users = pd.DataFrame({"user_id": ["x0"], "properties": ['{"segment": "x"}']})
     model = make_recommender("ease-side", items=None, users=users)
     assert isinstance(model, SideEASERecommender) and model.users is users
+
+
+def test_a_named_history_keeps_the_profile_part_in_the_api_and_in_serving():
+    from valuerec.serve.registry import ModelHandle
+
+    log = _groups()
+    log["timestamp"] = pd.to_datetime(
+        np.where(log["user_id"].str[0] == "x", "1997-09-15", "1997-11-15")
+    )
+    users = pd.DataFrame({"user_id": log["user_id"].unique()})
+    users["properties"] = users["user_id"].map(lambda u: json.dumps({"segment": u[0]}))
+    model = SideEASERecommender(users=users, reg=1.0).fit(log)
+    names = ["x0", "y3", "x7"]
+    hist = [list(log.loc[log.user_id == u, "item_id"]) for u in names]
+    stored = model.score_users(model.user_ids_.get_indexer(names))
+    np.testing.assert_allclose(model.score_histories(hist, user_ids=names), stored, atol=1e-5)
+    items_only = model.score_histories(hist)
+    assert not np.allclose(items_only, stored, atol=1e-3)  # the profile part is real
+    # recommend() from a fresh history of a known user = from the model's own view
+    fresh = model.recommend(names, k=4, histories=dict(zip(names, hist, strict=True)))
+    pd.testing.assert_frame_equal(fresh, model.recommend(names, k=4), atol=1e-5)
+    # the serving layer's scorer adds the same part for named users, none for anonymous ones
+    handle = ModelHandle("m", "rec-m", "v0001", {}, model, 0.0)
+    assert handle.has_profile
+    prepared = [handle.prepare(tuple(h)) for h in hist]
+    np.testing.assert_allclose(handle.score(prepared, names), stored, atol=1e-5)
+    np.testing.assert_allclose(handle.score(prepared, [None] * 3), items_only, atol=1e-5)

@@ -123,21 +123,38 @@ class Recommender(ABC):
         """Scores of user indices over the whole catalogue (the evaluator's entry point)."""
         return np.asarray(self._score(np.asarray(users, dtype=np.int64)), dtype=np.float32)
 
-    def score_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+    def score_histories(
+        self,
+        histories: Sequence[Sequence[str]],
+        user_ids: Sequence[str | None] | None = None,
+    ) -> np.ndarray:
         """Scores over the catalogue for users given as item-id histories (oldest first).
 
         Items the model does not know are skipped; an all-unknown or empty history gets the
         cold-start scores. Nothing is retrained: this is what serving calls after new events.
+        ``user_ids`` (one per history, None for anonymous) add what the model knows about the
+        user besides their items (:meth:`profile_scores`).
         """
         seqs = [self._item_indices(h) for h in histories]
         out = np.empty((len(seqs), len(self.item_ids_)), dtype=np.float32)
         warm = [i for i, s in enumerate(seqs) if len(s)]
         if warm:
             out[warm] = self._score_sequences([seqs[i] for i in warm])
+            if user_ids is not None:
+                profile = self.profile_scores([user_ids[i] for i in warm])
+                if profile is not None:
+                    out[warm] += profile
         cold = [i for i, s in enumerate(seqs) if not len(s)]
         if cold:
             out[cold] = self.cold_start_scores()
         return out
+
+    def profile_scores(self, user_ids: Sequence[str | None]) -> np.ndarray | None:
+        """Per-user additive scores from what the model knows about a user besides the items
+        of their history (side information such as a profile), or None when the model uses
+        none. Scoring a history adds them, so a known user's recommendations served from a
+        fresh history keep their profile's part; unknown or anonymous users get zeros."""
+        return None
 
     def _item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
         idx = self.item_ids_.get_indexer([str(i) for i in item_ids])
@@ -171,7 +188,10 @@ class Recommender(ABC):
         rows = []
         for group, scorer in (
             (by_model, lambda bs: self.score_users(idx[bs])),
-            (by_history, lambda bs: self._score_sequences([seqs[b] for b in bs])),
+            (
+                by_history,
+                lambda bs: self._history_scores([seqs[b] for b in bs], [ids[b] for b in bs]),
+            ),
         ):
             for start in range(0, len(group), 1024):
                 batch = np.asarray(group[start : start + 1024], dtype=np.int64)
@@ -196,6 +216,11 @@ class Recommender(ABC):
         order = pd.Series(range(len(ids)), index=ids)
         out["_o"] = out["user_id"].map(order)
         return out.sort_values(["_o", "rank"]).drop(columns="_o").reset_index(drop=True)
+
+    def _history_scores(self, seqs: list[np.ndarray], user_ids: list[str]) -> np.ndarray:
+        scores = self._score_sequences(seqs)
+        profile = self.profile_scores(user_ids)
+        return scores if profile is None else scores + profile
 
     def cold_start_scores(self) -> np.ndarray:
         """Item scores for users the model has never seen: interaction counts by default."""

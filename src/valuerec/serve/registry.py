@@ -65,6 +65,8 @@ class ModelHandle:
     #: the model scores a history as a set of items (the base ``_score_sequences``): serving
     #: then builds the CSR rows itself, without scipy's COO round trip
     order_blind: bool = field(init=False, repr=False)
+    #: the model adds per-user side information to a history's scores (``profile_scores``)
+    has_profile: bool = field(init=False, repr=False)
 
     _memo: dict[int, tuple[tuple[str, ...], Prepared]] = field(
         init=False, repr=False, default_factory=dict
@@ -74,6 +76,7 @@ class ModelHandle:
         self.ids = np.asarray(self.model.item_ids_, dtype=object)
         self.positions = {str(item): j for j, item in enumerate(self.ids)}
         self.order_blind = type(self.model)._score_sequences is Recommender._score_sequences
+        self.has_profile = type(self.model).profile_scores is not Recommender.profile_scores
 
     @property
     def item_ids(self) -> pd.Index:
@@ -121,7 +124,9 @@ class ModelHandle:
             )
         return Prepared(seq, items, row)
 
-    def score(self, histories: Sequence[Prepared]) -> np.ndarray:
+    def score(
+        self, histories: Sequence[Prepared], user_ids: Sequence[str | None] | None = None
+    ) -> np.ndarray:
         """Scores (one row per history, float64) for histories given by :meth:`prepare`.
 
         The same scores as ``model.score_histories`` on the item ids (an empty history gets
@@ -147,6 +152,8 @@ class ModelHandle:
                 out[warm] = model._score_rows(rows)
             else:
                 out[warm] = model._score_sequences([histories[r].seq for r in warm])
+            if user_ids is not None and self.has_profile:
+                out[warm] += model.profile_scores([user_ids[r] for r in warm])
         if len(warm) < len(histories):
             cold = [r for r, h in enumerate(histories) if not len(h.seq)]
             out[cold] = model.cold_start_scores()

@@ -169,7 +169,7 @@ class ServeService:
         """
         model = handle.model
         prepared = [handle.prepare(h) for h in histories]
-        scores = handle.score(prepared)
+        scores = handle.score(prepared, user_ids)
         allowed = self.catalog.allowed(handle.item_ids, category, handle.masks)
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
