@@ -41,7 +41,7 @@ from valuerec.recommend.ease import EASERecommender, SideEASERecommender
 from valuerec.recommend.hybrid import HybridRecommender
 from valuerec.recommend.knn import ItemKNNRecommender
 from valuerec.recommend.lightgcn import LightGCNRecommender
-from valuerec.recommend.mf import ALSRecommender, BPRRecommender
+from valuerec.recommend.mf import ALSRecommender, BPRRecommender, SideALSRecommender
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.sasrec import SASRecRecommender
 from valuerec.recommend.vae import MultVAERecommender
@@ -134,7 +134,8 @@ def run(protocol: str, inter: Interactions, names: list[str]) -> dict[str, dict]
     return out
 
 
-HYBRID_MEMBERS = ("ease-side", "edlae", "als", "itemknn", "multvae", "lightgcn")
+#: general models the hybrid may blend (item-kNN and BPR got weight 0 whenever tried)
+HYBRID_MEMBERS = ("ease-side", "edlae", "als-side", "als", "multvae", "lightgcn")
 
 
 def hybrid(split: Split, fitted: dict[str, Recommender]) -> dict:
@@ -219,6 +220,10 @@ def main() -> None:
     GRIDS["ease-side"] = (
         functools.partial(SideEASERecommender, items=items, users=users),
         {"reg": [200.0, 300.0, 400.0], "item_weight": [1.0, 3.0], "time_weight": [0.5, 1.0]},
+    )
+    GRIDS["als-side"] = (
+        functools.partial(SideALSRecommender, items=items, users=users),
+        {"factors": [32, 64], "regularization": [10.0, 30.0], "item_weight": [1.0, 3.0]},
     )
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     peer = peer_figures(args.peer)

@@ -312,7 +312,7 @@ def demo(
     ] = "naive,bgnbd,pareto,lightgbm,transformer,ensemble",
     rec_models: Annotated[
         str, typer.Option("--rec-models", help="Recommenders evaluated on MovieLens-100K.")
-    ] = "popularity,itemknn,ease,als",
+    ] = "popularity,itemknn,ease,ease-side,als",
     policy_users: Annotated[
         int,
         typer.Option(

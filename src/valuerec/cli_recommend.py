@@ -74,7 +74,7 @@ def evaluate(
     protocol: Annotated[
         str, typer.Option("--protocol", help="random-split, leave-one-out or temporal.")
     ] = "random-split",
-    models: ModelsOption = "popularity,itemknn,ease,als",
+    models: ModelsOption = "popularity,itemknn,ease,ease-side,als",
     k: KOption = 10,
     as_json: JsonOption = False,
 ) -> None:

@@ -14,7 +14,7 @@ from valuerec.recommend.ease import EASERecommender, SideEASERecommender
 from valuerec.recommend.hybrid import HybridRecommender
 from valuerec.recommend.knn import ItemKNNRecommender
 from valuerec.recommend.lightgcn import LightGCNRecommender
-from valuerec.recommend.mf import ALSRecommender, BPRRecommender
+from valuerec.recommend.mf import ALSRecommender, BPRRecommender, SideALSRecommender
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.sasrec import SASRecRecommender
 from valuerec.recommend.vae import MultVAERecommender
@@ -30,6 +30,7 @@ MODELS: dict[str, Factory] = {
     "edlae": lambda items, users: EASERecommender(reg=250.0, dropout=0.5),
     "ease-side": lambda items, users: SideEASERecommender(items=items, users=users),
     "als": lambda items, users: ALSRecommender(factors=32, regularization=10.0),
+    "als-side": lambda items, users: SideALSRecommender(items=items, users=users),
     "bpr": lambda items, users: BPRRecommender(factors=64, learning_rate=0.01, iterations=100),
     # latent 16 and ~30 epochs: chosen by early stopping on validation (fit_split)
     "multvae": lambda items, users: MultVAERecommender(latent=16, epochs=30),

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 #: free-text columns the content model embeds; one-hot columns of them would be identifiers
 TEXT_COLUMNS = ("title", "text")
@@ -136,3 +138,45 @@ def activity_periods(
     out = np.zeros((len(user_ids), len(names)), np.float32)
     out[rows[ok], codes] = 1.0
     return out, [str(p) for p in names]
+
+
+@dataclass
+class SideInformation:
+    """What a model knows about users and items besides who consumed what, as the blocks
+    that augment the interaction matrix (collective factorisation).
+
+    ``profile_weight`` scales the users' attribute columns, ``time_weight`` their activity
+    periods (``period``: a pandas period alias), ``item_weight`` the item-attribute rows.
+    :meth:`build` encodes them for a model's vocabularies; :meth:`augment` returns
+    ``[[X, user], [item^T, 0]]``: users gain input columns, each item attribute becomes a
+    pseudo-user who consumed every item that has it.
+    """
+
+    items: pd.DataFrame | None = None
+    users: pd.DataFrame | None = None
+    profile_weight: float = 1.0
+    time_weight: float = 1.0
+    item_weight: float = 1.0
+    period: str = "M"
+    user: np.ndarray = field(init=False, repr=False)
+    item: np.ndarray = field(init=False, repr=False)
+    names: dict[str, list[str]] = field(init=False, repr=False)
+
+    def build(self, interactions: Any, user_ids: pd.Index, item_ids: pd.Index) -> SideInformation:
+        profile, profile_names = entity_features(self.users, "user_id", user_ids)
+        active, period_names = activity_periods(interactions, user_ids, self.period)
+        attributes, attribute_names = entity_features(self.items, "item_id", item_ids)
+        self.user = np.hstack([self.profile_weight * profile, self.time_weight * active])
+        self.item = (self.item_weight * attributes).astype(np.float32)
+        self.names = {"user": profile_names + period_names, "item": attribute_names}
+        return self
+
+    def augment(self, matrix: sp.spmatrix) -> sp.csr_matrix:
+        """The interaction matrix with the user columns and item-attribute rows attached."""
+        top = sp.hstack([matrix, sp.csr_matrix(self.user)])
+        bottom = sp.hstack(
+            [sp.csr_matrix(self.item.T), sp.csr_matrix((self.item.shape[1], self.user.shape[1]))]
+        )
+        out = sp.vstack([top, bottom]).tocsr()
+        out.eliminate_zeros()
+        return out
