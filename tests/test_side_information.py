@@ -218,3 +218,23 @@ def test_side_als_uses_the_profile_and_folds_histories_in_without_it():
     hist = [list(log.loc[log.user_id == "x3", "item_id"])]
     corr = np.corrcoef(side.score_histories(hist)[0], side.score_users(u)[0])[0, 1]
     assert corr > 0.9
+
+
+def test_a_hybrid_with_a_side_member_keeps_the_profile_part_for_named_histories():
+    from valuerec.recommend.hybrid import HybridRecommender
+    from valuerec.serve.registry import ModelHandle
+
+    log = _groups()
+    users = pd.DataFrame({"user_id": log["user_id"].unique()})
+    users["properties"] = users["user_id"].map(lambda u: json.dumps({"segment": u[0]}))
+    hybrid = HybridRecommender(
+        [SideEASERecommender(users=users, reg=1.0), EASERecommender(reg=1.0)], weights=[2, 1]
+    ).fit(log)
+    names = ["x1", "y2"]
+    hist = [list(log.loc[log.user_id == u, "item_id"]) for u in names]
+    stored = hybrid.score_users(hybrid.user_ids_.get_indexer(names))
+    np.testing.assert_allclose(hybrid.score_histories(hist, user_ids=names), stored, atol=1e-4)
+    assert not np.allclose(hybrid.score_histories(hist), stored, atol=1e-3)
+    handle = ModelHandle("h", "rec-h", "v0001", {}, hybrid, 0.0)
+    prepared = [handle.prepare(tuple(h)) for h in hist]
+    np.testing.assert_allclose(handle.score(prepared, names), stored, atol=1e-4)

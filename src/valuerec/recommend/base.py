@@ -139,11 +139,8 @@ class Recommender(ABC):
         out = np.empty((len(seqs), len(self.item_ids_)), dtype=np.float32)
         warm = [i for i, s in enumerate(seqs) if len(s)]
         if warm:
-            out[warm] = self._score_sequences([seqs[i] for i in warm])
-            if user_ids is not None:
-                profile = self.profile_scores([user_ids[i] for i in warm])
-                if profile is not None:
-                    out[warm] += profile
+            named = None if user_ids is None else [user_ids[i] for i in warm]
+            out[warm] = self._history_scores([seqs[i] for i in warm], named)
         cold = [i for i, s in enumerate(seqs) if not len(s)]
         if cold:
             out[cold] = self.cold_start_scores()
@@ -217,9 +214,12 @@ class Recommender(ABC):
         out["_o"] = out["user_id"].map(order)
         return out.sort_values(["_o", "rank"]).drop(columns="_o").reset_index(drop=True)
 
-    def _history_scores(self, seqs: list[np.ndarray], user_ids: list[str]) -> np.ndarray:
+    def _history_scores(
+        self, seqs: list[np.ndarray], user_ids: Sequence[str | None] | None = None
+    ) -> np.ndarray:
+        """Scores of item-index histories, plus :meth:`profile_scores` for named users."""
         scores = self._score_sequences(seqs)
-        profile = self.profile_scores(user_ids)
+        profile = None if user_ids is None else self.profile_scores(user_ids)
         return scores if profile is None else scores + profile
 
     def cold_start_scores(self) -> np.ndarray:

@@ -8,6 +8,7 @@ found by a coarse search over the simplex on validation NDCG — never on test.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,9 +54,15 @@ class HybridRecommender(Recommender):
         return sum(w * p for w, p in zip(self.weights_, parts, strict=True))
 
     def _score_sequences(self, sequences: list[np.ndarray]) -> np.ndarray:
-        # members share the item vocabulary of the hybrid, so indices pass through unchanged
+        return self._history_scores(sequences)
+
+    def _history_scores(
+        self, seqs: list[np.ndarray], user_ids: Sequence[str | None] | None = None
+    ) -> np.ndarray:
+        # members share the item vocabulary of the hybrid, so indices pass through unchanged;
+        # each member adds its own profile part before it is standardised
         parts = [
-            _standardise(m._score_sequences(sequences).astype(np.float64)) for m in self.members
+            _standardise(m._history_scores(seqs, user_ids).astype(np.float64)) for m in self.members
         ]
         return sum(w * p for w, p in zip(self.weights_, parts, strict=True))
 

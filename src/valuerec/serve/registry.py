@@ -151,8 +151,9 @@ class ModelHandle:
                 )
                 out[warm] = model._score_rows(rows)
             else:
-                out[warm] = model._score_sequences([histories[r].seq for r in warm])
-            if user_ids is not None and self.has_profile:
+                named = None if user_ids is None else [user_ids[r] for r in warm]
+                out[warm] = model._history_scores([histories[r].seq for r in warm], named)
+            if self.order_blind and user_ids is not None and self.has_profile:
                 out[warm] += model.profile_scores([user_ids[r] for r in warm])
         if len(warm) < len(histories):
             cold = [r for r, h in enumerate(histories) if not len(h.seq)]
