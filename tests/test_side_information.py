@@ -191,7 +191,7 @@ def test_a_named_history_keeps_the_profile_part_in_the_api_and_in_serving():
     np.testing.assert_allclose(handle.score(prepared, [None] * 3), items_only, atol=1e-5)
 
 
-def test_side_als_uses_the_profile_and_folds_histories_in_without_it():
+def test_side_als_uses_the_profile_in_its_factors_and_in_a_named_fold_in():
     log = _groups()
     log = pd.concat([log, pd.DataFrame({"user_id": ["nx", "ny"], "item_id": ["c0", "c0"]})])
     users = pd.DataFrame({"user_id": log["user_id"].unique()})
@@ -212,12 +212,20 @@ def test_side_als_uses_the_profile_and_folds_histories_in_without_it():
         s = m.score_users(m.user_ids_.get_indexer(["nx", "ny"]))
         gap[name] = s[0, a_items].mean() - s[1, a_items].mean()
     assert gap["side"] > 0.1 and abs(gap["plain"]) < 0.05  # only the profile separates them
-    # a history folds in over the item columns: a training user's own items give back
-    # (close to) their stored scores
-    u = side.user_ids_.get_indexer(["x3"])
-    hist = [list(log.loc[log.user_id == "x3", "item_id"])]
-    corr = np.corrcoef(side.score_histories(hist)[0], side.score_users(u)[0])[0, 1]
-    assert corr > 0.9
+    # a history folds in over the item columns, plus the side columns of a named known user:
+    # a newcomer's one neutral item then gives back their profile's recommendations
+    from valuerec.serve.registry import ModelHandle
+
+    stored = side.score_users(side.user_ids_.get_indexer(["nx", "ny"]))
+    named = side.score_histories([["c0"], ["c0"]], user_ids=["nx", "ny"])
+    anonymous = side.score_histories([["c0"], ["c0"]])
+    np.testing.assert_allclose(anonymous[0], anonymous[1])  # no profile: the same history
+    assert named[0, a_items].mean() - named[1, a_items].mean() > 0.1
+    assert all(np.corrcoef(n, s)[0, 1] > 0.95 for n, s in zip(named, stored, strict=True))
+    handle = ModelHandle("a", "rec-a", "v0001", {}, side, 0.0)
+    prepared = [handle.prepare(("c0",)), handle.prepare(("c0",))]
+    np.testing.assert_allclose(handle.score(prepared, ["nx", "ny"]), named, atol=1e-5)
+    np.testing.assert_allclose(handle.score(prepared, [None, None]), anonymous, atol=1e-5)
 
 
 def test_a_hybrid_with_a_side_member_keeps_the_profile_part_for_named_histories():

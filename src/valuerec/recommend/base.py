@@ -42,6 +42,17 @@ def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.I
     return m, pd.Index(interactions.user_ids), pd.Index(interactions.item_ids)
 
 
+def history_rows(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
+    """Item-index histories as a users x items CSR of 1s (repeats collapse to one)."""
+    rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+    cols = np.concatenate(sequences) if len(sequences) else np.zeros(0, np.int64)
+    m = sp.csr_matrix(
+        (np.ones(len(cols), np.float32), (rows, cols)), shape=(len(sequences), n_items)
+    )
+    m.data[:] = 1.0
+    return m
+
+
 def _rec_frame(user: str, items: pd.Index, scores: np.ndarray, cold: bool) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -110,14 +121,7 @@ class Recommender(ABC):
 
         Order-blind models see the set of items; sequence models override this to use order.
         """
-        rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
-        cols = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
-        m = sp.csr_matrix(
-            (np.ones(len(cols), np.float32), (rows, cols)),
-            shape=(len(sequences), len(self.item_ids_)),
-        )
-        m.data[:] = 1.0
-        return self._score_rows(m)
+        return self._score_rows(history_rows(sequences, len(self.item_ids_)))
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Scores of user indices over the whole catalogue (the evaluator's entry point)."""

@@ -6,6 +6,7 @@ Volinsky 2008; BPR of Rendle et al. 2009); we only adapt its factors to the shar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from valuerec.recommend.base import Recommender
+from valuerec.recommend.base import Recommender, history_rows
 from valuerec.recommend.side import SideInformation
 
 
@@ -133,8 +134,9 @@ class SideALSRecommender(ALSRecommender):
     as pseudo-users (:class:`~valuerec.recommend.side.SideInformation`). Users and items are
     then factorised together with what they are, not only with what they co-consumed.
 
-    Known users are scored from their learned factors (side information included); a history
-    is folded in with its side columns empty, since a history carries no profile. On
+    Known users are scored from their learned factors (side information included). A history
+    is folded in with the user's side columns when the user is named and known
+    (:meth:`_history_scores`: serving, ``recommend(histories=...)``), empty otherwise. On
     MovieLens-100K validation this lifts ALS's NDCG@10 by about 0.006 (test: 0.329 -> 0.334).
     """
 
@@ -178,10 +180,23 @@ class SideALSRecommender(ALSRecommender):
         self.side_names_ = side.names
         super()._fit(side.augment(matrix))
         n_users, n_items = matrix.shape
-        self.n_side_columns_ = side.user.shape[1]
+        self.user_side_ = side.user.astype(np.float32)
         self.user_factors_ = self.user_factors_[:n_users]
         self.item_factors_ = self.item_factors_[:n_items]
 
-    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
-        padded = sp.hstack([rows, sp.csr_matrix((rows.shape[0], self.n_side_columns_))]).tocsr()
-        return super()._fold_in(padded)
+    def _fold_in(self, rows: sp.csr_matrix, side: np.ndarray | None = None) -> np.ndarray:
+        if side is None:  # an anonymous history: no profile, no activity months
+            side = np.zeros((rows.shape[0], self.user_side_.shape[1]), np.float32)
+        return super()._fold_in(sp.hstack([rows, sp.csr_matrix(side)]).tocsr())
+
+    def _history_scores(
+        self, seqs: list[np.ndarray], user_ids: Sequence[str | None] | None = None
+    ) -> np.ndarray:
+        """Fold histories in with the named known users' side columns: ALS's fold-in is a
+        confidence-weighted solve, so the profile enters the solve, not a sum of scores."""
+        rows = history_rows(seqs, len(self.item_ids_))
+        side = np.zeros((len(seqs), self.user_side_.shape[1]), np.float32)
+        if user_ids is not None:
+            idx = self.user_ids_.get_indexer([str(u) if u is not None else None for u in user_ids])
+            side[idx >= 0] = self.user_side_[idx[idx >= 0]]
+        return self._fold_in(rows, side) @ self.item_factors_.T

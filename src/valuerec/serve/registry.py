@@ -67,6 +67,8 @@ class ModelHandle:
     order_blind: bool = field(init=False, repr=False)
     #: the model adds per-user side information to a history's scores (``profile_scores``)
     has_profile: bool = field(init=False, repr=False)
+    #: the model scores named histories itself (``_history_scores``: a hybrid, als-side)
+    own_history_scores: bool = field(init=False, repr=False)
 
     _memo: dict[int, tuple[tuple[str, ...], Prepared]] = field(
         init=False, repr=False, default_factory=dict
@@ -77,6 +79,9 @@ class ModelHandle:
         self.positions = {str(item): j for j, item in enumerate(self.ids)}
         self.order_blind = type(self.model)._score_sequences is Recommender._score_sequences
         self.has_profile = type(self.model).profile_scores is not Recommender.profile_scores
+        self.own_history_scores = (
+            type(self.model)._history_scores is not Recommender._history_scores
+        )
 
     @property
     def item_ids(self) -> pd.Index:
@@ -138,7 +143,11 @@ class ModelHandle:
         model = self.model
         out = np.empty((len(histories), len(self.ids)), dtype=np.float64)
         warm = [r for r, h in enumerate(histories) if len(h.seq)]
-        if warm:
+        if warm and self.own_history_scores and user_ids is not None:
+            # the model folds a named user's side information into its own history scoring
+            named = [user_ids[r] for r in warm]
+            out[warm] = model._history_scores([histories[r].seq for r in warm], named)
+        elif warm:
             if self.order_blind and len(warm) == 1:
                 out[warm] = model._score_rows(histories[warm[0]].row)
             elif self.order_blind:
