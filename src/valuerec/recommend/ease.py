@@ -127,7 +127,7 @@ class SideEASERecommender(EASERecommender):
     def _score(self, users: np.ndarray) -> np.ndarray:
         n = self.matrix_.shape[1]
         items = np.asarray(self.matrix_[users] @ self.weights_[:n])
-        return items + self.user_side_[users] @ self.weights_[n:]
+        return items + np.asarray(self.user_side_[users] @ self.weights_[n:])
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         # the items' part only: a history carries no profile (profile_scores adds it)
@@ -141,7 +141,7 @@ class SideEASERecommender(EASERecommender):
         out = np.zeros((len(idx), n), np.float32)
         known = idx >= 0
         if known.any():
-            out[known] = self.user_side_[idx[known]] @ self.weights_[n:]
+            out[known] = np.asarray(self.user_side_[idx[known]] @ self.weights_[n:])
         return out
 
     def _item_similarity(self, j: int) -> np.ndarray:

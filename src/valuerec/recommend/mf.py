@@ -180,14 +180,14 @@ class SideALSRecommender(ALSRecommender):
         self.side_names_ = side.names
         super()._fit(side.augment(matrix))
         n_users, n_items = matrix.shape
-        self.user_side_ = side.user.astype(np.float32)
+        self.user_side_ = side.user
         self.user_factors_ = self.user_factors_[:n_users]
         self.item_factors_ = self.item_factors_[:n_items]
 
-    def _fold_in(self, rows: sp.csr_matrix, side: np.ndarray | None = None) -> np.ndarray:
+    def _fold_in(self, rows: sp.csr_matrix, side: sp.spmatrix | None = None) -> np.ndarray:
         if side is None:  # an anonymous history: no profile, no activity months
-            side = np.zeros((rows.shape[0], self.user_side_.shape[1]), np.float32)
-        return super()._fold_in(sp.hstack([rows, sp.csr_matrix(side)]).tocsr())
+            side = sp.csr_matrix((rows.shape[0], self.user_side_.shape[1]), dtype=np.float32)
+        return super()._fold_in(sp.hstack([rows, side], format="csr"))
 
     def _history_scores(
         self, seqs: list[np.ndarray], user_ids: Sequence[str | None] | None = None
@@ -195,8 +195,10 @@ class SideALSRecommender(ALSRecommender):
         """Fold histories in with the named known users' side columns: ALS's fold-in is a
         confidence-weighted solve, so the profile enters the solve, not a sum of scores."""
         rows = history_rows(seqs, len(self.item_ids_))
-        side = np.zeros((len(seqs), self.user_side_.shape[1]), np.float32)
+        side = None
         if user_ids is not None:
             idx = self.user_ids_.get_indexer([str(u) if u is not None else None for u in user_ids])
-            side[idx >= 0] = self.user_side_[idx[idx >= 0]]
+            # rows of the known users' side columns; an empty row for the others
+            pick = sp.diags((idx >= 0).astype(np.float32)) @ self.user_side_[np.maximum(idx, 0)]
+            side = sp.csr_matrix(pick, dtype=np.float32)
         return self._fold_in(rows, side) @ self.item_factors_.T

@@ -158,25 +158,32 @@ class SideInformation:
     time_weight: float = 1.0
     item_weight: float = 1.0
     period: str = "M"
-    user: np.ndarray = field(init=False, repr=False)
-    item: np.ndarray = field(init=False, repr=False)
+    user: sp.csr_matrix = field(init=False, repr=False)  # users x side columns
+    item: sp.csr_matrix = field(init=False, repr=False)  # items x attributes
     names: dict[str, list[str]] = field(init=False, repr=False)
 
     def build(self, interactions: Any, user_ids: pd.Index, item_ids: pd.Index) -> SideInformation:
         profile, profile_names = entity_features(self.users, "user_id", user_ids)
         active, period_names = activity_periods(interactions, user_ids, self.period)
         attributes, attribute_names = entity_features(self.items, "item_id", item_ids)
-        self.user = np.hstack([self.profile_weight * profile, self.time_weight * active])
-        self.item = (self.item_weight * attributes).astype(np.float32)
+        # sparse: a user has one column per attribute and a few active months, whatever the
+        # number of columns, so a large store's users x columns block stays small
+        self.user = sp.hstack(
+            [
+                sp.csr_matrix(self.profile_weight * profile),
+                sp.csr_matrix(self.time_weight * active),
+            ],
+            format="csr",
+            dtype=np.float32,
+        )
+        self.item = sp.csr_matrix(self.item_weight * attributes, dtype=np.float32)
         self.names = {"user": profile_names + period_names, "item": attribute_names}
         return self
 
     def augment(self, matrix: sp.spmatrix) -> sp.csr_matrix:
         """The interaction matrix with the user columns and item-attribute rows attached."""
-        top = sp.hstack([matrix, sp.csr_matrix(self.user)])
-        bottom = sp.hstack(
-            [sp.csr_matrix(self.item.T), sp.csr_matrix((self.item.shape[1], self.user.shape[1]))]
-        )
+        top = sp.hstack([matrix, self.user])
+        bottom = sp.hstack([self.item.T, sp.csr_matrix((self.item.shape[1], self.user.shape[1]))])
         out = sp.vstack([top, bottom]).tocsr()
         out.eliminate_zeros()
         return out
