@@ -71,12 +71,20 @@ class Recommender(ABC):
     name = "recommender"
 
     def fit(self, interactions: Any) -> Recommender:
-        """Learn from ``interactions`` (evaluator ``Interactions`` or a user/item DataFrame)."""
+        """Learn from ``interactions`` (evaluator ``Interactions`` or a user/item DataFrame).
+
+        While :meth:`_fit` runs, ``self._interactions`` holds them, for models that need more
+        than the matrix (timestamps for side information, a hybrid's members' own fits).
+        """
         self.matrix_, self.user_ids_, self.item_ids_ = interaction_matrix(interactions)
         if self.matrix_.nnz == 0:
             raise ValueError("no interactions to learn from")
         self.popularity_ = np.asarray(self.matrix_.sum(axis=0)).ravel()
-        self._fit(self.matrix_)
+        self._interactions = interactions
+        try:
+            self._fit(self.matrix_)
+        finally:
+            self._interactions = None  # not kept: a fitted model must not hold its training data
         return self
 
     @abstractmethod

@@ -14,14 +14,13 @@ popular items more. On MovieLens-100K validation it picked p = 0.5 (test NDCG@10
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from valuerec.recommend.base import Recommender
-from valuerec.recommend.side import SideInformation
+from valuerec.recommend.side import SideInformed
 
 
 class EASERecommender(Recommender):
@@ -63,7 +62,7 @@ class EASERecommender(Recommender):
         return self.weights_[history[:, None], np.asarray(items, dtype=np.int64)[None, :]].T
 
 
-class SideEASERecommender(EASERecommender):
+class SideEASERecommender(SideInformed, EASERecommender):
     """EDLAE over interactions plus side information (collective EASE; Jeunen, Van Balen and
     Goethals, "Closed-Form Models for Collaborative Filtering with Side-Information", RecSys
     2020), in one closed form.
@@ -100,27 +99,10 @@ class SideEASERecommender(EASERecommender):
         period: str = "M",
     ) -> None:
         super().__init__(reg=reg, dropout=dropout)
-        self.items = items
-        self.users = users
-        self.profile_weight = profile_weight
-        self.time_weight = time_weight
-        self.item_weight = item_weight
-        self.period = period
-
-    def fit(self, interactions: Any) -> SideEASERecommender:
-        self._interactions = interactions  # _fit reads the timestamps for activity periods
-        try:
-            super().fit(interactions)
-        finally:
-            self._interactions = None
-        return self
+        self._set_side(items, users, profile_weight, time_weight, item_weight, period)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        side = SideInformation(
-            self.items, self.users, self.profile_weight, self.time_weight, self.item_weight,
-            self.period,
-        ).build(self._interactions, self.user_ids_, self.item_ids_)  # fmt: skip
-        self.user_side_, self.side_names_ = side.user, side.names
+        side = self._build_side()
         b = self._closed_form(side.augment(matrix))
         self.weights_ = np.ascontiguousarray(b[:, : matrix.shape[1]])
 

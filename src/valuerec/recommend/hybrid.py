@@ -38,14 +38,6 @@ class HybridRecommender(Recommender):
         w = np.asarray(self.weights or [1.0] * len(self.members), float)
         self.weights_ = w / w.sum()
 
-    def fit(self, interactions: Any) -> HybridRecommender:
-        self._interactions = interactions
-        try:
-            super().fit(interactions)
-        finally:
-            self._interactions = None
-        return self
-
     def _member_scores(self, users: np.ndarray) -> list[np.ndarray]:
         return [_standardise(m.score_users(users).astype(np.float64)) for m in self.members]
 

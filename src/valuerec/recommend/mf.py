@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from valuerec.recommend.base import Recommender, history_rows
-from valuerec.recommend.side import SideInformation
+from valuerec.recommend.side import SideInformed
 
 
 class _Factorised(Recommender):
@@ -128,7 +128,7 @@ class BPRRecommender(_Factorised):
         )
 
 
-class SideALSRecommender(ALSRecommender):
+class SideALSRecommender(SideInformed, ALSRecommender):
     """ALS on the interaction matrix augmented with side information (collective matrix
     factorisation): users' profile and activity months as extra item columns, item attributes
     as pseudo-users (:class:`~valuerec.recommend.side.SideInformation`). Users and items are
@@ -157,30 +157,11 @@ class SideALSRecommender(ALSRecommender):
         period: str = "M",
     ) -> None:
         super().__init__(factors, regularization, alpha, iterations, seed)
-        self.items = items
-        self.users = users
-        self.profile_weight = profile_weight
-        self.time_weight = time_weight
-        self.item_weight = item_weight
-        self.period = period
-
-    def fit(self, interactions: Any) -> SideALSRecommender:
-        self._interactions = interactions  # _fit reads the timestamps for activity periods
-        try:
-            super().fit(interactions)
-        finally:
-            self._interactions = None
-        return self
+        self._set_side(items, users, profile_weight, time_weight, item_weight, period)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        side = SideInformation(
-            self.items, self.users, self.profile_weight, self.time_weight, self.item_weight,
-            self.period,
-        ).build(self._interactions, self.user_ids_, self.item_ids_)  # fmt: skip
-        self.side_names_ = side.names
-        super()._fit(side.augment(matrix))
+        super()._fit(self._build_side().augment(matrix))
         n_users, n_items = matrix.shape
-        self.user_side_ = side.user
         self.user_factors_ = self.user_factors_[:n_users]
         self.item_factors_ = self.item_factors_[:n_items]
 

@@ -159,12 +159,11 @@ class SASRecRecommender(Recommender):
         ``eval_every`` epochs; the best weights are kept and training stops after
         ``patience`` calls without improvement — early stopping on validation, never test.
         """
-        self._interactions = interactions
-        self._validation = validation
+        self._validation = validation  # the base fit lends _fit the interactions themselves
         try:
             super().fit(interactions)
         finally:
-            self._interactions = self._validation = None
+            self._validation = None
         return self
 
     def _fit(self, matrix: sp.csr_matrix) -> None:

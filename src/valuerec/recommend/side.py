@@ -187,3 +187,39 @@ class SideInformation:
         out = sp.vstack([top, bottom]).tocsr()
         out.eliminate_zeros()
         return out
+
+
+class SideInformed:
+    """Mixin of the recommenders that read side information (``ease-side``, ``als-side``):
+    the one place their side hyper-parameters become a built :class:`SideInformation`."""
+
+    items: pd.DataFrame | None
+    users: pd.DataFrame | None
+    profile_weight: float
+    time_weight: float
+    item_weight: float
+    period: str
+
+    def _set_side(
+        self,
+        items: pd.DataFrame | None,
+        users: pd.DataFrame | None,
+        profile_weight: float,
+        time_weight: float,
+        item_weight: float,
+        period: str,
+    ) -> None:
+        self.items, self.users, self.period = items, users, period
+        self.profile_weight, self.time_weight = profile_weight, time_weight
+        self.item_weight = item_weight
+
+    def _build_side(self) -> SideInformation:
+        """Encode the side information for the vocabularies being fitted (call from ``_fit``:
+        it reads the interactions' timestamps); keeps ``user_side_`` and ``side_names_``."""
+        model: Any = self
+        side = SideInformation(
+            self.items, self.users, self.profile_weight, self.time_weight, self.item_weight,
+            self.period,
+        ).build(model._interactions, model.user_ids_, model.item_ids_)  # fmt: skip
+        model.user_side_, model.side_names_ = side.user, side.names
+        return side
