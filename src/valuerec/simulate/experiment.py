@@ -266,19 +266,25 @@ def concat_results(parts: Sequence[SimResult]) -> SimResult:
     )
 
 
+class Laps:
+    """Wall seconds per named step, each measured from the end of the previous one."""
+
+    def __init__(self, seconds: Mapping[str, float] | None = None) -> None:
+        self.seconds: dict[str, float] = dict(seconds or {})
+        self._tick = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._tick
+        self._tick = now
+
+
 def prepare_seed(
     cfg: ExperimentConfig, seed: int, progress: Progress | None = None
 ) -> PreparedSeed:
     """Steps 1-2 of the module docstring for one seed."""
     say = progress or (lambda _: None)
-    clock: dict[str, float] = {}
-    tick = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        clock[name] = now - tick
-        tick = now
+    lap = Laps()
 
     world = World.draw(cfg.sim_config(seed))
     sim = Simulator(world)
@@ -317,7 +323,7 @@ def prepare_seed(
         train.log,
         purchase_model,
         visit_rate,
-        clock,
+        lap.seconds,
     )
 
 
@@ -354,14 +360,7 @@ def run_seed(
     """
     say = progress or (lambda _: None)
     prep = prepare_seed(cfg, seed, progress)
-    clock = dict(prep.seconds)
-    tick = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        clock[name] = now - tick
-        tick = now
+    lap = Laps(prep.seconds)
 
     learned = None
     if "learned" in cfg.policies:
@@ -388,7 +387,7 @@ def run_seed(
         say(f"seed {seed}: {name}")
         runs[name] = prep.run(policy)
         lap(f"run {name}")
-    return SeedResult(seed, runs, ope, clock)
+    return SeedResult(seed, runs, ope, lap.seconds)
 
 
 def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> list[SeedResult]:
