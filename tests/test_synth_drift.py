@@ -70,16 +70,12 @@ def test_same_seed_same_drifting_log():
     assert not a.events["timestamp"].equals(c.events["timestamp"])
 
 
-def test_the_intensity_is_the_integral_of_the_rate():
-    cfg = drifting(bursts_per_year=8.0, season_phase=1.3)  # many overlapping bursts
-    rng = np.random.default_rng(0)
-    birth = rng.uniform(0.05, 270, 40)
-    drift = _Drift.draw(cfg, birth, rng)
-    overlapping = drift.b_start[:, 1:] < drift.b_end[:, :-1]
-    assert overlapping.any()  # the union of overlapping bursts is exercised
+def _assert_exact_intensity_and_bound(drift: _Drift, n: int, rng: np.random.Generator) -> None:
+    """The closed-form intensity over a 90-day window equals numerical quadrature of the rate
+    factor for each of ``n`` users, and the thinning bound is never exceeded in a window."""
     lo, hi = 365.0, 455.0
     exact = drift.integral(lo, hi)
-    for i in range(len(birth)):
+    for i in range(n):
         edges = np.concatenate([drift.b_start[i], drift.b_end[i]])
         edges = edges[(edges > lo) & (edges < hi)]
 
@@ -89,11 +85,21 @@ def test_the_intensity_is_the_integral_of_the_rate():
         numeric = quad(f, lo, hi, points=edges if len(edges) else None, limit=200)[0]
         assert exact[i] == pytest.approx(numeric, rel=1e-9)
     # the thinning bound holds: f never exceeds it anywhere in the window
-    t0 = rng.uniform(0, 420, len(birth))
+    t0 = rng.uniform(0, 420, n)
     t = t0[:, None] + np.linspace(0, 30, 301)[None, :]
-    users = np.repeat(np.arange(len(birth)), t.shape[1])
+    users = np.repeat(np.arange(n), t.shape[1])
     f = drift.factor(users, t.ravel()).reshape(t.shape)
-    assert (f <= drift.bound(np.arange(len(birth)), t0, t0 + 30)[:, None] * (1 + 1e-12)).all()
+    assert (f <= drift.bound(np.arange(n), t0, t0 + 30)[:, None] * (1 + 1e-12)).all()
+
+
+def test_the_intensity_is_the_integral_of_the_rate():
+    cfg = drifting(bursts_per_year=8.0, season_phase=1.3)  # many overlapping bursts
+    rng = np.random.default_rng(0)
+    birth = rng.uniform(0.05, 270, 40)
+    drift = _Drift.draw(cfg, birth, rng)
+    overlapping = drift.b_start[:, 1:] < drift.b_end[:, :-1]
+    assert overlapping.any()  # the union of overlapping bursts is exercised
+    _assert_exact_intensity_and_bound(drift, len(birth), rng)
 
 
 def test_expected_purchases_with_large_intensities():
@@ -199,22 +205,7 @@ def test_personal_seasons_keep_the_intensity_exact():
     birth = rng.uniform(0.05, 270, 30)
     drift = _Drift.draw(cfg, birth, rng)
     assert drift.phase.std() > 1.0  # phases spread over the year, not one shared season
-    lo, hi = 365.0, 455.0
-    exact = drift.integral(lo, hi)
-    for i in range(len(birth)):
-        edges = np.concatenate([drift.b_start[i], drift.b_end[i]])
-        edges = edges[(edges > lo) & (edges < hi)]
-
-        def f(t: float, i: int = i) -> float:
-            return drift.factor(np.array([i]), np.array([t]))[0]
-
-        numeric = quad(f, lo, hi, points=edges if len(edges) else None, limit=200)[0]
-        assert exact[i] == pytest.approx(numeric, rel=1e-9)
-    t0 = rng.uniform(0, 420, len(birth))
-    t = t0[:, None] + np.linspace(0, 30, 301)[None, :]
-    users = np.repeat(np.arange(len(birth)), t.shape[1])
-    f = drift.factor(users, t.ravel()).reshape(t.shape)
-    assert (f <= drift.bound(np.arange(len(birth)), t0, t0 + 30)[:, None] * (1 + 1e-12)).all()
+    _assert_exact_intensity_and_bound(drift, len(birth), rng)
     with pytest.raises(ValueError, match="season_phase_spread"):
         generate(users=10, items=5, days=30, seasonality=0.3, season_phase_spread=2.0)
 
