@@ -219,11 +219,22 @@ def main() -> None:
     GRIDS["content"] = (functools.partial(ContentRecommender, items=items), {})
     GRIDS["ease-side"] = (
         functools.partial(SideEASERecommender, items=items, users=users),
-        {"reg": [200.0, 300.0, 400.0], "item_weight": [1.0, 3.0], "time_weight": [0.5, 1.0]},
+        {
+            "reg": [200.0, 300.0, 400.0],
+            "item_weight": [1.0, 3.0],
+            "time_weight": [0.5, 1.0],
+            "window": [10, 20, 40],
+            "sequence_weight": [0.0, 0.5, 1.0],
+        },
     )
     GRIDS["als-side"] = (
         functools.partial(SideALSRecommender, items=items, users=users),
-        {"factors": [32, 64], "regularization": [10.0, 30.0], "item_weight": [1.0, 3.0]},
+        {
+            "factors": [32, 64],
+            "regularization": [10.0, 30.0],
+            "item_weight": [1.0, 3.0],
+            "sequence_weight": [0.0, 0.5, 1.0],
+        },
     )
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     peer = peer_figures(args.peer)

@@ -7,11 +7,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
+from valuerec.evaluate.ranking import Interactions
 from valuerec.recommend.ease import EASERecommender, SideEASERecommender
 from valuerec.recommend.mf import ALSRecommender, SideALSRecommender
 from valuerec.recommend.registry import make_recommender
-from valuerec.recommend.side import activity_periods, entity_features, expand_properties
+from valuerec.recommend.side import (
+    activity_periods,
+    entity_features,
+    expand_properties,
+    sequence_windows,
+)
 
 
 def test_entity_features_encode_categories_bins_and_skip_identifiers():
@@ -73,6 +80,53 @@ def test_activity_periods_mark_the_months_a_user_was_active():
     x, names = activity_periods(frame, pd.Index(["u", "v"]))
     assert names == ["1997-09", "1997-11"]  # the unknown user's month is not a column
     np.testing.assert_array_equal(x, [[1, 1], [0, 1]])
+
+
+def test_sequence_windows_are_consecutive_items_in_time_order():
+    stamps = pd.to_datetime([f"2024-01-0{d}" for d in (5, 1, 3, 2, 4)])
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u"] * 5 + ["v", "ghost"],
+            "item_id": ["e", "a", "c", "b", "d", "a", "a"],  # rows not in time order
+            "timestamp": [*stamps, stamps[0], stamps[0]],
+        }
+    )
+    users, items = pd.Index(["u", "v"]), pd.Index(["a", "b", "c", "d", "e"])
+    w = sequence_windows(frame, users, items, window=4)
+    rows = sorted(tuple(items[r.indices]) for r in w)
+    # u in time order a b c d e; stride 2: [a b c d], [c d e], [e] (one item: dropped);
+    # v's single item and the unknown user's make no window
+    assert rows == [("a", "b", "c", "d"), ("c", "d", "e")]
+    assert set(w.data) == {1.0}
+    codes = Interactions.from_frame(frame.iloc[:6])  # the evaluator's coded form: the same
+    w2 = sequence_windows(codes, codes.user_ids, codes.item_ids, window=4)
+    assert sorted(tuple(codes.item_ids[r.indices]) for r in w2) == rows
+    assert sequence_windows(frame.drop(columns="timestamp"), users, items, 4).shape == (0, 5)
+
+
+def test_sequence_windows_tie_items_consumed_close_in_time():
+    # every user has x, y and z, but y always right after x and z long after, among fillers:
+    # the whole history cannot tell y from z, the windows can
+    rng = np.random.default_rng(1)
+    rows = []
+    for u in range(30):
+        seq = ["x", "y", *rng.choice([f"f{j}" for j in range(20)], 8, replace=False), "z"]
+        rows += [(f"u{u}", item, pd.Timestamp("2024-01-01") + pd.Timedelta(hours=t))
+                 for t, item in enumerate(seq)]  # fmt: skip
+    log = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    scores = {}
+    for weight in (0.0, 1.0):
+        model = SideEASERecommender(reg=1.0, sequence_weight=weight, window=4).fit(log)
+        s = model.score_histories([["x"]])[0]
+        scores[weight] = s[model.item_ids_.get_loc("y")] - s[model.item_ids_.get_loc("z")]
+    assert scores[0.0] == pytest.approx(0.0, abs=1e-6)  # y and z: identical columns
+    assert scores[1.0] > 0.05
+    # the windows are extra rows of the same closed form, nothing else
+    model = SideEASERecommender(reg=1.0, time_weight=0.0, sequence_weight=0.5, window=4).fit(log)
+    plain = EASERecommender(reg=1.0, dropout=0.5)
+    windows = sequence_windows(log, model.user_ids_, model.item_ids_, 4)
+    b = plain._closed_form(sp.vstack([model.matrix_, 0.5 * windows]))
+    np.testing.assert_allclose(model.weights_[: b.shape[0]], b, rtol=1e-4, atol=1e-6)
 
 
 def _groups(n: int = 12) -> pd.DataFrame:

@@ -155,9 +155,13 @@ class SideALSRecommender(SideInformed, ALSRecommender):
         time_weight: float = 1.0,
         item_weight: float = 1.0,
         period: str = "M",
+        sequence_weight: float = 0.0,
+        window: int = 20,
     ) -> None:
         super().__init__(factors, regularization, alpha, iterations, seed)
-        self._set_side(items, users, profile_weight, time_weight, item_weight, period)
+        self._set_side(
+            items, users, profile_weight, time_weight, item_weight, period, sequence_weight, window
+        )
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         super()._fit(self._build_side().augment(matrix))

@@ -140,16 +140,64 @@ def activity_periods(
     return out, [str(p) for p in names]
 
 
+def sequence_windows(
+    interactions: Any, user_ids: pd.Index, item_ids: pd.Index, window: int
+) -> sp.csr_matrix:
+    """(W x len(item_ids) 0/1 matrix): one row per window of ``window`` consecutive items of
+    a user's time-ordered history (stride ``window // 2``, so each item sits in two windows).
+
+    Why: a user's whole history says what they like; what they consumed *around the same time*
+    says more about what belongs together (a session, a binge, the order a catalogue page
+    showed things). As extra rows of the matrix a collaborative model factorises, each window is
+    a pseudo-user, so items that are consumed close together in time gain co-consumption --
+    the sequence signal without a sequence model, and one a per-user random split keeps (test
+    items are interleaved in time with the training ones). Windows of fewer than two items carry
+    no co-consumption and are dropped; without timestamps, zero rows.
+    """
+    frame = interactions if isinstance(interactions, pd.DataFrame) else interactions.frame
+    empty = sp.csr_matrix((0, len(item_ids)), dtype=np.float32)
+    if window < 2 or "timestamp" not in frame.columns or frame.empty:
+        return empty
+    if "user" in frame.columns and not isinstance(interactions, pd.DataFrame):
+        users, items = frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64)
+    else:
+        users = user_ids.get_indexer(frame["user_id"].astype(str))
+        items = item_ids.get_indexer(frame["item_id"].astype(str))
+    stamps = pd.to_datetime(frame["timestamp"]).to_numpy("datetime64[ns]")
+    ok = (users >= 0) & (items >= 0) & ~np.isnat(stamps)
+    users, items, stamps = users[ok], items[ok], stamps[ok]
+    order = np.lexsort((stamps, users))  # by user, then time (stable for ties)
+    users, items = users[order], items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    position = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    stride = max(1, window // 2)
+    rows, cols = [], []
+    for back in range(-(-window // stride)):  # every window a position falls in
+        k = position // stride - back
+        inside = (k >= 0) & (position < k * stride + window)
+        rows.append(np.stack([users[inside], k[inside]], axis=1))
+        cols.append(items[inside])
+    keys, codes = np.unique(np.concatenate(rows), axis=0, return_inverse=True)
+    out = sp.csr_matrix(
+        (np.ones(len(codes), np.float32), (codes.ravel(), np.concatenate(cols))),
+        shape=(len(keys), len(item_ids)),
+    )
+    out.data[:] = 1.0  # an item repeated within a window counts once
+    return out[np.flatnonzero(np.diff(out.indptr) >= 2)]
+
+
 @dataclass
 class SideInformation:
     """What a model knows about users and items besides who consumed what, as the blocks
     that augment the interaction matrix (collective factorisation).
 
     ``profile_weight`` scales the users' attribute columns, ``time_weight`` their activity
-    periods (``period``: a pandas period alias), ``item_weight`` the item-attribute rows.
-    :meth:`build` encodes them for a model's vocabularies; :meth:`augment` returns
-    ``[[X, user], [item^T, 0]]``: users gain input columns, each item attribute becomes a
-    pseudo-user who consumed every item that has it.
+    periods (``period``: a pandas period alias), ``item_weight`` the item-attribute rows and
+    ``sequence_weight`` the rows of :func:`sequence_windows` (``window`` items long; weight 0
+    leaves them out). :meth:`build` encodes them for a model's vocabularies; :meth:`augment`
+    returns ``[[X, user], [item^T, 0], [windows, 0]]``: users gain input columns, each item
+    attribute becomes a pseudo-user who consumed every item that has it, and so does each
+    window of consecutive items.
     """
 
     items: pd.DataFrame | None = None
@@ -158,8 +206,11 @@ class SideInformation:
     time_weight: float = 1.0
     item_weight: float = 1.0
     period: str = "M"
+    sequence_weight: float = 0.0
+    window: int = 20
     user: sp.csr_matrix = field(init=False, repr=False)  # users x side columns
     item: sp.csr_matrix = field(init=False, repr=False)  # items x attributes
+    windows: sp.csr_matrix = field(init=False, repr=False)  # windows x items
     names: dict[str, list[str]] = field(init=False, repr=False)
 
     def build(self, interactions: Any, user_ids: pd.Index, item_ids: pd.Index) -> SideInformation:
@@ -177,13 +228,19 @@ class SideInformation:
             dtype=np.float32,
         )
         self.item = sp.csr_matrix(self.item_weight * attributes, dtype=np.float32)
+        self.windows = sp.csr_matrix((0, len(item_ids)), dtype=np.float32)
+        if self.sequence_weight > 0:
+            windows = sequence_windows(interactions, user_ids, item_ids, self.window)
+            self.windows = (self.sequence_weight * windows).astype(np.float32)
         self.names = {"user": profile_names + period_names, "item": attribute_names}
         return self
 
     def augment(self, matrix: sp.spmatrix) -> sp.csr_matrix:
-        """The interaction matrix with the user columns and item-attribute rows attached."""
+        """The interaction matrix with the user columns, item-attribute rows and window rows
+        attached."""
         top = sp.hstack([matrix, self.user])
-        bottom = sp.hstack([self.item.T, sp.csr_matrix((self.item.shape[1], self.user.shape[1]))])
+        pseudo = sp.vstack([self.item.T, self.windows])
+        bottom = sp.hstack([pseudo, sp.csr_matrix((pseudo.shape[0], self.user.shape[1]))])
         out = sp.vstack([top, bottom]).tocsr()
         out.eliminate_zeros()
         return out
@@ -199,6 +256,8 @@ class SideInformed:
     time_weight: float
     item_weight: float
     period: str
+    sequence_weight: float
+    window: int
 
     def _set_side(
         self,
@@ -208,10 +267,13 @@ class SideInformed:
         time_weight: float,
         item_weight: float,
         period: str,
+        sequence_weight: float = 0.0,
+        window: int = 20,
     ) -> None:
         self.items, self.users, self.period = items, users, period
         self.profile_weight, self.time_weight = profile_weight, time_weight
         self.item_weight = item_weight
+        self.sequence_weight, self.window = sequence_weight, window
 
     def _build_side(self) -> SideInformation:
         """Encode the side information for the vocabularies being fitted (call from ``_fit``:
@@ -219,7 +281,7 @@ class SideInformed:
         model: Any = self
         side = SideInformation(
             self.items, self.users, self.profile_weight, self.time_weight, self.item_weight,
-            self.period,
+            self.period, self.sequence_weight, self.window,
         ).build(model._interactions, model.user_ids_, model.item_ids_)  # fmt: skip
         model.user_side_, model.side_names_ = side.user, side.names
         return side
