@@ -286,13 +286,17 @@ def targets(summary: dict) -> None:
                 "50% interval covers 47-53%": 0.47 <= mo["coverage50"] <= 0.53,
             }
             for what, ok in checks.items():
-                console.print(f"  [{label}] {ours}: {what}: {'met' if ok else 'MISSED'}")
+                # markup off: rich would read "[standard]" as a style tag and drop it
+                console.print(
+                    f"  [{label}] {ours}: {what}: {'met' if ok else 'MISSED'}", markup=False
+                )
     if "synthetic" in summary:
         for base, boot in summary["synthetic"]["transformer_minus"].items():
             ok = boot["diff"] >= 0.03
             console.print(
                 f"  [synthetic] transformer beats {base} by >= 0.03 gini: "
-                f"{'met' if ok else 'MISSED'} ({boot['diff']:+.3f})"
+                f"{'met' if ok else 'MISSED'} ({boot['diff']:+.3f})",
+                markup=False,
             )
 
 
