@@ -112,6 +112,20 @@ def entity_features(
     return out.to_numpy(np.float32), [str(c) for c in out.columns]
 
 
+def _frame(interactions: Any) -> pd.DataFrame:
+    """The events of the evaluator's ``Interactions`` (its ``frame``) or of a DataFrame."""
+    return interactions if isinstance(interactions, pd.DataFrame) else interactions.frame
+
+
+def _codes(interactions: Any, kind: str, ids: pd.Index) -> np.ndarray:
+    """Row positions in ``ids`` of each event's ``kind`` ("user" or "item"), -1 if unknown:
+    the codes ``Interactions`` already carry, or ``{kind}_id`` looked up in a DataFrame."""
+    frame = _frame(interactions)
+    if kind in frame.columns and not isinstance(interactions, pd.DataFrame):
+        return frame[kind].to_numpy(np.int64)
+    return ids.get_indexer(frame[f"{kind}_id"].astype(str))
+
+
 def activity_periods(
     interactions: Any, user_ids: pd.Index, freq: str = "M"
 ) -> tuple[np.ndarray, list[str]]:
@@ -121,13 +135,10 @@ def activity_periods(
     Accepts the evaluator's ``Interactions`` (``frame`` with ``user`` codes and ``timestamp``)
     or a DataFrame with ``user_id`` and ``timestamp``; without timestamps, zero columns.
     """
-    frame = interactions if isinstance(interactions, pd.DataFrame) else interactions.frame
+    frame = _frame(interactions)
     if "timestamp" not in frame.columns or frame.empty:
         return np.zeros((len(user_ids), 0), np.float32), []
-    if "user" in frame.columns and not isinstance(interactions, pd.DataFrame):
-        rows = frame["user"].to_numpy(np.int64)
-    else:
-        rows = user_ids.get_indexer(frame["user_id"].astype(str))
+    rows = _codes(interactions, "user", user_ids)
     stamps = pd.to_datetime(frame["timestamp"])
     ok = (rows >= 0) & stamps.notna().to_numpy()
     stamps = stamps[ok]
@@ -154,15 +165,11 @@ def sequence_windows(
     items are interleaved in time with the training ones). Windows of fewer than two items carry
     no co-consumption and are dropped; without timestamps, zero rows.
     """
-    frame = interactions if isinstance(interactions, pd.DataFrame) else interactions.frame
-    empty = sp.csr_matrix((0, len(item_ids)), dtype=np.float32)
+    frame = _frame(interactions)
     if window < 2 or "timestamp" not in frame.columns or frame.empty:
-        return empty
-    if "user" in frame.columns and not isinstance(interactions, pd.DataFrame):
-        users, items = frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64)
-    else:
-        users = user_ids.get_indexer(frame["user_id"].astype(str))
-        items = item_ids.get_indexer(frame["item_id"].astype(str))
+        return sp.csr_matrix((0, len(item_ids)), dtype=np.float32)
+    users = _codes(interactions, "user", user_ids)
+    items = _codes(interactions, "item", item_ids)
     stamps = pd.to_datetime(frame["timestamp"]).to_numpy("datetime64[ns]")
     ok = (users >= 0) & (items >= 0) & ~np.isnat(stamps)
     users, items, stamps = users[ok], items[ok], stamps[ok]
