@@ -114,7 +114,13 @@ class _SASRec(nn.Module):
 
 
 class SASRecRecommender(Recommender):
-    """Causal-Transformer next-item model; ``value_weight > 0`` adds the future-value task."""
+    """Causal-Transformer next-item model; ``value_weight > 0`` adds the future-value task.
+
+    Batch 64 at learning rate 4e-3 was chosen on MovieLens-100K's leave-one-out validation
+    NDCG@10 (0.130, against 0.125 for 32 at 4e-3 and 0.114 for 128 at 6e-3): a step of 64
+    windows costs little more than one of 32 on two cores, so an epoch is about 20% faster
+    and converges in as many epochs.
+    """
 
     name = "sasrec"
 
@@ -126,8 +132,8 @@ class SASRecRecommender(Recommender):
         n_layers: int = 2,
         dropout: float = 0.2,
         epochs: int = 80,
-        batch_size: int = 32,
-        lr: float = 2e-3,
+        batch_size: int = 64,
+        lr: float = 4e-3,
         weight_decay: float = 0.0,
         value_weight: float = 0.0,
         value_horizon_days: float = 30.0,
