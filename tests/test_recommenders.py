@@ -9,6 +9,7 @@ import pytest
 from valuerec.recommend.base import REC_COLUMNS, interaction_matrix
 from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.knn import ItemKNNRecommender
+from valuerec.recommend.lightgcn import MFBPRRecommender
 from valuerec.recommend.mf import ALSRecommender, BPRRecommender
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.vae import MultVAERecommender
@@ -19,6 +20,7 @@ MODELS = {
     "ease": lambda: EASERecommender(reg=1.0),
     "als": lambda: ALSRecommender(factors=4, iterations=5),
     "bpr": lambda: BPRRecommender(factors=4, iterations=100),
+    "mf-bpr": lambda: MFBPRRecommender(embedding_size=8, epochs=60, lr=3e-2, batch_size=32),
     "multvae": lambda: MultVAERecommender(
         hidden=16, latent=4, epochs=60, batch_size=8, anneal_steps=50, lr=1e-2, dropout=0.0
     ),
@@ -196,7 +198,7 @@ def test_history_of_a_training_user_reproduces_their_recommendations(name, log):
     hist = {u: list(log.loc[log.user_id == u, "item_id"]) for u in users}
     stored = model.score_users(model.user_ids_.get_indexer(users))
     folded = model.score_histories([hist[u] for u in users])
-    if name in ("als", "bpr"):
+    if name in ("als", "bpr", "mf-bpr"):
         # rank correlation of the catalogue scores, user by user
         corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(stored, folded, strict=True)]
         assert np.mean(corr) > 0.8

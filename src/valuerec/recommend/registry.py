@@ -13,7 +13,7 @@ from valuerec.recommend.content import ContentRecommender
 from valuerec.recommend.ease import EASERecommender, SideEASERecommender
 from valuerec.recommend.hybrid import HybridRecommender
 from valuerec.recommend.knn import ItemKNNRecommender
-from valuerec.recommend.lightgcn import LightGCNRecommender
+from valuerec.recommend.lightgcn import LightGCNRecommender, MFBPRRecommender
 from valuerec.recommend.mf import ALSRecommender, BPRRecommender, SideALSRecommender
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.sasrec import SASRecRecommender
@@ -32,6 +32,8 @@ MODELS: dict[str, Factory] = {
     "als": lambda items, users: ALSRecommender(factors=32, regularization=10.0),
     "als-side": lambda items, users: SideALSRecommender(items=items, users=users),
     "bpr": lambda items, users: BPRRecommender(factors=64, learning_rate=0.01, iterations=100),
+    # BPR with uniform negatives (implicit's samples them by popularity: see MFBPRRecommender)
+    "mf-bpr": lambda items, users: MFBPRRecommender(),
     # latent 16 and ~30 epochs: chosen by early stopping on validation (fit_split)
     "multvae": lambda items, users: MultVAERecommender(latent=16, epochs=30),
     "lightgcn": lambda items, users: LightGCNRecommender(),
