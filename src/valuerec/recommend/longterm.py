@@ -79,7 +79,7 @@ class LongTermPolicy(ScoredPolicy):
         horizon_days: float = 90.0,
         retention_weight: float = 1.0,
         hidden: int = 64,
-        epochs: int = 8,
+        epochs: int = 24,
         batch_size: int = 256,
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-5,
