@@ -49,11 +49,13 @@ from valuerec.recommend.vae import MultVAERecommender
 console = Console(width=160)
 #: NDCG@10 quoted in issue 4 (RecBole 1.2.1 by the issue's author), used when no --peer run
 RECBOLE_QUOTED = {
-    "random-split": {"popularity": 0.060, "itemknn": 0.283, "bpr": 0.293, "mf-bpr": 0.293,
-                     "ease": 0.330,
+    "random-split": {"popularity": 0.060, "itemknn": 0.283, "bpr": 0.293, "ease": 0.330,
                      "als": 0.327, "multvae": 0.285, "lightgcn": 0.304},
     "leave-one-out": {"sasrec": 0.090},
 }  # fmt: skip
+#: our models whose RecBole counterpart goes by another name: RecBole's BPR samples negatives
+#: uniformly, as mf-bpr does
+PEER_NAME = {"mf-bpr": "bpr"}
 #: CPU seconds per training epoch of RecBole 1.2.1 on one thread here (peers/README.md): the
 #: figure the issue asks SASRec's to be set beside
 RECBOLE_EPOCH_CPU_S = {"leave-one-out": {"sasrec": 160.0, "sasrec-mt": 160.0}}
@@ -175,11 +177,12 @@ def show(protocol: str, res: dict[str, dict], peer: dict[str, float]) -> None:
         table.add_column(c, justify="left" if c == "model" else "right")
     for name, r in res.items():
         m = r["metrics"]
+        peer_ndcg = peer.get(PEER_NAME.get(name, name))
         row = [name, f"{m['ndcg@10']:.4f}"]
         if protocol == "leave-one-out":
             row.append(f"{m.get('ndcg@10_unmasked', float('nan')):.4f}")
         row += [
-            f"{peer[name]:.4f}" if name in peer else "",
+            f"{peer_ndcg:.4f}" if peer_ndcg is not None else "",
             f"{m['recall@10']:.4f}",
             f"{m['mrr@10']:.4f}",
             f"{m['hit@10']:.4f}",
@@ -208,9 +211,6 @@ def peer_figures(path: Path | None) -> dict[str, dict[str, float]]:
             metrics = r.get("test", r.get("metrics", {}))
             if "ndcg@10" in metrics:
                 out.setdefault(protocol, {})[name.lower()] = float(metrics["ndcg@10"])
-    for figures in out.values():  # RecBole's BPR samples negatives uniformly, as mf-bpr does
-        if "bpr" in figures:
-            figures.setdefault("mf-bpr", figures["bpr"])
     return out
 
 
