@@ -35,7 +35,12 @@ import numpy as np
 
 from valuerec.recommend.policies import ScoredPolicy, SlateContext, zscore
 
-__all__ = ["LoggedSlates", "LongTermPolicy"]
+__all__ = ["EPOCHS", "LoggedSlates", "LongTermPolicy"]
+
+#: training epochs: held-out log-loss of the purchase head on a fresh logging run (tuning
+#: seeds 100, 101) was lowest at 24 (8 underfits: 0.4129 vs LightGBM's 0.4086; 24: 0.4096;
+#: 40 and 64 overfit)
+EPOCHS = 24
 
 
 @dataclass
@@ -79,7 +84,7 @@ class LongTermPolicy(ScoredPolicy):
         horizon_days: float = 90.0,
         retention_weight: float = 1.0,
         hidden: int = 64,
-        epochs: int = 24,
+        epochs: int = EPOCHS,
         batch_size: int = 256,
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-5,

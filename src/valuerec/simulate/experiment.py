@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from valuerec.recommend.longterm import LoggedSlates, LongTermPolicy
+from valuerec.recommend.longterm import EPOCHS, LoggedSlates, LongTermPolicy
 from valuerec.recommend.policies import (
     EpsilonGreedy,
     Policy,
@@ -82,10 +82,7 @@ class ExperimentConfig:
     protect: float = 1.0
     objective: str = "revenue"
     refit_days: int | None = 15  # the platform refits its purchase model this often
-    # 24: held-out log-loss of the learned purchase head on a fresh logging run (tuning seeds
-    # 100, 101) was lowest there (8 underfits: 0.4129 vs LightGBM's 0.4086; 24: 0.4096; 40
-    # and 64 overfit)
-    learned_epochs: int = 24
+    learned_epochs: int = EPOCHS  # the learned policy's tuned default
     retention_weight: float = 1.0
     conservatism: float = 0.5
     policies: Sequence[str] = POLICIES
