@@ -13,6 +13,7 @@ from valuerec.evaluate.value import (
     DECILE_COLUMNS,
     ValueReport,
     decile_mape,
+    decile_mape_floor,
     decile_table,
     evaluate_value,
     interval_coverage,
@@ -168,6 +169,41 @@ def test_decile_mape_hand_example() -> None:
     # A bin with zero actual spend is skipped: only |1 - 1| / 1 = 0 and |3 - 0| skipped.
     assert decile_mape([0.0, 1.0], [3.0, 1.0], n_bins=2) == 0.0
     assert decile_mape(np.arange(20.0), np.arange(20.0)) == 0.0
+
+
+def _spend(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Zero-inflated lognormal spend, like a holdout: 20 % buy, heavy-tailed baskets."""
+    return (rng.random(n) < 0.2) * rng.lognormal(3.5, 1.0, n)
+
+
+def test_decile_mape_floor_matches_sampling_from_the_truth() -> None:
+    # Predictions carry no information, so each decile is a random tenth of one population
+    # whose expected decile sum is known: n_k x E[spend]. The floor estimated from one sample
+    # must agree with the MAPE of those known expectations over fresh samples.
+    rng = np.random.default_rng(0)
+    n = 5_000
+    mean = 0.2 * math.exp(3.5 + 0.5)
+    direct = []
+    for _ in range(400):
+        sums = _spend(rng, n).reshape(10, n // 10).sum(axis=1)
+        direct.append(np.mean(np.abs(n // 10 * mean - sums) / sums))
+    floor = decile_mape_floor(_spend(rng, n), rng.random(n), n_boot=400, seed=1)
+    assert floor["mean"] == pytest.approx(np.mean(direct), rel=0.15)
+    assert floor["low"] < floor["mean"] < floor["high"]
+
+
+def test_decile_mape_floor_shrinks_with_sample_size_and_is_zero_without_noise() -> None:
+    rng = np.random.default_rng(3)
+    small = decile_mape_floor(_spend(rng, 4_000), rng.random(4_000), seed=2)["mean"]
+    large = decile_mape_floor(_spend(rng, 64_000), rng.random(64_000), seed=2)["mean"]
+    assert large / small == pytest.approx(0.25, rel=0.2)  # sampling error goes as 1/sqrt(n)
+    # spend constant within each decile: nothing to sample, a perfect model scores 0
+    actual = np.repeat(np.arange(10.0, 0.0, -1.0), 50)
+    assert decile_mape_floor(actual, actual)["mean"] == 0.0
+    # a decile with no spend is skipped, as decile_mape skips it
+    assert decile_mape_floor([0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], n_bins=2)["mean"] == 0.0
+    with pytest.raises(ValueError, match="n_boot"):
+        decile_mape_floor(actual, actual, n_boot=0)
 
 
 def test_interval_coverage() -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "DECILE_COLUMNS",
     "ValueReport",
     "decile_mape",
+    "decile_mape_floor",
     "decile_table",
     "evaluate_value",
     "interval_coverage",
@@ -245,6 +246,54 @@ def decile_mape(actual: ArrayLike, predicted: ArrayLike, n_bins: int = 10) -> fl
     err = decile_table(actual, predicted, n_bins)["abs_pct_error"].to_numpy()
     err = err[~np.isnan(err)]
     return float(err.mean()) if err.size else math.nan
+
+
+def decile_mape_floor(
+    actual: ArrayLike,
+    predicted: ArrayLike,
+    n_bins: int = 10,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The decile MAPE a perfectly calibrated model with this ranking would still score.
+
+    Decile MAPE compares each decile's predicted sum with the spend its customers happened to
+    make, and spend is heavy-tailed: the low deciles' sums ride on a few large baskets. Even a
+    model that knew every decile's expected spend exactly would miss those sums by sampling
+    alone, so a decile MAPE near this floor says nothing about calibration. Each decile (cut
+    by ``predicted``, as :func:`decile_table` cuts them) keeps its customers' mean as the
+    "known" expectation; its customers are resampled with replacement ``n_boot`` times and the
+    MAPE of the expectations against the resampled sums is taken.
+
+    Returns ``mean``, and ``low`` / ``high``, the 2.5 % and 97.5 % quantiles over resamples.
+    The floor is an estimate from one sample (the plug-in mean stands for the expectation), and
+    a model fitted on another sample adds its own estimation noise on top of it.
+    """
+    a, p = _pair(actual, predicted)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    if a.size == 0:
+        raise ValueError("no customers to resample")
+    order = np.argsort(-p, kind="stable")
+    labels = _decile_labels(a.size, n_bins)
+    rng = np.random.default_rng(seed)
+    errors = []
+    for k in range(1, int(labels[-1]) + 1):
+        x = a[order][labels == k]
+        expected = x.sum()
+        if expected == 0:  # skipped by decile_mape too
+            continue
+        sums = x[rng.integers(0, x.size, size=(n_boot, x.size))].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            errors.append(np.where(sums != 0, np.abs(expected - sums) / np.abs(sums), np.nan))
+    if not errors:
+        return {"mean": math.nan, "low": math.nan, "high": math.nan}
+    per_boot = np.nanmean(np.vstack(errors), axis=0)
+    return {
+        "mean": float(per_boot.mean()),
+        "low": float(np.quantile(per_boot, 0.025)),
+        "high": float(np.quantile(per_boot, 0.975)),
+    }
 
 
 def interval_coverage(actual: ArrayLike, low: ArrayLike, high: ArrayLike) -> float:
