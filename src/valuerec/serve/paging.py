@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 from valuerec.serve.errors import ApiError
 
-__all__ = ["decode_cursor", "encode_cursor"]
+__all__ = ["decode_cursor", "encode_cursor", "keyset_page"]
 
 
 def encode_cursor(position: dict[str, Any]) -> str:
@@ -40,3 +41,19 @@ def decode_cursor(cursor: str | None, keys: tuple[str, ...] = ("after",)) -> dic
             [{"location": "query", "field": "cursor", "reason": "not a cursor of this list"}],
         )
     return position
+
+
+def keyset_page(
+    fetch: Callable[[Any, int], list[dict[str, Any]]], key: str, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a list ordered by ``key``, and the cursor of the next (None on the last).
+
+    ``fetch(after, n)`` returns up to ``n`` rows whose ``key`` is greater than ``after`` (all
+    from the start when ``after`` is None). One row more than the page is asked for: whether it
+    exists says if there is a next page, without a count query.
+    """
+    pos = decode_cursor(cursor)
+    rows = fetch(pos["after"] if pos else None, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor({"after": rows[-1][key]}) if more else None

@@ -33,7 +33,7 @@ from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError, field_name
 from valuerec.serve.exposures import ExposureLog
 from valuerec.serve.metrics import Metrics
-from valuerec.serve.paging import decode_cursor, encode_cursor
+from valuerec.serve.paging import decode_cursor, encode_cursor, keyset_page
 from valuerec.serve.registry import ModelHandle, ModelRegistry
 from valuerec.serve.repository import Repository
 from valuerec.serve.schemas import (
@@ -461,11 +461,7 @@ class ServeService:
         return UserOut(**row)
 
     def list_users(self, limit: int, cursor: str | None) -> UserPage:
-        pos = decode_cursor(cursor)
-        rows = self.repo.list_users(pos["after"] if pos else None, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor({"after": rows[-1]["user_id"]}) if more else None
+        rows, nxt = keyset_page(self.repo.list_users, "user_id", limit, cursor)
         return UserPage(items=[UserOut(**r) for r in rows], next_cursor=nxt)
 
     def create_user(self, body: UserIn) -> UserOut:
@@ -500,11 +496,7 @@ class ServeService:
         return ItemOut(**row)
 
     def list_items(self, limit: int, cursor: str | None) -> ItemPage:
-        pos = decode_cursor(cursor)
-        rows = self.repo.list_items(pos["after"] if pos else None, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor({"after": rows[-1]["item_id"]}) if more else None
+        rows, nxt = keyset_page(self.repo.list_items, "item_id", limit, cursor)
         return ItemPage(items=[ItemOut(**r) for r in rows], next_cursor=nxt)
 
     def create_item(self, body: ItemIn) -> ItemOut:
