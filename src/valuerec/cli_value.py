@@ -193,21 +193,30 @@ def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
 
 def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
     """The comparison every command prints: ranking, calibration, counts, churn, fit time."""
-    table = Table(title=title)
+    table = Table(
+        title=title,
+        caption="floor: the decile MAPE a perfectly calibrated model with the same ranking "
+        "scores from sampling alone",
+    )
     # MAE of the median count forecast (what MAE rewards), and of the expectation beside it
-    cols = ("model", "version", "gini", "decile MAPE", "MAE tx", "MAE tx mean", "AUC", "fit s")
+    cols = (
+        "model", "version", "gini", "decile MAPE", "floor", "MAE tx", "MAE tx mean", "AUC", "fit s"
+    )  # fmt: skip
     for col in cols:
         table.add_column(col, justify="left" if col in ("model", "version") else "right")
     for name, row in rows.items():
         m = row.get("metrics") or {}
         if row.get("error"):
-            table.add_row(name, "-", "[red]failed[/]", "", "", "", "", _fmt(row.get("fit_seconds")))
+            table.add_row(
+                name, "-", "[red]failed[/]", "", "", "", "", "", _fmt(row.get("fit_seconds"))
+            )
             continue
         table.add_row(
             name,
             str(row.get("version") or "-"),
             _fmt(m.get("normalized_gini")),
             _fmt(m.get("decile_mape"), pct=True),
+            _fmt(m.get("decile_mape_floor"), pct=True),
             _fmt(m.get("mae_transactions_median")),
             _fmt(m.get("mae_transactions")),
             _fmt(m.get("auc_return")),

@@ -283,7 +283,13 @@ def decile_mape_floor(
         expected = x.sum()
         if expected == 0:  # skipped by decile_mape too
             continue
-        sums = x[rng.integers(0, x.size, size=(n_boot, x.size))].sum(axis=1)
+        chunk = max(1, _BOOT_CHUNK_DRAWS // x.size)  # bounded memory on large bases
+        sums = np.concatenate(
+            [
+                x[rng.integers(0, x.size, size=(min(chunk, n_boot - done), x.size))].sum(axis=1)
+                for done in range(0, n_boot, chunk)
+            ]
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             errors.append(np.where(sums != 0, np.abs(expected - sums) / np.abs(sums), np.nan))
     if not errors:
@@ -506,10 +512,12 @@ def evaluate_value(
     the actual total, NaN if that total is 0; ``mae_transactions_median`` of the median count
     forecast when ``pred`` has ``pred_transactions_median``, see the module docstring), ranking
     of spend (``spearman_spend``, ``normalized_gini``, ``top10_share``, ``top20_share``),
-    calibration by decile (``decile_mape``), whether ``p_alive`` tells returning customers (any
-    holdout transaction) apart (``auc_return``, NaN with a single class; ``precision_return``,
-    ``recall_return``, ``f1_return`` flagging ``p_alive >= threshold``), interval coverage
-    (``coverage80``, ``coverage50``, when the columns exist) and the number of ``customers``.
+    calibration by decile (``decile_mape``, and ``decile_mape_floor``: what a perfectly
+    calibrated model with this ranking would score from sampling alone), whether ``p_alive``
+    tells returning customers (any holdout transaction) apart (``auc_return``, NaN with a
+    single class; ``precision_return``, ``recall_return``, ``f1_return`` flagging ``p_alive >=
+    threshold``), interval coverage (``coverage80``, ``coverage50``, when the columns exist)
+    and the number of ``customers``.
     """
     intervals = {k: cols for k, cols in INTERVALS.items() if set(cols) <= set(pred.columns)}
     pred_cols = PRED_COLUMNS + tuple(c for cols in intervals.values() for c in cols)
@@ -543,6 +551,7 @@ def evaluate_value(
         "top10_share": top_share(spend, pspend, 0.1),
         "top20_share": top_share(spend, pspend, 0.2),
         "decile_mape": decile_mape(spend, pspend),
+        "decile_mape_floor": decile_mape_floor(spend, pspend)["mean"],
         "auc_return": _auc(returned, p_alive),
         **_classification(returned, p_alive >= threshold),
     }
