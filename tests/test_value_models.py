@@ -21,7 +21,14 @@ from valuerec.evaluate.value import interval_coverage, normalized_gini
 from valuerec.features.rfm import rfm_summary
 from valuerec.features.sequences import UNKNOWN, build_sequences
 from valuerec.features.split import SplitError
-from valuerec.value.base import PRED_COLUMNS, ValueModel, discount_factors, value_data
+from valuerec.value.base import (
+    PRED_COLUMNS,
+    ValueData,
+    ValueModel,
+    discount_factors,
+    snapshot_data,
+    value_data,
+)
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.models import BTYDValueModel, NaiveValueModel
@@ -595,3 +602,78 @@ def test_ensemble_applies_its_own_spend_calibration(world, fitted):
     assert not np.allclose(pred, avg)
     longer = ens.predict_data(data, HOLDOUT * 2)["pred_spend"].to_numpy()
     np.testing.assert_allclose(longer, 2 * pred, rtol=1e-9)  # calibrated at the trained horizon
+
+
+# ------------------------------------------------------------------ rolling-origin snapshots
+
+
+def _snapshots(store: Store, train: list[str], shifts: list[int]) -> ValueData:
+    return snapshot_data(store, CAL, HOLDOUT, shifts, users=train, sequences=True, max_len=8)
+
+
+def test_snapshot_data_adds_training_customers_at_earlier_cutoffs(world):
+    data = _snapshots(world.store, world.train, [30, 90])
+    main = value_data(world.store, CAL, HOLDOUT, users=world.train, sequences=True, max_len=8)
+    n = len(main.users)
+    assert list(data.users[:n]) == list(main.users)
+    pd.testing.assert_frame_equal(data.features.iloc[:n], main.features)
+    early = value_data(
+        world.store, CAL - pd.Timedelta(days=90), HOLDOUT, sequences=True, max_len=8,
+        vocab=main.sequences.vocab,
+    )  # fmt: skip
+    who = early.users.intersection(pd.Index(world.train), sort=False)
+    keys = [f"{u}@-90d" for u in who]
+    assert 0 < len(who) < len(early.users)  # test customers bought before too, and are left out
+    np.testing.assert_array_equal(data.features.loc[keys].to_numpy(), early.features.loc[who])
+    np.testing.assert_array_equal(data.labels.loc[keys].to_numpy(), early.labels.loc[who])
+    # the earlier window's label is another quantity than the main one (not a copy)
+    assert not np.array_equal(data.labels.loc[keys].to_numpy(), main.labels.loc[who].to_numpy())
+    rows = pd.Series(np.arange(len(data.users)), index=data.users)[keys].to_numpy()
+    early_rows = pd.Series(np.arange(len(early.users)), index=early.users)[who].to_numpy()
+    np.testing.assert_array_equal(data.sequences.item[rows], early.sequences.item[early_rows])
+    assert list(data.sequences.users) == list(data.users)
+    base = {u.split("@")[0] for u in data.users}
+    assert base <= set(world.train)
+    n30 = sum(u.endswith("@-30d") for u in data.users)
+    assert len(data.users) == n + n30 + len(who)
+    assert data.at_cutoff.sum() == n and not data.at_cutoff[n:].any()
+    assert (data.subset(keys).shift_days == 90).all()
+
+
+def test_snapshot_data_reads_nothing_a_fit_at_the_cutoff_would_not(world):
+    # the future store adds purchases after the cut-off for test customers and far-future
+    # events: the pooled training data of the training customers must not change
+    plain = _snapshots(world.store, world.train, [45, 120])
+    future = _snapshots(world.future, world.train, [45, 120])
+    pd.testing.assert_frame_equal(plain.features, future.features)
+    pd.testing.assert_frame_equal(plain.labels, future.labels)
+    np.testing.assert_array_equal(plain.sequences.item, future.sequences.item)
+
+
+def test_snapshot_data_rejects_bad_shifts_and_duplicate_keys(world):
+    with pytest.raises(ValueError, match="positive"):
+        snapshot_data(world.store, CAL, HOLDOUT, [0], users=world.train)
+    main = value_data(world.store, CAL, HOLDOUT, users=world.train[:20])
+    with pytest.raises(ValueError, match="more than one part"):
+        ValueData.concat([main, main])
+    # a shift before the first purchase adds nothing rather than failing
+    far = snapshot_data(world.store, CAL, HOLDOUT, [DAYS + 30], users=world.train)
+    assert list(far.users) == list(value_data(world.store, CAL, HOLDOUT, users=world.train).users)
+
+
+def test_transformer_with_snapshots_trains_on_the_pooled_customers(world):
+    model = tiny_transformer()
+    model.snapshots, model.snapshot_step_days = 2, 60
+    pooled = model.training_data(world.store, CAL, HOLDOUT, world.train)
+    assert len(pooled.users) > len(world.train)
+    assert sum("@-120d" in u for u in pooled.users) > 0
+    model.fit(world.store, CAL, holdout_days=HOLDOUT, users=world.train)
+    # spend calibration and interval levels are fitted on the held-out rows at the cut-off
+    # only (snapshot windows have other spend levels): the out-of-fold frame has no snapshot
+    assert len(model.oof_spend_) > 0
+    assert set(model.oof_spend_.index) <= set(world.train)
+    pred = model.predict(world.test)
+    assert list(pred["user_id"]) == list(world.test)
+    assert np.isfinite(pred[NUMERIC_COLUMNS].to_numpy()).all()
+    truth = world.truth.loc[world.test, "holdout_spend"].to_numpy()
+    assert normalized_gini(truth, pred["pred_spend"].to_numpy()) > 0.3

@@ -70,6 +70,20 @@ class Sequences:
                          self.event_type[rows], self.numeric[rows], self.mask[rows],
                          self.vocab)  # fmt: skip
 
+    @classmethod
+    def concat(cls, parts: Sequence[Sequences]) -> Sequences:
+        """Rows of ``parts`` one after the other; they must share one vocabulary and length."""
+        if any(p.vocab is not parts[0].vocab and p.vocab != parts[0].vocab for p in parts):
+            raise ValueError("sequences built with different vocabularies cannot be stacked")
+        if len({p.max_len for p in parts}) > 1:
+            raise ValueError("sequences of different max_len cannot be stacked")
+        arrays = {
+            f: np.concatenate([getattr(p, f) for p in parts])
+            for f in ("item", "category", "event_type", "numeric", "mask")
+        }
+        users = parts[0].users.append([p.users for p in parts[1:]])
+        return cls(users, **arrays, vocab=parts[0].vocab)
+
 
 def _vocab(values: pd.Series) -> dict[str, int]:
     """Ids for the distinct non-null values, starting after the reserved PAD and UNKNOWN."""

@@ -25,6 +25,7 @@ Supervised models learn from features before ``calibration_end`` and labels in t
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from valuerec.data.store import Store
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import holdout_summary, rfm_summary
 from valuerec.features.sequences import Sequences, build_sequences
-from valuerec.features.split import TemporalSplit, TimeLike
+from valuerec.features.split import SplitError, TemporalSplit, TimeLike
 from valuerec.value.counts import CountPMF, count_quantile
 
 PRED_COLUMNS = (
@@ -53,7 +54,9 @@ class ValueData:
 
     ``features``: behaviour features (days); ``rfm``: the BTYD summary (weeks); ``labels``:
     holdout repeat purchase days and spend (None when predicting the unknown future);
-    ``sequences``: daily behaviour tokens for sequence models (None unless asked for).
+    ``sequences``: daily behaviour tokens for sequence models (None unless asked for);
+    ``shift_days``: per row, how many days before ``split``'s cut-off that row's own cut-off
+    lies (None: all at the cut-off; :func:`snapshot_data` pools earlier ones).
     """
 
     split: TemporalSplit
@@ -61,23 +64,60 @@ class ValueData:
     rfm: pd.DataFrame
     labels: pd.DataFrame | None
     sequences: Sequences | None = None
+    shift_days: np.ndarray | None = None
 
     @property
     def users(self) -> pd.Index:
         return self.features.index
 
+    @property
+    def at_cutoff(self) -> np.ndarray:
+        """Rows seen at the split's own cut-off (not an earlier snapshot): what calibration
+        to the window being predicted must be fitted on."""
+        if self.shift_days is None:
+            return np.ones(len(self.users), dtype=bool)
+        return self.shift_days == 0
+
     def subset(self, users: Sequence[str] | pd.Index) -> ValueData:
         idx = pd.Index(users)
-        seq = None
-        if self.sequences is not None:
-            rows = pd.Series(np.arange(len(self.users)), index=self.users)[idx].to_numpy()
-            seq = self.sequences.take(rows)
+        rows = pd.Series(np.arange(len(self.users)), index=self.users)[idx].to_numpy()
         return ValueData(
             self.split,
             self.features.loc[idx],
             self.rfm.loc[idx],
             None if self.labels is None else self.labels.loc[idx],
+            None if self.sequences is None else self.sequences.take(rows),
+            None if self.shift_days is None else self.shift_days[rows],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[ValueData]) -> ValueData:
+        """Customers of ``parts`` one after the other, under the first part's split.
+
+        For training sets pooled over several cut-offs (:func:`snapshot_data`): user keys must
+        be unique across parts, and every part needs labels, and sequences if the first has.
+        """
+        users = parts[0].users.append([p.users for p in parts[1:]])
+        if not users.is_unique:
+            raise ValueError("a customer key appears in more than one part")
+        if any(p.labels is None for p in parts):
+            raise ValueError("every part needs labels")
+        seq = None
+        if parts[0].sequences is not None:
+            if any(p.sequences is None for p in parts):
+                raise ValueError("every part needs sequences when the first has them")
+            seq = Sequences.concat([p.sequences for p in parts])  # type: ignore[misc]
+        shifts = [
+            np.zeros(len(p.users), np.int64) if p.shift_days is None else p.shift_days
+            for p in parts
+        ]
+        return cls(
+            parts[0].split,
+            pd.concat([p.features for p in parts]),
+            pd.concat([p.rfm for p in parts]),
+            pd.concat([p.labels for p in parts]),  # type: ignore[misc]
             seq,
+            np.concatenate(shifts),
         )
 
 
@@ -130,6 +170,58 @@ def value_data(
     return ValueData(split, feats, rfm, lab, seq)
 
 
+def snapshot_data(
+    store: Store,
+    calibration_end: TimeLike,
+    holdout_days: int,
+    shifts_days: Sequence[int],
+    *,
+    users: Sequence[str] | None = None,
+    **options: Any,
+) -> ValueData:
+    """Training data at ``calibration_end`` and at earlier cut-offs, pooled (rolling origins).
+
+    A model fitted at one cut-off sees one example per customer of "history so far -> the next
+    ``holdout_days``". Where rates drift (trends, seasons, bursts), how a history leads into
+    its future is what a sequence model must learn, and one cut-off gives it few examples of
+    each situation. Each shift ``s`` adds every training customer with a purchase before
+    ``calibration_end - s`` again, as seen at that cut-off, with the next ``holdout_days`` as
+    label (key ``"<user>@-<s>d"``). Each window ends by ``calibration_end + holdout_days``, so
+    nothing beyond what a fit at ``calibration_end`` already reads is used, and only
+    ``users`` (the customers being trained on) appear. ``options``: :func:`value_data`'s;
+    the earlier cut-offs reuse the first one's sequence vocabulary.
+    """
+    main = value_data(store, calibration_end, holdout_days, users=users, **options)
+    cut = main.split.calibration_end
+    parts = [main]
+    vocab = None if main.sequences is None else main.sequences.vocab
+    for shift in shifts_days:
+        if shift <= 0:
+            raise ValueError(f"snapshot shifts must be positive days, got {shift}")
+        earlier = cut - pd.Timedelta(days=int(shift))
+        try:
+            rows = value_data(store, earlier, holdout_days, **{**options, "vocab": vocab})
+        except SplitError:  # the cut-off is before the first purchase: nothing to add
+            continue
+        who = rows.users.intersection(main.users, sort=False)
+        if len(who) == 0:
+            continue
+        part = rows.subset(who)
+        keys = pd.Index([f"{u}@-{int(shift)}d" for u in who], name=main.users.name)
+        seq = part.sequences
+        parts.append(
+            ValueData(
+                part.split,
+                part.features.set_axis(keys),
+                part.rfm.set_axis(keys),
+                part.labels.set_axis(keys),  # type: ignore[union-attr]
+                None if seq is None else dataclasses.replace(seq, users=keys),
+                np.full(len(keys), int(shift), np.int64),
+            )
+        )
+    return ValueData.concat(parts)
+
+
 def discount_factors(horizon_days: float, discount_rate: float) -> np.ndarray:
     """1 / (1 + d)^t for the 30-day periods t = 1..ceil(horizon / 30)."""
     periods = max(1, int(np.ceil(horizon_days / PERIOD_DAYS)))
@@ -157,9 +249,23 @@ class ValueModel(ABC):
     ) -> ValueModel:
         """Learn from ``store``: features before ``calibration_end``, labels after it."""
         self._store = store
+        return self.fit_data(self.training_data(store, calibration_end, holdout_days, users))
+
+    def training_data(
+        self,
+        store: Store,
+        calibration_end: TimeLike,
+        holdout_days: int = 273,
+        users: Sequence[str] | None = None,
+    ) -> ValueData:
+        """What :meth:`fit` learns from: :func:`value_data` with this model's options.
+
+        Public so that a caller who fits on a subset with :meth:`fit_data` (the benchmark)
+        trains on exactly what :meth:`fit` would; models that pool earlier cut-offs override it.
+        """
         opts = self._data_options()
         opts.pop("vocab", None)  # a model being fitted builds its own vocabulary
-        return self.fit_data(value_data(store, calibration_end, holdout_days, users=users, **opts))
+        return value_data(store, calibration_end, holdout_days, users=users, **opts)
 
     def predict(
         self,

@@ -15,11 +15,22 @@ customers, which it never trains on, so every training customer has an out-of-fo
 prediction. Those drive a split-conformal adjustment of the interval levels (the 80% / 50%
 intervals then cover 80% / 50% of new customers) and a rank-preserving calibration of the
 expected spend.
+
+``snapshots=k`` trains on the customers as seen at ``k`` earlier cut-offs too (rolling
+origins, :func:`~valuerec.value.base.snapshot_data`), when the model builds its own training
+data (:meth:`fit` with a store, or :meth:`training_data`). Where purchase rates drift, how a
+history runs into its future is what the sequence encoder has to learn, and one cut-off gives
+it one example per customer: on the value benchmark's drifting synthetic logs, 8 monthly
+snapshots lift its margin over LightGBM from +0.003 to +0.009 normalized Gini (fit time about
+5x). Off by default: on CDNOW (6 snapshots) Gini rose by 0.002-0.004 but one half's decile
+MAPE went from 0.157 to 0.194, for 6x the fit time. The spend calibration and interval levels
+are fitted on the rows at the fit's own cut-off only.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,11 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from valuerec.data.store import Store
 from valuerec.features.sequences import NUMERIC
+from valuerec.features.split import TimeLike
 from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
-from valuerec.value.base import ValueData, ValueModel
+from valuerec.value.base import ValueData, ValueModel, snapshot_data
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
 from valuerec.value.counts import CountPMF, count_quantile, hurdle_pmf
@@ -114,6 +127,8 @@ class TransformerValueModel(ValueModel):
         count_weight: float = 1.0,
         count_model: str = "hurdle",
         calibrate_mean: bool = True,
+        snapshots: int = 0,
+        snapshot_step_days: int = 30,
         seed: int = 0,
         device: str | None = None,
         discount_rate: float = 0.01,
@@ -133,6 +148,8 @@ class TransformerValueModel(ValueModel):
         self.count_weight = count_weight
         self.count_model = count_model
         self.calibrate_mean = calibrate_mean
+        self.snapshots = snapshots
+        self.snapshot_step_days = snapshot_step_days
         self.seed = seed
         self.device = device
         self.discount_rate = discount_rate
@@ -144,6 +161,22 @@ class TransformerValueModel(ValueModel):
             "token_types": self.token_types,
             "vocab": getattr(self, "vocab_", None),
         }
+
+    def training_data(
+        self,
+        store: Store,
+        calibration_end: TimeLike,
+        holdout_days: int = 273,
+        users: Sequence[str] | None = None,
+    ) -> ValueData:
+        """With ``snapshots > 0``: the training customers again at ``snapshots`` earlier
+        cut-offs, ``snapshot_step_days`` apart (:func:`~valuerec.value.base.snapshot_data`)."""
+        if self.snapshots <= 0:
+            return super().training_data(store, calibration_end, holdout_days, users)
+        opts = self._data_options()
+        opts.pop("vocab", None)
+        shifts = [self.snapshot_step_days * (k + 1) for k in range(self.snapshots)]
+        return snapshot_data(store, calibration_end, holdout_days, shifts, users=users, **opts)
 
     # -- tensors -------------------------------------------------------------------------
     def _context(self, data: ValueData) -> np.ndarray:
@@ -344,9 +377,14 @@ class TransformerValueModel(ValueModel):
         if not oof_parts or data.labels is None:
             return
         rows = np.concatenate([r for r, _ in oof_parts])
+        # only rows at the fit's own cut-off: earlier snapshots' windows fall in other seasons
+        # and stages of the customers' lives, so their spend levels differ from the window
+        # being predicted (on CDNOW, calibrating on all rows doubled one half's decile MAPE)
+        here = data.at_cutoff[rows]
+        rows = rows[here]
         if len(rows) < 50:
             return
-        raw = {k: np.concatenate([o[k] for _, o in oof_parts]) for k in oof_parts[0][1]}
+        raw = {k: np.concatenate([o[k] for _, o in oof_parts])[here] for k in oof_parts[0][1]}
         y = data.labels["holdout_spend"].to_numpy()[rows]
         self.oof_spend_ = pd.Series(raw["mean"], index=data.users[rows])
         if self.calibrate_mean:
