@@ -192,6 +192,8 @@ def snapshot_data(
     the earlier cut-offs reuse the first one's sequence vocabulary.
     """
     main = value_data(store, calibration_end, holdout_days, users=users, **options)
+    if not shifts_days:
+        return main
     cut = main.split.calibration_end
     parts = [main]
     vocab = None if main.sequences is None else main.sequences.vocab
@@ -261,11 +263,17 @@ class ValueModel(ABC):
         """What :meth:`fit` learns from: :func:`value_data` with this model's options.
 
         Public so that a caller who fits on a subset with :meth:`fit_data` (the benchmark)
-        trains on exactly what :meth:`fit` would; models that pool earlier cut-offs override it.
+        trains on exactly what :meth:`fit` would. Models that also learn from earlier cut-offs
+        name them in :meth:`_snapshot_shifts` (:func:`snapshot_data`).
         """
         opts = self._data_options()
         opts.pop("vocab", None)  # a model being fitted builds its own vocabulary
-        return value_data(store, calibration_end, holdout_days, users=users, **opts)
+        shifts = self._snapshot_shifts()
+        return snapshot_data(store, calibration_end, holdout_days, shifts, users=users, **opts)
+
+    def _snapshot_shifts(self) -> list[int]:
+        """Days before the cut-off of the earlier cut-offs to train on too (none by default)."""
+        return []
 
     def predict(
         self,

@@ -30,7 +30,6 @@ are fitted on the rows at the fit's own cut-off only.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,13 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from valuerec.data.store import Store
 from valuerec.features.sequences import NUMERIC
-from valuerec.features.split import TimeLike
 from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
-from valuerec.value.base import ValueData, ValueModel, snapshot_data
+from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
 from valuerec.value.counts import CountPMF, count_quantile, hurdle_pmf
@@ -162,21 +159,9 @@ class TransformerValueModel(ValueModel):
             "vocab": getattr(self, "vocab_", None),
         }
 
-    def training_data(
-        self,
-        store: Store,
-        calibration_end: TimeLike,
-        holdout_days: int = 273,
-        users: Sequence[str] | None = None,
-    ) -> ValueData:
-        """With ``snapshots > 0``: the training customers again at ``snapshots`` earlier
-        cut-offs, ``snapshot_step_days`` apart (:func:`~valuerec.value.base.snapshot_data`)."""
-        if self.snapshots <= 0:
-            return super().training_data(store, calibration_end, holdout_days, users)
-        opts = self._data_options()
-        opts.pop("vocab", None)
-        shifts = [self.snapshot_step_days * (k + 1) for k in range(self.snapshots)]
-        return snapshot_data(store, calibration_end, holdout_days, shifts, users=users, **opts)
+    def _snapshot_shifts(self) -> list[int]:
+        """``snapshots`` earlier cut-offs, ``snapshot_step_days`` apart."""
+        return [self.snapshot_step_days * (k + 1) for k in range(max(self.snapshots, 0))]
 
     # -- tensors -------------------------------------------------------------------------
     def _context(self, data: ValueData) -> np.ndarray:
