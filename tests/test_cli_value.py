@@ -95,6 +95,7 @@ def test_fit_prints_a_comparison_table(fitted: Fitted, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     for text in ("model", "gini", "decile MAPE", "MAE tx", "AUC", "fit s", "naive", "v0001"):
         assert text in res.stdout
+    assert "would score decile MAPE" in res.stdout and "from sampling alone" in res.stdout
     assert ArtifactStore(tmp_path / "arts").versions("value-naive") == ["v0001"]
 
 
