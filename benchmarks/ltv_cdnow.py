@@ -231,6 +231,8 @@ def synthetic(users: int = 20_000, preset: str = "drifting") -> dict:
         a, b = halves(data.users)
         # the training half again at monthly earlier cut-offs (what fit(store, ...) reads)
         pooled = snapshots.training_data(store, end, cfg.holdout_days, users=a)
+        # token ids must mean the same in training and scoring (both built before `end`)
+        assert pooled.sequences.vocab == data.sequences.vocab
     truth = data_syn.truth.set_index("user_id").loc[data.users]
     expected = truth.loc[b, "expected_holdout_spend"].to_numpy()
     realised = truth.loc[b, "holdout_spend"].to_numpy()
