@@ -323,7 +323,12 @@ def test_evaluate_value_hand_checked() -> None:
     assert m["top10_share"] == pytest.approx(0.2)
     assert m["top20_share"] == pytest.approx(0.4)
     assert m["decile_mape"] == decile_mape(actual, predicted)
-    assert m["decile_mape_floor"] == decile_mape_floor(actual, predicted)["mean"]
+    floor = decile_mape_floor(actual, predicted)
+    assert m["decile_mape_floor"] == floor["mean"]
+    assert (m["decile_mape_floor_low"], m["decile_mape_floor_high"]) == (
+        floor["low"],
+        floor["high"],
+    )
     # Returned: u1, u3, u4. p_alive .9, .6, .3 against u2's .4 -> 2 of 3 pairs ordered.
     assert m["auc_return"] == pytest.approx(2 / 3)
     # Flagged at 0.5: u1, u3, both returned -> precision 1, recall 2/3, F1 0.8.

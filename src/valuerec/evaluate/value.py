@@ -513,7 +513,8 @@ def evaluate_value(
     forecast when ``pred`` has ``pred_transactions_median``, see the module docstring), ranking
     of spend (``spearman_spend``, ``normalized_gini``, ``top10_share``, ``top20_share``),
     calibration by decile (``decile_mape``, and ``decile_mape_floor``: what a perfectly
-    calibrated model with this ranking would score from sampling alone), whether ``p_alive``
+    calibrated model with this ranking would score from sampling alone, with its 95% interval
+    ``decile_mape_floor_low`` / ``_high``), whether ``p_alive``
     tells returning customers (any holdout transaction) apart (``auc_return``, NaN with a
     single class; ``precision_return``, ``recall_return``, ``f1_return`` flagging ``p_alive >=
     threshold``), interval coverage (``coverage80``, ``coverage50``, when the columns exist)
@@ -551,7 +552,10 @@ def evaluate_value(
         "top10_share": top_share(spend, pspend, 0.1),
         "top20_share": top_share(spend, pspend, 0.2),
         "decile_mape": decile_mape(spend, pspend),
-        "decile_mape_floor": decile_mape_floor(spend, pspend)["mean"],
+        **{
+            "decile_mape_floor" + ("" if k == "mean" else f"_{k}"): v
+            for k, v in decile_mape_floor(spend, pspend).items()
+        },
         "auc_return": _auc(returned, p_alive),
         **_classification(returned, p_alive >= threshold),
     }

@@ -73,7 +73,7 @@ class Sequences:
     @classmethod
     def concat(cls, parts: Sequence[Sequences]) -> Sequences:
         """Rows of ``parts`` one after the other; they must share one vocabulary and length."""
-        if any(p.vocab is not parts[0].vocab and p.vocab != parts[0].vocab for p in parts):
+        if any(p.vocab != parts[0].vocab for p in parts):
             raise ValueError("sequences built with different vocabularies cannot be stacked")
         if len({p.max_len for p in parts}) > 1:
             raise ValueError("sequences of different max_len cannot be stacked")
