@@ -276,22 +276,27 @@ class _Drift:
             out = out + self.season * (prim(hi) - prim(lo)) / (s * s + w * w)
         return out
 
-    def integral(self, lo: float, hi: float, chunk: int = 100_000) -> np.ndarray:
-        """Per user, the integral of ``f_i`` over ``[lo, hi)`` (bursts included, exactly)."""
+    def integral(
+        self, lo: float | np.ndarray, hi: float | np.ndarray, chunk: int = 100_000
+    ) -> np.ndarray:
+        """Per user, the integral of ``f_i`` over ``[lo, hi)`` (bursts included, exactly);
+        ``lo`` and ``hi`` are one window for everyone or one per user."""
         n = len(self.birth)
+        lo_all = np.broadcast_to(np.asarray(lo, dtype=float), (n,))
+        hi_all = np.broadcast_to(np.asarray(hi, dtype=float), (n,))
         out = np.empty(n)
         for a in range(0, n, chunk):
             sl = slice(a, a + chunk)
             s, b, ph = self.slope[sl], self.birth[sl], self.phase[sl]
-            k = len(s)
-            total = self._base_integral(s, b, ph, np.full(k, lo), np.full(k, hi))
+            lo_c, hi_c = lo_all[sl], hi_all[sl]
+            total = self._base_integral(s, b, ph, lo_c, hi_c)
             if self.b_start.shape[1] and self.mult != 1:
                 # the union of a row's bursts: burst j adds what the earlier ones do not cover
                 bs, be = self.b_start[sl], self.b_end[sl]
                 covered = np.maximum.accumulate(be, axis=1)
-                covered = np.concatenate([np.full((k, 1), -np.inf), covered[:, :-1]], axis=1)
-                seg_lo = np.clip(np.maximum(bs, covered), lo, hi)
-                seg_hi = np.maximum(np.clip(be, lo, hi), seg_lo)
+                covered = np.concatenate([np.full((len(s), 1), -np.inf), covered[:, :-1]], axis=1)
+                seg_lo = np.clip(np.maximum(bs, covered), lo_c[:, None], hi_c[:, None])
+                seg_hi = np.maximum(np.clip(be, lo_c[:, None], hi_c[:, None]), seg_lo)
                 extra = self._base_integral(s[:, None], b[:, None], ph[:, None], seg_lo, seg_hi)
                 total += (self.mult - 1.0) * np.where(seg_hi > seg_lo, extra, 0.0).sum(axis=1)
             out[sl] = total
