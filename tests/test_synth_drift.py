@@ -102,6 +102,25 @@ def test_the_intensity_is_the_integral_of_the_rate():
     _assert_exact_intensity_and_bound(drift, len(birth), rng)
 
 
+def test_the_intensity_over_per_user_windows():
+    """One window per user (what the Bayes forecast integrates: signup to each last purchase)
+    gives each user what a call with that user's window alone gives."""
+    cfg = drifting(bursts_per_year=6.0)
+    rng = np.random.default_rng(3)
+    birth = rng.uniform(0.05, 270, 30)
+    drift = _Drift.draw(cfg, birth, rng)
+    hi = birth + rng.uniform(0, 200, 30)
+    per_user = drift.integral(birth, hi)
+    for i in range(30):
+        one = _Drift(
+            birth[[i]], drift.slope[[i]], drift.season, drift.phase[[i]], drift.mult,
+            drift.b_start[[i]], drift.b_end[[i]],
+        )  # fmt: skip
+        assert per_user[i] == pytest.approx(one.integral(birth[i], hi[i])[0], rel=1e-12)
+        assert one.integral(birth[i], birth[i])[0] == 0.0
+    assert (drift.integral(birth, hi + 10.0) > per_user).all()
+
+
 def test_expected_purchases_with_large_intensities():
     # the closed form (1 - exp(-p L)) / p where the 400-term series would be truncated
     intensity = np.array([0.5, 40.0, 150.0, 300.0, 900.0, 2500.0])

@@ -20,7 +20,7 @@ START = pd.Timestamp("2024-01-01")
 HISTORIES = {
     "once": (40.0, [], [25.0], []),
     "steady": (10.0, [60.0, 150.0, 260.0], [30.0, 20.0, 35.0, 28.0], [100.0]),
-    "recent run": (100.0, [300.0, 320.0, 333.0, 350.0, 358.0], [10.0, 12.0, 9.0, 11.0, 10.0, 13.0], []),
+    "recent run": (100.0, [300.0, 320.0, 333.0, 350.0, 358.0], [10.0, 12, 9, 11, 10, 13], []),
     "gone quiet": (5.0, [20.0, 31.0, 44.0], [60.0, 55.0, 70.0, 65.0], []),
     "still browsing": (5.0, [20.0, 31.0, 44.0], [60.0, 55.0, 70.0, 65.0], [30.0, 200.0]),
 }
@@ -106,9 +106,7 @@ def test_posterior_equals_brute_force_integration(cfg: SynthConfig) -> None:
         log_post = cfg.q * log_nu - cfg.gamma * nu + len(z) * cfg.p_gg * log_nu - nu * z.sum()
         weight = np.exp(log_post - log_post.max())
         mean_order = float((weight * cfg.p_gg / nu).sum() / weight.sum())
-        assert got.loc[user, "expected_holdout_spend"] == pytest.approx(
-            tx * mean_order, rel=1e-4
-        )
+        assert got.loc[user, "expected_holdout_spend"] == pytest.approx(tx * mean_order, rel=1e-4)
     # the histories order as they should: a recent run of purchases expects the most
     tx = got["expected_holdout_transactions"]
     assert tx["recent run"] > tx["steady"] > tx["gone quiet"]
