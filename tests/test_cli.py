@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from valuerec.cli import app
 from valuerec.data.store import Store
+from valuerec.data.synth import SynthConfig, generate
+from valuerec.data.synth_posterior import posterior_forecast
+from valuerec.evaluate.value import normalized_gini
 from valuerec.serve import create_app
 from valuerec.serve.keys import KeyStore, default_keys_path
 
@@ -117,8 +121,29 @@ def test_synth_writes_the_tables(tmp_path):
     assert res.exit_code == 0, res.output
     for name in ("events", "items", "users", "truth", "holdout_events"):
         assert (tmp_path / "syn" / f"{name}.csv").stat().st_size > 0
+    assert not (tmp_path / "syn" / "posterior.csv").exists()
     db = str(tmp_path / "s.duckdb")
     assert _run("ingest", str(tmp_path / "syn" / "events.csv"), "--db", db).exit_code == 0
+
+
+def test_synth_preset_and_bayes_forecast(tmp_path):
+    """A drifting log with its Bayes forecast: the file is the library's forecast, and it
+    ranks users against the truth better than their past spend does."""
+    common = ("--users", "300", "--items", "30", "--seed", "2", "--out", str(tmp_path / "syn"))
+    res = _run("datasets", "synth", *common, "--preset", "drifting", "--posterior")
+    assert res.exit_code == 0, res.output
+    written = pd.read_csv(tmp_path / "syn" / "posterior.csv")
+    expected = posterior_forecast(generate(SynthConfig.drifting(users=300, items=30, seed=2)))
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False, rtol=1e-9)
+    truth = pd.read_csv(tmp_path / "syn" / "truth.csv").set_index("user_id")
+    assert truth["rate_trend_per_year"].std() > 0.5  # the drifting preset, not the default
+    events = pd.read_csv(tmp_path / "syn" / "events.csv")
+    past = events.groupby("user_id")["value"].sum().reindex(truth.index, fill_value=0.0)
+    target = truth["expected_holdout_spend"].to_numpy()
+    ours = written.set_index("user_id").loc[truth.index, "expected_holdout_spend"].to_numpy()
+    assert normalized_gini(target, ours) > normalized_gini(target, past.to_numpy()) + 0.05
+    res = _run("datasets", "synth", *common, "--preset", "wobbly")
+    assert res.exit_code != 0 and "unknown preset 'wobbly'" in res.output
 
 
 @pytest.mark.network

@@ -250,30 +250,57 @@ def datasets_synth(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     event_ids: Annotated[bool, typer.Option(help="Give every event an event_id.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="stationary (BG/NBD rates), drifting (trends, a shared season, bursts) or "
+            "personal-seasons (each user's own annual season)."
+        ),
+    ] = "stationary",
+    posterior: Annotated[
+        bool,
+        typer.Option(
+            help="Also write posterior.csv: each user's Bayes forecast of the holdout from the "
+            "log (the best any model can do; score yours against truth beside it)."
+        ),
+    ] = False,
 ) -> None:
     """Generate a synthetic e-commerce log with known ground truth (truth.csv)."""
+    presets = {
+        "stationary": synth.SynthConfig,
+        "drifting": synth.SynthConfig.drifting,
+        "personal-seasons": synth.SynthConfig.personal_seasons,
+    }
+    if preset not in presets:
+        raise fail(f"unknown preset {preset!r}: one of {', '.join(presets)}")
+    if fmt not in ("csv", "parquet"):
+        raise fail(f"unknown format {fmt!r}: csv or parquet")
+    cfg = presets[preset](
+        users=users, items=items, days=days, holdout_days=holdout_days, seed=seed,
+        event_ids=event_ids,
+    )  # fmt: skip
     with progress() as bar:
         task = bar.add_task("generating", total=None)
-        data = synth.generate(
-            users=users,
-            items=items,
-            days=days,
-            holdout_days=holdout_days,
-            seed=seed,
-            event_ids=event_ids,
-            progress=lambda step: bar.update(task, description=step),
-        )
-        bar.update(task, description="writing")
         try:
-            paths = data.write(out_dir, fmt)
+            data = synth.generate(cfg, progress=lambda step: bar.update(task, description=step))
         except ValueError as exc:
             raise fail(str(exc)) from None
-    table = Table(title=f"synthetic data (seed {seed})")
+        bar.update(task, description="writing")
+        paths = data.write(out_dir, fmt)
+        rows = {name: len(getattr(data, name)) for name in paths}
+        if posterior:
+            from valuerec.data.synth_posterior import posterior_forecast
+
+            bar.update(task, description="Bayes forecast")
+            forecast = posterior_forecast(data)
+            paths["posterior"] = synth.write_table(forecast, out_dir, "posterior", fmt)
+            rows["posterior"] = len(forecast)
+    table = Table(title=f"synthetic data ({preset}, seed {seed})")
     table.add_column("table")
     table.add_column("rows", justify="right")
     table.add_column("file")
     for name, path in paths.items():
-        table.add_row(name, f"{len(getattr(data, name)):,}", str(path))
+        table.add_row(name, f"{rows[name]:,}", str(path))
     out.print(table)
 
 

@@ -147,25 +147,29 @@ class SynthData:
 
     def write(self, out: str | Path, fmt: str = "csv") -> dict[str, Path]:
         """Write every table to ``out/NAME.{csv,parquet}``; returns the paths."""
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
+        return {
+            name: write_table(getattr(self, name), out, name, fmt)
+            for name in ("events", "items", "users", "truth", "holdout_events")
+        }
 
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for name in ("events", "items", "users", "truth", "holdout_events"):
-            frame = getattr(self, name)
-            tbl = pa.Table.from_pandas(frame, preserve_index=False)
-            path = out / f"{name}.{fmt}"
-            if fmt == "csv":
-                pacsv.write_csv(tbl, path)
-            elif fmt == "parquet":
-                pq.write_table(tbl, path)
-            else:
-                raise ValueError(f"unknown format {fmt!r}: csv or parquet")
-            paths[name] = path
-        return paths
+
+def write_table(frame: pd.DataFrame, out: str | Path, name: str, fmt: str = "csv") -> Path:
+    """Write ``frame`` to ``out/name.{csv,parquet}`` (the folder is made) and return the path."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown format {fmt!r}: csv or parquet")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tbl = pa.Table.from_pandas(frame, preserve_index=False)
+    path = out / f"{name}.{fmt}"
+    if fmt == "csv":
+        pacsv.write_csv(tbl, path)
+    else:
+        pq.write_table(tbl, path)
+    return path
 
 
 def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:

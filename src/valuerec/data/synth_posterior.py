@@ -73,8 +73,8 @@ def posterior_forecast(
     ``min_ess`` (those whose purchases pin their drift down, a burst say) are drawn again with
     ``redraw`` times as many. Returns ``user_id``, ``p_alive`` (at the cut-off),
     ``expected_holdout_transactions``, ``expected_holdout_spend`` and ``ess`` (the effective
-    sample size of the customer's weights, ``draws`` at most; 1 without drift), in ``users``
-    order (every user of the log by default).
+    sample size of the customer's weights: at most the draws they got; 1 without drift), in
+    ``users`` order (every user of the log by default).
     """
     cfg = data.config
     if draws < 1:
