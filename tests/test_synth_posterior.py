@@ -138,5 +138,7 @@ def test_bad_arguments() -> None:
         posterior_forecast(data, users=["once", "nobody"])
     with pytest.raises(ValueError, match="draws"):
         posterior_forecast(data, draws=0)
-    one = posterior_forecast(data, users=["steady"])
+    calls: list[tuple[int, int]] = []
+    one = posterior_forecast(data, users=["steady"], progress=lambda *a: calls.append(a))
     assert one["user_id"].tolist() == ["steady"]
+    assert calls == [(1, 1)]

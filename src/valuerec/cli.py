@@ -291,8 +291,10 @@ def datasets_synth(
         if posterior:
             from valuerec.data.synth_posterior import posterior_forecast
 
-            bar.update(task, description="Bayes forecast")
-            forecast = posterior_forecast(data)
+            bar.update(task, description="Bayes forecast", completed=0, total=len(data.users))
+            forecast = posterior_forecast(
+                data, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
             paths["posterior"] = synth.write_table(forecast, out_dir, "posterior", fmt)
             rows["posterior"] = len(forecast)
     table = Table(title=f"synthetic data ({preset}, seed {seed})")

@@ -39,7 +39,7 @@ Written by hand: no library computes the posterior of this particular generator;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,13 +65,15 @@ def posterior_forecast(
     users: Sequence[str] | None = None,
     min_ess: float = 100.0,
     redraw: int = 10,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Posterior mean of each customer's holdout purchases and spend from the calibration log.
 
     ``draws``: prior draws of each customer's drift (ignored when the log does not drift: the
     posterior is then exact); customers whose weights leave an effective sample size below
     ``min_ess`` (those whose purchases pin their drift down, a burst say) are drawn again with
-    ``redraw`` times as many. Returns ``user_id``, ``p_alive`` (at the cut-off),
+    ``redraw`` times as many; ``progress(done, total)`` is called after each chunk of customers
+    (the redrawn ones count again). Returns ``user_id``, ``p_alive`` (at the cut-off),
     ``expected_holdout_transactions``, ``expected_holdout_spend`` and ``ess`` (the effective
     sample size of the customer's weights: at most the draws they got; 1 without drift), in
     ``users`` order (every user of the log by default).
@@ -116,6 +118,7 @@ def posterior_forecast(
     # after it -- a view within 20 minutes of the purchase may belong to a session begun before
     seen_after = last_seen > t_last + _SESSION_DAYS
     todo, m = np.arange(n), draws if cfg.drifts else 1
+    done, total = 0, n
     for _ in range(2 if cfg.drifts and redraw > 1 else 1):
         by_x = todo[np.argsort(x[todo], kind="stable")]  # chunks of similar x pad little
         lo = 0
@@ -128,8 +131,12 @@ def posterior_forecast(
             p_alive[sel], tx[sel], ess[sel] = _chunk(
                 cfg, birth[sel], t_last[sel], seen_after[sel], rep, m, rng
             )
+            done += len(sel)
+            if progress:
+                progress(done, total)
             lo = hi
         todo, m = np.flatnonzero(ess < min_ess), m * redraw
+        total += len(todo)
     mean_order = cfg.p_gg * (cfg.gamma + spent) / (cfg.q + orders * cfg.p_gg - 1.0)
     return pd.DataFrame(
         {
