@@ -39,6 +39,7 @@ from rich.table import Table
 from valuerec.data import datasets
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
+from valuerec.data.synth import PRESETS as SYNTH_PRESETS
 from valuerec.data.synth import SynthConfig, generate
 from valuerec.data.synth_posterior import posterior_forecast
 from valuerec.evaluate.value import evaluate_value, normalized_gini, paired_bootstrap
@@ -206,7 +207,7 @@ BAYES_STATIONARY_ROW = "bayes posterior, no-drift prior"
 DRIFT_FIELDS = ("trend_mean", "trend_sd", "seasonality", "season_phase_spread", "bursts_per_year")
 
 #: synthetic settings: shared seasons (the default) or each customer's own annual season
-PRESETS = {"drifting": SynthConfig.drifting, "personal-seasons": SynthConfig.personal_seasons}
+PRESETS = {name: make for name, make in SYNTH_PRESETS.items() if name != "stationary"}
 
 
 def synthetic(users: int = 20_000, preset: str = "drifting") -> dict:

@@ -266,16 +266,11 @@ def datasets_synth(
     ] = False,
 ) -> None:
     """Generate a synthetic e-commerce log with known ground truth (truth.csv)."""
-    presets = {
-        "stationary": synth.SynthConfig,
-        "drifting": synth.SynthConfig.drifting,
-        "personal-seasons": synth.SynthConfig.personal_seasons,
-    }
-    if preset not in presets:
-        raise fail(f"unknown preset {preset!r}: one of {', '.join(presets)}")
+    if preset not in synth.PRESETS:
+        raise fail(f"unknown preset {preset!r}: one of {', '.join(synth.PRESETS)}")
     if fmt not in ("csv", "parquet"):
         raise fail(f"unknown format {fmt!r}: csv or parquet")
-    cfg = presets[preset](
+    cfg = synth.PRESETS[preset](
         users=users, items=items, days=days, holdout_days=holdout_days, seed=seed,
         event_ids=event_ids,
     )  # fmt: skip

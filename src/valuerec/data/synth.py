@@ -129,6 +129,14 @@ class SynthConfig:
         return cls.drifting(**{"seasonality": 0.6, "season_phase_spread": 1.0, **overrides})
 
 
+#: the named settings of the generator (``valuerec datasets synth --preset``, the benchmarks)
+PRESETS: dict[str, Callable[..., SynthConfig]] = {
+    "stationary": SynthConfig,
+    "drifting": SynthConfig.drifting,
+    "personal-seasons": SynthConfig.personal_seasons,
+}
+
+
 def drifting(**overrides: object) -> SynthConfig:
     """:meth:`SynthConfig.drifting`: the value benchmark's "drifting rates" configuration."""
     return SynthConfig.drifting(**overrides)
