@@ -9,12 +9,13 @@ decile MAPE a perfectly calibrated model would score from the scored half's samp
 (spend is heavy-tailed, so the target of 0.10 sits near that floor), and the targets checked
 in the same run. A second part generates synthetic logs with drifting purchase rates (trend,
 seasonality, bursts; truth known) and compares the sequence model (as fitted at the cut-off,
-and trained on the training half at 8 earlier monthly cut-offs too: rolling origins) with
-LightGBM and BG/NBD against the true expected future spend, beside two references: the Bayes
-posterior mean under the generator itself (its priors known; the most any model can attain
-from the log, so the part of the +0.03 target that is attainable at all), the same posterior
-assuming no drift (what drift-awareness alone adds), and LightGBM given each customer's true
-(unobservable) drift multiplier over the holdout window.
+and trained on the training half at 8 earlier monthly cut-offs too: rolling origins; and the
+ensemble of LightGBM with that Transformer) with LightGBM and BG/NBD against the true expected
+future spend, beside two references: the Bayes posterior mean under the generator itself (its
+priors known; the most any model can attain from the log, so the part of the +0.03 target that
+is attainable at all), the same posterior assuming no drift (what drift-awareness alone adds),
+and LightGBM given each customer's true (unobservable) drift multiplier over the holdout
+window.
 
     python benchmarks/ltv_cdnow.py [--skip-synthetic | --skip-cdnow]
         [--synthetic-preset personal-seasons]
