@@ -120,7 +120,8 @@ def test_reading_the_drift_beats_the_stationary_posterior() -> None:
     in aggregate (a posterior mean's errors average out)."""
     data = generate(SynthConfig.drifting(users=1_500, items=50, seed=4))
     truth = data.truth.set_index("user_id")
-    flat = dataclasses.replace(data, config=SynthConfig(users=1_500, items=50, seed=4))
+    flat = dataclasses.replace(data, config=data.config.without_drift())
+    assert not flat.config.drifts and flat.config.users == 1_500 and data.config.drifts
     drift = posterior_forecast(data, draws=300, min_ess=30, seed=1).set_index("user_id")
     still = posterior_forecast(flat).set_index("user_id")
     target = truth.loc[drift.index, "expected_holdout_transactions"]

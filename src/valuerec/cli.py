@@ -268,8 +268,10 @@ def datasets_synth(
     """Generate a synthetic e-commerce log with known ground truth (truth.csv)."""
     if preset not in synth.PRESETS:
         raise fail(f"unknown preset {preset!r}: one of {', '.join(synth.PRESETS)}")
-    if fmt not in ("csv", "parquet"):
-        raise fail(f"unknown format {fmt!r}: csv or parquet")
+    try:
+        synth.check_format(fmt)  # before generating, not after
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     cfg = synth.PRESETS[preset](
         users=users, items=items, days=days, holdout_days=holdout_days, seed=seed,
         event_ids=event_ids,

@@ -28,6 +28,7 @@ per user in ``truth`` (realised and expected future transactions and spend, aliv
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,10 @@ _PRICE_MEDIAN = {
     "books": 15, "music": 14, "movies": 12, "electronics": 80, "home": 35, "garden": 30,
     "toys": 25, "sports": 40, "fashion": 45, "beauty": 22, "grocery": 9, "games": 30,
 }  # fmt: skip
+
+
+#: the options that make the purchase rate drift (a phase spread only matters with a season)
+_RATE_DRIFT = ("trend_mean", "trend_sd", "seasonality", "bursts_per_year")
 
 
 @dataclass
@@ -116,7 +121,14 @@ class SynthConfig:
     @property
     def drifts(self) -> bool:
         """Whether any drift option is on (otherwise purchases are a homogeneous process)."""
-        return bool(self.trend_mean or self.trend_sd or self.seasonality or self.bursts_per_year)
+        return any(getattr(self, name) for name in _RATE_DRIFT)
+
+    def without_drift(self) -> SynthConfig:
+        """This configuration with every drift option off: the stationary process with the
+        same population (what a no-drift prior assumes about a drifting log)."""
+        return dataclasses.replace(
+            self, **dict.fromkeys((*_RATE_DRIFT, "season_phase_spread"), 0.0)
+        )
 
     @classmethod
     def personal_seasons(cls, **overrides: object) -> SynthConfig:
@@ -161,14 +173,19 @@ class SynthData:
         }
 
 
+def check_format(fmt: str) -> None:
+    """Raise ``ValueError`` unless ``fmt`` is a format :func:`write_table` writes."""
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown format {fmt!r}: csv or parquet")
+
+
 def write_table(frame: pd.DataFrame, out: str | Path, name: str, fmt: str = "csv") -> Path:
     """Write ``frame`` to ``out/name.{csv,parquet}`` (the folder is made) and return the path."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"unknown format {fmt!r}: csv or parquet")
+    check_format(fmt)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tbl = pa.Table.from_pandas(frame, preserve_index=False)
