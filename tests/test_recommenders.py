@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 from valuerec.recommend.base import REC_COLUMNS, interaction_matrix
 from valuerec.recommend.ease import EASERecommender
@@ -274,3 +277,12 @@ def test_multvae_stops_early_on_validation_and_keeps_the_best_weights(log):
     # without validation it trains the full budget
     plain = MultVAERecommender(hidden=16, latent=4, epochs=3).fit(inter)
     assert plain.epochs_run_ == 3 and plain.best_epoch_ == 3
+
+
+def test_als_fit_leaves_blas_single_threaded_without_a_warning(log):
+    """implicit warns (and slows down) when OpenBLAS runs its own threads under its solver;
+    the model is built and fitted with BLAS held to one thread, so users see no warning."""
+    with threadpool_limits(2, "blas"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ALSRecommender(factors=4, iterations=2).fit(log)
+    assert not [w for w in caught if "threads" in str(w.message)]

@@ -44,9 +44,14 @@ class _Factorised(Recommender):
         raise NotImplementedError
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        model = self._make_model()
-        # implicit runs its own threads; a BLAS thread pool underneath oversubscribes
+        # implicit runs its own threads; a BLAS thread pool underneath oversubscribes. The
+        # model is made inside the limit too (implicit checks the BLAS threads when it is
+        # constructed and warns otherwise), after importing implicit: the limit only reaches
+        # the BLAS libraries already loaded, and implicit loads scipy's own.
+        import implicit  # noqa: F401
+
         with threadpool_limits(1, "blas"):
+            model = self._make_model()
             model.fit(matrix.astype(np.float32), show_progress=False)
         uf, itf = model.user_factors, model.item_factors
         self.user_factors_ = np.asarray(getattr(uf, "to_numpy", lambda: uf)())
