@@ -14,7 +14,9 @@ revenue and NDCG change against relevance and against the blend.
 Per seed (see :mod:`valuerec.simulate.experiment`): a 60-day organic pre-period fits the
 recommender (EASE) and the value model (BG/NBD); a 30-day epsilon-greedy (0.5) relevance log
 trains the purchase model (LightGBM) and the learned long-term policy (PyTorch); every policy
-then serves 90 days from the same state with the same random numbers. Off-policy estimates
+then serves 90 days from the same state with the same random numbers, and every 15 days the
+platform refits its recommender, its purchase model and the learned policy on everything logged
+so far (``--no-refit-recommender``: the pre-period recommender throughout). Off-policy estimates
 (IPS, SNIPS, DR of revenue per visit) come from a second, independent logging run and are
 compared with the exact value of each policy on the logged contexts.
 
@@ -243,6 +245,12 @@ def main() -> None:
     parser.add_argument(
         "--refit-days", type=int, default=15, help="purchase model refits (0: fitted once)"
     )
+    parser.add_argument(
+        "--refit-recommender",
+        action=argparse.BooleanOptionalAction,
+        default=ExperimentConfig.refit_recommender,
+        help="the platform also refits its recommender at each refit",
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the 10,000-user timing")
     parser.add_argument("--speed-only", action="store_true", help="only the 10,000-user timing")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma list to run")
@@ -257,6 +265,7 @@ def main() -> None:
         days=args.days,
         log_days=args.log_days,
         refit_days=args.refit_days or None,
+        refit_recommender=args.refit_recommender,
         policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
         value_weight=args.value_weight,
         diversity=args.diversity,

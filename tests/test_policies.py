@@ -125,7 +125,7 @@ def test_refitting_the_purchase_model_changes_only_what_reads_it() -> None:
     torch.set_num_threads(1)
     cfg = ExperimentConfig(
         users=300, items=200, seeds=(0,), pre_days=20, log_days=10, days=12, candidates=20,
-        refit_days=None,
+        refit_days=None, refit_recommender=False,
     )  # fmt: skip
     prep = prepare_seed(cfg, 0)
     blend = ValueAwarePolicy(3.0, 1.0)
@@ -171,3 +171,27 @@ def test_the_learned_policy_is_retrained_on_the_log_like_the_purchase_model(monk
     assert refitted.revenue != once.revenue
     after = learned.net_.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the original is untouched
+
+
+def test_refitting_the_recommender_reaches_every_policy_and_only_when_asked() -> None:
+    """With ``refit_recommender`` the platform refits its recommender on the pre-period plus
+    everything logged so far at each refit: even the relevance policy then shows other
+    slates, while a run with no refit inside it is unchanged."""
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig(
+        users=300, items=200, seeds=(0,), pre_days=20, log_days=10, days=12, candidates=20,
+        refit_days=None, refit_recommender=True,
+    )  # fmt: skip
+    prep = prepare_seed(cfg, 0)
+    relevance = RelevancePolicy()
+    once = prep.run(relevance)
+    assert prep.run(Refitted(relevance, 12)).revenue == once.revenue  # no refit inside 12 days
+    refitted = prep.run(Refitted(relevance, 4))
+    assert refitted.clicks != once.clicks and refitted.revenue != once.revenue
+    # the refit sees the served days: the refitted scores differ from the pre-period fit
+    platform = prep.log_platform.copy()
+    prep.refit_recommender(platform, [prep.train_log])
+    assert not np.allclose(platform.relevance_scores, prep.log_platform.relevance_scores)
+    # the same refit from the pre-period alone reproduces the platform's own recommender
+    prep.refit_recommender(platform, [])
+    np.testing.assert_allclose(platform.relevance_scores, prep.log_platform.relevance_scores)

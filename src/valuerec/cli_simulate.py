@@ -280,6 +280,13 @@ def policy_evaluate(
         "revenue"
     ),
     ope: Annotated[bool, typer.Option(help="Off-policy evaluation against the truth.")] = True,
+    refit_recommender: Annotated[
+        bool,
+        typer.Option(
+            help="The platform refits its recommender on the growing log every 15 days, "
+            "with its purchase model (off: the pre-period fit serves throughout)."
+        ),
+    ] = True,  # ExperimentConfig.refit_recommender (not imported here: --help stays fast)
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Run every policy in the simulator over seeds: revenue, active users, clicks, NDCG@10."""
@@ -299,6 +306,7 @@ def policy_evaluate(
         objective=objective,
         conservatism=conservatism,
         ope=ope,
+        refit_recommender=refit_recommender,
     )
     results = []
     try:
