@@ -65,6 +65,7 @@ from valuerec.simulate.experiment import (
     config_dict,
     fit_learned,
     ope_pooled,
+    ope_simultaneous,
     ope_table,
     paired,
     run_seed,
@@ -317,7 +318,8 @@ def main() -> None:
     targets.add_row(
         "learned revenue > blend", _pct(learned_gain), "yes" if learned_gain[0] > 0 else "NO"
     )
-    coverage = {}
+    coverage: dict[str, Any] = {}
+    simultaneous: dict[str, str] = {}
     pooled = ope_pooled(results)
     if len(ope):
         for est in ("ips", "snips", "dr"):
@@ -331,6 +333,20 @@ def main() -> None:
                 f"OPE {est.upper()} 95% interval covers truth (per seed)",
                 text,
                 "yes" if all_in else "NO",
+            )
+        together = ope_simultaneous(results)
+        for est in ("ips", "snips", "dr"):
+            sel = together[together["estimator"] == est]
+            missed = sel[~sel["covers"]]
+            text = f"{int(sel['covers'].sum())}/{len(sel)}" + "".join(
+                f"; misses {r.policy} seed {r.seed}" for r in missed.itertuples()
+            )
+            simultaneous[est] = f"{int(sel['covers'].sum())}/{len(sel)}"
+            targets.add_row(
+                f"OPE {est.upper()} simultaneous 95% intervals (Bonferroni over all {len(sel)}) "
+                "cover every truth",
+                text,
+                "yes" if bool(sel["covers"].all()) else "NO",
             )
         for est in ("ips", "snips", "dr"):
             sel = pooled[pooled["estimator"] == est]
@@ -366,6 +382,7 @@ def main() -> None:
                 "blend_ndcg_change": ndcg_change,
                 "learned_vs_blend": learned_gain,
                 "ope_coverage": coverage,
+                "ope_simultaneous": simultaneous,
                 "ope_pooled": pooled.to_dict(orient="records"),
             },
         )

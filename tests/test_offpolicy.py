@@ -230,3 +230,33 @@ def test_clustered_interval_widens_for_correlated_rounds_only():
         ope.ips(r, b, b, groups=groups, interval="bootstrap")
     with pytest.raises(ValueError, match="one entry per round"):
         ope.snips(r, b, b, groups=groups[:-1])
+
+
+def test_simultaneous_intervals_hold_a_whole_family_of_estimates_together():
+    """Families of 10 independent DR estimates: 95% intervals all hold the truth together
+    only about 0.95^10 = 60% of the time; Bonferroni intervals about 95% of the time."""
+    v = truth()
+    estimates = repetitions()["dr"]
+    families = [estimates[i : i + 10] for i in range(0, len(estimates), 10)]
+    each_alone = sum(all(e.covers(v) for e in fam) for fam in families)
+    together = [ope.simultaneous(fam) for fam in families]
+    held = sum(all(e.covers(v) for e in fam) for fam in together)
+    assert held >= 18 and each_alone <= 14, (held, each_alone)
+    wide, plain = together[0][0], families[0][0]
+    assert wide.estimate == plain.estimate and wide.se == plain.se
+    assert wide.level == pytest.approx(0.995)
+    # the half-width grows from z(0.975) to z(0.9975)
+    ratio = (wide.high - wide.low) / (plain.high - plain.low)
+    assert ratio == pytest.approx(2.807 / 1.960, rel=1e-3)
+    assert ope.simultaneous(families[0][:1])[0].low == pytest.approx(plain.low)  # K = 1: as is
+
+
+def test_simultaneous_needs_normal_intervals_and_a_family():
+    log = BANDIT.log(300, 0)
+    boot = ope.ips(*args(log), interval="bootstrap", n_boot=200)
+    with pytest.raises(ValueError, match="bootstrap"):
+        ope.simultaneous([boot])
+    with pytest.raises(ValueError, match="at least one"):
+        ope.simultaneous([])
+    with pytest.raises(ValueError, match="level"):
+        ope.simultaneous([ope.ips(*args(log))], level=1.5)

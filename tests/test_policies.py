@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from valuerec.evaluate.offpolicy import Estimate
 from valuerec.recommend.longterm import LongTermPolicy
 from valuerec.recommend.policies import (
     EpsilonGreedy,
@@ -18,11 +19,14 @@ from valuerec.recommend.policies import (
 from valuerec.simulate.experiment import (
     ExperimentConfig,
     Refitted,
+    SeedResult,
     fit_learned,
     logged_slates,
+    ope_simultaneous,
     prepare_seed,
     run_seed,
 )
+from valuerec.simulate.ope import OPEResult
 
 
 def _ctx(n: int = 6, m: int = 12, k: int = 4, seed: int = 0) -> SlateContext:
@@ -195,3 +199,27 @@ def test_refitting_the_recommender_reaches_every_policy_and_only_when_asked() ->
     # the same refit from the pre-period alone reproduces the platform's own recommender
     prep.refit_recommender(platform, [])
     np.testing.assert_allclose(platform.relevance_scores, prep.log_platform.relevance_scores)
+
+
+def test_ope_intervals_made_simultaneous_over_every_seed_and_policy() -> None:
+    """Four cells (2 seeds x 2 policies): an error of 2.3 standard errors is outside a 95%
+    interval but inside the Bonferroni one over 4 (z = 2.50); 3.5 is outside both."""
+
+    def result(seed: int, errors: dict[str, float]) -> SeedResult:
+        def cell(err: float) -> Estimate:
+            return Estimate("ips", 10 + err, 10 + err - 1.96, 10 + err + 1.96, 100, 1.0, "normal")
+
+        est = {name: {"ips": cell(err)} for name, err in errors.items()}
+        return SeedResult(seed, {}, OPEResult(est, {name: 10.0 for name in errors}), {})
+
+    results = [
+        result(0, {"blend": 2.3, "learned": 0.1}),
+        result(1, {"blend": -0.5, "learned": 3.5}),
+    ]
+    table = ope_simultaneous(results)
+    assert list(table["family"].unique()) == [4] and set(table["estimator"]) == {"ips"}
+    covers = {(r.seed, r.policy): r.covers for r in table.itertuples()}
+    assert covers == {(0, "blend"): True, (0, "learned"): True, (1, "blend"): True,
+                      (1, "learned"): False}  # fmt: skip
+    half = (table["high"] - table["low"]) / 2
+    np.testing.assert_allclose(half, 2.4977, rtol=1e-3)  # z(1 - 0.05 / 8)

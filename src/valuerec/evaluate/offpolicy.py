@@ -30,11 +30,14 @@ is a ratio of means; its normal interval uses the
 delta method (influence terms ``w_i (r_i - V̂) / w̄``). ``interval="bootstrap"`` gives the
 percentile bootstrap (rounds resampled with replacement, :func:`scipy.stats.bootstrap`)
 instead, for every estimator; prefer it when rewards are rare and weights heavy-tailed.
+:func:`simultaneous` widens a family of normal intervals (Bonferroni) so that they hold their
+true values all together, for claims about several policies at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -276,6 +279,40 @@ def evaluate(
     if q_hat_logged is not None:
         out["dr"] = dr(rewards, propensities, target_probs, q_hat_logged, q_hat_target, **options)
     return out
+
+
+def simultaneous(estimates: Sequence[Estimate], level: float = 0.95) -> list[Estimate]:
+    """The same estimates with Bonferroni intervals, each at ``1 - (1 - level) / K``, so that
+    all ``K`` hold their true values together with probability at least ``level``.
+
+    Each 95% interval misses its truth one time in twenty by design, so among 20 of them one
+    miss is the expected count. A claim about all of them at once -- every candidate policy's
+    value is inside its interval, or the best of K policies is picked from their intervals --
+    needs the family to hold together. Bonferroni assumes nothing about how the estimates
+    depend on one another (estimates from one log share its rounds). Normal and delta-method
+    intervals only: they are rebuilt from the standard error each keeps, while a bootstrap
+    interval would need its resamples again.
+    """
+    estimates = list(estimates)
+    if not estimates:
+        raise ValueError("simultaneous needs at least one estimate")
+    _z(level)  # validates level
+    if any(e.interval == "bootstrap" for e in estimates):
+        raise ValueError("simultaneous intervals need normal (or delta) intervals, not bootstrap")
+    k = len(estimates)
+    each = 1.0 - (1.0 - level) / k
+    z = _z(each)
+    kind = f"Bonferroni over {k}"
+    return [
+        replace(
+            e,
+            low=e.estimate - z * e.se,
+            high=e.estimate + z * e.se,
+            interval=f"{e.interval}, {kind}",
+            level=each,
+        )
+        for e in estimates
+    ]
 
 
 def _check_interval(interval: str, groups: Any | None = None, n: int = 0) -> str:

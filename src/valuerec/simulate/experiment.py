@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from valuerec.evaluate import offpolicy
 from valuerec.recommend.longterm import EPOCHS, LoggedSlates, LongTermPolicy
 from valuerec.recommend.policies import (
     EpsilonGreedy,
@@ -465,6 +466,31 @@ def ope_table(results: Sequence[SeedResult]) -> pd.DataFrame:
             continue
         for row in r.ope.rows():
             rows.append({"seed": r.seed, **row})
+    return pd.DataFrame(rows)
+
+
+def ope_simultaneous(results: Sequence[SeedResult], level: float = 0.95) -> pd.DataFrame:
+    """Per estimator, every seed's and target's interval made simultaneous over all of them
+    (:func:`~valuerec.evaluate.offpolicy.simultaneous`, Bonferroni): do they hold every truth
+    together, as "the estimates cover the truth for every policy" claims of the family?
+
+    One row per seed, target and estimator with ``low``, ``high``, ``covers`` and ``family``
+    (how many intervals the estimator's family has)."""
+    rows = []
+    for est in offpolicy.ESTIMATORS:
+        cells = [
+            (r.seed, name, ests[est], r.ope.truth[name])
+            for r in results
+            if r.ope is not None
+            for name, ests in r.ope.estimates.items()
+            if est in ests
+        ]
+        if not cells:
+            continue
+        wide = offpolicy.simultaneous([c[2] for c in cells], level)
+        for (seed, name, _, truth), e in zip(cells, wide, strict=True):
+            row = {"seed": seed, "policy": name, "estimator": est, "low": e.low, "high": e.high}
+            rows.append({**row, "covers": e.covers(truth), "family": len(cells)})
     return pd.DataFrame(rows)
 
 
