@@ -319,7 +319,6 @@ def main() -> None:
         "learned revenue > blend", _pct(learned_gain), "yes" if learned_gain[0] > 0 else "NO"
     )
     coverage: dict[str, Any] = {}
-    simultaneous: dict[str, str] = {}
     pooled = ope_pooled(results)
     if len(ope):
         for est in ("ips", "snips", "dr"):
@@ -341,7 +340,6 @@ def main() -> None:
             text = f"{int(sel['covers'].sum())}/{len(sel)}" + "".join(
                 f"; misses {r.policy} seed {r.seed}" for r in missed.itertuples()
             )
-            simultaneous[est] = f"{int(sel['covers'].sum())}/{len(sel)}"
             targets.add_row(
                 f"OPE {est.upper()} simultaneous 95% intervals (Bonferroni over all {len(sel)}) "
                 "cover every truth",
@@ -382,7 +380,6 @@ def main() -> None:
                 "blend_ndcg_change": ndcg_change,
                 "learned_vs_blend": learned_gain,
                 "ope_coverage": coverage,
-                "ope_simultaneous": simultaneous,
                 "ope_pooled": pooled.to_dict(orient="records"),
             },
         )

@@ -517,6 +517,11 @@ def test_policy_section_shows_the_experiment_record_with_intervals_days_and_ope(
     assert page.value("policy-ope", "0:value-aware", "dr") == pytest.approx(
         first.estimates["value-aware"]["dr"].estimate
     )
+    # the simultaneous intervals' count is the record's, and at least the 95% intervals' own
+    held = record["ope_simultaneous"]["dr"]
+    alone = sum(r["dr_covers"] for r in record["ope"])
+    assert held.endswith("/6") and int(held.split("/")[0]) >= alone
+    assert f"DR {held}." in out.read_text()
     fig = page.figures["policy-days"]
     drawn = squash(svg_text(svg_of(fig)))
     assert "cumulative revenue" in drawn and "active users" in drawn

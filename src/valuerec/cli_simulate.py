@@ -181,7 +181,7 @@ def policy_data(
     """The JSON-able record of a policy experiment that ``valuerec report --policy-json``
     renders: the policy table with intervals, paired relative differences with intervals, the
     mean cumulative revenue and active users per day, and the OPE rows against the truth."""
-    from valuerec.simulate.experiment import ope_table, paired, summarise
+    from valuerec.simulate.experiment import ope_simultaneous, ope_table, paired, summarise
 
     summary = summarise(results) if summary is None else summary
     ope = ope_table(results) if ope is None else ope
@@ -203,12 +203,18 @@ def policy_data(
             "cumulative_revenue": rev.tolist(),
             "active": act.tolist(),
         }
+    together = ope_simultaneous(results)
+    joint = {
+        est: f"{int(sel['covers'].sum())}/{len(sel)}"
+        for est, sel in (together.groupby("estimator") if len(together) else [])
+    }
     return {
         "seeds": [r.seed for r in results],
         "policies": summary.to_dict(orient="records"),
         "paired": pairs,
         "daily": daily,
         "ope": ope.to_dict(orient="records"),
+        "ope_simultaneous": joint,  # per estimator: truths held by the Bonferroni intervals
     }
 
 
