@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from valuerec.recommend.policies import (
 )
 from valuerec.simulate.experiment import (
     ExperimentConfig,
+    PreparedSeed,
     Refitted,
     SeedResult,
     fit_learned,
@@ -125,13 +128,18 @@ def test_learned_policy_beats_its_logging_policy() -> None:
     assert res.runs["learned"].revenue > 1.05 * res.runs["logging"].revenue
 
 
-def test_refitting_the_purchase_model_changes_only_what_reads_it() -> None:
+def _small_seed(**options: Any) -> PreparedSeed:
+    """Seed 0 of a small experiment, prepared; refits only where a test asks (``Refitted``)."""
     torch.set_num_threads(1)
     cfg = ExperimentConfig(
         users=300, items=200, seeds=(0,), pre_days=20, log_days=10, days=12, candidates=20,
-        refit_days=None, refit_recommender=False,
+        refit_days=None, **options,
     )  # fmt: skip
-    prep = prepare_seed(cfg, 0)
+    return prepare_seed(cfg, 0)
+
+
+def test_refitting_the_purchase_model_changes_only_what_reads_it() -> None:
+    prep = _small_seed(refit_recommender=False)
     blend = ValueAwarePolicy(3.0, 1.0)
     once = prep.run(blend)
     # chunks of a run draw the same random numbers as one run: only the refits differ
@@ -149,12 +157,7 @@ def test_refitting_the_purchase_model_changes_only_what_reads_it() -> None:
 def test_the_learned_policy_is_retrained_on_the_log_like_the_purchase_model(monkeypatch) -> None:
     """A learned policy retrains on everything logged so far at each refit (the blend's
     purchase model does too); the prepared policy itself is never changed."""
-    torch.set_num_threads(1)
-    cfg = ExperimentConfig(
-        users=300, items=200, seeds=(0,), pre_days=20, log_days=10, days=12, candidates=20,
-        refit_days=None, learned_epochs=2,
-    )  # fmt: skip
-    prep = prepare_seed(cfg, 0)
+    prep = _small_seed(learned_epochs=2)
     learned = fit_learned(prep)
     before = {k: v.clone() for k, v in learned.net_.state_dict().items()}
     sizes = []
@@ -181,12 +184,7 @@ def test_refitting_the_recommender_reaches_every_policy_and_only_when_asked() ->
     """With ``refit_recommender`` the platform refits its recommender on the pre-period plus
     everything logged so far at each refit: even the relevance policy then shows other
     slates, while a run with no refit inside it is unchanged."""
-    torch.set_num_threads(1)
-    cfg = ExperimentConfig(
-        users=300, items=200, seeds=(0,), pre_days=20, log_days=10, days=12, candidates=20,
-        refit_days=None, refit_recommender=True,
-    )  # fmt: skip
-    prep = prepare_seed(cfg, 0)
+    prep = _small_seed(refit_recommender=True)
     relevance = RelevancePolicy()
     once = prep.run(relevance)
     assert prep.run(Refitted(relevance, 12)).revenue == once.revenue  # no refit inside 12 days
