@@ -192,3 +192,24 @@ def test_demo_loads_both_real_data_sets(tmp_path):
 
 def test_version():
     assert _run("--version").stdout.startswith("valuerec ")
+
+
+def test_policy_evaluate_json_with_and_without_recommender_refits():
+    """`valuerec policy evaluate --json`: the policy table, the OPE rows and how many truths
+    the simultaneous intervals hold; over 20 days (one refit, on day 15) refitting the
+    recommender changes what even the relevance policy earns."""
+    args = ["policy", "evaluate", "--users", "200", "--seeds", "1", "--days", "20",
+            "--policies", "relevance,value-aware", "--json"]  # fmt: skip
+    records = {}
+    for flag in ("--refit-recommender", "--no-refit-recommender"):
+        res = runner.invoke(app, [*args, flag])
+        assert res.exit_code == 0, res.output
+        records[flag] = json.loads(res.output)
+    rec = records["--refit-recommender"]
+    assert [p["policy"] for p in rec["policies"]] == ["relevance", "value-aware"]
+    assert list(rec["ope_simultaneous"]) == ["ips", "snips", "dr"]
+    for est, held in rec["ope_simultaneous"].items():
+        alone = sum(r[f"{est}_covers"] for r in rec["ope"])
+        assert held.endswith("/2") and int(held[0]) >= alone
+    revenue = {f: r["policies"][0]["revenue"] for f, r in records.items()}
+    assert revenue["--refit-recommender"] != revenue["--no-refit-recommender"]

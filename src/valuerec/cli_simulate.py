@@ -168,6 +168,9 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
                 "/".join("yes" if c else "NO" for c in (r.ips_covers, r.snips_covers, r.dr_covers)),
             )
     data = policy_data(results, summary, ope)
+    if ope_rich is not None and data["ope_simultaneous"]:
+        joint = ", ".join(f"{e.upper()} {n}" for e, n in data["ope_simultaneous"].items())
+        ope_rich.caption = f"simultaneous 95% intervals (Bonferroni) hold the truth: {joint}"
     return table, ope_rich, data
 
 
@@ -180,7 +183,8 @@ def policy_data(
 ) -> dict[str, Any]:
     """The JSON-able record of a policy experiment that ``valuerec report --policy-json``
     renders: the policy table with intervals, paired relative differences with intervals, the
-    mean cumulative revenue and active users per day, and the OPE rows against the truth."""
+    mean cumulative revenue and active users per day, and the OPE rows against the truth with
+    how many truths the simultaneous (Bonferroni) intervals hold, per estimator."""
     from valuerec.simulate.experiment import ope_simultaneous, ope_table, paired, summarise
 
     summary = summarise(results) if summary is None else summary
@@ -206,7 +210,7 @@ def policy_data(
     together = ope_simultaneous(results)
     joint = {
         est: f"{int(sel['covers'].sum())}/{len(sel)}"
-        for est, sel in (together.groupby("estimator") if len(together) else [])
+        for est, sel in (together.groupby("estimator", sort=False) if len(together) else [])
     }
     return {
         "seeds": [r.seed for r in results],
