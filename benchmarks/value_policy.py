@@ -337,7 +337,7 @@ def main() -> None:
         for est in ("ips", "snips", "dr"):
             sel = together[together["estimator"] == est]
             missed = sel[~sel["covers"]]
-            text = f"{int(sel['covers'].sum())}/{len(sel)}" + "".join(
+            text = data["ope_simultaneous"][est] + "".join(
                 f"; misses {r.policy} seed {r.seed}" for r in missed.itertuples()
             )
             targets.add_row(

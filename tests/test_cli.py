@@ -210,6 +210,6 @@ def test_policy_evaluate_json_with_and_without_recommender_refits():
     assert list(rec["ope_simultaneous"]) == ["ips", "snips", "dr"]
     for est, held in rec["ope_simultaneous"].items():
         alone = sum(r[f"{est}_covers"] for r in rec["ope"])
-        assert held.endswith("/2") and int(held[0]) >= alone
+        assert held.endswith("/2") and int(held.split("/")[0]) >= alone
     revenue = {f: r["policies"][0]["revenue"] for f, r in records.items()}
     assert revenue["--refit-recommender"] != revenue["--no-refit-recommender"]
