@@ -146,6 +146,20 @@ def test_synth_preset_and_bayes_forecast(tmp_path):
     assert res.exit_code != 0 and "unknown preset 'wobbly'" in res.output
 
 
+def test_synth_days_default_to_the_presets_history(tmp_path):
+    """--days left out: annual-habits logs its two years; given, it wins over the preset."""
+    common = ("--users", "200", "--items", "20", "--seed", "1", "--preset", "annual-habits")
+
+    def span(folder: str, *extra: str) -> float:
+        res = _run("datasets", "synth", *common, "--out", str(tmp_path / folder), *extra)
+        assert res.exit_code == 0, res.output
+        stamps = pd.to_datetime(pd.read_csv(tmp_path / folder / "events.csv")["timestamp"])
+        return (stamps.max() - pd.Timestamp(SynthConfig().start)).days
+
+    assert 547 < span("habits") < 730  # the preset's two years, not SynthConfig's one
+    assert span("short", "--days", "100") < 100
+
+
 @pytest.mark.network
 def test_demo_loads_both_real_data_sets(tmp_path):
     res = _run(

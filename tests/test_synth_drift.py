@@ -235,3 +235,30 @@ def test_personal_seasons_truth_matches_the_realised():
     assert truth["holdout_transactions"].sum() == pytest.approx(
         truth["expected_holdout_transactions"].sum(), rel=0.03
     )
+
+
+def test_annual_habits_last_years_timing_tells_the_coming_season():
+    """The annual-habits preset: two years of long-lived customers with strong seasons of
+    their own, so *when* a customer bought last year says how much the next 90 days hold."""
+    cfg = SynthConfig.annual_habits(users=4_000, seed=5, **FAST)
+    assert (cfg.days, cfg.seasonality, cfg.season_phase_spread, cfg.b) == (730, 0.95, 1.0, 12.0)
+    assert SynthConfig.annual_habits(days=365).days == 365  # overrides still win
+    data = generate(cfg)
+    truth = data.truth.set_index("user_id")
+    assert truth["dropout_probability"].mean() == pytest.approx(0.8 / 12.8, rel=0.1)
+    buys = _purchases(data)
+    past = buys[buys["t"] < cfg.days]
+    # how close each past purchase fell to the coming window's season (its middle is 45 days
+    # after the cut-off, a year on), averaged per customer
+    age = cfg.days - past["t"]
+    past = past.assign(aligned=np.cos(2 * np.pi * (age + cfg.holdout_days / 2) / 365.25))
+    per_user = past.groupby("user_id")["aligned"].agg(["mean", "size"])
+    keep = per_user.index[(per_user["size"] >= 4) & truth.loc[per_user.index, "alive_at_cutoff"]]
+    assert len(keep) > 300
+    season = truth.loc[keep, "holdout_intensity"] / (
+        truth.loc[keep, "purchase_rate_per_day"] * cfg.holdout_days
+    )  # the drift's multiplier of the holdout rate, which no model observes
+    rho = pd.Series(per_user.loc[keep, "mean"]).corr(season, method="spearman")
+    assert rho > 0.2
+    # the cycle (with trends and bursts) moves the coming window's rate many-fold
+    assert season.quantile(0.9) / season.quantile(0.1) > 10

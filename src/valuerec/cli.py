@@ -245,7 +245,10 @@ def datasets_synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tables to.")],
     users: Annotated[int, typer.Option(help="Number of users.")] = 10_000,
     items: Annotated[int, typer.Option(help="Number of items.")] = 1_000,
-    days: Annotated[int, typer.Option(help="Days of logged history.")] = 365,
+    days: Annotated[
+        int | None,
+        typer.Option(help="Days of logged history [default: the preset's, 365 or 730]."),
+    ] = None,
     holdout_days: Annotated[int, typer.Option(help="Days after the log summarised in truth.")] = 90,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     event_ids: Annotated[bool, typer.Option(help="Give every event an event_id.")] = False,
@@ -253,8 +256,9 @@ def datasets_synth(
     preset: Annotated[
         str,
         typer.Option(
-            help="stationary (BG/NBD rates), drifting (trends, a shared season, bursts) or "
-            "personal-seasons (each user's own annual season)."
+            help="stationary (BG/NBD rates), drifting (trends, a shared season, bursts), "
+            "personal-seasons (each user's own annual season) or annual-habits (strong own "
+            "seasons, long-lived users, two years of history)."
         ),
     ] = "stationary",
     posterior: Annotated[
@@ -272,10 +276,10 @@ def datasets_synth(
         synth.check_format(fmt)  # before generating, not after
     except ValueError as exc:
         raise fail(str(exc)) from None
-    cfg = synth.PRESETS[preset](
-        users=users, items=items, days=days, holdout_days=holdout_days, seed=seed,
-        event_ids=event_ids,
-    )  # fmt: skip
+    sizes = {"users": users, "items": items, "holdout_days": holdout_days, "seed": seed}
+    if days is not None:  # otherwise the preset's own length of history
+        sizes["days"] = days
+    cfg = synth.PRESETS[preset](**sizes, event_ids=event_ids)
     with progress() as bar:
         task = bar.add_task("generating", total=None)
         try:
