@@ -158,6 +158,9 @@ def test_synth_days_default_to_the_presets_history(tmp_path):
 
     assert 547 < span("habits") < 730  # the preset's two years, not SynthConfig's one
     assert span("short", "--days", "100") < 100
+    # and --help says so (square brackets would be eaten as rich markup)
+    shown = "".join(c for c in _run("datasets", "synth", "--help").output if c not in " │\n")
+    assert "(default:thepreset's;365,or730forannual-habits)" in shown
 
 
 @pytest.mark.network

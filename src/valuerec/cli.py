@@ -247,7 +247,9 @@ def datasets_synth(
     items: Annotated[int, typer.Option(help="Number of items.")] = 1_000,
     days: Annotated[
         int | None,
-        typer.Option(help="Days of logged history [default: the preset's, 365 or 730]."),
+        typer.Option(
+            help="Days of logged history (default: the preset's; 365, or 730 for annual-habits)."
+        ),
     ] = None,
     holdout_days: Annotated[int, typer.Option(help="Days after the log summarised in truth.")] = 90,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
