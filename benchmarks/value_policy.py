@@ -103,9 +103,18 @@ def speed(users: int = 10_000, days: int = 90) -> dict[str, float]:
     }
 
 
-def _pct(ci: tuple[float, ...]) -> str:
+def _pct(ci: tuple[float, ...] | None) -> str:
+    if ci is None:
+        return "not run (see --policies)"
     m, lo, hi = ci
     return f"{m:+.1%} [{lo:+.1%}, {hi:+.1%}]"
+
+
+def _paired_if_run(
+    results: list[SeedResult], a: str, b: str, metric: str
+) -> tuple[float, ...] | None:
+    """:func:`paired`, or None when ``--policies`` left out either policy."""
+    return paired(results, a, b, metric) if {a, b} <= set(results[0].runs) else None
 
 
 # -- approaches tried for the targets -------------------------------------------------------
@@ -220,10 +229,10 @@ def approach_table(results: list[SeedResult]) -> tuple[Table, list[dict[str, Any
         table.add_column(col, justify="left" if col == "policy" else "right")
     rows = []
     for name in results[0].runs:
-        rev = paired(results, name, "relevance", "revenue")
-        nd = paired(results, name, "relevance", "ndcg")
-        vb = paired(results, name, "value-aware", "revenue")
-        act = paired(results, name, "value-aware", "active_end")
+        rev = _paired_if_run(results, name, "relevance", "revenue")
+        nd = _paired_if_run(results, name, "relevance", "ndcg")
+        vb = _paired_if_run(results, name, "value-aware", "revenue")
+        act = _paired_if_run(results, name, "value-aware", "active_end")
         table.add_row(name, _pct(rev), _pct(nd), _pct(vb), _pct(act))
         rows.append({"policy": name, "revenue_vs_relevance": rev, "ndcg_vs_relevance": nd,
                      "revenue_vs_blend": vb, "active_vs_blend": act})  # fmt: skip
@@ -300,15 +309,9 @@ def main() -> None:
         approach_rich, approach_rows = approach_table(results)
         console.print(approach_rich)
 
-    ran = set(results[0].runs)
-
-    def versus(a: str, b: str, metric: str) -> tuple[float, ...] | None:
-        """The paired change, or None when ``--policies`` left out either policy."""
-        return paired(results, a, b, metric) if {a, b} <= ran else None
-
-    rev_gain = versus("value-aware", "relevance", "revenue")
-    ndcg_change = versus("value-aware", "relevance", "ndcg")
-    learned_gain = versus("learned", "value-aware", "revenue")
+    rev_gain = _paired_if_run(results, "value-aware", "relevance", "revenue")
+    ndcg_change = _paired_if_run(results, "value-aware", "relevance", "ndcg")
+    learned_gain = _paired_if_run(results, "learned", "value-aware", "revenue")
     ope = ope_table(results)
     seeds = f"seeds {cfg.seeds[0]}-{cfg.seeds[-1]}"
     where = f"{elapsed:.0f} s wall, {time.process_time() - cpu:.0f} s CPU in the main process"
@@ -320,10 +323,8 @@ def main() -> None:
         ("blend NDCG@10 loss <= 5%", ndcg_change, lambda c: c >= -0.05),
         ("learned revenue > blend", learned_gain, lambda c: c > 0),
     ):
-        if change is None:
-            targets.add_row(label, "not run (see --policies)", "-")
-        else:
-            targets.add_row(label, _pct(change), "yes" if met(change[0]) else "NO")
+        verdict = "-" if change is None else "yes" if met(change[0]) else "NO"
+        targets.add_row(label, _pct(change), verdict)
     coverage: dict[str, Any] = {}
     pooled = ope_pooled(results)
     if len(ope):
