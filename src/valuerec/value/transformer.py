@@ -25,6 +25,20 @@ snapshots lift its margin over LightGBM from +0.003 to +0.009 normalized Gini (f
 5x). Off by default: on CDNOW (6 snapshots) Gini rose by 0.002-0.004 but one half's decile
 MAPE went from 0.157 to 0.194, for 6x the fit time. The spend calibration and interval levels
 are fitted on the rows at the fit's own cut-off only.
+
+``periodic_pool=True`` adds a second reading of the sequence beside the attention summary: a
+sum over the tokens of learned embeddings of their event type, numeric features and periodic
+encodings of their age (:class:`valuerec.nn.time_pool.PeriodicSumPool`). Attention averages;
+a forecast of purchases needs counts, and habits that repeat a year on need each token's phase.
+It needs the history to reach back that far: on the ``annual-habits`` synthetic log (two years
+of history, 10,000 customers) the default 32 tokens end a median 309 days back for the 40% of
+customers whose sequence is full, who hold 81% of the future spend. There, with 8 snapshots,
+``max_len=128`` and the pool lift the margin over LightGBM to +0.013 normalized Gini
+[+0.005, +0.022] (fit 19 min), against +0.002 with neither, +0.005 with 128 tokens alone and
++0.007 with the pool alone; the Bayes-attainable margin is +0.036. Off by default: on CDNOW
+(purchase tokens only, no annual habit in a 9-month calibration), with 128 tokens and the
+pool, the ensemble's Gini margin over LightGBM stays +0.003 / +0.003 (halves) but its decile
+MAPE goes from 0.097 / 0.116 to 0.110 / 0.121.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from torch import nn
 from valuerec.features.sequences import NUMERIC
 from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.nn.encoder import SequenceEncoder
+from valuerec.nn.time_pool import PeriodicSumPool
 from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
@@ -50,13 +65,22 @@ from valuerec.value.gbm import btyd_features
 
 
 class _Net(nn.Module):
-    """Encoder + ZILN spend head + Poisson count head."""
+    """Encoder (+ periodic sum pool) + ZILN spend head + count heads."""
 
-    def __init__(self, encoder: SequenceEncoder, d: int) -> None:
+    def __init__(
+        self, encoder: SequenceEncoder, d: int, pool: PeriodicSumPool | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.pool = pool
+        width = d + (pool.width if pool is not None else 0)
         # outputs: ZILN (logit p, mu, raw sigma), log purchase rate, logit P(buys again)
-        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 5))
+        self.head = nn.Sequential(nn.Linear(width, d), nn.GELU(), nn.Linear(d, 5))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "pool" not in self._modules and "pool" not in self.__dict__:
+            self.pool = None  # an artifact saved before the pool existed
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         _, summary = self.encoder(
@@ -67,6 +91,9 @@ class _Net(nn.Module):
             batch["mask"],
             batch["context"],
         )
+        if self.pool is not None:
+            pooled = self.pool(batch["event_type"], batch["numeric"], batch["mask"])
+            summary = torch.cat([summary, pooled], dim=-1)
         return self.head(summary)
 
 
@@ -126,6 +153,7 @@ class TransformerValueModel(ValueModel):
         calibrate_mean: bool = True,
         snapshots: int = 0,
         snapshot_step_days: int = 30,
+        periodic_pool: bool = False,
         seed: int = 0,
         device: str | None = None,
         discount_rate: float = 0.01,
@@ -147,6 +175,7 @@ class TransformerValueModel(ValueModel):
         self.calibrate_mean = calibrate_mean
         self.snapshots = snapshots
         self.snapshot_step_days = snapshot_step_days
+        self.periodic_pool = periodic_pool
         self.seed = seed
         self.device = device
         self.discount_rate = discount_rate
@@ -236,7 +265,12 @@ class TransformerValueModel(ValueModel):
             max_len=self.max_len,
             dropout=self.dropout,
         )
-        return _Net(enc, self.d_model).to(self._device())
+        pool = (
+            PeriodicSumPool(len(v["event_type"]) + 2, len(NUMERIC), NUMERIC.index("log_age_days"))
+            if getattr(self, "periodic_pool", False)  # False in artifacts saved before it
+            else None
+        )
+        return _Net(enc, self.d_model, pool).to(self._device())
 
     def _loss(self, out: torch.Tensor, y_spend: torch.Tensor, y_tx: torch.Tensor) -> torch.Tensor:
         if self.count_model == "poisson":
