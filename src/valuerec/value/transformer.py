@@ -33,12 +33,12 @@ a forecast of purchases needs counts, and habits that repeat a year on need each
 It needs the history to reach back that far: on the ``annual-habits`` synthetic log (two years
 of history, 10,000 customers) the default 32 tokens end a median 309 days back for the 40% of
 customers whose sequence is full, who hold 81% of the future spend. There, with 8 snapshots,
-``max_len=128`` and the pool lift the margin over LightGBM to +0.013 normalized Gini
-[+0.005, +0.022] (fit 19 min), against +0.002 with neither, +0.005 with 128 tokens alone and
-+0.007 with the pool alone; the Bayes-attainable margin is +0.036. Off by default: on CDNOW
-(purchase tokens only, no annual habit in a 9-month calibration), with 128 tokens and the
-pool, the ensemble's Gini margin over LightGBM stays +0.003 / +0.003 (halves) but its decile
-MAPE goes from 0.097 / 0.116 to 0.110 / 0.121.
+``max_len=128`` and the pool lift the margin over LightGBM to +0.012 normalized Gini
+[+0.004, +0.021] (fit 12 min on 2 cores), against +0.002 with neither, +0.005 with 128
+tokens alone and +0.007 with the pool alone; the Bayes-attainable margin is +0.036. Off by
+default: on CDNOW (purchase tokens only, no annual habit in a 9-month calibration), with
+128 tokens and the pool, the ensemble's Gini margin over LightGBM stays +0.003 / +0.003
+(halves) but its decile MAPE goes from 0.097 / 0.116 to 0.110 / 0.121.
 """
 
 from __future__ import annotations
