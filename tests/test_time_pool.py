@@ -67,7 +67,8 @@ def test_ages_a_whole_number_of_periods_apart_look_alike_in_phase():
     # numeric features (log age), not its phase; one half a year older differs in phase too
     pool = PeriodicSumPool(4, len(NUMERIC), AGE, periods=[365.25] * 3)
     with torch.no_grad():
-        pool.token[0].weight[:, 6 + 8 :] = 0  # read the phase and event type only
+        # read the phase (sin and cos of 3 periods) and the event type only
+        pool.token[0].weight[:, 2 * 3 + pool.event_type.embedding_dim :] = 0
         base = pool(*_tokens([20.0]))
         year = pool(*_tokens([20.0 + 365.25]))
         half = pool(*_tokens([20.0 + 182.625]))

@@ -79,7 +79,7 @@ class _Net(nn.Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        if "pool" not in self._modules and "pool" not in self.__dict__:
+        if not hasattr(self, "pool"):  # nn.Module looks in _modules too
             self.pool = None  # an artifact saved before the pool existed
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
