@@ -166,7 +166,7 @@ def test_prediction_frame_contract(name, world, fitted, preds):
     assert (values >= 0).all()  # counts, money and probabilities are never negative
     assert pred["p_alive"].between(0, 1).all()
     assert (pred["ltv"] >= 0).all() and (pred["ltv"] <= pred["pred_spend"] + 1e-9).all()
-    assert (pred["ltv_low"] <= pred["ltv"] + 1e-12).all()
+    # (not ltv_low <= ltv: a mean need not lie in a central interval, see value/base.py)
     assert pred["pred_spend"].gt(0).any() and pred["pred_transactions"].gt(0).any()
     # users= picks and orders rows
     some = pred["user_id"].iloc[[7, 3, 11]].tolist()
@@ -219,6 +219,30 @@ def test_intervals_are_ordered(name, preds):
     assert (pred["spend_low"] <= pred["spend_high"]).all()
     assert (pred["spend_low50"] <= pred["spend_high50"]).all()
     assert (pred["ltv_low"] <= pred["ltv_high"]).all()
+
+
+_CALIBRATION = {"transformer": "mean_calibration_", "ensemble": "spend_calibration_"}
+
+
+@pytest.mark.parametrize("name", DISTRIBUTIONAL)
+def test_intervals_belong_to_the_distribution_of_the_reported_mean(name, world, fitted):
+    """The intervals are quantiles of one distribution whose mean is ``pred_spend``, so a
+    calibration that halves the mean halves every interval end too (a change of scale); only
+    ziln_interval's 1e-6 markers (0 excluded, empty interval) stay. Before, the Transformer
+    calibrated its mean and left its intervals where they were, above the mean."""
+    model = pickle.loads(pickle.dumps(fitted[name]))
+    before = model.predict(users=world.test, store=world.store)
+    calibration = getattr(model, _CALIBRATION[name])
+    setattr(model, _CALIBRATION[name], lambda spend: calibration(spend) / 2)
+    after = model.predict(users=world.test, store=world.store)
+    np.testing.assert_allclose(after["pred_spend"], before["pred_spend"] / 2, rtol=1e-9)
+    spend_ends = ("spend_low", "spend_high", "spend_low50", "spend_high50")
+    ends = {**{c: c for c in spend_ends}, "ltv_low": "spend_low", "ltv_high": "spend_high"}
+    for col, spend_end in ends.items():
+        moved = before[spend_end].to_numpy() > 2e-6
+        assert moved.sum() > 20  # a real check, not one on markers alone
+        np.testing.assert_allclose(after[col][moved], before[col][moved] / 2, rtol=1e-6)
+        np.testing.assert_array_equal(after[col][~moved], before[col][~moved])
 
 
 # ------------------------------------------------------------------ horizons and discounting
@@ -389,7 +413,10 @@ def test_ensemble_from_fitted_members_reuses_them_without_refitting(world, fitte
     for col in ("pred_transactions", "p_alive"):
         expected = (parts[0][col] + parts[1][col]).to_numpy() / 2
         np.testing.assert_allclose(pred[col].to_numpy(), expected, rtol=1e-9)
-    np.testing.assert_array_equal(pred["spend_high"], parts[1]["spend_high"])
+    # the Transformer's interval, rescaled from its mean to the ensemble's
+    ratio = pred["pred_spend"] / parts[1]["pred_spend"]
+    high = parts[1]["spend_high"]
+    np.testing.assert_allclose(pred["spend_high"], np.where(high > 1e-6, high * ratio, high))
 
 
 def test_transaction_median_beats_the_mean_on_absolute_error(world, fitted):

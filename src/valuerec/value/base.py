@@ -18,6 +18,12 @@ spend_low50, spend_high50]``.
   30-day periods, where ``C_t p_t`` is the expected spend of period t;
 * ``*_low`` / ``*_high``: 80% (and ``*50``: 50%) prediction intervals where the model has a
   predictive distribution; models without one return the point prediction for both ends.
+  The intervals are quantiles of a distribution whose mean is ``pred_spend``, but a mean
+  need not lie inside a central interval: most customers' spend is 0 with high probability,
+  so the mean is often above ``*_high`` (0 when the atom at 0 holds over 90%), and when the
+  randomised interval of :func:`valuerec.nn.ziln.ziln_interval` leaves 0 out (it must for
+  some customers, or no interval could cover exactly 80% of them) the mean, pulled down by
+  that atom, can lie below ``*_low``.
 
 Supervised models learn from features before ``calibration_end`` and labels in the
 ``holdout_days`` after it; BTYD models only read the calibration period.

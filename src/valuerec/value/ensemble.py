@@ -3,7 +3,7 @@
 Gradient boosting and the sequence Transformer make different errors (trees split on the
 RFM aggregates, the network reads the timing of each purchase), so their average ranks and
 calibrates better than either on CDNOW. Prediction intervals come from the first member that
-has a predictive distribution.
+has a predictive distribution, rescaled to the ensemble's mean.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from valuerec.value.transformer import TransformerValueModel
 
 _POINT = ("pred_transactions", "pred_spend", "p_alive")
 _INTERVALS = ("spend_low", "spend_high", "spend_low50", "spend_high50")
+_MARKER = 1e-6  # ziln_interval's lower end when 0 is excluded, and its empty interval
 
 
 class EnsembleValueModel(ValueModel):
@@ -128,6 +129,13 @@ class EnsembleValueModel(ValueModel):
             p for p in preds if (p["spend_high"] != p["spend_low"]).any()
         ]  # members without a distribution return degenerate intervals
         if with_intervals:
+            # the member's predictive distribution, rescaled to have the ensemble's mean (as the
+            # Transformer rescales its own to its calibrated mean): its interval ends scale
+            # alike, except ziln_interval's 1e-6 markers (0 excluded / empty), kept as they are
+            member = with_intervals[0]
+            own = member["pred_spend"].to_numpy()
+            ratio = np.where(own > 0, out["pred_spend"].to_numpy() / np.where(own > 0, own, 1), 1)
             for c in _INTERVALS:
-                out[c] = with_intervals[0][c].to_numpy()
+                end = member[c].to_numpy()
+                out[c] = np.where(end > _MARKER, end * ratio, end)
         return out

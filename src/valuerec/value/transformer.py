@@ -14,7 +14,8 @@ noisy). They are cross-fitted: network k is early-stopped on fold k of the train
 customers, which it never trains on, so every training customer has an out-of-fold
 prediction. Those drive a split-conformal adjustment of the interval levels (the 80% / 50%
 intervals then cover 80% / 50% of new customers) and a rank-preserving calibration of the
-expected spend.
+expected spend. The intervals are quantiles of the networks' ZILN rescaled to the calibrated
+mean (:func:`_mu_for_mean`), so mean and interval describe one distribution.
 
 ``snapshots=k`` trains on the customers as seen at ``k`` earlier cut-offs too (rolling
 origins, :func:`~valuerec.value.base.snapshot_data`), when the model builds its own training
@@ -126,6 +127,21 @@ def _user_uniform(users: pd.Index) -> np.ndarray:
     """A fixed U(0,1) draw per user id, so randomised intervals are stable across calls."""
     h = np.array([zlib.crc32(str(u).encode()) for u in users], dtype=np.float64)
     return (h + 0.5) / 2.0**32
+
+
+def _mu_for_mean(raw: dict[str, np.ndarray], spend: np.ndarray) -> np.ndarray:
+    """The lognormal location that gives the ZILN ``(p, mu, sigma)`` the mean ``spend``.
+
+    The reported expected spend is the networks' mean after calibration (and averaged over the
+    networks), so it is not the mean of the distribution ``(p, mu, sigma)`` the heads output.
+    The intervals are taken from that distribution moved (a change of scale, which keeps its
+    zero mass and log-spread) to have the reported mean: one predictive distribution per
+    customer, whose mean is ``pred_spend`` and whose quantiles are the interval ends. Without
+    this, calibration that lowered a customer's mean left the interval where it was, above it.
+    """
+    ok = (spend > 0) & (raw["p"] > 0)
+    safe = np.where(ok, spend, 1.0) / np.where(ok, raw["p"], 1.0)
+    return np.where(ok, np.log(safe) - raw["sigma"] ** 2 / 2, raw["mu"])
 
 
 class TransformerValueModel(ValueModel):
@@ -412,11 +428,12 @@ class TransformerValueModel(ValueModel):
             self.mean_calibration_ = SpendCalibration.fit(raw["mean"], y)
             self.oof_spend_ = pd.Series(self.mean_calibration_(raw["mean"]), index=data.users[rows])
         u = _user_uniform(data.users[rows])
+        mu = _mu_for_mean(raw, self.mean_calibration_(raw["mean"]))
         grid = np.linspace(0.02, 0.995, 196)
         for target in (0.8, 0.5):
             cover = []
             for level in grid:
-                lo, hi = ziln_interval(level, raw["p"], raw["mu"], raw["sigma"], u)
+                lo, hi = ziln_interval(level, raw["p"], mu, raw["sigma"], u)
                 cover.append(np.mean((y >= lo) & (y <= hi)))
             self.interval_levels_[target] = float(grid[np.argmin(np.abs(np.array(cover) - target))])
 
@@ -424,19 +441,19 @@ class TransformerValueModel(ValueModel):
         raw = self._raw(data)
         scale = horizon_days / self.horizon_days_
         u = _user_uniform(data.users)
+        spend = self.mean_calibration_(raw["mean"])
         out = {
             "pred_transactions": raw["rate"] * scale,
             # computed here from the same outputs rather than by the base class (no second pass)
             "pred_transactions_median": count_quantile(self._raw_pmf(raw), len(data.users)) * scale,
-            "pred_spend": self.mean_calibration_(raw["mean"]) * scale,
+            "pred_spend": spend * scale,
             "p_alive": raw["p_return"],
         }
+        mu = _mu_for_mean(raw, spend)
         for target, (lo_name, hi_name) in (
             (0.8, ("spend_low", "spend_high")),
             (0.5, ("spend_low50", "spend_high50")),
         ):
-            lo, hi = ziln_interval(
-                self.interval_levels_[target], raw["p"], raw["mu"], raw["sigma"], u
-            )
+            lo, hi = ziln_interval(self.interval_levels_[target], raw["p"], mu, raw["sigma"], u)
             out[lo_name], out[hi_name] = lo * scale, hi * scale
         return pd.DataFrame(out)
