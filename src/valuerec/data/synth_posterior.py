@@ -43,7 +43,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import betaln, logsumexp, roots_jacobi
+from scipy.special import betaln, logsumexp, roots_jacobi, roots_legendre
+from scipy.stats import beta as beta_dist
 
 from valuerec.data.synth import SynthConfig, SynthData, _Drift
 
@@ -203,6 +204,24 @@ def _chunk(
     return p_alive, tx, ess
 
 
+def _beta_rule(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights (summing to 1) of a quadrature rule for ``E[g(p)]``, ``p ~ Beta(a, b)``.
+
+    Gauss-Jacobi: the weight ``(1-z)^(b-1) (1+z)^(a-1)`` on ``[-1, 1]`` is ``Beta(a, b)`` in
+    ``p = (1+z)/2``. SciPy scales its weights by ``2^(a+b-1) B(a, b)``, which overflows once
+    ``b`` passes ~1,000 (a customer with that many repeat purchases: a heavy buyer over two
+    years of bursts), leaving infinite weights and a NaN forecast. The Beta is then so narrow
+    that Gauss-Legendre nodes in its quantile scale, ``E[g(p)] = int_0^1 g(F^-1(u)) du``,
+    integrate it as well.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflow is handled below
+        z, w = roots_jacobi(_NODES, b - 1.0, a - 1.0)
+    if np.isfinite(w).all() and w.sum() > 0:
+        return (1.0 + z) / 2.0, w / w.sum()
+    u, w = roots_legendre(_NODES)
+    return beta_dist.ppf((1.0 + u) / 2.0, a, b), w / w.sum()
+
+
 def _expected_purchases_given_alive(
     cfg: SynthConfig, x: np.ndarray, f_cal: np.ndarray, f_hold: np.ndarray
 ) -> np.ndarray:
@@ -212,10 +231,7 @@ def _expected_purchases_given_alive(
     scale = cfg.alpha + f_cal
     for xv in np.unique(x):
         rows = np.flatnonzero(x == xv)
-        # weight (1-z)^(b+x) (1+z)^(a-1) on [-1, 1] is Beta(a, b+x+1) in p = (1+z)/2
-        z, wz = roots_jacobi(_NODES, cfg.b + xv, cfg.a - 1.0)
-        p = (1.0 + z) / 2.0
-        wz = wz / wz.sum()
+        p, wz = _beta_rule(cfg.a, cfg.b + xv + 1.0)
         s = scale[rows, None]
         kept = -np.expm1((cfg.r + xv) * (np.log(s) - np.log(s + p[None, :] * f_hold[rows, None])))
         out[rows] = (kept / p[None, :]) @ wz
