@@ -49,6 +49,11 @@ def ziln_quantile(level: np.ndarray | float, p: np.ndarray, mu: np.ndarray,
     return np.where(inside, 0.0, np.exp(mu + sigma * norm.ppf(u)))
 
 
+#: the lower end of an interval that leaves 0 out, and both ends of an empty one: a positive
+#: number no real spend hits (callers that rescale intervals keep it as it is)
+EXCLUDES_ZERO = 1e-6
+
+
 def ziln_interval(
     coverage: float, p: np.ndarray, mu: np.ndarray, sigma: np.ndarray, u: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +73,10 @@ def ziln_interval(
     zero_in = (pit0 >= lo_level) & (pit0 <= hi_level)
     high = ziln_quantile(hi_level, p, mu, sigma)
     low_pos = ziln_quantile(np.maximum(lo_level, zero_mass + 1e-12), p, mu, sigma)
-    low = np.where(zero_in, 0.0, np.maximum(low_pos, 1e-6))
+    low = np.where(zero_in, 0.0, np.maximum(low_pos, EXCLUDES_ZERO))
     # an interval that lies entirely inside the atom but excludes 0 holds no plausible spend:
     # it is returned as the point (1e-6, 1e-6), which no real spend hits and keeps low <= high
     empty = ~zero_in & (hi_level <= zero_mass)
-    high = np.where(empty, 1e-6, high)
-    low = np.where(empty, 1e-6, low)
+    high = np.where(empty, EXCLUDES_ZERO, high)
+    low = np.where(empty, EXCLUDES_ZERO, low)
     return low, high

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from valuerec.nn.ziln import EXCLUDES_ZERO
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.calibration import SpendCalibration
 from valuerec.value.counts import CountPMF
@@ -19,7 +20,6 @@ from valuerec.value.transformer import TransformerValueModel
 
 _POINT = ("pred_transactions", "pred_spend", "p_alive")
 _INTERVALS = ("spend_low", "spend_high", "spend_low50", "spend_high50")
-_MARKER = 1e-6  # ziln_interval's lower end when 0 is excluded, and its empty interval
 
 
 class EnsembleValueModel(ValueModel):
@@ -131,11 +131,11 @@ class EnsembleValueModel(ValueModel):
         if with_intervals:
             # the member's predictive distribution, rescaled to have the ensemble's mean (as the
             # Transformer rescales its own to its calibrated mean): its interval ends scale
-            # alike, except ziln_interval's 1e-6 markers (0 excluded / empty), kept as they are
+            # alike, except ziln_interval's marker of an interval without 0, kept as it is
             member = with_intervals[0]
             own = member["pred_spend"].to_numpy()
             ratio = np.where(own > 0, out["pred_spend"].to_numpy() / np.where(own > 0, own, 1), 1)
             for c in _INTERVALS:
                 end = member[c].to_numpy()
-                out[c] = np.where(end > _MARKER, end * ratio, end)
+                out[c] = np.where(end > EXCLUDES_ZERO, end * ratio, end)
         return out

@@ -421,14 +421,14 @@ class TransformerValueModel(ValueModel):
             return
         raw = {k: np.concatenate([o[k] for _, o in oof_parts])[here] for k in oof_parts[0][1]}
         y = data.labels["holdout_spend"].to_numpy()[rows]
-        self.oof_spend_ = pd.Series(raw["mean"], index=data.users[rows])
         if self.calibrate_mean:
             # the lognormal mean exp(mu + sigma^2/2) amplifies any error in sigma; recalibrate
             # level and spread on customers the networks did not train on (ranking unchanged)
             self.mean_calibration_ = SpendCalibration.fit(raw["mean"], y)
-            self.oof_spend_ = pd.Series(self.mean_calibration_(raw["mean"]), index=data.users[rows])
+        spend = self.mean_calibration_(raw["mean"])
+        self.oof_spend_ = pd.Series(spend, index=data.users[rows])
         u = _user_uniform(data.users[rows])
-        mu = _mu_for_mean(raw, self.mean_calibration_(raw["mean"]))
+        mu = _mu_for_mean(raw, spend)
         grid = np.linspace(0.02, 0.995, 196)
         for target in (0.8, 0.5):
             cover = []
