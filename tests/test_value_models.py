@@ -22,6 +22,7 @@ from valuerec.evaluate.value import interval_coverage, normalized_gini
 from valuerec.features.rfm import rfm_summary
 from valuerec.features.sequences import UNKNOWN, build_sequences
 from valuerec.features.split import SplitError
+from valuerec.nn.ziln import EXCLUDES_ZERO
 from valuerec.value.base import (
     PRED_COLUMNS,
     ValueData,
@@ -199,9 +200,11 @@ def test_distributional_intervals(name, preds):
     assert (pred["spend_high"] > pred["spend_low"]).any()  # real intervals, not points
     assert (pred["spend_low"] <= pred["spend_high"]).all()
     # ziln_interval's documented empty interval (0 excluded, no positive spend in the band)
-    nonempty = ~((pred["spend_low"] == 1e-6) & (pred["spend_high"] == 1e-6))
+    nonempty = ~((pred["spend_low"] == EXCLUDES_ZERO) & (pred["spend_high"] == EXCLUDES_ZERO))
     # the 50% interval lies inside the 80% one (same per-user draw u, lower level)
-    both = nonempty & ~((pred["spend_low50"] == 1e-6) & (pred["spend_high50"] == 1e-6))
+    both = nonempty & ~(
+        (pred["spend_low50"] == EXCLUDES_ZERO) & (pred["spend_high50"] == EXCLUDES_ZERO)
+    )
     assert (pred.loc[both, "spend_low"] <= pred.loc[both, "spend_low50"]).all()
     assert (pred.loc[both, "spend_high50"] <= pred.loc[both, "spend_high"]).all()
     # LTV bounds are the spend bounds discounted with the same per-customer ratio as the LTV
@@ -228,8 +231,8 @@ _CALIBRATION = {"transformer": "mean_calibration_", "ensemble": "spend_calibrati
 def test_intervals_belong_to_the_distribution_of_the_reported_mean(name, world, fitted):
     """The intervals are quantiles of one distribution whose mean is ``pred_spend``, so a
     calibration that halves the mean halves every interval end too (a change of scale); only
-    ziln_interval's 1e-6 markers (0 excluded, empty interval) stay. Before, the Transformer
-    calibrated its mean and left its intervals where they were, above the mean."""
+    ziln_interval's markers (EXCLUDES_ZERO: 0 excluded, empty interval) stay. Before, the
+    Transformer calibrated its mean and left its intervals where they were, above the mean."""
     model = pickle.loads(pickle.dumps(fitted[name]))
     before = model.predict(users=world.test, store=world.store)
     calibration = getattr(model, _CALIBRATION[name])
@@ -239,7 +242,7 @@ def test_intervals_belong_to_the_distribution_of_the_reported_mean(name, world, 
     spend_ends = ("spend_low", "spend_high", "spend_low50", "spend_high50")
     ends = {**{c: c for c in spend_ends}, "ltv_low": "spend_low", "ltv_high": "spend_high"}
     for col, spend_end in ends.items():
-        moved = before[spend_end].to_numpy() > 2e-6
+        moved = before[spend_end].to_numpy() > 2 * EXCLUDES_ZERO
         assert moved.sum() > 20  # a real check, not one on markers alone
         np.testing.assert_allclose(after[col][moved], before[col][moved] / 2, rtol=1e-6)
         np.testing.assert_array_equal(after[col][~moved], before[col][~moved])
@@ -416,7 +419,8 @@ def test_ensemble_from_fitted_members_reuses_them_without_refitting(world, fitte
     # the Transformer's interval, rescaled from its mean to the ensemble's
     ratio = pred["pred_spend"] / parts[1]["pred_spend"]
     high = parts[1]["spend_high"]
-    np.testing.assert_allclose(pred["spend_high"], np.where(high > 1e-6, high * ratio, high))
+    rescaled = np.where(high > EXCLUDES_ZERO, high * ratio, high)
+    np.testing.assert_allclose(pred["spend_high"], rescaled)
 
 
 def test_transaction_median_beats_the_mean_on_absolute_error(world, fitted):
