@@ -739,3 +739,20 @@ def test_transformer_saved_before_the_pool_still_predicts(world, fitted):
         del net.__dict__["pool"]
     old = pickle.loads(pickle.dumps(old))
     pd.testing.assert_frame_equal(old.predict(users=world.test[:50], store=world.store), before)
+
+
+def test_transformer_context_keeps_the_sign_of_signed_features(world, fitted):
+    # the annual moments of the purchase days are signed: a clip at 0 (the old log1p) made
+    # every customer whose purchases fell in the opposite half-year look alike
+    model = fitted["transformer"]
+    data = _test_data(world, model)
+    col = model.context_columns_.index("annual_cos")
+    raw = data.features["annual_cos"].to_numpy()
+    assert (raw < -0.5).any() and (raw > 0.5).any()
+    ctx = model._context(data)[:, col]
+    z = (np.sign(raw) * np.log1p(np.abs(raw)) - model.context_mean_[col]) / model.context_std_[col]
+    np.testing.assert_allclose(ctx, z, rtol=1e-5, atol=1e-5)
+    # strictly increasing in the raw value: negatives are told apart, not merged at 0
+    order = np.argsort(raw)
+    assert np.all(np.diff(ctx[order]) >= -1e-6)
+    assert len(np.unique(np.round(ctx[raw < 0], 5))) > 1

