@@ -9,16 +9,16 @@ decile MAPE a perfectly calibrated model would score from the scored half's samp
 (spend is heavy-tailed, so the target of 0.10 sits near that floor), and the targets checked
 in the same run. ``--resplits N`` repeats the protocol on N more random splits and prints each
 model's mean over all orientations: one half's decile MAPE is a noisy draw. A second part
-generates synthetic logs with drifting purchase rates (trend,
-seasonality, bursts; truth known) and compares the sequence model (as fitted at the cut-off;
-trained on the training half at 8 earlier monthly cut-offs too: rolling origins; the same with
-128 tokens and the periodic pool; and the ensemble of LightGBM with that last Transformer)
-with LightGBM and BG/NBD against the true expected
-future spend, beside two references: the Bayes posterior mean under the generator itself (its
-priors known; the most any model can attain from the log, so the part of the +0.03 target that
-is attainable at all), the same posterior assuming no drift (what drift-awareness alone adds),
-and LightGBM given each customer's true (unobservable) drift multiplier over the holdout
-window.
+generates synthetic logs with drifting purchase rates (trend, seasonality, bursts; truth
+known) and compares the sequence model (as fitted at the cut-off; trained on the training half
+at 8 earlier monthly cut-offs too: rolling origins; the same with 128 tokens and the periodic
+pool; and the ensembles of LightGBM with each of the last two) with LightGBM (with and without
+the annual moments of the purchase days among its features) and BG/NBD against the true
+expected future spend, beside two references: the Bayes posterior mean under the generator
+itself (its priors known; the most any model can attain from the log, so the part of the
++0.03 target that is attainable at all), the same posterior assuming no drift (what
+drift-awareness alone adds), and LightGBM given each customer's true (unobservable) drift
+multiplier over the holdout window.
 
     python benchmarks/ltv_cdnow.py [--skip-synthetic | --skip-cdnow] [--resplits N]
         [--synthetic-preset personal-seasons | annual-habits] [--synthetic-users N]
