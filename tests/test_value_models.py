@@ -752,7 +752,7 @@ def test_transformer_context_keeps_the_sign_of_signed_features(world, fitted):
     ctx = model._context(data)[:, col]
     z = (np.sign(raw) * np.log1p(np.abs(raw)) - model.context_mean_[col]) / model.context_std_[col]
     np.testing.assert_allclose(ctx, z, rtol=1e-5, atol=1e-5)
-    # strictly increasing in the raw value: negatives are told apart, not merged at 0
+    # increasing in the raw value, and negatives are told apart rather than merged at 0
     order = np.argsort(raw)
     assert np.all(np.diff(ctx[order]) >= -1e-6)
     assert len(np.unique(np.round(ctx[raw < 0], 5))) > 1
