@@ -75,7 +75,8 @@ def ziln_interval(
     low_pos = ziln_quantile(np.maximum(lo_level, zero_mass + 1e-12), p, mu, sigma)
     low = np.where(zero_in, 0.0, np.maximum(low_pos, EXCLUDES_ZERO))
     # an interval that lies entirely inside the atom but excludes 0 holds no plausible spend:
-    # it is returned as the point (1e-6, 1e-6), which no real spend hits and keeps low <= high
+    # it is returned as the point (EXCLUDES_ZERO, EXCLUDES_ZERO), which no real spend hits and
+    # keeps low <= high
     empty = ~zero_in & (hi_level <= zero_mass)
     high = np.where(empty, EXCLUDES_ZERO, high)
     low = np.where(empty, EXCLUDES_ZERO, low)
