@@ -265,6 +265,9 @@ POOL_ROW = f"transformer, {SNAPSHOTS} snapshots, {LONG_TOKENS} tokens + periodic
 ENSEMBLE_ROW = f"ensemble, lightgbm + {POOL_ROW}"
 ENSEMBLE_SNAPSHOT_ROW = f"ensemble, lightgbm + {SNAPSHOT_ROW}"
 NO_ANNUAL_ROW = "lightgbm, no annual moments"
+#: The synthetic part keeps the LightGBM its published figures were measured with: one model,
+#: not the bag of 5 that is now the default (measured on CDNOW's decile calibration)
+SYNTH_LGB = {"n_models": 1}
 BAYES_ROW = "bayes posterior (knows the generator)"
 BAYES_STATIONARY_ROW = "bayes posterior, no-drift prior"
 
@@ -319,12 +322,16 @@ def synthetic(users: int = 20_000, preset: str = "drifting") -> dict:
 
     rows = {
         m.name: scored(m, data)
-        for m in (BTYDValueModel("bgnbd"), LightGBMValueModel(), TransformerValueModel())
+        for m in (
+            BTYDValueModel("bgnbd"),
+            LightGBMValueModel(**SYNTH_LGB),
+            TransformerValueModel(),
+        )
     }
     # the issue's baseline as first specified: LightGBM on the behaviour features without the
     # annual moments of the purchase days, which were added for logs like these
     rfm_only = dataclasses.replace(data, features=data.features.drop(columns=list(ANNUAL_FEATURES)))
-    rows[NO_ANNUAL_ROW] = scored(LightGBMValueModel(), rfm_only)
+    rows[NO_ANNUAL_ROW] = scored(LightGBMValueModel(**SYNTH_LGB), rfm_only)
     rows[SNAPSHOT_ROW] = scored(snapshots, data, pooled)
     rows[POOL_ROW] = scored(pooled_long, data_long, pooled_long_data)
     # the product's ensemble with each snapshot Transformer as its sequence member (no refit;
@@ -347,7 +354,7 @@ def synthetic(users: int = 20_000, preset: str = "drifting") -> dict:
     oracle_data = dataclasses.replace(
         data, features=data.features.assign(true_log_drift=np.log(multiplier).to_numpy())
     )
-    rows["lightgbm + true drift (ceiling)"] = scored(LightGBMValueModel(), oracle_data)
+    rows["lightgbm + true drift (ceiling)"] = scored(LightGBMValueModel(**SYNTH_LGB), oracle_data)
     # The attainable: the posterior mean under the generator (priors known, drift sampled);
     # ranking by it maximises the expected Gini sum, so no model fitted on the log beats it on
     # average. The same posterior with a stationary prior shows what reading the drift adds.

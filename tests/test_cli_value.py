@@ -18,7 +18,6 @@ from valuerec.data import synth
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.value.base import PRED_COLUMNS, ValueData
-from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.models import NaiveValueModel
 from valuerec.value.registry import MODELS, ModelUnavailableError, _lazy, make_model
 from valuerec.value.segments import SEGMENTS
@@ -52,16 +51,13 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fitted]:
         ).fetchone()
     first_day = pd.Timestamp(data.events["timestamp"].min()).normalize()
     cal_end = f"{first_day + pd.Timedelta(days=240):%Y-%m-%d}"
-    # LightGBM's two OpenMP threads spin-wait; on a busy two-core CI box that turns a
-    # one-second fit into minutes. One thread keeps this test's time independent of the load.
-    params = LightGBMValueModel._params
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(LightGBMValueModel, "_params", lambda self: {**params(self), "n_jobs": 1})
-        res = _run(
-            "fit", "--db", db, "--models", ",".join(FITTED), "--holdout-days", "60",
-            "--calibration-end", cal_end, "--json",
-        )  # fmt: skip
-        yield Fitted(db, cal_end, int(customers), res)
+    # (LightGBM runs one thread by default: its spin-waiting OpenMP threads would make a
+    # one-second fit take minutes on a busy two-core CI box)
+    res = _run(
+        "fit", "--db", db, "--models", ",".join(FITTED), "--holdout-days", "60",
+        "--calibration-end", cal_end, "--json",
+    )  # fmt: skip
+    yield Fitted(db, cal_end, int(customers), res)
 
 
 def test_fit_saves_every_model_and_compares_them(fitted: Fitted) -> None:

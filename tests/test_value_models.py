@@ -637,6 +637,28 @@ def test_ensemble_applies_its_own_spend_calibration(world, fitted):
     np.testing.assert_allclose(longer, 2 * pred, rtol=1e-9)  # calibrated at the trained horizon
 
 
+def test_lightgbm_bag_averages_models_with_consecutive_seeds(world):
+    # n_models=2 must be the mean of the models seeds 7 and 8 fit alone, each with its own
+    # calibration (a bag of one seed twice would equal one of them instead)
+    train = value_data(world.store, CAL, HOLDOUT, users=world.train)
+    test = value_data(world.store, CAL, HOLDOUT, users=world.test, labels=False)
+    bag = LightGBMValueModel(n_estimators=50, n_models=2, seed=7).fit_data(train)
+    alone = [
+        LightGBMValueModel(n_estimators=50, n_models=1, seed=s).fit_data(train) for s in (7, 8)
+    ]
+    preds = [m.predict_data(test) for m in alone]
+    got = bag.predict_data(test)
+    assert not np.allclose(preds[0]["pred_spend"], preds[1]["pred_spend"])  # seeds differ
+    for col in ("pred_spend", "p_alive", "pred_transactions", "ltv"):
+        np.testing.assert_allclose(got[col], (preds[0][col] + preds[1][col]) / 2, rtol=1e-9)
+    # what an ensemble calibrates on: the members' calibrated out-of-fold spend, averaged
+    np.testing.assert_allclose(bag.oof_spend_, (alone[0].oof_spend_ + alone[1].oof_spend_) / 2)
+    # the median count comes from the mixture of the two hurdles: between the members' medians
+    lo = np.minimum(preds[0]["pred_transactions_median"], preds[1]["pred_transactions_median"])
+    hi = np.maximum(preds[0]["pred_transactions_median"], preds[1]["pred_transactions_median"])
+    assert got["pred_transactions_median"].between(lo, hi).all()
+
+
 # ------------------------------------------------------------------ rolling-origin snapshots
 
 

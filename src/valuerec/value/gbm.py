@@ -5,9 +5,20 @@ Tweedie regressor for holdout spend (a compound Poisson-gamma fits spend that is
 for most customers and heavy-tailed for the rest) and a Poisson regressor for repeat purchase
 days. The BG/NBD expectation and P(alive), fitted on the same training customers, are added as
 features: they summarise the RFM pattern in the way the probabilistic model reads it.
+
+``n_models=k`` bags k such models, seeds ``seed .. seed + k - 1``: each subsamples rows and
+columns differently and cross-fits its own spend calibration on its own folds, and their
+calibrated predictions are averaged (counts as the mixture of their hurdles). The labels are
+so noisy that one model's calibration map, fitted on one draw of out-of-fold predictions,
+wanders from seed to seed; averaging maps from several draws wanders less. On CDNOW over 24
+half-splits (seeds 42, 1-11, both orientations) the default bag of 5 lowers decile MAPE from
+0.107 to 0.100 (paired difference -0.007 +/- 0.003 s.e.), Gini unchanged, for 5x the fit time
+(about 8 s).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import lightgbm as lgb
 import numpy as np
@@ -56,6 +67,7 @@ class LightGBMValueModel(ValueModel):
         min_child_samples: int = 100,
         tweedie_variance_power: float = 1.5,
         btyd_features: bool = True,
+        n_models: int = 5,
         seed: int = 0,
         n_jobs: int = 1,
         calibrate: bool = True,
@@ -67,6 +79,7 @@ class LightGBMValueModel(ValueModel):
         self.min_child_samples = min_child_samples
         self.tweedie_variance_power = tweedie_variance_power
         self.btyd_features = btyd_features
+        self.n_models = n_models
         self.seed = seed
         self.n_jobs = n_jobs
         self.calibrate = calibrate
@@ -94,8 +107,22 @@ class LightGBMValueModel(ValueModel):
             x = x.join(btyd_features(self.profile_model_, data.rfm, self.horizon_days_))
         return x
 
+    def _member(self, k: int) -> LightGBMValueModel:
+        """The bag's k-th model: these settings, one model, seed ``seed + k``."""
+        names = inspect.signature(LightGBMValueModel.__init__).parameters
+        params = {n: getattr(self, n) for n in names if n != "self"}
+        return LightGBMValueModel(**{**params, "n_models": 1, "seed": self.seed + k})
+
     def _fit(self, data: ValueData) -> None:
         assert data.labels is not None, "supervised models need holdout labels"
+        if self.n_models > 1:
+            self.members_ = [self._member(k).fit_data(data) for k in range(self.n_models)]
+            self.profile_model_ = self.members_[0].profile_model_
+            oofs = [getattr(m, "oof_spend_", None) for m in self.members_]
+            if all(o is not None for o in oofs):  # what an ensemble calibrates on
+                self.oof_spend_ = sum(oofs) / len(oofs)
+            return
+        self.members_ = None
         self.profile_model_ = BetaGeoFitter().fit(data.rfm)
         x = self._matrix(data)
         y_tx = data.labels["holdout_transactions"].to_numpy()
@@ -140,12 +167,21 @@ class LightGBMValueModel(ValueModel):
         count is 0 with probability 1 - p, else zero-truncated Poisson with the mean mu / p
         that makes the two agree (the hurdle's mean is mu, the model's own expectation).
         """
+        if getattr(self, "members_", None):  # the bag: the mixture of its members' hurdles
+            parts = [m._count_pmf(data, horizon_days)[0] for m in self.members_]
+
+            def mixture(n: int, rows: np.ndarray) -> np.ndarray:
+                return sum(pmf(n, rows) for pmf in parts) / len(parts)
+
+            return mixture, horizon_days / self.horizon_days_
         x = self._matrix(data)[self.feature_names_]
         p = np.clip(self.classifier_.predict_proba(x)[:, 1], 1e-9, 1.0)
         lam = zero_truncated_rate(self.count_.predict(x) / p)
         return hurdle_pmf(p, lam), horizon_days / self.horizon_days_
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
+        if getattr(self, "members_", None):  # the bag: its members' calibrated mean
+            return sum(m._predict(data, horizon_days) for m in self.members_) / len(self.members_)
         x = self._matrix(data)[self.feature_names_]
         scale = horizon_days / self.horizon_days_  # trained for one horizon; rescale linearly
         return pd.DataFrame(
