@@ -617,6 +617,28 @@ def test_zero_truncated_rate_inverts_the_truncated_mean():
     np.testing.assert_allclose((np.arange(400)[:, None] * probs).sum(0), 0.3 * m, rtol=1e-5)
 
 
+def test_mixture_of_count_distributions_has_the_weighted_mean_and_its_own_median():
+    from valuerec.value.counts import count_quantile, hurdle_pmf, mixture_pmf
+
+    # customer 0: a sure returner buying ~9 times, or (weight 3/4) one who never returns
+    rows = np.arange(2)
+    back = hurdle_pmf(np.array([1.0, 0.5]), np.array([9.0, 2.0]))
+    gone = hurdle_pmf(np.array([1e-9, 0.5]), np.array([1.0, 2.0]))
+    mix = mixture_pmf([back, gone], [0.25, 0.75])
+    probs = np.stack([mix(n, rows) for n in range(200)])
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-9)
+    means = [(np.arange(200)[:, None] * np.stack([f(n, rows) for n in range(200)])).sum(0)
+             for f in (back, gone)]  # fmt: skip
+    np.testing.assert_allclose(
+        (np.arange(200)[:, None] * probs).sum(0), 0.25 * means[0] + 0.75 * means[1], rtol=1e-9
+    )
+    # the mixture's median is 0 for customer 0 (75% never return), where the weighted mean
+    # of the two medians would be about 0.25 * 9; identical parts leave customer 1 as it was
+    median = count_quantile(mix, 2)
+    assert median[0] == 0
+    assert median[1] == count_quantile(back, 2)[1]
+
+
 def test_ensemble_applies_its_own_spend_calibration(world, fitted):
     # a mean of calibrated members is not calibrated; the ensemble refits a map on the
     # members' out-of-fold spend and must apply it (it once fitted the map and dropped it)

@@ -9,13 +9,28 @@ model also exposes its count distribution as a PMF, and the median is read off i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.special import gammaln
 
 #: ``pmf(n, rows)``: P(exactly n purchases in the horizon) of the customers at ``rows``
 CountPMF = Callable[[int, np.ndarray], np.ndarray]
+
+
+def mixture_pmf(parts: Sequence[CountPMF], weights: Sequence[float] | None = None) -> CountPMF:
+    """The weighted mixture of several models' count distributions (equal weights if None).
+
+    An average of models (an ensemble, a bag) predicts the weighted mean count; the mixture is
+    the distribution with that mean, so its median is the average's median forecast (a mean
+    of the models' medians would not be the median of anything).
+    """
+    w = [1.0 / len(parts)] * len(parts) if weights is None else list(weights)
+
+    def pmf(n: int, rows: np.ndarray) -> np.ndarray:
+        return sum(wk * part(n, rows) for wk, part in zip(w, parts, strict=True))
+
+    return pmf
 
 
 def count_quantile(pmf: CountPMF, n_customers: int, level: float = 0.5,

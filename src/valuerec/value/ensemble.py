@@ -14,7 +14,7 @@ import pandas as pd
 from valuerec.nn.ziln import EXCLUDES_ZERO
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.calibration import SpendCalibration
-from valuerec.value.counts import CountPMF
+from valuerec.value.counts import CountPMF, mixture_pmf
 from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.transformer import TransformerValueModel
 
@@ -104,12 +104,8 @@ class EnsembleValueModel(ValueModel):
             return None
         if any(abs(scale - 1.0) > 1e-12 for _, scale in found):  # type: ignore[misc]
             return None  # a member trained for another horizon: no common distribution
-        parts = [(w, pmf) for w, (pmf, _) in zip(self.weights_, found, strict=True)]  # type: ignore[misc]
-
-        def pmf(n: int, rows: np.ndarray) -> np.ndarray:
-            return sum(w * member(n, rows) for w, member in parts)
-
-        return pmf, horizon_days / self.horizon_days_
+        parts = [pmf for pmf, _ in found]  # type: ignore[misc]
+        return mixture_pmf(parts, self.weights_), horizon_days / self.horizon_days_
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
         preds = [m.predict_data(data, horizon_days) for m in self.members_]

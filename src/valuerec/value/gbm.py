@@ -27,7 +27,7 @@ import pandas as pd
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
-from valuerec.value.counts import CountPMF, hurdle_pmf, zero_truncated_rate
+from valuerec.value.counts import CountPMF, hurdle_pmf, mixture_pmf, zero_truncated_rate
 
 
 def btyd_features(model: BetaGeoFitter, rfm: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
@@ -169,11 +169,7 @@ class LightGBMValueModel(ValueModel):
         """
         if getattr(self, "members_", None):  # the bag: the mixture of its members' hurdles
             parts = [m._count_pmf(data, horizon_days)[0] for m in self.members_]
-
-            def mixture(n: int, rows: np.ndarray) -> np.ndarray:
-                return sum(pmf(n, rows) for pmf in parts) / len(parts)
-
-            return mixture, horizon_days / self.horizon_days_
+            return mixture_pmf(parts), horizon_days / self.horizon_days_
         x = self._matrix(data)[self.feature_names_]
         p = np.clip(self.classifier_.predict_proba(x)[:, 1], 1e-9, 1.0)
         lam = zero_truncated_rate(self.count_.predict(x) / p)
