@@ -640,7 +640,7 @@ def test_mixture_of_count_distributions_has_the_weighted_mean_and_its_own_median
 
 
 def test_ensemble_applies_its_own_spend_calibration(world, fitted):
-    # a mean of calibrated members is not calibrated; the ensemble refits a map on the
+    # a mean of calibrated members is not calibrated; the ensemble learns a map from the
     # members' out-of-fold spend and must apply it (it once fitted the map and dropped it)
     from valuerec.value.calibration import SpendCalibration
 
@@ -657,6 +657,22 @@ def test_ensemble_applies_its_own_spend_calibration(world, fitted):
     assert not np.allclose(pred, avg)
     longer = ens.predict_data(data, HOLDOUT * 2)["pred_spend"].to_numpy()
     np.testing.assert_allclose(longer, 2 * pred, rtol=1e-9)  # calibrated at the trained horizon
+
+
+def test_ensemble_spends_at_its_first_members_level(world, fitted):
+    # the ensemble's map carries the distribution of its members' averaged out-of-fold spend
+    # onto the first member's: the mean's ranking at LightGBM's level of spend
+    lgb, tf = fitted["lightgbm"], fitted["transformer"]
+    train = value_data(world.store, CAL, HOLDOUT, users=world.train)
+    ens = EnsembleValueModel.from_fitted([lgb, tf], train)
+    common = lgb.oof_spend_.index.intersection(tf.oof_spend_.index)
+    first = lgb.oof_spend_.loc[common].to_numpy()
+    avg = (first + tf.oof_spend_.loc[common].to_numpy()) / 2
+    q = np.linspace(0.1, 0.9, 9)
+    assert np.abs(np.quantile(avg, q) / np.quantile(first, q) - 1).max() > 0.05  # a real map
+    np.testing.assert_allclose(
+        np.quantile(ens.spend_calibration_(avg), q), np.quantile(first, q), rtol=0.02
+    )
 
 
 def test_lightgbm_bag_averages_models_with_consecutive_seeds(world):

@@ -2,11 +2,24 @@
 
 Value models trained on mostly-zero, heavy-tailed spend are often mis-calibrated by level of
 prediction (the top decile over-predicted, the middle under-predicted), which decile
-calibration (decile MAPE) punishes even when the ranking is good. The map below is fitted on
-out-of-fold predictions: customers are cut into bins by prediction, and the bins' mean
-prediction and mean actual spend, made monotone by isotonic regression, are joined by a line
-in log space. The map is strictly increasing, so Gini, top-k shares and AUC are untouched;
-beyond the outer bins it keeps the outer bins' ratio.
+calibration (decile MAPE) punishes even when the ranking is good. Every map here is strictly
+increasing, so Gini, top-k shares and AUC are untouched.
+
+- :class:`PowerCalibration` (``E[spend] = c * pred^b``, two numbers fitted on all out-of-fold
+  predictions at once) is what the LightGBM model uses. The labels are so noisy that a map
+  with one free level per bin learns the training half's luck: on CDNOW a bin's mean spend
+  varies by ~7% between random halves, as much as the sampling noise decile MAPE measures on
+  the scored half, so a 10-bin map adds about as much error as sampling puts there. Over 36 CDNOW
+  half-splits the power map gave one LightGBM decile MAPE 0.092 against 0.105 for the 10-bin
+  map (paired -0.013 +/- 0.003 s.e.), and the bag of 5 0.090 against 0.099. On the first 24
+  of them, other maps for the bag: 5 bins 0.099, 20 bins 0.103, a 3-parameter log-quadratic
+  0.094, a 4-knot spline 0.100, 10 bins shrunk towards the power map by empirical Bayes
+  0.091, no map 0.095 (power 0.092, 10 bins 0.100). The Transformer keeps the 10-bin map:
+  on 12 fresh splits the power map changed nothing for it (+0.001 +/- 0.013).
+- :class:`SpendCalibration` is a monotone piecewise-linear map in log space. ``fit`` joins the
+  bins' mean prediction and mean actual spend (made monotone by isotonic regression);
+  ``match_quantiles`` maps one distribution of predictions onto another, which the ensemble
+  uses to give its ranking the level of its best-calibrated member.
 """
 
 from __future__ import annotations
@@ -15,8 +28,46 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import PoissonRegressor
 
 _FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class PowerCalibration:
+    """``E[spend | pred] = exp(log_scale) * pred ** power``: the identity by default."""
+
+    log_scale: float = 0.0
+    power: float = 1.0
+
+    def __call__(self, pred: np.ndarray) -> np.ndarray:
+        pred = np.asarray(pred, float)
+        lp = np.log(np.maximum(pred, _FLOOR))
+        return np.where(pred > 0, np.exp(self.log_scale + self.power * lp), 0.0)
+
+    @classmethod
+    def fit(
+        cls, pred: np.ndarray, actual: np.ndarray, min_customers: int = 500
+    ) -> PowerCalibration:
+        """Fit on held-out (prediction, actual) pairs; the identity with too little data.
+
+        A Poisson GLM of actual spend on log prediction (quasi-likelihood: it needs the mean
+        right, not counts). Its score equations make the fitted total equal the actual total
+        and the errors uncorrelated with log prediction, so the level is right overall and
+        from the bottom of the ranking to the top. Should the slope come out <= 0 (the
+        predictions rank nothing), only the level is corrected: the map must stay increasing.
+        """
+        pred, actual = np.asarray(pred, float), np.asarray(actual, float)
+        ok = pred > 0
+        if ok.sum() < min_customers or actual[ok].sum() <= 0:
+            return cls()
+        lp, y = np.log(pred[ok]), actual[ok]
+        centre = float(lp.mean())
+        glm = PoissonRegressor(alpha=0.0, max_iter=1000).fit((lp - centre)[:, None], y)
+        power = float(glm.coef_[0])
+        if not np.isfinite(power) or power <= 0:
+            return cls(float(np.log(y.sum() / pred[ok].sum())), 1.0)
+        return cls(float(glm.intercept_) - power * centre, power)
 
 
 @dataclass(frozen=True)
@@ -57,6 +108,33 @@ class SpendCalibration:
             x, first = np.unique(x, return_index=True)
             mp, ma = mp[first], ma[first]
         mono = IsotonicRegression(increasing=True).fit_transform(x, ma)
-        y = np.log(np.maximum(mono, mp * 1e-3))
-        y = y + np.arange(len(y)) * 1e-6  # strictly increasing: no new ties
-        return cls(x, np.maximum.accumulate(y))
+        return cls._increasing(x, np.log(np.maximum(mono, mp * 1e-3)))
+
+    @classmethod
+    def match_quantiles(
+        cls, source: np.ndarray, target: np.ndarray, n_quantiles: int = 200
+    ) -> SpendCalibration:
+        """The increasing map that carries the distribution of ``source`` onto ``target``'s.
+
+        Knots at ``n_quantiles`` + 1 evenly spaced quantiles of each (positive values only):
+        a prediction at the q-th quantile of ``source`` becomes the q-th quantile of
+        ``target``. Learned once from two samples, so a customer's mapped value does not depend
+        on who else is predicted with them. The identity if either has no positive value.
+        """
+        source, target = np.asarray(source, float), np.asarray(target, float)
+        source, target = source[source > 0], target[target > 0]
+        if len(source) < 2 or len(target) < 2:
+            return cls()
+        q = np.linspace(0.0, 1.0, n_quantiles + 1)
+        x = np.log(np.quantile(source, q))
+        y = np.log(np.quantile(target, q))
+        x, first = np.unique(x, return_index=True)  # tied quantiles: one knot each
+        if len(x) < 2:
+            return cls()
+        return cls._increasing(x, y[first])
+
+    @classmethod
+    def _increasing(cls, x: np.ndarray, y: np.ndarray) -> SpendCalibration:
+        """Knots with strictly increasing values (no new ties), from non-decreasing ones."""
+        y = np.maximum.accumulate(y) + np.arange(len(y)) * 1e-6
+        return cls(x, y)

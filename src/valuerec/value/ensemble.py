@@ -1,9 +1,10 @@
 """Ensemble of value models: the average of members' point predictions.
 
 Gradient boosting and the sequence Transformer make different errors (trees split on the
-RFM aggregates, the network reads the timing of each purchase), so their average ranks and
-calibrates better than either on CDNOW. Prediction intervals come from the first member that
-has a predictive distribution, rescaled to the ensemble's mean.
+RFM aggregates, the network reads the timing of each purchase), so their average ranks better
+than either on CDNOW; its spend is put on its first member's level (see ``_calibration``).
+Prediction intervals come from the first member that has a predictive distribution, rescaled
+to the ensemble's mean.
 """
 
 from __future__ import annotations
@@ -62,13 +63,13 @@ class EnsembleValueModel(ValueModel):
         model = cls(members=members, weights=weights, discount_rate=discount_rate)
         model.split_ = data.split
         model.horizon_days_ = float(data.split.holdout_days)
-        model._combine(members, data)
+        model._combine(members)
         return model
 
     def _fit(self, data: ValueData) -> None:
-        self._combine([m.fit_data(data) for m in self._members()], data)
+        self._combine([m.fit_data(data) for m in self._members()])
 
-    def _combine(self, members: list[ValueModel], data: ValueData) -> None:
+    def _combine(self, members: list[ValueModel]) -> None:
         """Weights, LTV profile and the ensemble's own spend calibration, from fitted members."""
         self.members_ = members
         w = np.asarray(self.weights or [1.0] * len(self.members_), float)
@@ -76,13 +77,22 @@ class EnsembleValueModel(ValueModel):
             raise ValueError("weights must be non-negative, one per member, not all zero")
         self.weights_ = w / w.sum()
         self.profile_model_ = getattr(self.members_[0], "profile_model_", None)
-        self.spend_calibration_ = self._calibration(data)
+        self.spend_calibration_ = self._calibration()
 
-    def _calibration(self, data: ValueData) -> SpendCalibration:
-        """A weighted mean of calibrated members is not calibrated itself (its spread is
-        smaller); refit the map on the members' out-of-fold predictions, averaged."""
+    def _calibration(self) -> SpendCalibration:
+        """The first member's level of spend at the ensemble's ranking.
+
+        A weighted mean of calibrated members is not calibrated itself (its spread is
+        smaller). Refitting a map from the mean's out-of-fold predictions to the labels adds
+        that map's own noise: over 36 CDNOW half-splits such an ensemble scored decile MAPE
+        0.106, worse than either member. Instead the distribution of the mean's out-of-fold
+        predictions is carried onto the first member's (quantile matching, no labels), so the
+        ensemble ranks as the mean does and spends at the level of its first member, the
+        better calibrated LightGBM by default: 0.090 over those splits, as the LightGBM bag
+        alone (0.090), against 0.098 for the plain mean.
+        """
         oofs = [getattr(m, "oof_spend_", None) for m in self.members_]
-        if data.labels is None or any(o is None for o in oofs):
+        if any(o is None for o in oofs):
             return SpendCalibration()
         common = oofs[0].index
         for o in oofs[1:]:
@@ -90,7 +100,7 @@ class EnsembleValueModel(ValueModel):
         if len(common) == 0:
             return SpendCalibration()
         avg = sum(w * o.loc[common].to_numpy() for w, o in zip(self.weights_, oofs, strict=True))
-        return SpendCalibration.fit(avg, data.labels.loc[common, "holdout_spend"].to_numpy())
+        return SpendCalibration.match_quantiles(avg, oofs[0].loc[common].to_numpy())
 
     def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float] | None:
         """The weighted mixture of the members' count distributions at the trained horizon.
