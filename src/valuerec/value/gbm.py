@@ -120,16 +120,6 @@ class LightGBMValueModel(ValueModel):
 
     def _fit(self, data: ValueData) -> None:
         assert data.labels is not None, "supervised models need holdout labels"
-        if self.n_models > 1:
-            self.members_ = [self._member(k).fit_data(data) for k in range(self.n_models)]
-            self.profile_model_ = self.members_[0].profile_model_
-            oofs = [getattr(m, "oof_spend_", None) for m in self.members_]
-            if all(o is not None for o in oofs):  # what an ensemble calibrates on
-                self.oof_spend_ = sum(oofs) / len(oofs)
-            return
-        self.members_ = None
-        self.profile_model_ = BetaGeoFitter().fit(data.rfm)
-        x = self._matrix(data)
         y_tx = data.labels["holdout_transactions"].to_numpy()
         y_spend = data.labels["holdout_spend"].to_numpy()
         if not (y_spend > 0).any():
@@ -137,6 +127,29 @@ class LightGBMValueModel(ValueModel):
                 "no customer spent anything in the holdout window: there is nothing to learn "
                 "(is the holdout after the end of the log, or are all values zero?)"
             )
+        # one BG/NBD profile and one feature matrix, shared by every model of a bag
+        self.profile_model_ = BetaGeoFitter().fit(data.rfm)
+        x = self._matrix(data)
+        self.feature_names_ = list(x.columns)
+        if self.n_models > 1:
+            self.members_ = [
+                self._member(k)._fit_matrix(x, y_tx, y_spend) for k in range(self.n_models)
+            ]
+            oofs = [getattr(m, "oof_spend_", None) for m in self.members_]
+            if all(o is not None for o in oofs):  # what an ensemble calibrates on
+                self.oof_spend_ = sum(oofs) / len(oofs)
+            return
+        self.members_ = None
+        self._fit_matrix(x, y_tx, y_spend)
+
+    def _fit_matrix(
+        self, x: pd.DataFrame, y_tx: np.ndarray, y_spend: np.ndarray
+    ) -> LightGBMValueModel:
+        """Fit the three boosters and the spend calibration of one model on its features.
+
+        A bag's members are fitted only this way: they hold boosters and a calibration, and
+        the bag builds the features they read (so the bag's own ``_matrix``, not theirs).
+        """
         p = self._params()
         self.classifier_ = lgb.LGBMClassifier(objective="binary", **p).fit(x, y_tx > 0)
         self.spend_ = lgb.LGBMRegressor(
@@ -145,6 +158,7 @@ class LightGBMValueModel(ValueModel):
         self.count_ = lgb.LGBMRegressor(objective="poisson", **p).fit(x, y_tx)
         self.feature_names_ = list(x.columns)
         self.spend_calibration_ = self._cross_fit_calibration(x, y_spend, p)
+        return self
 
     def _cross_fit_calibration(
         self, x: pd.DataFrame, y: np.ndarray, params: dict[str, object]
@@ -174,25 +188,42 @@ class LightGBMValueModel(ValueModel):
 
         The classifier gives P(returns) = p and the Poisson booster the mean count mu; the
         count is 0 with probability 1 - p, else zero-truncated Poisson with the mean mu / p
-        that makes the two agree (the hurdle's mean is mu, the model's own expectation).
+        that makes the two agree (the hurdle's mean is mu, the model's own expectation). A
+        bag's count is the mixture of its members' hurdles.
         """
-        if getattr(self, "members_", None):  # the bag: the mixture of its members' hurdles
-            parts = [m._count_pmf(data, horizon_days)[0] for m in self.members_]
-            return mixture_pmf(parts), horizon_days / self.horizon_days_
-        x = self._matrix(data)[self.feature_names_]
+        x = self._features(data)
+        parts = [m._hurdle(x) for m in self._models()]
+        pmf = parts[0] if len(parts) == 1 else mixture_pmf(parts)
+        return pmf, horizon_days / self.horizon_days_
+
+    def _hurdle(self, x: pd.DataFrame) -> CountPMF:
         p = np.clip(self.classifier_.predict_proba(x)[:, 1], 1e-9, 1.0)
-        lam = zero_truncated_rate(self.count_.predict(x) / p)
-        return hurdle_pmf(p, lam), horizon_days / self.horizon_days_
+        return hurdle_pmf(p, zero_truncated_rate(self.count_.predict(x) / p))
+
+    def _models(self) -> list[LightGBMValueModel]:
+        """The bag's members, or this model alone."""
+        return getattr(self, "members_", None) or [self]
+
+    def _features(self, data: ValueData) -> pd.DataFrame:
+        """The matrix every booster reads, built once (with the bag's BG/NBD profile).
+
+        Column names from the first model: a bag saved before the bag kept them itself held
+        them in its members only (and each member a profile equal to the bag's).
+        """
+        return self._matrix(data)[self._models()[0].feature_names_]
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
-        if getattr(self, "members_", None):  # the bag: its members' calibrated mean
-            return sum(m._predict(data, horizon_days) for m in self.members_) / len(self.members_)
-        x = self._matrix(data)[self.feature_names_]
+        # a bag's point predictions are its members' calibrated means, on one feature matrix
+        x = self._features(data)
         scale = horizon_days / self.horizon_days_  # trained for one horizon; rescale linearly
+        models = self._models()
         return pd.DataFrame(
             {
-                "pred_transactions": self.count_.predict(x) * scale,
-                "pred_spend": self.spend_calibration_(self.spend_.predict(x)) * scale,
-                "p_alive": self.classifier_.predict_proba(x)[:, 1],
+                "pred_transactions": np.mean([m.count_.predict(x) for m in models], 0) * scale,
+                "pred_spend": np.mean(
+                    [m.spend_calibration_(m.spend_.predict(x)) for m in models], 0
+                )
+                * scale,
+                "p_alive": np.mean([m.classifier_.predict_proba(x)[:, 1] for m in models], 0),
             }
         )
