@@ -422,8 +422,9 @@ class TransformerValueModel(ValueModel):
         """Split-conformal interval levels and the mean calibration, from out-of-fold outputs.
 
         The nominal level of each interval is the one whose intervals cover the target share
-        of training customers out of fold; the power calibration of the expected spend is
-        fitted on the same predictions.
+        of training customers out of fold; the calibration of the expected spend (the 10-bin
+        map, ``SpendCalibration.fit``: the power map changed nothing here, see
+        ``value.calibration``) is fitted on the same predictions.
         """
         self.interval_levels_ = {0.8: 0.8, 0.5: 0.5}
         self.mean_calibration_ = SpendCalibration()
