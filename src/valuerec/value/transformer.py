@@ -44,11 +44,11 @@ default: on CDNOW (purchase tokens only, no annual habit in a 9-month calibratio
 The figures above predate the annual moments of the purchase days among the behaviour
 features (:func:`valuerec.features.behaviour.behaviour_features`), which the context token
 reads too. With them, on ``annual-habits``, LightGBM itself gains +0.015 and the sequence
-model's margin over it shrinks to +0.004 [-0.003, +0.011] with 8 snapshots (+0.019 over
+model's margin over it shrinks to +0.005 [-0.002, +0.011] with 8 snapshots (+0.020 over
 LightGBM without the moments) and +0.001 with 128 tokens and the pool as well: a hand-made
 statistic of the phase gives the trees most of what the networks had learned to read from
 the tokens. The ensemble of LightGBM and the 8-snapshot Transformer is the best model there
-(+0.008 [+0.004, +0.013]; the generator's own posterior is +0.021).
+(+0.009 [+0.004, +0.014]; the generator's own posterior is +0.021).
 """
 
 from __future__ import annotations
