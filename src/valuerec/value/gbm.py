@@ -130,7 +130,6 @@ class LightGBMValueModel(ValueModel):
         # one BG/NBD profile and one feature matrix, shared by every model of a bag
         self.profile_model_ = BetaGeoFitter().fit(data.rfm)
         x = self._matrix(data)
-        self.feature_names_ = list(x.columns)
         if self.n_models > 1:
             self.members_ = [
                 self._member(k)._fit_matrix(x, y_tx, y_spend) for k in range(self.n_models)
@@ -192,8 +191,7 @@ class LightGBMValueModel(ValueModel):
         bag's count is the mixture of its members' hurdles.
         """
         x = self._features(data)
-        parts = [m._hurdle(x) for m in self._models()]
-        pmf = parts[0] if len(parts) == 1 else mixture_pmf(parts)
+        pmf = mixture_pmf([m._hurdle(x) for m in self._models()])
         return pmf, horizon_days / self.horizon_days_
 
     def _hurdle(self, x: pd.DataFrame) -> CountPMF:
