@@ -10,6 +10,7 @@ import pytest
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.features.rfm import holdout_summary, rfm_summary
+from valuerec.features.split import SplitError, TemporalSplit, log_end
 
 network = pytest.mark.network
 
@@ -151,6 +152,24 @@ def test_holdout_summary(log):
     assert hold["spend_holdout"].tolist() == [7.0, 0.0, 6.0, 0.0]
     assert hold["monetary_value_holdout"].tolist() == [3.5, 0.0, 6.0, 0.0]
     assert (hold["duration_holdout"] == 29 / 7).all()  # 2020-01-31 .. 2020-02-29
+
+
+def test_log_end_and_holdout_purchases(log):
+    # the last event is c's purchase at 2020-02-01 00:00
+    assert log_end(log) == datetime(2020, 2, 2)  # midnight after the last event's day
+    assert TemporalSplit.last_days(log, 10) == TemporalSplit("2020-01-23", 10)
+    # purchase events (not days) in [2020-01-15, 2020-02-01): a's two of 01-15, b's of 01-29
+    # and d's of 01-31 (b's view does not count; c's purchase at 2020-02-01 00:00 is at the
+    # exclusive end)
+    assert TemporalSplit("2020-01-15", 17).holdout_purchases(log) == 4
+    assert TemporalSplit("2020-02-02", 30).holdout_purchases(log) == 0
+
+
+def test_log_end_of_an_empty_store(store):
+    with pytest.raises(SplitError, match="no events"):
+        log_end(store)
+    with pytest.raises(SplitError, match="no events"):
+        TemporalSplit.last_days(store, 30)
 
 
 def test_holdout_day_split_by_calibration_end_counts_once(log):

@@ -43,7 +43,7 @@ from valuerec.cli_common import progress as _progress
 from valuerec.data.store import Store, default_db_path, store_exists
 from valuerec.evaluate.value import ValueReport, evaluate_value
 from valuerec.features.behaviour import behaviour_features
-from valuerec.features.split import SplitError, TemporalSplit, to_timestamp
+from valuerec.features.split import SplitError, TemporalSplit, log_end, to_timestamp
 from valuerec.value.base import ValueData, ValueModel, value_data
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.registry import MODELS, make_model
@@ -131,23 +131,6 @@ def _make(name: str) -> ValueModel:
         return make_model(name)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-
-
-def _log_end(store: Store) -> datetime:
-    """The day after the last event: "now" for scoring today's customers."""
-    (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
-    if last is None:
-        raise _fail("the store has no events")
-    return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
-
-
-def _purchases_between(store: Store, start: datetime, end: datetime) -> int:
-    (n,) = store.con.execute(
-        "SELECT count(*) FROM events WHERE event_type = 'purchase' "
-        "AND timestamp >= ?::TIMESTAMP AND timestamp < ?::TIMESTAMP",
-        [start, end],
-    ).fetchone()
-    return int(n)
 
 
 def _truth(data: ValueData, users: pd.Index) -> pd.DataFrame:
@@ -249,7 +232,7 @@ def _predict_all(
     if horizon is not None and horizon <= 0:
         raise _fail(f"--horizon-days must be positive, got {horizon}")
     try:
-        when = _log_end(store) if as_of is None else to_timestamp(as_of, "--as-of")
+        when = log_end(store) if as_of is None else to_timestamp(as_of, "--as-of")
         pred = model.predict(horizon_days=horizon, store=store, as_of=when)
     except SplitError as exc:
         raise _fail(str(exc)) from None
@@ -304,8 +287,8 @@ def fit(
         train, test = data.users[~held], data.users[held]
         if len(train) == 0:
             raise _fail("no customers left to train on: lower --test-fraction")
-        holdout_purchases = _purchases_between(store, split.calibration_end, split.holdout_end)
-        log_end = _log_end(store)
+        holdout_purchases = split.holdout_purchases(store)
+        now = log_end(store)
         note = None
         if test_fraction == 0:
             note = "--test-fraction 0: models are trained on every customer and not scored"
@@ -318,7 +301,7 @@ def fit(
             "calibration_end": split.calibration_end,
             "holdout_days": split.holdout_days,
             "holdout_end": split.holdout_end,
-            "holdout_complete": split.holdout_end <= log_end,
+            "holdout_complete": split.holdout_end <= now,
             "test_fraction": test_fraction,
             "split_salt": SPLIT_SALT,
             "train_customers": len(train),
@@ -544,7 +527,7 @@ def _evaluate_one(
     else:
         held = holdout_customers(data.users, meta.get("test_fraction", 0.0), meta["split_salt"])
         users, result["scope"] = data.users[held], "held-out customers"
-    if len(users) < 2 or _purchases_between(store, split.calibration_end, split.holdout_end) == 0:
+    if len(users) < 2 or split.holdout_purchases(store) == 0:
         result["scope"] += ": too few customers or no holdout purchases, not scored"
         return result
     pred = model.predict(list(users), split.holdout_days, store=store, as_of=split.calibration_end)

@@ -21,6 +21,17 @@ class SplitError(ValueError):
     """A split that does not fit the data (calibration end outside it, empty period...)."""
 
 
+def log_end(store: Store) -> datetime:
+    """The day after the last event: "now" when scoring today's customers.
+
+    Midnight after the last event's day, so a window ending here holds that whole day.
+    """
+    (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
+    if last is None:
+        raise SplitError("the store has no events")
+    return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+
+
 def to_timestamp(when: TimeLike, name: str = "time") -> datetime:
     """A naive-UTC ``datetime`` (the store's convention) from text, a date or a datetime."""
     try:
@@ -74,11 +85,16 @@ class TemporalSplit:
                 f"event ({last:%Y-%m-%d}): there is nothing to hold out"
             )
 
+    def holdout_purchases(self, store: Store) -> int:
+        """Purchase events in the holdout window: 0 means there is nothing to score against."""
+        (n,) = store.con.execute(
+            "SELECT count(*) FROM events WHERE event_type = 'purchase' "
+            "AND timestamp >= ?::TIMESTAMP AND timestamp < ?::TIMESTAMP",
+            [self.calibration_end, self.holdout_end],
+        ).fetchone()
+        return int(n)
+
     @classmethod
     def last_days(cls, store: Store, holdout_days: int) -> TemporalSplit:
         """The split whose holdout is the last ``holdout_days`` of the log (for production fits)."""
-        (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
-        if last is None:
-            raise SplitError("the store has no events")
-        end = pd.Timestamp(last).normalize() + pd.Timedelta(days=1)
-        return cls(end - pd.Timedelta(days=holdout_days), holdout_days)
+        return cls(log_end(store) - timedelta(days=holdout_days), holdout_days)

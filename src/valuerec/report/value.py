@@ -37,7 +37,7 @@ from valuerec.cli_value import ARTIFACT_PREFIX, SPLIT_SALT, holdout_customers
 from valuerec.data.store import Store
 from valuerec.evaluate.value import ValueReport, evaluate_value, paired_bootstrap, top_share
 from valuerec.features.behaviour import behaviour_features
-from valuerec.features.split import SplitError, TemporalSplit, to_timestamp
+from valuerec.features.split import SplitError, TemporalSplit, log_end, to_timestamp
 from valuerec.value.base import ValueModel, value_data
 from valuerec.value.registry import MODELS, make_model
 from valuerec.value.segments import segment_summary, segment_users
@@ -105,21 +105,6 @@ class ValueEvaluation:
     best_baseline: str | None
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def _log_end(store: Store) -> datetime:
-    """The day after the last event: "today" for scoring current customers."""
-    (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
-    return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
-
-
-def _purchases_between(store: Store, start: datetime, end: datetime) -> int:
-    (n,) = store.con.execute(
-        "SELECT count(*) FROM events WHERE event_type = 'purchase' "
-        "AND timestamp >= ?::TIMESTAMP AND timestamp < ?::TIMESTAMP",
-        [start, end],
-    ).fetchone()
-    return int(n)
 
 
 def _split_key(meta: dict[str, Any]) -> tuple[Any, ...]:
@@ -324,13 +309,13 @@ def evaluate_models(
     test, n_train = data.users[held], int((~held).sum())
     if len(test) < 2:
         raise NotApplicable(f"only {len(test)} held-out customer(s): nothing to score")
-    if _purchases_between(store, split.calibration_end, split.holdout_end) == 0:
+    if split.holdout_purchases(store) == 0:
         raise NotApplicable("the holdout window has no purchases: nothing to score")
     assert data.labels is not None
     truth = data.labels.loc[test].rename_axis("user_id").reset_index()
     notes = list(plan.notes)
-    log_end = _log_end(store)
-    complete = split.holdout_end <= log_end
+    now = log_end(store)
+    complete = split.holdout_end <= now
     if not complete:
         notes.append(
             f"The holdout window ends {split.holdout_end:%Y-%m-%d}, after the last event: "
@@ -373,9 +358,9 @@ def evaluate_models(
         why = f"the highest held-out Gini; {VALUE_FEATURED_MODEL}, the default, was not scored"
     step(f"value: predicting today's customers with {featured}")
     model = plan.models[featured][0]
-    today = model.predict(None, None, store=store, as_of=log_end)
-    features = behaviour_features(store, log_end)
-    segments = segment_summary(segment_users(today, features, as_of=log_end))
+    today = model.predict(None, None, store=store, as_of=now)
+    features = behaviour_features(store, now)
+    segments = segment_summary(segment_users(today, features, as_of=now))
     return ValueEvaluation(
         source=plan.source,
         split=split,
@@ -386,7 +371,7 @@ def evaluate_models(
         results=results,
         featured=featured,
         featured_why=why,
-        as_of=to_timestamp(log_end),
+        as_of=to_timestamp(now),
         today=today,
         segments=segments,
         best_baseline=best_baseline,
