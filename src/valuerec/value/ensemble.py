@@ -9,9 +9,13 @@ to the ensemble's mean.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
+from valuerec.data.store import Store
+from valuerec.features.split import TimeLike
 from valuerec.nn.ziln import EXCLUDES_ZERO
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.calibration import SpendCalibration
@@ -66,7 +70,33 @@ class EnsembleValueModel(ValueModel):
         model._combine(members)
         return model
 
+    def fit(
+        self,
+        store: Store,
+        calibration_end: TimeLike,
+        *,
+        holdout_days: int = 273,
+        users: Sequence[str] | None = None,
+    ) -> EnsembleValueModel:
+        """Fit each member from ``store`` as it would be fitted alone, then combine them.
+
+        Members may learn from different rows: a Transformer with ``snapshots`` also trains
+        on earlier cut-offs (``TransformerValueModel(snapshots=8)``, the sequence member that
+        reads drifting rates). One pooled frame handed to every member would silently train
+        it without them.
+        """
+        self._store = store
+        members = [
+            m.fit(store, calibration_end, holdout_days=holdout_days, users=users)
+            for m in self._members()
+        ]
+        self.split_ = members[0].split_
+        self.horizon_days_ = float(self.split_.holdout_days)
+        self._combine(members)
+        return self
+
     def _fit(self, data: ValueData) -> None:
+        # the frame-level path (fit_data): every member learns from ``data`` as given
         self._combine([m.fit_data(data) for m in self._members()])
 
     def _combine(self, members: list[ValueModel]) -> None:
