@@ -19,7 +19,13 @@ from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.value.base import PRED_COLUMNS, ValueData
 from valuerec.value.models import NaiveValueModel
-from valuerec.value.registry import MODELS, ModelUnavailableError, _lazy, make_model
+from valuerec.value.registry import (
+    MODELS,
+    ModelUnavailableError,
+    _lazy,
+    make_model,
+    use_snapshots,
+)
 from valuerec.value.segments import SEGMENTS
 
 runner = CliRunner()
@@ -207,3 +213,53 @@ def test_fit_on_every_customer_is_not_scored(fitted: Fitted, tmp_path: Path) -> 
     assert report["models"]["naive"]["metrics"] is None and "not scored" in report["note"]
     # default calibration end: the holdout is the last 60 days of the log
     assert report["holdout_complete"] is True
+
+
+def test_snapshots_go_to_the_models_that_learn_from_them() -> None:
+    ensemble = make_model("ensemble")
+    assert use_snapshots(ensemble, 8)
+    lgb, sequence = ensemble.members
+    assert sequence.snapshots == 8 and sequence._snapshot_shifts()[-1] == 8 * 30
+    assert not hasattr(lgb, "snapshots") and lgb._snapshot_shifts() == []
+    assert use_snapshots(make_model("transformer"), 2)
+    assert not use_snapshots(make_model("lightgbm"), 2)
+    assert not use_snapshots(make_model("bgnbd"), 2)
+    with pytest.raises(ValueError, match="snapshots must be >= 0"):
+        use_snapshots(make_model("transformer"), -1)
+
+
+def test_fit_with_snapshots_trains_the_transformer_on_earlier_cutoffs(
+    fitted: Fitted, tmp_path: Path, monkeypatch
+) -> None:
+    from valuerec.value.transformer import TransformerValueModel
+
+    rows: list[int] = []
+    fit_one = TransformerValueModel._fit
+
+    def counting(self: TransformerValueModel, data: ValueData) -> None:
+        rows.append(len(data.users))
+        fit_one(self, data)
+
+    monkeypatch.setattr(TransformerValueModel, "_fit", counting)
+    monkeypatch.setitem(
+        MODELS,
+        "transformer",
+        lambda: TransformerValueModel(
+            d_model=8, n_heads=1, n_layers=1, epochs=1, n_models=1, max_len=4
+        ),
+    )
+    arts = tmp_path / "arts"
+    args = ("--db", fitted.db, "--holdout-days", "60", "--calibration-end", fitted.calibration_end)
+    res = _run("fit", *args, "--models", "naive,transformer", "--snapshots", "2",
+               "--artifacts", str(arts), "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["snapshots"] == 2 and report["models"]["transformer"]["version"] == "v0001"
+    # the training customers again as seen 30 and 60 days earlier: more rows than customers
+    assert len(rows) == 1 and rows[0] > report["train_customers"]
+    model, meta = ArtifactStore(arts).load("value-transformer")
+    assert model.snapshots == 2 and meta["snapshots"] == 2
+    res = _run("fit", *args, "--models", "naive,lightgbm", "--snapshots", "2")
+    assert res.exit_code == 2 and "--snapshots applies to transformer and ensemble" in res.output
+    res = _run("fit", *args, "--models", "transformer", "--snapshots", "-1")
+    assert res.exit_code == 2 and "--snapshots must be >= 0" in res.output

@@ -46,7 +46,7 @@ from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import SplitError, TemporalSplit, log_end, to_timestamp
 from valuerec.value.base import ValueData, ValueModel, value_data
 from valuerec.value.ensemble import EnsembleValueModel
-from valuerec.value.registry import MODELS, make_model
+from valuerec.value.registry import MODELS, make_model, use_snapshots
 from valuerec.value.segments import SEGMENTS, segment_summary, segment_users, target_list
 
 __all__ = ["holdout_customers", "value_app"]
@@ -265,12 +265,27 @@ def fit(
             help="Share of customers held out for scoring (0: train on all, no scores).",
         ),
     ] = 0.2,
+    snapshots: Annotated[
+        int,
+        typer.Option(
+            "--snapshots",
+            help="Also train the Transformer (alone and in the ensemble) on the training "
+            "customers at this many earlier monthly cut-offs: for purchase rates that drift. "
+            "Other models fit at the cut-off only.",
+        ),
+    ] = 0,
     artifacts: ArtifactsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fit value models, score them on held-out customers, save each as an artifact."""
     names = _parse_models(models)
     fresh = {name: _make(name) for name in names}  # unknown names fail before any work
+    if snapshots < 0:
+        raise _fail(f"--snapshots must be >= 0, got {snapshots}")
+    if snapshots and not [use_snapshots(m, snapshots) for m in fresh.values()].count(True):
+        raise _fail(
+            f"--snapshots applies to transformer and ensemble; --models has neither ({models})"
+        )
     if not 0.0 <= test_fraction < 1.0:
         raise _fail(f"--test-fraction must be in [0, 1), got {test_fraction}")
     arts = _artifacts(db, artifacts)
@@ -304,6 +319,7 @@ def fit(
             "holdout_complete": split.holdout_end <= now,
             "test_fraction": test_fraction,
             "split_salt": SPLIT_SALT,
+            "snapshots": snapshots,
             "train_customers": len(train),
             "test_customers": len(test),
             "data_fingerprint": data_fingerprint(store),

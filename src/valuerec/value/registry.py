@@ -18,7 +18,7 @@ from collections.abc import Callable
 from valuerec.value.base import ValueModel
 from valuerec.value.models import BTYDValueModel, NaiveValueModel
 
-__all__ = ["MODELS", "ModelUnavailableError", "make_model", "model_names"]
+__all__ = ["MODELS", "ModelUnavailableError", "make_model", "model_names", "use_snapshots"]
 
 
 class ModelUnavailableError(ValueError):
@@ -71,3 +71,24 @@ def make_model(name: str) -> ValueModel:
         return MODELS[key]()
     except ModelUnavailableError as exc:
         raise ModelUnavailableError(f"value model {key!r} is unavailable: {exc}") from exc
+
+
+def use_snapshots(model: ValueModel, snapshots: int) -> bool:
+    """Have ``model`` also train on ``snapshots`` earlier monthly cut-offs where it can.
+
+    Rolling origins (``value.base.snapshot_data``) are what lets the sequence Transformer read
+    drifting purchase rates; LightGBM and the BTYD models gain nothing from them and take none.
+    An ensemble passes them to its members that take them. Returns whether any part of
+    ``model`` will use them, so a caller can say so rather than drop the request silently.
+    """
+    if snapshots < 0:
+        raise ValueError(f"snapshots must be >= 0, got {snapshots}")
+    members = getattr(model, "_members", None)
+    if callable(members):  # an ensemble: its members, built now if they are the defaults
+        model.members = members()  # type: ignore[attr-defined]
+        used = [use_snapshots(m, snapshots) for m in model.members]  # type: ignore[attr-defined]
+        return any(used)
+    if hasattr(model, "snapshots"):
+        model.snapshots = snapshots  # type: ignore[attr-defined]
+        return True
+    return False
