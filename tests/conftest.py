@@ -126,3 +126,21 @@ def cdnow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     datasets.load("cdnow-sample", s)
     yield s
     s.close()
+
+
+@pytest.fixture
+def transformer_fit_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many rows each TransformerValueModel fit of the test trains on, in call order:
+    a fit that should also learn from earlier cut-offs sees more rows than customers."""
+    from valuerec.value.base import ValueData
+    from valuerec.value.transformer import TransformerValueModel
+
+    rows: list[int] = []
+    fit_one = TransformerValueModel._fit
+
+    def counting(self: TransformerValueModel, data: ValueData) -> None:
+        rows.append(len(data.users))
+        fit_one(self, data)
+
+    monkeypatch.setattr(TransformerValueModel, "_fit", counting)
+    return rows

@@ -818,24 +818,16 @@ def test_transformer_context_keeps_the_sign_of_signed_features(world, fitted):
     assert len(np.unique(np.round(ctx[raw < 0], 5))) > 1
 
 
-def test_ensemble_fits_each_member_on_its_own_rows(world, monkeypatch):
+def test_ensemble_fits_each_member_on_its_own_rows(world, transformer_fit_rows):
     """Fitted from the store, an ensemble's snapshot Transformer trains on its earlier
     cut-offs too, as it would alone (one pooled frame for every member would drop them)."""
-    rows: list[int] = []
-    fit_one = TransformerValueModel._fit
-
-    def counting(self: TransformerValueModel, data: ValueData) -> None:
-        rows.append(len(data.users))
-        fit_one(self, data)
-
-    monkeypatch.setattr(TransformerValueModel, "_fit", counting)
     sequence = tiny_transformer()
     sequence.snapshots, sequence.snapshot_step_days = 2, 60
     alone = len(sequence.training_data(world.store, CAL, HOLDOUT, world.train).users)
     assert alone > len(world.train)
     ensemble = EnsembleValueModel(members=[LightGBMValueModel(n_estimators=50), sequence])
     ensemble.fit(world.store, CAL, holdout_days=HOLDOUT, users=world.train)
-    assert rows == [alone]
+    assert transformer_fit_rows == [alone]
     assert ensemble.split_.calibration_end == CAL
     pred = ensemble.predict(world.test)
     assert list(pred["user_id"]) == list(world.test)

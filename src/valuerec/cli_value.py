@@ -282,7 +282,9 @@ def fit(
     fresh = {name: _make(name) for name in names}  # unknown names fail before any work
     if snapshots < 0:
         raise _fail(f"--snapshots must be >= 0, got {snapshots}")
-    if snapshots and not [use_snapshots(m, snapshots) for m in fresh.values()].count(True):
+    # every model is offered them (no short-circuit); at least one must take them
+    takers = [name for name, m in fresh.items() if snapshots and use_snapshots(m, snapshots)]
+    if snapshots and not takers:
         raise _fail(
             f"--snapshots applies to transformer and ensemble; --models has neither ({models})"
         )
