@@ -100,6 +100,17 @@ def test_train_registers_models_learned_from_positive_events_only(trained):
     assert arts.meta("value-naive")["holdout_days"] == 99  # half the 200-day log
 
 
+def test_train_passes_snapshots_to_the_value_fit(trained):
+    # no listed value model learns from earlier cut-offs: value fit refuses, train says so
+    res = _run(
+        "train", "--db", trained, "--value-models", "naive", "--rec-models", "",
+        "--snapshots", "3",
+    )  # fmt: skip
+    assert res.exit_code == 1
+    assert "--snapshots applies to transformer and ensemble" in res.output
+    assert "failed: value models" in res.output
+
+
 def test_train_skips_value_models_without_purchases(tmp_path):
     db = str(tmp_path / "views.duckdb")
     events = generate(users=40, items=10, days=30, seed=2).events

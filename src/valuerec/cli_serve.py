@@ -128,6 +128,14 @@ def train(
     test_fraction: Annotated[
         float, typer.Option("--test-fraction", help="Customers held out to score value models.")
     ] = 0.2,
+    snapshots: Annotated[
+        int,
+        typer.Option(
+            "--snapshots",
+            help="The Transformer (alone and in the ensemble) also trains on this many earlier "
+            "monthly cut-offs: for purchase rates that drift (as `valuerec value fit`).",
+        ),
+    ] = 0,
     config: ConfigOption = None,
 ) -> None:
     """Fit and register every value and recommendation model: what `valuerec serve` loads.
@@ -158,6 +166,7 @@ def train(
                 holdout_days=holdout,
                 models=",".join(value_names),
                 test_fraction=test_fraction,
+                snapshots=snapshots,
                 artifacts=None,
                 as_json=False,
             )
