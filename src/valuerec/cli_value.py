@@ -283,8 +283,7 @@ def fit(
     if snapshots < 0:
         raise _fail(f"--snapshots must be >= 0, got {snapshots}")
     # every model is offered them (no short-circuit); at least one must take them
-    takers = [name for name, m in fresh.items() if snapshots and use_snapshots(m, snapshots)]
-    if snapshots and not takers:
+    if snapshots and not [name for name, m in fresh.items() if use_snapshots(m, snapshots)]:
         raise _fail(
             f"--snapshots applies to transformer and ensemble; --models has neither ({models})"
         )
