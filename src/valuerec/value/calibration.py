@@ -31,6 +31,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import PoissonRegressor
 
 _FLOOR = 1e-6
+# fewer held-out customers than this and a map would mostly learn their noise: the identity
+MIN_CUSTOMERS = 500
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class PowerCalibration:
 
     @classmethod
     def fit(
-        cls, pred: np.ndarray, actual: np.ndarray, min_customers: int = 500
+        cls, pred: np.ndarray, actual: np.ndarray, min_customers: int = MIN_CUSTOMERS
     ) -> PowerCalibration:
         """Fit on held-out (prediction, actual) pairs; the identity with too little data.
 
@@ -92,7 +94,11 @@ class SpendCalibration:
 
     @classmethod
     def fit(
-        cls, pred: np.ndarray, actual: np.ndarray, n_bins: int = 10, min_customers: int = 500
+        cls,
+        pred: np.ndarray,
+        actual: np.ndarray,
+        n_bins: int = 10,
+        min_customers: int = MIN_CUSTOMERS,
     ) -> SpendCalibration:
         """Fit on held-out (prediction, actual) pairs; the identity with too little data."""
         pred, actual = np.asarray(pred, float), np.asarray(actual, float)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
-from valuerec.value.calibration import PowerCalibration
+from valuerec.value.calibration import MIN_CUSTOMERS, PowerCalibration
 from valuerec.value.counts import CountPMF, hurdle_pmf, mixture_pmf, zero_truncated_rate
 
 
@@ -173,7 +173,7 @@ class LightGBMValueModel(ValueModel):
         Two numbers fitted on every customer at once (``value.calibration``): a map with a
         level per bin of prediction learns the training labels' noise along with the bias.
         """
-        if not self.calibrate or len(y) < 500:
+        if not self.calibrate or len(y) < MIN_CUSTOMERS:  # skip the 5 fits it would ignore
             return PowerCalibration()
         oof = np.zeros(len(y))
         folds = np.random.default_rng(self.seed).integers(0, 5, len(y))
