@@ -547,6 +547,12 @@ def test_deleted_item_is_never_recommended_again(client):
     }
     assert call(client, "GET", f"/items/{top}").status_code == 404
     assert top not in {i["item_id"] for i in recs(client, "never-seen", k=40)["items"]}
+    # editing it later (the model still knows it) gives it a row again, still hidden
+    res = call(client, "PATCH", f"/items/{top}", "write", json={"title": "typo fixed"})
+    assert (res.status_code, res.json()["hidden"]) == (200, True)
+    assert top not in {i["item_id"] for i in recs(client, "never-seen", k=40)["items"]}
+    res = call(client, "PATCH", f"/items/{top}", "write", json={"hidden": False})
+    assert top in {i["item_id"] for i in recs(client, "never-seen", k=40)["items"]}
 
 
 # -- value and segments ---------------------------------------------------------------------------

@@ -507,7 +507,11 @@ class ServeService:
         return self.get_item(body.item_id)
 
     def update_item(self, item_id: str, body: ItemPatch) -> ItemOut:
-        """Partial update; an item the models know but the catalogue lacks gets a row."""
+        """Partial update; an item the models know but the catalogue lacks gets a row.
+
+        Such a row keeps the item's hidden flag: a deleted item edited later stays out of
+        every recommendation until the edit itself says ``"hidden": false``.
+        """
         row = self.repo.get_item(item_id)
         if row is None:
             known = any(
@@ -515,7 +519,7 @@ class ServeService:
             )
             if not known:
                 raise ApiError(404, f"no item {item_id!r} in the catalogue or any loaded model")
-            row = {"item_id": item_id, "hidden": False}
+            row = {"item_id": item_id, "hidden": item_id in self.repo.hidden_items()}
         changes = body.model_dump(exclude_unset=True)
         if changes.get("hidden", False) is None:
             changes.pop("hidden")  # "hidden": null leaves the flag as it is
