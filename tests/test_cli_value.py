@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,30 @@ def test_user_errors_exit_2_with_a_message(fitted: Fitted, tmp_path: Path) -> No
     res = _run("predict", "--db", str(tmp_path / "missing.duckdb"))
     assert res.exit_code == 2 and "no store at" in res.output
     assert not (tmp_path / "missing.duckdb").exists()
+
+
+def test_a_future_dated_event_is_warned_about_when_the_cut_off_is_a_default(
+    fitted: Fitted, tmp_path: Path
+) -> None:
+    db = tmp_path / "future.duckdb"
+    shutil.copy(fitted.db, db)
+    with Store(str(db)) as store:
+        buyer = store.con.execute(
+            "SELECT user_id, item_id FROM events WHERE event_type = 'purchase' LIMIT 1"
+        ).fetchone()
+        row = {"user_id": buyer[0], "item_id": buyer[1], "event_type": "purchase"}
+        ingest(store, pd.DataFrame([{**row, "timestamp": "2030-06-01", "value": 20.0}]), "events")
+    said = "1 event is dated after today (latest 2030-06-01)"
+    res = _run("fit", "--db", str(db), "--models", "naive", "--holdout-days", "60")
+    assert "warning:" in res.output and said in res.output
+    res = _run("predict", "--db", str(db), "--model", "naive", "--out", str(tmp_path / "p.csv"))
+    assert res.exit_code == 0 and said in res.output
+    # an explicit cut-off is the user's choice: nothing to warn about
+    res = _run(
+        "fit", "--db", str(db), "--models", "naive", "--holdout-days", "60",
+        "--calibration-end", fitted.calibration_end,
+    )  # fmt: skip
+    assert res.exit_code == 0 and "warning:" not in res.output
 
 
 def test_registry_builds_models_and_names_unavailable_ones(monkeypatch) -> None:

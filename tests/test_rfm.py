@@ -10,7 +10,7 @@ import pytest
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.features.rfm import holdout_summary, rfm_summary
-from valuerec.features.split import SplitError, TemporalSplit, log_end
+from valuerec.features.split import SplitError, TemporalSplit, future_events, log_end
 
 network = pytest.mark.network
 
@@ -170,6 +170,16 @@ def test_log_end_of_an_empty_store(store):
         log_end(store)
     with pytest.raises(SplitError, match="no events"):
         TemporalSplit.last_days(store, 30)
+
+
+def test_future_dated_events_are_named_with_their_count_and_latest_day(log):
+    # the log's events run from 2020-01-01 to 2020-02-01 00:00
+    assert future_events(log) is None  # against the wall clock
+    assert future_events(log, now=datetime(2020, 1, 31)) is None  # a day of slack
+    said = future_events(log, now=datetime(2020, 1, 29))
+    assert said is not None and said.startswith(
+        "3 events are dated after today (latest 2020-02-01)"
+    )
 
 
 def test_holdout_day_split_by_calibration_end_counts_once(log):

@@ -21,7 +21,7 @@ from valuerec.data.synth import generate
 from valuerec.evaluate.value import interval_coverage, normalized_gini
 from valuerec.features.rfm import rfm_summary
 from valuerec.features.sequences import UNKNOWN, build_sequences
-from valuerec.features.split import SplitError
+from valuerec.features.split import SplitError, log_end
 from valuerec.nn.ziln import EXCLUDES_ZERO
 from valuerec.value.base import (
     PRED_COLUMNS,
@@ -475,9 +475,30 @@ def test_calibration_end_outside_the_data(small_log, tmp_path, world, fitted):
         NaiveValueModel().fit(store, "not-a-date", holdout_days=HOLDOUT)
     with pytest.raises(SplitError, match="holdout_days must be at least 1"):
         NaiveValueModel().fit(store, CAL, holdout_days=0)
-    # predicting as of a date outside the log fails the same way
-    with pytest.raises(SplitError, match="2027-03-04 is after the last purchase event"):
+    # predicting as of a date after the log fails too
+    with pytest.raises(SplitError, match="cut-off 2027-03-04 is after the end of the log"):
         fitted["lightgbm"].predict(as_of="2027-03-04")
+    store.close()
+
+
+def test_scoring_as_of_the_log_end_after_trailing_views(small_log, tmp_path, fitted):
+    """A log that ends with views (as real ones do) is scored as of its end, not refused."""
+    buys = small_log[small_log["event_type"] == "purchase"]
+    last = buys["timestamp"].max()
+    view = buys.iloc[[0]].assign(
+        event_type="view", value=None, timestamp=last + pd.Timedelta(days=5)
+    )
+    store = new_store(tmp_path / "views-last.duckdb", pd.concat([small_log, view]))
+    end = log_end(store)
+    assert end == (last + pd.Timedelta(days=6)).normalize()
+    pred = fitted["naive"].predict(store=store, as_of=end)
+    assert set(pred["user_id"]) == set(buys["user_id"])
+    assert not pred.drop(columns="user_id").isna().any().any()
+    # the same cut-off cannot be a calibration end: nothing would be held out
+    with pytest.raises(SplitError, match="after the last purchase event"):
+        NaiveValueModel().fit(store, end, holdout_days=HOLDOUT)
+    with pytest.raises(SplitError, match="after the end of the log"):
+        fitted["naive"].predict(store=store, as_of=end + pd.Timedelta(days=1))
     store.close()
 
 

@@ -33,6 +33,11 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+def warn(message: str) -> None:
+    """A problem the command works around: said on stderr, so ``--json`` output stays clean."""
+    err.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on stderr; raise the returned Exit to stop with ``code``."""
     err.print(f"[bold red]error:[/] {message}", highlight=False)

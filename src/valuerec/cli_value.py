@@ -40,10 +40,17 @@ from valuerec.cli_common import DbOption, JsonOption, err, open_store, out
 from valuerec.cli_common import fail as _fail
 from valuerec.cli_common import print_json as _print_json
 from valuerec.cli_common import progress as _progress
+from valuerec.cli_common import warn as _warn
 from valuerec.data.store import Store, default_db_path, store_exists
 from valuerec.evaluate.value import ValueReport, evaluate_value
 from valuerec.features.behaviour import behaviour_features
-from valuerec.features.split import SplitError, TemporalSplit, log_end, to_timestamp
+from valuerec.features.split import (
+    SplitError,
+    TemporalSplit,
+    future_events,
+    log_end,
+    to_timestamp,
+)
 from valuerec.value.base import ValueData, ValueModel, value_data
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.registry import MODELS, make_model, use_snapshots
@@ -231,6 +238,8 @@ def _predict_all(
     """Predictions for every customer with a purchase before ``as_of`` (default: log end)."""
     if horizon is not None and horizon <= 0:
         raise _fail(f"--horizon-days must be positive, got {horizon}")
+    if as_of is None and (problem := future_events(store)):
+        _warn(problem)
     try:
         when = log_end(store) if as_of is None else to_timestamp(as_of, "--as-of")
         pred = model.predict(horizon_days=horizon, store=store, as_of=when)
@@ -293,6 +302,8 @@ def fit(
     with _open_store(db) as store:
         try:
             if calibration_end is None:
+                if problem := future_events(store):
+                    _warn(problem)
                 split = TemporalSplit.last_days(store, holdout_days)
             else:
                 split = TemporalSplit(calibration_end, holdout_days)

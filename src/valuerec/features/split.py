@@ -8,7 +8,7 @@ peek past it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 
@@ -30,6 +30,29 @@ def log_end(store: Store) -> datetime:
     if last is None:
         raise SplitError("the store has no events")
     return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+
+
+def future_events(store: Store, now: datetime | None = None) -> str | None:
+    """A warning when events are dated after ``now`` (default: the wall clock, UTC), else None.
+
+    A log cannot hold tomorrow's events, so they are data errors (a wrong year, milliseconds
+    read as seconds). They are kept, not dropped, but they move every default "now"
+    (:func:`log_end`, :meth:`TemporalSplit.last_days`) past the real data: one purchase dated
+    2030 puts a default holdout in 2030, where nothing can be scored. Callers that choose a
+    default split say so. A day of slack covers producers' clocks and time zones.
+    """
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    n, latest = store.con.execute(
+        "SELECT count(*), max(timestamp) FROM events WHERE timestamp > ?::TIMESTAMP",
+        [now + timedelta(days=1)],
+    ).fetchone()
+    if not n:
+        return None
+    return (
+        f"{n} event{'s are' if n > 1 else ' is'} dated after today (latest {latest:%Y-%m-%d}): "
+        "a default cut-off is the end of the log, so it moves past them; fix or delete them, "
+        "or give the cut-off explicitly (--calibration-end / --as-of)"
+    )
 
 
 def to_timestamp(when: TimeLike, name: str = "time") -> datetime:
@@ -64,8 +87,15 @@ class TemporalSplit:
     def holdout_end(self) -> datetime:
         return self.calibration_end + timedelta(days=self.holdout_days)
 
-    def check(self, store: Store, event_types: tuple[str, ...] = ("purchase",)) -> None:
-        """Raise :class:`SplitError` unless calibration has events and the end lies in the data."""
+    def check(
+        self, store: Store, event_types: tuple[str, ...] = ("purchase",), *, labels: bool = True
+    ) -> None:
+        """Raise :class:`SplitError` unless calibration has events and the end lies in the data.
+
+        ``labels``: the holdout must start before the last such event (something to hold
+        out). Without labels (scoring customers as of the cut) the cut may lie anywhere up to
+        the end of the log, e.g. after the views that follow the last purchase.
+        """
         first, last, n = store.con.execute(
             "SELECT min(timestamp), max(timestamp), count(*) FROM events "
             "WHERE event_type IN (SELECT unnest(?::VARCHAR[]))",
@@ -79,7 +109,14 @@ class TemporalSplit:
                 f"calibration_end {self.calibration_end:%Y-%m-%d} is before the first {kinds} "
                 f"event ({first:%Y-%m-%d}): the calibration period would be empty"
             )
-        if self.calibration_end > last + timedelta(days=1):
+        if not labels:
+            end = log_end(store)
+            if self.calibration_end > end:
+                raise SplitError(
+                    f"the cut-off {self.calibration_end:%Y-%m-%d} is after the end of the log "
+                    f"({end - timedelta(days=1):%Y-%m-%d}): there is nothing to score it on"
+                )
+        elif self.calibration_end > last + timedelta(days=1):
             raise SplitError(
                 f"calibration_end {self.calibration_end:%Y-%m-%d} is after the last {kinds} "
                 f"event ({last:%Y-%m-%d}): there is nothing to hold out"

@@ -37,7 +37,13 @@ from valuerec.cli_value import ARTIFACT_PREFIX, SPLIT_SALT, holdout_customers
 from valuerec.data.store import Store
 from valuerec.evaluate.value import ValueReport, evaluate_value, paired_bootstrap, top_share
 from valuerec.features.behaviour import behaviour_features
-from valuerec.features.split import SplitError, TemporalSplit, log_end, to_timestamp
+from valuerec.features.split import (
+    SplitError,
+    TemporalSplit,
+    future_events,
+    log_end,
+    to_timestamp,
+)
 from valuerec.value.base import ValueModel, value_data
 from valuerec.value.registry import MODELS, make_model
 from valuerec.value.segments import segment_summary, segment_users
@@ -314,6 +320,8 @@ def evaluate_models(
     assert data.labels is not None
     truth = data.labels.loc[test].rename_axis("user_id").reset_index()
     notes = list(plan.notes)
+    if problem := future_events(store):
+        notes.append(f"Warning: {problem}.")
     now = log_end(store)
     complete = split.holdout_end <= now
     if not complete:

@@ -145,7 +145,7 @@ def value_data(
     ``token_types`` only, when given), with ``vocab`` (a trained model's id maps) when given.
     """
     split = TemporalSplit(calibration_end, holdout_days)
-    split.check(store)
+    split.check(store, labels=labels)
     feats = behaviour_features(store, split.calibration_end)
     rfm = rfm_summary(store, split.calibration_end)
     if users is not None:
