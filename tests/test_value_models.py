@@ -287,11 +287,21 @@ def test_higher_discount_rate_lowers_ltv(name, fitted, preds):
     assert (high_rate["ltv"] <= low_rate["ltv"]).all()
 
 
-def test_naive_ltv_is_spend_times_mean_discount(preds):
+def test_naive_ltv_is_spend_times_mean_discount(preds, fitted):
     pred = preds["naive"]
     disc = [1 / 1.01, 1 / 1.01**2]  # two 30-day periods in 60 days
     np.testing.assert_allclose(discount_factors(60, 0.01), disc, rtol=1e-15)
     np.testing.assert_allclose(pred["ltv"], pred["pred_spend"] * np.mean(disc), rtol=1e-12)
+    # 31 days: 30 days at 1/1.01 and one at 1/1.01^2 (not half and half)
+    short = fitted["naive"].predict(horizon_days=31)
+    weights = (30 / 31) / 1.01 + (1 / 31) / 1.01**2
+    np.testing.assert_allclose(short["ltv"], short["pred_spend"] * weights, rtol=1e-12)
+
+
+@pytest.mark.parametrize("horizon", [0, -30, float("nan"), float("inf")])
+def test_a_horizon_that_is_not_a_positive_number_is_refused(horizon, fitted):
+    with pytest.raises(ValueError, match="horizon_days must be a positive number"):
+        fitted["naive"].predict(horizon_days=horizon)
 
 
 @pytest.mark.parametrize("name", ["bgnbd", "pareto"])
@@ -499,6 +509,25 @@ def test_scoring_as_of_the_log_end_after_trailing_views(small_log, tmp_path, fit
         NaiveValueModel().fit(store, end, holdout_days=HOLDOUT)
     with pytest.raises(SplitError, match="after the end of the log"):
         fitted["naive"].predict(store=store, as_of=end + pd.Timedelta(days=1))
+    store.close()
+
+
+def test_lightgbm_when_every_training_customer_returned(tmp_path):
+    """One class in the return labels: P(returns) is ~1, not the empty class's ~0."""
+    start = pd.Timestamp("2024-01-01")
+    rows = [
+        {"user_id": f"u{u}", "item_id": f"i{k % 7}", "event_type": "purchase",
+         "timestamp": start + pd.Timedelta(days=k), "value": 10.0 + u}
+        for u in range(30) for k in range(0, 130, 5 + u % 4)
+    ]  # fmt: skip
+    store = new_store(tmp_path / "loyal.duckdb", pd.DataFrame(rows))
+    model = LightGBMValueModel(n_estimators=20, n_models=1).fit(
+        store, "2024-04-10", holdout_days=30
+    )
+    assert list(model.classifier_.classes_) == [True]
+    pred = model.predict()
+    assert (pred["p_alive"] > 0.99).all()
+    assert (pred["pred_transactions_median"] >= 1).all()  # the hurdle knows they all return
     store.close()
 
 

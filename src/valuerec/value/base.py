@@ -12,8 +12,11 @@ spend_low50, spend_high50]``.
   evaluating point forecasts"); 0 for a customer more likely gone than back, where the
   expectation is a fraction. Models without a count distribution (naive) give their point
   forecast;
-* ``p_alive``: probability the customer buys again in that window (BTYD models: probability
-  of being alive, their closest notion);
+* ``p_alive``: probability the customer buys again within the horizon the model was trained
+  for (its holdout window; BTYD models: probability of being alive at the cut-off, their
+  closest notion). Neither depends on ``horizon_days``: a supervised model rescales its
+  expected counts and spend linearly to another horizon, but a probability of buying at all
+  does not scale that way, and nothing in its training says how it would;
 * ``ltv``: discounted expected spend over the horizon, ``sum_t C_t p_t / (1 + d)^t`` over
   30-day periods, where ``C_t p_t`` is the expected spend of period t;
 * ``*_low`` / ``*_high``: 80% (and ``*50``: 50%) prediction intervals where the model has a
@@ -339,15 +342,24 @@ class ValueModel(ABC):
         ``level=0.5`` gives ``pred_transactions_median``; a model without a distribution
         returns its point forecast whatever the level.
         """
-        horizon = float(horizon_days or self.horizon_days_)
+        horizon = self._horizon(horizon_days)
         found = self._count_pmf(data, horizon)
         if found is None:
             return self._predict(data, horizon)["pred_transactions"].to_numpy(float)
         pmf, scale = found
         return count_quantile(pmf, len(data.users), level) * scale
 
+    def _horizon(self, horizon_days: float | None) -> float:
+        """The horizon to predict for: the trained one by default, else a positive number."""
+        if horizon_days is None:
+            return float(self.horizon_days_)
+        horizon = float(horizon_days)
+        if not (np.isfinite(horizon) and horizon > 0):
+            raise ValueError(f"horizon_days must be a positive number of days, got {horizon_days}")
+        return horizon
+
     def predict_data(self, data: ValueData, horizon_days: float | None = None) -> pd.DataFrame:
-        horizon = float(horizon_days or self.horizon_days_)
+        horizon = self._horizon(horizon_days)
         out = self._predict(data, horizon)
         if "pred_transactions_median" not in out:
             found = self._count_pmf(data, horizon)
@@ -382,10 +394,12 @@ class ValueModel(ABC):
         """
         profile = getattr(self, "profile_model_", None)
         disc = discount_factors(horizon, self.discount_rate)
-        if profile is None:
-            return np.full(len(data.users), float(disc.mean()))
+        ends = np.minimum(np.arange(1, len(disc) + 1) * PERIOD_DAYS, horizon)
+        if profile is None:  # spend at a constant rate: each period's share is its length
+            share = np.diff(ends, prepend=0.0) / horizon
+            return np.full(len(data.users), float(share @ disc))
         r = data.rfm
-        edges = np.minimum(np.arange(1, len(disc) + 1) * PERIOD_DAYS, horizon) / 7.0
+        edges = ends / 7.0
         cum = np.column_stack(
             [
                 np.asarray(

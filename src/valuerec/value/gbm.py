@@ -200,8 +200,17 @@ class LightGBMValueModel(ValueModel):
         pmf = mixture_pmf([m._hurdle(x) for m in self._models()])
         return pmf, horizon_days / self.horizon_days_
 
+    def _p_return(self, x: pd.DataFrame) -> np.ndarray:
+        """P(buys again in the horizon), from the classifier's column for the class True.
+
+        By name, not position: when every training customer returned, True is the only class
+        and its column is the first (the second is an empty class the booster scores ~0).
+        """
+        returned = list(self.classifier_.classes_).index(True)
+        return self.classifier_.predict_proba(x)[:, returned]
+
     def _hurdle(self, x: pd.DataFrame) -> CountPMF:
-        p = np.clip(self.classifier_.predict_proba(x)[:, 1], 1e-9, 1.0)
+        p = np.clip(self._p_return(x), 1e-9, 1.0)
         return hurdle_pmf(p, zero_truncated_rate(self.count_.predict(x) / p))
 
     def _models(self) -> list[LightGBMValueModel]:
@@ -228,6 +237,6 @@ class LightGBMValueModel(ValueModel):
                     [m.spend_calibration_(m.spend_.predict(x)) for m in models], 0
                 )
                 * scale,
-                "p_alive": np.mean([m.classifier_.predict_proba(x)[:, 1] for m in models], 0),
+                "p_alive": np.mean([m._p_return(x) for m in models], 0),
             }
         )
