@@ -590,6 +590,36 @@ def test_all_zero_values_btyd_clear_error(name, zero_value_store):
         FACTORIES[name]().fit(zero_value_store, CAL, holdout_days=HOLDOUT)
 
 
+@pytest.mark.parametrize("name", ["naive", "bgnbd", "lightgbm"])
+def test_refunds_netting_below_zero_give_no_negative_value(name, small_log, tmp_path):
+    """Negative values (refunds) are kept, but a customer is worth at least nothing."""
+    buys = small_log[(small_log["event_type"] == "purchase") & (small_log["timestamp"] < CAL)]
+    top = buys["user_id"].value_counts().index[:2]  # repeat buyers
+    refunds = pd.DataFrame(
+        {
+            "user_id": top,
+            "item_id": buys["item_id"].iloc[0],
+            "event_type": "purchase",
+            # one refund in calibration (its repeat spend nets below 0), one in the holdout
+            "timestamp": [CAL - pd.Timedelta(days=2), CAL + pd.Timedelta(days=2)],
+            "value": -100_000.0,
+        }
+    )
+    store = new_store(tmp_path / "refunds.duckdb", small_log, refunds)
+    data = value_data(store, CAL, HOLDOUT)
+    assert data.rfm.loc[top[0], "monetary_value"] < 0
+    assert data.labels.loc[top[1], "holdout_spend"] == 0.0  # net negative, floored
+    model = FACTORIES[name]().fit(store, CAL, holdout_days=HOLDOUT)
+    pred = model.predict()
+    assert (pred[["pred_spend", "ltv", "ltv_low", "ltv_high"]] >= 0).all().all()
+    if name == "bgnbd":  # outside Gamma-Gamma's domain: its population mean, as for x = 0
+        gg = model.spend_model_
+        prior = gg.conditional_expected_average_profit(0, 0.0)
+        assert gg.conditional_expected_average_profit(3, -5.0) == pytest.approx(prior)
+        assert gg.conditional_expected_average_profit(3, 5.0) != pytest.approx(prior)
+    store.close()
+
+
 def test_all_zero_values_lightgbm_clear_error(zero_value_store):
     with pytest.raises(ValueError, match="no customer spent anything in the holdout window"):
         LightGBMValueModel(n_estimators=50).fit(zero_value_store, CAL, holdout_days=HOLDOUT)

@@ -167,7 +167,9 @@ def value_data(
         lab = pd.DataFrame(
             {
                 "holdout_transactions": hold["frequency_holdout"].astype(float),
-                "holdout_spend": hold["spend_holdout"],
+                # net of refunds (negative values) but floored at 0: the spend losses
+                # (Tweedie, ZILN) need labels >= 0, and value is what a customer brings
+                "holdout_spend": hold["spend_holdout"].clip(lower=0.0),
             }
         ).loc[feats.index]
     seq = None

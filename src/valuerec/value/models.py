@@ -30,7 +30,10 @@ class NaiveValueModel(ValueModel):
         f = data.features
         age = np.maximum(f["age_days"].to_numpy(), 1.0)
         rate = f["frequency"].to_numpy() / age
-        spend_rate = f["frequency"].to_numpy() * f["monetary_repeat"].to_numpy() / age
+        # floored like the value layer's spend labels: refunds netting out are worth 0, not less
+        spend_rate = (
+            np.maximum(f["frequency"].to_numpy() * f["monetary_repeat"].to_numpy(), 0) / age
+        )
         return pd.DataFrame(
             {
                 "pred_transactions": rate * horizon_days,
