@@ -106,10 +106,19 @@ def test_value_weight_reranks_relevance_candidates_by_expected_revenue(db):
         (["for", "u1", "--model", "als"], "recommend fit --models als"),
         (["evaluate", "--protocol", "sideways"], "unknown protocol"),
         (["similar", "no-such-item"], "unknown item"),
+        # a known item with a bad k is a bad k, not an unknown item
+        (["similar", "KNOWN", "-k", "0"], "k must be at least 1"),
+        (["for", "u1", "-k", "0"], "k must be at least 1"),
     ],
 )
 def test_errors_exit_2_with_a_message(db, args, message):
     if args[0] == "similar":
         _run("fit", "--db", db, "--models", "ease")
+    if "KNOWN" in args:
+        with Store(db, read_only=True) as store:
+            known = store.query("SELECT item_id FROM events WHERE item_id IS NOT NULL LIMIT 1")[
+                "item_id"
+            ][0]
+        args = [known if a == "KNOWN" else a for a in args]
     res = runner.invoke(app, ["recommend", *args, "--db", db])
     assert res.exit_code == 2 and message in res.output

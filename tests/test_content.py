@@ -69,6 +69,24 @@ def test_anonymous_session_recommendations():
     assert model.recommend_for_items(["unknown"], k=2)["cold_start"].all()
 
 
+def test_evaluation_ranks_the_split_catalogue_only():
+    """Catalogue items nobody interacted with are not in the split: fit_split leaves them out,
+    so the scores line up with the columns the evaluator ranks (plain fit keeps them)."""
+    from valuerec.evaluate.ranking import Interactions, evaluate_scores, random_split
+
+    rows = [(u, i, float(t)) for u, items in (("fan", ["s1", "s2", "s3"]),
+            ("kid", ["c1", "c2", "s1"]), ("both", ["s2", "c1", "c2", "s3"]))
+            for t, i in enumerate(items)]  # fmt: skip
+    inter = Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    split = random_split(inter, seed=0)
+    model = ContentRecommender(items=ITEMS, embed=genre_embed).fit_split(split)
+    assert list(model.item_ids_) == list(split.train.item_ids)  # no "new-space"
+    report = evaluate_scores(model.split_scorer(split, "test"), split, ks=(2,))
+    assert report.metrics["users"] == 3
+    assert "new-space" in set(ContentRecommender(items=ITEMS, embed=genre_embed).fit(
+        split.train).item_ids_)  # fmt: skip
+
+
 def test_needs_an_items_table():
     with pytest.raises(ValueError, match="items table"):
         ContentRecommender().fit(LOG)

@@ -20,6 +20,7 @@ from valuerec.evaluate.ranking import (
     evaluate_scores,
     exposure_gini,
     leave_one_out,
+    protocol_split,
     random_split,
     ratio_counts,
     temporal_split,
@@ -411,6 +412,24 @@ def test_temporal_split_cuts_rows_by_time() -> None:
     dated = frame([("u", "a", 0), ("u", "b", 0), ("u", "c", 0)])
     dated["timestamp"] = pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01"])
     parts = temporal_split(Interactions.from_frame(dated), "2024-01-15", "2024-02-01")
+    assert [len(p) for p in (parts.train, parts.valid, parts.test)] == [1, 0, 2]
+
+
+def test_temporal_protocol_on_numeric_timestamps_and_row_order() -> None:
+    """Number timestamps get number cuts (the 80% and 90% quantiles), as do frames without a
+    time column (the row order is the time); text timestamps are datetimes."""
+    inter = synthetic(seed=5)
+    times = inter.frame["timestamp"]
+    split = protocol_split(inter, "temporal")
+    assert (split.train.frame["timestamp"] < times.quantile(0.8)).all()
+    assert (split.test.frame["timestamp"] >= times.quantile(0.9)).all()
+    assert len(split.train) + len(split.valid) + len(split.test) == len(inter)
+    rows = frame([(f"u{i % 3}", f"i{i % 7}", 0.0) for i in range(50)])
+    ordered = protocol_split(Interactions.from_frame(rows, time_col=None), "temporal")
+    assert [len(p) for p in (ordered.train, ordered.valid, ordered.test)] == [40, 5, 5]
+    text = frame([("u", "a", 0), ("u", "b", 0), ("u", "c", 0)])
+    text["timestamp"] = ["2024-01-01", "2024-02-01", "2024-03-01"]
+    parts = temporal_split(Interactions.from_frame(text), "2024-01-15", "2024-02-01")
     assert [len(p) for p in (parts.train, parts.valid, parts.test)] == [1, 0, 2]
 
 

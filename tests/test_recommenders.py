@@ -91,6 +91,99 @@ def test_duplicates_collapse_and_unknown_items(log):
     assert model.similar_items("zzz").empty
 
 
+def test_integer_ids_of_the_evaluator_interactions_are_looked_up_as_text():
+    """A model fitted on the evaluator's Interactions with integer ids knows its users and
+    items by the same text ids as one fitted on a DataFrame: no user turns cold, and the seen
+    items stay out."""
+    from valuerec.evaluate.ranking import Interactions
+
+    pairs = [(1, 10), (1, 11), (2, 10), (2, 12), (3, 11), (3, 12), (3, 13), (4, 13)]
+    frame = pd.DataFrame(
+        [(u, i, t) for t, (u, i) in enumerate(pairs)], columns=["user_id", "item_id", "timestamp"]
+    )
+    model = EASERecommender(reg=1.0).fit(Interactions.from_frame(frame))
+    reference = EASERecommender(reg=1.0).fit(frame[["user_id", "item_id"]])
+    assert list(model.user_ids_) == ["1", "2", "3", "4"]
+    rec = model.recommend([1, "2"], k=2)
+    pd.testing.assert_frame_equal(rec, reference.recommend([1, "2"], k=2))
+    assert not rec["cold_start"].any()
+    assert not set(rec.loc[rec.user_id == "1", "item_id"]) & {"10", "11"}
+    by_history = model.recommend(["new"], k=2, histories={"new": [10, 11]})
+    assert not by_history["cold_start"].any()
+    assert not model.score(1, [12])["cold_start"].any()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_users_without_training_interactions_get_the_cold_start_fallback(name, log):
+    """A user in the vocabulary whose rows have no item is served like an unknown user, by
+    recommend, score and the evaluator's score_users alike."""
+    ghost = pd.DataFrame({"user_id": ["ghost"], "item_id": [None]})
+    model = MODELS[name]().fit(pd.concat([log, ghost], ignore_index=True))
+    assert "ghost" in set(model.user_ids_)
+    rec = model.recommend(["ghost", "stranger", "u0"], k=3)
+    assert list(rec["cold_start"]) == [True] * 6 + [False] * 3
+    ghost_rec = rec[rec.user_id == "ghost"].drop(columns="user_id").reset_index(drop=True)
+    stranger_rec = rec[rec.user_id == "stranger"].drop(columns="user_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ghost_rec, stranger_rec)
+    g, u0 = model.user_ids_.get_indexer(["ghost", "u0"])
+    scores = model.score_users(np.array([u0, g]))
+    np.testing.assert_allclose(scores[1], model.cold_start_scores(), rtol=1e-6)
+    np.testing.assert_allclose(scores[0], model.score_users(np.array([u0]))[0], rtol=1e-6)
+    assert model.score("ghost", ["a0"])["cold_start"].all()
+
+
+def test_temporal_split_newcomers_are_evaluated_on_the_fallback():
+    """Users who appear only after the training cut are ranked by the cold-start scores (not
+    by an all-zero row, which ranks the catalogue in index order)."""
+    from valuerec.evaluate.ranking import Interactions, evaluate_scores, temporal_split
+
+    old = [(f"u{u}", "z9" if d < 3 else f"a{(u + d) % 8}", float(d)) for u in range(20)
+           for d in range(5)]  # fmt: skip
+    new = [(f"n{u}", item, 25.0) for u in range(10) for item in ("z9", f"a{u % 8}")]
+    rows = pd.DataFrame(old + new, columns=["user_id", "item_id", "timestamp"])
+    split = temporal_split(Interactions.from_frame(rows), 10.0, 20.0)
+    model = EASERecommender(reg=1.0).fit(split.train)
+    report = evaluate_scores(model.score_users, split, ks=(1,))
+    assert report.metrics["users"] == 10
+    assert report.metrics["hit@1"] == 1.0  # z9, the most popular item, is each one's target
+
+
+def test_duplicate_user_ids_get_one_list_each(log):
+    model = EASERecommender(reg=1.0).fit(log)
+    rec = model.recommend(["v1", "u0", "v1", "new", "new"], k=2)
+    assert list(rec["user_id"]) == ["v1", "v1", "u0", "u0", "new", "new"]
+    pd.testing.assert_frame_equal(rec.iloc[:2], model.recommend(["v1"], k=2))
+
+
+def test_itemknn_explanations_and_similar_items_follow_the_scoring(log):
+    """Pruned to each item's k neighbours per column, the similarity is asymmetric; a
+    reason names the history item that added most to the score (sim[h, i]) and
+    similar_items lists the item's own kept neighbours (its column)."""
+    from valuerec.recommend.explain import because
+
+    model = ItemKNNRecommender(k=2, shrink=0.0).fit(log)
+    sim = model.similarity_
+    assert (sim != sim.T).any()
+    for user in [f"u{i}" for i in range(10)] + [f"v{i}" for i in range(10)]:
+        history = model.matrix_[model.user_ids_.get_loc(user)].indices
+        items = model.item_ids_.get_indexer(model.recommend([user], k=3)["item_id"])
+        block = model._similarity_block(items, history)
+        np.testing.assert_array_equal(block, sim[np.ix_(history, items)].T)
+        top = model.item_ids_[history[np.argmax(sim[np.ix_(history, items)], axis=0)]]
+        assert because(model, history, items, {}) == [f"similar to {h}" for h in top]
+    for j, item in enumerate(model.item_ids_):
+        got = model.similar_items(item, k=2)
+        own = np.argsort(-np.where(np.arange(len(sim)) == j, -np.inf, sim[:, j]), kind="stable")
+        assert list(got["similar_item_id"]) == list(model.item_ids_[own[:2]])
+
+
+def test_similar_items_needs_a_positive_k(log):
+    model = ItemKNNRecommender(k=5, shrink=0.0).fit(log)
+    for k in (0, -1):
+        with pytest.raises(ValueError, match="k must be at least 1"):
+            model.similar_items("a0", k=k)
+
+
 def test_similar_items_of_a_known_item(log):
     model = ItemKNNRecommender(k=5, shrink=0.0).fit(log)
     sim = model.similar_items("a0", k=3)

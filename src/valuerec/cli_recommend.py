@@ -167,8 +167,9 @@ def _titles(db: str) -> pd.Series:
 
 
 def _reasons(model: Recommender, user_id: str, rec: pd.DataFrame, titles: pd.Series) -> list[str]:
-    """For each item, the history item it is most similar to ("because you liked X")."""
-    u = model.user_ids_.get_indexer([user_id])[0]
+    """For each item, the history item it is most similar to ("because you liked X"); users
+    served cold (unknown, or without a training interaction) are told so."""
+    u = model.user_index([user_id])[0]
     history = None if u < 0 else model.matrix_[u].indices
     return because(model, history, model.item_ids_.get_indexer(rec["item_id"]), titles)
 
@@ -258,6 +259,8 @@ def recommend_for(
     re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
     purchase propensity per item come from the store's log.
     """
+    if k < 1:
+        raise fail("k must be at least 1")
     if value_weight < 0 or diversity < 0 or candidates < 1:
         raise fail("--value-weight and --diversity must be >= 0, --candidates >= 1")
     rec_model = _load(db, model)
@@ -297,7 +300,10 @@ def similar(
     as_json: JsonOption = False,
 ) -> None:
     """Items most similar to an item, by the model's own notion of similarity."""
-    sim = _load(db, model).similar_items(item_id, k=k)
+    try:
+        sim = _load(db, model).similar_items(item_id, k=k)
+    except ValueError as exc:  # a bad -k: say so rather than call the item unknown
+        raise fail(str(exc)) from None
     if sim.empty:
         raise fail(f"unknown item {item_id!r} for model {model}")
     titles = _titles(db)

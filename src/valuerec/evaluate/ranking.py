@@ -102,11 +102,21 @@ def _binary_csr(
     return mat
 
 
+def _times(values: pd.Series) -> np.ndarray:
+    """Timestamps as numbers (float) when they are numbers, else as ``datetime64[ns]``.
+
+    Numbers are epoch seconds or, with ``time_col=None``, the row order; anything else (text,
+    dates, datetimes) is a datetime, converted like everywhere else in valuerec.
+    """
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype=float)
+    return pd.to_datetime(values).to_numpy(dtype="datetime64[ns]")
+
+
 def _time_key(values: pd.Series) -> np.ndarray:
     """Timestamps as a sortable number: int64 nanoseconds for datetimes, float otherwise."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return values.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    return values.to_numpy(dtype=float)
+    times = _times(values)
+    return times.astype(np.int64) if times.dtype.kind == "M" else times
 
 
 @dataclass(frozen=True, eq=False)
@@ -404,17 +414,16 @@ def temporal_split(
     The protocol closest to deployment: the model sees only the past of everyone. Unlike the
     per-user splits, a (user, item) pair can fall in several parts (a repeat purchase); with
     ``exclude_seen`` :func:`evaluate_scores` drops such already-seen pairs from the targets.
-    Cuts are compared with the timestamps as they are: datetimes (text, dates, datetimes are
-    converted like everywhere else in valuerec) or plain numbers.
+    Cuts are compared with the timestamps as they are: plain numbers (epoch seconds, the row
+    order of ``time_col=None``) with numbers, datetimes with datetimes (text, dates and
+    datetimes, as cuts or as timestamps, are converted like everywhere else in valuerec).
     """
-    ts = inter.frame["timestamp"]
-    if pd.api.types.is_datetime64_any_dtype(ts):
+    values = _times(inter.frame["timestamp"])
+    if values.dtype.kind == "M":
         v = np.datetime64(to_timestamp(valid_start, "valid_start"), "ns")
         s = np.datetime64(to_timestamp(test_start, "test_start"), "ns")
-        values = ts.to_numpy(dtype="datetime64[ns]")
     else:
         v, s = float(valid_start), float(test_start)  # type: ignore[arg-type]
-        values = ts.to_numpy(dtype=float)
     if v > s:
         raise ValueError(f"valid_start {valid_start!r} is after test_start {test_start!r}")
     return Split(
@@ -436,7 +445,9 @@ def protocol_split(inter: Interactions, protocol: str) -> Split:
     if protocol == "leave-one-out":
         return leave_one_out(inter)
     if protocol == "temporal":
-        times = pd.to_datetime(inter.frame["timestamp"])
+        # cuts of the timestamps' own kind: numbers stay numbers (temporal_split compares
+        # number timestamps with number cuts only)
+        times = pd.Series(_times(inter.frame["timestamp"]))
         return temporal_split(inter, times.quantile(0.8), times.quantile(0.9))
     raise ValueError(f"unknown protocol {protocol!r}: {', '.join(PROTOCOLS)}")
 

@@ -24,7 +24,10 @@ def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.I
     """(users x items CSR of implicit 1s, user ids, item ids) from an interactions object.
 
     Accepts the evaluator's ``Interactions`` (``matrix``/``user_ids``/``item_ids``) or a
-    DataFrame with ``user_id`` and ``item_id`` columns (duplicates collapse to one).
+    DataFrame with ``user_id`` and ``item_id`` columns (duplicates collapse to one). Ids come
+    back as text whatever their type in the input, as the store keeps them: every lookup
+    (``recommend``, ``score``, histories) is by ``str(id)``, so an integer vocabulary would
+    match nothing.
     """
     if isinstance(interactions, pd.DataFrame):
         users = pd.Index(sorted(interactions["user_id"].astype(str).unique()))
@@ -39,7 +42,12 @@ def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.I
         return m, users, items
     m = sp.csr_matrix(interactions.matrix, dtype=np.float32)
     m.data[:] = 1.0
-    return m, pd.Index(interactions.user_ids), pd.Index(interactions.item_ids)
+    # positions are unchanged, so the model still indexes the evaluator's rows and columns
+    return (
+        m,
+        pd.Index(interactions.user_ids).astype(str),
+        pd.Index(interactions.item_ids).astype(str),
+    )
 
 
 def history_rows(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
@@ -132,8 +140,40 @@ class Recommender(ABC):
         return self._score_rows(history_rows(sequences, len(self.item_ids_)))
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        """Scores of user indices over the whole catalogue (the evaluator's entry point)."""
-        return np.asarray(self._score(np.asarray(users, dtype=np.int64)), dtype=np.float32)
+        """Scores of user indices over the whole catalogue (the evaluator's entry point).
+
+        A user in the vocabulary without a training interaction (a temporal split's users who
+        arrive later; a DataFrame user whose only rows have no item) gets the cold-start
+        scores, as an unknown user does in :meth:`recommend`: their training row says nothing,
+        and models read it differently (zeros for EASE and item-kNN, an untrained embedding
+        for LightGCN), none of them usefully.
+        """
+        users = np.asarray(users, dtype=np.int64)
+        empty = ~self._trained(users)
+        if not empty.any():
+            return np.asarray(self._score(users), dtype=np.float32)
+        out = np.empty((len(users), len(self.item_ids_)), dtype=np.float32)
+        if not empty.all():
+            out[~empty] = self._score(users[~empty])
+        out[empty] = self.cold_start_scores()
+        return out
+
+    def _trained(self, users: np.ndarray) -> np.ndarray:
+        """Whether each user index has at least one training interaction."""
+        indptr = self.matrix_.indptr
+        return indptr[users + 1] > indptr[users]
+
+    def user_index(self, user_ids: Sequence[str]) -> np.ndarray:
+        """Training row of each user id, -1 for users the model must serve cold.
+
+        Cold means unknown to the model *or* known without a training interaction: the one
+        rule :meth:`recommend`, :meth:`score` and the explanations share, so a user is either
+        scored from training or flagged ``cold_start`` with the fallback, never in between.
+        """
+        idx = self.user_ids_.get_indexer([str(u) for u in user_ids])
+        known = idx >= 0
+        idx[known] = np.where(self._trained(idx[known]), idx[known], -1)
+        return idx
 
     def score_histories(
         self,
@@ -179,6 +219,9 @@ class Recommender(ABC):
     ) -> pd.DataFrame:
         """Top-``k`` items per user; unknown users get popular items with ``cold_start``.
 
+        One list per distinct id, in the order of first request (a repeated id is answered
+        once). Users without a training interaction are served like unknown users.
+
         ``histories`` (user id -> item ids, oldest first) replaces what the model saw in
         training for those users: their recommendations reflect events newer than the model,
         and users the model never saw are served from their history rather than cold. Seen
@@ -186,10 +229,10 @@ class Recommender(ABC):
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        ids = [str(u) for u in user_ids]
+        ids = list(dict.fromkeys(str(u) for u in user_ids))
         histories = {str(u): h for u, h in (histories or {}).items()}
         k = min(k, len(self.item_ids_))
-        idx = self.user_ids_.get_indexer(ids)
+        idx = self.user_index(ids)
         seqs = {b: self._item_indices(histories[u]) for b, u in enumerate(ids) if u in histories}
         by_history = [b for b, s in seqs.items() if len(s)]
         by_model = [b for b in np.flatnonzero(idx >= 0) if b not in seqs]
@@ -222,7 +265,7 @@ class Recommender(ABC):
         if not rows:
             return pd.DataFrame(columns=list(REC_COLUMNS))
         out = pd.concat(rows, ignore_index=True)
-        order = pd.Series(range(len(ids)), index=ids)
+        order = pd.Series(range(len(ids)), index=ids)  # ids are distinct
         out["_o"] = out["user_id"].map(order)
         return out.sort_values(["_o", "rank"]).drop(columns="_o").reset_index(drop=True)
 
@@ -239,8 +282,11 @@ class Recommender(ABC):
         return self.popularity_.astype(float)
 
     def score(self, user_id: str, item_ids: Sequence[str]) -> pd.DataFrame:
-        """Scores of given items for a user; unknown users/items get NaN with ``cold_start``."""
-        u = self.user_ids_.get_indexer([str(user_id)])[0]
+        """Scores of given items for a user; unknown users/items get NaN with ``cold_start``.
+
+        A user without a training interaction counts as unknown (:meth:`user_index`).
+        """
+        u = self.user_index([user_id])[0]
         items = [str(i) for i in item_ids]
         cols = self.item_ids_.get_indexer(items)
         score = np.full(len(items), np.nan)
@@ -250,7 +296,9 @@ class Recommender(ABC):
         return pd.DataFrame({"item_id": items, "score": score, "cold_start": (cols < 0) | (u < 0)})
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
-        """Items most co-consumed with ``item_id`` (cosine over users); empty if unknown."""
+        """Items most similar to ``item_id`` by the model's own similarity; empty if unknown."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
         j = self.item_ids_.get_indexer([str(item_id)])[0]
         if j < 0:
             return pd.DataFrame(columns=["item_id", "rank", "similar_item_id", "score"])

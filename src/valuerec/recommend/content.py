@@ -61,13 +61,19 @@ class ContentRecommender(Recommender):
         self.items = items
         self.embed = embed
 
-    def fit(self, interactions: Any) -> ContentRecommender:
-        """Learn user profiles; the catalogue also holds items that nobody interacted with."""
+    def fit(self, interactions: Any, *, whole_catalogue: bool = True) -> ContentRecommender:
+        """Learn user profiles; the catalogue also holds items that nobody interacted with.
+
+        ``whole_catalogue=False`` keeps to the items of ``interactions``' vocabulary, which
+        :meth:`fit_split` needs: the evaluator ranks exactly the split's columns.
+        """
         if self.items is None or len(self.items) == 0:
             raise ValueError("ContentRecommender needs an items table with title/category/text")
         matrix, users, items = interaction_matrix(interactions)
         texts = item_texts(self.items)
         extra = pd.Index(texts.index).difference(items)
+        if not whole_catalogue:
+            extra = pd.Index([], dtype=items.dtype)
         catalogue = items.append(extra)  # new items get zero columns: recommendable, unseen
         if len(extra):
             matrix = sp.hstack([matrix, sp.csr_matrix((matrix.shape[0], len(extra)))]).tocsr()
@@ -79,6 +85,14 @@ class ContentRecommender(Recommender):
         self.item_embeddings_ = (self.embed or minilm_embed)(sentences).astype(np.float32)
         self._fit(self.matrix_)
         return self
+
+    def fit_split(self, split: Any) -> ContentRecommender:
+        """Fit on ``split.train`` over the split's item vocabulary only.
+
+        Items outside the interaction log can never be a target, and scores wider than the
+        split's catalogue would not line up with the columns the evaluator ranks.
+        """
+        return self.fit(split.train, whole_catalogue=False)
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         pass  # a user's profile is computed from their history when scored

@@ -37,4 +37,12 @@ class ItemKNNRecommender(Recommender):
         return np.asarray(rows @ self.similarity_)
 
     def _item_similarity(self, j: int) -> np.ndarray:
-        return self.similarity_[j].astype(float)
+        """Column ``j``: item ``j``'s kept neighbours, and what each item ``h`` of a history
+        adds to ``j``'s score (``score_j = sum_h x_h sim[h, j]``). The pruning per column
+        makes the matrix asymmetric, so row ``j`` would name other items than the scoring
+        used."""
+        return self.similarity_[:, j].astype(float)
+
+    def _similarity_block(self, items: np.ndarray, history: np.ndarray) -> np.ndarray:
+        # the same columns as _item_similarity, cut to the history in one fancy index
+        return self.similarity_[history[:, None], np.asarray(items, dtype=np.int64)[None, :]].T

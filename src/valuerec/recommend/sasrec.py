@@ -239,7 +239,9 @@ class SASRecRecommender(Recommender):
         Each user's sequence is cut into windows of ``max_len + 1`` events ending at its last
         event, then every ``max_len`` further back from a random offset, and one window of
         the first events, so every transition is trained on each epoch while the window
-        borders move between epochs.
+        borders move between epochs. A window ending at event ``e`` trains the targets
+        ``e - max_len .. e - 1``; the second one ends 1 to ``max_len`` events before the
+        last, so it overlaps the latest window rather than leaving a gap before it.
         """
         length = self.max_len
         xs, ys, vs = [], [], []
@@ -248,7 +250,7 @@ class SASRecRecommender(Recommender):
             if n < 2:
                 continue
             ends = [n]
-            end = n - length - int(rng.integers(0, length))
+            end = n - int(rng.integers(1, length + 1))
             while end > length + 1:
                 ends.append(end)
                 end -= length
