@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,46 @@ def test_current_pointer_is_a_small_file_replaced_atomically(
     assert pointer.read_text() == "v0002\n"
     assert arts.current("m") == "v0002"
     assert _leftovers(arts.root / "m") == []
+
+
+def test_a_promotion_whose_pointer_write_failed_is_never_a_rollback_target(
+    arts: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arts.save("m", Toy([1.0]))
+    arts.save("m", Toy([2.0]), promote=False)
+    write = artifacts_mod._write_atomic
+
+    def full_disk_for_the_pointer(path: Path, text: str) -> None:
+        if path.name == "CURRENT":
+            raise OSError("disk full")
+        write(path, text)
+
+    monkeypatch.setattr(artifacts_mod, "_write_atomic", full_disk_for_the_pointer)
+    with pytest.raises(OSError, match="disk full"):
+        arts.promote("m", "v0002")  # recorded in HISTORY, never current
+    monkeypatch.undo()
+    assert arts.current("m") == "v0001"
+    arts.save("m", Toy([3.0]))
+    assert arts.rollback("m") == "v0001"  # not v0002, which was never current
+
+
+def test_deleted_versions_are_clear_errors_and_never_rollback_targets(
+    arts: ArtifactStore,
+) -> None:
+    for i in range(3):
+        arts.save("m", Toy([float(i)]))
+    shutil.rmtree(arts.root / "m" / "v0002")  # an old version cleaned up by hand
+    assert arts.rollback("m") == "v0001"  # skips the missing v0002
+    arts.promote("m", "v0003")
+    shutil.rmtree(arts.root / "m" / "v0003")  # now the current one
+    with pytest.raises(ArtifactError, match="current version v0003 is missing"):
+        arts.load("m")
+    assert arts.rollback("m") == "v0001"
+    (arts.root / "m" / "v0001" / "model.pkl").unlink()
+    with pytest.raises(ArtifactError, match=r"v0001 is incomplete: .*model\.pkl is missing"):
+        arts.load("m")
+    # numbers already in HISTORY are not handed out again: one name, one model
+    assert arts.save("m", Toy([4.0])) == "v0004"
 
 
 def test_a_failed_save_leaves_nothing_behind(arts: ArtifactStore) -> None:

@@ -231,8 +231,8 @@ class ArtifactStore:
         ]
         return [v for _, v in sorted(found)]
 
-    def current(self, name: str) -> str:
-        """The version ``CURRENT`` points at: what a server should load."""
+    def _pointer(self, name: str) -> str:
+        """What ``CURRENT`` says, whether or not that version still exists."""
         folder = self._known(name)
         try:
             text = (folder / CURRENT_FILE).read_text(encoding="utf-8").strip()
@@ -241,6 +241,17 @@ class ArtifactStore:
                 f"{name} has no current version; promote one of {', '.join(self.versions(name))}"
             ) from None
         return _version_str(text)
+
+    def current(self, name: str) -> str:
+        """The version ``CURRENT`` points at: what a server should load."""
+        version = self._pointer(name)
+        folder = self._dir(name)
+        if version not in self.versions(name):  # its folder was deleted by hand
+            raise ArtifactError(
+                f"{name}'s current version {version} is missing from {folder}; promote one of "
+                f"{', '.join(self.versions(name))}"
+            )
+        return version
 
     def meta(self, name: str, version: str | int | None = None) -> dict[str, Any]:
         """The metadata of one version (default: the current one), without loading the model."""
@@ -252,10 +263,13 @@ class ArtifactStore:
         """``(model, metadata)`` of one version, by default the current one."""
         v = self.current(name) if version is None else self._existing(name, version)
         folder = self._known(name) / v
-        with open(folder / MODEL_FILE, "rb") as fh:
-            model = pickle.load(fh)
-        with open(folder / META_FILE, encoding="utf-8") as fh:
-            meta = json.load(fh)
+        try:
+            with open(folder / MODEL_FILE, "rb") as fh:
+                model = pickle.load(fh)
+            with open(folder / META_FILE, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except FileNotFoundError as exc:  # a file deleted by hand
+            raise ArtifactError(f"{name} {v} is incomplete: {exc.filename} is missing") from None
         return model, meta
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -306,9 +320,13 @@ class ArtifactStore:
 
     def _claim(self, folder: Path, tmp: Path, meta: dict[str, Any]) -> str:
         """Rename ``tmp`` to the next free version; retry if a concurrent writer took it."""
+        # a number HISTORY names is never handed out again, even if its folder was deleted:
+        # one version name must always mean one model
+        recorded = [str(h.get("version")) for h in self.history(folder.name)]
+        used = [int(m.group(1)) for v in recorded if (m := _VERSION.match(v))]
         for _ in range(1000):
             taken = [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION.match(p.name))]
-            version = f"v{max(taken, default=0) + 1:04d}"
+            version = f"v{max(taken + used, default=0) + 1:04d}"
             meta["version"] = version
             with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
                 json.dump(meta, fh, indent=2, sort_keys=True)
@@ -329,7 +347,12 @@ class ArtifactStore:
         self._known(name)
         v = self._existing(name, version)
         with self._lock(name):
-            self._record(name, {"action": "promote", "version": v})
+            try:
+                before: str | None = self.current(name)
+            except ArtifactError:
+                before = None
+            # "from" lets the replay drop a promotion whose pointer write failed (_stack)
+            self._record(name, {"action": "promote", "version": v, "from": before})
             _write_atomic(self._dir(name) / CURRENT_FILE, v + "\n")
         return v
 
@@ -337,11 +360,14 @@ class ArtifactStore:
         """Point ``CURRENT`` back at the version promoted before the current one; returns it."""
         self._known(name)
         with self._lock(name):
-            current = self.current(name)
+            current = self._pointer(name)  # a deleted current version can be rolled back too
             stack = self._stack(name)
             while stack and stack[-1] != current:  # a promotion that never reached CURRENT
                 stack.pop()
             if stack:
+                stack.pop()
+            available = set(self.versions(name))
+            while stack and stack[-1] not in available:  # deleted since it was promoted
                 stack.pop()
             if not stack:
                 raise ArtifactError(f"{name}: nothing to roll back to before {current}")
@@ -351,11 +377,19 @@ class ArtifactStore:
         return target
 
     def _stack(self, name: str) -> list[str]:
-        """Replay ``HISTORY``: promotions push, a rollback to v pops down to v."""
+        """Replay ``HISTORY``: promotions push, a rollback to v pops down to v.
+
+        A promotion records the version current before it (``from``): the replay first pops
+        down to that one, so a promotion whose pointer write failed, wherever it sits in the
+        history, is never a rollback target. (Entries written before ``from`` existed lack it.)
+        """
         stack: list[str] = []
         for entry in self.history(name):
             v = entry.get("version")
             if entry.get("action") == "promote":
+                if "from" in entry:
+                    while stack and stack[-1] != entry["from"]:
+                        stack.pop()
                 stack.append(v)
             elif entry.get("action") == "rollback":
                 while stack and stack[-1] != v:
