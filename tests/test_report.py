@@ -35,6 +35,7 @@ from valuerec.evaluate.value import evaluate_value, paired_bootstrap
 from valuerec.recommend.registry import make_recommender
 from valuerec.report import build_report
 from valuerec.report import value as report_value
+from valuerec.report.build import ReportOptions
 from valuerec.report.document import fmt_number
 from valuerec.value.base import value_data
 from valuerec.value.segments import SEGMENTS
@@ -533,3 +534,45 @@ def test_policy_section_shows_the_experiment_record_with_intervals_days_and_ope(
     bad.write_text('{"policies": []}')
     res = runner.invoke(app, ["report", "--policy-json", str(bad), "--out", str(out)])
     assert res.exit_code == 2 and "no policy table" in res.output
+
+
+def test_user_text_is_drawn_literally_and_ids_stay_unique(tmp_path: Path) -> None:
+    """Event types and policy names are users' text: a "$" pair is not mathtext (which
+    crashed the report on "\\frac"), and a store named policy.duckdb does not take the policy
+    part's ids."""
+    db = tmp_path / "policy.duckdb"
+    times = pd.date_range("2024-01-01", periods=40, freq="D")
+    events = pd.DataFrame(
+        {"user_id": [f"u{i % 7}" for i in range(40)], "item_id": "i1",
+         "event_type": "pay$\\frac$view", "timestamp": times}
+    )  # fmt: skip
+    _ingest(db, events=events)
+    daily = {"day": [1, 2], "cumulative_revenue": [1.0, 2.0], "active": [5, 4]}
+    record = {
+        "seeds": [0],
+        "policies": [{"policy": "relevance", "revenue": 10.0}, {"policy": "a$\\frac$b"}],
+        "daily": {"relevance": daily, "a$\\frac$b": daily},
+    }
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    html = build_report([db], ReportOptions(policy=path, sections=("data",)))
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+    page = parse(html)
+    drawn = {fid: svg_text(svg_of(f)) for fid, f in page.figures.items()}
+    assert "pay$\\frac$view" in " ".join(drawn.values())
+    assert "a$\\frac$b" in drawn["policy-days"]
+    assert page.sections["policy-2-data"]["class"] == "available"
+
+
+def test_the_store_named_by_valuerec_db_may_have_a_space_in_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "my shop" / "x.duckdb"
+    db.parent.mkdir()
+    Store(db).close()
+    monkeypatch.setenv("VALUEREC_DB", str(db))
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert _kinds(parse(out.read_text()), "x")["data"] == "available"

@@ -79,7 +79,14 @@ def _store_part(path: str, options: ReportOptions, peer: list[PeerRun], step: St
         step(f"{label}: data summary")
         summary = summarise(store)
         if "data" in options.sections:
-            parts.append(sections.data_section(sid, summary))
+            parts.append(
+                _guarded(
+                    f"{sid}-data",
+                    "data",
+                    "Data summary",
+                    lambda: sections.data_section(sid, summary),
+                )
+            )
         if "value" in options.sections:
             parts.append(
                 _guarded(
@@ -144,7 +151,9 @@ def build_report(
     except ValueError as exc:
         raise ReportError(str(exc)) from None
     parts = []
-    seen: dict[str, int] = {}
+    ours = policy_part(policy, str(options.policy)) if policy is not None else None
+    # a store's id must not repeat the policy part's ids either (a store named policy.duckdb)
+    seen: dict[str, int] = dict.fromkeys(_ids(ours), 1) if ours is not None else {}
     for path in paths:
         part = _store_part(path, options, peer, step)
         if part.id in seen:  # two stores with the same file name: keep ids unique
@@ -152,11 +161,20 @@ def build_report(
             part = _renamed(part, f"{part.id}-{seen[part.id]}")
         seen.setdefault(part.id, 1)
         parts.append(part)
-    if policy is not None:
+    if ours is not None:
         step("policy section")
-        parts.append(policy_part(policy, str(options.policy)))
+        parts.append(ours)
     step("rendering")
     return render(options.title, parts, datetime.now(UTC))
+
+
+def _ids(part: StorePart) -> list[str]:
+    """Every HTML id of a part: its own, its sections' and their blocks'."""
+
+    def walk(s: Section) -> list[str]:
+        return [s.id, *(b.id for b in s.blocks), *(i for c in s.children for i in walk(c))]
+
+    return [part.id, *(i for s in part.sections for i in walk(s))]
 
 
 def _renamed(part: StorePart, new_id: str) -> StorePart:

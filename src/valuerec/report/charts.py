@@ -52,6 +52,8 @@ _RC = {
     "axes.grid": True,
     "grid.alpha": 0.3,
     "legend.frameon": False,
+    # labels are users' text (event types, policy names): "$" is a dollar, never mathtext
+    "text.parse_math": False,
 }
 WIDE = (7.2, 3.6)
 SQUARE = (5.6, 4.8)

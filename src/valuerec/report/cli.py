@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,8 +19,10 @@ def report(
         list[str] | None,
         typer.Option(
             "--db",
-            envvar="VALUEREC_DB",
-            help="Store (DuckDB file); repeat to cover several stores in one report.",
+            # not envvar=: Click splits a list option's variable on spaces, and a path may
+            # hold one; $VALUEREC_DB is read whole below, as every other command reads it
+            help="Store (DuckDB file); repeat to cover several stores in one report. "
+            "Default: $VALUEREC_DB, else ./valuerec.duckdb (none with --policy-json alone).",
         ),
     ] = None,
     out_path: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path(
@@ -60,6 +63,7 @@ def report(
     """
     from valuerec.report.build import ReportError, ReportOptions, write_report
 
+    env_db = os.environ.get("VALUEREC_DB")
     options = ReportOptions(
         title=title, value_model=value_model, rec_models=rec_models, peer=peer, policy=policy
     )
@@ -67,7 +71,7 @@ def report(
         task = bar.add_task("report", total=None)
         try:
             path = write_report(
-                db or ([] if policy is not None else [default_db_path()]),
+                db or ([default_db_path()] if policy is None or env_db else []),
                 out_path,
                 options,
                 step=lambda s: bar.update(task, description=s),
