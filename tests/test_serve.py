@@ -7,9 +7,11 @@ users or swap models cannot leak into each other. Every test runs on both backen
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,8 @@ from valuerec.data.synth import generate
 from valuerec.evaluate.ranking import Interactions
 from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.popularity import PopularityRecommender
-from valuerec.serve import ServeSettings, create_app
+from valuerec.recommend.rerank import ItemValues
+from valuerec.serve import ServeSettings, create_app, registry
 from valuerec.serve.config import EventRoles
 from valuerec.serve.keys import KeyStore, default_keys_path
 from valuerec.value.segments import SEGMENTS
@@ -177,6 +180,26 @@ def test_a_revoked_key_is_refused_on_the_next_request(client, deployment):
     assert client.get("/segments", headers={"X-API-Key": key}).status_code == 401
 
 
+def test_a_broken_key_file_stops_the_start_not_every_request(deployment):
+    """An unknown role or unreadable JSON is refused at start-up, naming the file; broken
+    while the server runs, it is a 503 that says so (not a 500 per request)."""
+    db, keys = deployment
+    path = default_keys_path(db)
+    good = path.read_text()
+    data = json.loads(good)
+    data["keys"][0]["role"] = "superuser"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"cannot read API keys from .*unknown role 'superuser'"):
+        create_app(db)
+    path.write_text(good)
+    with _client(db, keys) as c:
+        path.write_text("{not json")
+        for fast_path in (True, False):
+            c.app.state.fast_path = fast_path
+            res = call(c, "GET", f"/users/{USER}/recommendations")
+            assert res.status_code == 503 and "API keys" in res.json()["message"], res.text
+
+
 # -- recommendations ---------------------------------------------------------------------------
 def test_recommendations_match_the_model_with_titles_and_reasons(reader):
     svc = service(reader)
@@ -214,7 +237,7 @@ def test_unknown_user_gets_cold_start_popular_items(reader):
 def test_value_weight_reranks_the_relevance_candidates_for_value(reader):
     """``value_weight`` serves the value-aware blend of the store's prices and propensities
     over the relevance candidates; 0 is the plain relevance order."""
-    from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
+    from valuerec.recommend.rerank import UserValues, value_rerank
 
     svc = service(reader)
     history = list(svc.histories.get(USER))
@@ -255,6 +278,45 @@ def test_value_weight_reranks_the_relevance_candidates_for_value(reader):
         reader.app.state.fast_path = True
     res = call(reader, "GET", f"/users/{USER}/recommendations?value_weight=-1")
     assert res.status_code == 422 and res.json()["details"][0]["field"] == "value_weight"
+
+
+def test_value_ranking_follows_price_edits_and_new_purchases(client, monkeypatch):
+    """Item prices and purchase rates are rebuilt (under the store's lock) after an item write
+    or a stored purchase, and only then: not per request, not for a view."""
+    svc = service(client)
+    locked: list[bool] = []
+    build = ItemValues.from_store
+    monkeypatch.setattr(
+        ItemValues,
+        "from_store",
+        staticmethod(lambda store: locked.append(svc.repo.lock._is_owned()) or build(store)),
+    )
+    q = {"k": 5, "value_weight": 100, "exclude_seen": "false"}
+    shown = [i["item_id"] for i in recs(client, USER, **q)["items"]]
+    values = svc.item_values()
+    view = {"user_id": "looker", "item_id": shown[0], "event_type": "view"}
+    call(client, "POST", "/events", "write", json={"events": [view]})
+    assert recs(client, USER, **q)["items"] and svc.item_values() is values and locked == [True]
+    cheap, dear = shown[0], shown[-1]
+    for item, price in ((cheap, 0.01), (dear, 1e6)):
+        assert call(client, "PATCH", f"/items/{item}", "write", json={"price": price}).is_success
+    after = [i["item_id"] for i in recs(client, USER, **q)["items"]]
+    assert after[0] == dear and cheap not in after
+    item = after[1]
+    rate = svc.item_values().take([item]).p_purchase[0]
+    buys = [
+        {"user_id": f"buyer{n}", "item_id": item, "event_type": "purchase", "value": 5.0}
+        for n in range(20)
+    ]
+    monkeypatch.setattr(svc, "SALES_REFRESH_SECONDS", 3600.0)
+    call(client, "POST", "/events", "write", json={"events": buys[:10]})
+    # a stream of purchases rebuilds at most every SALES_REFRESH_SECONDS, not per post
+    assert svc.item_values().take([item]).p_purchase[0] == rate and len(locked) == 2
+    monkeypatch.setattr(svc, "SALES_REFRESH_SECONDS", 0.0)
+    call(client, "POST", "/events", "write", json={"events": buys[10:]})
+    assert svc.item_values().take([item]).p_purchase[0] > rate
+    assert svc.item_values() is svc.item_values()  # and once rebuilt, not again
+    assert locked == [True, True, True]  # first use, the price edits, the purchases
 
 
 def test_model_parameter_picks_the_recommender(reader):
@@ -340,6 +402,46 @@ def test_a_batch_with_no_valid_event_is_a_422_naming_each_field(client):
     }
 
 
+def test_event_timestamps_are_read_as_ingest_reads_them(client, tmp_path):
+    """Eight digits are a YYYYMMDD date, up to eleven epoch seconds, as in file ingest;
+    milliseconds and times out of range once in UTC are that event's error (not a 500)."""
+    good = {
+        "20240101": datetime(2024, 1, 1),
+        20240102: datetime(2024, 1, 2),
+        1700000000: datetime(2023, 11, 14, 22, 13, 20),
+        "1700000000.5": datetime(2023, 11, 14, 22, 13, 20, 500000),
+        "2024-01-03T01:00:00+01:00": datetime(2024, 1, 3),
+    }
+    bad = [1700000000123, "20241301", "0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"]
+    events = [
+        {"user_id": "ts", "item_id": "i1", "event_type": "view", "timestamp": t}
+        for t in [*good, *bad]
+    ]
+    res = call(client, "POST", "/events", "write", json={"events": events})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert (body["stored"], body["rejected"]) == (len(good), len(bad))
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (len(good) + i, "timestamp") for i in range(len(bad))
+    ]
+    stored = service(client).repo.store.events(["ts"])["timestamp"]
+    assert sorted(pd.Timestamp(t).to_pydatetime() for t in stored) == sorted(good.values())
+    # file ingest of the same values as text: the same times, the milliseconds quarantined
+    with Store(str(tmp_path / "file.duckdb")) as store:
+        texts = [str(t) for t in [*good, *bad[:2]]]
+        frame = pd.DataFrame(
+            {"user_id": "f", "item_id": "i1", "event_type": "view", "timestamp": texts}
+        )
+        ingest(store, frame, "events")
+        from_file = store.events(["f"])["timestamp"]
+    assert sorted(pd.Timestamp(t).to_pydatetime() for t in from_file) == sorted(good.values())
+
+
+def _cursor(position: dict) -> str:
+    """A hand-made cursor: what a client that decoded and edited ours sends back."""
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
 BAD_REQUESTS = [
     ("GET", f"/users/{USER}/recommendations?k=0", None, "k"),
     ("GET", f"/users/{USER}/recommendations?k=abc", None, "k"),
@@ -368,6 +470,35 @@ BAD_REQUESTS = [
     ("GET", "/users?limit=0", None, "limit"),
     ("GET", "/users?cursor=%25%25%25", None, "cursor"),
     ("GET", "/segments/champions/users?cursor=eyJ4IjoxfQ", None, "cursor"),
+    # the right keys holding the wrong types: never a 500 or an arbitrary page
+    *(
+        ("GET", f"/{path}?cursor={_cursor({'after': after})}", None, "cursor")
+        for path in ("items", "users")
+        for after in ([1, 2], {"a": 1}, 5, True, None)
+    ),
+    *(
+        ("GET", f"/segments/champions/users?cursor={_cursor(pos)}", None, "cursor")
+        for pos in (
+            {"ltv": [1], "after": "u1"},
+            {"ltv": "1.5", "after": "u1"},
+            {"ltv": True, "after": "u1"},
+            {"ltv": 1.5, "after": 7},
+        )
+    ),
+    # times that overflow once converted to UTC, milliseconds, a date that is none
+    ("POST", "/users", {"user_id": "x", "signup_time": "0001-01-01T00:00:00+01:00"}, "signup_time"),
+    ("PATCH", f"/users/{USER}", {"signup_time": "9999-12-31T23:30:00-01:00"}, "signup_time"),
+    ("POST", "/users", {"user_id": "x", "signup_time": 1700000000123}, "signup_time"),
+    ("POST", "/users", {"user_id": "x", "signup_time": "20241301"}, "signup_time"),
+    (
+        "POST",
+        "/sessions/recommendations",
+        {"events": [{"item_id": "i1", "timestamp": "0001-01-01T00:00:00+01:00"}]},
+        "events[0].timestamp",
+    ),
+    # a blank category would mask every item
+    ("GET", f"/users/{USER}/recommendations?category=%20", None, "category"),
+    ("GET", "/items/i1/similar?category=%20", None, "category"),
 ]
 
 
@@ -471,6 +602,41 @@ def test_write_back_records_exposures_that_are_not_interest(client):
     assert {(p["model"], p["version"]) for p in props} == {("rec-ease", "v0001")}
     assert service(client).histories.get(USER) == before
     assert recs(client, USER, k=3) == {**body}
+
+
+def test_a_flush_under_way_cannot_bring_a_deleted_user_back(client, monkeypatch):
+    """A flush that took a user's exposures out of the buffer before their deletion must not
+    write them after it: the deletion waits for the flush, then deletes what it wrote."""
+    svc = service(client)
+    recs(client, USER, k=3, write_back="true")
+    taken, release, deleted = threading.Event(), threading.Event(), threading.Event()
+    write, delete = svc.exposures._write, svc.repo.delete_user
+
+    def held_write(frame: pd.DataFrame) -> int:
+        taken.set()  # the rows are out of the buffer, not yet in the store
+        release.wait(10)
+        return write(frame)
+
+    def noted_delete(user_id: str) -> int | None:
+        n = delete(user_id)
+        deleted.set()
+        return n
+
+    monkeypatch.setattr(svc.exposures, "_write", held_write)
+    monkeypatch.setattr(svc.repo, "delete_user", noted_delete)
+    flusher = threading.Thread(target=svc.exposures.flush)
+    deleter = threading.Thread(target=svc.delete_user, args=(USER,))
+    flusher.start()
+    assert taken.wait(10)
+    deleter.start()
+    try:
+        assert not deleted.wait(0.5)  # the deletion waits for the flush under way
+    finally:
+        release.set()
+        flusher.join()
+        deleter.join()
+    assert stored_events(client, USER) == 0
+    assert call(client, "GET", f"/users/{USER}").status_code == 404
 
 
 # -- users and items -----------------------------------------------------------------------------
@@ -650,6 +816,44 @@ def test_hot_swap_under_load_fails_no_request(client):
     for t in threads:
         t.join()
     assert errors == [] and versions == {"v0001", "v0002"}
+
+
+def test_deleting_a_user_during_a_value_model_swap_keeps_the_new_version(client, monkeypatch):
+    """Forgetting a deleted user rebuilds the value snapshot: a promotion must neither be
+    overwritten by the old snapshot nor keep the user, so it waits for the rebuild."""
+    svc = service(client)
+    model, _ = svc.models.arts.load("value-naive")
+    svc.models.arts.save("value-naive", model, {"model": "naive"}, promote=False)
+    user = str(svc.models.value.ranked["user_id"][0])
+    forgetting, release, installed = threading.Event(), threading.Event(), threading.Event()
+    summary, install = registry.segment_summary, svc.models._install
+
+    def held_summary(seg: pd.DataFrame) -> pd.DataFrame:
+        if threading.current_thread().name == "deleter":  # forget_user, not the promotion
+            forgetting.set()
+            release.wait(10)
+        return summary(seg)
+
+    def noted_install(loaded: object) -> None:
+        install(loaded)
+        installed.set()
+
+    monkeypatch.setattr(registry, "segment_summary", held_summary)
+    monkeypatch.setattr(svc.models, "_install", noted_install)
+    deleter = threading.Thread(target=svc.delete_user, args=(user,), name="deleter")
+    promoter = threading.Thread(target=svc.models.promote, args=("value-naive", "v0002"))
+    deleter.start()
+    assert forgetting.wait(10)
+    promoter.start()
+    try:
+        assert not installed.wait(1.0)  # the swap waits for the snapshot being edited
+    finally:
+        release.set()
+        deleter.join()
+        promoter.join()
+    snap = svc.models.value
+    assert snap.version == "v0002" and user not in snap.table.index
+    assert user not in set(snap.ranked["user_id"])
 
 
 # -- configuration, metrics, docs, degraded modes --------------------------------------------------

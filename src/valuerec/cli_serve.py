@@ -89,10 +89,14 @@ def serve(
 
     key_store = _keys(db, keys)
     try:
+        active = [k for k in key_store.list() if k.revoked_at is None]
+    except ValueError as exc:  # a broken key file: say which, before loading anything
+        raise fail(str(exc)) from None
+    try:
         app = create_app(db, settings=settings, keys_path=key_store.path)
     except StoreError as exc:
         raise fail(str(exc)) from None
-    if not [k for k in key_store.list() if k.revoked_at is None]:
+    if not active:
         err.print(
             f"[yellow]no API keys in {key_store.path}[/]: every call but /health will be "
             "refused; create one with `valuerec keys create --role read`"
@@ -240,6 +244,6 @@ def keys_revoke(
     store = _keys(db, keys)
     try:
         record = store.revoke(key_id)
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:  # an unknown id, a broken key file
         raise fail(str(exc.args[0])) from None
     typer.echo(f"revoked {record.role} key {record.id} at {record.revoked_at}")

@@ -52,6 +52,8 @@ def create_app(
     ``<db_path>.models`` (where ``valuerec train`` saves models).
     """
     settings = settings or ServeSettings()
+    keys = KeyStore(keys_path if keys_path is not None else default_keys_path(db_path))
+    keys.refresh()  # a broken key file is a ValueError naming it here, not a 500 per request
     store = Store(db_path)
     try:
         root = artifacts_root if artifacts_root is not None else default_root(db_path)
@@ -77,7 +79,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.keys = KeyStore(keys_path if keys_path is not None else default_keys_path(db_path))
+    app.state.keys = keys
     install_error_handlers(app)
     install_dashboard(app)  # GET /dashboard and its read-only views
     app.include_router(public)

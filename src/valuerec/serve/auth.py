@@ -6,6 +6,7 @@ can manage keys without importing FastAPI).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Security
@@ -17,6 +18,8 @@ from valuerec.serve.keys import Role
 __all__ = ["HEADER", "require"]
 
 HEADER = "X-API-Key"
+
+log = logging.getLogger("valuerec.serve")
 
 _header = APIKeyHeader(
     name=HEADER,
@@ -31,7 +34,13 @@ def require(role: Role) -> Callable[..., Awaitable[Role]]:
     async def check(request: Request, key: str | None = Security(_header)) -> Role:
         if not key:
             raise ApiError(401, f"missing API key: send one in the {HEADER} header")
-        got = request.app.state.keys.role_of(key)
+        try:
+            got = request.app.state.keys.role_of(key)
+        except ValueError as exc:  # the key file was broken while the server runs
+            log.error("%s", exc)
+            raise ApiError(
+                503, "the server cannot read its API keys (see its log): no key is accepted"
+            ) from None
         if got is None:
             raise ApiError(401, "invalid or revoked API key")
         if got < role:

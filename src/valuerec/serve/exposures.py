@@ -14,7 +14,8 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,10 +63,20 @@ class ExposureLog:
         with self._lock:
             self._rows.extend(rows)
 
-    def discard_user(self, user_id: str) -> None:
-        """Drop a deleted user's pending exposures, so a flush cannot bring them back."""
-        with self._lock:
-            self._rows = [r for r in self._rows if r["user_id"] != user_id]
+    @contextmanager
+    def discarding(self, user_id: str) -> Iterator[None]:
+        """Drop a user's pending exposures and write none until the block (their deletion) ends.
+
+        Dropping alone is not enough: a flush may already have taken the user's rows out of
+        the buffer and be about to write them, after the deletion, bringing the user back.
+        Holding the flush lock across the block waits for such a flush to finish first (the
+        deletion then removes what it wrote) and keeps the next one out until the user is
+        gone. Lock order: the flush lock before the repository's (as a flush takes them).
+        """
+        with self._flushing:
+            with self._lock:
+                self._rows = [r for r in self._rows if r["user_id"] != user_id]
+            yield
 
     def flush(self) -> int:
         """Write what is buffered now; returns the number of new events stored."""

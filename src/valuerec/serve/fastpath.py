@@ -129,8 +129,8 @@ def _parse(query: bytes) -> dict[str, Any] | None:
                 return None
             out["value_weight"] = float(value)
         elif name in _STRINGS:
-            if not 1 <= len(value) <= _STRINGS[name]:
-                return None
+            if not 1 <= len(value) <= _STRINGS[name] or value.isspace():
+                return None  # blank: the route says why it is refused
             out[name] = value
         # any other parameter is ignored, as FastAPI ignores it
     return out

@@ -94,15 +94,20 @@ class KeyStore:
 
     # -- reads -----------------------------------------------------------------------------
     def _read(self) -> list[KeyRecord]:
+        """Every record; a ``ValueError`` naming the file if it is not a valid key file."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+            records = [KeyRecord(**row) for row in data.get("keys", [])]
+            for r in records:
+                Role.parse(r.role)  # here, for the whole file, not when the key is first used
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
+        except (OSError, AttributeError, TypeError, ValueError) as exc:  # not what we write
             raise ValueError(f"cannot read API keys from {self.path}: {exc}") from None
-        return [KeyRecord(**row) for row in data.get("keys", [])]
+        return records
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Re-read the file if it changed on disk (``ValueError`` if it cannot be read)."""
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size)
@@ -117,7 +122,7 @@ class KeyStore:
 
     def role_of(self, key: str) -> Role | None:
         """The role of a valid key; None for an unknown or revoked one."""
-        self._refresh()
+        self.refresh()
         record = self._by_hash.get(hash_key(key))
         if record is None or record.revoked_at is not None:
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,25 @@ def encode_cursor(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+#: what each key of a position must hold: the id of the last row is text, a value a finite
+#: number (JSON allows neither NaN nor a list there, but a hand-made cursor may hold anything)
+_KEY_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "after": lambda x: isinstance(x, str),
+    "ltv": _finite_number,
+}
+
+
 def decode_cursor(cursor: str | None, keys: tuple[str, ...] = ("after",)) -> dict[str, Any] | None:
-    """The position in ``cursor`` (None for the first page); a 422 naming ``cursor`` if bad."""
+    """The position in ``cursor`` (None for the first page); a 422 naming ``cursor`` if bad.
+
+    Bad is anything :func:`encode_cursor` would not have written for this list: not base64
+    JSON, other keys, or a key holding the wrong type (which would otherwise reach a SQL
+    comparison or a numpy mask).
+    """
     if cursor is None:
         return None
     try:
@@ -34,7 +52,11 @@ def decode_cursor(cursor: str | None, keys: tuple[str, ...] = ("after",)) -> dic
         position = json.loads(raw)
     except (binascii.Error, ValueError):
         position = None
-    if not isinstance(position, dict) or set(position) != set(keys):
+    if (
+        not isinstance(position, dict)
+        or set(position) != set(keys)
+        or not all(_KEY_CHECKS[k](position[k]) for k in keys)
+    ):
         raise ApiError(
             422,
             "invalid cursor: pass back the next_cursor of the previous page unchanged",

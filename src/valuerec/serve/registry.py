@@ -213,7 +213,8 @@ class ModelRegistry:
         self._recs: dict[str, ModelHandle] = {}
         self._value: ValueSnapshot | None = None
         self._value_error: str | None = None
-        self._swap = threading.Lock()  # one promotion at a time; readers never wait
+        #: one promotion (or snapshot edit, see forget_user) at a time; readers never wait
+        self._swap = threading.Lock()
 
     # -- reads (hot path: no locks) --------------------------------------------------------
     @property
@@ -429,17 +430,24 @@ class ModelRegistry:
             self._value_error = None
 
     def forget_user(self, user_id: str) -> None:
-        """Drop a deleted user's precomputed value, segment and list entry (a new snapshot)."""
-        snap = self._value
-        if snap is None or user_id not in snap.table.index:
-            return
-        seg = snap.ranked.loc[snap.ranked["user_id"] != user_id].reset_index(drop=True)
-        self._value = replace(
-            snap,
-            table=snap.table.drop(index=user_id),
-            ranked=seg,
-            summary=segment_summary(seg),
-        )
+        """Drop a deleted user's precomputed value, segment and list entry (a new snapshot).
+
+        A read-modify-write of the snapshot, so under the swap lock: a promotion installed
+        between the read and the write would be overwritten by the old version, and one loaded
+        before the user's deletion would keep them. (The caller must not hold the
+        repository's lock: a swap takes it, under this one, to load predictions.)
+        """
+        with self._swap:
+            snap = self._value
+            if snap is None or user_id not in snap.table.index:
+                return
+            seg = snap.ranked.loc[snap.ranked["user_id"] != user_id].reset_index(drop=True)
+            self._value = replace(
+                snap,
+                table=snap.table.drop(index=user_id),
+                ranked=seg,
+                summary=segment_summary(seg),
+            )
 
     def _serves_value(self, artifact: str) -> bool:
         """Promoting the served value model (or the first one) swaps it; others only move."""

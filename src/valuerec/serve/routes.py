@@ -80,7 +80,9 @@ ModelName = Annotated[
     str | None, Query(min_length=1, max_length=64, description="Default: the server's default.")
 ]
 Category = Annotated[
-    str | None, Query(min_length=1, max_length=256, description="Only items in this category.")
+    str | None,
+    # a blank category would mask every item: a 422, not an empty answer
+    Query(min_length=1, max_length=256, pattern=r"\S", description="Only items in this category."),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per page.")]
 Cursor = Annotated[
@@ -119,7 +121,9 @@ def post_events(body: EventBatchIn, svc: Service) -> EventsOut:
     """Store a batch of events; each bad one is reported (index, field, reason), not fatal.
 
     Idempotent like file ingest: an event with a known ``event_id``, or identical content,
-    is counted as a duplicate and not stored again. Stored events update their users'
+    is counted as a duplicate and not stored again. Content includes the timestamp, which
+    defaults to the time of arrival: an event with neither ``event_id`` nor ``timestamp``
+    cannot be recognised when retried, and is stored again. Stored events update their users'
     histories at once: the next recommendation reflects them. If no event is valid the
     answer is a 422 with the same per-event details.
     """

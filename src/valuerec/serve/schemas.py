@@ -1,16 +1,26 @@
 """Request and response models of the API: they validate input and they are the docs.
 
 Identifiers accept JSON numbers too (``"user_id": 196`` is user ``"196"``), because many
-platforms use numeric ids and the canonical schema stores every id as text. Timestamps accept
-ISO 8601 (an offset is converted to UTC; no offset means UTC) or epoch seconds, like ingest.
+platforms use numeric ids and the canonical schema stores every id as text. Timestamps are
+read as file ingest reads them (``valuerec.data.ingest``): ISO 8601 (an offset is converted to
+UTC; no offset means UTC), ``YYYYMMDD`` (exactly eight digits: a date, as text or as a number)
+or epoch seconds (at most eleven integer digits, so milliseconds are refused, not misread).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 __all__ = [
     "MAX_BATCH_USERS",
@@ -42,14 +52,58 @@ Text = Annotated[str, StringConstraints(max_length=10_000)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
+#: ingest's rules for digits (``_parse_timestamp``): eight are a date, up to eleven (with an
+#: optional fraction) epoch seconds; any other number is refused rather than guessed at
+_YYYYMMDD = re.compile(r"[0-9]{8}")
+_EPOCH_SECONDS = re.compile(r"-?[0-9]{1,11}(\.[0-9]*)?")
+_NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]*)?")
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _like_ingest(value: Any) -> Any:
+    """Numbers and digit strings as ingest reads them; anything else is left to pydantic.
+
+    Pydantic alone reads ``20240101`` as epoch seconds (1970-08-23) and ``1700000000123`` as
+    milliseconds, where ingest reads a date and quarantines the row: an event would get a
+    different time depending on how it arrived. A number is read through its text, as ingest
+    reads a numeric column, so ``20240101.0`` is epoch seconds there and here.
+    """
+    if isinstance(value, bool):
+        return value  # pydantic's own "not a datetime"
+    if isinstance(value, int | float):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not _NUMERIC.fullmatch(text):
+            return text  # ISO 8601 (trimmed, like ingest trims)
+    else:
+        return value
+    if _YYYYMMDD.fullmatch(text):
+        try:
+            return datetime.strptime(text, "%Y%m%d")
+        except ValueError:
+            raise ValueError(f"eight digits are a YYYYMMDD date, and {text} is none") from None
+    if _EPOCH_SECONDS.fullmatch(text):
+        try:
+            return _EPOCH + timedelta(seconds=float(text))
+        except OverflowError:
+            raise ValueError("epoch seconds out of range") from None
+    raise ValueError(
+        "a number is epoch seconds, at most 11 digits (not milliseconds), or a YYYYMMDD date"
+    )
+
+
 def _utc_naive(value: datetime | None) -> datetime | None:
     """The store keeps naive UTC: convert an aware time, take a naive one as UTC."""
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("timestamp out of range once converted to UTC") from None
 
 
-Timestamp = Annotated[datetime, AfterValidator(_utc_naive)]
+Timestamp = Annotated[datetime, BeforeValidator(_like_ingest), AfterValidator(_utc_naive)]
 
 
 class _In(BaseModel):
@@ -60,12 +114,18 @@ class _In(BaseModel):
 class EventIn(_In):
     """One event in the canonical schema (see ``valuerec.data.schema``)."""
 
-    event_id: Id | None = Field(None, description="Producer's id: the dedupe key when given.")
+    event_id: Id | None = Field(
+        None,
+        description="Producer's id: the dedupe key when given (otherwise the content is, and"
+        " that needs a timestamp: see ``timestamp``).",
+    )
     user_id: Id = Field(description="Who acted.")
     item_id: Id | None = Field(None, description="What they acted on; null for item-less events.")
     event_type: EventType = Field(description="view, click, cart, purchase, rating, ...")
     timestamp: Timestamp | None = Field(
-        None, description="When (ISO 8601 or epoch seconds); default: when the server got it."
+        None,
+        description="When (ISO 8601, YYYYMMDD or epoch seconds); default: when the server got"
+        " it, so a retry of an event with neither timestamp nor event_id is a new event.",
     )
     value: Finite | None = Field(None, description="Money amount (e.g. order value).")
     quantity: Finite | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,8 @@ log = logging.getLogger("valuerec.serve")
 
 #: candidates the value-aware re-ranking chooses from (at least; 5 x k for a larger k)
 VALUE_POOL = 50
+#: the event type ItemValues counts as a sale (its price and purchase rate come from these)
+PURCHASE = "purchase"
 
 
 def _slug(name: str) -> str:
@@ -109,6 +112,9 @@ class Ranked:
 class ServeService:
     """Histories, catalogue, models and the store, behind the operations the API offers."""
 
+    #: new purchases reach value-aware ranking's purchase rates within this many seconds
+    SALES_REFRESH_SECONDS = 5.0
+
     def __init__(self, store: Store, arts: ArtifactStore, settings: ServeSettings) -> None:
         self.settings = settings
         self.roles = settings.events
@@ -117,7 +123,12 @@ class ServeService:
         self.catalog = Catalog()
         self.models = ModelRegistry(arts, self.repo, settings)
         self.metrics = Metrics(self._served_models)
-        self._item_values: ItemValues | None = None
+        #: ItemValues with the stamp and (monotonic) time it was built at: an item write bumps
+        #: the stamp (:meth:`_item_values_changed`), a stored purchase marks sales pending
+        #: (:meth:`_sales_stored`); the next value-aware request rebuilds (item_values)
+        self._item_values: tuple[int, float, ItemValues] | None = None
+        self._item_values_stamp = 0
+        self._sales_pending = False
         self._user_values: tuple[Any, UserValues] | None = None
         self.exposures = ExposureLog(
             self._write_exposures, self.roles.write_back_type, settings.exposure_flush_seconds
@@ -213,8 +224,8 @@ class ServeService:
         The pool is the ``max(VALUE_POOL, 5k)`` best items by relevance (masked ones never
         enter it), in relevance order, so that ``value_weight`` trades relevance for
         expected money among items that are relevant at all; prices and purchase
-        propensities come from the store (:class:`~valuerec.recommend.rerank.ItemValues`,
-        estimated on first use), churn risk and LTV percentile from the served value model.
+        propensities come from the store (:meth:`item_values`), churn risk and LTV
+        percentile from the served value model.
         """
         finite = np.flatnonzero(np.isfinite(row))
         size = min(len(finite), max(VALUE_POOL, 5 * k))
@@ -238,10 +249,43 @@ class ServeService:
         return pool[order]
 
     def item_values(self) -> ItemValues:
-        """Each item's price and purchase propensity, from the store on first use."""
-        if self._item_values is None:
-            self._item_values = ItemValues.from_store(self.repo.store)
-        return self._item_values
+        """Each item's price and purchase propensity, from the store.
+
+        Built on first use and again after an item write or a stored purchase, not per
+        request: it is an aggregate over every event. Built under the repository lock (the
+        connection is not for two threads at once, and a write must be seen whole); the
+        freshness check on the hot path takes no lock. Looks (views, exposures) change the
+        purchase rates too, but arrive on every page view and move them slowly: they count
+        from the next rebuild on.
+        """
+        if self._item_values_stale():
+            with self.repo.lock:
+                if self._item_values_stale():
+                    stamp, self._sales_pending = self._item_values_stamp, False
+                    built = ItemValues.from_store(self.repo.store)
+                    self._item_values = (stamp, time.monotonic(), built)
+        assert self._item_values is not None
+        return self._item_values[2]
+
+    def _item_values_stale(self) -> bool:
+        """An item write since the build, or sales pending and the build older than
+        :attr:`SALES_REFRESH_SECONDS` (purchases stream in: each one must not cost a rebuild,
+        an aggregate over every event)."""
+        cached = self._item_values
+        if cached is None or cached[0] != self._item_values_stamp:
+            return True
+        age = time.monotonic() - cached[1]
+        return self._sales_pending and age >= self.SALES_REFRESH_SECONDS
+
+    def _item_values_changed(self) -> None:
+        """Mark :meth:`item_values` stale; call it holding the repository lock, after the
+        write, so that a rebuild (under the same lock) sees the write with the new stamp."""
+        self._item_values_stamp += 1
+
+    def _sales_stored(self) -> None:
+        """New purchases: item values are refreshed within :attr:`SALES_REFRESH_SECONDS`
+        (hold the repository lock, as for :meth:`_item_values_changed`)."""
+        self._sales_pending = True
 
     def user_values(self) -> UserValues:
         """Churn risk and LTV percentile of every customer, from the served value model
@@ -435,6 +479,8 @@ class ServeService:
             if result.stored:
                 users = list(dict.fromkeys(e.user_id for e in good))
                 self.histories.replace(users, self.repo.interactions(self.roles, users))
+                if any(e.event_type == PURCHASE for e in good):
+                    self._sales_stored()
         rejected = len(raw) - len(good) + result.quarantined
         self.metrics.events.labels("stored").inc(result.stored)
         self.metrics.events.labels("duplicate").inc(result.duplicates)
@@ -479,10 +525,12 @@ class ServeService:
 
     def delete_user(self, user_id: str) -> int:
         """Forget a user everywhere: their events, their row, their history, pending exposures."""
-        self.exposures.discard_user(user_id)
-        with self.repo.lock:  # no event post for this user may land between the two
+        # no exposure flush, and no event post for this user, may land between the two
+        with self.exposures.discarding(user_id), self.repo.lock:
             deleted = self.repo.delete_user(user_id)
             self.histories.drop(user_id)
+            if deleted:
+                self._item_values_changed()  # their purchases are gone
         self.models.forget_user(user_id)
         if deleted is None:
             raise ApiError(404, f"no user {user_id!r}")
@@ -527,13 +575,17 @@ class ServeService:
         return self.get_item(item_id)
 
     def _save_item(self, record: dict[str, Any]) -> None:
-        self.repo.put_item(record)
+        with self.repo.lock:
+            self.repo.put_item(record)
+            self._item_values_changed()  # its price, margin or category may have changed
         self.catalog.upsert(record["item_id"], record.get("title"), record.get("category"))
         self.catalog.set_hidden(record["item_id"], bool(record.get("hidden")))
 
     def delete_item(self, item_id: str) -> None:
-        if not self.repo.delete_item(item_id):
-            raise ApiError(404, f"no item {item_id!r} in the catalogue")
+        with self.repo.lock:
+            if not self.repo.delete_item(item_id):
+                raise ApiError(404, f"no item {item_id!r} in the catalogue")
+            self._item_values_changed()  # its catalogue price is gone
         self.catalog.remove(item_id)
 
     # -- value and segments ----------------------------------------------------------------
@@ -593,11 +645,8 @@ class ServeService:
         pos = decode_cursor(cursor, ("after", "ltv"))
         ranked = snap.ranked
         mask = (ranked["segment"] == segment).to_numpy()
-        if pos is not None:
-            try:
-                ltv, after = float(pos["ltv"]), str(pos["after"])
-            except (TypeError, ValueError):
-                raise ApiError(422, "invalid cursor: pass back next_cursor unchanged") from None
+        if pos is not None:  # decode_cursor checked the types
+            ltv, after = float(pos["ltv"]), pos["after"]
             values = ranked["ltv"].to_numpy()
             mask = mask & (
                 (values < ltv) | ((values == ltv) & (ranked["user_id"].to_numpy() > after))
