@@ -91,12 +91,16 @@ def test_db_comes_from_the_environment(tmp_path, monkeypatch):
         (["ingest", "nope.csv"], "no such file"),
         (["ingest", "x.csv", "--map", "oops"], "--map expects KEY=VALUE"),
         (["ingest", "x.csv", "--kind", "orders"], "unknown kind"),
+        (["ingest", "x.csv", "--set", "timestamp=yesterday"], "--set timestamp=yesterday"),
+        (["quarantine", "--limit", "-1"], "--limit"),
+        (["datasets", "synth", "--users", "5", "--out", "x.csv"], "is a file, expected a folder"),
     ],
 )
 def test_errors_exit_non_zero_with_a_message(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.csv").write_text("user_id,timestamp,event_type\nu,2024-01-01,view\n")
-    res = runner.invoke(app, [*args, "--db", str(tmp_path / "s.duckdb")])
+    db = [] if args[0] == "datasets" else ["--db", str(tmp_path / "s.duckdb")]
+    res = runner.invoke(app, [*args, *db])
     assert res.exit_code == 2
     assert message in res.output
     with Store(tmp_path / "s.duckdb") as store:

@@ -260,3 +260,143 @@ def test_batches_write_everything_once(store, tmp_path):
 def test_unknown_kind_is_rejected(store, write):
     with pytest.raises(ValueError, match="unknown kind"):
         ingest(store, write("e.csv", "a\n1\n"), "orders")
+
+
+def test_a_set_default_fills_only_a_missing_value_never_a_bad_one(store, write):
+    path = write(
+        "e.csv",
+        "user_id,event_type,timestamp,value\n"
+        "u1,purchase,2024-01-01,12.5\nu2,purchase,not-a-date,xx\nu3,purchase,,\n",
+    )
+    r = ingest(store, path, constants={"value": "0", "timestamp": "2024-06-30"})
+    assert (r.stored, r.quarantined) == (2, 1)
+    ev = store.events().set_index("user_id")
+    assert ev.loc["u3", "timestamp"] == datetime(2024, 6, 30) and ev.loc["u3", "value"] == 0.0
+    q = store.quarantine()
+    assert q.loc[0, "field"] == "timestamp, value"
+    assert "cannot parse" in q.loc[0, "reason"] and "not-a-date" in q.loc[0, "reason"]
+
+
+def test_timestamps_with_a_zone_are_converted_or_quarantined(store, write):
+    path = write(
+        "tz.csv",
+        "user_id,event_type,timestamp\n"
+        "paris,view,2024-01-01T10:00:00 Europe/Paris\n"
+        "est,view,2024-01-01 10:00:00 EST\n"
+        "secs,view,2024-01-01T10:00:00+01:30:15\n"
+        "plain,view,2024-01-01 10:00:00\n"
+        "pm,view,2024-01-01 10:00:00 PM\n"
+        "foo,view,2024-01-01 10:00:00 foo\n"
+        "bc,view,2024-01-01 10:00:00 BC\n",
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (4, 3)
+    ts = store.events().set_index("user_id")["timestamp"]
+    assert ts["paris"] == datetime(2024, 1, 1, 9)
+    assert ts["est"] == datetime(2024, 1, 1, 15)
+    assert ts["secs"] == datetime(2024, 1, 1, 8, 29, 45)
+    assert ts["plain"] == datetime(2024, 1, 1, 10)
+    assert set(store.quarantine()["field"]) == {"timestamp"}
+
+
+def test_a_properties_column_that_is_not_a_json_object_is_quarantined(store, write):
+    path = write(
+        "p.csv",
+        "user_id,event_type,timestamp,properties,channel\n"
+        'u1,view,2024-01-01,{bad json,web\nu2,view,2024-01-01,"[1,2]",web\n'
+        'u3,view,2024-01-01,"{""a"": 1}",web\n',
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (1, 2)
+    q = store.quarantine().sort_values("line")
+    assert list(q["field"]) == ["properties", "properties"]
+    assert list(q["reason"]) == [
+        "cannot parse a JSON object from {bad json",
+        "cannot parse a JSON object from [1,2]",
+    ]
+    ev = store.events()
+    assert json.loads(ev.loc[0, "properties"]) == {"a": 1, "channel": "web"}
+
+
+def test_an_entity_file_with_fewer_columns_keeps_the_stored_fields(store, write):
+    ingest(store, write("a.csv", "item_id,title,price,brand\ni1,Old,9.99,acme\n"), "items")
+    r = ingest(store, write("b.csv", "item_id,title,colour\ni1,New,red\n"), "items")
+    assert r.stored == 1
+    items = store.items().set_index("item_id")
+    assert items.loc["i1", "title"] == "New" and items.loc["i1", "price"] == 9.99
+    assert json.loads(items.loc["i1", "properties"]) == {"brand": "acme", "colour": "red"}
+    # the same partial file again changes nothing; an empty cell does not erase a property
+    assert ingest(store, write("b.csv", "item_id,title,colour\ni1,New,red\n"), "items").stored == 0
+    ingest(store, write("c.csv", "item_id,price,brand\ni1,,\n"), "items")
+    items = store.items().set_index("item_id")
+    assert pd.isna(items.loc["i1", "price"]) and items.loc["i1", "title"] == "New"
+    assert json.loads(items.loc["i1", "properties"]) == {"brand": "acme", "colour": "red"}
+
+
+@pytest.mark.parametrize(
+    ("constants", "message"),
+    [
+        ({"timestamp": "yesterday"}, "--set timestamp=yesterday: cannot parse a timestamp"),
+        ({"value": "abc"}, "--set value=abc: cannot parse a finite number"),
+        ({"event_type": " "}, "--set event_type=: needs a value"),
+    ],
+)
+def test_an_unparseable_set_default_is_an_error(store, write, constants, message):
+    path = write("e.csv", "user_id,item_id\nu1,i1\n")
+    with pytest.raises(InputError, match=message):
+        ingest(store, path, constants={"event_type": "view", "timestamp": "2024-01-01"} | constants)
+    assert store.count("events") == 0 and store.count("quarantine") == 0
+
+
+def test_jsonl_with_a_byte_order_mark(store, tmp_path):
+    path = tmp_path / "bom.jsonl"
+    line = '{"user_id": "%s", "event_type": "view", "timestamp": "2024-01-01"}\n'
+    path.write_bytes(b"\xef\xbb\xbf" + (line % "u1" + line % "u2").encode())
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (2, 0)
+
+
+def test_a_file_name_is_never_a_glob_pattern(store, tmp_path):
+    header = "user_id,event_type,timestamp\n"
+    (tmp_path / "data[1].csv").write_text(header + "bracket,view,2024-01-01\n")
+    (tmp_path / "data1.csv").write_text(header + "plain,view,2024-01-01\n")
+    (tmp_path / "data2.csv").write_text(header + "other,view,2024-01-01\n")
+    ingest(store, tmp_path / "data[1].csv")
+    assert list(store.events()["user_id"]) == ["bracket"]
+    with pytest.raises(InputError, match="no such file"):
+        ingest(store, tmp_path / "data?.csv")
+    (tmp_path / "data?.csv").write_text(header + "question,view,2024-01-01\n")
+    ingest(store, tmp_path / "data?.csv")
+    assert sorted(store.events()["user_id"]) == ["bracket", "question"]
+
+
+def test_reingest_through_another_path_adds_no_quarantine_rows(store, tmp_path, monkeypatch):
+    (tmp_path / "e.csv").write_text("user_id,event_type,timestamp\nu1,view,bad\n")
+    monkeypatch.chdir(tmp_path)
+    ingest(store, "e.csv")
+    ingest(store, tmp_path / "e.csv")
+    assert store.count("quarantine") == 1
+
+
+def test_float_id_columns_store_the_integer_text(store, write):
+    frame = pd.DataFrame(
+        {"user_id": [1.0, None, 3.0, 2.5], "event_type": "view", "timestamp": "2024-01-01"}
+    )
+    ingest(store, frame)
+    # the same ids from a CSV are the same users, not new ones
+    ingest(store, write("e.csv", "user_id,event_type,timestamp\n1,view,2024-01-01\n"))
+    assert sorted(store.events()["user_id"]) == ["1", "2.5", "3"]
+
+
+def test_jsonl_keys_with_quotes_or_differing_only_in_case(store, write):
+    path = write(
+        "k.jsonl",
+        '{"user_id": "u1", "event_type": "purchase", "timestamp": "2024-01-01", "Value": 1}\n'
+        '{"user_id": "u2", "event_type": "purchase", "timestamp": "2024-01-01", "value": 2,'
+        ' "q\\"x": 3, "a/b": 4}\n',
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (2, 0)
+    ev = store.events().set_index("user_id")
+    assert list(ev["value"]) == [1.0, 2.0]
+    assert json.loads(ev.loc["u2", "properties"]) == {"a/b": "4", 'q"x': "3"}

@@ -73,3 +73,9 @@ def test_a_locked_or_corrupt_store_gives_a_clear_error(tmp_path):
 def test_unknown_table_is_rejected(store):
     with pytest.raises(ValueError):
         store.count("events; DROP TABLE events")
+
+
+def test_a_negative_quarantine_limit_is_a_clear_error(store):
+    with pytest.raises(ValueError, match="limit must be 0 or more"):
+        store.quarantine(limit=-1)
+    assert store.quarantine(limit=0).empty

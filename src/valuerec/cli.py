@@ -192,7 +192,7 @@ def stats(db: DbOption = default_db_path(), as_json: JsonOption = False) -> None
 @app.command()
 def quarantine(
     db: DbOption = default_db_path(),
-    limit: Annotated[int, typer.Option(help="Show at most this many rows.")] = 50,
+    limit: Annotated[int, typer.Option(min=0, help="Show at most this many rows.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List the rows that failed validation, with file, line, field and reason."""
@@ -276,6 +276,7 @@ def datasets_synth(
         raise fail(f"unknown preset {preset!r}: one of {', '.join(synth.PRESETS)}")
     try:
         synth.check_format(fmt)  # before generating, not after
+        synth.check_out(out_dir)
     except ValueError as exc:
         raise fail(str(exc)) from None
     sizes = {"users": users, "items": items, "holdout_days": holdout_days, "seed": seed}

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 
 from valuerec.data.schema import EVENTS, Field, Kind, Table, table
-from valuerec.data.store import Store
+from valuerec.data.store import Store, merge_properties, updated_columns
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,15 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _json_key(key: str) -> str:
+    """A SQL literal addressing top-level ``key`` of a JSON object, whatever its characters.
+
+    A JSON pointer (``/key``, with ``~`` and ``/`` escaped) rather than a ``$.`` path, whose
+    quoting breaks on keys holding ``"`` and which reads ``$``-keys as paths.
+    """
+    return _lit("/" + key.replace("~", "~0").replace("/", "~1"))
+
+
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
             "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
 
@@ -105,27 +116,35 @@ def _text(col: str) -> str:
     return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
 
 
-_OFFSET_RE = r"[0-9]:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# Plain ISO text (date, optional time, no zone): the fast TIMESTAMP cast reads it exactly.
+_DATE_RE = r"[0-9]{4}[-/][0-9]{1,2}[-/][0-9]{1,2}"
+_PLAIN_RE = _DATE_RE + r"([T ][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
+# A date and time followed by something else (an offset, a zone name, a word): the plain cast
+# would silently drop the rest, so these go through TIMESTAMPTZ, which converts an offset or a
+# zone it knows (``Z``, ``+01:00``, ``+01:30:15``, ``EST``, ``Europe/Paris``) and rejects the
+# rest (``PM``, ``BC``, ``foo``).
+_ZONED_RE = "^" + _DATE_RE + "[T ][0-9]"
 
 
 def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> str:
     """SQL that turns a column into naive-UTC TIMESTAMP, or NULL when it cannot be parsed.
 
-    Accepts ISO 8601 (with or without offset), ``YYYYMMDD`` and epoch seconds. Eight digits
-    are read as a date, never as epoch seconds (which would be 1970-04 at most). Text with an
-    offset goes through TIMESTAMPTZ (DuckDB's plain TIMESTAMP cast would drop the offset);
-    the rest through the much faster plain cast.
+    Accepts ISO 8601 (with or without an offset or a zone name DuckDB's TIMESTAMPTZ knows),
+    ``YYYYMMDD`` and epoch seconds. Eight digits are read as a date, never as epoch seconds
+    (which would be 1970-04 at most). Plain ISO text takes the much faster plain cast; any
+    other text after the time goes through TIMESTAMPTZ, so a zone is converted and trailing
+    words are rejected instead of being dropped.
     """
     if _is_temporal(src_type):
         return f"CAST({col} AS TIMESTAMP)"
     t = f"CAST({col} AS VARCHAR)" if pretrimmed else _text(col)
     return (
-        f"CASE WHEN regexp_matches({t}, '{_OFFSET_RE}') "
+        f"CASE WHEN regexp_full_match({t}, '{_PLAIN_RE}') THEN try_cast({t} AS TIMESTAMP) "
+        f"WHEN regexp_matches({t}, '{_ZONED_RE}') "
         f"THEN CAST(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP) "
-        f"ELSE coalesce(try_cast({t} AS TIMESTAMP), "
-        f"CASE WHEN regexp_full_match({t}, '[0-9]{{8}}') THEN try_strptime({t}, '%Y%m%d') "
+        f"WHEN regexp_full_match({t}, '[0-9]{{8}}') THEN try_strptime({t}, '%Y%m%d') "
         f"WHEN regexp_full_match({t}, '-?[0-9]{{1,11}}(\\.[0-9]*)?') "
-        f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END) END"
+        f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END"
     )
 
 
@@ -135,6 +154,13 @@ def _coerce(f: Field, col: str, src_type: str, *, pretrimmed: bool = False) -> s
     ``pretrimmed``: ``col`` already went through :func:`_text` (or is a typed column).
     """
     t = col if pretrimmed else _text(col)
+    if f.kind is Kind.ID and src_type.upper().startswith(("FLOAT", "DOUBLE", "DECIMAL")):
+        # An integer id column holding a missing value is float in pandas: 1.0 must be the
+        # id "1", as the same column read from a CSV gives, not another user "1.0".
+        return (
+            f"CASE WHEN {t} = trunc({t}) AND abs({t}) < 9007199254740992 "
+            f"THEN CAST(CAST({t} AS BIGINT) AS VARCHAR) ELSE CAST({t} AS VARCHAR) END"
+        )
     if f.kind in (Kind.ID, Kind.STRING):
         return f"CAST({t} AS VARCHAR)"
     if f.kind is Kind.LABEL:
@@ -197,20 +223,45 @@ def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) ->
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
     fmt = detect_format(path, fmt)
-    p = _lit(str(path))
-    if fmt == "csv":
-        con.execute("DROP TABLE IF EXISTS _vr_rejects; DROP TABLE IF EXISTS _vr_scans")
-        con.execute(
-            f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_csv({p}, all_varchar = true, "
-            "header = true, store_rejects = true, rejects_table = '_vr_rejects', "
-            "rejects_scan = '_vr_scans')"
-        )
-    elif fmt == "parquet":
-        con.execute(f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_parquet({p})")
-    else:
-        _read_jsonl(con, p)
-        return "SELECT * FROM _vr_src", fmt
+    with _exact_path(path) as exact:
+        p = _lit(exact)
+        if fmt == "csv":
+            con.execute("DROP TABLE IF EXISTS _vr_rejects; DROP TABLE IF EXISTS _vr_scans")
+            con.execute(
+                f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_csv({p}, all_varchar = true, "
+                "header = true, store_rejects = true, rejects_table = '_vr_rejects', "
+                "rejects_scan = '_vr_scans')"
+            )
+        elif fmt == "parquet":
+            con.execute(f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_parquet({p})")
+        else:
+            _read_jsonl(con, p)
+            return "SELECT * FROM _vr_src", fmt
     return numbered, fmt
+
+
+_GLOB = frozenset("*?[]{}")
+
+
+@contextlib.contextmanager
+def _exact_path(path: Path) -> Iterator[str]:
+    """A name under which DuckDB's readers open exactly ``path``, never a glob's matches.
+
+    read_csv / read_parquet / read_text expand ``*``, ``?`` and ``[...]`` in a file name
+    (``data[1].csv`` would read ``data1.csv``) and have no escape for them, so a name holding
+    one is read through a symbolic link with a plain name, removed once the file is copied in.
+    """
+    resolved = path.resolve()
+    if not _GLOB.intersection(str(resolved)):
+        yield str(resolved)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="valuerec-ingest-"))
+    try:
+        link = folder / f"source{path.suffix.lower()}"
+        link.symlink_to(resolved)
+        yield str(link)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str) -> None:
@@ -219,7 +270,9 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str) -> None:
     con.execute(
         "CREATE TEMP TABLE _vr_text AS SELECT * FROM ("
         "SELECT row_number() OVER () AS _line, rtrim(t, chr(13)) AS _rawtext "
-        f"FROM (SELECT unnest(string_split(content, chr(10))) AS t FROM read_text({p}))) "
+        # a leading UTF-8 byte order mark is not part of the first record
+        f"FROM (SELECT unnest(string_split(ltrim(content, chr(65279)), chr(10))) AS t "
+        f"FROM read_text({p}))) "
         "WHERE trim(_rawtext) <> ''"
     )
     con.execute(
@@ -233,9 +286,17 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str) -> None:
             "WHERE NOT _malformed) ORDER BY k"
         ).fetchall()
     ]
+    # DuckDB column names are case-insensitive: keys differing only in case ("Value" in some
+    # lines, "value" in others) are one column, named by the first spelling; a line holding
+    # both gives the first spelling's value.
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(k.lower(), []).append(k)
     cols = "".join(
-        f", CASE WHEN NOT _malformed THEN _rawtext->>{_lit('$.' + _ident(k))} END AS {_ident(k)}"
-        for k in keys
+        ", CASE WHEN NOT _malformed THEN coalesce("
+        + ", ".join(f"_rawtext->>{_json_key(k)}" for k in spellings)
+        + f") END AS {_ident(spellings[0])}"
+        for spellings in groups.values()
     )
     con.execute(
         f"CREATE TEMP TABLE _vr_src AS SELECT _line AS _row, _line{cols}, "
@@ -332,8 +393,12 @@ def ingest(
     constants = dict(constants or {})
     is_path = isinstance(source, str | Path)
     name = source_name or (str(source) if is_path else f"<{type(source).__name__}>")
+    # the quarantine key names a file by its resolved path, so the same file reached through
+    # another path (relative, absolute, a link) re-quarantines nothing
+    key_name = str(Path(source).resolve()) if is_path and not source_name else name
     started = time.time()
     con = store.compute
+    _check_constants(con, tbl, constants)
     report = progress or (lambda *_: None)
     report("reading", 0, 1)
     try:
@@ -350,17 +415,51 @@ def ingest(
         report("reading", 1, 1)
         report("deduplicating", 0, 1)
         local = store.local
-        new_sql = _key_events(con, local) if tbl is EVENTS else _key_entities(con, tbl, local)
-        n_rejects = _quarantine_rows(con, tbl, fmt, name, by_field, local)
+        # the fields this source gives a value (a column or a --set default): an upsert of an
+        # item or user changes only these, keeping what an earlier file stored for the others
+        supplied = frozenset(by_field) | frozenset(constants)
+        new_sql = (
+            _key_events(con, local) if tbl is EVENTS else _key_entities(con, tbl, supplied, local)
+        )
+        n_rejects = _quarantine_rows(con, tbl, fmt, key_name, by_field, local)
         report("deduplicating", 1, 1)
         with store.ingest_lock():
-            return _write(store, tbl, new_sql, name, started, batch_size, n_rejects, report)
+            return _write(
+                store, tbl, new_sql, name, started, batch_size, n_rejects, report, supplied
+            )
     finally:
         for t in ("_vr_src", "_vr_stage", "_vr_new", "_vr_bad", "_vr_rep", "_vr_skip",
                   "_vr_rejects", "_vr_scans"):  # fmt: skip
             con.execute(f"DROP TABLE IF EXISTS {t}")
         with contextlib.suppress(Exception):
             con.unregister("_vr_frame")
+
+
+def _check_constants(
+    con: duckdb.DuckDBPyConnection, tbl: Table, constants: Mapping[str, Any]
+) -> None:
+    """Fail up front on a ``--set`` default that is empty or cannot be parsed.
+
+    A bad default would otherwise quarantine every row ("missing required value") or store
+    NULL in every row without a word.
+    """
+    for field_name, value in constants.items():
+        if field_name not in tbl.names:
+            continue  # _resolve_columns names every unknown field at once
+        f = tbl.field(field_name)
+        text = str(value).strip()
+        if f.kind is Kind.JSON:
+            raise InputError(
+                f"--set {field_name}=...: properties are built from the file's leftover "
+                "columns and cannot be set"
+            )
+        if not text:
+            raise InputError(f"--set {field_name}=: needs a value")
+        (parsed,) = con.execute(f"SELECT {_coerce(f, _lit(text), 'VARCHAR')}").fetchone()
+        if parsed is None:
+            raise InputError(
+                f"--set {field_name}={text}: cannot parse {_EXPECT.get(f.kind, f.kind.value)}"
+            )
 
 
 def _as_frame(obj: Any) -> Any:
@@ -392,6 +491,13 @@ def _stage(
     texts, typed, bad, outer = [], [], [], ["_row", "_line"]
     if "_malformed" in src_cols:
         bad.append("_malformed")
+    props = None
+    if "properties" in by_field:
+        col = by_field["properties"]
+        props = "__v_properties"
+        texts.append(f"{_json_text(_ident(col), src_cols[col])} AS __t_properties")
+        typed.append(f"{_json_object('__t_properties')} AS {props}")
+        bad.append(f"(__t_properties IS NOT NULL AND {props} IS NULL)")
     for f in tbl.fields:
         if f.kind is Kind.JSON:
             continue
@@ -408,13 +514,15 @@ def _stage(
         else:
             expr = f"CAST(NULL AS {f.sql_type})"
         if f.name in constants:
+            # a default fills a missing column or an empty cell; a value that is present but
+            # unparseable stays NULL so the row is quarantined, not silently overwritten
             const = _coerce(f, _lit(str(constants[f.name])), "VARCHAR")
-            expr = f"coalesce({expr}, {const})"
+            expr = const if col is None else f"CASE WHEN {t} IS NULL THEN {const} ELSE {expr} END"
         if f.required:
             bad.append(f"({v} IS NULL)")
         typed.append(f"{expr} AS {v}")
         outer.append(f"{v} AS {f.name}")
-    outer.append(f"{_properties_expr(by_field, extras)} AS properties")
+    outer.append(f"{_properties_expr(props, extras)} AS properties")
     if "_rawtext" in src_cols:
         raw = "_rawtext"
     elif user_cols:
@@ -432,12 +540,32 @@ def _stage(
     con.execute(f"CREATE TEMP TABLE _vr_stage AS SELECT {', '.join(outer)} FROM ({level3})")
 
 
-def _properties_expr(by_field: dict[str, str], extras: list[str]) -> str:
-    """Leftover columns as one JSON object, merged over a ``properties`` column if given."""
+def _json_text(col: str, src_type: str) -> str:
+    """A ``properties`` source column as JSON text: typed columns (struct, map) via to_json."""
+    if src_type.upper() in ("VARCHAR", "JSON"):
+        return _text(col)
+    return f"CAST(to_json({col}) AS VARCHAR)"
+
+
+def _json_object(text: str) -> str:
+    """``text`` as JSON when it is a JSON object, else NULL (invalid JSON, array, scalar).
+
+    CASE, not AND: DuckDB may evaluate both sides of AND, and json_type fails on bad JSON.
+    """
+    return (
+        f"CASE WHEN json_valid({text}) THEN "
+        f"CASE WHEN json_type({text}) = 'OBJECT' THEN CAST({text} AS JSON) END END"
+    )
+
+
+def _properties_expr(props: str | None, extras: list[str]) -> str:
+    """Leftover columns as one JSON object, merged over a valid ``properties`` column if given.
+
+    ``props``: the column holding the source's ``properties`` already parsed as an object.
+    """
     parts = []
-    if "properties" in by_field:
-        c = _text(_ident(by_field["properties"]))
-        parts.append(f"CASE WHEN json_valid({c}) THEN CAST({c} AS JSON) END")
+    if props is not None:
+        parts.append(props)
     if extras:
         packed = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extras)
         parts.append(f"to_json(struct_pack({packed}))")
@@ -506,18 +634,35 @@ def _key_events(con: duckdb.DuckDBPyConnection, local: bool = True) -> str:
             AND s._row NOT IN (SELECT _row FROM _vr_skip)"""
 
 
-def _key_entities(con: duckdb.DuckDBPyConnection, tbl: Table, local: bool = True) -> str:
-    """Items/users: the last row per id, unless identical to what is stored (a SELECT).
+#: An entity's properties without null values: an empty cell is no value, so it neither
+#: stores a null (which a merge would then read as "remove") nor removes a stored property,
+#: and re-ingesting a file leaves the stored object exactly as it is.
+_NO_NULLS = "CAST(json_merge_patch('{}', properties) AS JSON)"
 
-    Not ``local``: the store compares with its rows as it writes.
+
+def _key_entities(
+    con: duckdb.DuckDBPyConnection, tbl: Table, supplied: frozenset[str], local: bool = True
+) -> str:
+    """Items/users: the last row per id, unless the upsert would not change the stored row.
+
+    The upsert (:meth:`Store.append_staged`) changes only the ``supplied`` fields and merges
+    ``properties``, so "unchanged" compares exactly those. Not ``local``: the store compares
+    with its rows as it writes.
     """
     key = tbl.key
-    same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in tbl.names if c != key)
+    same = " AND ".join(
+        [f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in updated_columns(tbl, supplied)]
+        + [
+            f"CAST({merge_properties('t.properties', 's.properties')} AS VARCHAR) "
+            "IS NOT DISTINCT FROM CAST(t.properties AS VARCHAR)"
+        ]
+    )
     unchanged = f"EXISTS (SELECT 1 FROM {tbl.name} t WHERE t.{key} = s.{key} AND {same})"
     con.execute("DROP TABLE IF EXISTS _vr_new")
     con.execute(
         f"""CREATE TEMP TABLE _vr_new AS
-        WITH latest AS (SELECT * FROM _vr_stage WHERE NOT _bad
+        WITH latest AS (SELECT * REPLACE ({_NO_NULLS} AS properties) FROM _vr_stage
+            WHERE NOT _bad
             QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _row DESC) = 1)
         SELECT s.* FROM latest s WHERE NOT {unchanged if local else "false"}"""
     )
@@ -547,12 +692,21 @@ def _quarantine_rows(
     )
     for f in tbl.fields:
         col = by_field.get(f.name)
-        if f.kind is Kind.JSON or (col is None and not f.required):
+        if col is None and not f.required:
             continue
         got = f.name
         if col is not None:
-            path = _lit("$." + _ident(col))
-            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN _raw->>{path} END), '')"
+            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN _raw->>{_json_key(col)} END), '')"
+            if f.kind is Kind.JSON:
+                # as in _stage: present but not a JSON object (the row also holds leftover
+                # columns, so the stored properties column cannot tell)
+                cond_bad = f"{raw} IS NOT NULL AND {_json_object(raw)} IS NULL"
+                fields.append(f"CASE WHEN {cond_bad} THEN '{f.name}' END")
+                reasons.append(
+                    f"CASE WHEN {cond_bad} THEN "
+                    f"'cannot parse {_EXPECT[Kind.JSON]} from ' || {raw} END"
+                )
+                continue
             cond_bad = f"{raw} IS NOT NULL AND {got} IS NULL"
             why = f"'cannot parse {_EXPECT.get(f.kind, f.kind.value)} from ' || {raw}"
             fields.append(f"CASE WHEN {cond_bad} THEN '{f.name}' END")
@@ -592,9 +746,11 @@ def _quarantine_rows(
 def _csv_lines(con: duckdb.DuckDBPyConnection) -> int:
     """Give CSV rejects their line, and bad records the physical line they came from.
 
-    The reader numbers only the records it accepted, so a record's line is its number plus
-    the header plus the rejected lines before it (assumes no newlines inside quoted fields).
-    Returns the number of rejected lines.
+    The reader numbers only the records it accepted (so ``row`` skips rejected lines), and a
+    record's line is its number plus the header plus the rejected lines before it. That
+    counts each record as one line: after a quoted field spanning several lines, ``line`` is
+    the record's position, not the text line (the README says so). Counting text lines
+    exactly would need a second pass over the file. Returns the number of rejected lines.
     """
     rejected = con.execute(
         "SELECT line, csv_line, error_type, column_name, error_message FROM _vr_rejects "
@@ -634,6 +790,7 @@ def _write(
     batch_size: int,
     n_rejects: int,
     report: Progress,
+    supplied: frozenset[str] | None = None,
 ) -> IngestResult:
     """Commit the new rows and ``_vr_bad`` in batches of records, one transaction each.
 
@@ -657,7 +814,7 @@ def _write(
         bad_cond = f"row BETWEEN {lo} AND {hi}" + (" OR row IS NULL" if last else "")
         with store.transaction():
             rows = f"SELECT {cols}, {extra} FROM ({new_sql}) WHERE _row BETWEEN {lo} AND {hi}"
-            n_new += store.append_staged(tbl, con, rows)
+            n_new += store.append_staged(tbl, con, rows, supplied)
             store.append_quarantine(
                 con,
                 f"SELECT quarantine_key, CAST({run_id} AS BIGINT) AS run_id, "

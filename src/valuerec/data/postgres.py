@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from valuerec.data.store import (
     default_db_path,
     redact,
     staged_columns,
+    updated_columns,
 )
 
 __all__ = ["PostgresStore"]
@@ -334,12 +335,19 @@ class PostgresStore(Store):
             self.pg.execute(f"ANALYZE {staging}")
         return int(n)
 
-    def append_staged(self, t: Table, con: duckdb.DuckDBPyConnection, select: str) -> int:
+    def append_staged(
+        self,
+        t: Table,
+        con: duckdb.DuckDBPyConnection,
+        select: str,
+        supplied: Collection[str] | None = None,
+    ) -> int:
         """Insert what the server does not hold yet; runs inside the caller's transaction.
 
         Events: a row with an ``event_id`` is new unless that id is stored; one without is new
         unless an id-less stored event has the same content and ``occurrence``. Items and
-        users: upserted by id, counted only where something changed.
+        users: upserted by id as in :meth:`Store.append_staged` (only the ``supplied`` fields
+        change, ``properties`` are merged), counted only where something changed.
         """
         types = {f.name: f.sql_type for f in t.fields}
         extra = "occurrence" if t is EVENTS else "updated_at"
@@ -376,17 +384,25 @@ class PostgresStore(Store):
             )
             return int(cur.rowcount)
         key = t.key
-        rest = [c for c in t.names if c != key]
-
-        def cmp(prefix: str, c: str) -> str:
-            # json has no equality operator: compare its text, as DuckDB does
-            return f"{prefix}.{c}::text" if types[c] == "JSON" else f"{prefix}.{c}"
-
-        changed = (
-            f"({', '.join(cmp('t', c) for c in rest)}) IS DISTINCT FROM "
-            f"({', '.join(cmp('excluded', c) for c in rest)})"
+        rest = updated_columns(t, supplied)
+        # store.merge_properties in PostgreSQL: a merge patch of the top-level keys (a key
+        # set to null removes it; nested objects are replaced, not merged recursively)
+        new = "excluded.properties::jsonb"
+        merged = (
+            f"CASE WHEN excluded.properties IS NULL THEN t.properties::jsonb "
+            f"WHEN t.properties IS NULL THEN {new} "
+            f"ELSE (t.properties::jsonb - ARRAY(SELECT k FROM jsonb_each({new}) e(k, v) "
+            f"WHERE v = 'null'::jsonb)) || jsonb_strip_nulls({new}) END"
         )
-        sets = ", ".join(f"{c} = excluded.{c}" for c in [*rest, extra])
+        # json has no equality operator: compare as jsonb (by value)
+        changed = (
+            f"({', '.join([*(f't.{c}' for c in rest), 't.properties::jsonb'])}) "
+            f"IS DISTINCT FROM ({', '.join([*(f'excluded.{c}' for c in rest), merged])})"
+        )
+        sets = ", ".join(
+            [f"{c} = excluded.{c}" for c in rest]
+            + [f"properties = ({merged})::json", f"{extra} = excluded.{extra}"]
+        )
         cur = self.pg.execute(
             f"""INSERT INTO {t.name} AS t ({cols}) SELECT {cols} FROM {staging}
             ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"""

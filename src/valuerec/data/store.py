@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -120,6 +120,29 @@ INGEST_RUNS_COLUMNS = (
 def staged_columns(t: Table) -> list[str]:
     """The columns ingest hands to :meth:`Store.append_staged` for table ``t``, in order."""
     return [*t.names, "occurrence" if t is EVENTS else "updated_at"]
+
+
+def merge_properties(stored: str, new: str) -> str:
+    """DuckDB SQL for an entity's ``properties`` after an upsert brings ``new`` over ``stored``.
+
+    A JSON merge patch (RFC 7396): keys of ``new`` replace or add, a key set to null removes
+    one, keys ``new`` does not name are kept; no ``new`` object keeps ``stored`` as it is.
+    """
+    return (
+        f"CASE WHEN {new} IS NULL THEN {stored} WHEN {stored} IS NULL THEN {new} "
+        f"ELSE CAST(json_merge_patch({stored}, {new}) AS JSON) END"
+    )
+
+
+def updated_columns(t: Table, supplied: Collection[str] | None) -> list[str]:
+    """The columns of ``t`` (but its key) an upsert overwrites: those the source supplied.
+
+    ``supplied`` None means every column. ``properties`` is not among them: it is merged
+    (:func:`merge_properties`), never overwritten.
+    """
+    return [
+        c for c in t.names if c not in (t.key, "properties") and (supplied is None or c in supplied)
+    ]
 
 
 class Store:
@@ -235,15 +258,34 @@ class Store:
         """Held while an ingest decides its run id and writes (one writer per DuckDB file)."""
         return nullcontext()
 
-    def append_staged(self, t: Table, con: duckdb.DuckDBPyConnection, select: str) -> int:
+    def append_staged(
+        self,
+        t: Table,
+        con: duckdb.DuckDBPyConnection,
+        select: str,
+        supplied: Collection[str] | None = None,
+    ) -> int:
         """Store the rows of ``select`` (on ``con``; columns :func:`staged_columns`).
 
-        Ingest has already dropped the rows this store holds; events are appended, items and
-        users replace the stored row with the same id. Returns the rows written.
+        Ingest has already dropped the rows this store holds; events are appended. Items and
+        users are upserted by id: a stored row keeps every field the source did not supply
+        (``supplied``: the fields it did; None: all of them) and its ``properties`` are
+        merged with the new ones (:func:`merge_properties`), so a file with fewer columns
+        never wipes what an earlier one stored. Returns the rows written.
         """
-        verb = "INSERT INTO" if t is EVENTS else "INSERT OR REPLACE INTO"
         cols = ", ".join(staged_columns(t))
-        (n,) = con.execute(f"{verb} {t.name} ({cols}) {select}").fetchone()
+        if t is EVENTS:
+            (n,) = con.execute(f"INSERT INTO events ({cols}) {select}").fetchone()
+            return int(n)
+        sets = [f"{c} = excluded.{c}" for c in updated_columns(t, supplied)]
+        sets.append(
+            f"properties = {merge_properties(f'{t.name}.properties', 'excluded.properties')}"
+        )
+        sets.append("updated_at = excluded.updated_at")
+        (n,) = con.execute(
+            f"INSERT INTO {t.name} ({cols}) {select} "
+            f"ON CONFLICT ({t.key}) DO UPDATE SET {', '.join(sets)}"
+        ).fetchone()
         return int(n)
 
     def append_quarantine(self, con: duckdb.DuckDBPyConnection, select: str) -> int:
@@ -299,7 +341,13 @@ class Store:
         return self.query(f"SELECT {', '.join(USERS.names)} FROM users ORDER BY user_id")
 
     def quarantine(self, limit: int | None = None) -> pd.DataFrame:
-        """Rows that failed validation, oldest first, with source, line, field and reason."""
+        """Rows that failed validation, oldest first, with source, line, field and reason.
+
+        Raises:
+            ValueError: ``limit`` is negative.
+        """
+        if limit is not None and int(limit) < 0:
+            raise ValueError(f"limit must be 0 or more, got {limit}")
         lim = f"LIMIT {int(limit)}" if limit is not None else ""
         return self.query(
             "SELECT run_id, kind, source, line, row, field, reason, raw, quarantined_at "

@@ -195,6 +195,12 @@ def check_format(fmt: str) -> None:
         raise ValueError(f"unknown format {fmt!r}: csv or parquet")
 
 
+def check_out(out: str | Path) -> None:
+    """Raise ``ValueError`` unless ``out`` is a folder or can be made one (not a file)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"{out}: is a file, expected a folder (it is created if missing)")
+
+
 def write_table(frame: pd.DataFrame, out: str | Path, name: str, fmt: str = "csv") -> Path:
     """Write ``frame`` to ``out/name.{csv,parquet}`` (the folder is made) and return the path."""
     import pyarrow as pa
@@ -202,6 +208,7 @@ def write_table(frame: pd.DataFrame, out: str | Path, name: str, fmt: str = "csv
     import pyarrow.parquet as pq
 
     check_format(fmt)
+    check_out(out)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tbl = pa.Table.from_pandas(frame, preserve_index=False)
