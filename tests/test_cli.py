@@ -234,3 +234,17 @@ def test_policy_evaluate_json_with_and_without_recommender_refits():
         assert held.endswith("/2") and int(held.split("/")[0]) >= alone
     revenue = {f: r["policies"][0]["revenue"] for f, r in records.items()}
     assert revenue["--refit-recommender"] != revenue["--no-refit-recommender"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["policy", "evaluate", "--seeds", "0"],  # crashed on an empty list of results
+        ["policy", "evaluate", "--days", "0"],
+        ["value", "campaign", "--users", "0"],
+        ["simulate", "--out", "x", "--users", "0"],
+    ],
+)
+def test_simulator_sizes_below_one_are_usage_errors(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "greater than or equal to 1" in res.output

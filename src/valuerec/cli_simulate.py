@@ -36,10 +36,10 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
 
 def simulate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for events, items, truth.")],
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 10_000,
-    items: Annotated[int, typer.Option(help="Catalogue size.")] = 1_000,
+    users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 10_000,
+    items: Annotated[int, typer.Option(min=1, help="Catalogue size.")] = 1_000,
     pre_days: Annotated[int, typer.Option(help="Organic days before any policy.")] = 60,
-    days: Annotated[int, typer.Option(help="Days the policy serves slates.")] = 90,
+    days: Annotated[int, typer.Option(min=1, help="Days the policy serves slates.")] = 90,
     policy: Annotated[
         str, typer.Option(help=f"One of {', '.join(SIMPLE_POLICIES)} (others: policy evaluate).")
     ] = "epsilon-greedy",
@@ -272,9 +272,9 @@ def policy_demo(users: int = 1_000, seeds: int = 2, days: int = 30) -> dict[str,
 
 @policy_app.command("evaluate")
 def policy_evaluate(
-    users: Annotated[int, typer.Option(help="Simulated users per seed.")] = 2_000,
-    seeds: Annotated[int, typer.Option(help="Number of seeds (0, 1, ...).")] = 5,
-    days: Annotated[int, typer.Option(help="Days each policy serves.")] = 90,
+    users: Annotated[int, typer.Option(min=1, help="Simulated users per seed.")] = 2_000,
+    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0, 1, ...).")] = 5,
+    days: Annotated[int, typer.Option(min=1, help="Days each policy serves.")] = 90,
     policies: Annotated[
         str,
         typer.Option(
@@ -337,16 +337,16 @@ def policy_evaluate(
 
 
 def campaign(
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 4_000,
+    users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 4_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     segment: Annotated[str, typer.Option(help="at-risk-high-value or all customers.")] = "all",
     discount: Annotated[float, typer.Option(help="Discount given to the treated.")] = 0.2,
-    campaign_days: Annotated[int, typer.Option(help="Days the discount lasts.")] = 30,
+    campaign_days: Annotated[int, typer.Option(min=1, help="Days the discount lasts.")] = 30,
     goodwill: Annotated[
         float,
         typer.Option(help="Share of their dropout hazard the treated lose while it runs."),
     ] = 0.5,
-    days: Annotated[int, typer.Option(help="Days of revenue measured.")] = 90,
+    days: Annotated[int, typer.Option(min=1, help="Days of revenue measured.")] = 90,
     target_share: Annotated[float, typer.Option(help="Share a targeted roll-out reaches.")] = 0.2,
     power: Annotated[float, typer.Option(help="Power for the sample size.")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
