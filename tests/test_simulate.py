@@ -40,6 +40,24 @@ def test_same_seed_same_log_other_seed_other_log() -> None:
     assert not logs[0]["user_id"].equals(logs[2]["user_id"]) or len(logs[0]) != len(logs[2])
 
 
+def test_organic_views_are_stamped_in_order_on_their_own_day() -> None:
+    """A visit's views are 30 s apart in the order they were drawn, and every event falls on
+    its simulated day (the stamp once ran past midnight and out of order)."""
+    w = World.draw(SimConfig(seed=0, users=3000, items=100))
+    log = Simulator(w).organic(3)
+    ev = log.events()
+    day = pd.Timestamp(str(log.start)) + pd.to_timedelta(ev["day"], unit="D")
+    assert (pd.to_datetime(ev["timestamp"]).dt.normalize() == day).all()
+    d = log.days[0]
+    views = ev[(ev["day"] == d.day) & (ev["event_type"] == "view")]
+    assert len(views) == len(d.view_user)
+    for u, rows in list(views.groupby("user_id", sort=False))[:300]:
+        drawn = log.item_ids[d.view_item[log.user_ids[d.users[d.view_user]] == u]]
+        assert list(rows["item_id"]) == list(drawn), u  # time order is the drawn order
+        gaps = pd.to_datetime(rows["timestamp"]).diff().dt.total_seconds().iloc[1:]
+        assert (gaps == 30).all() or rows["timestamp"].iloc[-1].hour == 23, u
+
+
 def test_matched_slates_get_more_clicks_and_keep_more_users() -> None:
     _, sim, plat = _setup()
     good = _run(sim, plat, RelevancePolicy())

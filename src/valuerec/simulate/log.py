@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 _SECOND = np.timedelta64(1_000_000, "us")
+_DAY_SECONDS = 86_400
 
 
 @dataclass
@@ -139,7 +140,10 @@ class SimLog:
     def _organic_events(self, d: DayLog) -> pd.DataFrame:
         assert d.view_user is not None and d.view_item is not None and d.view_buy is not None
         user = d.users[d.view_user]
-        sec = d.visit_second[d.view_user] + 30.0 * np.arange(len(user)) % 600
+        # a visit's views 30 s apart in their order (view_user is sorted by visit), and all on
+        # the visit's own day: the purchase after the last view too
+        rank = np.arange(len(user)) - np.searchsorted(d.view_user, d.view_user)
+        sec = np.minimum(d.visit_second[d.view_user] + 30.0 * rank, _DAY_SECONDS - 21)
         buy = d.view_buy
         paid = d.view_paid if d.view_paid is not None else np.zeros(len(user))
         views = pd.DataFrame(
