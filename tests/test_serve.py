@@ -24,12 +24,14 @@ from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.data.synth import generate
 from valuerec.evaluate.ranking import Interactions
+from valuerec.features.split import log_end
 from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.rerank import ItemValues
 from valuerec.serve import ServeSettings, create_app, registry
 from valuerec.serve.config import EventRoles
 from valuerec.serve.keys import KeyStore, default_keys_path
+from valuerec.serve.repository import Repository
 from valuerec.value.segments import SEGMENTS
 
 USER = "u1"
@@ -732,8 +734,29 @@ def test_user_value_is_the_precomputed_prediction(reader):
     assert body["ltv_low"] <= body["ltv"] <= body["ltv_high"]
     assert body["churn_probability"] == pytest.approx(1 - body["p_alive"])
     assert body["as_of"].endswith("Z")
+    # as of the end of the log, as `valuerec value predict` scores (not its last purchase)
+    svc = service(reader)
+    with svc.repo.lock:
+        end = log_end(svc.repo.store)
+    assert pd.Timestamp(body["as_of"]).tz_convert(None) == end
     res = call(reader, "GET", "/users/no-purchases/value")
     assert res.status_code == 404 and "no value prediction" in res.json()["message"]
+
+
+def test_values_are_scored_as_of_the_end_of_a_log_that_ends_with_views(tmp_path):
+    events = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b"],
+            "item_id": "i1",
+            "event_type": ["purchase", "purchase", "view"],
+            "timestamp": ["2024-03-01 10:00", "2024-03-05 10:00", "2024-03-20 10:00"],
+            "value": [5.0, 7.0, None],
+        }
+    )
+    with Store(tmp_path / "s.duckdb") as store:
+        assert Repository(store).value_as_of() is None  # nothing to predict from
+        ingest(store, events, "events")
+        assert Repository(store).value_as_of() == datetime(2024, 3, 21)  # not 03-06
 
 
 def test_segments_cover_every_customer_and_page_in_ltv_order(reader):

@@ -27,6 +27,7 @@ from valuerec.data.ingest import IngestResult, ingest
 from valuerec.data.schema import EVENTS
 from valuerec.data.store import Store
 from valuerec.features.behaviour import behaviour_features
+from valuerec.features.split import log_end
 from valuerec.serve.config import EventRoles
 from valuerec.value.base import ValueModel
 from valuerec.value.segments import segment_users
@@ -143,18 +144,15 @@ class Repository:
         return [r[0] for r in rows]
 
     def value_as_of(self) -> datetime | None:
-        """The day after the last purchase: the latest cut-off value models can score at.
+        """The end of the log (midnight after its last event), as ``valuerec value predict``
+        scores by default; None without a purchase to predict value from.
 
-        (Not the last event of any type: value features are purchase-based, and a cut-off
-        after the last purchase is refused by the value layer's split check.)
+        (The value layer scores as of any cut-off up to the log's end: a log that ends with
+        views after its last purchase is scored as of its end.)
         """
         with self.lock:
-            ((last,),) = self.store.fetch(
-                "SELECT max(timestamp) FROM events WHERE event_type = 'purchase'"
-            )
-        if last is None:
-            return None
-        return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+            ((n,),) = self.store.fetch("SELECT count(*) FROM events WHERE event_type = 'purchase'")
+            return log_end(self.store) if n else None
 
     def log_span_days(self) -> float:
         with self.lock:
