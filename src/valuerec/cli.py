@@ -413,7 +413,8 @@ def demo(
         report_path = write_report(
             [cdnow_db, ml_db],
             out_dir / "report.html",
-            ReportOptions(policy=policy_json),
+            # the report evaluates the recommenders printed above, not its own default pair
+            ReportOptions(policy=policy_json, rec_models=rec_models),
             step=lambda what: bar.update(task, description=f"report: {what}"),
         )
     out.print(f"Report (one self-contained HTML file): {report_path}")
