@@ -646,14 +646,13 @@ class GammaGammaFitter(_Fitter):
 
         As in the paper, a weighted average of the population mean
         p gamma / (q - 1) and the customer's own mean m, the weight on m growing with x.
-        For x = 0 it is the population mean (finite only when q > 1). So is it for a customer
-        whose mean repeat spend is not positive (refunds netting out a purchase day): the
-        model only describes positive spend, and its fit leaves such customers out too.
+        For x = 0 it is the population mean (finite only when q > 1). A negative mean (refunds
+        netting out purchase days) counts as 0, as the value layer floors spend labels: the
+        customer's own evidence then pulls the forecast towards nothing, never below it.
         """
         p, q, gamma = self._params()
         x, m = np.broadcast_arrays(_as_array(frequency), _as_array(monetary_value))
-        known = (x > 0) & (m > 0)
-        x, m = np.where(known, x, 0.0), np.where(known, m, 0.0)
+        m = np.where(x > 0, np.maximum(m, 0.0), 0.0)
         return _wrap(p * (gamma + x * m) / (p * x + q - 1), frequency, monetary_value)
 
 
