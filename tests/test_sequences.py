@@ -183,6 +183,38 @@ def test_daily_keeps_event_types_apart(store):
     assert sorted(spends.round(5).tolist()) == [0.0, 7.0]
 
 
+def test_tokens_of_one_day_follow_one_order_for_gaps_and_truncation(store):
+    """A day's purchase and view tokens tie on time: the gap feature and the newest-first
+    truncation must read them in the same order (they once used opposite ones)."""
+    rows = [
+        ("u", "x", "purchase", "2024-01-01 10:00", 1.0, None, None),
+        ("u", "y", "purchase", "2024-01-05 09:00", 2.0, None, None),
+        ("u", "z", "view", "2024-01-05 08:00", None, None, None),
+    ]
+    ingest(store, frame(rows), "events")
+    seq = build_sequences(store, "2024-01-10", max_len=3, daily=True)
+    names = {v: k for k, v in seq.vocab["event_type"].items()}
+    order = [names[int(e)] for e in seq.event_type[0]]
+    gaps = np.expm1(seq.numeric[0, :, NUMERIC.index("log_gap_days")]).round(6).tolist()
+    assert order == ["purchase", "purchase", "view"] and gaps == [0.0, 4.0, 0.0]
+    newest = build_sequences(store, "2024-01-10", max_len=1, daily=True, vocab=seq.vocab)
+    assert names[int(newest.event_type[0, 0])] == order[-1]
+
+
+def test_a_days_token_item_does_not_depend_on_the_scan_order(store):
+    """Views without value tie on value: the day's token takes the latest item, whatever
+    order the rows arrive in."""
+    views = [
+        ("u", f"i{k}", "view", f"2024-01-02 {8 + k:02d}:00", None, None, None) for k in range(6)
+    ]
+    for rows in (views, views[::-1], views[2:] + views[:2]):
+        with Store(":memory:") as fresh:
+            ingest(fresh, frame(rows), "events")
+            seq = build_sequences(fresh, "2024-01-03", max_len=1, daily=True)
+            names = {v: k for k, v in seq.vocab["item"].items()}
+            assert names[int(seq.item[0, 0])] == "i5"
+
+
 def test_events_at_or_after_the_cut_never_appear(log):
     before = build_sequences(log, CUT, max_len=6)
     before_daily = build_sequences(log, CUT, max_len=3, daily=True)

@@ -34,7 +34,7 @@ from valuerec.value.base import (
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.models import BTYDValueModel, NaiveValueModel
-from valuerec.value.transformer import TransformerValueModel
+from valuerec.value.transformer import TransformerValueModel, _customer_folds
 
 START = pd.Timestamp("2024-01-01")
 DAYS, HOLDOUT = 300, 60
@@ -47,15 +47,17 @@ def tiny_transformer(**options: Any) -> TransformerValueModel:
     # Tiny but trained: 8 epochs of 64-customer batches (~110 steps). With 3 epochs of 256
     # (~12 steps) the network is still at its initialisation and ranks at random.
     return TransformerValueModel(
-        **options,
-        d_model=16,
-        n_heads=2,
-        n_layers=1,
-        epochs=8,
-        batch_size=64,
-        lr=5e-3,
-        n_models=1,
-        max_len=8,
+        **{
+            "d_model": 16,
+            "n_heads": 2,
+            "n_layers": 1,
+            "epochs": 8,
+            "batch_size": 64,
+            "lr": 5e-3,
+            "n_models": 1,
+            "max_len": 8,
+            **options,
+        }
     )
 
 
@@ -850,6 +852,41 @@ def test_transformer_with_snapshots_trains_on_the_pooled_customers(world):
     assert np.isfinite(pred[NUMERIC_COLUMNS].to_numpy()).all()
     truth = world.truth.loc[world.test, "holdout_spend"].to_numpy()
     assert normalized_gini(truth, pred["pred_spend"].to_numpy()) > 0.3
+
+
+def test_cross_fitting_holds_each_customer_out_with_all_their_snapshots(world):
+    """A customer's earlier snapshot rows have label windows overlapping their holdout: the
+    network that predicts them out of fold must not have trained on any of their rows."""
+    pooled = _snapshots(world.store, world.train, [30, 90])
+    customers = pooled.customers
+    assert set(customers) == set(world.train) and len(customers) > len(world.train)
+    assert customers[list(pooled.users).index(f"{world.train[0]}@-30d")] == world.train[0]
+    folds = _customer_folds(customers, 3, seed=0)
+    assert sorted(np.concatenate(folds)) == list(range(len(customers)))
+    for k, held in enumerate(folds):
+        trained = np.setdiff1d(np.arange(len(customers)), held)
+        assert not set(customers[held]) & set(customers[trained]), k
+    # one row per customer: the plain random split of rows, as before snapshots
+    plain = np.array(world.train)
+    expected = np.array_split(np.random.default_rng(0).permutation(len(plain)), 3)
+    assert all((a == b).all() for a, b in zip(_customer_folds(plain, 3, 0), expected, strict=True))
+
+
+def test_the_median_count_is_read_from_the_mixture_of_the_networks(world):
+    """pred_transactions averages the networks' means; the distribution its median comes from
+    must have that mean (one hurdle of averaged parameters has another)."""
+    model = tiny_transformer(n_models=3).fit(world.store, CAL, holdout_days=HOLDOUT)
+    data = value_data(world.store, CAL, HOLDOUT, labels=False, **model._data_options())
+    raw = model._raw(data)
+    pmf, rows = model._raw_pmf(raw), np.arange(len(data.users))
+    mean = sum(n * pmf(n, rows) for n in range(400))
+    np.testing.assert_allclose(mean, raw["rate"], rtol=1e-6, atol=1e-9)
+
+
+def test_an_ensemble_of_sequence_models_needing_different_data_is_refused():
+    both = EnsembleValueModel(members=[tiny_transformer(), tiny_transformer(max_len=16)])
+    with pytest.raises(ValueError, match="need different 'max_len'"):
+        both._data_options()
 
 
 def test_periodic_pool_transformer_learns_and_round_trips(world, fitted):

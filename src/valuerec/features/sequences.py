@@ -31,19 +31,28 @@ WITH ev AS (
 tokens AS ({tokens}),
 numbered AS (
     SELECT *, date_diff('second', lag(ts) OVER w, ts) / 86400.0 AS gap_days,
-        row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, event_type, item_id) AS rn
-    FROM tokens WINDOW w AS (PARTITION BY user_id ORDER BY ts, event_type, item_id))
+        row_number() OVER (PARTITION BY user_id ORDER BY {newest_first}) AS rn
+    FROM tokens WINDOW w AS (PARTITION BY user_id ORDER BY {oldest_first}))
 SELECT n.user_id, n.rn, n.item_id, split_part(i.category, '|', 1) AS category, n.event_type,
     n.value, n.quantity, n.rating, n.gap_days,
     date_diff('second', n.ts, $1::TIMESTAMP) / 86400.0 AS age_days
 FROM numbered n LEFT JOIN items i USING (item_id)
 WHERE n.rn <= $2
 """
+# One chronological order for the gaps (lag) and for keeping the newest max_len (row_number),
+# exact reverses of each other, down to tokens of one instant (a day's tokens in daily mode),
+# and total: rows that tie on every key are identical, so any order of them is the same.
+_ORDER_KEYS = ("ts", "event_type", "item_id", "value", "quantity", "rating")
+_OLDEST_FIRST = ", ".join(f"{k} ASC NULLS LAST" for k in _ORDER_KEYS)
+_NEWEST_FIRST = ", ".join(f"{k} DESC NULLS FIRST" for k in _ORDER_KEYS)
 _EVENT_TOKENS = (
     "SELECT user_id, item_id, event_type, timestamp AS ts, value, quantity, rating FROM ev"
 )
-# One token per user, day and event type: a basket split over orders is one decision.
-_DAILY_TOKENS = """SELECT user_id, arg_max(item_id, coalesce(value, 0)) AS item_id, event_type,
+# One token per user, day and event type: a basket split over orders is one decision. Its
+# item is the day's most valuable one; ties (a day of views, all without value) go to the
+# latest, then the greatest id, so the token does not depend on DuckDB's parallel scan.
+_DAILY_TOKENS = """SELECT user_id,
+    arg_max(item_id, (coalesce(value, 0), timestamp, item_id)) AS item_id, event_type,
     CAST(CAST(timestamp AS DATE) AS TIMESTAMP) AS ts, sum(value) AS value,
     sum(quantity) AS quantity, avg(rating) AS rating
     FROM ev GROUP BY user_id, CAST(timestamp AS DATE), event_type"""
@@ -118,7 +127,11 @@ def build_sequences(
         raise ValueError("max_len must be at least 1")
     cut = to_timestamp(before, "before")
     types = None if event_types is None else [e.lower() for e in event_types]
-    sql = _SQL.format(tokens=_DAILY_TOKENS if daily else _EVENT_TOKENS)
+    sql = _SQL.format(
+        tokens=_DAILY_TOKENS if daily else _EVENT_TOKENS,
+        oldest_first=_OLDEST_FIRST,
+        newest_first=_NEWEST_FIRST,
+    )
     rows = store.query(sql, [cut, int(max_len), types])
     index = pd.Index(sorted(rows["user_id"].unique()) if users is None else list(users))
     if vocab is None:

@@ -87,6 +87,22 @@ class ValueData:
             return np.ones(len(self.users), dtype=bool)
         return self.shift_days == 0
 
+    @property
+    def customers(self) -> np.ndarray:
+        """Each row's customer: its user id without a snapshot's ``@-<s>d`` key suffix.
+
+        What held-out folds must be drawn by: a customer's earlier snapshot's label window
+        overlaps the holdout of the customer at the cut-off.
+        """
+        keys = self.users.astype(str).to_numpy()
+        if self.shift_days is None:
+            return keys
+        suffix = np.char.add(np.char.add("@-", self.shift_days.astype(str)), "d")
+        shifted = self.shift_days > 0
+        out = keys.copy()
+        out[shifted] = [k[: -len(x)] for k, x in zip(keys[shifted], suffix[shifted], strict=True)]
+        return out
+
     def subset(self, users: Sequence[str] | pd.Index) -> ValueData:
         idx = pd.Index(users)
         rows = pd.Series(np.arange(len(self.users)), index=self.users)[idx].to_numpy()

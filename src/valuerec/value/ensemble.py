@@ -46,9 +46,19 @@ class EnsembleValueModel(ValueModel):
         return self.members or [LightGBMValueModel(), TransformerValueModel()]
 
     def _data_options(self) -> dict[str, object]:
+        """The members' :func:`value_data` options, which must agree: the ensemble scores
+        every member on one ValueData (two sequence members with different ``max_len``,
+        token types or vocabularies would read each other's encoding)."""
         opts: dict[str, object] = {}
         for m in getattr(self, "members_", None) or self._members():
-            opts.update(m._data_options())
+            for key, value in m._data_options().items():
+                if key in opts and not _same(opts[key], value):
+                    raise ValueError(
+                        f"the ensemble's members need different {key!r} for their data: "
+                        "combine at most one sequence model, or sequence models with the "
+                        "same max_len, token types and vocabulary"
+                    )
+                opts[key] = value
         return opts
 
     @classmethod
@@ -65,6 +75,7 @@ class EnsembleValueModel(ValueModel):
         training the Transformer a second time inside the ensemble would double the cost.
         """
         model = cls(members=members, weights=weights, discount_rate=discount_rate)
+        model._data_options()  # members that cannot share one ValueData fail here, not later
         model.split_ = data.split
         model.horizon_days_ = float(data.split.holdout_days)
         model._combine(members)
@@ -175,3 +186,11 @@ class EnsembleValueModel(ValueModel):
                 end = member[c].to_numpy()
                 out[c] = np.where(end > EXCLUDES_ZERO, end * ratio, end)
         return out
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal options (None, numbers, tuples, vocabulary dicts); anything ambiguous differs."""
+    try:
+        return bool(a == b)
+    except ValueError:  # e.g. numpy arrays: no single truth value
+        return False

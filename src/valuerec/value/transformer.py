@@ -54,6 +54,7 @@ the tokens. The ensemble of LightGBM and the 8-snapshot Transformer is the best 
 from __future__ import annotations
 
 import zlib
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
 from valuerec.value.base import ValueData, ValueModel
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
-from valuerec.value.counts import CountPMF, count_quantile, hurdle_pmf
+from valuerec.value.counts import CountPMF, count_quantile, hurdle_pmf, mixture_pmf
 from valuerec.value.gbm import btyd_features
 
 
@@ -158,6 +159,26 @@ def _mu_for_mean(raw: dict[str, np.ndarray], spend: np.ndarray) -> np.ndarray:
     ok = (spend > 0) & (raw["p"] > 0)
     safe = np.where(ok, spend, 1.0) / np.where(ok, raw["p"], 1.0)
     return np.where(ok, np.log(safe) - raw["sigma"] ** 2 / 2, raw["mu"])
+
+
+def _customer_folds(customers: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` folds of row indices, every row of one customer in the same fold.
+
+    Customers are drawn in a random order and cut into ``k`` runs; a fold lists its
+    customers' rows in that order. With one row per customer this is the plain random split
+    of rows (the same folds as before snapshots existed, for a given seed).
+    """
+    if not k:
+        return []
+    codes, uniques = pd.factorize(customers)
+    order = np.random.default_rng(seed).permutation(len(uniques))
+    rank = np.empty(len(uniques), np.int64)
+    rank[order] = np.arange(len(uniques))
+    row_rank = rank[codes]
+    by_rank = np.argsort(row_rank, kind="stable")
+    cuts = np.cumsum([0, *(len(part) for part in np.array_split(order, k))])
+    edges = np.searchsorted(row_rank[by_rank], cuts)
+    return [by_rank[lo:hi] for lo, hi in pairwise(edges)]
 
 
 class TransformerValueModel(ValueModel):
@@ -266,12 +287,13 @@ class TransformerValueModel(ValueModel):
         y_spend = torch.as_tensor(data.labels["holdout_spend"].to_numpy(np.float32), device=dev)
         y_tx = torch.as_tensor(data.labels["holdout_transactions"].to_numpy(np.float32), device=dev)
         n = len(data.users)
-        order = np.random.default_rng(self.seed).permutation(n)
         # Cross-fitting: network k holds out fold k (early stopping on it), so every training
         # customer gets an out-of-fold prediction from the network that did not see them; the
-        # interval levels and the mean calibration are then fitted on all of those.
+        # interval levels and the mean calibration are then fitted on all of those. Folds
+        # are drawn by customer: with snapshots, a customer's earlier rows (whose label
+        # windows overlap their holdout) are held out with them.
         k_folds = max(self.n_models, 2) if n >= 20 else 0
-        folds = np.array_split(order, k_folds) if k_folds else []
+        folds = _customer_folds(data.customers, k_folds, self.seed)
         self.nets_, self.history_ = [], []
         oof_parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         for k in range(self.n_models):
@@ -404,14 +426,25 @@ class TransformerValueModel(ValueModel):
             "rate": np.mean(rates, axis=0),
             "p_return": np.mean(alive, axis=0),
             "lam": np.mean(lams, axis=0),
+            # per network, (nets, n): the count distribution is the mixture of theirs
+            "p_return_each": np.array(alive).reshape(len(nets), n),
+            "lam_each": np.array(lams).reshape(len(nets), n),
+            "rate_each": np.array(rates).reshape(len(nets), n),
         }
 
     def _raw_pmf(self, raw: dict[str, np.ndarray]) -> CountPMF:
         """The count distribution the heads define: the hurdle (churn head x zero-truncated
-        Poisson), or a Poisson with ``count_model='poisson'``."""
+        Poisson), or a Poisson with ``count_model='poisson'``; over several networks the
+        mixture of theirs, whose mean is the averaged ``rate`` (one hurdle of averaged
+        parameters would have another mean)."""
         if self.count_model == "hurdle":
-            return hurdle_pmf(raw["p_return"], raw["lam"])
-        return hurdle_pmf(-np.expm1(-raw["rate"]), raw["rate"])  # a Poisson is this hurdle
+            parts = [
+                hurdle_pmf(p, lam)
+                for p, lam in zip(raw["p_return_each"], raw["lam_each"], strict=True)
+            ]
+        else:  # a Poisson is this hurdle
+            parts = [hurdle_pmf(-np.expm1(-rate), rate) for rate in raw["rate_each"]]
+        return parts[0] if len(parts) == 1 else mixture_pmf(parts)
 
     def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float]:
         return self._raw_pmf(self._raw(data)), horizon_days / self.horizon_days_
@@ -438,7 +471,10 @@ class TransformerValueModel(ValueModel):
         rows = rows[here]
         if len(rows) < 50:
             return
-        raw = {k: np.concatenate([o[k] for _, o in oof_parts])[here] for k in oof_parts[0][1]}
+        raw = {  # customers on the last axis (the per-network arrays are (nets, n))
+            k: np.concatenate([o[k] for _, o in oof_parts], axis=-1)[..., here]
+            for k in oof_parts[0][1]
+        }
         y = data.labels["holdout_spend"].to_numpy()[rows]
         if self.calibrate_mean:
             # the lognormal mean exp(mu + sigma^2/2) amplifies any error in sigma; recalibrate
