@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from valuerec.cli import app
+from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.data.synth import SynthConfig, generate
 from valuerec.data.synth_posterior import posterior_forecast
@@ -80,9 +81,33 @@ def test_quarantine_and_stats_as_json(tmp_path):
 
 def test_db_comes_from_the_environment(tmp_path, monkeypatch):
     db = tmp_path / "env.duckdb"
+    Store(db).close()
     monkeypatch.setenv("VALUEREC_DB", str(db))
     res = runner.invoke(app, ["stats", "--json"], env={"VALUEREC_DB": str(db)})
     assert res.exit_code == 0 and json.loads(res.stdout)["db"] == str(db)
+
+
+@pytest.mark.parametrize("command", ["stats", "quarantine"])
+def test_reading_a_mistyped_store_path_creates_nothing(tmp_path, command):
+    db = tmp_path / "typo" / "tpyo.duckdb"
+    res = runner.invoke(app, [command, "--db", str(db)])
+    assert res.exit_code == 2 and f"no store at {db}" in " ".join(res.output.split())
+    assert not db.parent.exists()
+
+
+def test_data_text_with_brackets_is_printed_as_is(tmp_path):
+    """What the CLI prints is data: "[/x]" is an event type, not a closing style tag."""
+    db = tmp_path / "shop[v2].duckdb"
+    with Store(db) as store:
+        events = pd.DataFrame(
+            {"user_id": ["u"], "event_type": ["[/x]"], "timestamp": ["2024-01-01"]}
+        )
+        ingest(store, events, "events")
+    res = runner.invoke(app, ["stats", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "events: [/x]" in res.output and "shop[v2].duckdb" in res.output
+    res = runner.invoke(app, ["load", "[/bold]", "--db", str(db)])
+    assert res.exit_code == 2 and "[/bold]" in res.output
 
 
 @pytest.mark.parametrize(

@@ -107,8 +107,10 @@ def test_value_weight_reranks_relevance_candidates_by_expected_revenue(db):
         (["evaluate", "--protocol", "sideways"], "unknown protocol"),
         (["similar", "no-such-item"], "unknown item"),
         # a known item with a bad k is a bad k, not an unknown item
-        (["similar", "KNOWN", "-k", "0"], "k must be at least 1"),
-        (["for", "u1", "-k", "0"], "k must be at least 1"),
+        (["similar", "KNOWN", "-k", "0"], "greater than or equal to 1"),
+        (["for", "u1", "-k", "0"], "greater than or equal to 1"),
+        (["evaluate", "-k", "0"], "greater than or equal to 1"),  # before fitting anything
+        (["fit", "--event-types", "nope"], "no interactions with items of type nope"),
     ],
 )
 def test_errors_exit_2_with_a_message(db, args, message):

@@ -128,6 +128,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_train_skips_recommenders_without_item_interactions(tmp_path):
+    db = str(tmp_path / "purchases.duckdb")
+    events = generate(users=60, items=10, days=60, seed=2).events
+    buys = events[events["event_type"] == "purchase"].assign(item_id=None)  # as CDNOW's log
+    with Store(db) as store:
+        ingest(store, buys, "events")
+    res = _run("train", "--db", db, "--value-models", "naive", "--holdout-days", "20")
+    assert res.exit_code == 0, res.output
+    assert "events with an item in the store: recommenders skipped" in res.stdout
+    assert ArtifactStore(default_root(db)).names() == ["value-naive"]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--holdout-days", "0"], "greater than or equal to"),  # was the default in silence
+        (["--test-fraction", "1.5"], "--test-fraction must be in [0, 1)"),
+        (["--snapshots", "-2"], "greater than or equal to"),
+    ],
+)
+def test_train_option_errors_stop_before_any_fit(trained, tmp_path, option, message):
+    res = _run("train", "--db", trained, *option)
+    assert res.exit_code == 2 and message in " ".join(res.output.split())
+    assert "value models (" not in res.output and "recommenders (" not in res.output
+
+
 def test_serve_answers_over_http_and_swaps_models_under_load(trained):
     _run("recommend", "fit", "--db", trained, "--models", "ease")  # rec-ease v0002, current
     keys = KeyStore(default_keys_path(trained))

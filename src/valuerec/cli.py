@@ -20,6 +20,7 @@ from valuerec.cli_common import (
     JsonOption,
     err,
     fail,
+    heading,
     open_store,
     out,
     print_json,
@@ -181,7 +182,7 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
 @app.command()
 def stats(db: DbOption = default_db_path(), as_json: JsonOption = False) -> None:
     """Counts, date range, users, items and events by type."""
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         result = store.stats()
     if as_json:
         print_json(result)
@@ -196,7 +197,7 @@ def quarantine(
     as_json: JsonOption = False,
 ) -> None:
     """List the rows that failed validation, with file, line, field and reason."""
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         frame = store.quarantine(limit=limit)
         total = store.count("quarantine")
     if as_json:
@@ -229,7 +230,7 @@ def datasets_list() -> None:
 
 @datasets_app.command("fetch")
 def datasets_fetch(
-    name: Annotated[str, typer.Argument(help="cdnow, cdnow-sample, movielens-100k.")],
+    name: Annotated[str, typer.Argument(help=f"One of {', '.join(ds.DATASETS)}.")],
 ) -> None:
     """Download a public data set into the cache (a no-op when it is there)."""
     with err.status(f"fetching {name}"):
@@ -237,7 +238,7 @@ def datasets_fetch(
             folder = ds.fetch(name)
         except ds.DatasetError as exc:
             raise fail(str(exc)) from None
-    out.print(f"{name}: {folder}")
+    out.print(f"{name}: {folder}", soft_wrap=True)  # one line: scripts read the folder
 
 
 @datasets_app.command("synth")
@@ -367,12 +368,12 @@ def demo(
         for f in (db, db.with_suffix(".duckdb.wal")):
             f.unlink(missing_ok=True)
         shutil.rmtree(f"{db}.models", ignore_errors=True)
-        out.rule(f"[bold]{name}")
+        heading(f"{name}")
         _print_results(list(_load(name, str(db)).values()))
         with open_store(str(db)) as store:
             _print_stats(store.stats(), f"{name}: {db}")
     cdnow_db = str(out_dir / "cdnow.duckdb")
-    out.rule("[bold]customer value on CDNOW")
+    heading("customer value on CDNOW")
     value_fit(
         db=cdnow_db,
         calibration_end="1997-10-01",
@@ -395,7 +396,7 @@ def demo(
         as_json=False,
     )
     ml_db = str(out_dir / "movielens-100k.duckdb")
-    out.rule("[bold]recommendations on MovieLens-100K")
+    heading("recommendations on MovieLens-100K")
     rec_evaluate(db=ml_db, protocol="random-split", models=rec_models, k=10, as_json=False)
     rec_fit(db=ml_db, models="ease", as_json=False)
     for user in ("1", "196", "a-new-visitor"):
@@ -403,11 +404,11 @@ def demo(
     out.print(f"Stores and model artifacts under {out_dir}/.")
     policy_json = None
     if policy_users > 0:
-        out.rule("[bold]ranking for long-term value (simulated users, known truth)")
+        heading("ranking for long-term value (simulated users, known truth)")
         record = policy_demo(users=policy_users, seeds=2, days=30)
         policy_json = out_dir / "policy.json"
         policy_json.write_text(json.dumps(record, default=float, indent=1), encoding="utf-8")
-    out.rule("[bold]report")
+    heading("report")
     with progress() as bar:
         task = bar.add_task("writing the report", total=None)
         report_path = write_report(
@@ -420,7 +421,7 @@ def demo(
     out.print(f"Report (one self-contained HTML file): {report_path}")
     # the EASE artifact saved above (rec-ease in <db>.models) is what `valuerec serve` loads
     db = shlex.quote(ml_db)
-    out.rule("[bold]serve it")
+    heading("serve it")
     out.print(
         "Start the API on the MovieLens-100K store (one terminal):\n"
         f"  valuerec serve --db {db} --port 8000\n"

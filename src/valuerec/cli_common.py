@@ -15,11 +15,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from valuerec.data.store import Store, StoreError, store_exists
 
-out = Console()
-err = Console(stderr=True)
+# markup off: what the consoles print is mostly data (ids, event types, paths, titles), and
+# "[/bold]" or "shop[v2].duckdb" in it must be shown as is, not parsed; styles are given as
+# Text styles (heading, warn, say_error) instead
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 DbOption = Annotated[
     str,
@@ -33,14 +37,24 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+def heading(title: str) -> None:
+    """A bold rule between the parts of a long command's output."""
+    out.rule(Text(title, style="bold"))
+
+
 def warn(message: str) -> None:
     """A problem the command works around: said on stderr, so ``--json`` output stays clean."""
-    err.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+    err.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False)
+
+
+def say_error(message: str, label: str = "error:") -> None:
+    """Print ``error: message`` on stderr and go on (a part failed, the rest may not)."""
+    err.print(Text.assemble((label, "bold red"), " ", message), highlight=False)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on stderr; raise the returned Exit to stop with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    say_error(message)
     return typer.Exit(code)
 
 
@@ -64,7 +78,7 @@ def progress() -> Iterator[Progress]:
     """Transient rich progress bars on stderr (stdout stays clean for --json)."""
     with Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),

@@ -33,7 +33,7 @@ recommend_app = typer.Typer(
 PREFIX = "rec-"
 ModelsOption = Annotated[str, typer.Option("--models", help=f"Comma list of {', '.join(MODELS)}.")]
 ModelOption = Annotated[str, typer.Option("--model", help=f"One of {', '.join(MODELS)}.")]
-KOption = Annotated[int, typer.Option("-k", "--k", help="Number of items.")]
+KOption = Annotated[int, typer.Option("-k", "--k", min=1, help="Number of items.")]
 
 
 def _names(spec: str) -> list[str]:
@@ -58,13 +58,19 @@ def _fitted(
             bar.advance(task)
 
 
+def item_interactions(store: Store, event_types: list[str] | None = None) -> int:
+    """Events with an item (of ``event_types`` only, when given): what recommenders learn from."""
+    kinds = "" if event_types is None else " AND event_type IN (SELECT unnest(?::VARCHAR[]))"
+    params = [] if event_types is None else [list(event_types)]
+    sql = f"SELECT count(*) AS n FROM events WHERE item_id IS NOT NULL{kinds}"
+    return int(store.query(sql, params)["n"][0])
+
+
 def _interactions(store: Store, event_types: list[str] | None = None) -> Interactions:
     """The store's interactions (only ``event_types`` when given); an error if there are none."""
-    if (
-        store.count("events") == 0
-        or store.query("SELECT count(*) AS n FROM events WHERE item_id IS NOT NULL")["n"][0] == 0
-    ):
-        raise fail(f"no interactions with items in {store.path}: ingest events first")
+    if item_interactions(store, event_types) == 0:
+        of = "" if event_types is None else f" of type {', '.join(event_types)}"
+        raise fail(f"no interactions with items{of} in {store.path}: ingest events first")
     return Interactions.from_store(store, event_types=event_types)
 
 
@@ -259,8 +265,6 @@ def recommend_for(
     re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
     purchase propensity per item come from the store's log.
     """
-    if k < 1:
-        raise fail("k must be at least 1")
     if value_weight < 0 or diversity < 0 or candidates < 1:
         raise fail("--value-weight and --diversity must be >= 0, --candidates >= 1")
     rec_model = _load(db, model)

@@ -14,8 +14,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from valuerec.cli_common import DbOption, JsonOption, err, fail, open_store, out, print_json
+from valuerec.cli_common import (
+    DbOption,
+    JsonOption,
+    fail,
+    heading,
+    open_store,
+    out,
+    print_json,
+    say_error,
+    warn,
+)
 from valuerec.cli_recommend import fit as rec_fit
+from valuerec.cli_recommend import item_interactions
 from valuerec.cli_value import fit as value_fit
 from valuerec.data.store import StoreError, default_db_path, redact, store_exists
 from valuerec.recommend.registry import MODELS as REC_MODELS
@@ -97,13 +108,13 @@ def serve(
     except StoreError as exc:
         raise fail(str(exc)) from None
     if not active:
-        err.print(
-            f"[yellow]no API keys in {key_store.path}[/]: every call but /health will be "
+        warn(
+            f"no API keys in {key_store.path}: every call but /health will be "
             "refused; create one with `valuerec keys create --role read`"
         )
     loaded = app.state.service.models.recommenders
     if not loaded:
-        err.print("[yellow]no recommender artifacts[/]: run `valuerec train` first")
+        warn("no recommender artifacts: run `valuerec train` first")
     out.print(
         f"serving {redact(db)} on http://{host}:{port} (docs: /docs); "
         f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
@@ -126,16 +137,19 @@ def train(
         int | None,
         typer.Option(
             "--holdout-days",
+            min=1,
             help=f"Value label window; default: half the log, at most {MAX_HOLDOUT_DAYS}.",
         ),
     ] = None,
     test_fraction: Annotated[
-        float, typer.Option("--test-fraction", help="Customers held out to score value models.")
+        float,
+        typer.Option("--test-fraction", help="Customers held out to score value models."),
     ] = 0.2,
     snapshots: Annotated[
         int,
         typer.Option(
             "--snapshots",
+            min=0,
             help="The Transformer (alone and in the ensemble) also trains on this many earlier "
             "monthly cut-offs: for purchase rates that drift (as `valuerec value fit`).",
         ),
@@ -148,6 +162,8 @@ def train(
     types the serving settings call positive, never from exposures. A model that fails is
     reported and the others still run (exit code 1 at the end).
     """
+    if not 0.0 <= test_fraction < 1.0:  # before any fit: an option error stops everything
+        raise fail(f"--test-fraction must be in [0, 1), got {test_fraction}")
     settings = _settings(config)
     value_names = _names(value_models, VALUE_MODELS, "value model") if value_models else []
     rec_names = _names(rec_models, REC_MODELS, "recommender") if rec_models else []
@@ -156,13 +172,15 @@ def train(
         types = repo.event_types()
         purchases = repo.count_events("purchase")
         span = repo.log_span_days()
-    positive = [t for t in types if settings.events.role(t) == "positive"]
+        positive = [t for t in types if settings.events.role(t) == "positive"]
+        with_items = item_interactions(store, positive) if positive else 0
     failed: list[str] = []
     if value_names and purchases == 0:
         out.print("no purchase events in the store: value models skipped")
     elif value_names:
-        holdout = holdout_days or max(1, min(MAX_HOLDOUT_DAYS, int(span // 2)))
-        out.rule(f"[bold]value models ({holdout}-day holdout)")
+        default = max(1, min(MAX_HOLDOUT_DAYS, int(span // 2)))
+        holdout = holdout_days if holdout_days is not None else default
+        heading(f"value models ({holdout}-day holdout)")
         try:
             value_fit(
                 db=db,
@@ -179,8 +197,10 @@ def train(
                 failed.append("value models")
     if rec_names and not positive:
         out.print("no positive event types in the store: recommenders skipped")
+    elif rec_names and not with_items:
+        out.print(f"no {'/'.join(positive)} events with an item in the store: recommenders skipped")
     elif rec_names:
-        out.rule(f"[bold]recommenders (events: {', '.join(positive)})")
+        heading(f"recommenders (events: {', '.join(positive)})")
         for name in rec_names:  # one at a time, so one failure does not lose the others
             try:
                 rec_fit(db=db, models=name, as_json=False, event_types=",".join(positive))
@@ -188,10 +208,10 @@ def train(
                 if exc.exit_code:
                     failed.append(name)
             except Exception as exc:
-                err.print(f"[bold red]error:[/] {name}: {type(exc).__name__}: {exc}")
+                say_error(f"{name}: {type(exc).__name__}: {exc}")
                 failed.append(name)
     if failed:
-        err.print(f"[bold red]failed:[/] {', '.join(failed)}")
+        say_error(", ".join(failed), label="failed:")
         raise typer.Exit(1)
     out.print(f"done: start the API with `valuerec serve --db {redact(db)}`")
 

@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
-from valuerec.cli_common import DbOption, JsonOption, err, open_store, out
+from valuerec.cli_common import DbOption, JsonOption, open_store, out, say_error
 from valuerec.cli_common import fail as _fail
 from valuerec.cli_common import print_json as _print_json
 from valuerec.cli_common import progress as _progress
@@ -217,7 +218,9 @@ def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
     for name, row in rows.items():
         m = row.get("metrics") or {}
         if row.get("error"):
-            table.add_row(name, "-", "[red]failed[/]", "", "", "", "", _fmt(row.get("fit_seconds")))
+            table.add_row(
+                name, "-", Text("failed", style="red"), "", "", "", "", _fmt(row.get("fit_seconds"))
+            )
             continue
         table.add_row(
             name,
@@ -382,7 +385,7 @@ def fit(
             out.print(note)
         out.print(f"artifacts: {arts.root}")
     for name in failed:
-        err.print(f"[bold red]error:[/] {name}: {results[name]['error']}", highlight=False)
+        say_error(f"{name}: {results[name]['error']}")
     if failed:
         raise typer.Exit(1)
 
