@@ -303,6 +303,34 @@ def test_dashboard_shows_a_customer_segments_and_models_as_the_api_does(browser,
     _size(driver, *DESKTOP)
 
 
+def test_a_late_answer_for_an_earlier_customer_never_replaces_the_newer_one(browser, served):
+    driver = browser
+    _size(driver, *DESKTOP)
+    driver.get(served.url + "/dashboard")
+    driver.execute_script("localStorage.setItem('valuerec.apiKey', arguments[0])", served.key)
+    driver.refresh()
+    ranked = served.get("/segments/" + served.get("/segments")["segments"][0]["segment"] + "/users")
+    slow, fast = (row["user_id"] for row in ranked["items"][:2])
+    # every answer about the first customer arrives 1.5 s late
+    driver.execute_script(
+        """
+        const slow = "/users/" + encodeURIComponent(arguments[0]) + "/";
+        const real = window.fetch;
+        window.fetch = (url, opts) => real(url, opts).then((res) =>
+          String(url).includes(slow) ? new Promise((ok) => setTimeout(() => ok(res), 1500)) : res);
+        """,
+        slow,
+    )
+    box = _visible(driver, "#user-id")
+    box.send_keys(slow)
+    _css(driver, "#user-form button")[0].click()
+    _look_up(driver, fast)  # asked while the first look-up is still waiting
+    time.sleep(2.5)  # the first customer's answers have arrived by now
+    assert driver.execute_script("return document.querySelector('#customer').dataset.user") == fast
+    ltv = float(_css(driver, "#value-fields [data-field=ltv]")[0].get_attribute("data-value"))
+    assert ltv == pytest.approx(served.get(f"/users/{fast}/value")["ltv"], rel=1e-12)
+
+
 def test_a_wrong_key_is_asked_for_again(browser, served):
     driver = browser
     driver.get(served.url + "/dashboard")

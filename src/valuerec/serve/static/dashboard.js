@@ -84,8 +84,11 @@ $("#user-form").addEventListener("submit", (ev) => {
   lookUp($("#user-id").value.trim());
 });
 
+let lookUps = 0; // the newest look-up's number: an older one's late answers are dropped
+
 async function lookUp(user) {
   if (!user) return;
+  const mine = ++lookUps;
   showError("#user-error", null);
   const id = encodeURIComponent(user);
   const [value, recs, purchases] = await Promise.allSettled([
@@ -93,6 +96,7 @@ async function lookUp(user) {
     api(`/users/${id}/recommendations?k=10`),
     api(`/users/${id}/purchases?limit=5`),
   ]);
+  if (mine !== lookUps) return; // the user asked for someone else meanwhile
   if (recs.status === "rejected" && value.status === "rejected") {
     $("#customer").hidden = true;
     showError("#user-error", recs.reason);
