@@ -291,7 +291,8 @@ class TransformerValueModel(ValueModel):
         # customer gets an out-of-fold prediction from the network that did not see them; the
         # interval levels and the mean calibration are then fitted on all of those. Folds
         # are drawn by customer: with snapshots, a customer's earlier rows (whose label
-        # windows overlap their holdout) are held out with them.
+        # windows overlap their holdout) are held out with them. At least 2 folds: a single
+        # network (n_models=1) trains on half the customers and stops early on the other half.
         k_folds = max(self.n_models, 2) if n >= 20 else 0
         folds = _customer_folds(data.customers, k_folds, self.seed)
         self.nets_, self.history_ = [], []
