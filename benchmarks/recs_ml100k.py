@@ -45,6 +45,7 @@ from valuerec.recommend.mf import ALSRecommender, BPRRecommender, SideALSRecomme
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.sasrec import SASRecRecommender
 from valuerec.recommend.vae import MultVAERecommender
+from valuerec.report.recs import read_peer
 
 console = Console(width=160)
 #: NDCG@10 quoted in issue 4 (RecBole 1.2.1 by the issue's author), used when no --peer run
@@ -200,17 +201,24 @@ def show(protocol: str, res: dict[str, dict], peer: dict[str, float]) -> None:
     console.print(table)
 
 
+#: RecBole's model names where the quoted table (and PEER_NAME) spells them otherwise
+RECBOLE_NAMES = {"pop": "popularity", "multivae": "multvae"}
+
+
 def peer_figures(path: Path | None) -> dict[str, dict[str, float]]:
-    """RecBole NDCG@10 per protocol and model: from a peer run's JSON, else the quoted ones."""
+    """RecBole NDCG@10 per protocol and model: from a peer run's JSON, else the quoted ones.
+
+    The file is read as the report reads it (``read_peer``: the summary of
+    ``peers/recbole_ml100k.py``, the results of ``peers/recbole_run.py`` or a protocol/model
+    mapping); failed runs are skipped.
+    """
     if path is None:
         return RECBOLE_QUOTED
-    data = json.loads(path.read_text())
     out: dict[str, dict[str, float]] = {}
-    for protocol, models in data.get("results", data).items():
-        for name, r in models.items():
-            metrics = r.get("test", r.get("metrics", {}))
-            if "ndcg@10" in metrics:
-                out.setdefault(protocol, {})[name.lower()] = float(metrics["ndcg@10"])
+    for run in read_peer(path):
+        if "ndcg@10" in run.metrics:
+            name = RECBOLE_NAMES.get(run.model.lower(), run.model.lower())
+            out.setdefault(run.protocol, {})[name] = run.metrics["ndcg@10"]
     return out
 
 
