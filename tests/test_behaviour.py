@@ -44,3 +44,21 @@ def test_annual_moments_are_sums_over_purchase_days(feats, user, ages):
     cos, sin = _annual(ages)
     assert feats.loc[user, "annual_cos"] == pytest.approx(cos, abs=1e-12)
     assert feats.loc[user, "annual_sin"] == pytest.approx(sin, abs=1e-12)
+
+
+def test_repeat_spend_follows_rfm_on_days_without_a_value(feats, store):
+    """e's repeat days: 01-06 without a value, 01-07 at $9. Like rfm's monetary_value, the
+    mean leaves the day without a value out instead of counting it as $0."""
+    from valuerec.features.rfm import rfm_summary
+
+    assert feats.loc["e", "monetary_repeat"] == 9.0
+    assert rfm_summary(store, CAL_END).loc["e", "monetary_value"] == 9.0
+    assert feats.loc["e", ["total_spend", "first_spend"]].tolist() == [14.0, 5.0]
+    assert not feats.isna().any().any()
+
+
+def test_event_types_are_read_as_stored(feats, store):
+    spelled = behaviour_features(store, CAL_END, event_types=(" Purchase",))
+    assert spelled.index.tolist() == feats.index.tolist()
+    with pytest.raises(ValueError, match="at least one event type"):
+        behaviour_features(store, CAL_END, event_types=())

@@ -28,7 +28,7 @@ _SQL = """
 WITH ev AS (SELECT * FROM events WHERE timestamp < $2::TIMESTAMP),
 purchases AS (SELECT * FROM ev WHERE event_type IN (SELECT unnest($1::VARCHAR[]))),
 days AS (
-    SELECT user_id, CAST(timestamp AS DATE) AS day, coalesce(sum(value), 0) AS spend,
+    SELECT user_id, CAST(timestamp AS DATE) AS day, sum(value) AS spend,
         coalesce(sum(quantity), 0) AS qty, count(*) AS orders
     FROM purchases GROUP BY ALL),
 numbered AS (
@@ -40,9 +40,10 @@ rfm AS (
         date_diff('day', min(day), max(day)) AS recency_days,
         date_diff('day', min(day), $3::DATE) AS age_days,
         date_diff('day', max(day), $3::DATE) AS days_since_last,
+        -- a day without any value is left out of the mean (rfm's convention), not a 0
         coalesce(avg(spend) FILTER (WHERE k > 1), 0) AS monetary_repeat,
-        sum(spend) AS total_spend,
-        max(spend) AS max_day_spend,
+        coalesce(sum(spend), 0) AS total_spend,
+        coalesce(max(spend), 0) AS max_day_spend,
         any_value(spend) FILTER (WHERE k = 1) AS first_spend,
         any_value(qty) FILTER (WHERE k = 1) AS first_quantity,
         sum(qty) AS total_quantity,
@@ -107,7 +108,10 @@ def behaviour_features(
     """
     end = to_timestamp(calibration_end, "calibration_end")
     last_day = (pd.Timestamp(end) - pd.Timedelta(microseconds=1)).date()
-    types = [event_types] if isinstance(event_types, str) else list(event_types)
+    raw = [event_types] if isinstance(event_types, str) else list(event_types)
+    types = [e.strip().lower() for e in raw]  # as stored (and as rfm_summary reads them)
+    if not types:
+        raise ValueError("event_types must name at least one event type")
     frame = store.query(
         _SQL.format(windows=_window_sql(), annual=_annual_sql()), [types, end, last_day]
     )
