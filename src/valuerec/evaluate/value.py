@@ -252,7 +252,7 @@ def decile_mape_floor(
     actual: ArrayLike,
     predicted: ArrayLike,
     n_bins: int = 10,
-    n_boot: int = 200,
+    n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, float]:
     """The decile MAPE a perfectly calibrated model with this ranking would still score.
@@ -265,7 +265,9 @@ def decile_mape_floor(
     "known" expectation; its customers are resampled with replacement ``n_boot`` times and the
     MAPE of the expectations against the resampled sums is taken.
 
-    Returns ``mean``, and ``low`` / ``high``, the 2.5 % and 97.5 % quantiles over resamples.
+    Returns ``mean``, and ``low`` / ``high``, the 2.5 % and 97.5 % quantiles over resamples
+    (1,000 by default: 25 in each tail, for a bound a 0.10 target is read against; 70 ms on
+    12,000 customers).
     The floor is an estimate from one sample (the plug-in mean stands for the expectation), and
     a model fitted on another sample adds its own estimation noise on top of it.
     """
