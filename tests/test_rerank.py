@@ -8,7 +8,7 @@ import pytest
 
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
-from valuerec.recommend.policies import SlateContext, ValueAwarePolicy
+from valuerec.recommend.policies import SlateContext, ValueAwarePolicy, mmr_rank
 from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
 
 
@@ -119,6 +119,42 @@ def test_item_values_from_a_store_are_smoothed_purchase_rates() -> None:
     np.testing.assert_allclose(arrays.p_purchase, [prior, prior, iv.p_purchase[0]])
     np.testing.assert_allclose(arrays.price, [30.0, 10.0, 10.0])  # unknown: median price
     assert not arrays.embedding[1].any()
+
+
+def test_a_purchases_only_store_gets_each_items_share_of_buyers() -> None:
+    """u0 buys a six times, u1 buys b once: each item was bought by half the customers (a
+    repeat buyer counts once), and an item the store never saw gets the mean share."""
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "price": [10.0, 20.0, 5.0]})
+    rows = [("u0", "a", 10.0)] * 6 + [("u1", "b", 20.0)]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "value"]).assign(
+        event_type="purchase",
+        timestamp=pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(rows)), "D"),
+    )
+    with Store(":memory:") as store:
+        ingest(store, items, "items")
+        ingest(store, events, "events")
+        iv = ItemValues.from_store(store)
+    np.testing.assert_allclose(iv.p_purchase, [0.5, 0.5, 0.0])
+    assert iv.take(["zzz"]).p_purchase[0] == pytest.approx(1 / 3)
+
+
+def test_mmr_penalises_the_largest_similarity_even_when_negative() -> None:
+    # after item 0, item 1 (opposite to it, cos -1) scores 0.5 + 1 = 1.5, item 2 (cos 0) 0.6
+    embedding = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    order = mmr_rank(np.array([[1.0, 0.5, 0.6]]), embedding[None], 3, diversity=1.0)
+    assert order.tolist() == [[0, 1, 2]]
+
+
+def test_the_revenue_blend_needs_no_margins() -> None:
+    rel, price, p = _arrays()
+    ctx = SlateContext(
+        np.zeros(1, int), np.arange(len(rel))[None], rel[None], 5,
+        price=price[None], p_purchase=p[None],
+    )  # fmt: skip
+    shown = ValueAwarePolicy(value_weight=3.0, diversity=0.0, objective="revenue").rank(ctx)[0]
+    money = p * price
+    assert shown.tolist() == value_rerank(rel, price, p, 3.0, k=5).tolist()
+    assert money[shown].mean() > money[np.argsort(-rel)[:5]].mean()
 
 
 def test_user_values_from_value_predictions() -> None:

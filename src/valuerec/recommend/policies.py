@@ -154,11 +154,14 @@ def mmr_rank(scores: np.ndarray, embedding: np.ndarray, k: int, diversity: float
     """
     n, m = scores.shape
     picked = np.zeros((n, k), dtype=np.int64)
-    max_sim = np.zeros((n, m))
+    max_sim = np.full((n, m), -np.inf)  # nothing picked yet: no similarity to penalise
     taken = np.zeros((n, m), dtype=bool)
     rows = np.arange(n)
     for pos in range(k):
-        adj = np.where(taken, -np.inf, scores - diversity * max_sim)
+        # the max over picked items, negative similarities included (a floor at 0 would drop
+        # them); the first pick is by score alone
+        penalty = diversity * max_sim if pos else 0.0
+        adj = np.where(taken, -np.inf, scores - penalty)
         best = np.argmax(adj, axis=1)  # first maximum: ties keep candidate order
         picked[:, pos] = best
         taken[rows, best] = True
@@ -337,7 +340,7 @@ class ValueAwarePolicy(ScoredPolicy):
     def scores(self, ctx: SlateContext) -> np.ndarray:
         if self.value_weight == 0:
             return zscore(ctx.relevance)
-        ctx.require("price", "margin_rate")
+        ctx.require("price", *(("margin_rate",) if self.objective == "margin" else ()))
         money = expected_money(ctx.p_purchase, ctx.price, ctx.margin_rate, self.objective)
         return blend_scores(ctx.relevance, money, self.user_weight(ctx))
 

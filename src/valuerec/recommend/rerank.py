@@ -162,6 +162,7 @@ class ItemValues:
             f"""
             SELECT item_id,
                    count(*) FILTER (WHERE event_type = 'purchase') AS buys,
+                   count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers,
                    count(*) FILTER (WHERE event_type IN ({looks_in})) AS looks,
                    count(*) FILTER (WHERE event_type <> 'purchase') AS other,
                    median(value) FILTER (WHERE event_type = 'purchase' AND value > 0) AS paid
@@ -186,9 +187,10 @@ class ItemValues:
             looks = np.maximum(looks, buys)  # a purchase is at least one look
             prior = buys.sum() / looks.sum()
             p = (buys + prior_looks * prior) / (looks + prior_looks)
-        else:  # purchases only: how many of the customers bought the item
-            prior = 0.0
-            p = buys / max(n_buyers, 1)
+        else:  # purchases only: the share of the customers who bought the item (a repeat
+            # buyer counts once: purchase events would not be a probability)
+            p = c["buyers"].fillna(0).to_numpy(float) / max(n_buyers, 1)
+            prior = float(p.mean()) if len(p) else 0.0  # for items the store never saw
         it = items.assign(item_id=items["item_id"].astype(str)).set_index("item_id").reindex(ids)
         price = pd.to_numeric(it["price"], errors="coerce").to_numpy(float)
         paid = pd.to_numeric(c["paid"], errors="coerce").to_numpy(float)
