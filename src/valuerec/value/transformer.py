@@ -430,7 +430,6 @@ class TransformerValueModel(ValueModel):
             "mean": np.mean(means, axis=0),
             "rate": np.mean(rates, axis=0),
             "p_return": np.mean(alive, axis=0),
-            "lam": np.mean(lams, axis=0),
             # per network, (nets, n): the count distribution is the mixture of theirs
             "p_return_each": np.array(alive).reshape(len(nets), n),
             "lam_each": np.array(lams).reshape(len(nets), n),
@@ -449,7 +448,7 @@ class TransformerValueModel(ValueModel):
             ]
         else:  # a Poisson is this hurdle
             parts = [hurdle_pmf(-np.expm1(-rate), rate) for rate in raw["rate_each"]]
-        return parts[0] if len(parts) == 1 else mixture_pmf(parts)
+        return mixture_pmf(parts)
 
     def _count_pmf(self, data: ValueData, horizon_days: float) -> tuple[CountPMF, float]:
         return self._raw_pmf(self._raw(data)), horizon_days / self.horizon_days_
