@@ -304,10 +304,7 @@ def similar(
     as_json: JsonOption = False,
 ) -> None:
     """Items most similar to an item, by the model's own notion of similarity."""
-    try:
-        sim = _load(db, model).similar_items(item_id, k=k)
-    except ValueError as exc:  # a bad -k: say so rather than call the item unknown
-        raise fail(str(exc)) from None
+    sim = _load(db, model).similar_items(item_id, k=k)  # -k below 1: a usage error already
     if sim.empty:
         raise fail(f"unknown item {item_id!r} for model {model}")
     titles = _titles(db)
