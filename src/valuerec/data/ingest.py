@@ -124,6 +124,10 @@ _PLAIN_RE = _DATE_RE + r"([T ][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
 # zone it knows (``Z``, ``+01:00``, ``+01:30:15``, ``EST``, ``Europe/Paris``) and rejects the
 # rest (``PM``, ``BC``, ``foo``).
 _ZONED_RE = "^" + _DATE_RE + "[T ][0-9]"
+#: digits-only timestamps (whole text): eight are a YYYYMMDD date, up to eleven (with an
+#: optional fraction) epoch seconds. The API reads posted events by the same rules.
+YYYYMMDD_RE = r"[0-9]{8}"
+EPOCH_SECONDS_RE = r"-?[0-9]{1,11}(\.[0-9]*)?"
 
 
 def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> str:
@@ -142,8 +146,8 @@ def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> st
         f"CASE WHEN regexp_full_match({t}, '{_PLAIN_RE}') THEN try_cast({t} AS TIMESTAMP) "
         f"WHEN regexp_matches({t}, '{_ZONED_RE}') "
         f"THEN CAST(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP) "
-        f"WHEN regexp_full_match({t}, '[0-9]{{8}}') THEN try_strptime({t}, '%Y%m%d') "
-        f"WHEN regexp_full_match({t}, '-?[0-9]{{1,11}}(\\.[0-9]*)?') "
+        f"WHEN regexp_full_match({t}, '{YYYYMMDD_RE}') THEN try_strptime({t}, '%Y%m%d') "
+        f"WHEN regexp_full_match({t}, '{EPOCH_SECONDS_RE}') "
         f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END"
     )
 

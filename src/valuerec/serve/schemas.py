@@ -22,6 +22,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from valuerec.data.ingest import EPOCH_SECONDS_RE, YYYYMMDD_RE
+
 __all__ = [
     "MAX_BATCH_USERS",
     "MAX_EVENTS",
@@ -52,10 +54,10 @@ Text = Annotated[str, StringConstraints(max_length=10_000)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-#: ingest's rules for digits (``_parse_timestamp``): eight are a date, up to eleven (with an
-#: optional fraction) epoch seconds; any other number is refused rather than guessed at
-_YYYYMMDD = re.compile(r"[0-9]{8}")
-_EPOCH_SECONDS = re.compile(r"-?[0-9]{1,11}(\.[0-9]*)?")
+#: ingest's rules for digits (one definition, ``valuerec.data.ingest``): eight are a date, up
+#: to eleven (with an optional fraction) epoch seconds; any other number is refused
+_YYYYMMDD = re.compile(YYYYMMDD_RE)
+_EPOCH_SECONDS = re.compile(EPOCH_SECONDS_RE)
 _NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]*)?")
 _EPOCH = datetime(1970, 1, 1)
 
