@@ -141,6 +141,7 @@ def test_holdout_summary(log):
         ("a", "purchase", "2020-02-10 08:00", 1.0),
         ("a", "purchase", "2020-02-10 20:00", 2.0),  # same day: merged
         ("a", "view", "2020-02-11 20:00", None),
+        ("d", "purchase", "2020-02-20 10:00", None),  # a purchase day without a value
         ("d", "purchase", "2020-02-29 23:00", 6.0),
         ("d", "purchase", "2020-03-01 00:00", 50.0),  # holdout_end is exclusive
         ("new", "purchase", "2020-02-05 00:00", 5.0),  # not a calibration customer
@@ -148,8 +149,9 @@ def test_holdout_summary(log):
     ingest(log, frame(later), "events")
     hold = holdout_summary(log, CAL_END, "2020-03-01")
     assert hold.index.tolist() == EXPECTED.index.tolist()
-    assert hold["frequency_holdout"].tolist() == [2, 0, 1, 0]
+    assert hold["frequency_holdout"].tolist() == [2, 0, 2, 0]
     assert hold["spend_holdout"].tolist() == [7.0, 0.0, 6.0, 0.0]
+    # d's day without a value is left out of the mean, as in rfm_summary's monetary_value
     assert hold["monetary_value_holdout"].tolist() == [3.5, 0.0, 6.0, 0.0]
     assert (hold["duration_holdout"] == 29 / 7).all()  # 2020-01-31 .. 2020-02-29
 

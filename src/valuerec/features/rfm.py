@@ -85,7 +85,8 @@ holdout AS (
       AND timestamp >= $2::TIMESTAMP AND timestamp < $4::TIMESTAMP
     GROUP BY user_id, day
 )
-SELECT user_id, count(*) AS frequency_holdout, coalesce(sum(spend), 0.0) AS spend_holdout
+SELECT user_id, count(*) AS frequency_holdout, coalesce(sum(spend), 0.0) AS spend_holdout,
+       coalesce(avg(spend), 0.0) AS monetary_value_holdout
 FROM holdout ANTI JOIN days USING (user_id, day)
 GROUP BY user_id
 """
@@ -164,7 +165,8 @@ def holdout_summary(
     * ``frequency_holdout``: purchase days in the holdout period (all of them are repeat
       purchases, the customer having been acquired in calibration), same-day purchases merged;
     * ``spend_holdout``: total spend on those days;
-    * ``monetary_value_holdout``: mean spend per holdout purchase day (0 when there is none);
+    * ``monetary_value_holdout``: mean spend per holdout purchase day (0 when there is none),
+      days whose purchases carry no value left out, as ``rfm_summary``'s ``monetary_value``;
     * ``duration_holdout``: length of the holdout in time units, from the last calibration
       day to the last holdout day (the ``t`` to pass to conditional expectations).
 
@@ -178,9 +180,8 @@ def holdout_summary(
     users = store.query(_RFM_SQL, params).set_index("user_id").index
     counts = store.query(_HOLDOUT_SQL, [*params[:3], stop]).set_index("user_id")
     out = counts.reindex(users, fill_value=0)
-    out = out.astype({"frequency_holdout": "int64", "spend_holdout": "float64"})
-    freq = out["frequency_holdout"]
-    out["monetary_value_holdout"] = (out["spend_holdout"] / freq.where(freq > 0)).fillna(0.0)
+    out = out.astype({"frequency_holdout": "int64", "spend_holdout": "float64",
+                      "monetary_value_holdout": "float64"})  # fmt: skip
     out["duration_holdout"] = (_last_day(stop) - _last_day(end)).days / float(time_unit_days)
     out.index.name = "user_id"
     return out[list(HOLDOUT_COLUMNS)]
