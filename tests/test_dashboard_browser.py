@@ -331,6 +331,19 @@ def test_a_late_answer_for_an_earlier_customer_never_replaces_the_newer_one(brow
     assert ltv == pytest.approx(served.get(f"/users/{fast}/value")["ltv"], rel=1e-12)
 
 
+def test_csv_cells_are_quoted_and_never_run_as_spreadsheet_formulas(browser, served):
+    browser.get(served.url + "/dashboard")
+    cell = browser.execute_script(
+        "return arguments[0].map((v) => window.dashboard.csvCell(v));",
+        ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2", "@SUM(A1)", "\tx", "a,b", "u1", -2.5,
+         None],
+    )
+    assert cell == [
+        "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"", "'+1", "'-2", "'@SUM(A1)", "'\tx",
+        "\"a,b\"", "u1", "-2.5", "",
+    ]
+
+
 def test_a_wrong_key_is_asked_for_again(browser, served):
     driver = browser
     driver.get(served.url + "/dashboard")

@@ -206,8 +206,12 @@ async function loadSegments() {
 const CSV_COLUMNS = ["user_id", "ltv", "p_alive", "pred_spend", "frequency", "days_since_last",
   "total_spend"];
 
+// One CSV field. The download is opened in spreadsheets, and user ids come from whoever
+// posts events: a text starting with = + - @ or a tab would run there as a formula, so it
+// gets a leading apostrophe (OWASP's "CSV injection" advice). Numbers are left as they are.
 function csvCell(value) {
-  const s = String(value ?? "");
+  let s = String(value ?? "");
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
   return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
@@ -269,5 +273,5 @@ async function loadModels() {
   box.dataset.loaded = "1";
 }
 
-window.dashboard = { segmentCsv, lookUp, show };
+window.dashboard = { csvCell, segmentCsv, lookUp, show };
 if (localStorage.getItem(KEY)) show("customer"); else askKey();
