@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -124,3 +125,64 @@ def test_errors_exit_2_with_a_message(db, args, message):
         args = [known if a == "KNOWN" else a for a in args]
     res = runner.invoke(app, ["recommend", *args, "--db", db])
     assert res.exit_code == 2 and message in res.output
+
+
+@pytest.fixture(scope="module")
+def promo_db(tmp_path_factory) -> str:
+    """Purchases of a0..a5 (no titles for a0) and a 'promo' item every user was only shown."""
+    rows = [(f"u{u}", f"a{(u + j) % 6}", "purchase", f"2024-01-{1 + j:02d}")
+            for u in range(12) for j in range(3)]  # fmt: skip
+    rows += [(f"u{u}", "promo", "exposure", "2024-01-05") for u in range(12)] * 2
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
+    titles = [None] + [f"Album {j}" for j in range(1, 6)] + ["Promo"]
+    items = pd.DataFrame({"item_id": [f"a{j}" for j in range(6)] + ["promo"], "title": titles})
+    path = tmp_path_factory.mktemp("promo") / "shop.duckdb"
+    with Store(path) as store:
+        ingest(store, items, "items")
+        ingest(store, events, "events")
+    return str(path)
+
+
+def test_exposures_are_what_a_user_was_shown_not_what_they_chose(promo_db):
+    """fit and evaluate learn from the interest event types, as `valuerec train` does: a
+    logged exposure is neither a training interaction nor a test target."""
+    assert _run("fit", "--db", promo_db, "--models", "popularity").exit_code == 0
+    rows = json.loads(_run("for", "newcomer", "--db", promo_db, "--model", "popularity",
+                           "--json").stdout)  # fmt: skip
+    assert "promo" not in {r["item_id"] for r in rows}
+    assert _run("fit", "--db", promo_db, "--models", "popularity",
+                "--event-types", "purchase,exposure").exit_code == 0  # fmt: skip
+    rows = json.loads(_run("for", "newcomer", "--db", promo_db, "--model", "popularity",
+                           "--json").stdout)  # fmt: skip
+    assert rows[0]["item_id"] == "promo"  # shown to all 12 users: the most "popular"
+    with Store(promo_db, read_only=True) as store:
+        from valuerec.cli_recommend import _interactions
+
+        assert "promo" not in set(_interactions(store, None).item_ids)
+        assert "promo" in set(_interactions(store, "purchase, Exposure").item_ids)
+
+
+def test_an_item_without_a_title_is_named_by_its_id(promo_db):
+    assert _run("fit", "--db", promo_db, "--models", "itemknn").exit_code == 0
+    rows = json.loads(_run("for", "u1", "--db", promo_db, "--model", "itemknn", "-k", "3",
+                           "--json").stdout)  # fmt: skip
+    reasons = " ".join(r["reason"] for r in rows)
+    assert "nan" not in reasons and "nan" not in {str(r["title"]) for r in rows}
+    # u1 bought a1, a2, a3; a0 has no title, so a reason that names it names its id
+    untitled = [r for r in rows if r["item_id"] == "a0"]
+    assert untitled and untitled[0]["title"] is None
+    table = _run("for", "u1", "--db", promo_db, "--model", "itemknn", "-k", "3")
+    assert table.exit_code == 0 and "nan" not in table.stdout
+
+
+def test_a_model_that_cannot_use_the_data_is_a_clear_error(tmp_path):
+    path = tmp_path / "no-items.duckdb"
+    events = pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"],
+                           "event_type": ["view", "view"],
+                           "timestamp": ["2024-01-01", "2024-01-02"]})  # fmt: skip
+    with Store(path) as store:
+        ingest(store, events, "events")
+    for command in ("evaluate", "fit"):
+        res = runner.invoke(app, ["recommend", command, "--db", str(path), "--models", "content"])
+        assert res.exit_code == 2, res.output
+        assert "content: " in res.output and "Traceback" not in res.output

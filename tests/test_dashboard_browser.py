@@ -335,12 +335,18 @@ def test_csv_cells_are_quoted_and_never_run_as_spreadsheet_formulas(browser, ser
     browser.get(served.url + "/dashboard")
     cell = browser.execute_script(
         "return arguments[0].map((v) => window.dashboard.csvCell(v));",
-        ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2", "@SUM(A1)", "\tx", "a,b", "u1", -2.5,
-         None],
+        ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "a,b", "u1", -2.5, None],
     )
     assert cell == [
-        "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"", "'+1", "'-2", "'@SUM(A1)", "'\tx",
-        "\"a,b\"", "u1", "-2.5", "",
+        '"\'=HYPERLINK(""http://x"",""y"")"',
+        "'+1",
+        "'-2",
+        "'@SUM(A1)",
+        "'\tx",
+        '"a,b"',
+        "u1",
+        "-2.5",
+        "",
     ]
 
 

@@ -379,3 +379,44 @@ def test_als_fit_leaves_blas_single_threaded_without_a_warning(log):
         warnings.simplefilter("always")
         ALSRecommender(factors=4, iterations=2).fit(log)
     assert not [w for w in caught if "threads" in str(w.message)]
+
+
+def test_bpr_is_deterministic_for_a_seed(log):
+    # implicit's BPR runs lock-free parallel SGD on every core unless told one thread
+    first = BPRRecommender(factors=8, iterations=50, seed=3).fit(log)
+    second = BPRRecommender(factors=8, iterations=50, seed=3).fit(log)
+    np.testing.assert_array_equal(
+        first.score_users(np.arange(20)), second.score_users(np.arange(20))
+    )
+
+
+def test_epoch_second_timestamps_are_seconds_not_nanoseconds():
+    """The evaluator reads numeric timestamps as epoch seconds; so must every model that
+    reads time (pd.to_datetime alone puts them all in the first second of 1970)."""
+    from valuerec.recommend.side import activity_periods
+
+    old = [(f"u{i}", "classic", "2023-06-01") for i in range(10)]
+    new = [(f"u{i}", "trend", "2024-06-01") for i in range(4)]
+    frame = pd.DataFrame(old + new, columns=["user_id", "item_id", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    seconds = (frame["timestamp"] - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    epoch = frame.assign(timestamp=seconds.astype("int64"))
+    as_dates = PopularityRecommender(half_life_days=30).fit(frame)
+    as_seconds = PopularityRecommender(half_life_days=30).fit(epoch)
+    np.testing.assert_allclose(as_seconds.item_scores_, as_dates.item_scores_, rtol=1e-6)
+    assert as_seconds.recommend(["x"], k=1).loc[0, "item_id"] == "trend"
+    users = pd.Index([f"u{i}" for i in range(10)])
+    _, names = activity_periods(epoch, users)
+    assert names == ["2023-06", "2024-06"]
+
+
+def test_ids_of_an_integer_column_with_a_missing_value_stay_integers():
+    """pandas makes such a column float; the store keeps "10", so must the vocabulary."""
+    frame = pd.DataFrame({"user_id": [1, 1, 2, 3], "item_id": [10, 20, 10, None]})
+    model = EASERecommender(reg=1.0).fit(frame)
+    assert list(model.item_ids_) == ["10", "20"] and list(model.user_ids_) == ["1", "2", "3"]
+    rec = model.recommend(["2"], k=1)
+    assert rec.loc[0, "item_id"] == "20" and not rec.loc[0, "cold_start"]
+    assert model.user_index([2.0])[0] == model.user_index(["2"])[0] >= 0
+    np.testing.assert_array_equal(model.score_histories([["10"]]), model.score_histories([[10.0]]))
+    assert not np.allclose(model.score_histories([["10"]]), model.cold_start_scores())

@@ -145,3 +145,55 @@ def test_fit_split_early_stops_on_validation_and_scores_test_with_the_valid_item
         model.split_scorer(split, "test")(users), model.score_histories(hist), rtol=1e-5
     )
     assert not np.allclose(model.split_scorer(split, "valid")(users), model.score_histories(hist))
+
+
+def test_a_log_without_any_transition_is_a_clear_error():
+    log = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["x", "y", "x"],
+                        "timestamp": pd.to_datetime(["2024-01-01"] * 3)})  # fmt: skip
+    with pytest.raises(ValueError, match="at least two interactions"):
+        _small(epochs=1).fit(log)
+
+
+def _repeats_only_validation() -> tuple:
+    """A temporal split whose validation window holds only items each user already had."""
+    from valuerec.evaluate.ranking import has_targets, temporal_split
+
+    log = _cycle_log(n_users=20, length=10)  # days 0..9 of 2024-01
+    repeat = log[log["timestamp"] == pd.Timestamp("2024-01-02")].assign(
+        timestamp=pd.Timestamp("2024-01-10 12:00")  # day 1's item again, on day 9.5
+    )
+    log = log[log["timestamp"] != pd.Timestamp("2024-01-10")]  # nothing new on day 9
+    longer = _cycle_log(n_users=20, length=12)  # the same starts: day 11 is a new item
+    test = longer[longer["timestamp"] == pd.Timestamp("2024-01-12")]
+    inter = Interactions.from_frame(pd.concat([log, repeat, test], ignore_index=True))
+    split = temporal_split(inter, "2024-01-10", "2024-01-11")
+    assert split.valid.matrix.nnz > 0 and not has_targets(split, "valid")
+    assert has_targets(split, "test")
+    return split
+
+
+def test_fit_split_without_new_validation_items_trains_its_full_budget():
+    from valuerec.evaluate.ranking import evaluate_scores
+    from valuerec.recommend.vae import MultVAERecommender
+
+    split = _repeats_only_validation()
+    model = _small(epochs=3, eval_every=1).fit_split(split)
+    assert len(model.history_) == 3 and not any("valid" in r for r in model.history_)
+    vae = MultVAERecommender(hidden=8, latent=4, epochs=3, batch_size=8).fit_split(split)
+    for fitted in (model, vae):
+        report = evaluate_scores(fitted.split_scorer(split, "test"), split, stage="test")
+        assert 0.0 <= report.metrics["ndcg@10"] <= 1.0
+
+
+def test_event_values_reach_the_future_value_head():
+    """The evaluator's Interactions carry the events' values, so sasrec-mt learns future
+    spend, not event counts; a log without any value counts events."""
+    from valuerec.recommend.sasrec import _ordered_frame
+
+    log = _cycle_log(n_users=2, length=3).assign(value=[100.0, 250.0, 5.0, None, 1.0, 2.0])
+    inter = Interactions.from_frame(log)
+    ordered = _ordered_frame(inter, inter.item_ids, inter.user_ids)
+    assert ordered["value"].tolist() == [100.0, 250.0, 5.0, 0.0, 1.0, 2.0]
+    no_values = Interactions.from_frame(log.assign(value=np.nan))
+    assert "value" not in no_values.frame
+    assert _ordered_frame(no_values, inter.item_ids, inter.user_ids)["value"].tolist() == [1.0] * 6

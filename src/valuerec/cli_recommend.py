@@ -24,6 +24,7 @@ from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because
 from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
+from valuerec.serve.config import EventRoles
 
 recommend_app = typer.Typer(
     help="Recommenders: evaluate, fit and save, recommend for a user, similar items.",
@@ -34,6 +35,14 @@ PREFIX = "rec-"
 ModelsOption = Annotated[str, typer.Option("--models", help=f"Comma list of {', '.join(MODELS)}.")]
 ModelOption = Annotated[str, typer.Option("--model", help=f"One of {', '.join(MODELS)}.")]
 KOption = Annotated[int, typer.Option("-k", "--k", min=1, help="Number of items.")]
+EventTypesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--event-types",
+        help="Comma list of event types that count as interactions; default: every type but "
+        "exposures and dislikes (the serving settings' default roles, as `valuerec train`).",
+    ),
+]
 
 
 def _names(spec: str) -> list[str]:
@@ -53,7 +62,10 @@ def _fitted(
         for name in names:
             bar.update(task, description=f"fitting {name}")
             start = time.perf_counter()
-            model = make_recommender(name, items, users).fit(train)
+            try:
+                model = make_recommender(name, items, users).fit(train)
+            except ValueError as exc:  # data the model cannot use: say which, no traceback
+                raise fail(f"{name}: {exc}") from None
             yield name, model, time.perf_counter() - start
             bar.advance(task)
 
@@ -66,12 +78,21 @@ def item_interactions(store: Store, event_types: list[str] | None = None) -> int
     return int(store.query(sql, params)["n"][0])
 
 
-def _interactions(store: Store, event_types: list[str] | None = None) -> Interactions:
-    """The store's interactions (only ``event_types`` when given); an error if there are none."""
-    if item_interactions(store, event_types) == 0:
-        of = "" if event_types is None else f" of type {', '.join(event_types)}"
-        raise fail(f"no interactions with items{of} in {store.path}: ingest events first")
-    return Interactions.from_store(store, event_types=event_types)
+def _interactions(store: Store, event_types: str | None) -> Interactions:
+    """The store's interactions of ``event_types`` (a comma list) or, by default, of every
+    type the default serving roles call interest: exposures the server logged are what a
+    user was shown, not what they chose, so a model must neither learn nor be scored on them.
+    An error if there are none."""
+    types = [t.strip().lower() for t in (event_types or "").split(",") if t.strip()]
+    if not types:
+        stored = store.query("SELECT DISTINCT event_type FROM events ORDER BY 1")["event_type"]
+        types = EventRoles().positive_types(stored)
+    if not types or item_interactions(store, types) == 0:
+        raise fail(
+            f"no interactions with items of type {', '.join(types) or '(none)'} in "
+            f"{store.path}: ingest events first"
+        )
+    return Interactions.from_store(store, event_types=types)
 
 
 @recommend_app.command()
@@ -83,6 +104,7 @@ def evaluate(
     models: ModelsOption = "popularity,itemknn,ease,ease-side,als",
     k: KOption = 10,
     as_json: JsonOption = False,
+    event_types: EventTypesOption = None,
 ) -> None:
     """Split, fit on train, score the test part with the shared evaluator; one table.
 
@@ -91,7 +113,7 @@ def evaluate(
     """
     names = _names(models)
     with open_store(db, must_exist=True) as store:
-        inter = _interactions(store)
+        inter = _interactions(store, event_types)
         items, users = store.items(), store.users()
     try:
         split = protocol_split(inter, protocol)
@@ -102,9 +124,12 @@ def evaluate(
         task = bar.add_task("fitting", total=len(names))
         for name in names:
             bar.update(task, description=f"fitting {name}")
-            _, report, fit_s = fit_and_evaluate(
-                name, split, items, users, k=k, unmasked=protocol == "leave-one-out"
-            )
+            try:
+                _, report, fit_s = fit_and_evaluate(
+                    name, split, items, users, k=k, unmasked=protocol == "leave-one-out"
+                )
+            except ValueError as exc:  # data the model cannot use: say which, no traceback
+                raise fail(f"{name}: {exc}") from None
             rows[name] = {**report.metrics, "fit_s": fit_s}
             bar.advance(task)
     if as_json:
@@ -124,18 +149,12 @@ def fit(
     db: DbOption = default_db_path(),
     models: ModelsOption = "popularity,ease",
     as_json: JsonOption = False,
-    event_types: Annotated[
-        str | None,
-        typer.Option(
-            "--event-types", help="Comma list of event types that count; default: every type."
-        ),
-    ] = None,
+    event_types: EventTypesOption = None,
 ) -> None:
     """Fit recommenders on every interaction and save each as an artifact (rec-<model>)."""
     names = _names(models)
-    types = [t.strip().lower() for t in (event_types or "").split(",") if t.strip()] or None
     with open_store(db, must_exist=True) as store:
-        inter = _interactions(store, types)
+        inter = _interactions(store, event_types)
         items, users = store.items(), store.users()
         fingerprint = data_fingerprint(store)
     arts = ArtifactStore(default_root(db))
@@ -169,6 +188,8 @@ def _load(db: str, name: str) -> Recommender:
 def _titles(db: str) -> pd.Series:
     with open_store(db, must_exist=True) as store:
         items = store.items()
+    # items without a title are named by their id (explain._name), not by a NaN
+    items = items[items["title"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
     return items.set_index("item_id")["title"] if len(items) else pd.Series(dtype=object)
 
 
@@ -291,7 +312,8 @@ def recommend_for(
         table.add_column(c, justify="left" if c in ("item", "title", "reason") else "right")
     for r in rec.itertuples():
         extra = [f"{r.price:,.2f}", f"{r.p_purchase:.3f}", str(r.relevance_rank)] if blended else []
-        table.add_row(str(r.rank), str(r.item_id), str(r.title), f"{r.score:.3f}", *extra, r.reason)
+        title = r.title if isinstance(r.title, str) else ""
+        table.add_row(str(r.rank), str(r.item_id), title, f"{r.score:.3f}", *extra, r.reason)
     out.print(table)
 
 
@@ -316,5 +338,6 @@ def similar(
     for c in ("rank", "item", "title", "score"):
         table.add_column(c)
     for r in sim.itertuples():
-        table.add_row(str(r.rank), str(r.similar_item_id), str(r.title), f"{r.score:.3f}")
+        title = r.title if isinstance(r.title, str) else ""
+        table.add_row(str(r.rank), str(r.similar_item_id), title, f"{r.score:.3f}")
     out.print(table)

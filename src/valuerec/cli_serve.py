@@ -172,7 +172,7 @@ def train(
         types = repo.event_types()
         purchases = repo.count_events("purchase")
         span = repo.log_span_days()
-        positive = [t for t in types if settings.events.role(t) == "positive"]
+        positive = settings.events.positive_types(types)
         with_items = item_interactions(store, positive) if positive else 0
     failed: list[str] = []
     if value_names and purchases == 0:

@@ -63,11 +63,13 @@ __all__ = [
     "Split",
     "evaluate_scores",
     "exposure_gini",
+    "has_targets",
     "leave_one_out",
     "protocol_split",
     "random_split",
     "ratio_counts",
     "temporal_split",
+    "to_datetimes",
     "top_k",
 ]
 
@@ -113,6 +115,28 @@ def _times(values: pd.Series) -> np.ndarray:
     return pd.to_datetime(values).to_numpy(dtype="datetime64[ns]")
 
 
+def to_datetimes(values: pd.Series) -> pd.Series:
+    """Event times as datetimes, read as :func:`_times` reads them: numbers are epoch seconds
+    (``pd.to_datetime`` alone would take them for nanoseconds and put every event in the first
+    second of 1970), anything else is converted as everywhere else in valuerec."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return pd.to_datetime(values, unit="s")
+    return pd.to_datetime(values)
+
+
+def has_targets(split: Split, stage: str) -> bool:
+    """Whether any user has an item at ``stage`` they did not have before it: what
+    :func:`evaluate_scores` ranks (with ``exclude_seen``) and raises without. A temporal
+    window holding only repeat interactions has none, so early stopping has nothing to watch.
+    """
+    full = (split.test if stage == "test" else split.valid).matrix
+    seen = split.train.matrix
+    if stage == "test":
+        seen = seen + split.valid.matrix
+    new = full - full.multiply((seen > 0).astype(full.dtype))
+    return bool((new > 0).nnz)
+
+
 def _time_key(values: pd.Series) -> np.ndarray:
     """Timestamps as a sortable number: int64 nanoseconds for datetimes, float otherwise."""
     times = _times(values)
@@ -125,8 +149,9 @@ class Interactions:
 
     ``matrix[u, i]`` is 1 when user ``user_ids[u]`` interacted with item ``item_ids[i]`` at
     least once. ``frame`` keeps every interaction (``user``, ``item`` as integer indices into
-    the vocabularies, and ``timestamp``) because splits by time and popularity counts need the
-    individual events, not just the distinct pairs.
+    the vocabularies, and ``timestamp``; ``value`` too when the events carry one) because
+    splits by time, popularity counts and value-aware models need the individual events, not
+    just the distinct pairs.
 
     The parts of a :class:`Split` share the vocabularies of the whole, so a model trained on
     ``split.train`` scores exactly the rows and columns :func:`evaluate_scores` ranks.
@@ -210,6 +235,9 @@ class Interactions:
         users, user_vocab = _codes(df[user_col], user_ids, "user")
         items, item_vocab = _codes(df[item_col], item_ids, "item")
         out = pd.DataFrame({"user": users, "item": items, "timestamp": ts.to_numpy()}, index=None)
+        value = pd.to_numeric(df["value"], errors="coerce") if "value" in df else None
+        if value is not None and value.notna().any():  # value-aware models (sasrec-mt) read it
+            out["value"] = value.to_numpy(dtype=float)
         mat = _binary_csr(users, items, len(user_vocab), len(item_vocab))
         return cls(user_vocab, item_vocab, mat, out)
 

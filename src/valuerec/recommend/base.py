@@ -20,21 +20,45 @@ import scipy.sparse as sp
 REC_COLUMNS = ("user_id", "rank", "item_id", "score", "cold_start")
 
 
+def id_text(values: Any) -> pd.Index:
+    """Ids as the store keeps them: text, an integral float written as an integer.
+
+    pandas turns an integer id column holding a missing value into floats; ingest stores
+    such ids as ``"10"``, not ``"10.0"`` (:func:`valuerec.data.ingest._coerce`), so a model's
+    vocabulary built from such a frame must too, or every lookup by the stored id misses.
+    """
+    idx = pd.Index(values)
+    if not pd.api.types.is_float_dtype(idx.dtype):
+        return idx.astype(str)
+    num = idx.to_numpy(dtype=float)
+    whole = np.isfinite(num) & (num == np.trunc(num)) & (np.abs(num) < 2.0**53)
+    text = idx.astype(str).to_numpy(dtype=object)
+    text[whole] = num[whole].astype(np.int64).astype(str)
+    return pd.Index(text, dtype=object)
+
+
+def _id(value: Any) -> str:
+    """One id as :func:`id_text` writes it (lookups by ``10.0`` find the stored ``"10"``)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.Index]:
     """(users x items CSR of implicit 1s, user ids, item ids) from an interactions object.
 
     Accepts the evaluator's ``Interactions`` (``matrix``/``user_ids``/``item_ids``) or a
     DataFrame with ``user_id`` and ``item_id`` columns (duplicates collapse to one). Ids come
-    back as text whatever their type in the input, as the store keeps them: every lookup
-    (``recommend``, ``score``, histories) is by ``str(id)``, so an integer vocabulary would
-    match nothing.
+    back as text whatever their type in the input, as the store keeps them (:func:`id_text`):
+    every lookup (``recommend``, ``score``, histories) is by the id's text, so an integer
+    vocabulary would match nothing.
     """
     if isinstance(interactions, pd.DataFrame):
-        users = pd.Index(sorted(interactions["user_id"].astype(str).unique()))
-        items = pd.Index(sorted(interactions["item_id"].dropna().astype(str).unique()))
         frame = interactions.dropna(subset=["item_id"])
-        rows = users.get_indexer(frame["user_id"].astype(str))
-        cols = items.get_indexer(frame["item_id"].astype(str))
+        users = pd.Index(sorted(id_text(interactions["user_id"]).unique()))
+        items = pd.Index(sorted(id_text(frame["item_id"]).unique()))
+        rows = users.get_indexer(id_text(frame["user_id"]))
+        cols = items.get_indexer(id_text(frame["item_id"]))
         m = sp.csr_matrix(
             (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(items))
         )
@@ -45,8 +69,8 @@ def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.I
     # positions are unchanged, so the model still indexes the evaluator's rows and columns
     return (
         m,
-        pd.Index(interactions.user_ids).astype(str),
-        pd.Index(interactions.item_ids).astype(str),
+        id_text(interactions.user_ids),
+        id_text(interactions.item_ids),
     )
 
 
@@ -104,6 +128,24 @@ class Recommender(ABC):
         The evaluator's entry for training: test is never looked at here.
         """
         return self.fit(split.train)
+
+    def _valid_ndcg(self, split: Any) -> Callable[[Recommender], float] | None:
+        """Early stopping's watch for models that stop early: NDCG@10 on ``split.valid``.
+
+        None when the validation part holds no item new to its user (a temporal window with
+        only repeat interactions): there is nothing to rank, so the model trains for its
+        whole epoch budget rather than failing.
+        """
+        from valuerec.evaluate.ranking import evaluate_scores, has_targets
+
+        if not has_targets(split, "valid"):
+            return None
+
+        def ndcg(model: Recommender) -> float:
+            scores = model.split_scorer(split, "valid")
+            return evaluate_scores(scores, split, stage="valid").metrics["ndcg@10"]
+
+        return ndcg
 
     def split_scorer(self, split: Any, stage: str) -> Callable[[np.ndarray], np.ndarray]:
         """The scorer :func:`~valuerec.evaluate.ranking.evaluate_scores` uses at ``stage``.
@@ -170,7 +212,7 @@ class Recommender(ABC):
         rule :meth:`recommend`, :meth:`score` and the explanations share, so a user is either
         scored from training or flagged ``cold_start`` with the fallback, never in between.
         """
-        idx = self.user_ids_.get_indexer([str(u) for u in user_ids])
+        idx = self.user_ids_.get_indexer([_id(u) for u in user_ids])
         known = idx >= 0
         idx[known] = np.where(self._trained(idx[known]), idx[known], -1)
         return idx
@@ -206,7 +248,7 @@ class Recommender(ABC):
         return None
 
     def _item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
-        idx = self.item_ids_.get_indexer([str(i) for i in item_ids])
+        idx = self.item_ids_.get_indexer([_id(i) for i in item_ids])
         return idx[idx >= 0].astype(np.int64)
 
     # -- the public API -------------------------------------------------------------------
@@ -229,8 +271,8 @@ class Recommender(ABC):
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        ids = list(dict.fromkeys(str(u) for u in user_ids))
-        histories = {str(u): h for u, h in (histories or {}).items()}
+        ids = list(dict.fromkeys(_id(u) for u in user_ids))
+        histories = {_id(u): h for u, h in (histories or {}).items()}
         k = min(k, len(self.item_ids_))
         idx = self.user_index(ids)
         seqs = {b: self._item_indices(histories[u]) for b, u in enumerate(ids) if u in histories}
@@ -287,7 +329,7 @@ class Recommender(ABC):
         A user without a training interaction counts as unknown (:meth:`user_index`).
         """
         u = self.user_index([user_id])[0]
-        items = [str(i) for i in item_ids]
+        items = [_id(i) for i in item_ids]
         cols = self.item_ids_.get_indexer(items)
         score = np.full(len(items), np.nan)
         if u >= 0:
@@ -299,7 +341,7 @@ class Recommender(ABC):
         """Items most similar to ``item_id`` by the model's own similarity; empty if unknown."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        j = self.item_ids_.get_indexer([str(item_id)])[0]
+        j = self.item_ids_.get_indexer([_id(item_id)])[0]
         if j < 0:
             return pd.DataFrame(columns=["item_id", "rank", "similar_item_id", "score"])
         sims = self._item_similarity(j)
@@ -307,7 +349,7 @@ class Recommender(ABC):
         top = np.argsort(-sims, kind="stable")[: min(k, len(sims) - 1)]
         return pd.DataFrame(
             {
-                "item_id": str(item_id),
+                "item_id": _id(item_id),
                 "rank": np.arange(1, len(top) + 1),
                 "similar_item_id": self.item_ids_[top],
                 "score": sims[top],

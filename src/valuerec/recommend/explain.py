@@ -45,4 +45,11 @@ def because(
     best = history[np.argmax(model._similarity_block(np.asarray(items), history), axis=1)]
     if ids is None:
         ids = model.item_ids_.to_numpy()  # array indexing: a pandas scalar lookup is slow
-    return [f"similar to {titles.get(h, h)}" for h in ids[best]]
+    return [f"similar to {_name(titles, h)}" for h in ids[best]]
+
+
+def _name(titles: Mapping[str, object], item_id: str) -> str:
+    """An item's title, or its id when it has none (a store keeps a missing title as NULL,
+    which pandas reads as NaN, not as an absent key)."""
+    title = titles.get(item_id)
+    return title if isinstance(title, str) and title.strip() else str(item_id)

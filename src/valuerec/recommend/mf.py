@@ -137,6 +137,9 @@ class BPRRecommender(_Factorised):
             iterations=self.iterations,
             random_state=self.seed,
             use_gpu=False,
+            # implicit's BPR runs lock-free parallel SGD over all cores by default (and
+            # threadpool_limits does not reach its threads): one thread makes a seed a result
+            num_threads=1,
         )
 
 

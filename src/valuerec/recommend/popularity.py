@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from valuerec.evaluate.ranking import to_datetimes
 from valuerec.recommend.base import Recommender
 
 
@@ -40,7 +41,7 @@ class PopularityRecommender(Recommender):
         if self.half_life_days is not None:
             if frame is None or "timestamp" not in frame:
                 raise ValueError("recent popularity needs interaction timestamps")
-            ts = pd.to_datetime(frame["timestamp"])
+            ts = to_datetimes(frame["timestamp"])
             age_days = (ts.max() - ts).dt.total_seconds().to_numpy() / 86_400
             weight = 0.5 ** (age_days / self.half_life_days)
             items = frame["item"] if "item" in frame else frame["item_id"].astype(str)

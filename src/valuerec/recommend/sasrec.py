@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from valuerec.evaluate.ranking import to_datetimes
 from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.ziln import ziln_loss, ziln_mean, ziln_params
-from valuerec.recommend.base import Recommender
+from valuerec.recommend.base import Recommender, id_text
 
 
 def _ordered_frame(interactions: Any, item_ids: pd.Index, user_ids: pd.Index) -> pd.DataFrame:
@@ -52,18 +53,17 @@ def _ordered_frame(interactions: Any, item_ids: pd.Index, user_ids: pd.Index) ->
         user, item = frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64)
     else:
         frame = frame.dropna(subset=["item_id"])
-        user = user_ids.get_indexer(frame["user_id"].astype(str))
-        item = item_ids.get_indexer(frame["item_id"].astype(str))
+        user = user_ids.get_indexer(id_text(frame["user_id"]))
+        item = item_ids.get_indexer(id_text(frame["item_id"]))
     if "timestamp" in frame:
-        ts = pd.to_datetime(frame["timestamp"]) if frame["timestamp"].dtype == object else None
-        raw = ts if ts is not None else frame["timestamp"]
-        if pd.api.types.is_datetime64_any_dtype(raw):
-            days = raw.to_numpy("datetime64[ns]").astype(np.int64) / 86_400e9
-        else:
-            days = raw.to_numpy(float) / 86_400.0  # numbers are epoch seconds
+        stamps = to_datetimes(frame["timestamp"])
+        if stamps.dt.tz is not None:
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        days = stamps.to_numpy("datetime64[ns]").astype(np.int64) / 86_400e9
     else:
         days = np.arange(len(frame), dtype=float) / 86_400.0
-    value = frame["value"].fillna(0).to_numpy(float) if "value" in frame else np.ones(len(frame))
+    valued = "value" in frame and frame["value"].notna().any()  # else every event counts 1
+    value = frame["value"].fillna(0).to_numpy(float) if valued else np.ones(len(frame))
     out = pd.DataFrame({"user": user, "item": item, "day": days, "value": value})
     return out.sort_values(["user", "day"], kind="mergesort").reset_index(drop=True)
 
@@ -187,6 +187,12 @@ class SASRecRecommender(Recommender):
         fut = future_value(user, frame["day"].to_numpy(), frame["value"].to_numpy(),
                            self.value_horizon_days).astype(np.float32)  # fmt: skip
         self.sequences_ = [tokens[a:b] - 1 for a, b in itertools.pairwise(starts)]
+        if not any(len(s) >= 2 for s in self.sequences_):
+            # a next-item model learns from transitions; with none there is nothing to fit
+            raise ValueError(
+                "SASRec needs a user with at least two interactions (a transition to learn "
+                "from); every user here has one"
+            )
         self.net_ = _SASRec(len(self.item_ids_), self.d_model, self.n_heads, self.n_layers,
                             self.max_len, self.dropout)  # fmt: skip
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -272,13 +278,7 @@ class SASRecRecommender(Recommender):
 
     def fit_split(self, split: Any) -> SASRecRecommender:
         """Fit on ``split.train`` with early stopping on validation NDCG@10."""
-        from valuerec.evaluate.ranking import evaluate_scores
-
-        def ndcg(model: SASRecRecommender) -> float:
-            scores = model.split_scorer(split, "valid")
-            return evaluate_scores(scores, split, stage="valid").metrics["ndcg@10"]
-
-        return self.fit(split.train, validation=ndcg)
+        return self.fit(split.train, validation=self._valid_ndcg(split))
 
     def split_scorer(self, split: Any, stage: str) -> Callable[[np.ndarray], np.ndarray]:
         hist = split_histories(split, stage)

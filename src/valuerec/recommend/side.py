@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from valuerec.evaluate.ranking import to_datetimes
+
 #: free-text columns the content model embeds; one-hot columns of them would be identifiers
 TEXT_COLUMNS = ("title", "text")
 
@@ -139,7 +141,7 @@ def activity_periods(
     if "timestamp" not in frame.columns or frame.empty:
         return np.zeros((len(user_ids), 0), np.float32), []
     rows = _codes(interactions, "user", user_ids)
-    stamps = pd.to_datetime(frame["timestamp"])
+    stamps = to_datetimes(frame["timestamp"])
     ok = (rows >= 0) & stamps.notna().to_numpy()
     stamps = stamps[ok]
     if stamps.dt.tz is not None:  # periods are calendar periods of the wall clock
@@ -170,7 +172,7 @@ def sequence_windows(
         return sp.csr_matrix((0, len(item_ids)), dtype=np.float32)
     users = _codes(interactions, "user", user_ids)
     items = _codes(interactions, "item", item_ids)
-    stamps = pd.to_datetime(frame["timestamp"]).to_numpy("datetime64[ns]")
+    stamps = to_datetimes(frame["timestamp"]).to_numpy("datetime64[ns]")
     ok = (users >= 0) & (items >= 0) & ~np.isnat(stamps)
     users, items, stamps = users[ok], items[ok], stamps[ok]
     order = np.lexsort((stamps, users))  # by user, then time (stable for ties)

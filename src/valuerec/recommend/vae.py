@@ -87,12 +87,7 @@ class MultVAERecommender(Recommender):
     def fit_split(self, split: Any) -> MultVAERecommender:
         """Fit on ``split.train`` with early stopping on validation NDCG@10 (as RecBole does:
         the autoencoder overfits the training rows long before a fixed epoch budget ends)."""
-        from valuerec.evaluate.ranking import evaluate_scores
-
-        def ndcg(model: MultVAERecommender) -> float:
-            return evaluate_scores(model.score_users, split, stage="valid").metrics["ndcg@10"]
-
-        return self.fit(split.train, validation=ndcg)
+        return self.fit(split.train, validation=self._valid_ndcg(split))
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
         torch.manual_seed(self.seed)

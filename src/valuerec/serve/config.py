@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -82,6 +83,11 @@ class EventRoles(BaseModel):
     @property
     def write_back_type(self) -> str:
         return self.exposure[0]
+
+    def positive_types(self, event_types: Iterable[str]) -> list[str]:
+        """The given event types that mean interest: what recommenders learn from (``train``,
+        ``recommend fit`` and ``evaluate``, the report), never the exposures the server logs."""
+        return [t for t in event_types if self.role(t) == "positive"]
 
     def role(self, event_type: str) -> str | None:
         """``positive``, ``exposure``, ``negative`` or None (an event that means nothing here)."""
