@@ -130,6 +130,84 @@ def test_evaluate_rescores_the_saved_models(fitted: Fitted) -> None:
         assert report[name]["scope"] == "held-out customers"
 
 
+def test_predict_json_gives_totals_and_the_top_customers(fitted: Fitted, tmp_path: Path) -> None:
+    path = tmp_path / "pred.parquet"
+    res = _run("predict", "--db", fitted.db, "--model", "bgnbd", "--json", "--out", str(path))
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    every = pd.read_parquet(path)
+    assert list(every.columns) == list(PRED_COLUMNS) and len(every) == fitted.customers
+    assert report["model"] == "bgnbd" and report["version"] == "v0001"
+    assert report["customers"] == fitted.customers and report["out"] == str(path)
+    assert report["total_ltv"] == pytest.approx(every["ltv"].sum())
+    top = pd.DataFrame(report["top"])
+    assert list(top.columns) == list(PRED_COLUMNS) and len(top) == 20
+    expected = every.sort_values(["ltv", "user_id"], ascending=[False, True]).head(20)
+    assert top["user_id"].tolist() == expected["user_id"].tolist()
+
+
+def test_evaluate_gives_the_decile_table(fitted: Fitted) -> None:
+    res = _run("evaluate", "--db", fitted.db, "--models", "lightgbm", "--json")
+    deciles = json.loads(res.stdout)["models"]["lightgbm"]["deciles"]
+    fit = json.loads(fitted.fit.stdout)["models"]["lightgbm"]
+    assert deciles == fit["deciles"] and [d["decile"] for d in deciles] == list(range(1, 11))
+    assert sum(d["customers"] for d in deciles) == json.loads(fitted.fit.stdout)["test_customers"]
+    errors = [d["abs_pct_error"] for d in deciles if d["abs_pct_error"] is not None]
+    assert sum(errors) / len(errors) == pytest.approx(fit["metrics"]["decile_mape"])
+    table = _run("evaluate", "--db", fitted.db, "--models", "lightgbm")
+    assert "lightgbm: spend by decile of prediction" in table.stdout
+    top = deciles[-1]
+    assert f"{top['actual_sum']:,.2f}" in table.stdout
+
+
+def test_a_later_window_scores_every_customer(fitted: Fitted, tmp_path: Path) -> None:
+    """A window after the artifact's training labels holds nothing it learned from: every
+    customer is scored, not only the held-out ones."""
+    db = str(tmp_path / "later.duckdb")
+    shutil.copy(fitted.db, db)
+    shutil.copytree(default_root(fitted.db), default_root(db))
+    later_log = synth.generate(users=1500, items=100, days=300, holdout_days=60, seed=1)
+    with Store(db) as store:  # the 60 days after the fixture's log
+        ingest(store, later_log.holdout_events, "events")
+    later = f"{pd.Timestamp(fitted.calibration_end) + pd.Timedelta(days=60):%Y-%m-%d}"
+    res = _run("evaluate", "--db", db, "--models", "naive", "--calibration-end", later,
+               "--holdout-days", "30", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)["models"]["naive"]
+    assert report["scope"] == "all customers (window after the training labels)"
+    assert report["holdout_days"] == 30 and report["calibration_end"].startswith(later)
+    with Store(db, read_only=True) as store:
+        (customers,) = store.con.execute(
+            "SELECT count(DISTINCT user_id) FROM events WHERE event_type = 'purchase' "
+            "AND timestamp < ?",
+            [later],
+        ).fetchone()
+    assert report["customers"] == customers and report["metrics"]["customers"] == customers
+
+
+def test_a_holdout_past_the_end_of_the_log_is_warned_about(fitted: Fitted, tmp_path: Path) -> None:
+    late = f"{pd.Timestamp(fitted.calibration_end) + pd.Timedelta(days=40):%Y-%m-%d}"
+    res = _run("fit", "--db", fitted.db, "--models", "naive", "--holdout-days", "60",
+               "--calibration-end", late, "--artifacts", str(tmp_path / "a"))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert "warning:" in said and "after the log's last day" in said
+    assert "learn the spend of 40 days they cannot see as zero" in said
+
+
+def test_segments_json_and_a_parquet_target_list(fitted: Fitted, tmp_path: Path) -> None:
+    path = tmp_path / "targets.parquet"
+    res = _run("segments", "--db", fitted.db, "--model", "bgnbd", "--segment", "champions",
+               "--top", "7", "--out", str(path), "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    sizes = {s["segment"]: s["users"] for s in report["segments"]}
+    assert set(sizes) <= set(SEGMENTS) and sum(sizes.values()) == fitted.customers
+    targets = pd.read_parquet(path)
+    assert len(targets) == min(7, sizes.get("champions", 0)) > 0
+    assert targets["ltv"].is_monotonic_decreasing
+
+
 def test_held_out_customers_are_stable() -> None:
     users = [f"u{i}" for i in range(2000)]
     mask = holdout_customers(users, 0.2, "salt")

@@ -347,6 +347,19 @@ def test_evaluate_value_threshold_is_inclusive() -> None:
     assert m["recall_return"] == pytest.approx(1 / 3)
 
 
+def test_returning_is_scored_on_p_return_when_the_model_gives_it() -> None:
+    """A BG/NBD p_alive is 1 for every one-time buyer; whether a customer buys in the holdout
+    is what p_return says, so auc_return and the flags read it when it is there."""
+    truth, pred = frames()
+    # u1, u3, u4 returned; p_alive says the opposite, p_return says it right
+    pred["p_alive"] = [0.1, 1.0, 0.1, 0.1, 1.0]  # u3 u5 u1 u4 u2
+    pred["p_return"] = [0.7, 0.5, 0.8, 0.6, 0.2]
+    m = evaluate_value(truth, pred).metrics
+    assert m["auc_return"] == 1.0
+    assert (m["precision_return"], m["recall_return"], m["f1_return"]) == (1.0, 1.0, 1.0)
+    assert evaluate_value(truth, pred.drop(columns="p_return")).metrics["auc_return"] == 0.0
+
+
 def test_evaluate_value_classification_matches_sklearn() -> None:
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(11)

@@ -167,7 +167,7 @@ def test_prediction_frame_contract(name, world, fitted, preds):
     values = pred[NUMERIC_COLUMNS].to_numpy(float)
     assert np.isfinite(values).all()
     assert (values >= 0).all()  # counts, money and probabilities are never negative
-    assert pred["p_alive"].between(0, 1).all()
+    assert pred["p_alive"].between(0, 1).all() and pred["p_return"].between(0, 1).all()
     assert (pred["ltv"] >= 0).all() and (pred["ltv"] <= pred["pred_spend"] + 1e-9).all()
     # (not ltv_low <= ltv: a mean need not lie in a central interval, see value/base.py)
     assert pred["pred_spend"].gt(0).any() and pred["pred_transactions"].gt(0).any()
@@ -182,6 +182,37 @@ def test_prediction_frame_contract(name, world, fitted, preds):
         check_exact=False,
         rtol=1e-5,
     )
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "pareto"])
+def test_btyd_p_return_is_buying_in_the_horizon_not_being_alive(name, world, fitted, preds):
+    """BG/NBD's p_alive is 1 for every one-time buyer (only a purchase can be followed by
+    death), but such a customer may well not buy in the next 60 days: p_return is
+    1 - P(no purchase in the horizon) from the model's own count distribution, and it follows
+    the horizon."""
+    pred = preds[name].set_index("user_id")
+    rfm = rfm_summary(world.store, CAL).loc[pred.index]
+    once = (rfm["frequency"] == 0).to_numpy()
+    assert once.sum() > 100
+    if name == "bgnbd":
+        np.testing.assert_allclose(pred["p_alive"][once], 1.0)
+    tm = fitted[name].transaction_model_
+    none = tm.conditional_probability_of_n_purchases_up_to_time(
+        0, HOLDOUT / 7.0, rfm["frequency"], rfm["recency"], rfm["T"]
+    )
+    np.testing.assert_allclose(pred["p_return"], 1.0 - np.asarray(none, float), rtol=1e-9)
+    assert pred["p_return"][once].max() < 0.9
+    assert (pred["p_return"] <= pred["p_alive"] + 1e-12).all()  # buying needs being alive
+    longer = fitted[name].predict(horizon_days=4 * HOLDOUT).set_index("user_id")
+    assert (longer["p_return"] > pred["p_return"]).all()
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "transformer", "ensemble", "naive"])
+def test_p_return_of_other_models_is_their_p_alive(name, preds):
+    """Supervised models' p_alive already is P(buy within the trained horizon) (their count
+    distribution's 1 - P(0)); naive has no distribution and says 1 or 0."""
+    pred = preds[name]
+    np.testing.assert_allclose(pred["p_return"], pred["p_alive"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", POINT)
@@ -566,6 +597,18 @@ def test_single_customer_other_models(name, small_log, tmp_path):
         assert np.isfinite(pred[NUMERIC_COLUMNS].to_numpy(float)).all()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "transformer"])
+def test_a_holdout_without_any_purchase_is_nothing_to_learn(name, small_log, tmp_path):
+    """A cut-off at the end of the last purchase day leaves a holdout where nobody buys: a
+    supervised model must refuse rather than learn that every customer is gone."""
+    store = new_store(tmp_path / "log.duckdb", small_log)
+    buys = small_log[small_log["event_type"] == "purchase"]["timestamp"]
+    cut = buys.max().normalize() + pd.Timedelta(days=1)
+    with pytest.raises(ValueError, match="no training customer bought in the holdout window"):
+        FACTORIES[name]().fit(store, cut, holdout_days=HOLDOUT)
+    store.close()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -182,6 +182,24 @@ def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
     return f"{100 * value:.1f}%" if pct else f"{value:,.{digits}f}"
 
 
+def _decile_table(title: str, deciles: list[dict[str, Any]]) -> Table:
+    """The evaluator's decile table: what decile MAPE averages, decile by decile (1 = the
+    customers predicted to spend least)."""
+    table = Table(title=title)
+    cols = ("decile", "customers", "predicted", "actual", "error %")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for d in deciles:
+        table.add_row(
+            str(d["decile"]),
+            f"{d['customers']:,}",
+            f"{d['predicted_sum']:,.2f}",
+            f"{d['actual_sum']:,.2f}",
+            _fmt(100 * d["abs_pct_error"] if d["abs_pct_error"] is not None else None, digits=1),
+        )
+    return table
+
+
 def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
     """The comparison every command prints: ranking, calibration, counts, churn, fit time.
 
@@ -319,6 +337,12 @@ def fit(
             raise _fail("no customers left to train on: lower --test-fraction")
         holdout_purchases = split.holdout_purchases(store)
         now = log_end(store)
+        if split.holdout_end > now:
+            _warn(
+                f"the holdout window ends {split.holdout_end:%Y-%m-%d}, after the log's last day "
+                f"({now - timedelta(days=1):%Y-%m-%d}): supervised models learn the spend of "
+                f"{(split.holdout_end - now).days} days they cannot see as zero"
+            )
         note = None
         if test_fraction == 0:
             note = "--test-fraction 0: models are trained on every customer and not scored"
@@ -430,6 +454,7 @@ def _fit_one(
             report = evaluate_value(truth, pred)
         scores = report.to_dict() if report is not None else {"metrics": None, "deciles": None}
         result["metrics"] = scores["metrics"]
+        result["deciles"] = scores["deciles"]
         step("saving")
         meta = {
             **common,
@@ -456,6 +481,14 @@ def predict(
     as_of: AsOfOption = None,
     db: DbOption = default_db_path(),
     artifacts: ArtifactsOption = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help=f"Print the totals and the top {TOP_ROWS} customers by LTV (every column) as "
+            "JSON; --out writes every customer.",
+        ),
+    ] = False,
 ) -> None:
     """Predict value for every customer with the current artifact of one model."""
     arts = _artifacts(db, artifacts)
@@ -463,11 +496,27 @@ def predict(
         fitted, meta = _load(arts, model)
         pred, when = _predict_all(store, fitted, as_of, horizon_days)
     horizon = horizon_days or fitted.horizon_days_
+    top = pred.sort_values(["ltv", "user_id"], ascending=[False, True]).head(TOP_ROWS)
     if out_path is not None:
         _write_frame(pred, out_path)
+    if as_json:
+        _print_json(
+            {
+                "model": model,
+                "version": meta["version"],
+                "as_of": when.isoformat(),
+                "horizon_days": horizon,
+                "customers": len(pred),
+                "total_ltv": float(pred["ltv"].sum()),
+                "total_pred_spend": float(pred["pred_spend"].sum()),
+                "out": None if out_path is None else str(out_path),
+                "top": top.to_dict(orient="records"),
+            }
+        )
+        return
+    if out_path is not None:
         out.print(f"{len(pred):,} customers -> {out_path}")
         return
-    top = pred.sort_values(["ltv", "user_id"], ascending=[False, True]).head(TOP_ROWS)
     table = Table(
         title=f"{model} {meta['version']}: top {len(top)} of {len(pred):,} customers by LTV, "
         f"as of {when:%Y-%m-%d}, {horizon:g}-day horizon"
@@ -525,6 +574,9 @@ def evaluate(
                 f"{name} {r['version']}: {r['calibration_end'][:10]} + {r['holdout_days']} d, "
                 f"{r['scope']}" + (f" ({r['customers']:,})" if r.get("customers") else "")
             )
+        for name, r in results.items():
+            if r.get("deciles"):
+                out.print(_decile_table(f"{name}: spend by decile of prediction", r["deciles"]))
 
 
 def _evaluate_one(
@@ -564,7 +616,8 @@ def _evaluate_one(
     pred = model.predict(list(users), split.holdout_days, store=store, as_of=split.calibration_end)
     report = evaluate_value(_truth(data, users), pred)
     result["customers"] = len(users)
-    result["metrics"] = report.to_dict()["metrics"]
+    scores = report.to_dict()
+    result["metrics"], result["deciles"] = scores["metrics"], scores["deciles"]
     return result
 
 

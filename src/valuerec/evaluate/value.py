@@ -67,6 +67,8 @@ DECILE_COLUMNS = (
 TRUTH_COLUMNS = ("user_id", "holdout_transactions", "holdout_spend")
 PRED_COLUMNS = ("user_id", "pred_transactions", "pred_spend", "p_alive")
 MEDIAN_COLUMN = "pred_transactions_median"
+#: P(any purchase in the horizon): what returning is scored on when a model gives it
+RETURN_COLUMN = "p_return"
 INTERVALS = {
     "coverage80": ("spend_low", "spend_high"),
     "coverage50": ("spend_low50", "spend_high50"),
@@ -506,8 +508,11 @@ def evaluate_value(
     ``truth`` holds ``user_id``, ``holdout_transactions`` and ``holdout_spend``; ``pred`` holds
     ``user_id``, ``pred_transactions``, ``pred_spend``, ``p_alive`` and optionally an 80 %
     (``spend_low``, ``spend_high``) and a 50 % (``spend_low50``, ``spend_high50``) interval
-    for spend. Every truth user must have a prediction: silently scoring a subset would flatter
-    a model that skips hard customers. Predictions for users not in ``truth`` are ignored.
+    for spend, and ``p_return``, the probability of buying in the horizon, which returning is
+    scored on when present (a BTYD ``p_alive`` is 1 for every one-time buyer: the probability
+    of being alive, not of buying). Every truth user must have a prediction: silently
+    scoring a subset would flatter a model that skips hard customers. Predictions for users
+    not in ``truth`` are ignored.
     NaN anywhere in the columns used is an error rather than a metric quietly turned NaN.
 
     Metrics: error of the amounts (``mae_*``, ``rmse_*``, ``aggregate_*error_pct`` in percent of
@@ -516,9 +521,9 @@ def evaluate_value(
     of spend (``spearman_spend``, ``normalized_gini``, ``top10_share``, ``top20_share``),
     calibration by decile (``decile_mape``, and ``decile_mape_floor``: what a perfectly
     calibrated model with this ranking would score from sampling alone, with its 95% interval
-    ``decile_mape_floor_low`` / ``_high``), whether ``p_alive``
+    ``decile_mape_floor_low`` / ``_high``), whether ``p_return`` (else ``p_alive``)
     tells returning customers (any holdout transaction) apart (``auc_return``, NaN with a
-    single class; ``precision_return``, ``recall_return``, ``f1_return`` flagging ``p_alive >=
+    single class; ``precision_return``, ``recall_return``, ``f1_return`` flagging it ``>=
     threshold``), interval coverage (``coverage80``, ``coverage50``, when the columns exist)
     and the number of ``customers``.
     """
@@ -527,6 +532,9 @@ def evaluate_value(
     has_median = MEDIAN_COLUMN in pred.columns
     if has_median:
         pred_cols += (MEDIAN_COLUMN,)
+    score_col = RETURN_COLUMN if RETURN_COLUMN in pred.columns else "p_alive"
+    if score_col not in pred_cols:
+        pred_cols += (score_col,)
     _check_frame(truth, "truth", TRUTH_COLUMNS)
     _check_frame(pred, "pred", pred_cols)
     missing = int((~truth["user_id"].isin(pred["user_id"])).sum())
@@ -540,7 +548,7 @@ def evaluate_value(
         return df[name].to_numpy(dtype=float)
 
     tx, spend = col("holdout_transactions"), col("holdout_spend")
-    ptx, pspend, p_alive = col("pred_transactions"), col("pred_spend"), col("p_alive")
+    ptx, pspend, p_return = col("pred_transactions"), col("pred_spend"), col(score_col)
     returned = tx > 0
     metrics: dict[str, float] = {
         "mae_transactions": float(np.mean(np.abs(ptx - tx))),
@@ -558,8 +566,8 @@ def evaluate_value(
             "decile_mape_floor" + ("" if k == "mean" else f"_{k}"): v
             for k, v in decile_mape_floor(spend, pspend).items()
         },
-        "auc_return": _auc(returned, p_alive),
-        **_classification(returned, p_alive >= threshold),
+        "auc_return": _auc(returned, p_return),
+        **_classification(returned, p_return >= threshold),
     }
     if has_median:
         metrics["mae_transactions_median"] = float(np.mean(np.abs(col(MEDIAN_COLUMN) - tx)))

@@ -237,13 +237,14 @@ def actual_vs_predicted(
 def churn_roc(
     chart_id: str,
     churned: np.ndarray,
-    p_alive: Mapping[str, np.ndarray],
+    p_return: Mapping[str, np.ndarray],
     auc: Mapping[str, float],
 ) -> Chart:
-    """ROC of each model's churn score ``1 - p_alive`` for "did not buy in the holdout".
+    """ROC of each model's churn score ``1 - p_return`` for "did not buy in the holdout".
 
-    ``auc`` is the evaluator's ``auc_return`` per model (the AUC of ``p_alive`` for returning,
-    which equals the AUC of ``1 - p_alive`` for churning), shown in the legend as computed.
+    ``p_return`` is each model's probability of buying in the holdout; ``auc`` is the
+    evaluator's ``auc_return`` per model (the AUC of ``p_return`` for returning, which equals
+    the AUC of ``1 - p_return`` for churning), shown in the legend as computed.
     """
     title = "Churn ROC: who will not buy again in the holdout"
     xlabel = "false positive rate (% of returning customers flagged)"
@@ -253,15 +254,16 @@ def churn_roc(
         fig, (ax,) = _figure(SQUARE)
         ax.plot([0, 100], [0, 100], color=REFERENCE, linestyle="--", label="random (AUC 0.5)")
         if churned.any() and (~churned).any():
-            for name, p in p_alive.items():
+            for name, p in p_return.items():
                 fpr, tpr, _ = roc_curve(churned, 1.0 - np.asarray(p, dtype=float))
                 ax.plot(100 * fpr, 100 * tpr, label=f"{name} (AUC {auc.get(name, np.nan):.3f})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(loc="lower right")
     caption = (
-        "Each curve sweeps a threshold on 1 - p_alive: the closer it hugs the top-left corner "
-        "(larger AUC), the better the model tells churners from customers who come back."
+        "Each curve sweeps a threshold on 1 - P(buys in the holdout): the closer it hugs the "
+        "top-left corner (larger AUC), the better the model tells churners from customers "
+        "who come back."
     )
     return _chart(fig, chart_id, title, xlabel, ylabel, caption)
 

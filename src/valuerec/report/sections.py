@@ -175,7 +175,7 @@ def _value_table(sid: str, ev: ValueEvaluation) -> Table:
             "Ranking (Gini, top shares, Spearman: higher is better), calibration (decile MAPE, "
             "errors: lower is better; a perfectly calibrated model with the same ranking would "
             "still score the decile MAPE from sampling alone, as spend is heavy-tailed), "
-            "churn (AUC / F1 of p_alive for buying again). "
+            "churn (AUC / F1 of p_return, the probability of buying in the holdout). "
             f"{best}the last column is a paired bootstrap ({N_BOOT:,} resamples of customers) "
             "of the Gini gap, with its 95% interval."
         ),
@@ -296,7 +296,10 @@ def value_section(sid: str, ev: ValueEvaluation) -> Section:
         charts.churn_roc(
             f"{sid}-churn-roc",
             churned,
-            {n: r.pred["p_alive"].to_numpy(dtype=float) for n, r in ev.results.items()},
+            {
+                n: r.pred["p_return" if "p_return" in r.pred else "p_alive"].to_numpy(dtype=float)
+                for n, r in ev.results.items()
+            },
             {n: r.report.metrics["auc_return"] for n, r in ev.results.items()},
         )
     )

@@ -2,8 +2,8 @@
 
 ``Model(**params).fit(store, calibration_end, holdout_days=...)`` then
 ``predict(users, horizon_days) -> DataFrame[user_id, pred_transactions,
-pred_transactions_median, pred_spend, p_alive, ltv, ltv_low, ltv_high, spend_low, spend_high,
-spend_low50, spend_high50]``.
+pred_transactions_median, pred_spend, p_alive, p_return, ltv, ltv_low, ltv_high, spend_low,
+spend_high, spend_low50, spend_high50]``.
 
 * ``pred_transactions`` / ``pred_spend``: expected repeat purchase days / spend over the next
   ``horizon_days`` after the cut-off (expectations add up over customers and feed LTV);
@@ -17,6 +17,11 @@ spend_low50, spend_high50]``.
   closest notion). Neither depends on ``horizon_days``: a supervised model rescales its
   expected counts and spend linearly to another horizon, but a probability of buying at all
   does not scale that way, and nothing in its training says how it would;
+* ``p_return``: probability of at least one repeat purchase day within ``horizon_days``,
+  ``1 - P(count = 0)`` from the model's count distribution (``p_alive`` for a model without
+  one). What "will this customer buy again" is scored on (the evaluator's ``auc_return``):
+  for supervised models it equals ``p_alive``, but a BTYD model's ``p_alive`` is 1 for every
+  one-time buyer, who may well not buy in the horizon;
 * ``ltv``: discounted expected spend over the horizon, ``sum_t C_t p_t / (1 + d)^t`` over
   30-day periods, where ``C_t p_t`` is the expected spend of period t;
 * ``*_low`` / ``*_high``: 80% (and ``*50``: 50%) prediction intervals where the model has a
@@ -51,8 +56,9 @@ from valuerec.features.split import SplitError, TemporalSplit, TimeLike
 from valuerec.value.counts import CountPMF, count_quantile
 
 PRED_COLUMNS = (
-    "user_id", "pred_transactions", "pred_transactions_median", "pred_spend", "p_alive", "ltv",
-    "ltv_low", "ltv_high", "spend_low", "spend_high", "spend_low50", "spend_high50",
+    "user_id", "pred_transactions", "pred_transactions_median", "pred_spend", "p_alive",
+    "p_return", "ltv", "ltv_low", "ltv_high", "spend_low", "spend_high", "spend_low50",
+    "spend_high50",
 )  # fmt: skip
 PERIOD_DAYS = 30.0
 
@@ -251,6 +257,23 @@ def snapshot_data(
     return ValueData.concat(parts)
 
 
+def holdout_labels(data: ValueData) -> pd.DataFrame:
+    """The holdout labels a supervised model learns from.
+
+    An error, rather than a model that learned that every customer is gone (p_alive about 0
+    for all), when no training customer bought in the holdout window: it lies after the end
+    of the log, or the cut-off is at the last purchase.
+    """
+    if data.labels is None:
+        raise ValueError("supervised models need holdout labels: build value_data(labels=True)")
+    if not (data.labels["holdout_transactions"] > 0).any():
+        raise ValueError(
+            "no training customer bought in the holdout window: there is nothing to learn "
+            "(does the holdout lie after the end of the log?)"
+        )
+    return data.labels
+
+
 def discount_factors(horizon_days: float, discount_rate: float) -> np.ndarray:
     """1 / (1 + d)^t for the 30-day periods t = 1..ceil(horizon / 30)."""
     periods = max(1, int(np.ceil(horizon_days / PERIOD_DAYS)))
@@ -379,12 +402,20 @@ class ValueModel(ABC):
     def predict_data(self, data: ValueData, horizon_days: float | None = None) -> pd.DataFrame:
         horizon = self._horizon(horizon_days)
         out = self._predict(data, horizon)
-        if "pred_transactions_median" not in out:
+        found = None
+        if "pred_transactions_median" not in out or "p_return" not in out:
             found = self._count_pmf(data, horizon)
+        if "pred_transactions_median" not in out:
             out["pred_transactions_median"] = (
                 out["pred_transactions"].to_numpy(float)
                 if found is None
                 else count_quantile(found[0], len(data.users)) * found[1]
+            )
+        if "p_return" not in out:  # a scaled count is 0 exactly when the unscaled one is
+            out["p_return"] = (
+                out["p_alive"].to_numpy(float)
+                if found is None
+                else np.clip(1.0 - found[0](0, np.arange(len(data.users))), 0.0, 1.0)
             )
         out.insert(0, "user_id", data.users.to_numpy())
         for low, high in (("spend_low", "spend_high"), ("spend_low50", "spend_high50")):

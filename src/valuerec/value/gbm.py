@@ -29,7 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from valuerec.value.base import ValueData, ValueModel
+from valuerec.value.base import ValueData, ValueModel, holdout_labels
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import MIN_CUSTOMERS, PowerCalibration
 from valuerec.value.counts import CountPMF, hurdle_pmf, mixture_pmf, zero_truncated_rate
@@ -125,9 +125,9 @@ class LightGBMValueModel(ValueModel):
         return LightGBMValueModel(**{**params, "n_models": 1, "seed": self.seed + k})
 
     def _fit(self, data: ValueData) -> None:
-        assert data.labels is not None, "supervised models need holdout labels"
-        y_tx = data.labels["holdout_transactions"].to_numpy()
-        y_spend = data.labels["holdout_spend"].to_numpy()
+        labels = holdout_labels(data)
+        y_tx = labels["holdout_transactions"].to_numpy()
+        y_spend = labels["holdout_spend"].to_numpy()
         if not (y_spend > 0).any():
             raise ValueError(
                 "no customer spent anything in the holdout window: there is nothing to learn "

@@ -72,7 +72,7 @@ from valuerec.nn.early_stopping import EarlyStopping
 from valuerec.nn.encoder import SequenceEncoder
 from valuerec.nn.time_pool import PeriodicSumPool
 from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
-from valuerec.value.base import ValueData, ValueModel
+from valuerec.value.base import ValueData, ValueModel, holdout_labels
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
 from valuerec.value.counts import CountPMF, count_quantile, hurdle_pmf, mixture_pmf
@@ -276,7 +276,7 @@ class TransformerValueModel(ValueModel):
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, data: ValueData) -> None:
-        assert data.labels is not None, "supervised models need holdout labels"
+        labels = holdout_labels(data)  # an error when there is nothing to learn
         if data.sequences is None:
             raise ValueError("the Transformer needs sequences: build value_data(sequences=True)")
         self.vocab_ = data.sequences.vocab
@@ -288,8 +288,8 @@ class TransformerValueModel(ValueModel):
         self.context_std_ = logged.std(axis=0) + 1e-6
         tensors = self._tensors(data)
         dev = self._device()
-        y_spend = torch.as_tensor(data.labels["holdout_spend"].to_numpy(np.float32), device=dev)
-        y_tx = torch.as_tensor(data.labels["holdout_transactions"].to_numpy(np.float32), device=dev)
+        y_spend = torch.as_tensor(labels["holdout_spend"].to_numpy(np.float32), device=dev)
+        y_tx = torch.as_tensor(labels["holdout_transactions"].to_numpy(np.float32), device=dev)
         n = len(data.users)
         # Cross-fitting: network k holds out fold k (early stopping on it), so every training
         # customer gets an out-of-fold prediction from the network that did not see them; the
