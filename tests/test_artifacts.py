@@ -221,6 +221,17 @@ def test_unknown_names_and_versions_are_clear_errors(arts: ArtifactStore) -> Non
     assert arts.versions("never-saved") == []
 
 
+@pytest.mark.parametrize("version", ["v²", "²", "v\u0661\u0662", "v3a"])
+def test_digits_that_are_not_ascii_are_not_a_version(arts: ArtifactStore, version: str) -> None:
+    """``"²".isdigit()`` is True but ``int("²")`` raises: such a version was a ValueError (a
+    500 from the API's promote), not the "not a version" every other bad name gives."""
+    arts.save("value-naive", Toy([1.0]))
+    with pytest.raises(ArtifactError, match="not a version"):
+        arts.promote("value-naive", version)
+    with pytest.raises(ArtifactError, match="not a version"):
+        arts.load("value-naive", version)
+
+
 def test_list_shows_every_version_and_the_current_one(arts: ArtifactStore) -> None:
     assert list(arts.list().columns) == [
         "name", "version", "current", "created_at", "model_class", "path",

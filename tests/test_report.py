@@ -37,6 +37,8 @@ from valuerec.report import build_report
 from valuerec.report import value as report_value
 from valuerec.report.build import ReportOptions
 from valuerec.report.document import fmt_number
+from valuerec.report.policy import read_policy
+from valuerec.report.recs import read_peer
 from valuerec.value.base import value_data
 from valuerec.value.segments import SEGMENTS
 
@@ -576,3 +578,89 @@ def test_the_store_named_by_valuerec_db_may_have_a_space_in_its_path(
     res = runner.invoke(app, ["report", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert _kinds(parse(out.read_text()), "x")["data"] == "available"
+
+
+# ------------------------------------------------------------------- oddly shaped input files
+
+GOOD_POLICY = {"policies": [{"policy": "relevance", "revenue": 10.0}]}
+
+BAD_PEERS = [
+    ({"runs": [{"model": "ease", "test": {"ndcg@10": 0.1}}]}, "run 0 has no protocol"),
+    ({"runs": [{"protocol": "random-split", "test": {"ndcg@10": 0.1}}]}, "run 0 has no model"),
+    ({"runs": ["ease"]}, "run 0 is not an object"),
+    ({"runs": [{"protocol": "p", "model": "m", "test": [0.1]}]}, "run 0 has no test object"),
+    ({"random-split": {"ease": {"test": 5}}}, "random-split/ease"),
+    ({"results": {"random-split": {"ease": {"metrics": "good"}}}}, "random-split/ease"),
+]
+
+
+@pytest.mark.parametrize(("record", "why"), BAD_PEERS)
+def test_an_oddly_shaped_peer_file_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: Any, why: str
+) -> None:
+    """A peer file of an unexpected shape was a KeyError or AttributeError traceback."""
+    peer = tmp_path / "peer.json"
+    peer.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=f"cannot read peer figures {re.escape(str(peer))}: "):
+        read_peer(peer)
+    with pytest.raises(ValueError, match=re.escape(why)):
+        read_peer(peer)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(GOOD_POLICY))
+    monkeypatch.delenv("VALUEREC_DB", raising=False)
+    out = tmp_path / "r.html"
+    res = runner.invoke(
+        app, ["report", "--policy-json", str(policy), "--peer", str(peer), "--out", str(out)]
+    )
+    assert res.exit_code == 2, res.output
+    assert "cannot read peer figures" in res.output and not out.exists()
+
+
+def test_failed_peer_runs_are_still_skipped(tmp_path: Path) -> None:
+    peer = tmp_path / "peer.json"
+    peer.write_text(json.dumps(PEERS))
+    assert [(r.protocol, r.model) for r in read_peer(peer)] == [
+        ("random-split", "EASE"),
+        ("leave-one-out", "Pop"),
+    ]
+
+
+BAD_POLICIES = [
+    ({"policies": [{"policy": "a", "revenue": "n/a"}]}, "policies[0].revenue is not a number"),
+    ({"policies": [{"policy": "a", "ndcg_low": True}]}, "policies[0].ndcg_low is not a number"),
+    ({"policies": ["policy"]}, "policies[0] is not an object"),
+    (
+        {**GOOD_POLICY, "paired": {"x": {"revenue": [0.1, 0.0]}}},
+        "paired['x'].revenue is not [mean, low, high]",
+    ),
+    ({**GOOD_POLICY, "paired": {"x": {"ndcg": [0.1, "a", 0.2]}}}, "paired['x'].ndcg"),
+    ({**GOOD_POLICY, "paired": [1]}, "paired is not an object"),
+    ({**GOOD_POLICY, "ope": [{"seed": 1}]}, "ope[0] has no policy"),
+    ({**GOOD_POLICY, "ope": [{"seed": 1, "policy": "a", "dr": "x"}]}, "ope[0].dr is not a number"),
+    ({**GOOD_POLICY, "ope": {"seed": 1}}, "ope is not a list"),
+    ({**GOOD_POLICY, "daily": {"a": {"day": [1]}}}, "daily['a'].cumulative_revenue"),
+    (
+        {**GOOD_POLICY, "daily": {"a": {"day": [1, 2], "cumulative_revenue": [1], "active": [1]}}},
+        "daily['a']: series of different lengths",
+    ),
+    ({**GOOD_POLICY, "seeds": 2}, "seeds is not a list"),
+    ({**GOOD_POLICY, "ope_simultaneous": ["dr"]}, "ope_simultaneous is not an object"),
+]
+
+
+@pytest.mark.parametrize(("record", "why"), BAD_POLICIES)
+def test_an_oddly_shaped_policy_file_is_a_clear_error(
+    tmp_path: Path, record: Any, why: str
+) -> None:
+    """A policy record of an unexpected shape was a KeyError / ValueError traceback (the
+    policy part is built before any section is guarded): it is now the file's error."""
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=f"cannot read policy figures from {re.escape(str(path))}"):
+        read_policy(path)
+    with pytest.raises(ValueError, match=re.escape(why)):
+        read_policy(path)
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", "--policy-json", str(path), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "cannot read policy figures" in res.output and not out.exists()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.data.synth import generate
 from valuerec.evaluate.ranking import Interactions
-from valuerec.features.split import log_end
+from valuerec.features.split import SplitError, log_end
 from valuerec.recommend.ease import EASERecommender
 from valuerec.recommend.popularity import PopularityRecommender
 from valuerec.recommend.rerank import ItemValues
@@ -32,6 +33,7 @@ from valuerec.serve import ServeSettings, create_app, registry
 from valuerec.serve.config import EventRoles
 from valuerec.serve.keys import KeyStore, default_keys_path
 from valuerec.serve.repository import Repository
+from valuerec.serve.state import Catalog
 from valuerec.value.segments import SEGMENTS
 
 USER = "u1"
@@ -1041,3 +1043,189 @@ def test_serving_scores_are_the_models_own_history_scores():
         if not isinstance(model, PopularityRecommender):
             want = np.stack([model._item_similarity(int(j))[hist] for j in items])
             assert np.allclose(model._similarity_block(items, hist), want)
+
+
+# -- regressions: writes that raced, were unaddressable, or broke a later start -------------------
+def _delete_during_the_read(c: TestClient, monkeypatch, reader: str, delete) -> None:
+    """Issue ``delete`` from another thread right after the PATCH read its row (``reader``,
+    the repository method that reads it), and give it time to finish if nothing holds it
+    back: the interleaving a thread pool can produce, made near certain."""
+    repo = service(c).repo
+    read = getattr(repo, reader)
+    deleters: list[threading.Thread] = []
+
+    def read_then_delete(key: str):
+        row = read(key)
+        if not deleters:
+            deleters.append(threading.Thread(target=delete, args=(key,)))
+            deleters[0].start()
+            deleters[0].join(0.5)  # a delete that must wait for the PATCH is still waiting
+        return row
+
+    monkeypatch.setattr(repo, reader, read_then_delete)
+    c.deleters = deleters  # type: ignore[attr-defined]
+
+
+def test_a_patch_racing_a_delete_cannot_bring_the_item_or_user_back(client, monkeypatch):
+    """PATCH reads a row and writes it back changed: a DELETE landing between the two used
+    to be undone (the row came back, unhidden). Whatever the order, the delete wins now."""
+    svc = service(client)
+    top = recs(client, "never-seen", k=1)["items"][0]["item_id"]
+    _delete_during_the_read(client, monkeypatch, "get_item", svc.delete_item)
+    res = call(client, "PATCH", f"/items/{top}", "write", json={"title": "renamed"})
+    client.deleters[0].join(10)  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    assert res.status_code == 200  # the PATCH went first: the DELETE waited for it
+    assert call(client, "GET", f"/items/{top}").status_code == 404
+    assert top in svc.catalog.hidden
+    assert top not in {i["item_id"] for i in recs(client, "never-seen", k=40)["items"]}
+
+    _delete_during_the_read(client, monkeypatch, "get_user", svc.delete_user)
+    res = call(client, "PATCH", f"/users/{USER}", "write", json={"properties": {"vip": True}})
+    client.deleters[0].join(10)  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    assert res.status_code == 200
+    assert call(client, "GET", f"/users/{USER}").status_code == 404
+    assert stored_events(client, USER) == 0
+    # a PATCH after the delete is a 404 and brings nothing back
+    res = call(client, "PATCH", f"/users/{USER}", "write", json={"properties": {"vip": True}})
+    assert res.status_code == 404
+    assert call(client, "GET", f"/users/{USER}").status_code == 404
+
+
+def test_event_and_signup_times_more_than_a_day_ahead_are_refused(client):
+    """A future date moved the value snapshot's as-of past every customer (2099), or made
+    it overflow (9999-12-31) so that no value model loaded at the next start."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    soon = (now + timedelta(hours=12)).isoformat()  # clock skew: accepted
+    events = [
+        {"user_id": "fut", "item_id": "i1", "event_type": "purchase", "timestamp": t, "value": 1}
+        for t in ("2099-06-01T00:00:00", "9999-12-31T23:59:59", soon, 99999999999)
+    ]
+    res = call(client, "POST", "/events", "write", json={"events": events})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert (body["stored"], body["rejected"]) == (1, 3)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (0, "timestamp"),
+        (1, "timestamp"),
+        (3, "timestamp"),
+    ]
+    assert all("in the future" in e["reason"] for e in body["errors"])
+    res = call(client, "POST", "/events", "write", json={"events": events[:1]})
+    assert res.status_code == 422
+    assert [d["field"] for d in res.json()["details"]] == ["timestamp"]
+    for method, path, body in [
+        ("POST", "/users", {"user_id": "fut", "signup_time": "2099-01-01"}),
+        ("PATCH", f"/users/{USER}", {"signup_time": "9999-12-31T23:59:59"}),
+    ]:
+        res = call(client, method, path, "write", json=body)
+        assert res.status_code == 422, res.text
+        assert [d["field"] for d in res.json()["details"]] == ["signup_time"]
+        assert "in the future" in res.json()["message"]
+    # what a default cut-off is taken from (log_end) stays within the tolerance
+    assert log_end(service(client).repo.store) <= now + timedelta(days=2)
+
+
+def test_log_end_of_an_event_on_the_last_representable_day_is_a_split_error(tmp_path):
+    """A file may still hold such a date: no day follows it, and that must be said, not an
+    OverflowError ("year 10000 is out of range") escaping from every default cut-off."""
+    events = pd.DataFrame(
+        {"user_id": "a", "item_id": "i1", "event_type": "view", "timestamp": ["9999-12-31 23:59"]}
+    )
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, events, "events")
+        with pytest.raises(SplitError, match="9999-12-31"):
+            log_end(store)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/events", {"events": [{"user_id": "team/42", "event_type": "view"}]}, "user_id"),
+        (
+            "/events",
+            {"events": [{"user_id": "u1", "item_id": "SKU/9", "event_type": "view"}]},
+            "item_id",
+        ),
+        ("/users", {"user_id": "a/b"}, "user_id"),
+        ("/items", {"item_id": "sku/7", "title": "x"}, "item_id"),
+    ],
+)
+def test_ids_with_a_slash_are_refused_on_write(client, path, body, field):
+    """/users/{user_id} and /items/{item_id} take an id as one path segment, and "%2F" is
+    decoded before routing: an id with a "/" could be stored but never read or deleted."""
+    res = call(client, "POST", path, "write", json=body)
+    assert res.status_code == 422, res.text
+    details = res.json()["details"]
+    assert [d["field"] for d in details] == [field]
+    assert "'/'" in details[0]["reason"] and "path segment" in details[0]["reason"]
+    repo = service(client).repo
+    assert repo.count_events(user_id="team/42") == 0
+    assert repo.get_user("a/b") is None and repo.get_item("sku/7") is None
+
+
+def test_items_without_a_title_have_none_after_a_restart(deployment):
+    """The catalogue's NULL titles come back from the store as NaN: they were served as the
+    title "nan" (and reasons "similar to nan") after the next start."""
+    db, keys = deployment
+    with _client(db, keys) as c:
+        top = recs(c, "never-seen", k=1)["items"][0]["item_id"]
+        assert call(c, "PATCH", f"/items/{top}", "write", json={"title": None}).status_code == 200
+        assert recs(c, "never-seen", k=1)["items"][0]["title"] is None
+    with _client(db, keys) as c:
+        assert top not in service(c).catalog.titles
+        first = recs(c, "never-seen", k=1)["items"][0]
+        assert (first["item_id"], first["title"]) == (top, None)
+        call(c, "POST", "/events", "write",
+             json={"events": [{"user_id": "fresh", "item_id": top, "event_type": "view",
+                               "timestamp": "2024-05-01"}]})  # fmt: skip
+        reasons = {i["reason"] for i in recs(c, "fresh", k=5)["items"]}
+        assert not any("nan" in r for r in reasons), reasons
+
+
+def test_catalog_keeps_only_non_empty_text_titles():
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "title": ["Alpha", np.nan, None, ""],
+            "category": [None, None, None, None],
+        }
+    )
+    catalog = Catalog()
+    catalog.load(items, [])
+    assert catalog.titles == {"a": "Alpha"}
+
+
+def test_promoting_a_version_that_is_no_number_is_a_404_not_a_500(client):
+    for version in ("v²", "²", "v\u0661"):  # digits to str.isdigit, not to int()
+        res = call(client, "POST", "/models/ease/promote", "admin", json={"version": version})
+        assert res.status_code == 404, res.text
+        assert res.json()["message"].startswith("not a version")
+
+
+def _rejected(c: TestClient) -> float:
+    text = call(c, "GET", "/metrics").text
+    match = re.search(r'valuerec_events_total\{outcome="rejected"\} ([0-9.]+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_rejected_events_are_counted_when_the_whole_batch_is_bad(client):
+    bad = [{"user_id": "u1", "event_type": "view", "timestamp": "2024-13-45"}, {"user_id": "u1"}]
+    assert call(client, "POST", "/events", "write", json={"events": bad}).status_code == 422
+    assert _rejected(client) == 2.0
+    mixed = [{"user_id": "u1"}, {"user_id": "u1", "event_type": "view", "timestamp": "2024-05-01"}]
+    assert call(client, "POST", "/events", "write", json={"events": mixed}).status_code == 200
+    assert _rejected(client) == 3.0
+
+
+def test_purchase_times_are_utc_like_every_other_time(client):
+    call(client, "POST", "/users", "write",
+         json={"user_id": "tz", "signup_time": "2024-05-01T10:00:00Z"})  # fmt: skip
+    event = {"user_id": "tz", "item_id": "i1", "event_type": "purchase", "value": 3,
+             "timestamp": "2024-05-01T12:00:00+02:00"}  # fmt: skip
+    assert call(client, "POST", "/events", "write", json={"events": [event]}).status_code == 200
+    res = call(client, "GET", "/users/tz/purchases")
+    assert res.status_code == 200
+    assert [p["timestamp"] for p in res.json()["items"]] == ["2024-05-01T10:00:00Z"]
+    assert call(client, "GET", "/users/tz").json()["signup_time"] == "2024-05-01T10:00:00Z"

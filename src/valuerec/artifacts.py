@@ -155,7 +155,9 @@ def _version_str(version: str | int) -> str:
     """``3``, ``"3"``, ``"v3"`` and ``"v0003"`` all name version ``v0003``."""
     text = str(version).strip()
     digits = text[1:] if text[:1] in ("v", "V") else text
-    if not digits.isdigit():
+    # ASCII digits only: "²".isdigit() is True but int("²") raises, and "١٢" (Arabic-Indic)
+    # would name v0012 without ever appearing in a folder name
+    if not (digits.isascii() and digits.isdigit()):
         raise ArtifactError(f"not a version: {version!r} (expected e.g. v0003 or 3)")
     return f"v{int(digits):04d}"
 

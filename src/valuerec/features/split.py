@@ -29,7 +29,14 @@ def log_end(store: Store) -> datetime:
     (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
     if last is None:
         raise SplitError("the store has no events")
-    return (pd.Timestamp(last).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+    ts = pd.Timestamp(last)
+    if ts.date() == date.max:  # no day follows it: midnight after it would be year 10000
+        raise SplitError(
+            f"the last event is dated {ts:%Y-%m-%d %H:%M:%S}, the last day a time can name: "
+            "the log has no end to score as of; fix or delete such events, or give the "
+            "cut-off explicitly (--calibration-end / --as-of)"
+        )
+    return (ts.normalize() + pd.Timedelta(days=1)).to_pydatetime()
 
 
 def future_events(store: Store, now: datetime | None = None) -> str | None:

@@ -29,18 +29,96 @@ ESTIMATORS = ("ips", "snips", "dr")
 
 
 def read_policy(path: str | Path) -> dict[str, Any]:
-    """Load and check a policy record; ``ValueError`` says what is wrong with the file."""
+    """Load and check a policy record; ``ValueError`` says what is wrong with the file.
+
+    Every part the section reads is checked here, shape and types (figures are numbers or
+    null), because the policy part is built outside the report's per-section guard: a record
+    it cannot draw must be the file's clear error, not a traceback.
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read policy figures from {path}: {exc}") from None
     rows = data.get("policies") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not rows or not all("policy" in r for r in rows):
+    if not isinstance(rows, list) or not rows:
         raise ValueError(
             f"{path} holds no policy table (write it with `python benchmarks/value_policy.py "
             "--json FILE` or `valuerec policy evaluate --json`)"
         )
+    try:
+        _check_record(data)
+    except _BadRecord as exc:
+        raise ValueError(f"cannot read policy figures from {path}: {exc}") from None
     return data
+
+
+class _BadRecord(ValueError):
+    """What does not fit in a policy record (``read_policy`` adds the file's name)."""
+
+
+def _is_figure(value: Any) -> bool:
+    """A number (``num`` shows it) or null (shown as ``-``); not a bool, not text."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _check_figures(row: dict[str, Any], keys: list[str], where: str) -> None:
+    for key in keys:
+        if not _is_figure(row.get(key)):
+            raise _BadRecord(f"{where}.{key} is not a number: {row[key]!r}")
+
+
+def _bounded(key: str) -> list[str]:
+    """A figure and its interval's ends, as the tables read them."""
+    return [key, f"{key}_low", f"{key}_high"]
+
+
+def _check_record(data: dict[str, Any]) -> None:
+    """Raise :class:`_BadRecord` naming the first part the section could not show."""
+    for i, r in enumerate(data["policies"]):
+        if not isinstance(r, dict):
+            raise _BadRecord(f"policies[{i}] is not an object")
+        if "policy" not in r:
+            raise _BadRecord(f"policies[{i}] has no policy (its name)")
+        _check_figures(
+            r, [k for key, _, _ in POLICY_METRICS for k in _bounded(key)], f"policies[{i}]"
+        )
+    for key, kind in (("seeds", list), ("paired", dict), ("daily", dict), ("ope", list)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise _BadRecord(f"{key} is not {'a list' if kind is list else 'an object'}")
+    simultaneous = data.get("ope_simultaneous")
+    if simultaneous is not None and not isinstance(simultaneous, dict):
+        raise _BadRecord("ope_simultaneous is not an object")
+    for pair, figures in (data.get("paired") or {}).items():
+        if not isinstance(figures, dict):
+            raise _BadRecord(f"paired[{pair!r}] is not an object")
+        for metric in ("revenue", "ndcg", "active_end"):
+            triple = figures.get(metric, (None, None, None))
+            if not (
+                isinstance(triple, list | tuple)
+                and len(triple) == 3
+                and all(_is_figure(x) for x in triple)
+            ):
+                raise _BadRecord(f"paired[{pair!r}].{metric} is not [mean, low, high]: {triple!r}")
+    for name, series in (data.get("daily") or {}).items():
+        where = f"daily[{name!r}]"
+        if not isinstance(series, dict):
+            raise _BadRecord(f"{where} is not an object")
+        lengths: set[int] = set()
+        for key in ("day", "cumulative_revenue", "active"):
+            values = series.get(key)
+            if not isinstance(values, list) or not all(
+                _is_figure(v) and v is not None for v in values
+            ):
+                raise _BadRecord(f"{where}.{key} is not a list of numbers")
+            lengths.add(len(values))
+        if len(lengths) > 1:
+            raise _BadRecord(f"{where}: series of different lengths")
+    for i, r in enumerate(data.get("ope") or []):
+        if not isinstance(r, dict):
+            raise _BadRecord(f"ope[{i}] is not an object")
+        if "policy" not in r:
+            raise _BadRecord(f"ope[{i}] has no policy (its name)")
+        _check_figures(r, ["truth", *(k for est in ESTIMATORS for k in _bounded(est))], f"ope[{i}]")
 
 
 def _policy_table(data: dict[str, Any]) -> Table:

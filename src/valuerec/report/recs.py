@@ -311,20 +311,32 @@ def read_peer(path: str | Path) -> list[PeerRun]:
     Failed runs are skipped.
 
     Raises:
-        ValueError: the file cannot be read or has none of these shapes.
+        ValueError: the file cannot be read, has none of these shapes, or holds a run that
+            does not fit its shape (checked here, so that the report never meets it).
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read peer figures {path}: {exc}") from None
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"cannot read peer figures {path}: {why}")
+
     out: list[PeerRun] = []
     runs = _runs(data)
     if runs is not None:
-        for r in runs:
-            if "error" in r or not isinstance(r.get("test"), dict):
-                continue
+        for i, r in enumerate(runs):
+            if not isinstance(r, dict):
+                raise bad(f"run {i} is not an object")
+            if "error" in r:
+                continue  # a failed run: nothing to show
+            for key in ("protocol", "model"):
+                if not isinstance(r.get(key), str) or not r[key]:
+                    raise bad(f"run {i} has no {key} (a name)")
+            if not isinstance(r.get("test"), dict):
+                raise bad(f"run {i} has no test object (metric: value) and no error")
             metrics = {str(k): float(v) for k, v in r["test"].items() if _is_number(v)}
-            out.append(PeerRun(str(r["protocol"]), str(r["model"]), metrics, r.get("test_is", "")))
+            out.append(PeerRun(r["protocol"], r["model"], metrics, str(r.get("test_is") or "")))
         return out
     mapping = data.get("results", data) if isinstance(data, dict) else None
     if not isinstance(mapping, dict):
@@ -336,6 +348,8 @@ def read_peer(path: str | Path) -> list[PeerRun]:
             if not isinstance(r, dict):
                 continue
             m = r.get("test", r.get("metrics", r))
+            if not isinstance(m, dict):
+                raise bad(f"{protocol}/{model}: the test figures are not an object (metric: value)")
             metrics = {str(k): float(v) for k, v in m.items() if _is_number(v)}
             if metrics:
                 out.append(PeerRun(str(protocol), str(model), metrics))

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from valuerec.serve.auth import require
 from valuerec.serve.keys import Role
+from valuerec.serve.repository import _utc
 from valuerec.serve.schemas import ErrorOut
 from valuerec.serve.service import ServeService
 
@@ -100,7 +101,7 @@ def user_purchases(
         )
     items = [
         Purchase(
-            timestamp=None if pd.isna(r.timestamp) else pd.Timestamp(r.timestamp).to_pydatetime(),
+            timestamp=_utc(r.timestamp),  # stored naive UTC: said so, like every other time
             item_id=None if pd.isna(r.item_id) else str(r.item_id),
             title=None if pd.isna(r.title) else str(r.title),
             value=None if pd.isna(r.value) else float(r.value),

@@ -1,10 +1,12 @@
 """Request and response models of the API: they validate input and they are the docs.
 
 Identifiers accept JSON numbers too (``"user_id": 196`` is user ``"196"``), because many
-platforms use numeric ids and the canonical schema stores every id as text. Timestamps are
-read as file ingest reads them (``valuerec.data.ingest``): ISO 8601 (an offset is converted to
-UTC; no offset means UTC), ``YYYYMMDD`` (exactly eight digits: a date, as text or as a number)
-or epoch seconds (at most eleven integer digits, so milliseconds are refused, not misread).
+platforms use numeric ids and the canonical schema stores every id as text; a user or item
+id written here holds no "/" (it is addressed as one path segment). Timestamps are read as
+file ingest reads them (``valuerec.data.ingest``): ISO 8601 (an offset is converted to UTC; no
+offset means UTC), ``YYYYMMDD`` (exactly eight digits: a date, as text or as a number) or
+epoch seconds (at most eleven integer digits, so milliseconds are refused, not misread); a
+time the store keeps may be at most a day ahead of the server's clock.
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ MAX_SESSION_EVENTS = 1000
 MAX_PAGE = 1000
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+
+def _one_path_segment(value: str) -> str:
+    """Refuse a "/" in an id the API stores: ``/users/{user_id}`` and ``/items/{item_id}``
+    take the id as one path segment, and ``%2F`` is decoded before routing, so such a user or
+    item could be written but never read, edited or deleted. (File ingest still takes any id.)
+    """
+    if "/" in value:
+        raise ValueError(
+            "must not contain '/': ids are addressed as one URL path segment"
+            " (/users/{user_id}, /items/{item_id}), so such an id could never be read or deleted"
+        )
+    return value
+
+
+#: a user or item id written through the API: an :data:`Id` that can be addressed in a path
+PathId = Annotated[Id, AfterValidator(_one_path_segment)]
 EventType = Annotated[
     str,
     StringConstraints(
@@ -107,6 +126,31 @@ def _utc_naive(value: datetime | None) -> datetime | None:
 
 Timestamp = Annotated[datetime, BeforeValidator(_like_ingest), AfterValidator(_utc_naive)]
 
+#: how far ahead of the server's clock a stored time may be: producers' clocks and time zones
+#: (the tolerance ``valuerec.features.split.future_events`` allows too)
+CLOCK_SKEW = timedelta(days=1)
+FUTURE_HELP = " At most a day ahead of the server's clock (skew tolerance); later is refused."
+
+
+def _not_future(value: datetime) -> datetime:
+    """Refuse a time after now + :data:`CLOCK_SKEW` (``value`` is naive UTC by now).
+
+    A log cannot hold tomorrow's events, and one that did moved every default "now" (the
+    value snapshot's as-of is the end of the log) past the real data, or overflowed it
+    (``9999-12-31``), so that no value model loaded at the next start.
+    """
+    limit = datetime.now(UTC).replace(tzinfo=None) + CLOCK_SKEW
+    if value > limit:
+        raise ValueError(
+            f"{value:%Y-%m-%dT%H:%M:%S} is in the future: at most a day after the server's"
+            f" clock is accepted (now {limit - CLOCK_SKEW:%Y-%m-%dT%H:%M:%S} UTC)"
+        )
+    return value
+
+
+#: a time the store keeps (an event's, a signup's): never more than a day in the future
+PastTimestamp = Annotated[Timestamp, AfterValidator(_not_future)]
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
@@ -121,13 +165,16 @@ class EventIn(_In):
         description="Producer's id: the dedupe key when given (otherwise the content is, and"
         " that needs a timestamp: see ``timestamp``).",
     )
-    user_id: Id = Field(description="Who acted.")
-    item_id: Id | None = Field(None, description="What they acted on; null for item-less events.")
+    user_id: PathId = Field(description="Who acted (no '/': ids are path segments).")
+    item_id: PathId | None = Field(
+        None, description="What they acted on (no '/'); null for item-less events."
+    )
     event_type: EventType = Field(description="view, click, cart, purchase, rating, ...")
-    timestamp: Timestamp | None = Field(
+    timestamp: PastTimestamp | None = Field(
         None,
         description="When (ISO 8601, YYYYMMDD or epoch seconds); default: when the server got"
-        " it, so a retry of an event with neither timestamp nor event_id is a new event.",
+        " it, so a retry of an event with neither timestamp nor event_id is a new event."
+        + FUTURE_HELP,
     )
     value: Finite | None = Field(None, description="Money amount (e.g. order value).")
     quantity: Finite | None = None
@@ -288,13 +335,17 @@ class SegmentUsersOut(BaseModel):
 
 # -- users and items ---------------------------------------------------------------------------
 class UserIn(_In):
-    user_id: Id
-    signup_time: Timestamp | None = None
+    user_id: PathId = Field(description="No '/': ids are addressed as one path segment.")
+    signup_time: PastTimestamp | None = Field(
+        None, description="When they signed up." + FUTURE_HELP
+    )
     properties: dict[str, Any] | None = None
 
 
 class UserPatch(_In):
-    signup_time: Timestamp | None = None
+    signup_time: PastTimestamp | None = Field(
+        None, description="When they signed up." + FUTURE_HELP
+    )
     properties: dict[str, Any] | None = None
 
 
@@ -311,7 +362,7 @@ class UserPage(BaseModel):
 
 
 class ItemIn(_In):
-    item_id: Id
+    item_id: PathId = Field(description="No '/': ids are addressed as one path segment.")
     title: Text | None = None
     text: Text | None = None
     category: Text | None = Field(None, description="One or several, separated by '|'.")

@@ -451,6 +451,8 @@ class ServeService:
                     for e in exc.errors()
                 )
         if not good:
+            # counted before the 422: a batch with no valid event is rejected events all the same
+            self.metrics.events.labels("rejected").inc(len(raw))
             raise ApiError(
                 422,
                 f"no valid event among {len(raw)}: nothing stored",
@@ -510,18 +512,26 @@ class ServeService:
         rows, nxt = keyset_page(self.repo.list_users, "user_id", limit, cursor)
         return UserPage(items=[UserOut(**r) for r in rows], next_cursor=nxt)
 
+    # Writes of users and items read, then write, then read back, all under the repository's
+    # lock: a DELETE landing between the read and the write would otherwise be undone (the row
+    # written back), and two creates of one id would both succeed. The lock is re-entrant, so
+    # the repository's own methods (which take it too) run inside; nothing here takes another
+    # lock that a holder of one might then wait on (the catalogue's lock is a leaf, the
+    # exposure flush lock and the registry's swap lock are always taken before this one).
     def create_user(self, body: UserIn) -> UserOut:
-        if self.repo.get_user(body.user_id) is not None:
-            raise ApiError(409, f"user {body.user_id!r} already exists: PATCH it instead")
-        self.repo.put_user(body.model_dump())
-        return self.get_user(body.user_id)
+        with self.repo.lock:
+            if self.repo.get_user(body.user_id) is not None:
+                raise ApiError(409, f"user {body.user_id!r} already exists: PATCH it instead")
+            self.repo.put_user(body.model_dump())
+            return self.get_user(body.user_id)
 
     def update_user(self, user_id: str, body: UserPatch) -> UserOut:
-        row = self.repo.get_user(user_id)
-        if row is None:
-            raise ApiError(404, f"no user {user_id!r}")
-        self.repo.put_user({**row, **body.model_dump(exclude_unset=True)})
-        return self.get_user(user_id)
+        with self.repo.lock:
+            row = self.repo.get_user(user_id)
+            if row is None:
+                raise ApiError(404, f"no user {user_id!r}")
+            self.repo.put_user({**row, **body.model_dump(exclude_unset=True)})
+            return self.get_user(user_id)
 
     def delete_user(self, user_id: str) -> int:
         """Forget a user everywhere: their events, their row, their history, pending exposures."""
@@ -548,11 +558,11 @@ class ServeService:
         return ItemPage(items=[ItemOut(**r) for r in rows], next_cursor=nxt)
 
     def create_item(self, body: ItemIn) -> ItemOut:
-        if self.repo.get_item(body.item_id) is not None:
-            raise ApiError(409, f"item {body.item_id!r} already exists: PATCH it instead")
-        record = body.model_dump()
-        self._save_item(record)
-        return self.get_item(body.item_id)
+        with self.repo.lock:  # check, write and read back as one (see create_user)
+            if self.repo.get_item(body.item_id) is not None:
+                raise ApiError(409, f"item {body.item_id!r} already exists: PATCH it instead")
+            self._save_item(body.model_dump())
+            return self.get_item(body.item_id)
 
     def update_item(self, item_id: str, body: ItemPatch) -> ItemOut:
         """Partial update; an item the models know but the catalogue lacks gets a row.
@@ -560,33 +570,37 @@ class ServeService:
         Such a row keeps the item's hidden flag: a deleted item edited later stays out of
         every recommendation until the edit itself says ``"hidden": false``.
         """
-        row = self.repo.get_item(item_id)
-        if row is None:
-            known = any(
-                h.item_ids.get_indexer([item_id])[0] >= 0 for h in self.models.recommenders.values()
-            )
-            if not known:
-                raise ApiError(404, f"no item {item_id!r} in the catalogue or any loaded model")
-            row = {"item_id": item_id, "hidden": item_id in self.repo.hidden_items()}
         changes = body.model_dump(exclude_unset=True)
         if changes.get("hidden", False) is None:
             changes.pop("hidden")  # "hidden": null leaves the flag as it is
-        self._save_item({**row, **changes})
-        return self.get_item(item_id)
+        with self.repo.lock:  # read, write and read back as one (see create_user)
+            row = self.repo.get_item(item_id)
+            if row is None:
+                known = any(
+                    h.item_ids.get_indexer([item_id])[0] >= 0
+                    for h in self.models.recommenders.values()
+                )
+                if not known:
+                    raise ApiError(404, f"no item {item_id!r} in the catalogue or any loaded model")
+                row = {"item_id": item_id, "hidden": item_id in self.repo.hidden_items()}
+            self._save_item({**row, **changes})
+            return self.get_item(item_id)
 
     def _save_item(self, record: dict[str, Any]) -> None:
+        """Write an item and mirror it in the catalogue, both under the repository's lock, so
+        the catalogue sees writes and deletions in the order the store did."""
         with self.repo.lock:
             self.repo.put_item(record)
             self._item_values_changed()  # its price, margin or category may have changed
-        self.catalog.upsert(record["item_id"], record.get("title"), record.get("category"))
-        self.catalog.set_hidden(record["item_id"], bool(record.get("hidden")))
+            self.catalog.upsert(record["item_id"], record.get("title"), record.get("category"))
+            self.catalog.set_hidden(record["item_id"], bool(record.get("hidden")))
 
     def delete_item(self, item_id: str) -> None:
         with self.repo.lock:
             if not self.repo.delete_item(item_id):
                 raise ApiError(404, f"no item {item_id!r} in the catalogue")
             self._item_values_changed()  # its catalogue price is gone
-        self.catalog.remove(item_id)
+            self.catalog.remove(item_id)  # in store order (see _save_item)
 
     # -- value and segments ----------------------------------------------------------------
     def user_value(self, user_id: str) -> ValueOut:

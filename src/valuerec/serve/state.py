@@ -105,8 +105,12 @@ class Catalog:
         return frozenset(c.strip().lower() for c in category.split("|") if c.strip())
 
     def load(self, items: pd.DataFrame, hidden: Iterable[str]) -> None:
+        # only text is a title: a NULL title comes back from the store as NaN, which is truthy
+        # and would be served as the title "nan" (and reasons "similar to nan")
         titles = {
-            str(i): str(t) for i, t in zip(items["item_id"], items["title"], strict=True) if t
+            str(i): t
+            for i, t in zip(items["item_id"], items["title"], strict=True)
+            if isinstance(t, str) and t
         }
         cats = {
             str(i): self._split(c) for i, c in zip(items["item_id"], items["category"], strict=True)
