@@ -664,3 +664,18 @@ def test_an_oddly_shaped_policy_file_is_a_clear_error(
     res = runner.invoke(app, ["report", "--policy-json", str(path), "--out", str(out)])
     assert res.exit_code == 2, res.output
     assert "cannot read policy figures" in res.output and not out.exists()
+
+
+def test_exposures_alone_give_recommenders_nothing_to_learn(tmp_path: Path) -> None:
+    """The report's recommenders read the interest event types, as `recommend evaluate` and
+    `train` do: items a user was only shown are not interactions."""
+    from valuerec.report.recs import evaluate_recommenders
+    from valuerec.report.value import NotApplicable
+
+    rows = [(f"u{u}", f"i{u % 3}", "exposure", "2024-01-01") for u in range(20)]
+    rows += [(f"u{u}", None, "purchase", "2024-01-02") for u in range(20)]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
+    with Store(tmp_path / "shown.duckdb") as store:
+        ingest(store, events, "events")
+        with pytest.raises(NotApplicable, match="exposures, what a user was shown, do not count"):
+            evaluate_recommenders(store, str(tmp_path / "arts"))

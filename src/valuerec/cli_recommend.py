@@ -78,6 +78,14 @@ def item_interactions(store: Store, event_types: list[str] | None = None) -> int
     return int(store.query(sql, params)["n"][0])
 
 
+def interest_types(store: Store) -> list[str]:
+    """The store's event types that the default serving roles call interest: what
+    recommenders learn from and are scored on unless told otherwise (every type but
+    exposures, which the server logs as what a user was shown, and dislikes)."""
+    stored = store.query("SELECT DISTINCT event_type FROM events ORDER BY 1")["event_type"]
+    return EventRoles().positive_types(stored)
+
+
 def _interactions(store: Store, event_types: str | None) -> Interactions:
     """The store's interactions of ``event_types`` (a comma list) or, by default, of every
     type the default serving roles call interest: exposures the server logged are what a
@@ -85,8 +93,7 @@ def _interactions(store: Store, event_types: str | None) -> Interactions:
     An error if there are none."""
     types = [t.strip().lower() for t in (event_types or "").split(",") if t.strip()]
     if not types:
-        stored = store.query("SELECT DISTINCT event_type FROM events ORDER BY 1")["event_type"]
-        types = EventRoles().positive_types(stored)
+        types = interest_types(store)
     if not types or item_interactions(store, types) == 0:
         raise fail(
             f"no interactions with items of type {', '.join(types) or '(none)'} in "

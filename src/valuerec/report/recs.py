@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from valuerec.artifacts import ArtifactStore
-from valuerec.cli_recommend import PREFIX
+from valuerec.cli_recommend import PREFIX, interest_types, item_interactions
 from valuerec.data.store import Store
 from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
@@ -241,19 +241,18 @@ def evaluate_recommenders(
     """Evaluate the recommenders on both protocols and serve five example users.
 
     Raises:
-        NotApplicable: the store has no events with an item.
+        NotApplicable: the store has no events with an item (exposures aside).
     """
     names = parse_models(models)
-    (with_items,) = store.con.execute(
-        "SELECT count(*) FROM events WHERE item_id IS NOT NULL"
-    ).fetchone()
-    if not with_items:
+    kinds = interest_types(store)  # as `recommend evaluate` and `train`: never exposures
+    if not kinds or not item_interactions(store, kinds):
         raise NotApplicable(
             "this store has no events with an item: recommenders learn from user-item "
-            "interactions (views, purchases, ratings... with an item_id)"
+            "interactions (views, purchases, ratings... with an item_id; exposures, what a "
+            "user was shown, do not count)"
         )
     step("recommendations: reading interactions")
-    inter = Interactions.from_store(store)
+    inter = Interactions.from_store(store, event_types=kinds)
     items, users = store.items(), store.users()
     skipped: dict[str, str] = {}
     protocols = {}
