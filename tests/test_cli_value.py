@@ -208,6 +208,28 @@ def test_segments_json_and_a_parquet_target_list(fitted: Fitted, tmp_path: Path)
     assert targets["ltv"].is_monotonic_decreasing
 
 
+def test_a_horizon_that_is_no_number_of_days_is_a_usage_error(fitted: Fitted) -> None:
+    for bad in ("nan", "inf", "1e308", "-5"):
+        for command in ("predict", "segments"):
+            res = _run(command, "--db", fitted.db, "--model", "naive", "--horizon-days", bad)
+            assert res.exit_code == 2, (command, bad, res.output)
+            assert "--horizon-days must be in (0, 36525] days" in res.output
+
+
+def test_evaluate_warns_about_a_window_past_the_end_of_the_log(fitted: Fitted) -> None:
+    late = f"{pd.Timestamp(fitted.calibration_end) + pd.Timedelta(days=30):%Y-%m-%d}"
+    res = _run("evaluate", "--db", fitted.db, "--models", "naive", "--calibration-end", late,
+               "--holdout-days", "60", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.stderr.split())
+    assert "naive: the holdout window ends" in said and "its last 30 days are unseen" in said
+    report = json.loads(res.stdout)["models"]["naive"]
+    assert report["holdout_complete"] is False
+    res = _run("evaluate", "--db", fitted.db, "--models", "naive", "--json")
+    assert json.loads(res.stdout)["models"]["naive"]["holdout_complete"] is True
+    assert "warning" not in res.stderr
+
+
 def test_held_out_customers_are_stable() -> None:
     users = [f"u{i}" for i in range(2000)]
     mask = holdout_customers(users, 0.2, "salt")

@@ -206,6 +206,18 @@ def test_decile_mape_floor_shrinks_with_sample_size_and_is_zero_without_noise() 
         decile_mape_floor(actual, actual, n_boot=0)
 
 
+def test_decile_mape_floor_leaves_out_resamples_without_any_spend() -> None:
+    """One buyer among ten: a third of the resamples of ten customers draw no spend at all
+    and have no decile MAPE; the floor is read on the others instead of turning NaN."""
+    actual, predicted = [0.0] * 9 + [100.0], np.linspace(1.0, 0.1, 10)
+    floor = decile_mape_floor(actual, predicted, n_bins=2, n_boot=400, seed=1)
+    assert all(math.isfinite(v) for v in floor.values())
+    # the buyer's bin (5 customers, mean 20) sums 20 x its draws of the buyer: 100 k over
+    # k ~ Binomial(5, 1/5) given k > 0 -> |100 - 100 k| / (100 k), a mean well above 0
+    assert 0.2 < floor["mean"] < 1.0 and floor["low"] <= floor["mean"] <= floor["high"]
+    assert math.isnan(decile_mape_floor([0.0] * 4, [1.0, 2.0, 3.0, 4.0])["mean"])
+
+
 def test_interval_coverage() -> None:
     actual = [1.0, 2.0, 3.0, 4.0, 10.0]
     low = [0.0, 2.0, 3.5, 0.0, 0.0]
@@ -405,6 +417,18 @@ def test_evaluate_value_coverage_and_degenerate_classes() -> None:
     m = evaluate_value(truth, flat).metrics
     assert m["spearman_spend"] == 0.0
     assert m["normalized_gini"] == 0.0
+
+
+def test_a_model_without_intervals_has_no_coverage() -> None:
+    """Point models give their forecast as both ends (value.base): no interval, no coverage
+    (it would be the share of exact hits, 0 or the zero-spend share, read as a coverage)."""
+    truth, pred = frames()
+    for low, high in (("spend_low", "spend_high"), ("spend_low50", "spend_high50")):
+        pred[low] = pred[high] = pred["pred_spend"]
+    m = evaluate_value(truth, pred).metrics
+    assert "coverage80" not in m and "coverage50" not in m
+    pred.loc[0, "spend_high"] += 1.0  # one real interval: the model has a distribution
+    assert evaluate_value(truth, pred).metrics["coverage80"] == 0.0
 
 
 def test_evaluate_value_refuses_missing_users_and_nan() -> None:

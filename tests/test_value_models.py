@@ -215,6 +215,23 @@ def test_p_return_of_other_models_is_their_p_alive(name, preds):
     np.testing.assert_allclose(pred["p_return"], pred["p_alive"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["lightgbm", "transformer", "ensemble"])
+def test_p_return_of_supervised_models_follows_the_horizon(name, fitted, preds):
+    """Their count distribution is for the trained horizon; at another one the same
+    constant-rate assumption that rescales their counts gives P(none) = P0 ** scale, and no
+    count is positive more often than its mean (P(N >= 1) <= E[N])."""
+    at = preds[name]
+    day = fitted[name].predict(horizon_days=1)
+    year = fitted[name].predict(horizon_days=6 * HOLDOUT)
+    assert (day["p_return"] <= day["pred_transactions"] + 1e-12).all()
+    assert (day["p_return"] < at["p_return"]).all() and (at["p_return"] < year["p_return"]).all()
+    scaled = 1.0 - (1.0 - at["p_return"]) ** 6
+    np.testing.assert_allclose(
+        year["p_return"], np.minimum(scaled, year["pred_transactions"]), rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_array_equal(day["p_alive"], at["p_alive"])  # p_alive: trained horizon
+
+
 @pytest.mark.parametrize("name", POINT)
 def test_point_models_return_degenerate_intervals(name, preds):
     pred = preds[name]
@@ -331,9 +348,10 @@ def test_naive_ltv_is_spend_times_mean_discount(preds, fitted):
     np.testing.assert_allclose(short["ltv"], short["pred_spend"] * weights, rtol=1e-12)
 
 
-@pytest.mark.parametrize("horizon", [0, -30, float("nan"), float("inf")])
+@pytest.mark.parametrize("horizon", [0, -30, float("nan"), float("inf"), 1e308, 36_526])
 def test_a_horizon_that_is_not_a_positive_number_is_refused(horizon, fitted):
-    with pytest.raises(ValueError, match="horizon_days must be a positive number"):
+    # (a century at most: LTV sums a term per 30-day period, 1e308 days would not fit)
+    with pytest.raises(ValueError, match=r"horizon_days must be a number of days in \(0, 36525\]"):
         fitted["naive"].predict(horizon_days=horizon)
 
 

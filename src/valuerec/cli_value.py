@@ -52,7 +52,7 @@ from valuerec.features.split import (
     log_end,
     to_timestamp,
 )
-from valuerec.value.base import ValueData, ValueModel, value_data
+from valuerec.value.base import MAX_HORIZON_DAYS, ValueData, ValueModel, value_data
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.registry import MODELS, make_model, use_snapshots
 from valuerec.value.segments import SEGMENTS, segment_summary, segment_users, target_list
@@ -184,7 +184,7 @@ def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
 
 def _decile_table(title: str, deciles: list[dict[str, Any]]) -> Table:
     """The evaluator's decile table: what decile MAPE averages, decile by decile (1 = the
-    customers predicted to spend least)."""
+    customers predicted to spend most)."""
     table = Table(title=title)
     cols = ("decile", "customers", "predicted", "actual", "error %")
     for col in cols:
@@ -257,8 +257,8 @@ def _predict_all(
     store: Store, model: ValueModel, as_of: str | None, horizon: float | None
 ) -> tuple[pd.DataFrame, datetime]:
     """Predictions for every customer with a purchase before ``as_of`` (default: log end)."""
-    if horizon is not None and horizon <= 0:
-        raise _fail(f"--horizon-days must be positive, got {horizon}")
+    if horizon is not None and not (math.isfinite(horizon) and 0 < horizon <= MAX_HORIZON_DAYS):
+        raise _fail(f"--horizon-days must be in (0, {MAX_HORIZON_DAYS:g}] days, got {horizon}")
     if as_of is None and (problem := future_events(store)):
         _warn(problem)
     try:
@@ -605,6 +605,14 @@ def _evaluate_one(
         "fit_seconds": meta.get("fit_seconds"),
         "metrics": None,
     }
+    now = log_end(store)
+    if split.holdout_end > now:
+        _warn(
+            f"{meta['model']}: the holdout window ends {split.holdout_end:%Y-%m-%d}, after the "
+            f"log's last day ({now - timedelta(days=1):%Y-%m-%d}): its last "
+            f"{(split.holdout_end - now).days} days are unseen and score as no spend"
+        )
+    result["holdout_complete"] = split.holdout_end <= now
     if split.calibration_end >= to_timestamp(meta["holdout_end"]):
         users, result["scope"] = data.users, "all customers (window after the training labels)"
     else:

@@ -298,7 +298,13 @@ def decile_mape_floor(
             errors.append(np.where(sums != 0, np.abs(expected - sums) / np.abs(sums), np.nan))
     if not errors:
         return {"mean": math.nan, "low": math.nan, "high": math.nan}
-    per_boot = np.nanmean(np.vstack(errors), axis=0)
+    stacked = np.vstack(errors)
+    # a resample whose every decile drew no spend has no decile MAPE (as decile_mape says):
+    # it is left out, not allowed to turn the whole floor into NaN
+    defined = ~np.isnan(stacked).all(axis=0)
+    if not defined.any():
+        return {"mean": math.nan, "low": math.nan, "high": math.nan}
+    per_boot = np.nanmean(stacked[:, defined], axis=0)
     return {
         "mean": float(per_boot.mean()),
         "low": float(np.quantile(per_boot, 0.025)),
@@ -527,7 +533,13 @@ def evaluate_value(
     threshold``), interval coverage (``coverage80``, ``coverage50``, when the columns exist)
     and the number of ``customers``.
     """
-    intervals = {k: cols for k, cols in INTERVALS.items() if set(cols) <= set(pred.columns)}
+    # a model without a predictive distribution gives its point forecast as both ends
+    # (value.base): that is no interval, and its "coverage" would be a share of exact hits
+    intervals = {
+        k: cols
+        for k, cols in INTERVALS.items()
+        if set(cols) <= set(pred.columns) and not (pred[cols[1]] == pred[cols[0]]).all()
+    }
     pred_cols = PRED_COLUMNS + tuple(c for cols in intervals.values() for c in cols)
     has_median = MEDIAN_COLUMN in pred.columns
     if has_median:

@@ -61,6 +61,9 @@ PRED_COLUMNS = (
     "spend_high50",
 )  # fmt: skip
 PERIOD_DAYS = 30.0
+#: the longest horizon a prediction accepts (a century): LTV sums one discounted term per
+#: 30-day period, and no customer's value is forecast further than that
+MAX_HORIZON_DAYS = 36_525.0
 
 
 @dataclass
@@ -390,13 +393,37 @@ class ValueModel(ABC):
         pmf, scale = found
         return count_quantile(pmf, len(data.users), level) * scale
 
+    @staticmethod
+    def _return_probability(
+        out: pd.DataFrame, found: tuple[CountPMF, float] | None, n: int
+    ) -> np.ndarray:
+        """P(at least one purchase in the horizon) from the count distribution.
+
+        At the horizon the distribution is for (``scale`` 1: BTYD at any horizon, supervised
+        models at their trained one) it is ``1 - P(0)``. A supervised model asked for another
+        horizon ``scale`` times its own rescales its counts linearly, i.e. assumes a constant
+        purchase rate; the same assumption gives ``P(none) = P0 ** scale`` (a constant hazard),
+        and no count can be positive more often than its mean says (P(N >= 1) <= E[N]).
+        """
+        if found is None:
+            return out["p_alive"].to_numpy(float)
+        pmf, scale = found
+        none = np.clip(np.asarray(pmf(0, np.arange(n)), dtype=float), 0.0, 1.0)
+        if scale == 1.0:
+            return 1.0 - none
+        p = 1.0 - none**scale
+        return np.clip(np.minimum(p, out["pred_transactions"].to_numpy(float)), 0.0, 1.0)
+
     def _horizon(self, horizon_days: float | None) -> float:
         """The horizon to predict for: the trained one by default, else a positive number."""
         if horizon_days is None:
             return float(self.horizon_days_)
         horizon = float(horizon_days)
-        if not (np.isfinite(horizon) and horizon > 0):
-            raise ValueError(f"horizon_days must be a positive number of days, got {horizon_days}")
+        if not (np.isfinite(horizon) and 0 < horizon <= MAX_HORIZON_DAYS):
+            raise ValueError(
+                f"horizon_days must be a number of days in (0, {MAX_HORIZON_DAYS:g}], got "
+                f"{horizon_days}"
+            )
         return horizon
 
     def predict_data(self, data: ValueData, horizon_days: float | None = None) -> pd.DataFrame:
@@ -411,12 +438,8 @@ class ValueModel(ABC):
                 if found is None
                 else count_quantile(found[0], len(data.users)) * found[1]
             )
-        if "p_return" not in out:  # a scaled count is 0 exactly when the unscaled one is
-            out["p_return"] = (
-                out["p_alive"].to_numpy(float)
-                if found is None
-                else np.clip(1.0 - found[0](0, np.arange(len(data.users))), 0.0, 1.0)
-            )
+        if "p_return" not in out:
+            out["p_return"] = self._return_probability(out, found, len(data.users))
         out.insert(0, "user_id", data.users.to_numpy())
         for low, high in (("spend_low", "spend_high"), ("spend_low50", "spend_high50")):
             if low not in out:
