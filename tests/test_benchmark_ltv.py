@@ -4,12 +4,10 @@ script (which CI does not run: it takes minutes on CDNOW) fails here."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
+from benchmark_script import load
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.data.synth import generate
@@ -19,19 +17,9 @@ from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.models import BTYDValueModel, NaiveValueModel
 from valuerec.value.transformer import TransformerValueModel
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "ltv_cdnow.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("ltv_cdnow", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_the_cdnow_protocol_runs_end_to_end_on_a_small_log(tmp_path, monkeypatch, capsys):
-    bench = _bench()
+    bench = load("ltv_cdnow")
     tiny = {"d_model": 16, "n_heads": 2, "n_layers": 1, "epochs": 3, "n_models": 1, "max_len": 8}
     monkeypatch.setattr(
         bench,

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "recs_ml100k.py"
+from benchmark_script import load
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("recs_ml100k", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("recs_ml100k")
 
 
 def test_peer_figures_read_both_files_the_peer_scripts_write(tmp_path):
