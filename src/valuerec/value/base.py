@@ -20,7 +20,8 @@ spend_high, spend_low50, spend_high50]``.
 * ``p_return``: probability of at least one repeat purchase day within ``horizon_days``,
   ``1 - P(count = 0)`` from the model's count distribution (``p_alive`` for a model without
   one). What "will this customer buy again" is scored on (the evaluator's ``auc_return``):
-  for supervised models it equals ``p_alive``, but a BTYD model's ``p_alive`` is 1 for every
+  for supervised models it equals ``p_alive`` at their trained horizon (and follows the
+  constant rate their counts assume at others), but a BTYD model's ``p_alive`` is 1 for every
   one-time buyer, who may well not buy in the horizon;
 * ``ltv``: discounted expected spend over the horizon, ``sum_t C_t p_t / (1 + d)^t`` over
   30-day periods, where ``C_t p_t`` is the expected spend of period t;
