@@ -221,3 +221,36 @@ def test_ope_intervals_made_simultaneous_over_every_seed_and_policy() -> None:
                       (1, "learned"): False}  # fmt: skip
     half = (table["high"] - table["low"]) / 2
     np.testing.assert_allclose(half, 2.4977, rtol=1e-3)  # z(1 - 0.05 / 8)
+
+
+def test_ope_intervals_treat_a_logged_slate_as_one_unit() -> None:
+    """The k positions of one logged slate share one exploration draw: a target's weights
+    there are all about 1 / (1 - epsilon) or all about 0, so counting them as k independent
+    rounds made the 95% intervals too narrow (87% coverage over 200 simulated logs; 96.5%
+    clustered by visit). The default clusters by visit; the estimates are the same."""
+    from valuerec.simulate import Platform, SimConfig, Simulator, World
+    from valuerec.simulate.fitting import fit_relevance
+    from valuerec.simulate.ope import evaluate_log
+
+    world = World.draw(SimConfig(users=300, items=200, seed=0))
+    sim = Simulator(world)
+    plat = Platform(world.items, world.n_users, 10, 30)
+    pre = sim.organic(10, plat)
+    items = world.items["item_id"].to_numpy()
+    plat.set_relevance(fit_relevance(pre.events(), world.user_ids, items))
+    logger = EpsilonGreedy(RelevancePolicy(), 0.5, name="logging")
+    run = sim.copy(seed=7).run(logger, plat.copy(), 3, ndcg=False)
+    assert run.log is not None
+    targets = {"relevance": RelevancePolicy()}
+    by = {c: evaluate_log(run.log, plat, sim, targets, cluster=c) for c in ("visit", None, "user")}
+    default = evaluate_log(run.log, plat, sim, targets)
+    visits = sum(len(d.users) for d in run.log.slate_days())
+    assert default.rounds == by[None].rounds == 10 * visits
+    for est in ("ips", "snips"):
+        e = {c: r.estimates["relevance"][est] for c, r in by.items()}
+        assert default.estimates["relevance"][est] == e["visit"]
+        assert e["visit"].estimate == pytest.approx(e[None].estimate, rel=1e-12)
+        assert e["visit"].se > 1.1 * e[None].se  # ten positions, one exploration draw
+        assert e["user"].estimate == pytest.approx(e[None].estimate, rel=1e-12)
+    with pytest.raises(ValueError, match="cluster must be 'visit', 'user' or None"):
+        evaluate_log(run.log, plat, sim, targets, cluster="day")

@@ -61,24 +61,31 @@ def evaluate_log(
     targets: dict[str, Policy],
     reward_model: Any | None = None,
     level: float = 0.95,
-    cluster: str | None = None,
+    cluster: str | None = "visit",
 ) -> OPEResult:
     """IPS / SNIPS / DR of each deterministic target from ``log``, and its true value.
 
     ``platform`` and ``state``: the platform and the true state as they were when the log
     began (copies are replayed, the arguments are left alone). ``reward_model``: a
     :class:`~valuerec.simulate.fitting.PurchaseModel` fitted on other data; without it, no DR.
-    ``cluster="user"``: cluster-robust intervals over each user's rounds. Not the default:
-    the truth here is the target's value on these very contexts, so between-user variation
-    is common to estimate and truth and the i.i.d. intervals are the right width (over 30
-    extra seeds their standardised errors had sd 0.8-1.2, the clustered ones 0.4-1.1).
-    Clustering is for estimating a population value from real logs.
+
+    ``cluster``: the unit the intervals treat as independent.
+
+    * ``"visit"`` (default): the k positions of one logged slate. They share one exploration
+      draw, so for a target their weights are all near ``1 / (1 - epsilon)`` or all near 0:
+      counted as k independent rounds, the 95% intervals covered the truth in only 87% of 200
+      simulated logs (88% of 100 longer ones); clustered by visit, in 96.5% (97%).
+    * ``"user"``: all of a user's visits, for a claim about the population of users rather
+      than about these contexts (the truth here is the target's value on these very
+      contexts, so it is wider than needed: 98-100% in the same logs).
+    * ``None``: every position on its own (the too-narrow intervals above).
     """
-    if cluster not in ("user", None):
-        raise ValueError("cluster must be 'user' or None")
+    if cluster not in ("visit", "user", None):
+        raise ValueError("cluster must be 'visit', 'user' or None")
     plat, truth_state = platform.copy(), state.copy()
     price = plat.price
-    rewards, behaviour, q_logged, who = [], [], [], []
+    rewards, behaviour, q_logged, who, visit = [], [], [], [], []
+    visits = 0  # slates logged so far: the next one's id
     target_p: dict[str, list[np.ndarray]] = {n: [] for n in targets}
     q_target: dict[str, list[np.ndarray]] = {n: [] for n in targets}
     true_val: dict[str, list[np.ndarray]] = {n: [] for n in targets}
@@ -90,6 +97,8 @@ def evaluate_log(
         pos = candidate_positions(ctx.candidates, d.items)
         rewards.append(d.paid.ravel())
         who.append(np.repeat(d.users, k))
+        visit.append(np.repeat(np.arange(visits, visits + len(d.users)), k))
+        visits += len(d.users)
         behaviour.append(d.propensity.ravel())
         slot = np.arange(1, k + 1)[None, :]
         if reward_model is not None:
@@ -108,6 +117,8 @@ def evaluate_log(
     r, b = np.concatenate(rewards), np.concatenate(behaviour)
     k = platform.k
     out = OPEResult(logged_value=float(r.mean() * k), rounds=len(r))
+    unit = {"user": who, "visit": visit}.get(cluster or "")
+    groups = np.concatenate(unit) if unit else None
     for name in targets:
         tp = np.concatenate(target_p[name])
         ests = offpolicy.evaluate(
@@ -117,7 +128,7 @@ def evaluate_log(
             np.concatenate(q_logged) if reward_model is not None else None,
             np.concatenate(q_target[name]) if reward_model is not None else None,
             level=level,
-            groups=np.concatenate(who) if cluster == "user" else None,
+            groups=groups,
         )
         out.estimates[name] = {key: _scaled(e, k) for key, e in ests.items()}
         out.truth[name] = float(np.concatenate(true_val[name]).mean() * k)
