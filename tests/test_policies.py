@@ -254,3 +254,19 @@ def test_ope_intervals_treat_a_logged_slate_as_one_unit() -> None:
         assert e["user"].estimate == pytest.approx(e[None].estimate, rel=1e-12)
     with pytest.raises(ValueError, match="cluster must be 'visit', 'user' or None"):
         evaluate_log(run.log, plat, sim, targets, cluster="day")
+
+
+def test_a_small_population_with_days_without_visitors_still_runs_every_policy() -> None:
+    """A day nobody visits logs an empty slate block; fitting the purchase model on such
+    logs failed to reshape it (30 users, one day)."""
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig(
+        users=30,
+        seeds=(0,),
+        days=1,
+        policies=("relevance", "revenue-greedy", "value-aware"),
+        ope=False,
+    )
+    res = run_seed(cfg, 0)
+    assert set(res.runs) == {"relevance", "revenue-greedy", "value-aware"}
+    assert all(np.isfinite(r.revenue) and r.revenue >= 0 for r in res.runs.values())

@@ -150,3 +150,176 @@ def test_cli_simulate_writes_ingestable_events(tmp_path) -> None:
     assert summary["ingested"]["stored"] == len(events)
     assert {"exposure", "click", "view"} <= set(events["event_type"])
     assert (out / "truth.csv").exists()
+
+
+# -- edge cases: empty days, small catalogues, option errors -----------------------------------
+
+
+def _no_simulation(monkeypatch) -> None:
+    """Fail the test if anything is simulated: option errors must come before the work."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("simulated before the options were checked")
+
+    monkeypatch.setattr(Simulator, "organic", boom)
+    monkeypatch.setattr(Simulator, "run", boom)
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from valuerec.cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def _said(res) -> str:
+    """stderr with rich's line wrapping undone."""
+    return " ".join(res.stderr.split())
+
+
+def test_a_day_without_visitors_shows_no_slates_and_earns_nothing() -> None:
+    """Once every user has left nobody visits: the context is empty and the days go by with
+    no slates and no revenue (the candidates' relevance floor was a nanmin over nothing)."""
+    _, sim, plat = _setup(candidates=50)
+    ctx = plat.context(np.zeros(0, dtype=np.int64), 0)
+    assert ctx.candidates.shape == (0, 50)
+    sim.alive[:] = False
+    for policy in (RelevancePolicy(), EpsilonGreedy(RelevancePolicy(), 0.3)):
+        res = sim.copy().run(policy, plat.copy(), 3)
+        assert res.revenue == 0.0 and res.clicks == 0 and res.impressions == 0
+        assert res.daily["visitors"].tolist() == [0, 0, 0]
+        assert res.daily["revenue"].tolist() == [0.0, 0.0, 0.0]
+        assert res.active_end == 0
+        assert len(res.log.days) == 3
+        assert all(d.items.shape == (0, 5) for d in res.log.days)
+        assert len(res.log.events()) == 0
+
+
+def test_cli_simulate_a_tiny_population_with_empty_days(tmp_path) -> None:
+    """Three users for 20 days: most days nobody visits, and the run still finishes."""
+    import json
+
+    out = tmp_path / "sim"
+    res = _cli("simulate", "--out", str(out), "--users", "3", "--items", "60", "--days", "20",
+               "--pre-days", "10", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["active_end"] <= 3
+    events = pd.read_csv(out / "events.csv")
+    assert summary["events"] == len(events)
+
+
+def test_organic_visits_never_view_more_items_than_the_catalogue_has() -> None:
+    """A visit drawing more views than there are items views each item once (it indexed past
+    the catalogue), and the simulation goes on to serve slates of all ten items."""
+    w = World.draw(SimConfig(seed=1, users=50, items=10))
+    sim = Simulator(w)
+    plat = Platform(w.items, w.n_users, slate_size=10, candidates=10)
+    log = sim.organic(2, plat, views_mean=30.0)  # nearly every visit draws more than 10 views
+    for d in log.days:
+        per_visit = np.bincount(d.view_user, minlength=len(d.users))
+        assert per_visit.max() == 10 and per_visit.min() >= 1
+        for v in range(len(d.users)):
+            assert len(set(d.view_item[d.view_user == v])) == per_visit[v]  # no repeats
+    res = sim.run(RelevancePolicy(), plat, 2)
+    assert res.days == 2
+    assert res.impressions == 10 * int(res.daily["visitors"].sum()) > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--epsilon", "2"], "--epsilon"),
+        (["--policy", "relevance", "--epsilon", "-0.5"], "--epsilon"),
+        (["--pre-days", "0"], "--pre-days"),
+        (["--pre-days", "-3"], "--pre-days"),
+    ],
+)
+def test_cli_simulate_option_errors_are_usage_errors(tmp_path, monkeypatch, args, option) -> None:
+    _no_simulation(monkeypatch)
+    res = _cli("simulate", "--out", str(tmp_path / "sim"), "--users", "20", *args)
+    assert res.exit_code == 2, res.output
+    assert option in _said(res)
+    assert "Traceback" not in res.output
+
+
+def test_cli_simulate_out_naming_a_file_fails_before_simulating(tmp_path, monkeypatch) -> None:
+    _no_simulation(monkeypatch)
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    res = _cli("simulate", "--out", str(target), "--users", "20", "--items", "60")
+    assert res.exit_code == 2, res.output
+    assert "error: --out" in _said(res) and "cannot make the output folder" in _said(res)
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--power", "0"], "--power"),
+        (["--power", "1"], "--power"),
+        (["--discount", "1.5"], "--discount"),
+        (["--discount", "-0.5"], "--discount"),
+        (["--target-share", "0"], "--target-share"),
+        (["--target-share", "1.5"], "--target-share"),
+        (["--goodwill", "2"], "--goodwill"),
+    ],
+)
+def test_cli_campaign_option_errors_are_usage_errors(monkeypatch, args, option) -> None:
+    _no_simulation(monkeypatch)
+    res = _cli("value", "campaign", "--users", "50", "--days", "5", "--campaign-days", "3", *args)
+    assert res.exit_code == 2, res.output
+    assert f"error: {option} must be" in _said(res)
+
+
+@pytest.mark.parametrize(
+    ("field_", "value"),
+    [("power", 0.0), ("power", 1.0), ("discount", 1.5), ("discount", -0.5),
+     ("target_share", 0.0), ("alpha", 1.0), ("segment", "vip")],
+)  # fmt: skip
+def test_run_campaign_refuses_bad_settings_before_simulating(monkeypatch, field_, value) -> None:
+    _no_simulation(monkeypatch)
+    cfg = CampaignConfig(users=50, **{field_: value})
+    with pytest.raises(ValueError, match=field_):
+        run_campaign(cfg)
+
+
+def test_incentive_and_sample_size_refuse_out_of_range_inputs() -> None:
+    from valuerec.simulate.env import Incentive
+
+    treated = np.ones(3, dtype=bool)
+    for bad in (1.0, 1.5, -0.5):
+        with pytest.raises(ValueError, match="discount"):
+            Incentive(treated, discount=bad)
+    with pytest.raises(ValueError, match="goodwill"):
+        Incentive(treated, goodwill=1.5)
+    for power in (0.0, 1.0):
+        with pytest.raises(ValueError, match="power"):
+            sample_size(1.0, 0.5, power=power)
+
+
+@pytest.mark.parametrize(
+    ("policies", "message"),
+    [
+        ("", "--policies is empty"),
+        (" , ", "--policies is empty"),
+        ("relevance,bogus", "--policies: unknown 'bogus'"),
+    ],
+)
+def test_cli_policy_evaluate_refuses_bad_policy_lists_up_front(
+    monkeypatch, policies, message
+) -> None:
+    import valuerec.simulate.experiment as experiment
+
+    _no_simulation(monkeypatch)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a seed ran before the policy list was checked")
+
+    monkeypatch.setattr(experiment, "run_seed", boom)
+    res = _cli("policy", "evaluate", "--users", "30", "--seeds", "1", "--days", "1",
+               "--policies", policies, "--no-ope", "--json")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert message in _said(res)
+    assert "Traceback" not in res.output

@@ -38,12 +38,15 @@ def simulate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for events, items, truth.")],
     users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 10_000,
     items: Annotated[int, typer.Option(min=1, help="Catalogue size.")] = 1_000,
-    pre_days: Annotated[int, typer.Option(help="Organic days before any policy.")] = 60,
+    # min=1: the recommender is fitted on the organic days, none leaves nothing to learn from
+    pre_days: Annotated[int, typer.Option(min=1, help="Organic days before any policy.")] = 60,
     days: Annotated[int, typer.Option(min=1, help="Days the policy serves slates.")] = 90,
     policy: Annotated[
         str, typer.Option(help=f"One of {', '.join(SIMPLE_POLICIES)} (others: policy evaluate).")
     ] = "epsilon-greedy",
-    epsilon: Annotated[float, typer.Option(help="Exploration of epsilon-greedy.")] = 0.3,
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Exploration of epsilon-greedy.")
+    ] = 0.3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     db: Annotated[
@@ -57,7 +60,7 @@ def simulate(
     propensity and policy in its properties), clicks and purchases. truth.csv holds each
     user's latent parameters and whether they are still active at the end.
     """
-    from valuerec.recommend.policies import EpsilonGreedy, RelevancePolicy
+    from valuerec.recommend.policies import EpsilonGreedy, Policy, RelevancePolicy
     from valuerec.simulate import Platform, SimConfig, Simulator, World
     from valuerec.simulate.fitting import fit_relevance
 
@@ -69,13 +72,22 @@ def simulate(
         world = World.draw(SimConfig(users=users, items=items, seed=seed))
     except ValueError as exc:
         raise fail(str(exc)) from None
+    # the output folder is made now, not after the simulation: a file in the way (or a folder
+    # we may not write) is then a usage error at once instead of a traceback minutes later
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise fail(f"--out {out_dir}: cannot make the output folder ({reason})") from None
     sim = Simulator(world)
     platform = Platform(world.items, world.n_users, candidates=50)
-    chosen = {
-        "relevance": RelevancePolicy(),
-        "random": EpsilonGreedy(RelevancePolicy(), 1.0, name="random"),
-        "epsilon-greedy": EpsilonGreedy(RelevancePolicy(), epsilon, name="epsilon-greedy"),
-    }[policy]
+    # only the chosen policy is built: another's options must not fail this one's run
+    if policy == "relevance":
+        chosen: Policy = RelevancePolicy()
+    elif policy == "random":
+        chosen = EpsilonGreedy(RelevancePolicy(), 1.0, name="random")
+    else:
+        chosen = EpsilonGreedy(RelevancePolicy(), epsilon, name="epsilon-greedy")
     with progress() as bar:
         task = bar.add_task("organic days", total=pre_days)
         pre = sim.organic(pre_days, platform, progress=lambda d, n: bar.update(task, completed=d))
@@ -92,7 +104,6 @@ def simulate(
         truth = world.truth()
         truth["active_at_end"] = sim.alive
         truth["revenue"] = run.user_revenue
-        out_dir.mkdir(parents=True, exist_ok=True)
         paths = {}
         for name, frame in (("events", events), ("items", world.items), ("truth", truth)):
             paths[name] = out_dir / f"{name}.{fmt}"
@@ -302,10 +313,20 @@ def policy_evaluate(
     """Run every policy in the simulator over seeds: revenue, active users, clicks, NDCG@10."""
     import torch
 
-    from valuerec.simulate.experiment import ExperimentConfig, run_seed
+    from valuerec.simulate.experiment import POLICIES, ExperimentConfig, run_seed
 
     torch.set_num_threads(1)
     names = [p.strip() for p in policies.split(",") if p.strip()]
+    # checked here, before the pre-period: an empty list otherwise simulates for minutes and
+    # ends in a StopIteration, an unknown name in an error after the pre-period
+    if not names:
+        raise fail(f"--policies is empty: name one or more of {', '.join(POLICIES)}")
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown:
+        raise fail(
+            f"--policies: unknown {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(POLICIES)}"
+        )
     cfg = ExperimentConfig(
         users=users,
         seeds=tuple(range(seeds)),
@@ -358,8 +379,20 @@ def campaign(
     uplift targeting the top users by an uplift model (T-learner, LightGBM) captures compared
     with targeting by predicted LTV.
     """
-    from valuerec.simulate.campaign import CampaignConfig, run_campaign
+    from valuerec.simulate.campaign import SEGMENTS, CampaignConfig, run_campaign
 
+    # option errors are found before the simulation and named as options; run_campaign checks
+    # the same again for Python callers (CampaignConfig.check), in its own words
+    if segment not in SEGMENTS:
+        raise fail(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
+    if not 0.0 < power < 1.0:
+        raise fail(f"--power must be strictly between 0 and 1, got {power}")
+    if not 0.0 <= discount < 1.0:
+        raise fail(f"--discount must be at least 0 and below 1, got {discount}")
+    if not 0.0 <= goodwill <= 1.0:
+        raise fail(f"--goodwill must be between 0 and 1, got {goodwill}")
+    if not 0.0 < target_share <= 1.0:
+        raise fail(f"--target-share must be above 0 and at most 1, got {target_share}")
     cfg = CampaignConfig(
         users=users,
         seed=seed,

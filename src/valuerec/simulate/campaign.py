@@ -66,6 +66,24 @@ class CampaignConfig:
     alpha: float = 0.05
     world: dict[str, Any] = field(default_factory=dict)
 
+    def check(self) -> None:
+        """Raise ValueError for settings the campaign cannot use. Checked before anything is
+        simulated: out of range, ``power`` or ``alpha`` make the sample size's normal quantile
+        infinite (an OverflowError after the whole run) and ``discount`` or ``goodwill`` turn
+        the simulated behaviour into silent nonsense."""
+        if self.segment not in SEGMENTS:
+            raise ValueError(f"unknown segment {self.segment!r}; choose from {', '.join(SEGMENTS)}")
+        open_unit = {"power": self.power, "alpha": self.alpha, "treat_share": self.treat_share}
+        for name, value in open_unit.items():
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"discount must be in [0, 1), got {self.discount}")
+        if not 0.0 <= self.goodwill <= 1.0:
+            raise ValueError(f"goodwill must be in [0, 1], got {self.goodwill}")
+        if not 0.0 < self.target_share <= 1.0:
+            raise ValueError(f"target_share must be in (0, 1], got {self.target_share}")
+
 
 @dataclass
 class CampaignResult:
@@ -106,6 +124,9 @@ def user_features(platform: Platform, users: np.ndarray) -> np.ndarray:
 def sample_size(sd: float, effect: float, power: float = 0.8, alpha: float = 0.05) -> int:
     """Users per arm for a two-sided z test of a difference ``effect`` in means (equal arms,
     common sd): ``2 (z_{1-alpha/2} + z_power)^2 sd^2 / effect^2``."""
+    # at 0 or 1 a quantile is infinite and the size an OverflowError: say which input it was
+    if not 0.0 < power < 1.0 or not 0.0 < alpha < 1.0:
+        raise ValueError(f"power and alpha must be strictly between 0 and 1: {power}, {alpha}")
     if effect == 0:
         return 0
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
@@ -158,6 +179,7 @@ def eligible_users(platform: Platform, segment: str) -> np.ndarray:
 
 
 def run_campaign(cfg: CampaignConfig, progress: Any | None = None) -> CampaignResult:
+    cfg.check()  # before the simulation, not after it
     say = progress or (lambda _: None)
     world = World.draw(
         SimConfig(users=cfg.users, items=cfg.items, seed=cfg.seed).with_(**cfg.world)

@@ -50,6 +50,15 @@ class Incentive:
     goodwill: float = 0.5
     first_day: int = 0  # the run's day the campaign starts
 
+    def __post_init__(self) -> None:
+        # out of range, the simulation would not fail but quietly compute nonsense: a
+        # discount of 1 or more makes log1p(-discount) -inf or NaN in :func:`_discounted`, and
+        # a goodwill outside [0, 1] makes the dropout hazard negative or larger than before
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"discount must be in [0, 1), got {self.discount}")
+        if not 0.0 <= self.goodwill <= 1.0:
+            raise ValueError(f"goodwill must be in [0, 1], got {self.goodwill}")
+
 
 @dataclass
 class SimResult:
@@ -175,7 +184,10 @@ class Simulator:
             day = self.day
             users, seconds = self._visitors(day)
             rng = self._rng(_ORGANIC, day)
-            nv = 1 + rng.poisson(views_mean, len(users))
+            # a visit cannot view more distinct items than the catalogue holds (a small
+            # catalogue would index past ``top``'s columns); capping after the draw keeps the
+            # random streams, so larger catalogues simulate exactly as before
+            nv = np.minimum(1 + rng.poisson(views_mean, len(users)), w.n_items)
             logits = (
                 w.attraction_logit(users, np.arange(w.n_items))
                 - w.config.fatigue * (self.fatigue[users])

@@ -121,7 +121,9 @@ def logged_rows(logs: Sequence[SimLog]) -> tuple[np.ndarray, np.ndarray, np.ndar
             if d.features is None:
                 raise ValueError("the log was recorded without features (record_features=True)")
             v, k = d.items.shape  # type: ignore[union-attr]
-            feats.append(d.features.reshape(v * k, -1))
+            # the feature width, not -1: a day without visitors has 0 rows, and numpy cannot
+            # infer a dimension from an empty array
+            feats.append(d.features.reshape(v * k, d.features.shape[-1]))
             pos.append(np.tile(np.arange(1, k + 1), v))
             buy.append(d.buy.ravel())  # type: ignore[union-attr]
             paid.append(d.paid.ravel())  # type: ignore[union-attr]

@@ -168,8 +168,13 @@ class Platform:
         order = np.lexsort((part, -part_scores), axis=1)  # by score, ties by item index
         cand = np.take_along_axis(part, order, axis=1)
         rel = np.take_along_axis(scores, cand, axis=1)
-        # a user who bought nearly everything: unbought filler never beats a real candidate
-        rel = np.where(np.isfinite(rel), rel, np.nanmin(np.where(np.isfinite(rel), rel, np.nan)))
+        # a user who bought nearly everything: unbought filler never beats a real candidate.
+        # The floor is taken over finite scores only, and only when there are any: a day with
+        # no visitors (a tiny population, or everyone has left) has an empty ``rel``, where a
+        # plain nanmin raises instead of giving the empty context that day calls for.
+        finite = np.isfinite(rel)
+        floor = rel[finite].min() if finite.any() else 0.0
+        rel = np.where(finite, rel, floor)
         return cand, rel
 
     def context(self, users: np.ndarray, day: int = 0) -> SlateContext:
