@@ -399,4 +399,190 @@ def test_jsonl_keys_with_quotes_or_differing_only_in_case(store, write):
     assert (r.stored, r.quarantined) == (2, 0)
     ev = store.events().set_index("user_id")
     assert list(ev["value"]) == [1.0, 2.0]
-    assert json.loads(ev.loc["u2", "properties"]) == {"a/b": "4", 'q"x': "3"}
+    assert json.loads(ev.loc["u2", "properties"]) == {"a/b": 4, 'q"x': 3}
+
+
+def test_a_first_line_starting_with_hash_is_the_header_not_a_comment(store, write):
+    """The reader's sniffer would make '#' a comment marker: records starting with it were
+    dropped and values cut at it, without a word. The first line is always the header."""
+    path = write(
+        "items.csv",
+        "# catalogue export 2024-06-01\nitem_id,title,price\n"
+        "#42,Gift card,10\n7,Best of #1 hits,12.5\n8,Plain,3\n",
+    )
+    with pytest.raises(InputError, match="missing required column") as exc:
+        ingest(store, path, "items")
+    assert "['# catalogue export 2024-06-01']" in str(exc.value)
+    assert store.count("items") == 0 and store.count("quarantine") == 0
+    # without the preamble every record and value is kept, '#' and all
+    ingest(store, write("items2.csv", path.read_text().split("\n", 1)[1]), "items")
+    items = store.items().set_index("item_id")
+    assert list(items.index) == ["#42", "7", "8"]
+    assert items.loc["7", "title"] == "Best of #1 hits" and items.loc["#42", "price"] == 10.0
+
+
+def test_a_yyyymmdd_date_held_as_float_is_a_date(store, tmp_path):
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "event_type": "purchase",
+            "timestamp": [19970101, float("nan"), 881250949.0],  # float64: the NaN
+        }
+    )
+    frame.to_parquet(tmp_path / "e.parquet")
+    for source in (frame, tmp_path / "e.parquet"):
+        r = ingest(store, source)
+        assert r.quarantined == 1
+        ts = store.events().set_index("user_id")["timestamp"]
+        assert ts["a"] == datetime(1997, 1, 1)
+        assert ts["c"] == datetime(1997, 12, 4, 15, 55, 49)  # epoch seconds stay so
+    assert store.count("events") == 2
+
+
+def test_a_csv_line_missing_several_columns_is_quarantined_once(store, write):
+    path = write(
+        "e.csv",
+        "user_id,event_type,timestamp,value\na,view\nb,view,2020-01-01,1\nc,view,2020-01-02,oops\n",
+    )
+    r = ingest(store, path)
+    assert (r.rows_read, r.stored, r.quarantined) == (3, 1, 2)
+    q = store.quarantine().sort_values("line").reset_index(drop=True)
+    assert list(q["line"]) == [2, 4]
+    assert list(q["field"]) == ["timestamp, value", "value"]
+    assert q.loc[0, "reason"] == "missing columns: Expected Number of Columns: 4 Found: 2"
+    assert q.loc[0, "raw"] == "a,view" and pd.isna(q.loc[0, "row"])
+    assert q.loc[1, "reason"] == "cannot parse a finite number from oops"
+    assert store.stats()["quarantined"] == 2
+
+
+def test_csv_lines_count_blank_lines_and_multi_line_fields(store, write):
+    path = write(
+        "e.csv",
+        "user_id,event_type,timestamp\n"  # 1
+        '"multi\nline",view,2020-01-01\n'  # 2-3
+        "\n\n"  # 4-5
+        "c,view\n"  # 6: rejected by the reader
+        '"d ""q""\nx",view,bad\n'  # 7-8
+        "e,view,2020-01-01\n"  # 9
+        "f,view,bad\n",  # 10
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (2, 3)
+    q = store.quarantine().sort_values("line")
+    assert list(q["line"]) == [6, 7, 10]
+    assert list(q["raw"].iloc[[0]]) == ["c,view"]
+    assert [json.loads(x)["user_id"] for x in q["raw"].iloc[1:]] == ['d "q"\nx', "f"]
+    blank = write("b.csv", "user_id,event_type,timestamp\na,view,2020-01-01\n\nb,view,bad\n")
+    ingest(store, blank)
+    assert store.quarantine().query("source == @blank.as_posix()")["line"].tolist() == [4]
+
+
+def test_jsonl_properties_keep_their_json_types(store, write):
+    path = write(
+        "p.jsonl",
+        '{"user_id": 7, "event_type": "view", "timestamp": "2020-01-01", "value": 2.5, '
+        '"meta": {"page": "home"}, "price": 12.5, "flag": true, "tags": ["a"], "n": null}\n',
+    )
+    assert ingest(store, path).stored == 1
+    ev = store.events()
+    assert ev.loc[0, "user_id"] == "7" and ev.loc[0, "value"] == 2.5
+    assert json.loads(ev.loc[0, "properties"]) == {
+        "meta": {"page": "home"},
+        "price": 12.5,
+        "flag": True,
+        "tags": ["a"],
+        "n": None,
+    }
+
+
+def test_input_columns_named_like_internal_ones_are_data(store, write):
+    path = write(
+        "e.csv",
+        "user_id,event_type,timestamp,_row,_line,_bad,__t_value\na,view,2020-01-01,r1,l1,x,y\n",
+    )
+    assert ingest(store, path).stored == 1
+    props = json.loads(store.events().loc[0, "properties"])
+    assert props == {"_row": "r1", "_line": "l1", "_bad": "x", "__t_value": "y"}
+    line = {"user_id": "b", "event_type": "view", "timestamp": "2020-01-01"}
+    path = write("e.jsonl", json.dumps({**line, "_malformed": True, "_rawtext": "x"}) + "\n")
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (1, 0)
+    ev = store.events().set_index("user_id")
+    assert json.loads(ev.loc["b", "properties"]) == {"_malformed": True, "_rawtext": "x"}
+
+
+def test_an_input_column_named_rowid_is_data_and_rows_keep_their_numbers(store, write):
+    """DuckDB's row number is the pseudo-column rowid, which an input column of that name
+    would hide: the records would be numbered by the column, or not read at all."""
+    path = write(
+        "e.csv",
+        "user_id,event_type,timestamp,value,RowId\n"
+        "a,purchase,2020-01-01,1,x\nb,purchase,2020-01-02,bad,y\nc,purchase,2020-01-03,3,z\n",
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (2, 1)
+    ev = store.events().set_index("user_id")
+    assert json.loads(ev.loc["a", "properties"]) == {"RowId": "x"}
+    q = store.quarantine()
+    assert (q.loc[0, "row"], q.loc[0, "line"], q.loc[0, "field"]) == (2, 3, "value")
+    frame = pd.DataFrame({"user_id": ["d", "e"], "event_type": "view",
+                          "timestamp": ["2020-01-01", "2020-01-02"], "rowid": [7, 9]})  # fmt: skip
+    assert ingest(store, frame).stored == 2
+    ev = store.events().set_index("user_id")
+    assert json.loads(ev.loc["e", "properties"]) == {"rowid": 9}
+
+
+def test_jsonl_a_bad_value_under_another_spelling_names_field_and_reason(store, write):
+    base = {"user_id": "a", "event_type": "purchase", "timestamp": "2020-01-01"}
+    path = write(
+        "case.jsonl",
+        json.dumps({**base, "Value": 10}) + "\n" + json.dumps({**base, "value": "abc"}) + "\n",
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (1, 1)
+    q = store.quarantine()
+    assert (q.loc[0, "line"], q.loc[0, "field"]) == (2, "value")
+    assert q.loc[0, "reason"] == "cannot parse a finite number from abc"
+
+
+def test_jsonl_an_empty_key_holds_back_nothing(store, tmp_path):
+    good = {"user_id": "a", "event_type": "view", "timestamp": "2020-01-01"}
+    path = tmp_path / "e.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "user_id": "b", "": "x"}) + "\n")
+    assert ingest(store, path).stored == 2
+    ev = store.events().set_index("user_id")
+    assert json.loads(ev.loc["b", "properties"]) == {"": "x"}
+
+
+def test_jsonl_a_line_that_is_not_utf8_is_quarantined_with_its_line(store, tmp_path):
+    good = {"user_id": "a", "event_type": "view", "timestamp": "2020-01-01"}
+    bad = tmp_path / "bad.jsonl"
+    lines = [json.dumps({**good, "user_id": u}).encode() for u in ("c", "d")]
+    bad.write_bytes(lines[0] + b"\n" + b'{"user_id": "caf\xff"}\n\n' + lines[1] + b"\n")
+    r = ingest(store, bad)
+    assert (r.stored, r.quarantined) == (2, 1)
+    q = store.quarantine()
+    assert (q.loc[0, "line"], q.loc[0, "field"], q.loc[0, "reason"]) == (
+        2,
+        "(line)",
+        "invalid UTF-8",
+    )
+    assert q.loc[0, "raw"] == '{"user_id": "caf\\xff"}'
+    assert sorted(store.events()["user_id"]) == ["c", "d"]
+
+
+def test_an_update_replaces_a_nested_property_whole_on_every_backend(store):
+    first = pd.DataFrame(
+        {"item_id": ["i1"], "title": ["A"], "properties": ['{"dims":{"w":1,"h":2},"color":"red"}']}
+    )
+    second = pd.DataFrame(
+        {"item_id": ["i1"], "properties": ['{"dims":{"w":5},"parts":[{"id":1,"note":null}]}']}
+    )
+    ingest(store, first, "items")
+    assert ingest(store, second, "items").stored == 1
+    assert json.loads(store.items().loc[0, "properties"]) == {
+        "dims": {"w": 5},
+        "color": "red",
+        "parts": [{"id": 1, "note": None}],
+    }
+    assert ingest(store, second, "items").stored == 0  # and the result compares unchanged

@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,32 @@ def _text(col: str) -> str:
     return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
 
 
+def _source_text(col: str, src_type: str) -> str:
+    """A source column as trimmed text, NULL when empty.
+
+    A JSON value (a JSON Lines key) gives its scalar text (``abc``, not ``"abc"``; an object
+    gives its JSON text), so a field reads the same from JSON Lines as from a CSV.
+    """
+    if src_type.upper() == "JSON":
+        return _text(f"({col} ->> '$')")
+    return _text(col)
+
+
+def _number_text(col: str, src_type: str) -> str:
+    """A typed number column as text, an integral float as its integer (``1``, not ``1.0``).
+
+    pandas holds an integer column with a missing value as float, and Parquet keeps that
+    type: ``1.0`` must be the id ``"1"`` and ``19970101.0`` the date 1997-01-01 (not epoch
+    seconds), as the same column read from a CSV gives.
+    """
+    if not src_type.upper().startswith(("FLOAT", "DOUBLE", "DECIMAL")):
+        return f"CAST({col} AS VARCHAR)"
+    return (
+        f"CASE WHEN {col} = trunc({col}) AND abs({col}) < 9007199254740992 "
+        f"THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) ELSE CAST({col} AS VARCHAR) END"
+    )
+
+
 # Plain ISO text (date, optional time, no zone): the fast TIMESTAMP cast reads it exactly.
 _DATE_RE = r"[0-9]{4}[-/][0-9]{1,2}[-/][0-9]{1,2}"
 _PLAIN_RE = _DATE_RE + r"([T ][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
@@ -141,7 +167,10 @@ def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> st
     """
     if _is_temporal(src_type):
         return f"CAST({col} AS TIMESTAMP)"
-    t = f"CAST({col} AS VARCHAR)" if pretrimmed else _text(col)
+    if _is_numeric(src_type):
+        t = _number_text(col, src_type)
+    else:
+        t = f"CAST({col} AS VARCHAR)" if pretrimmed else _text(col)
     return (
         f"CASE WHEN regexp_full_match({t}, '{_PLAIN_RE}') THEN try_cast({t} AS TIMESTAMP) "
         f"WHEN regexp_matches({t}, '{_ZONED_RE}') "
@@ -158,13 +187,8 @@ def _coerce(f: Field, col: str, src_type: str, *, pretrimmed: bool = False) -> s
     ``pretrimmed``: ``col`` already went through :func:`_text` (or is a typed column).
     """
     t = col if pretrimmed else _text(col)
-    if f.kind is Kind.ID and src_type.upper().startswith(("FLOAT", "DOUBLE", "DECIMAL")):
-        # An integer id column holding a missing value is float in pandas: 1.0 must be the
-        # id "1", as the same column read from a CSV gives, not another user "1.0".
-        return (
-            f"CASE WHEN {t} = trunc({t}) AND abs({t}) < 9007199254740992 "
-            f"THEN CAST(CAST({t} AS BIGINT) AS VARCHAR) ELSE CAST({t} AS VARCHAR) END"
-        )
+    if f.kind is Kind.ID and _is_numeric(src_type):
+        return _number_text(t, src_type)
     if f.kind in (Kind.ID, Kind.STRING):
         return f"CAST({t} AS VARCHAR)"
     if f.kind is Kind.LABEL:
@@ -185,9 +209,33 @@ _EXPECT = {
 
 
 # --------------------------------------------------------------------------------------------
-# Sources: a SELECT yielding _row (record number), _line (text line, if known) and the columns
+# Sources: a SELECT yielding ROW (record number), LINE (text line, if known) and the columns
 # --------------------------------------------------------------------------------------------
-_INTERNAL = frozenset({"_row", "_line", "_malformed", "_rawtext"})
+# The columns ingest adds beside the source's own. Prefixed so that no input column collides
+# with them: a file's own "_row" or "_line" column is data like any other.
+ROW, LINE = "__vr_row", "__vr_line"
+#: JSON Lines: why a line is no record (NULL when it is one), and its text
+MALFORMED, RAWTEXT = "__vr_malformed", "__vr_rawtext"
+_INTERNAL = frozenset({ROW, LINE, MALFORMED, RAWTEXT})
+#: the column of the JSON Lines key "" (a column cannot be named ""); properties call it ""
+_EMPTY_KEY = "__vr_empty_key"
+
+
+@dataclass
+class _Source:
+    """A source loaded into temp table ``_vr_src``."""
+
+    sql: str  # a SELECT over it: ROW, LINE and the source's columns
+    fmt: str
+    #: the file, for a second look when it has bad rows (exact CSV lines); None: a DataFrame
+    path: Path | None = None
+    #: JSON Lines: column -> every key it holds (spellings differing only in case; the first
+    #: is its name in ``properties``). Other sources: a column is its own key.
+    keys: dict[str, list[str]] = field(default_factory=dict)
+
+    def key(self, col: str) -> str:
+        """The name of column ``col`` in ``properties`` and in a quarantined row's ``raw``."""
+        return self.keys.get(col, [col])[0]
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -206,19 +254,18 @@ def detect_format(path: Path, fmt: str | None) -> str:
         ) from None
 
 
-def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) -> tuple[str, str]:
-    """Load ``source`` into temp table ``_vr_src``; returns (a numbered SELECT over it, format).
+def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) -> _Source:
+    """Load ``source`` into temp table ``_vr_src``; returns a numbered SELECT over it.
 
     The source is copied as is (in parallel, insertion order preserved) so that the record
     number is the table's ``rowid``: numbering with a window function while reading would
     force the whole validation pipeline onto one thread.
     """
-    numbered = "SELECT rowid + 1 AS _row, CAST(NULL AS BIGINT) AS _line, * FROM _vr_src"
     con.execute("DROP TABLE IF EXISTS _vr_src")
     if not isinstance(source, str | Path):
         con.register("_vr_frame", _as_frame(source))
         con.execute("CREATE TEMP TABLE _vr_src AS SELECT * FROM _vr_frame")
-        return numbered, "table"
+        return _Source(_numbered(con), "table")
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -232,19 +279,40 @@ def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) ->
         if fmt == "csv":
             con.execute("DROP TABLE IF EXISTS _vr_rejects; DROP TABLE IF EXISTS _vr_scans")
             con.execute(
-                f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_csv({p}, all_varchar = true, "
-                "header = true, store_rejects = true, rejects_table = '_vr_rejects', "
-                "rejects_scan = '_vr_scans')"
+                f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_csv({p}, {_CSV_OPTIONS}, "
+                "store_rejects = true, rejects_table = '_vr_rejects', rejects_scan = '_vr_scans')"
             )
         elif fmt == "parquet":
             con.execute(f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_parquet({p})")
         else:
-            _read_jsonl(con, p)
-            return "SELECT * FROM _vr_src", fmt
-    return numbered, fmt
+            keys = _read_jsonl(con, p, Path(exact))
+            return _Source("SELECT * FROM _vr_src", fmt, path.resolve(), keys)
+    return _Source(_numbered(con), fmt, path.resolve())
+
+
+_INPUT_ROWID = "__vr_input_rowid"
+
+
+def _numbered(con: duckdb.DuckDBPyConnection) -> str:
+    """``_vr_src`` with its record number (``rowid + 1``) and an empty text line.
+
+    An input column named ``rowid`` (any case) would hide DuckDB's row-number pseudo-column:
+    it is renamed in the table and given its name back in the SELECT, so it stays data.
+    """
+    cols = [r[0] for r in con.execute("SELECT name FROM pragma_table_info('_vr_src')").fetchall()]
+    shadow = next((c for c in cols if c.lower() == "rowid"), None)
+    rest = "*"
+    if shadow is not None:
+        con.execute(f"ALTER TABLE _vr_src RENAME COLUMN {_ident(shadow)} TO {_INPUT_ROWID}")
+        rest = f"* RENAME ({_INPUT_ROWID} AS {_ident(shadow)})"
+    return f"SELECT rowid + 1 AS {ROW}, CAST(NULL AS BIGINT) AS {LINE}, {rest} FROM _vr_src"
 
 
 _GLOB = frozenset("*?[]{}")
+# No comment character and no skipped lines, whatever the sniffer guesses: a first line
+# starting with '#' would otherwise turn '#' into a comment marker, silently dropping the
+# records that start with it and cutting values at it. The first line is the header.
+_CSV_OPTIONS = "header = true, comment = '', skip = 0, all_varchar = true"
 
 
 @contextlib.contextmanager
@@ -268,45 +336,107 @@ def _exact_path(path: Path) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str) -> None:
-    """JSON Lines, read line by line so a malformed line is quarantined with its number."""
+_NOT_AN_OBJECT = "malformed JSON: not a JSON object"
+_NOT_UTF8 = "invalid UTF-8"
+
+
+def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str, path: Path) -> dict[str, list[str]]:
+    """JSON Lines, read line by line so a malformed line is quarantined with its number.
+
+    Returns the keys each column holds (:attr:`_Source.keys`).
+    """
     con.execute("DROP TABLE IF EXISTS _vr_text")
+    try:
+        con.execute(
+            "CREATE TEMP TABLE _vr_text AS SELECT * FROM ("
+            f"SELECT row_number() OVER () AS {LINE}, rtrim(t, chr(13)) AS {RAWTEXT}, "
+            f"CAST(NULL AS VARCHAR) AS {MALFORMED} "
+            # a leading UTF-8 byte order mark is not part of the first record
+            f"FROM (SELECT unnest(string_split(ltrim(content, chr(65279)), chr(10))) AS t "
+            f"FROM read_text({p}))) "
+            f"WHERE trim({RAWTEXT}) <> ''"
+        )
+    except duckdb.InvalidInputException as exc:
+        if "UTF-8" not in str(exc):
+            raise
+        # read_text refuses the whole file for one bad byte: decode it line by line instead
+        # (only then, so a clean file costs one read), quarantining the lines that are not
+        # text rather than holding back the good ones
+        _read_jsonl_bytes(con, path)
     con.execute(
-        "CREATE TEMP TABLE _vr_text AS SELECT * FROM ("
-        "SELECT row_number() OVER () AS _line, rtrim(t, chr(13)) AS _rawtext "
-        # a leading UTF-8 byte order mark is not part of the first record
-        f"FROM (SELECT unnest(string_split(ltrim(content, chr(65279)), chr(10))) AS t "
-        f"FROM read_text({p}))) "
-        "WHERE trim(_rawtext) <> ''"
+        f"UPDATE _vr_text SET {MALFORMED} = CASE WHEN json_valid({RAWTEXT}) THEN "
+        f"CASE WHEN json_type({RAWTEXT}) <> 'OBJECT' THEN {_lit(_NOT_AN_OBJECT)} END "
+        f"ELSE {_lit(_NOT_AN_OBJECT)} END WHERE {MALFORMED} IS NULL"
     )
-    con.execute(
-        "ALTER TABLE _vr_text ADD COLUMN _malformed BOOLEAN; UPDATE _vr_text SET _malformed = "
-        "CASE WHEN json_valid(_rawtext) THEN json_type(_rawtext) <> 'OBJECT' ELSE true END"
-    )
-    keys = [
+    found = [
         k
         for (k,) in con.execute(
-            "SELECT k FROM (SELECT DISTINCT unnest(json_keys(_rawtext)) AS k FROM _vr_text "
-            "WHERE NOT _malformed) ORDER BY k"
+            f"SELECT k FROM (SELECT DISTINCT unnest(json_keys({RAWTEXT})) AS k FROM _vr_text "
+            f"WHERE {MALFORMED} IS NULL) ORDER BY k"
         ).fetchall()
     ]
     # DuckDB column names are case-insensitive: keys differing only in case ("Value" in some
     # lines, "value" in others) are one column, named by the first spelling; a line holding
-    # both gives the first spelling's value.
+    # both gives the first spelling's non-null value.
     groups: dict[str, list[str]] = {}
-    for k in keys:
+    for k in found:
         groups.setdefault(k.lower(), []).append(k)
+    # a column cannot be named "": that key gets a column of its own name
+    keys = {(ks[0] or _EMPTY_KEY): ks for ks in groups.values()}
+    # JSON values (->), not their text (->>): a number, boolean or object keeps its JSON type
+    # in properties, as from Parquet or a DataFrame; _source_text reads a field's text
     cols = "".join(
-        ", CASE WHEN NOT _malformed THEN coalesce("
-        + ", ".join(f"_rawtext->>{_json_key(k)}" for k in spellings)
-        + f") END AS {_ident(spellings[0])}"
-        for spellings in groups.values()
+        f", CASE WHEN {MALFORMED} IS NULL THEN "
+        + (
+            f"{RAWTEXT}->{_json_key(spellings[0])}"
+            if len(spellings) == 1
+            else "coalesce("
+            + ", ".join(
+                f"nullif({RAWTEXT}->{_json_key(k)}, CAST('null' AS JSON))" for k in spellings
+            )
+            + ")"
+        )
+        + f" END AS {_ident(col)}"
+        for col, spellings in keys.items()
     )
     con.execute(
-        f"CREATE TEMP TABLE _vr_src AS SELECT _line AS _row, _line{cols}, "
-        "_malformed, _rawtext FROM _vr_text"
+        f"CREATE TEMP TABLE _vr_src AS SELECT {LINE} AS {ROW}, {LINE}{cols}, "
+        f"{MALFORMED}, {RAWTEXT} FROM _vr_text"
     )
     con.execute("DROP TABLE _vr_text")
+    return keys
+
+
+def _read_jsonl_bytes(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """``_vr_text`` from a file that is not all UTF-8: each line decoded on its own."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    lines, texts, why = [], [], []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        try:
+            text, reason = raw.decode("utf-8"), None
+        except UnicodeDecodeError:
+            # kept readable in the quarantine, the bad bytes shown as \xNN
+            text, reason = raw.decode("utf-8", "backslashreplace"), _NOT_UTF8
+        if text.strip():
+            lines.append(number)
+            texts.append(text)
+            why.append(reason)
+    frame = pd.DataFrame(
+        {
+            LINE: np.array(lines, dtype=np.int64),
+            RAWTEXT: pd.Series(texts, dtype=object),
+            MALFORMED: pd.Series(why, dtype=object),
+        }
+    )
+    con.register("_vr_lines", frame)
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE _vr_text AS SELECT {LINE}, {RAWTEXT}, "
+            f"CAST({MALFORMED} AS VARCHAR) AS {MALFORMED} FROM _vr_lines ORDER BY {LINE}"
+        )
+    finally:
+        con.unregister("_vr_lines")
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,12 +537,12 @@ def ingest(
     report("reading", 0, 1)
     try:
         try:
-            src_sql, fmt = _source_sql(con, source, format)
+            src = _source_sql(con, source, format)
             src_cols = dict(
-                con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {src_sql})").fetchall()
+                con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {src.sql})").fetchall()
             )
             by_field, extras = _resolve_columns(tbl, src_cols, mapping, constants, name)
-            _stage(con, tbl, src_sql, src_cols, by_field, extras, constants)
+            _stage(con, tbl, src, src_cols, by_field, extras, constants)
         except duckdb.Error as exc:
             msg = str(exc).strip().splitlines()[0]
             raise InputError(f"{name}: cannot be read as {format or 'its format'}: {msg}") from None
@@ -425,7 +555,7 @@ def ingest(
         new_sql = (
             _key_events(con, local) if tbl is EVENTS else _key_entities(con, tbl, supplied, local)
         )
-        n_rejects = _quarantine_rows(con, tbl, fmt, key_name, by_field, local)
+        n_rejects = _quarantine_rows(con, tbl, src, key_name, by_field, local)
         report("deduplicating", 1, 1)
         with store.ingest_lock():
             return _write(
@@ -475,7 +605,7 @@ def _as_frame(obj: Any) -> Any:
 def _stage(
     con: duckdb.DuckDBPyConnection,
     tbl: Table,
-    src_sql: str,
+    src: _Source,
     src_cols: dict[str, str],
     by_field: dict[str, str],
     extras: list[str],
@@ -484,34 +614,37 @@ def _stage(
     """Read, coerce and validate in one pass into ``_vr_stage``.
 
     Columns: _row, _line, the canonical fields, properties, _bad (the record fails
-    validation) and _raw (the original record as JSON, kept only for bad records).
+    validation), _raw (the original record as JSON, kept only for bad records) and, for JSON
+    Lines, _malformed (why a line is no record at all). The columns of the levels in between
+    (which also hold the source's columns) are named ``__vr_*``, clear of any input column.
     """
     user_cols = [c for c in src_cols if c not in _INTERNAL]
     # Four nested projections so each expression is computed once per record:
-    # texts (trimmed, empty -> NULL) -> typed fields -> _bad -> output.
-    keep = ["_row", "_line", *[_ident(c) for c in user_cols]]
-    if "_malformed" in src_cols:
-        keep += ["_malformed", "_rawtext"]
-    texts, typed, bad, outer = [], [], [], ["_row", "_line"]
-    if "_malformed" in src_cols:
-        bad.append("_malformed")
+    # texts (trimmed, empty -> NULL) -> typed fields -> __vr_bad -> output.
+    keep = [ROW, LINE, *[_ident(c) for c in user_cols]]
+    texts, typed, bad = [], [], []
+    outer = [f"{ROW} AS _row", f"{LINE} AS _line"]
+    if MALFORMED in src_cols:
+        keep += [MALFORMED, RAWTEXT]
+        bad.append(f"({MALFORMED} IS NOT NULL)")
+        outer.append(f"{MALFORMED} AS _malformed")
     props = None
     if "properties" in by_field:
         col = by_field["properties"]
-        props = "__v_properties"
-        texts.append(f"{_json_text(_ident(col), src_cols[col])} AS __t_properties")
-        typed.append(f"{_json_object('__t_properties')} AS {props}")
-        bad.append(f"(__t_properties IS NOT NULL AND {props} IS NULL)")
+        props, t = "__vr_v_properties", "__vr_t_properties"
+        texts.append(f"{_json_text(_ident(col), src_cols[col])} AS {t}")
+        typed.append(f"{_json_object(t)} AS {props}")
+        bad.append(f"({t} IS NOT NULL AND {props} IS NULL)")
     for f in tbl.fields:
         if f.kind is Kind.JSON:
             continue
         col = by_field.get(f.name)
-        t, v = f"__t_{f.name}", f"__v_{f.name}"
+        t, v = f"__vr_t_{f.name}", f"__vr_v_{f.name}"
         if col is not None:
             if _is_numeric(src_cols[col]) or _is_temporal(src_cols[col]):
                 texts.append(f"{_ident(col)} AS {t}")  # typed source: no text round trip
             else:
-                texts.append(f"{_text(_ident(col))} AS {t}")
+                texts.append(f"{_source_text(_ident(col), src_cols[col])} AS {t}")
             expr = _coerce(f, t, src_cols[col], pretrimmed=True)
             # present but unparseable is bad whether or not the field is required
             bad.append(f"({t} IS NOT NULL AND {v} IS NULL)")
@@ -526,20 +659,19 @@ def _stage(
             bad.append(f"({v} IS NULL)")
         typed.append(f"{expr} AS {v}")
         outer.append(f"{v} AS {f.name}")
-    outer.append(f"{_properties_expr(props, extras)} AS properties")
-    if "_rawtext" in src_cols:
-        raw = "_rawtext"
+    outer.append(f"{_properties_expr(props, extras, src)} AS properties")
+    if RAWTEXT in src_cols:
+        raw = RAWTEXT
     elif user_cols:
-        packed = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in user_cols)
-        raw = f"CAST(to_json(struct_pack({packed})) AS VARCHAR)"
+        raw = f"CAST({_pack(user_cols, src)} AS VARCHAR)"
     else:
         raw = "NULL"
-    outer.append("_bad")
-    outer.append(f"CASE WHEN _bad THEN {raw} END AS _raw")
+    outer.append("__vr_bad AS _bad")
+    outer.append(f"CASE WHEN __vr_bad THEN {raw} END AS _raw")
     bad_expr = f"coalesce({' OR '.join(bad) or 'false'}, false)"
-    level1 = f"SELECT {', '.join(keep + texts)} FROM ({src_sql})"
+    level1 = f"SELECT {', '.join(keep + texts)} FROM ({src.sql})"
     level2 = f"SELECT *, {', '.join(typed)} FROM ({level1})"
-    level3 = f"SELECT *, {bad_expr} AS _bad FROM ({level2})"
+    level3 = f"SELECT *, {bad_expr} AS __vr_bad FROM ({level2})"
     con.execute("DROP TABLE IF EXISTS _vr_stage")
     con.execute(f"CREATE TEMP TABLE _vr_stage AS SELECT {', '.join(outer)} FROM ({level3})")
 
@@ -547,8 +679,17 @@ def _stage(
 def _json_text(col: str, src_type: str) -> str:
     """A ``properties`` source column as JSON text: typed columns (struct, map) via to_json."""
     if src_type.upper() in ("VARCHAR", "JSON"):
-        return _text(col)
+        return _source_text(col, src_type)
     return f"CAST(to_json({col}) AS VARCHAR)"
+
+
+def _pack(cols: list[str], src: _Source) -> str:
+    """Columns as one JSON object keyed by their names in the source.
+
+    json_object rather than to_json(struct_pack(...)): a key may be any text (a JSON Lines
+    key "" has no column name), and a JSON value is kept as JSON.
+    """
+    return "json_object(" + ", ".join(f"{_lit(src.key(c))}, {_ident(c)}" for c in cols) + ")"
 
 
 def _json_object(text: str) -> str:
@@ -562,7 +703,7 @@ def _json_object(text: str) -> str:
     )
 
 
-def _properties_expr(props: str | None, extras: list[str]) -> str:
+def _properties_expr(props: str | None, extras: list[str], src: _Source) -> str:
     """Leftover columns as one JSON object, merged over a valid ``properties`` column if given.
 
     ``props``: the column holding the source's ``properties`` already parsed as an object.
@@ -571,8 +712,7 @@ def _properties_expr(props: str | None, extras: list[str]) -> str:
     if props is not None:
         parts.append(props)
     if extras:
-        packed = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extras)
-        parts.append(f"to_json(struct_pack({packed}))")
+        parts.append(_pack(extras, src))
     if not parts:
         return "CAST(NULL AS JSON)"
     if len(parts) == 1:
@@ -676,7 +816,7 @@ def _key_entities(
 def _quarantine_rows(
     con: duckdb.DuckDBPyConnection,
     tbl: Table,
-    fmt: str,
+    src: _Source,
     name: str,
     by_field: dict[str, str],
     local: bool = True,
@@ -688,11 +828,9 @@ def _quarantine_rows(
     store as it writes.
     """
     fields, reasons = [], []
-    # CASE, not OR: DuckDB may evaluate both sides of OR, and json_type fails on bad JSON
-    malformed = (
-        "CASE WHEN json_valid(_raw) THEN json_type(_raw) <> 'OBJECT' ELSE true END"
-        if fmt == "jsonl"
-        else "false"
+    # JSON Lines: a line that is no record at all says why (_stage)
+    malformed, why_malformed = (
+        ("_malformed IS NOT NULL", "_malformed") if src.fmt == "jsonl" else ("false", "NULL")
     )
     for f in tbl.fields:
         col = by_field.get(f.name)
@@ -700,7 +838,10 @@ def _quarantine_rows(
             continue
         got = f.name
         if col is not None:
-            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN _raw->>{_json_key(col)} END), '')"
+            # the value as the record gave it, under whichever spelling of the key it used
+            # (JSON Lines keys differing only in case are one column), as _read_jsonl reads it
+            value = ", ".join(f"_raw->>{_json_key(k)}" for k in src.keys.get(col, [col]))
+            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN coalesce({value}) END), '')"
             if f.kind is Kind.JSON:
                 # as in _stage: present but not a JSON object (the row also holds leftover
                 # columns, so the stored properties column cannot tell)
@@ -728,12 +869,12 @@ def _quarantine_rows(
         SELECT _row AS row, _line AS line,
             CASE WHEN {malformed} THEN '(line)'
                 ELSE concat_ws(', ', {", ".join(fields) or "NULL"}) END AS field,
-            CASE WHEN {malformed} THEN 'malformed JSON: not a JSON object'
+            CASE WHEN {malformed} THEN {why_malformed}
                 ELSE concat_ws('; ', {", ".join(reasons) or "NULL"}) END AS reason,
             _raw AS raw
         FROM _vr_stage WHERE _bad"""
     )
-    n_rejects = _csv_lines(con) if fmt == "csv" else 0
+    n_rejects = _csv_lines(con, src.path) if src.fmt == "csv" else 0
     con.execute(
         f"""ALTER TABLE _vr_bad ADD COLUMN quarantine_key UUID;
         UPDATE _vr_bad SET quarantine_key = CAST(md5(concat_ws({SEP}, {_lit(tbl.name)},
@@ -747,42 +888,153 @@ def _quarantine_rows(
     return n_rejects
 
 
-def _csv_lines(con: duckdb.DuckDBPyConnection) -> int:
-    """Give CSV rejects their line, and bad records the physical line they came from.
+def _csv_lines(con: duckdb.DuckDBPyConnection, path: Path | None) -> int:
+    """Give CSV rejects and bad records the text line where they start.
 
-    The reader numbers only the records it accepted (so ``row`` skips rejected lines), and a
-    record's line is its number plus the header plus the rejected lines before it. That
-    counts each record as one line: after a quoted field spanning several lines, ``line`` is
-    the record's position, not the text line (the README says so). Counting text lines
-    exactly would need a second pass over the file. Returns the number of rejected lines.
+    The reader numbers the records it accepted (``row``), and each line it rejects by its
+    *unit*: the header, every blank line and every record count one, however many text lines
+    a quoted field spans. Only when the file has bad rows is it scanned once more
+    (:func:`_csv_layout`; a clean file is read once) for where its blank lines and
+    multi-line records are, which turns both numberings into text lines. Returns the number
+    of rejected lines.
     """
-    rejected = con.execute(
+    # One entry per rejected line: the reader reports a line once per missing or extra
+    # column. csv_line holds the blank lines before the record too.
+    rejects: dict[int, tuple[str, list[str], dict[str, str]]] = {}
+    for unit, text, kind, column, message in con.execute(
         "SELECT line, csv_line, error_type, column_name, error_message FROM _vr_rejects "
-        "ORDER BY line"
-    ).fetchall()
-    lines = np.array([r[0] for r in rejected], dtype=np.int64)
-    # good records before the j-th rejected line (1-based j): line_j - header - j
-    before = lines - 1 - np.arange(1, len(lines) + 1)
-    rows = con.execute("SELECT row FROM _vr_bad ORDER BY row").fetchnumpy()["row"]
+        "ORDER BY line, column_idx"
+    ).fetchall():
+        _, fields, reasons = rejects.setdefault(int(unit) - 1, (text.lstrip("\r\n"), [], {}))
+        if (column or "(line)") not in fields:
+            fields.append(column or "(line)")
+        reasons.setdefault(str(kind), f"{str(kind).lower()}: {message.splitlines()[0]}")
+    rows = np.array(
+        [r for (r,) in con.execute("SELECT row FROM _vr_bad ORDER BY row").fetchall()],
+        dtype=np.int64,
+    )
+    if not rejects and not len(rows):
+        return 0
+    units = np.fromiter(rejects, dtype=np.int64, count=len(rejects))
+    layout = _csv_layout(con, path) if path is not None else None
+    if layout is None or not layout.fits(units, rows):
+        layout = _Layout.as_read()
     if len(rows):
-        phys = np.asarray(rows, dtype=np.int64) + 1 + np.searchsorted(before, rows, side="left")
-        con.register("_vr_phys", pd.DataFrame({"row": rows, "line": phys}))
+        # the k-th accepted record is the k-th unit after the header that is neither blank
+        # nor rejected; accepted units before the j-th (1-based) excluded one: its index - j
+        skipped = np.union1d(layout.blank[layout.blank > 0], units)
+        before = skipped - np.arange(1, len(skipped) + 1)
+        record_units = rows + np.searchsorted(before, rows, side="left")
+        con.register("_vr_phys", pd.DataFrame({"row": rows, "line": layout.line(record_units)}))
         con.execute("UPDATE _vr_bad b SET line = p.line FROM _vr_phys p WHERE b.row = p.row")
         con.unregister("_vr_phys")
-    if rejected:
+    if rejects:
         frame = pd.DataFrame(
             {
-                "row": pd.array([None] * len(rejected), dtype="Int64"),
-                "line": lines,
-                "field": [r[3] or "(line)" for r in rejected],
-                "reason": [f"{str(r[2]).lower()}: {r[4].splitlines()[0]}" for r in rejected],
-                "raw": [r[1] for r in rejected],
+                "row": pd.array([None] * len(rejects), dtype="Int64"),
+                "line": layout.line(units),
+                "field": [", ".join(r[1]) for r in rejects.values()],
+                "reason": ["; ".join(r[2].values()) for r in rejects.values()],
+                "raw": [r[0] for r in rejects.values()],
             }
         )
         con.register("_vr_rej", frame)
         con.execute("INSERT INTO _vr_bad SELECT * FROM _vr_rej")
         con.unregister("_vr_rej")
-    return len(rejected)
+    return len(rejects)
+
+
+@dataclass
+class _Layout:
+    """A CSV file's units as its reader numbers them from 0 (the header)."""
+
+    units: int  # how many
+    blank: np.ndarray  # the blank lines' units, ascending
+    multi: np.ndarray  # the units of records spanning several text lines, ascending
+    extra: np.ndarray  # text lines those records add, cumulated
+
+    @classmethod
+    def as_read(cls) -> _Layout:
+        """Every unit one text line: the reader's own numbering, when the file's is unknown."""
+        none = np.empty(0, dtype=np.int64)
+        return cls(np.iinfo(np.int64).max, none, none, none)
+
+    def line(self, units: np.ndarray) -> np.ndarray:
+        """The text line (1-based) where each unit starts."""
+        extra = np.concatenate([[0], self.extra]).astype(np.int64)
+        return units + 1 + extra[np.searchsorted(self.multi, units, side="left")]
+
+    def fits(self, rejected: np.ndarray, rows: np.ndarray) -> bool:
+        """Whether this scan agrees with the reader: its rejects are records, not blank
+        lines, and there are units enough for the last bad record."""
+        if len(rejected) and (rejected.max() >= self.units or np.isin(rejected, self.blank).any()):
+            return False
+        skipped = len(np.union1d(self.blank[self.blank > 0], rejected))
+        return not len(rows) or int(rows.max()) <= self.units - 1 - skipped
+
+
+_CHUNK = 1 << 24
+
+
+def _csv_layout(con: duckdb.DuckDBPyConnection, path: Path) -> _Layout | None:
+    """Scan a CSV file for its blank lines and the records whose quoted fields hold newlines.
+
+    A newline inside a quoted field is one preceded by an odd number of quote characters
+    (a doubled quote inside a field keeps the count even; a quote after a distinct escape
+    character is not counted). Vectorised over chunks: about a second for 5 million rows.
+    None when the reader's dialect is one this scan cannot follow.
+    """
+    # the dialect read_csv used: its rejects scan names it when it rejected a line, else its
+    # sniffer, run again with the same options (ignore_errors: store_rejects implies it, and
+    # it changes what the sniffer picks)
+    dialect = con.execute("SELECT quote, escape, newline_delimiter FROM _vr_scans").fetchall()
+    if not dialect:
+        with _exact_path(path) as exact:
+            dialect = con.execute(
+                "SELECT Quote, Escape, NewLineDelimiter FROM "
+                f"sniff_csv({_lit(exact)}, {_CSV_OPTIONS}, ignore_errors = true)"
+            ).fetchall()
+    ((quote, escape, newline),) = dialect
+    q, esc = (None if c in ("", "(empty)") else c.encode() for c in (quote, escape))
+    if (q is not None and len(q) != 1) or (esc is not None and len(esc) != 1):
+        return None
+    if esc == q:
+        esc = None
+    nl, cr = (13, -1) if newline == "\\r" else (10, 13)  # "\r\n": a lone "\r" line is blank
+    blank, inside_units = [], []
+    units = quotes = offset = 0
+    last_end, last_byte = -1, 0  # global position of the last unit's end; byte before chunk
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            a = np.frombuffer(chunk, dtype=np.uint8)
+            prev = np.empty_like(a)  # the byte before each
+            prev[0], prev[1:] = last_byte, a[:-1]
+            nls = np.flatnonzero(a == nl)
+            inside = np.zeros(len(nls), dtype=bool)
+            if q is not None:
+                is_quote = a == q[0]
+                if esc is not None:
+                    is_quote &= prev != esc[0]
+                at = np.flatnonzero(is_quote)
+                inside = (np.searchsorted(at, nls) + quotes) % 2 == 1
+                quotes += len(at)
+            ends = ~inside
+            unit_of = units + np.cumsum(ends) - ends  # the unit each newline is in
+            inside_units.append(unit_of[inside])
+            end_at = nls[ends] + offset
+            starts = np.concatenate([[last_end + 1], end_at[:-1] + 1])
+            size = end_at - starts
+            empty = (size == 0) | ((size == 1) & (prev[nls[ends]] == cr))
+            blank.append(unit_of[ends][empty])
+            if len(end_at):
+                last_end = int(end_at[-1])
+            units += len(end_at)
+            offset += len(a)
+            last_byte = int(a[-1])
+    if offset - 1 > last_end:
+        units += 1  # a last record without a newline
+    multi, counts = np.unique(np.concatenate(inside_units), return_counts=True)
+    return _Layout(units, np.concatenate(blank), multi, np.cumsum(counts))
 
 
 def _write(

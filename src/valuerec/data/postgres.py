@@ -385,14 +385,16 @@ class PostgresStore(Store):
             return int(cur.rowcount)
         key = t.key
         rest = updated_columns(t, supplied)
-        # store.merge_properties in PostgreSQL: a merge patch of the top-level keys (a key
-        # set to null removes it; nested objects are replaced, not merged recursively)
+        # store.merge_properties in PostgreSQL, the same rule: top-level keys merge (a key
+        # replaces its whole value, nested objects are not merged), a key set to null removes
+        # it. Only top-level nulls: jsonb_strip_nulls would also strip them inside arrays,
+        # which DuckDB keeps.
         new = "excluded.properties::jsonb"
+        nulls = f"ARRAY(SELECT k FROM jsonb_each({new}) e(k, v) WHERE v = 'null'::jsonb)"
         merged = (
             f"CASE WHEN excluded.properties IS NULL THEN t.properties::jsonb "
             f"WHEN t.properties IS NULL THEN {new} "
-            f"ELSE (t.properties::jsonb - ARRAY(SELECT k FROM jsonb_each({new}) e(k, v) "
-            f"WHERE v = 'null'::jsonb)) || jsonb_strip_nulls({new}) END"
+            f"ELSE (t.properties::jsonb - {nulls}) || ({new} - {nulls}) END"
         )
         # json has no equality operator: compare as jsonb (by value)
         changed = (

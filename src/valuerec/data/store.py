@@ -125,12 +125,21 @@ def staged_columns(t: Table) -> list[str]:
 def merge_properties(stored: str, new: str) -> str:
     """DuckDB SQL for an entity's ``properties`` after an upsert brings ``new`` over ``stored``.
 
-    A JSON merge patch (RFC 7396): keys of ``new`` replace or add, a key set to null removes
-    one, keys ``new`` does not name are kept; no ``new`` object keeps ``stored`` as it is.
+    Top-level keys merge: a key of ``new`` replaces that key's whole value (a nested object
+    is not merged into the stored one) or adds it, a key set to null removes it, keys ``new``
+    does not name are kept; no ``new`` object keeps ``stored`` as it is. PostgreSQL applies
+    the same rule (:meth:`PostgresStore.append_staged`).
+
+    json_merge_patch alone would merge nested objects recursively (RFC 7396), so the keys of
+    ``new`` are first removed from ``stored`` (a patch setting each to null).
     """
+    cleared = (
+        f"to_json(map_from_entries(list_transform(json_keys({new}), "
+        "lambda k: (k, CAST(NULL AS JSON)))))"
+    )
     return (
         f"CASE WHEN {new} IS NULL THEN {stored} WHEN {stored} IS NULL THEN {new} "
-        f"ELSE CAST(json_merge_patch({stored}, {new}) AS JSON) END"
+        f"ELSE CAST(json_merge_patch(json_merge_patch({stored}, {cleared}), {new}) AS JSON) END"
     )
 
 
@@ -173,11 +182,15 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
         self.path = str(path) if path is not None else default_db_path()
         self.read_only = read_only
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                _check_duckdb_file(Path(self.path))
             self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.Error as exc:
+        except StoreError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        except (duckdb.Error, OSError) as exc:
+            # OSError: the folder cannot be made (a file is in the way, no permission)
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         # Timestamps are stored as naive UTC; pin the session zone so text with an offset
         # and epoch seconds convert the same way on every machine.
@@ -322,11 +335,14 @@ class Store:
         if event_types is not None:
             where.append("event_type IN (SELECT unnest(?::VARCHAR[]))")
             params.append([e.lower() for e in event_types])
+        # Stored timestamps are naive UTC: a bound with an offset ("...+02:00", an aware
+        # datetime) is converted to UTC, as ingest does, rather than having it dropped; a
+        # naive one is UTC already (the session zone is UTC).
         if since is not None:
-            where.append("timestamp >= ?::TIMESTAMP")
+            where.append("timestamp >= CAST(CAST(? AS TIMESTAMPTZ) AS TIMESTAMP)")
             params.append(since)
         if until is not None:
-            where.append("timestamp < ?::TIMESTAMP")
+            where.append("timestamp < CAST(CAST(? AS TIMESTAMPTZ) AS TIMESTAMP)")
             params.append(until)
         cond = f"WHERE {' AND '.join(where)}" if where else ""
         cols = ", ".join([*EVENTS.names, "occurrence"])
@@ -385,3 +401,25 @@ class Store:
 
 class StoreError(RuntimeError):
     """The store could not be opened or used (locked by another process, corrupt, ...)."""
+
+
+#: where every DuckDB database file says what it is (after an 8-byte checksum)
+_DUCKDB_MAGIC, _DUCKDB_MAGIC_AT = b"DUCK", 8
+
+
+def _check_duckdb_file(path: Path) -> None:
+    """Refuse an existing file that is not a DuckDB database.
+
+    DuckDB would open, say, a CSV file as a temporary in-memory database, so everything
+    written to the "store" would silently vanish on close. An empty file is left to DuckDB
+    (which refuses it with its own message).
+
+    Raises:
+        StoreError: ``path`` is a file of another kind.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as fh:
+        head = fh.read(_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC))
+    if head[_DUCKDB_MAGIC_AT:] != _DUCKDB_MAGIC:
+        raise StoreError("not a DuckDB store (the file exists and holds something else)")
