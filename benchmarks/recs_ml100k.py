@@ -261,9 +261,16 @@ def main() -> None:
         },
     )
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - {"random-split", "leave-one-out"})
+    if unknown or not protocols:  # a typo must not run another protocol under its name
+        parser.error(f"--protocols: unknown {unknown or args.protocols!r}; use random-split, "
+                     "leave-one-out or both")  # fmt: skip
+    if "hybrid" in names and not set(HYBRID_MEMBERS) & set(names):
+        parser.error(f"--models: hybrid blends some of {', '.join(HYBRID_MEMBERS)}; name one")
     peer = peer_figures(args.peer)
     results = {}
-    for protocol in args.protocols.split(","):
+    for protocol in protocols:
         console.rule(protocol)
         results[protocol] = run(protocol, inter, names)
         show(protocol, results[protocol], peer.get(protocol, {}))

@@ -1,5 +1,6 @@
-"""Value-aware ranking in the simulator: revenue, retention, clicks and NDCG of each policy over
-seeds, off-policy estimates against the truth, and the simulator's speed.
+"""Value-aware ranking in the simulator: each policy's revenue, retention, clicks and NDCG.
+
+Over seeds, with off-policy estimates against the truth, and the simulator's speed.
 
 python benchmarks/value_policy.py                # 2,000 users x 5 seeds (test seeds 0-4)
 python benchmarks/value_policy.py --full         # 10,000 users, as the issue states it

@@ -34,6 +34,7 @@ from valuerec.evaluate.ranking import Interactions, evaluate_scores, leave_one_o
 from valuerec.evaluate.value import evaluate_value, paired_bootstrap
 from valuerec.recommend.registry import make_recommender
 from valuerec.report import build_report
+from valuerec.report import recs as report_recs
 from valuerec.report import value as report_value
 from valuerec.report.build import ReportOptions
 from valuerec.report.document import fmt_number
@@ -269,11 +270,16 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Two:
     _ingest(folder / "ratings.duckdb", items=catalogue, events=events)
     (folder / "peer.json").write_text(json.dumps(PEERS))
     out = folder / "sub" / "report.html"
-    res = runner.invoke(
-        app,
-        ["report", "--db", str(folder / "purchases.duckdb"), "--db",
-         str(folder / "ratings.duckdb"), "--out", str(out), "--peer", str(folder / "peer.json")],
-    )  # fmt: skip
+    with Store(folder / "ratings.duckdb", read_only=True) as store:
+        inter = Interactions.from_store(store)
+    with pytest.MonkeyPatch.context() as mp:
+        # peer figures sit beside the data they were measured on (MovieLens-100K): here the
+        # ratings store stands for it
+        mp.setattr(report_recs, "PEER_DATA_SHAPE", (inter.n_users, inter.n_items, len(inter)))
+        args = ["report", "--db", str(folder / "purchases.duckdb"), "--db",
+                str(folder / "ratings.duckdb"), "--out", str(out), "--peer",
+                str(folder / "peer.json")]  # fmt: skip
+        res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     html = out.read_text(encoding="utf-8")
     return Two(folder / "purchases.duckdb", folder / "ratings.duckdb", out, res, parse(html), html)
@@ -679,3 +685,44 @@ def test_exposures_alone_give_recommenders_nothing_to_learn(tmp_path: Path) -> N
         ingest(store, events, "events")
         with pytest.raises(NotApplicable, match="exposures, what a user was shown, do not count"):
             evaluate_recommenders(store, str(tmp_path / "arts"))
+
+
+def test_ids_stay_unique_when_a_store_is_named_like_another_stores_section(
+    tmp_path: Path,
+) -> None:
+    """ "shop" has a section "shop-data", which is also the id of a store shop-data.duckdb; and
+    renaming a second "shop" to "shop-2" must not collide with a store already named so."""
+    events = pd.DataFrame({"user_id": ["u1", "u2"], "event_type": "view",
+                           "timestamp": ["2024-01-01", "2024-01-02"]})  # fmt: skip
+    dbs = [tmp_path / "a" / "shop-2.duckdb", tmp_path / "shop.duckdb",
+           tmp_path / "shop-data.duckdb", tmp_path / "b" / "Shop.duckdb"]  # fmt: skip
+    for db in dbs:
+        db.parent.mkdir(exist_ok=True)
+        _ingest(db, events=events)
+    html = build_report(dbs, ReportOptions(sections=("data",)))
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+    page = parse(html)
+    for sid in ("shop-2-data", "shop-data", "shop-data-2-data", "shop-3-data"):
+        assert page.sections[sid]["class"] == "available", sid
+
+
+def test_peer_figures_are_shown_only_beside_the_data_they_were_measured_on(
+    tmp_path: Path,
+) -> None:
+    from valuerec.report.recs import PEER_DATA_SHAPE, PeerRun, evaluate_recommenders
+
+    rows = [(f"u{u}", f"i{(u + j) % 7}", "view", f"2024-01-{1 + j:02d}")
+            for u in range(30) for j in range(4)]  # fmt: skip
+    rows += [(f"u{u}", "promo", "exposure", "2024-01-06") for u in range(30)]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
+    peer = [PeerRun("random-split", "EASE", {"ndcg@10": 0.33}, "")]
+    with Store(tmp_path / "shop.duckdb") as store:
+        ingest(store, events, "events")
+        ev = evaluate_recommenders(store, str(tmp_path / "arts"), models="popularity", peer=peer)
+    assert ev.peers == [] and PEER_DATA_SHAPE != (30, 7, 120)
+    assert any("measured on MovieLens-100K" in n and "30 / 7 / 120" in n for n in ev.notes)
+    # example users' history: the view events the model read, never the exposures
+    for example in ev.examples:
+        assert set(example.history["event_type"]) == {"view"}
+        assert example.interactions == 4

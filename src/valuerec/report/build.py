@@ -152,14 +152,17 @@ def build_report(
         raise ReportError(str(exc)) from None
     parts = []
     ours = policy_part(policy, str(options.policy)) if policy is not None else None
-    # a store's id must not repeat the policy part's ids either (a store named policy.duckdb)
-    seen: dict[str, int] = dict.fromkeys(_ids(ours), 1) if ours is not None else {}
+    # every HTML id once in the page: a store's ids must not repeat the policy part's (a store
+    # named policy.duckdb), another store's (the same file name twice), or another store's
+    # sections' ("shop" has a section "shop-data", which a store shop-data.duckdb would be)
+    used: set[str] = set(_ids(ours)) if ours is not None else set()
     for path in paths:
         part = _store_part(path, options, peer, step)
-        if part.id in seen:  # two stores with the same file name: keep ids unique
-            seen[part.id] += 1
-            part = _renamed(part, f"{part.id}-{seen[part.id]}")
-        seen.setdefault(part.id, 1)
+        base, n = part.id, 1
+        while used & set(_ids(part)):
+            n += 1
+            part = _renamed(part, f"{base}-{n}")
+        used |= set(_ids(part))
         parts.append(part)
     if ours is not None:
         step("policy section")

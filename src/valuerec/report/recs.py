@@ -188,11 +188,15 @@ def _pick_users(model: Recommender) -> list[str]:
     return [str(model.user_ids_[u]) for u in picks[:EXAMPLE_USERS]]
 
 
-def _examples(store: Store, model: Recommender, titles: dict[str, str]) -> list[ExampleUser]:
+def _examples(
+    store: Store, model: Recommender, titles: dict[str, str], kinds: list[str]
+) -> list[ExampleUser]:
+    """Example users' recent history (of the event types ``kinds`` the model learned from:
+    never an exposure, which it did not read) and their recommendations with reasons."""
     users = _pick_users(model)
     if not users:
         return []
-    events = store.events(users)
+    events = store.events(users, event_types=kinds)
     events = events[events["item_id"].notna()]
     recs = model.recommend(users, k=EXAMPLE_K)
     out = []
@@ -271,10 +275,19 @@ def evaluate_recommenders(
     ]
     if not protocols:
         notes.append("No protocol could be evaluated: " + "; ".join(skipped.values()))
+    shape = (inter.n_users, inter.n_items, len(inter))
+    if peer and shape != PEER_DATA_SHAPE:
+        notes.append(
+            "The peer (RecBole) figures given are measured on MovieLens-100K's splits "
+            f"({PEER_DATA_SHAPE[0]:,} users, {PEER_DATA_SHAPE[1]:,} items, "
+            f"{PEER_DATA_SHAPE[2]:,} interactions); this store's interactions are not those "
+            f"({shape[0]:,} / {shape[1]:,} / {shape[2]:,}), so they are not shown here."
+        )
+        peer = []
     step("recommendations: example users")
     titles = _titles(items)
     name, model, source = _example_model(artifacts_root, names, items, users, inter)
-    examples = _examples(store, model, titles)
+    examples = _examples(store, model, titles, kinds)
     return RecEvaluation(
         k=REC_K,
         models=names,
@@ -289,6 +302,11 @@ def evaluate_recommenders(
 
 
 # ------------------------------------------------------------------------------- peers
+
+#: (users, items, interactions) of the data the peer figures are measured on: the scripts in
+#: ``benchmarks/peers`` run RecBole on valuerec's own splits of MovieLens-100K, so their
+#: figures belong beside a store holding exactly those interactions, and no other
+PEER_DATA_SHAPE = (943, 1682, 100_000)
 
 
 def _runs(data: Any) -> list[dict[str, Any]] | None:

@@ -11,7 +11,8 @@ Where the figures come from, in order of preference:
    checked against the stored ones and a mismatch is reported, never hidden.
 2. **Nothing saved** (or nothing scored): the cheap baselines are fitted now, on the same kind
    of split ``value fit`` makes by default (the last ``holdout_days`` of the log, 20 % of
-   customers held out by the same hash), and the report says so.
+   customers held out by the same hash; half the log for a short one, see
+   :func:`default_split`), and the report says which.
 
 Supervised models learn from the training customers' holdout labels, so scoring on held-out
 customers only is what keeps the comparison honest (see :mod:`valuerec.cli_value`).
@@ -198,10 +199,9 @@ def _from_artifacts(
 
 
 def default_split(store: Store) -> TemporalSplit:
-    """The split ``value fit`` makes by default: its holdout window at the end of the log.
-
-    A log shorter than twice that window gets half the log as holdout (the rule ``valuerec
-    train`` applies), so that the calibration period is never shorter than the holdout.
+    """The default holdout window of ``value fit`` at the end of the log, except that a log
+    shorter than twice that window gets half the log as holdout (the rule ``valuerec train``
+    applies, not ``value fit``'s), so that the calibration period is never the shorter one.
     """
     first, last = store.con.execute(
         "SELECT min(timestamp), max(timestamp) FROM events WHERE event_type = 'purchase'"
@@ -234,10 +234,17 @@ def _fit_now(store: Store, root: str, step: Step, skipped: dict[str, str]) -> _P
             skipped[name] = f"fit failed: {type(exc).__name__}: {exc}"
             continue
         models[name] = (model, None, time.perf_counter() - started, None)
+    shortened = (
+        ""
+        if split.holdout_days == VALUE_HOLDOUT_DAYS
+        else f" (shortened from {VALUE_HOLDOUT_DAYS} days to half the log's purchase span, "
+        "as `valuerec train` does, so that the calibration period is not the shorter one)"
+    )
     note = (
         f"No scored value-model artifacts in {root}: the baselines "
-        f"{', '.join(VALUE_FALLBACK_MODELS)} were fitted now, on the split `valuerec value fit` "
-        "makes by default. Run `valuerec value fit` to report your saved models instead."
+        f"{', '.join(VALUE_FALLBACK_MODELS)} were fitted now, with the last "
+        f"{split.holdout_days} days of the log as holdout{shortened}. Run `valuerec value fit` "
+        "to report your saved models instead."
     )
     return _Plan("fitted now", split, VALUE_TEST_FRACTION, SPLIT_SALT, models, skipped, [note])
 
