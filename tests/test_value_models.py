@@ -210,9 +210,57 @@ def test_btyd_p_return_is_buying_in_the_horizon_not_being_alive(name, world, fit
 @pytest.mark.parametrize("name", ["lightgbm", "transformer", "ensemble", "naive"])
 def test_p_return_of_other_models_is_their_p_alive(name, preds):
     """Supervised models' p_alive already is P(buy within the trained horizon) (their count
-    distribution's 1 - P(0)); naive has no distribution and says 1 or 0."""
+    distribution's 1 - P(0)); naive has no distribution and says 1 or 0, which a customer
+    expected to buy less than once cannot reach (P(N >= 1) <= E[N])."""
     pred = preds[name]
-    np.testing.assert_allclose(pred["p_return"], pred["p_alive"], rtol=1e-5, atol=1e-6)
+    expected = pred["p_alive"]
+    if name == "naive":
+        expected = np.minimum(expected, pred["pred_transactions"])
+        assert (expected < pred["p_alive"]).any()
+    np.testing.assert_allclose(pred["p_return"], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_count_is_positive_more_often_than_its_mean(name, fitted, world):
+    """P(N >= 1) <= E[N] for any count, and the count distribution's mean is the reported
+    expectation. LightGBM's classifier and count booster disagree on short horizons (p > mu):
+    its hurdle then had the mean p, and p_return exceeded pred_transactions."""
+    model = fitted[name]
+    for horizon in (HOLDOUT, 7):
+        pred = model.predict(horizon_days=horizon)
+        assert (pred["p_return"] <= pred["pred_transactions"] + 1e-9).all(), horizon
+    data = _test_data(world, model)
+    found = model._count_pmf(data, HOLDOUT)
+    if found is not None:
+        pmf, _ = found
+        rows = np.arange(len(data.users))
+        mean = sum(n * pmf(n, rows) for n in range(300))
+        expected = model.predict_data(data)["pred_transactions"].to_numpy()
+        np.testing.assert_allclose(mean, expected, rtol=1e-4, atol=1e-9)
+
+
+def test_lightgbm_on_a_short_horizon_keeps_its_count_mean(world):
+    """Trained on 14 days, LightGBM's classifier says p > mu for many customers; the hurdle
+    then caps p at mu (returners buy once) instead of reporting a mean of p."""
+    model = LightGBMValueModel(n_estimators=50, n_models=1).fit(
+        world.store, CAL, holdout_days=14, users=world.train
+    )
+    data = value_data(world.store, CAL, 14, users=world.test)
+    pred = model.predict_data(data)
+    x = model._features(data)
+    assert (model._p_return(x) > model.count_.predict(x)).sum() > 20  # the disagreement
+    assert (pred["p_return"] <= pred["pred_transactions"] + 1e-9).all()
+    np.testing.assert_allclose(pred["p_alive"], pred["p_return"], rtol=1e-6, atol=1e-9)
+    pmf, _ = model._count_pmf(data, 14)
+    rows = np.arange(len(data.users))
+    mean = sum(n * pmf(n, rows) for n in range(300))
+    np.testing.assert_allclose(mean, pred["pred_transactions"], rtol=1e-4, atol=1e-9)
+
+
+def test_a_user_listed_twice_is_a_clear_error(world, fitted):
+    users = [world.test[0], world.test[1], world.test[0]]
+    with pytest.raises(ValueError, match="1 users are listed more than once"):
+        fitted["lightgbm"].predict(users=users)
 
 
 @pytest.mark.parametrize("name", ["lightgbm", "transformer", "ensemble"])

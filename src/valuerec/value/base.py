@@ -20,9 +20,10 @@ spend_high, spend_low50, spend_high50]``.
 * ``p_return``: probability of at least one repeat purchase day within ``horizon_days``,
   ``1 - P(count = 0)`` from the model's count distribution (``p_alive`` for a model without
   one). What "will this customer buy again" is scored on (the evaluator's ``auc_return``):
-  for supervised models it equals ``p_alive`` at their trained horizon (and follows the
-  constant rate their counts assume at others), but a BTYD model's ``p_alive`` is 1 for every
-  one-time buyer, who may well not buy in the horizon;
+  for LightGBM and the Transformer's default hurdle count it equals ``p_alive`` at their
+  trained horizon (and follows the constant rate their counts assume at others), but a
+  BTYD model's ``p_alive`` is 1 for every one-time buyer, who may well not buy in the
+  horizon; it never exceeds ``pred_transactions`` (P(N >= 1) <= E[N]);
 * ``ltv``: discounted expected spend over the horizon, ``sum_t C_t p_t / (1 + d)^t`` over
   30-day periods, where ``C_t p_t`` is the expected spend of period t;
 * ``*_low`` / ``*_high``: 80% (and ``*50``: 50%) prediction intervals where the model has a
@@ -179,6 +180,11 @@ def value_data(
     rfm = rfm_summary(store, split.calibration_end)
     if users is not None:
         wanted = pd.Index(users)
+        repeated = wanted[wanted.duplicated()].unique()
+        if len(repeated):  # one row per customer: every model's frames are indexed by user
+            raise ValueError(
+                f"{len(repeated)} users are listed more than once (e.g. {list(repeated[:3])})"
+            )
         unknown = wanted.difference(feats.index)
         if len(unknown):
             raise ValueError(
@@ -403,16 +409,16 @@ class ValueModel(ABC):
         At the horizon the distribution is for (``scale`` 1: BTYD at any horizon, supervised
         models at their trained one) it is ``1 - P(0)``. A supervised model asked for another
         horizon ``scale`` times its own rescales its counts linearly, i.e. assumes a constant
-        purchase rate; the same assumption gives ``P(none) = P0 ** scale`` (a constant hazard),
-        and no count can be positive more often than its mean says (P(N >= 1) <= E[N]).
+        purchase rate; the same assumption gives ``P(none) = P0 ** scale`` (a constant hazard).
+        A model without a distribution (naive) gives its ``p_alive``. In every case no count is
+        positive more often than its mean says (P(N >= 1) <= E[N]), which caps the result.
         """
         if found is None:
-            return out["p_alive"].to_numpy(float)
-        pmf, scale = found
-        none = np.clip(np.asarray(pmf(0, np.arange(n)), dtype=float), 0.0, 1.0)
-        if scale == 1.0:
-            return 1.0 - none
-        p = 1.0 - none**scale
+            p = out["p_alive"].to_numpy(float)
+        else:
+            pmf, scale = found
+            none = np.clip(np.asarray(pmf(0, np.arange(n)), dtype=float), 0.0, 1.0)
+            p = 1.0 - (none if scale == 1.0 else none**scale)
         return np.clip(np.minimum(p, out["pred_transactions"].to_numpy(float)), 0.0, 1.0)
 
     def _horizon(self, horizon_days: float | None) -> float:
