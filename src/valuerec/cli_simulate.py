@@ -379,20 +379,8 @@ def campaign(
     uplift targeting the top users by an uplift model (T-learner, LightGBM) captures compared
     with targeting by predicted LTV.
     """
-    from valuerec.simulate.campaign import SEGMENTS, CampaignConfig, run_campaign
+    from valuerec.simulate.campaign import CampaignConfig, run_campaign
 
-    # option errors are found before the simulation and named as options; run_campaign checks
-    # the same again for Python callers (CampaignConfig.check), in its own words
-    if segment not in SEGMENTS:
-        raise fail(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
-    if not 0.0 < power < 1.0:
-        raise fail(f"--power must be strictly between 0 and 1, got {power}")
-    if not 0.0 <= discount < 1.0:
-        raise fail(f"--discount must be at least 0 and below 1, got {discount}")
-    if not 0.0 <= goodwill <= 1.0:
-        raise fail(f"--goodwill must be between 0 and 1, got {goodwill}")
-    if not 0.0 < target_share <= 1.0:
-        raise fail(f"--target-share must be above 0 and at most 1, got {target_share}")
     cfg = CampaignConfig(
         users=users,
         seed=seed,
@@ -404,6 +392,10 @@ def campaign(
         target_share=target_share,
         power=power,
     )
+    # the campaign's own rules, found before anything is simulated and named as options
+    if (found := cfg.problem()) is not None:
+        field_, what = found
+        raise fail(f"--{field_.replace('_', '-')} {what}")
     try:
         with progress() as bar:
             task = bar.add_task("campaign", total=None)

@@ -66,23 +66,32 @@ class CampaignConfig:
     alpha: float = 0.05
     world: dict[str, Any] = field(default_factory=dict)
 
-    def check(self) -> None:
-        """Raise ValueError for settings the campaign cannot use. Checked before anything is
-        simulated: out of range, ``power`` or ``alpha`` make the sample size's normal quantile
-        infinite (an OverflowError after the whole run) and ``discount`` or ``goodwill`` turn
-        the simulated behaviour into silent nonsense."""
+    def problem(self) -> tuple[str, str] | None:
+        """The first setting the campaign cannot use, as (field, what is wrong), or None.
+
+        Checked before anything is simulated: out of range, ``power`` or ``alpha`` make the
+        sample size's normal quantile infinite (an OverflowError after the whole run) and
+        ``discount`` or ``goodwill`` turn the simulated behaviour into silent nonsense. The
+        CLI names the field as its option; :meth:`check` raises it for Python callers.
+        """
         if self.segment not in SEGMENTS:
-            raise ValueError(f"unknown segment {self.segment!r}; choose from {', '.join(SEGMENTS)}")
+            return "segment", f"must be one of {', '.join(SEGMENTS)}, got {self.segment!r}"
         open_unit = {"power": self.power, "alpha": self.alpha, "treat_share": self.treat_share}
         for name, value in open_unit.items():
             if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
+                return name, f"must be strictly between 0 and 1, got {value}"
         if not 0.0 <= self.discount < 1.0:
-            raise ValueError(f"discount must be in [0, 1), got {self.discount}")
+            return "discount", f"must be in [0, 1), got {self.discount}"
         if not 0.0 <= self.goodwill <= 1.0:
-            raise ValueError(f"goodwill must be in [0, 1], got {self.goodwill}")
+            return "goodwill", f"must be in [0, 1], got {self.goodwill}"
         if not 0.0 < self.target_share <= 1.0:
-            raise ValueError(f"target_share must be in (0, 1], got {self.target_share}")
+            return "target_share", f"must be in (0, 1], got {self.target_share}"
+        return None
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting the campaign cannot use."""
+        if (found := self.problem()) is not None:
+            raise ValueError(f"{found[0]} {found[1]}")
 
 
 @dataclass
