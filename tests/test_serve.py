@@ -1165,6 +1165,34 @@ def test_ids_with_a_slash_are_refused_on_write(client, path, body, field):
     assert repo.get_user("a/b") is None and repo.get_item("sku/7") is None
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/users", '{"user_id": "a\\u0000b"}', "user_id"),
+        ("/items", '{"item_id": "nul-item", "title": "x\\u0000y"}', "title"),
+        ("/users", '{"user_id": "n1", "properties": {"x": NaN}}', "properties"),
+        ("/items", '{"item_id": "nul-item", "properties": {"k": ["x\\u0000"]}}', "properties"),
+        (
+            "/events",
+            '{"events": [{"user_id": "u1", "event_type": "view", "properties": {"x": Infinity}}]}',
+            "properties",
+        ),
+    ],
+)
+def test_text_json_cannot_hold_is_a_422_on_every_backend(client, path, body, field):
+    """NUL characters and NaN / Infinity: Python's JSON parser takes them, DuckDB stored them
+    (NaN silently turned null) and PostgreSQL answered 500, after storing the event under a
+    different id. Both backends now refuse them the same way."""
+    res = call(client, "POST", path, "write", content=body,
+               headers={"Content-Type": "application/json"})  # fmt: skip
+    assert res.status_code == 422, res.text
+    details = res.json()["details"]
+    assert details[0]["field"].split(".")[-1] == field, details
+    assert "NUL" in details[0]["reason"] or "NaN or Infinity" in details[0]["reason"]
+    repo = service(client).repo
+    assert repo.get_user("n1") is None and repo.get_item("nul-item") is None
+
+
 def test_items_without_a_title_have_none_after_a_restart(deployment):
     """The catalogue's NULL titles come back from the store as NaN: they were served as the
     title "nan" (and reasons "similar to nan") after the next start."""

@@ -11,6 +11,7 @@ time the store keeps may be at most a day ahead of the server's clock.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -45,7 +46,20 @@ MAX_EVENTS = 10_000
 MAX_SESSION_EVENTS = 1000
 MAX_PAGE = 1000
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+def _no_nul(value: str) -> str:
+    """Refuse the NUL character: PostgreSQL text cannot hold it (a 500 there, stored as is on
+    DuckDB), so a store's answer would depend on its backend."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+Id = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
+    AfterValidator(_no_nul),
+]
 
 
 def _one_path_segment(value: str) -> str:
@@ -69,8 +83,36 @@ EventType = Annotated[
         strip_whitespace=True, to_lower=True, min_length=1, max_length=64, pattern=r"^[\w.:-]+$"
     ),
 ]
-Text = Annotated[str, StringConstraints(max_length=10_000)]
+Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_nul)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what standard JSON cannot say: NaN and Infinity (Python's parser takes them;
+    DuckDB then dropped them to null, PostgreSQL's json type refused them with a 500) and the
+    NUL character in any key or string (PostgreSQL's jsonb cannot hold it)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError("must hold no NaN or Infinity (not JSON numbers)") from None
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            _no_nul(node)
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                _no_nul(str(key))
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(value)
+    return value
+
+
+#: free-form attributes of an event, user or item: a JSON object, standard JSON only
+Properties = Annotated[dict[str, Any], AfterValidator(_plain_json)]
 
 
 #: ingest's rules for digits (one definition, ``valuerec.data.ingest``): eight are a date, up
@@ -179,7 +221,7 @@ class EventIn(_In):
     value: Finite | None = Field(None, description="Money amount (e.g. order value).")
     quantity: Finite | None = None
     rating: Finite | None = None
-    properties: dict[str, Any] | None = Field(None, description="Anything else, as an object.")
+    properties: Properties | None = Field(None, description="Anything else, as an object.")
 
 
 class EventBatchIn(BaseModel):
@@ -339,14 +381,14 @@ class UserIn(_In):
     signup_time: PastTimestamp | None = Field(
         None, description="When they signed up." + FUTURE_HELP
     )
-    properties: dict[str, Any] | None = None
+    properties: Properties | None = None
 
 
 class UserPatch(_In):
     signup_time: PastTimestamp | None = Field(
         None, description="When they signed up." + FUTURE_HELP
     )
-    properties: dict[str, Any] | None = None
+    properties: Properties | None = None
 
 
 class UserOut(BaseModel):
@@ -367,7 +409,7 @@ class ItemIn(_In):
     text: Text | None = None
     category: Text | None = Field(None, description="One or several, separated by '|'.")
     price: Finite | None = None
-    properties: dict[str, Any] | None = None
+    properties: Properties | None = None
     hidden: bool = False
 
 
@@ -376,7 +418,7 @@ class ItemPatch(_In):
     text: Text | None = None
     category: Text | None = None
     price: Finite | None = None
-    properties: dict[str, Any] | None = None
+    properties: Properties | None = None
     hidden: bool | None = Field(None, description="true: never recommend it, from now on.")
 
 
