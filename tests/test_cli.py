@@ -273,3 +273,36 @@ def test_policy_evaluate_json_with_and_without_recommender_refits():
 def test_simulator_sizes_below_one_are_usage_errors(args):
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "greater than or equal to 1" in res.output
+
+
+@pytest.mark.parametrize(
+    "args", [["ingest", "missing.csv"], ["load", "no-such-data"], ["ingest", "bad.csv"]]
+)
+def test_a_failed_command_leaves_no_empty_store_behind(tmp_path, monkeypatch, args):
+    """A new store that a failing command created holds nothing; left behind, `stats` would
+    show 0 events instead of "no store at"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.csv").write_text("nothing,useful\n1,2\n")  # no required column
+    db = tmp_path / "new.duckdb"
+    res = runner.invoke(app, [*args, "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    assert not db.exists()
+    # an existing store is never removed, even empty
+    Store(tmp_path / "old.duckdb").close()
+    res = runner.invoke(app, [*args, "--db", str(tmp_path / "old.duckdb")])
+    assert res.exit_code == 2 and (tmp_path / "old.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--port", "99999"], "less than or equal to 65535"),
+        (["serve", "--log-level", "bogus"], "--log-level must be one of"),
+        (["recommend", "for", "u1", "--value-weight", "nan"], "must be numbers >= 0"),
+        (["recommend", "for", "u1", "--diversity", "inf"], "must be numbers >= 0"),
+    ],
+)
+def test_option_values_are_checked_before_anything_runs(tmp_path, args, message):
+    res = runner.invoke(app, [*args, "--db", str(tmp_path / "none.duckdb")])
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split())

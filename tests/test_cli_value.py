@@ -230,6 +230,12 @@ def test_evaluate_warns_about_a_window_past_the_end_of_the_log(fitted: Fitted) -
     assert "warning" not in res.stderr
 
 
+def test_evaluate_refuses_a_holdout_of_zero_days(fitted: Fitted) -> None:
+    # 0 was read as "not given" and silently became the fit's window
+    res = _run("evaluate", "--db", fitted.db, "--models", "naive", "--holdout-days", "0")
+    assert res.exit_code == 2 and "holdout_days must be at least 1" in res.output
+
+
 def test_held_out_customers_are_stable() -> None:
     users = [f"u{i}" for i in range(2000)]
     mask = holdout_customers(users, 0.2, "salt")

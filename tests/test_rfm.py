@@ -167,6 +167,16 @@ def test_log_end_and_holdout_purchases(log):
     assert TemporalSplit("2020-02-02", 30).holdout_purchases(log) == 0
 
 
+def test_exposures_written_back_today_do_not_move_the_end_of_the_log(log):
+    """A server with write_back stamps exposures with today's date; "now" stays the end of
+    what users did, or every refit after serving would find no purchase in its holdout."""
+    shown = pd.DataFrame({"user_id": ["a", "b"], "item_id": "i1", "event_type": "exposure",
+                          "timestamp": ["2026-11-25 10:00", "2026-11-25 11:00"]})  # fmt: skip
+    ingest(log, shown, "events")
+    assert log_end(log) == datetime(2020, 2, 2)
+    assert TemporalSplit.last_days(log, 10) == TemporalSplit("2020-01-23", 10)
+
+
 def test_log_end_of_an_empty_store(store):
     with pytest.raises(SplitError, match="no events"):
         log_end(store)

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -60,17 +61,33 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @contextmanager
 def open_store(db: str, *, must_exist: bool = False) -> Iterator[Store]:
-    """The store at ``db``; ``must_exist``: a mistyped path is an error, not a new store."""
+    """The store at ``db``; ``must_exist``: a mistyped path is an error, not a new store.
+
+    A store file this command created is removed again when the command fails with a clear
+    error (a missing input file, an unknown data set) before storing anything: it would hold
+    nothing, and the next command would take it for a store instead of saying there is none.
+    What a run stored before failing or being killed is kept (ingest resumes from it).
+    """
     if must_exist and not store_exists(db):
         raise fail(f"no store at {db}: ingest data first (valuerec ingest / valuerec load)")
+    created = not store_exists(db)
     try:
         store = Store(db)
     except StoreError as exc:
         raise fail(str(exc)) from None
+    empty = False
     try:
         yield store
+    except typer.Exit:
+        empty = created and all(
+            store.count(t) == 0 for t in ("events", "items", "users", "quarantine")
+        )
+        raise
     finally:
         store.close()
+        if empty:
+            for leftover in (Path(db), Path(f"{db}.wal")):
+                leftover.unlink(missing_ok=True)
 
 
 @contextmanager

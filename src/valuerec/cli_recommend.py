@@ -8,6 +8,7 @@ the item from the user's history it is most similar to.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -293,8 +294,9 @@ def recommend_for(
     re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
     purchase propensity per item come from the store's log.
     """
-    if value_weight < 0 or diversity < 0 or candidates < 1:
-        raise fail("--value-weight and --diversity must be >= 0, --candidates >= 1")
+    weights_ok = all(math.isfinite(w) and w >= 0 for w in (value_weight, diversity))
+    if not weights_ok or candidates < 1:  # NaN compares False: it would pass as "relevance"
+        raise fail("--value-weight and --diversity must be numbers >= 0, --candidates >= 1")
     rec_model = _load(db, model)
     blended = value_weight > 0 or diversity > 0
     if blended:

@@ -82,7 +82,7 @@ def _names(spec: str, known: dict, what: str) -> list[str]:
 def serve(
     db: DbOption = default_db_path(),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     config: ConfigOption = None,
     keys: KeysOption = None,
     access_log: Annotated[
@@ -91,6 +91,10 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the REST API (one worker) with the current model versions of the store."""
+    levels = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+    if log_level.lower() not in levels:  # before loading any model, not a traceback after
+        raise fail(f"--log-level must be one of {', '.join(levels)}, got {log_level!r}")
+    log_level = log_level.lower()
     if not store_exists(db):
         raise fail(f"no store at {db}: ingest data and run `valuerec train` first")
     settings = _settings(config)

@@ -590,7 +590,8 @@ def _evaluate_one(
     """Score one artifact on customers and a window it did not learn from."""
     try:
         split = TemporalSplit(
-            calibration_end or meta["calibration_end"], holdout_days or meta["holdout_days"]
+            calibration_end or meta["calibration_end"],
+            holdout_days if holdout_days is not None else meta["holdout_days"],
         )
         key = (split.calibration_end, split.holdout_days)
         if key not in cache:

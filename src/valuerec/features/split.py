@@ -21,14 +21,25 @@ class SplitError(ValueError):
     """A split that does not fit the data (calibration end outside it, empty period...)."""
 
 
+#: what the server logs when it shows a slate (``write_back``; the serving settings' default
+#: exposure type): what a user was shown, not something they did
+EXPOSURE_EVENT_TYPES = ("exposure",)
+
+
 def log_end(store: Store) -> datetime:
     """The day after the last event: "now" when scoring today's customers.
 
     Midnight after the last event's day, so a window ending here holds that whole day.
+    Exposures are not read: a server writing them back stamps them with today's date, which
+    would move "now" past every purchase of a log that ended before (no refit could then
+    find a holdout, and every prediction would be as of a year without data).
     """
-    (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
+    (last,) = store.con.execute(
+        "SELECT max(timestamp) FROM events WHERE event_type NOT IN (SELECT unnest(?))",
+        [list(EXPOSURE_EVENT_TYPES)],
+    ).fetchone()
     if last is None:
-        raise SplitError("the store has no events")
+        raise SplitError("the store has no events (besides exposures)")
     ts = pd.Timestamp(last)
     if ts.date() == date.max:  # no day follows it: midnight after it would be year 10000
         raise SplitError(

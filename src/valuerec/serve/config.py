@@ -24,6 +24,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from valuerec.features.split import EXPOSURE_EVENT_TYPES
+
 __all__ = ["ANY", "ConfigError", "EventRoles", "ServeSettings", "load_settings"]
 
 #: in ``positive``: every event type not listed as exposure or negative
@@ -54,7 +56,7 @@ class EventRoles(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     positive: tuple[str, ...] = (ANY,)
-    exposure: tuple[str, ...] = ("exposure",)
+    exposure: tuple[str, ...] = EXPOSURE_EVENT_TYPES
     negative: tuple[str, ...] = ("dislike", "not_interested")
 
     @field_validator("positive", "exposure", "negative")
