@@ -323,3 +323,27 @@ def test_cli_policy_evaluate_refuses_bad_policy_lists_up_front(
     assert res.exit_code == 2, res.output
     assert message in _said(res)
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--value-weight", "nan"), ("--value-weight", "-1"), ("--diversity", "inf"),
+     ("--conservatism", "-1"), ("--objective", "bogus")],
+)  # fmt: skip
+def test_cli_policy_evaluate_checks_the_policies_settings_up_front(
+    monkeypatch, option, value
+) -> None:
+    """They were checked (by the policies, in library words) only after the pre-period, and
+    NaN passed every check."""
+    import valuerec.simulate.experiment as experiment
+
+    _no_simulation(monkeypatch)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a seed ran before the options were checked")
+
+    monkeypatch.setattr(experiment, "run_seed", boom)
+    res = _cli("policy", "evaluate", "--users", "30", "--seeds", "1", "--days", "1",
+               option, value, "--no-ope", "--json")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert f"{option} must be" in _said(res)

@@ -7,6 +7,7 @@ imports (torch, LightGBM) happen inside the commands so ``valuerec --help`` stay
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -327,6 +328,15 @@ def policy_evaluate(
             f"--policies: unknown {', '.join(map(repr, unknown))}; choose from "
             f"{', '.join(POLICIES)}"
         )
+    # the blend's and the learned policy's settings, also before the pre-period (NaN passes
+    # every comparison, so it would run, and mean nothing)
+    weights = {"--value-weight": value_weight, "--diversity": diversity,
+               "--conservatism": conservatism}  # fmt: skip
+    for flag, weight in weights.items():
+        if not (math.isfinite(weight) and weight >= 0):
+            raise fail(f"{flag} must be a number >= 0, got {weight}")
+    if objective not in ("revenue", "margin"):
+        raise fail(f"--objective must be revenue or margin, got {objective!r}")
     cfg = ExperimentConfig(
         users=users,
         seeds=tuple(range(seeds)),
