@@ -1257,3 +1257,23 @@ def test_purchase_times_are_utc_like_every_other_time(client):
     assert res.status_code == 200
     assert [p["timestamp"] for p in res.json()["items"]] == ["2024-05-01T10:00:00Z"]
     assert call(client, "GET", "/users/tz").json()["signup_time"] == "2024-05-01T10:00:00Z"
+
+
+def test_serve_settings_naming_models_that_are_not_there_say_so(deployment, caplog):
+    """value_model "bogus" answered "no value model artifact: run valuerec train" although
+    artifacts exist; an unknown default_model silently served another; an infinite horizon
+    was accepted and broke the value model's load."""
+    db, keys = deployment
+    with (
+        caplog.at_level("WARNING"),
+        _client(db, keys, value_model="bogus", default_model="nope") as c,
+    ):
+        res = call(c, "GET", "/users/u1/value")
+        assert res.status_code == 503
+        assert "no artifact value-bogus (settings: value_model)" in res.json()["message"]
+        served = recs(c, "u1", k=1)
+        assert served["model"] != "nope"
+    assert any("default_model 'nope' is not loaded" in r.getMessage() for r in caplog.records)
+    for bad in (float("inf"), float("nan"), 40_000.0):
+        with pytest.raises(ValueError, match="value_horizon_days"):
+            ServeSettings(value_horizon_days=bad)

@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valuerec.features.split import EXPOSURE_EVENT_TYPES
+from valuerec.value.base import MAX_HORIZON_DAYS
 
 __all__ = ["ANY", "ConfigError", "EventRoles", "ServeSettings", "load_settings"]
 
@@ -116,7 +117,12 @@ class ServeSettings(BaseModel):
         None, description="Value model to serve; default: the best one with an artifact."
     )
     value_horizon_days: float | None = Field(
-        None, gt=0, description="Horizon of value predictions; default: the model's holdout."
+        None,
+        gt=0,
+        le=MAX_HORIZON_DAYS,
+        allow_inf_nan=False,
+        description="Horizon of value predictions, in days (at most a century); default: the "
+        "model's holdout.",
     )
     history_limit: int = Field(
         1000, ge=1, description="Most recent positive items kept per user for scoring."

@@ -264,9 +264,20 @@ class ModelRegistry:
                 continue
             recs[handle.name] = handle
         self._recs = recs
+        default = self.settings.default_model
+        if recs and default not in recs:  # served anyway: the first loaded one, said once here
+            log.warning(
+                "default_model %r is not loaded (loaded: %s): requests naming no model get %s",
+                default, ", ".join(sorted(recs)), sorted(recs)[0],
+            )  # fmt: skip
         artifact = self._value_artifact()
         if artifact is None:
-            self._value_error = "no value model artifact: run `valuerec train`"
+            wanted = self.settings.value_model
+            self._value_error = (
+                f"no artifact {VALUE_PREFIX}{wanted} (settings: value_model)"
+                if wanted
+                else "no value model artifact: run `valuerec train`"
+            )
             return
         try:
             self._value = self._load_value(artifact, None)
@@ -282,8 +293,6 @@ class ModelRegistry:
         for name in order:
             if VALUE_PREFIX + name in names:
                 return VALUE_PREFIX + name
-        if wanted:
-            self._value_error = f"no artifact {VALUE_PREFIX}{wanted} (settings: value_model)"
         return None
 
     def _load_recommender(self, artifact: str, version: str | None) -> ModelHandle:
