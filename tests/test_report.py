@@ -425,6 +425,8 @@ def test_cli_writes_the_report_and_prints_its_path(two: Two, tmp_path: Path) -> 
     assert not (tmp_path / "report.html").exists()
     bad = runner.invoke(app, ["report", "--db", str(two.ratings), "--rec-models", "nope"])
     assert bad.exit_code == 2 and "unknown recommender" in bad.output
+    bad = runner.invoke(app, ["report", "--db", str(two.ratings), "--value-model", "bogus"])
+    assert bad.exit_code == 2 and "unknown value model 'bogus'" in bad.output
 
 
 def test_store_without_items_or_models_gets_value_from_baselines_fitted_now(two: Two) -> None:

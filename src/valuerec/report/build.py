@@ -23,6 +23,7 @@ from pathlib import Path
 
 from valuerec.artifacts import default_root
 from valuerec.data.store import Store, StoreError, redact
+from valuerec.value.registry import MODELS as VALUE_MODELS
 
 from . import sections
 from .document import Section, StorePart
@@ -146,6 +147,12 @@ def build_report(
             raise ReportError(f"no store at {p}")
     try:
         parse_models(options.rec_models)
+        if options.value_model is not None and options.value_model not in VALUE_MODELS:
+            # a name no value model has is a typo, not "a model that was not scored here"
+            raise ValueError(
+                f"unknown value model {options.value_model!r}; choose from "
+                f"{', '.join(VALUE_MODELS)}"
+            )
         peer = read_peer(options.peer) if options.peer is not None else []
         policy = read_policy(options.policy) if options.policy is not None else None
     except ValueError as exc:
