@@ -129,12 +129,25 @@ def has_targets(split: Split, stage: str) -> bool:
     :func:`evaluate_scores` ranks (with ``exclude_seen``) and raises without. A temporal
     window holding only repeat interactions has none, so early stopping has nothing to watch.
     """
+    full, seen = _stage_matrices(split, stage)
+    return _new_items(full, seen).nnz > 0
+
+
+def _stage_matrices(split: Split, stage: str) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """(the stage's interactions, what each user had before it as 0/1): train, and for test
+    the validation items too."""
     full = (split.test if stage == "test" else split.valid).matrix
     seen = split.train.matrix
     if stage == "test":
         seen = seen + split.valid.matrix
-    new = full - full.multiply((seen > 0).astype(full.dtype))
-    return bool((new > 0).nnz)
+    return full, (seen > 0).astype(np.float32).tocsr()
+
+
+def _new_items(full: sparse.csr_matrix, seen: sparse.csr_matrix) -> sparse.csr_matrix:
+    """The stage's interactions with items their user had not had before it."""
+    targets = (full - full.multiply(seen)).tocsr()
+    targets.eliminate_zeros()
+    return targets
 
 
 def _time_key(values: pd.Series) -> np.ndarray:
@@ -756,16 +769,8 @@ def evaluate_scores(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
 
-    full = (split.test if stage == "test" else split.valid).matrix
-    seen = split.train.matrix
-    if stage == "test":
-        seen = seen + split.valid.matrix
-    seen = (seen > 0).astype(np.float32).tocsr()
-    if exclude_seen:
-        targets = (full - full.multiply(seen)).tocsr()
-        targets.eliminate_zeros()
-    else:
-        targets = full
+    full, seen = _stage_matrices(split, stage)
+    targets = _new_items(full, seen) if exclude_seen else full
     with_unmasked = unmasked and exclude_seen
 
     has_target = np.diff(targets.indptr) > 0
