@@ -23,7 +23,7 @@ from valuerec.cli_common import DbOption, JsonOption, fail, open_store, out, pri
 from valuerec.data.store import Store, default_db_path
 from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
-from valuerec.recommend.explain import because
+from valuerec.recommend.explain import because, item_titles
 from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
 from valuerec.serve.config import EventRoles
 
@@ -193,15 +193,14 @@ def _load(db: str, name: str) -> Recommender:
     return model
 
 
-def _titles(db: str) -> pd.Series:
+def _titles(db: str) -> dict[str, str]:
     with open_store(db, must_exist=True) as store:
-        items = store.items()
-    # items without a title are named by their id (explain._name), not by a NaN
-    items = items[items["title"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
-    return items.set_index("item_id")["title"] if len(items) else pd.Series(dtype=object)
+        return item_titles(store.items())
 
 
-def _reasons(model: Recommender, user_id: str, rec: pd.DataFrame, titles: pd.Series) -> list[str]:
+def _reasons(
+    model: Recommender, user_id: str, rec: pd.DataFrame, titles: dict[str, str]
+) -> list[str]:
     """For each item, the history item it is most similar to ("because you liked X"); users
     served cold (unknown, or without a training interaction) are told so."""
     u = model.user_index([user_id])[0]

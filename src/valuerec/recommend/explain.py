@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from valuerec.recommend.base import Recommender
 
@@ -53,3 +54,12 @@ def _name(titles: Mapping[str, object], item_id: str) -> str:
     which pandas reads as NaN, not as an absent key)."""
     title = titles.get(item_id)
     return title if isinstance(title, str) and title.strip() else str(item_id)
+
+
+def item_titles(items: pd.DataFrame) -> dict[str, str]:
+    """Item id -> title for the items of a catalogue table that have one (a non-blank text);
+    the rest are named by their id (:func:`_name`), never by the NaN a NULL title reads as."""
+    if items.empty or "title" not in items:
+        return {}
+    titled = items[items["title"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
+    return dict(zip(titled["item_id"].astype(str), titled["title"], strict=True))

@@ -30,7 +30,7 @@ from valuerec.cli_recommend import PREFIX, interest_types, item_interactions
 from valuerec.data.store import Store
 from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
-from valuerec.recommend.explain import because
+from valuerec.recommend.explain import because, item_titles
 from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
 
 from .defaults import REC_K, REC_MODELS
@@ -140,14 +140,6 @@ def _protocol(
     if not metrics:
         return None
     return ProtocolResult(protocol, metrics, tops, split.train.item_counts(), split.sizes())
-
-
-def _titles(items: pd.DataFrame) -> dict[str, str]:
-    """Item id -> title, for items that have one (the rest are named by their id)."""
-    if items.empty or "title" not in items:
-        return {}
-    known = items.dropna(subset=["title"])
-    return dict(zip(known["item_id"].astype(str), known["title"].astype(str), strict=True))
 
 
 def _example_model(
@@ -285,7 +277,7 @@ def evaluate_recommenders(
         )
         peer = []
     step("recommendations: example users")
-    titles = _titles(items)
+    titles = item_titles(items)
     name, model, source = _example_model(artifacts_root, names, items, users, inter)
     examples = _examples(store, model, titles, kinds)
     return RecEvaluation(
