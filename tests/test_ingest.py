@@ -586,3 +586,50 @@ def test_an_update_replaces_a_nested_property_whole_on_every_backend(store):
         "parts": [{"id": 1, "note": None}],
     }
     assert ingest(store, second, "items").stored == 0  # and the result compares unchanged
+
+
+def test_nan_or_infinity_in_properties_is_quarantined_naming_the_field(store, write):
+    """JSON has no NaN or Infinity, though DuckDB's reader takes them: such a record is
+    quarantined on every backend (PostgreSQL refused the whole file over one), naming where
+    it was; the words inside a string, or as a key, are data."""
+    path = write(
+        "events.jsonl",
+        '{"user_id": "nan1", "event_type": "view", "timestamp": "2024-01-01", '
+        '"properties": {"a": NaN}}\n'
+        '{"user_id": "inf1", "event_type": "view", "timestamp": "2024-01-01", "score": -inf}\n'
+        '{"user_id": "ok1", "event_type": "view", "timestamp": "2024-01-01", '
+        '"properties": {"NaN": "Infinity", "inf": "say \\"nan\\"", "info": [1e5, true, null]}}\n'
+        '{"user_id": "nested", "event_type": "view", "timestamp": "2024-01-01", '
+        '"deep": {"b": [1, Infinity]}}\n',
+    )
+    r = ingest(store, path)
+    assert (r.stored, r.quarantined) == (1, 3)
+    q = store.quarantine().sort_values("line")
+    assert list(q["line"]) == [1, 2, 4]
+    assert list(q["field"]) == ["properties", "score", "deep"]
+    assert q["reason"].str.contains("NaN or Infinity").all()
+    ev = store.events().set_index("user_id")
+    assert json.loads(ev.loc["ok1", "properties"]) == {
+        "NaN": "Infinity",
+        "inf": 'say "nan"',
+        "info": [1e5, True, None],
+    }
+    # a CSV properties column, and a typed float column gathered into properties
+    header = "user_id,event_type,timestamp,properties\n"
+    csv = write("e.csv", header + 'c1,view,2024-01-01,"{""x"": NaN}"\n')
+    assert ingest(store, csv).quarantined == 1
+    frame = pd.DataFrame(
+        {
+            "user_id": ["f1", "f2", "f3"],
+            "event_type": "view",
+            "timestamp": "2024-01-02",
+            "score": [float("inf"), float("nan"), 2.5],
+        }
+    )
+    r = ingest(store, frame, source_name="frame")
+    assert (r.stored, r.quarantined) == (2, 1)
+    q = store.quarantine().query("source == 'frame'")
+    assert (q["row"].tolist(), q["field"].tolist()) == ([1], ["score"])
+    ev = store.events().set_index("user_id")
+    assert json.loads(ev.loc["f2", "properties"]) == {"score": None}  # pandas' NaN: missing
+    assert json.loads(ev.loc["f3", "properties"]) == {"score": 2.5}

@@ -136,10 +136,39 @@ def test_floats_text_and_json_survive_the_round_trip_exactly(url):
         assert ev.loc["a", "timestamp"] == pd.Timestamp("2024-01-01 10:00:00.123456")
         assert json.loads(ev.loc["a", "properties"])["note"] == 'quote " comma , newline \n end'
         assert json.loads(ev.loc["b", "properties"])["note"] == "ünïcödé €"
-        assert json.loads(ev.loc["c", "properties"])["note"] == "nul\x00byte"
-        # PostgreSQL text cannot hold NUL: it becomes U+FFFD, the same way on every ingest
+        # PostgreSQL text (and jsonb) cannot hold NUL: in an id and in properties it becomes
+        # U+FFFD, the same way on every ingest
+        assert json.loads(ev.loc["c", "properties"])["note"] == "nul\ufffdbyte"
         assert ev.loc["c", "item_id"] == "nul\ufffdbyte"
         assert ingest(store, frame).stored == 0  # and compare equal to themselves on the server
+
+
+def test_a_nul_in_properties_never_fails_the_merge_of_an_item(url, tmp_path):
+    r"""jsonb refuses the escape \u0000, so a second file, whose merge reads both objects as
+    jsonb, failed whole. The escape becomes U+FFFD; the text backslash-u0000 is kept."""
+    first = tmp_path / "a.csv"
+    first.write_text(
+        r'item_id,title,properties' '\n'
+        r'i1,a,"{""a"": 1}"' '\n'
+        r'i2,b,"{""a"": ""x\u0000y"", ""b"": ""p\\u0000q""}"' '\n'
+    )  # fmt: skip
+    second = tmp_path / "b.csv"
+    second.write_text(
+        r'item_id,title,properties' '\n'
+        r'i1,a2,"{""a"": ""m\u0000n""}"' '\n'
+        r'i2,b2,"{""c"": 2}"' '\n'
+    )  # fmt: skip
+    with Store(url) as store:
+        assert ingest(store, first, "items").stored == 2
+        assert ingest(store, second, "items").stored == 2
+        items = store.items().set_index("item_id")
+        assert json.loads(items.loc["i1", "properties"]) == {"a": "m\ufffdn"}
+        assert json.loads(items.loc["i2", "properties"]) == {
+            "a": "x\ufffdy",
+            "b": r"p\u0000q",
+            "c": 2,
+        }
+        assert ingest(store, second, "items").stored == 0
 
 
 def test_read_only_needs_an_existing_store_and_writes_nothing(url, shop):

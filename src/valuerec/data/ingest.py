@@ -614,13 +614,14 @@ def _stage(
     """Read, coerce and validate in one pass into ``_vr_stage``.
 
     Columns: _row, _line, the canonical fields, properties, _bad (the record fails
-    validation), _raw (the original record as JSON, kept only for bad records) and, for JSON
+    validation), _raw (the original record as JSON, kept only for bad records), _nonfinite
+    (the properties fields holding NaN or Infinity, NULL when none) and, for JSON
     Lines, _malformed (why a line is no record at all). The columns of the levels in between
     (which also hold the source's columns) are named ``__vr_*``, clear of any input column.
     """
     user_cols = [c for c in src_cols if c not in _INTERNAL]
-    # Four nested projections so each expression is computed once per record:
-    # texts (trimmed, empty -> NULL) -> typed fields -> __vr_bad -> output.
+    # Nested projections so each expression is computed once per record: texts (trimmed,
+    # empty -> NULL) -> typed fields -> __vr_nonfinite -> __vr_bad -> output.
     keep = [ROW, LINE, *[_ident(c) for c in user_cols]]
     texts, typed, bad = [], [], []
     outer = [f"{ROW} AS _row", f"{LINE} AS _line"]
@@ -668,12 +669,16 @@ def _stage(
         raw = "NULL"
     outer.append("__vr_bad AS _bad")
     outer.append(f"CASE WHEN __vr_bad THEN {raw} END AS _raw")
+    outer.append("__vr_nonfinite AS _nonfinite")
+    bad.append("(__vr_nonfinite IS NOT NULL)")
     bad_expr = f"coalesce({' OR '.join(bad) or 'false'}, false)"
+    nonfinite = _nonfinite_fields(props, extras, src_cols, src)
     level1 = f"SELECT {', '.join(keep + texts)} FROM ({src.sql})"
     level2 = f"SELECT *, {', '.join(typed)} FROM ({level1})"
-    level3 = f"SELECT *, {bad_expr} AS __vr_bad FROM ({level2})"
+    level3 = f"SELECT *, {nonfinite} AS __vr_nonfinite FROM ({level2})"
+    level4 = f"SELECT *, {bad_expr} AS __vr_bad FROM ({level3})"
     con.execute("DROP TABLE IF EXISTS _vr_stage")
-    con.execute(f"CREATE TEMP TABLE _vr_stage AS SELECT {', '.join(outer)} FROM ({level3})")
+    con.execute(f"CREATE TEMP TABLE _vr_stage AS SELECT {', '.join(outer)} FROM ({level4})")
 
 
 def _json_text(col: str, src_type: str) -> str:
@@ -701,6 +706,55 @@ def _json_object(text: str) -> str:
         f"CASE WHEN json_valid({text}) THEN "
         f"CASE WHEN json_type({text}) = 'OBJECT' THEN CAST({text} AS JSON) END END"
     )
+
+
+#: JSON has no NaN or Infinity (RFC 8259), but DuckDB's reader accepts them in any case
+#: (``NaN``, ``nan``, ``inf``, ``-Infinity``): PostgreSQL's json refuses the whole file over
+#: one, and the API cannot answer with one. Outside its strings, valid JSON holds no other
+#: word with these letters (true, false, null and exponents have none).
+_NONFINITE_WORD = "(?i)nan|inf"
+#: a JSON string, escapes included (removed before looking for those words)
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def _has_nonfinite(text: str) -> str:
+    """SQL: the JSON text ``text`` holds a NaN or Infinity number (not a string saying so).
+
+    The words are looked for in the whole text first (cheap, and nearly always absent), and
+    only then outside its strings.
+    """
+    outside = f"regexp_replace({text}, '{_JSON_STRING}', '', 'g')"
+    return (
+        f"CASE WHEN regexp_matches({text}, '{_NONFINITE_WORD}') "
+        f"THEN regexp_matches({outside}, '{_NONFINITE_WORD}') ELSE false END"
+    )
+
+
+def _nonfinite_fields(
+    props: str | None, extras: list[str], src_cols: dict[str, str], src: _Source
+) -> str:
+    """SQL: the ``properties`` fields of a record holding NaN or Infinity (NULL: none).
+
+    Such a record is quarantined, the rule the API applies to a posted ``properties`` (422):
+    JSON cannot carry the number, and silently storing null instead would lose what the
+    input said. A float column the properties gather from is checked as a number; a JSON
+    value (a JSON Lines key, a ``properties`` object) or a nested column as its JSON text.
+    """
+    checks = []
+    if props is not None:
+        checks.append((_has_nonfinite(f"CAST({props} AS VARCHAR)"), "properties"))
+    for c in extras:
+        typ = src_cols[c].upper()
+        if typ in ("DOUBLE", "FLOAT", "REAL"):
+            checks.append((f"coalesce(NOT isfinite({_ident(c)}), false)", src.key(c)))
+        elif typ == "JSON":
+            checks.append((_has_nonfinite(f"CAST({_ident(c)} AS VARCHAR)"), src.key(c)))
+        elif any(w in typ for w in ("DOUBLE", "FLOAT", "REAL")):  # a struct, list or map
+            checks.append((_has_nonfinite(f"CAST(to_json({_ident(c)}) AS VARCHAR)"), src.key(c)))
+    if not checks:
+        return "CAST(NULL AS VARCHAR)"
+    named = ", ".join(f"CASE WHEN {cond} THEN {_lit(name)} END" for cond, name in checks)
+    return f"nullif(concat_ws(', ', {named}), '')"
 
 
 def _properties_expr(props: str | None, extras: list[str], src: _Source) -> str:
@@ -863,6 +917,12 @@ def _quarantine_rows(
             cond_missing = f"{got} IS NULL"
         fields.append(f"CASE WHEN {cond_missing} THEN '{f.name}' END")
         reasons.append(f"CASE WHEN {cond_missing} THEN 'missing required value' END")
+    # properties holding NaN or Infinity, named by _stage (they may come from any column)
+    fields.append("_nonfinite")
+    reasons.append(
+        "CASE WHEN _nonfinite IS NOT NULL THEN "
+        "'NaN or Infinity: JSON has no such number (leave the value empty for none)' END"
+    )
     con.execute("DROP TABLE IF EXISTS _vr_bad")
     con.execute(
         f"""CREATE TEMP TABLE _vr_bad AS

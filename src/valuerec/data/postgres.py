@@ -147,6 +147,24 @@ BEGIN
 END $$"""
 
 
+def _pg_safe(col: str, sql_type: str) -> str:
+    r"""DuckDB SQL: column ``col`` as PostgreSQL can hold it (see ``PostgresStore._copy_in``).
+
+    In JSON text a NUL is the escape ``\u0000`` (valid JSON holds no raw control character).
+    It is replaced unless its backslash is itself escaped (``\\u0000`` is the text
+    ``\u0000``): every escaped backslash is first set aside as U+0001, which valid JSON text
+    cannot hold raw either.
+    """
+    kind = sql_type.split()[0].upper()
+    if kind == "VARCHAR":
+        return f"replace(CAST({col} AS VARCHAR), chr(0), chr(65533)) AS {col}"
+    if kind == "JSON":
+        text = f"replace(CAST({col} AS VARCHAR), '\\\\', chr(1))"
+        text = f"replace({text}, '\\u0000', '\\ufffd')"
+        return f"replace({text}, chr(1), '\\\\') AS {col}"
+    return col
+
+
 class PostgresStore(Store):
     """A :class:`Store` whose tables live in a PostgreSQL database (see the module doc)."""
 
@@ -308,18 +326,15 @@ class PostgresStore(Store):
 
         DuckDB writes CSV (doubles in shortest exact form, NULL unquoted, '' quoted) and
         PostgreSQL's COPY reads it back with the same conventions. PostgreSQL text cannot hold
-        NUL characters, so they are replaced by U+FFFD. Returns the rows copied.
+        NUL characters, so they are replaced by U+FFFD; so are the ``\u0000`` escapes of
+        JSON, which ``jsonb`` (the merge of an item's or user's properties) refuses. Returns
+        the rows copied.
         """
         cols = ", ".join(f"{c} {pg_type(typ)}" for c, typ in columns)
         # Kept for the session (no catalogue churn per API post) and emptied at each commit.
         # Asked for every time: a creation rolled back with a failed batch must be redone.
         self.pg.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} ({cols}) ON COMMIT DELETE ROWS")
-        exprs = ", ".join(
-            f"replace(CAST({c} AS VARCHAR), chr(0), chr(65533)) AS {c}"
-            if typ.split()[0].upper() == "VARCHAR"
-            else c
-            for c, typ in columns
-        )
+        exprs = ", ".join(_pg_safe(c, typ) for c, typ in columns)
         names = ", ".join(c for c, _ in columns)
         with _csv_file() as path, self.pg.cursor() as cur:
             fmt = "(FORMAT csv, HEADER false)"
