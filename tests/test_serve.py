@@ -608,6 +608,23 @@ def test_write_back_records_exposures_that_are_not_interest(client):
     assert recs(client, USER, k=3) == {**body}
 
 
+def test_exposures_of_a_custom_type_written_today_do_not_move_the_value_as_of(deployment):
+    """A server whose settings name another exposure type writes that type back, stamped
+    today; its value predictions must stay as of the end of what users did."""
+    client = _client(*deployment, events={"exposure": ["impression"]})
+    with client:
+        svc = service(client)
+        before = svc.repo.value_as_of()
+        assert before is not None and before < datetime(2026, 1, 1)
+        recs(client, USER, k=3, write_back="true")
+        assert svc.exposures.flush() == 3
+        assert stored_events(client, USER, "impression") == 3
+        assert svc.repo.value_as_of() == before
+        # the default roles (which know only "exposure") would have moved it to today
+        with svc.repo.lock:
+            assert log_end(svc.repo.store) > datetime.now() - timedelta(days=2)
+
+
 def test_a_flush_under_way_cannot_bring_a_deleted_user_back(client, monkeypatch):
     """A flush that took a user's exposures out of the buffer before their deletion must not
     write them after it: the deletion waits for the flush, then deletes what it wrote."""

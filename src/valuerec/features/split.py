@@ -7,6 +7,7 @@ peek past it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -26,17 +27,18 @@ class SplitError(ValueError):
 EXPOSURE_EVENT_TYPES = ("exposure",)
 
 
-def log_end(store: Store) -> datetime:
+def log_end(store: Store, exposures: Sequence[str] = EXPOSURE_EVENT_TYPES) -> datetime:
     """The day after the last event: "now" when scoring today's customers.
 
     Midnight after the last event's day, so a window ending here holds that whole day.
-    Exposures are not read: a server writing them back stamps them with today's date, which
-    would move "now" past every purchase of a log that ended before (no refit could then
-    find a holdout, and every prediction would be as of a year without data).
+    Exposures (events of the types ``exposures``; a server passes those of its settings) are
+    not read: a server writing them back stamps them with today's date, which would move
+    "now" past every purchase of a log that ended before (no refit could then find a
+    holdout, and every prediction would be as of a year without data).
     """
     (last,) = store.con.execute(
         "SELECT max(timestamp) FROM events WHERE event_type NOT IN (SELECT unnest(?))",
-        [list(EXPOSURE_EVENT_TYPES)],
+        [list(exposures)],
     ).fetchone()
     if last is None:
         raise SplitError("the store has no events (besides exposures)")

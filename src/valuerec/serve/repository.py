@@ -27,7 +27,7 @@ from valuerec.data.ingest import IngestResult, ingest
 from valuerec.data.schema import EVENTS
 from valuerec.data.store import Store
 from valuerec.features.behaviour import behaviour_features
-from valuerec.features.split import log_end
+from valuerec.features.split import EXPOSURE_EVENT_TYPES, log_end
 from valuerec.serve.config import EventRoles
 from valuerec.value.base import ValueModel
 from valuerec.value.segments import segment_users
@@ -82,8 +82,10 @@ def _naive_utc(value: datetime | None) -> datetime | None:
 class Repository:
     """The serving layer's window on the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, exposures: Sequence[str] = EXPOSURE_EVENT_TYPES) -> None:
         self.store = store
+        #: the settings' exposure types: what this server writes back, never "now" (log_end)
+        self.exposures = tuple(exposures)
         self.lock = threading.RLock()
 
     def ensure_schema(self) -> None:
@@ -152,7 +154,7 @@ class Repository:
         """
         with self.lock:
             ((n,),) = self.store.fetch("SELECT count(*) FROM events WHERE event_type = 'purchase'")
-            return log_end(self.store) if n else None
+            return log_end(self.store, self.exposures) if n else None
 
     def log_span_days(self) -> float:
         with self.lock:

@@ -118,7 +118,7 @@ class ServeService:
     def __init__(self, store: Store, arts: ArtifactStore, settings: ServeSettings) -> None:
         self.settings = settings
         self.roles = settings.events
-        self.repo = Repository(store)
+        self.repo = Repository(store, self.roles.exposure)
         self.histories = Histories(settings.history_limit)
         self.catalog = Catalog()
         self.models = ModelRegistry(arts, self.repo, settings)
