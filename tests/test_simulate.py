@@ -347,3 +347,18 @@ def test_cli_policy_evaluate_checks_the_policies_settings_up_front(
                option, value, "--no-ope", "--json")  # fmt: skip
     assert res.exit_code == 2, res.output
     assert f"{option} must be" in _said(res)
+
+
+def test_a_tiny_policy_experiment_runs_every_policy(recwarn) -> None:
+    """Ten users and 30 items: nobody buys in the last pre-days, so the value-aware policy's
+    value model (which refuses a cut-off past its purchases' end) is fitted as of the day
+    after the last purchase, with a warning; days without visitors give the revenue-greedy
+    policy's purchase model no rows (LightGBM refused an empty matrix). Both crashed."""
+    from valuerec.simulate.experiment import ExperimentConfig, run_seed
+
+    cfg = ExperimentConfig(users=10, items=30, seeds=(0,), days=1, ope=False,
+                           policies=("relevance", "revenue-greedy", "value-aware"))  # fmt: skip
+    result = run_seed(cfg, 0)
+    assert set(result.runs) == {"relevance", "revenue-greedy", "value-aware"}
+    assert all(r.days == 1 for r in result.runs.values())
+    assert any("the value model is fitted as of" in str(w.message) for w in recwarn)

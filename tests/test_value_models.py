@@ -579,6 +579,9 @@ def test_calibration_end_outside_the_data(small_log, tmp_path, world, fitted):
     with pytest.raises(SplitError, match=f"2023-06-01 is before the first purchase event .{first}"):
         NaiveValueModel().fit(store, "2023-06-01", holdout_days=HOLDOUT)
     with pytest.raises(SplitError, match=f"2026-01-01 is after the last purchase event .{last}"):
+        LightGBMValueModel().fit(store, "2026-01-01", holdout_days=HOLDOUT)
+    # a model without labels needs no holdout, but still a cut-off within the log
+    with pytest.raises(SplitError, match=f"2026-01-01 is after the end of the log .{last}"):
         BTYDValueModel().fit(store, "2026-01-01", holdout_days=HOLDOUT)
     with pytest.raises(SplitError, match="not a valid time"):
         NaiveValueModel().fit(store, "not-a-date", holdout_days=HOLDOUT)
@@ -603,9 +606,23 @@ def test_scoring_as_of_the_log_end_after_trailing_views(small_log, tmp_path, fit
     pred = fitted["naive"].predict(store=store, as_of=end)
     assert set(pred["user_id"]) == set(buys["user_id"])
     assert not pred.drop(columns="user_id").isna().any().any()
-    # the same cut-off cannot be a calibration end: nothing would be held out
-    with pytest.raises(SplitError, match="after the last purchase event"):
-        NaiveValueModel().fit(store, end, holdout_days=HOLDOUT)
+    # a model that learns from the calibration period alone may be fitted there, on
+    # everything known; one that learns from holdout labels cannot: nothing is held out
+    for model in (NaiveValueModel(), BTYDValueModel("bgnbd")):
+        pred_end = model.fit(store, end, holdout_days=HOLDOUT).predict()
+        assert set(pred_end["user_id"]) == set(buys["user_id"])
+        assert np.isfinite(pred_end.drop(columns="user_id").to_numpy(float)).all()
+    bgnbd = BTYDValueModel("bgnbd").fit(store, end, holdout_days=HOLDOUT)
+    earlier = BTYDValueModel("bgnbd").fit(store, end - pd.Timedelta(days=HOLDOUT))
+    assert bgnbd.split_.calibration_end == end
+    # fitted on more purchases, its parameters differ from a fit at an earlier cut-off
+    assert bgnbd.transaction_model_.params_ != earlier.transaction_model_.params_
+    for model in (
+        LightGBMValueModel(),
+        EnsembleValueModel([NaiveValueModel(), LightGBMValueModel()]),
+    ):
+        with pytest.raises(SplitError, match="after the last purchase event"):
+            model.fit(store, end, holdout_days=HOLDOUT)
     with pytest.raises(SplitError, match="after the end of the log"):
         fitted["naive"].predict(store=store, as_of=end + pd.Timedelta(days=1))
     store.close()

@@ -73,6 +73,7 @@ def fit_value(
     """
     from valuerec.data.ingest import ingest
     from valuerec.data.store import Store
+    from valuerec.features.split import log_end
 
     purchases = events[events["event_type"] == "purchase"]
     purchases = purchases[["user_id", "item_id", "event_type", "timestamp", "value", "quantity"]]
@@ -81,6 +82,17 @@ def fit_value(
     with Store(":memory:") as store:
         ingest(store, purchases.reset_index(drop=True), "events")
         cut = pd.Timestamp(as_of)
+        end = pd.Timestamp(log_end(store))
+        if cut > end:
+            # A population so small that nobody bought in the last days: the value layer
+            # refuses a cut-off past the end of its data (it cannot tell that from a typo),
+            # so the model is fitted and scored as of the day after the last purchase.
+            warnings.warn(
+                f"no purchase between {end:%Y-%m-%d} and {cut:%Y-%m-%d}: the value model is "
+                f"fitted as of {end:%Y-%m-%d}",
+                stacklevel=2,
+            )
+            cut = end
         # the sample comes from customers the model can see: a purchase before the cut
         before = pd.to_datetime(purchases["timestamp"]) < cut
         customers = np.sort(purchases.loc[before, "user_id"].unique())
@@ -169,7 +181,10 @@ class PurchaseModel:
 
     def predict(self, features: np.ndarray, position: np.ndarray | int = 1) -> np.ndarray:
         """P(purchase) with the shape of ``features`` without its last axis."""
-        p = self.model_.predict_proba(self._design(features, position))[:, 1]
+        design = self._design(features, position)
+        if not len(design):  # a day without visitors (LightGBM refuses an empty matrix)
+            return np.zeros(features.shape[:-1])
+        p = self.model_.predict_proba(design)[:, 1]
         return p.reshape(features.shape[:-1])
 
 

@@ -296,6 +296,10 @@ class ValueModel(ABC):
     name = "value-model"
     #: fewest customers a fit accepts; supervised models need enough to learn from
     min_customers = 1
+    #: learns from holdout labels (supervised), so its cut-off needs a holdout after it.
+    #: BTYD and naive models learn from the calibration period alone: they may be fitted at
+    #: the end of the log, to score today's customers on everything known.
+    needs_labels: bool = False
     #: horizon the model was trained for, in days (supervised) or any (BTYD)
     horizon_days_: float
     discount_rate: float = 0.01
@@ -329,7 +333,10 @@ class ValueModel(ABC):
         opts = self._data_options()
         opts.pop("vocab", None)  # a model being fitted builds its own vocabulary
         shifts = self._snapshot_shifts()
-        return snapshot_data(store, calibration_end, holdout_days, shifts, users=users, **opts)
+        return snapshot_data(
+            store, calibration_end, holdout_days, shifts, users=users,
+            labels=self.needs_labels, **opts,
+        )  # fmt: skip
 
     def _snapshot_shifts(self) -> list[int]:
         """Days before the cut-off of the earlier cut-offs to train on too (none by default)."""

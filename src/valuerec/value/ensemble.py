@@ -45,6 +45,11 @@ class EnsembleValueModel(ValueModel):
     def _members(self) -> list[ValueModel]:
         return self.members or [LightGBMValueModel(), TransformerValueModel()]
 
+    @property  # type: ignore[override]
+    def needs_labels(self) -> bool:
+        """Whether any member learns from holdout labels."""
+        return any(m.needs_labels for m in getattr(self, "members_", None) or self._members())
+
     def _data_options(self) -> dict[str, object]:
         """The members' :func:`value_data` options, which must agree: the ensemble scores
         every member on one ValueData (two sequence members with different ``max_len``,

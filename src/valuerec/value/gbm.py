@@ -68,6 +68,7 @@ class LightGBMValueModel(ValueModel):
     """
 
     name = "lightgbm"
+    needs_labels = True
     min_customers = 20
 
     def __init__(

@@ -189,6 +189,7 @@ class TransformerValueModel(ValueModel):
     """Sequence Transformer with a ZILN head, trained multi-task on spend and purchase count."""
 
     name = "transformer"
+    needs_labels = True
     min_customers = 20
 
     def __init__(
