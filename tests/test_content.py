@@ -103,3 +103,16 @@ def test_real_minilm_embeddings_put_sequels_together():
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+
+
+def test_an_items_table_listing_an_item_twice_keeps_its_first_row():
+    """A caller's table may repeat an id (the store's never does): the fit crashed in pandas
+    ("cannot reindex on an axis with duplicate labels")."""
+    twice = pd.concat([ITEMS, ITEMS.iloc[[3]].assign(title="Toy Story again")], ignore_index=True)
+    assert item_texts(twice)["c1"].startswith("Toy Story. ")
+    model = ContentRecommender(items=twice, embed=genre_embed).fit(LOG)
+    assert list(model.item_ids_).count("c1") == 1
+    pd.testing.assert_frame_equal(
+        model.recommend(["fan", "kid"], k=2),
+        ContentRecommender(items=ITEMS, embed=genre_embed).fit(LOG).recommend(["fan", "kid"], k=2),
+    )

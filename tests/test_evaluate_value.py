@@ -315,6 +315,17 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     return truth, pred
 
 
+def test_integer_user_ids_match_the_text_ids_a_model_predicts_for() -> None:
+    """The store keeps ids as text: a truth frame with integer ids was "missing" them all."""
+    truth, pred = frames()
+    numbered = {u: i for i, u in enumerate(sorted(set(pred["user_id"])))}
+    truth_int = truth.assign(user_id=truth["user_id"].map(numbered))
+    pred_text = pred.assign(user_id=pred["user_id"].map(numbered).astype(str))
+    expected = evaluate_value(truth, pred).metrics
+    got = evaluate_value(truth_int, pred_text).metrics
+    assert got == pytest.approx(expected, nan_ok=True)
+
+
 def test_evaluate_value_hand_checked() -> None:
     truth, pred = frames()
     m = evaluate_value(truth, pred).metrics

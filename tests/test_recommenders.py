@@ -420,3 +420,88 @@ def test_ids_of_an_integer_column_with_a_missing_value_stay_integers():
     assert model.user_index([2.0])[0] == model.user_index(["2"])[0] >= 0
     np.testing.assert_array_equal(model.score_histories([["10"]]), model.score_histories([[10.0]]))
     assert not np.allclose(model.score_histories([["10"]]), model.cold_start_scores())
+
+
+# -- what callers hand in: one id, number ids, Arrow, gaps, an unfitted model -------------------
+def test_one_id_given_alone_is_that_user_not_its_characters(log):
+    """recommend("u1") iterated the string: lists for users "u" and "1", none for "u1"."""
+    model = EASERecommender().fit(log)
+    alone = model.recommend("u1", k=3)
+    assert set(alone["user_id"]) == {"u1"} and not alone["cold_start"].any()
+    pd.testing.assert_frame_equal(alone, model.recommend(["u1"], k=3))
+    with pytest.raises(ValueError, match="missing id"):
+        model.recommend(["u1", None], k=3)
+
+
+def _float_ids() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same interactions with integer ids, and as pandas holds them once one row lacks an
+    item (the item column turns float: 10 becomes 10.0)."""
+    rng = np.random.default_rng(4)
+    seconds = pd.to_timedelta(rng.integers(0, 90 * 86_400, 400), unit="s")
+    ints = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 40, 400),
+            "item_id": rng.integers(10, 30, 400),
+            "timestamp": pd.Timestamp("2024-01-01") + seconds,
+        }
+    )
+    gap = pd.DataFrame({"user_id": [0], "item_id": [np.nan], "timestamp": [ints.timestamp.max()]})
+    return ints, pd.concat([ints, gap], ignore_index=True)
+
+
+def test_float_item_ids_score_like_the_integers_they_hold():
+    """Recent popularity and ease-side looked float ids up as "10.0" in a vocabulary of "10":
+    every item scored 0, and the time windows were lost."""
+    from valuerec.recommend.ease import SideEASERecommender
+    from valuerec.recommend.side import sequence_windows
+
+    ints, floats = _float_ids()
+    assert floats["item_id"].dtype.kind == "f"
+    a = PopularityRecommender(half_life_days=30).fit(ints)
+    b = PopularityRecommender(half_life_days=30).fit(floats)
+    assert a.item_scores_.sum() > 0
+    np.testing.assert_allclose(b.item_scores_, a.item_scores_, rtol=1e-6)
+    a, b = SideEASERecommender().fit(ints), SideEASERecommender().fit(floats)
+    wa = sequence_windows(ints, a.user_ids_, a.item_ids_, 4)
+    wb = sequence_windows(floats, b.user_ids_, b.item_ids_, 4)
+    assert wa.shape[0] > 0 and wb.shape == wa.shape
+    pd.testing.assert_frame_equal(a.recommend([1, 2, 3], 5), b.recommend([1, 2, 3], 5))
+
+
+def test_recent_popularity_refuses_an_undated_interaction(log):
+    """A missing timestamp made its item's score NaN, and the most popular item vanished."""
+    undated = log.assign(timestamp=pd.Timestamp("2024-01-01"))
+    undated.loc[0, "timestamp"] = pd.NaT
+    with pytest.raises(ValueError, match=r"1 of \d+ have none"):
+        PopularityRecommender(half_life_days=30).fit(undated)
+
+
+def test_rows_without_a_user_are_dropped_and_arrow_tables_are_read(log):
+    """A missing user id crashed the vocabulary's sort (float NaN against text); an Arrow
+    table was not read at all."""
+    import pyarrow as pa
+
+    from valuerec.evaluate.ranking import Interactions
+
+    nobody = pd.DataFrame({"user_id": [None, np.nan], "item_id": ["a0", "a1"]})
+    model = EASERecommender().fit(pd.concat([log, nobody], ignore_index=True))
+    pd.testing.assert_index_equal(model.user_ids_, EASERecommender().fit(log).user_ids_)
+    arrow = pa.Table.from_pandas(log, preserve_index=False)
+    pd.testing.assert_frame_equal(
+        EASERecommender().fit(arrow).recommend(["u0", "u1"], k=4),
+        EASERecommender().fit(log).recommend(["u0", "u1"], k=4),
+    )
+    from_arrow = Interactions.from_frame(arrow, time_col=None)
+    assert from_arrow.matrix.nnz == Interactions.from_frame(log, time_col=None).matrix.nnz
+    with pytest.raises(ValueError, match=r"lack column\(s\) item_id"):
+        EASERecommender().fit(log.drop(columns="item_id"))
+
+
+def test_an_unfitted_model_says_so():
+    from sklearn.exceptions import NotFittedError
+
+    model = EASERecommender()
+    for call in (lambda: model.recommend(["u0"]), lambda: model.score("u0", ["a0"]),
+                 lambda: model.similar_items("a0")):  # fmt: skip
+        with pytest.raises(NotFittedError, match="EASERecommender is not fitted yet"):
+            call()

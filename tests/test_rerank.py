@@ -165,3 +165,27 @@ def test_user_values_from_value_predictions() -> None:
     assert uv.get("y") == pytest.approx((0.8, 1.0))
     assert uv.get("z") == pytest.approx((0.0, 0.0))
     assert uv.get("nobody") == (None, None)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"value_weight": float("nan")},
+        {"value_weight": float("inf")},
+        {"diversity": float("nan")},
+        {"protect": float("nan")},
+    ],
+)
+def test_a_nan_option_is_refused_not_read_as_zero(kwargs) -> None:
+    """value_weight=NaN passed the range check (NaN < 0 is false) and ranked by relevance."""
+    rel, price, p = _arrays()
+    with pytest.raises(ValueError, match="need finite value_weight"):
+        value_rerank(rel, price, p, **kwargs)
+
+
+def test_a_nan_price_or_purchase_probability_is_refused() -> None:
+    rel, price, p = _arrays()
+    for bad_price, bad_p in ((price.copy(), p), (price, p.copy())):
+        (bad_price if bad_price is not price else bad_p)[3] = np.nan
+        with pytest.raises(ValueError, match="must be finite"):
+            value_rerank(rel, bad_price, bad_p, value_weight=1.0)

@@ -48,6 +48,11 @@ def test_events_filters(filled):
     assert list(filled.events(["a"])["event_type"]) == ["view", "purchase"]
     assert len(filled.events(event_types=["PURCHASE"])) == 2
     assert list(filled.events(since="2024-01-02", until="2024-03-01")["user_id"]) == ["a", "b"]
+    # one id alone is that user (iterating "a" would also be ["a"]: "ab" is not "a" and "b")
+    ingest(
+        filled, pd.DataFrame({"user_id": ["ab"], "event_type": "view", "timestamp": "2024-01-05"})
+    )
+    assert list(filled.events("ab")["user_id"]) == ["ab"]
 
 
 def test_store_persists_across_connections(tmp_path, backend, request):

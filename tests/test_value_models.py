@@ -257,6 +257,29 @@ def test_lightgbm_on_a_short_horizon_keeps_its_count_mean(world):
     np.testing.assert_allclose(mean, pred["pred_transactions"], rtol=1e-4, atol=1e-9)
 
 
+def test_users_given_as_numbers_or_one_id_alone(tmp_path, small_log):
+    """The store keeps ids as text: predict([19]) said customer 19 had no purchase, and
+    predict("u0") failed inside pandas."""
+    numbered = small_log.assign(user_id=small_log["user_id"].str.extract(r"(\d+)$")[0].astype(int))
+    store = new_store(tmp_path / "numbered.duckdb", numbered)
+    model = NaiveValueModel().fit(store, log_end(store) - pd.Timedelta(days=30))
+    everyone = model.predict()
+    first = int(everyone["user_id"].iloc[0])
+    expected = everyone.iloc[[0]].reset_index(drop=True)
+    for users in ([first], [float(first)], first, str(first), np.int64(first)):
+        pd.testing.assert_frame_equal(model.predict(users), expected)
+    with pytest.raises(ValueError, match="missing id"):
+        model.predict([first, None])
+    store.close()
+
+
+def test_an_unfitted_value_model_says_so():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="BTYDValueModel is not fitted yet"):
+        BTYDValueModel().predict()
+
+
 def test_a_user_listed_twice_is_a_clear_error(world, fitted):
     users = [world.test[0], world.test[1], world.test[0]]
     with pytest.raises(ValueError, match="1 users are listed more than once"):

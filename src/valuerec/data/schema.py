@@ -8,8 +8,14 @@ Field kinds drive validation and coercion in :mod:`valuerec.data.ingest` and the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 
 class Kind(StrEnum):
@@ -138,3 +144,60 @@ def table(kind: str) -> Table:
         return TABLES[kind]
     except KeyError:
         raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(TABLES)}") from None
+
+
+# -- ids ---------------------------------------------------------------------------------------
+# One rule for ids everywhere a caller hands them in (a DataFrame to fit, a list to predict or
+# recommend for, a store lookup): the text the store keeps, whatever their type in the input.
+
+
+def id_text(values: Any) -> pd.Index:
+    """Ids as the store keeps them: text, an integral float written as an integer.
+
+    pandas turns an integer id column holding a missing value into floats; ingest stores
+    such ids as ``"10"``, not ``"10.0"`` (:func:`valuerec.data.ingest._coerce`), so a model's
+    vocabulary built from such a frame must too, or every lookup by the stored id misses.
+    """
+    idx = pd.Index(values)
+    if not pd.api.types.is_float_dtype(idx.dtype):
+        return idx.astype(str)
+    num = idx.to_numpy(dtype=float)
+    whole = np.isfinite(num) & (num == np.trunc(num)) & (np.abs(num) < 2.0**53)
+    text = idx.astype(str).to_numpy(dtype=object)
+    text[whole] = num[whole].astype(np.int64).astype(str)
+    return pd.Index(text, dtype=object)
+
+
+def one_id(value: Any) -> str:
+    """One id as :func:`id_text` writes it (a lookup by ``10`` or ``10.0`` finds ``"10"``)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def id_list(values: Any, name: str = "ids") -> list[str]:
+    """Ids handed in by a caller, as the store keeps them (:func:`one_id`), in their order.
+
+    One id (a string, a number) is a list of one: ``recommend("u1")`` is for user ``u1``,
+    not for users ``u`` and ``1``, as iterating the string would make it. A missing id
+    (None, NaN) is an error naming ``name``: as text it would be the id ``"nan"``.
+    """
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        values = [values]
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, float | np.floating) and np.isnan(v)) or v is pd.NA:
+            raise ValueError(f"{name} holds a missing id (None or NaN)")
+        out.append(one_id(v.decode() if isinstance(v, bytes) else v))
+    return out
+
+
+def as_frame(table: Any) -> Any:
+    """An Arrow table or record batch as a pandas DataFrame; anything else unchanged.
+
+    The Python API takes pandas or Arrow wherever it takes a table of events (ingest reads
+    both natively); models that read columns work on pandas.
+    """
+    if isinstance(table, pa.Table | pa.RecordBatch):
+        return table.to_pandas()
+    return table

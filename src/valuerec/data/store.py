@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import duckdb
 import pandas as pd
 
-from valuerec.data.schema import EVENTS, ITEMS, QUARANTINE_COLUMNS, TABLES, USERS, Table
+from valuerec.data.schema import EVENTS, ITEMS, QUARANTINE_COLUMNS, TABLES, USERS, Table, id_list
 
 DEFAULT_DB = "valuerec.duckdb"
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -331,7 +331,7 @@ class Store:
         where, params = [], []
         if user_ids is not None:
             where.append("user_id IN (SELECT unnest(?::VARCHAR[]))")
-            params.append(list(user_ids))
+            params.append(id_list(user_ids, "user_ids"))
         if event_types is not None:
             where.append("event_type IN (SELECT unnest(?::VARCHAR[]))")
             params.append([e.lower() for e in event_types])

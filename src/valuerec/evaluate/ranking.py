@@ -51,6 +51,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
 
+from valuerec.data.schema import as_frame
 from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
 
@@ -234,6 +235,7 @@ class Interactions:
         ``time_col=None`` uses the row order as time (for data without timestamps); otherwise
         a missing timestamp is an error, since a split by time could not place the row.
         """
+        frame = as_frame(frame)  # an Arrow table too
         for col in (user_col, item_col) + ((time_col,) if time_col else ()):
             if col not in frame.columns:
                 raise ValueError(f"frame lacks column {col!r}")

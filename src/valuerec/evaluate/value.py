@@ -46,6 +46,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata, spearmanr
 
+from valuerec.data.schema import id_text
+
 __all__ = [
     "DECILE_COLUMNS",
     "ValueReport",
@@ -549,6 +551,9 @@ def evaluate_value(
         pred_cols += (score_col,)
     _check_frame(truth, "truth", TRUTH_COLUMNS)
     _check_frame(pred, "pred", pred_cols)
+    # ids as the store keeps them: a truth frame with integer ids matches the model's text
+    truth = truth.assign(user_id=id_text(truth["user_id"]))
+    pred = pred.assign(user_id=id_text(pred["user_id"]))
     missing = int((~truth["user_id"].isin(pred["user_id"])).sum())
     if missing:
         raise ValueError(f"{missing} of {len(truth)} truth users are missing from pred")

@@ -16,46 +16,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+
+from valuerec.data.schema import as_frame, id_list, id_text, one_id
 
 REC_COLUMNS = ("user_id", "rank", "item_id", "score", "cold_start")
-
-
-def id_text(values: Any) -> pd.Index:
-    """Ids as the store keeps them: text, an integral float written as an integer.
-
-    pandas turns an integer id column holding a missing value into floats; ingest stores
-    such ids as ``"10"``, not ``"10.0"`` (:func:`valuerec.data.ingest._coerce`), so a model's
-    vocabulary built from such a frame must too, or every lookup by the stored id misses.
-    """
-    idx = pd.Index(values)
-    if not pd.api.types.is_float_dtype(idx.dtype):
-        return idx.astype(str)
-    num = idx.to_numpy(dtype=float)
-    whole = np.isfinite(num) & (num == np.trunc(num)) & (np.abs(num) < 2.0**53)
-    text = idx.astype(str).to_numpy(dtype=object)
-    text[whole] = num[whole].astype(np.int64).astype(str)
-    return pd.Index(text, dtype=object)
-
-
-def _id(value: Any) -> str:
-    """One id as :func:`id_text` writes it (lookups by ``10.0`` find the stored ``"10"``)."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.Index]:
     """(users x items CSR of implicit 1s, user ids, item ids) from an interactions object.
 
     Accepts the evaluator's ``Interactions`` (``matrix``/``user_ids``/``item_ids``) or a
-    DataFrame with ``user_id`` and ``item_id`` columns (duplicates collapse to one). Ids come
+    DataFrame with ``user_id`` and ``item_id`` columns (duplicates collapse to one; rows
+    without a user or an item are dropped). Ids come
     back as text whatever their type in the input, as the store keeps them (:func:`id_text`):
     every lookup (``recommend``, ``score``, histories) is by the id's text, so an integer
     vocabulary would match nothing.
     """
     if isinstance(interactions, pd.DataFrame):
-        frame = interactions.dropna(subset=["item_id"])
-        users = pd.Index(sorted(id_text(interactions["user_id"]).unique()))
+        missing = [c for c in ("user_id", "item_id") if c not in interactions.columns]
+        if missing:
+            raise ValueError(f"the interactions lack column(s) {', '.join(missing)}")
+        # a row without a user is nobody's; one without an item is no interaction, but its
+        # user is in the vocabulary (served cold, as a user without a training interaction)
+        named = interactions.dropna(subset=["user_id"])
+        frame = named.dropna(subset=["item_id"])
+        users = pd.Index(sorted(id_text(named["user_id"]).unique()))
         items = pd.Index(sorted(id_text(frame["item_id"]).unique()))
         rows = users.get_indexer(id_text(frame["user_id"]))
         cols = items.get_indexer(id_text(frame["item_id"]))
@@ -107,7 +93,9 @@ class Recommender(ABC):
 
         While :meth:`_fit` runs, ``self._interactions`` holds them, for models that need more
         than the matrix (timestamps for side information, a hybrid's members' own fits).
+        An Arrow table is read as the DataFrame it converts to.
         """
+        interactions = as_frame(interactions)
         self.matrix_, self.user_ids_, self.item_ids_ = interaction_matrix(interactions)
         if self.matrix_.nnz == 0:
             raise ValueError("no interactions to learn from")
@@ -200,6 +188,11 @@ class Recommender(ABC):
         out[empty] = self.cold_start_scores()
         return out
 
+    def _check_fitted(self) -> None:
+        """A clear error for a model used before :meth:`fit` (not an AttributeError)."""
+        if not hasattr(self, "item_ids_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit first")
+
     def _trained(self, users: np.ndarray) -> np.ndarray:
         """Whether each user index has at least one training interaction."""
         indptr = self.matrix_.indptr
@@ -212,7 +205,8 @@ class Recommender(ABC):
         rule :meth:`recommend`, :meth:`score` and the explanations share, so a user is either
         scored from training or flagged ``cold_start`` with the fallback, never in between.
         """
-        idx = self.user_ids_.get_indexer([_id(u) for u in user_ids])
+        self._check_fitted()
+        idx = self.user_ids_.get_indexer(id_list(user_ids, "user_ids"))
         known = idx >= 0
         idx[known] = np.where(self._trained(idx[known]), idx[known], -1)
         return idx
@@ -229,6 +223,7 @@ class Recommender(ABC):
         ``user_ids`` (one per history, None for anonymous) add what the model knows about the
         user besides their items (:meth:`profile_scores`).
         """
+        self._check_fitted()
         seqs = [self._item_indices(h) for h in histories]
         out = np.empty((len(seqs), len(self.item_ids_)), dtype=np.float32)
         warm = [i for i, s in enumerate(seqs) if len(s)]
@@ -248,7 +243,7 @@ class Recommender(ABC):
         return None
 
     def _item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
-        idx = self.item_ids_.get_indexer([_id(i) for i in item_ids])
+        idx = self.item_ids_.get_indexer(id_list(item_ids, "a history"))
         return idx[idx >= 0].astype(np.int64)
 
     # -- the public API -------------------------------------------------------------------
@@ -262,17 +257,21 @@ class Recommender(ABC):
         """Top-``k`` items per user; unknown users get popular items with ``cold_start``.
 
         One list per distinct id, in the order of first request (a repeated id is answered
-        once). Users without a training interaction are served like unknown users.
+        once); one id may be given alone (``recommend("u1")``). A list holds fewer than
+        ``k`` items when the user has seen nearly every item, and none (so the user has no
+        rows) when they have seen them all. Users without a training interaction are served
+        like unknown users.
 
         ``histories`` (user id -> item ids, oldest first) replaces what the model saw in
         training for those users: their recommendations reflect events newer than the model,
         and users the model never saw are served from their history rather than cold. Seen
         items are then the history's items.
         """
+        self._check_fitted()
         if k < 1:
             raise ValueError("k must be at least 1")
-        ids = list(dict.fromkeys(_id(u) for u in user_ids))
-        histories = {_id(u): h for u, h in (histories or {}).items()}
+        ids = list(dict.fromkeys(id_list(user_ids, "user_ids")))
+        histories = {one_id(u): h for u, h in (histories or {}).items()}
         k = min(k, len(self.item_ids_))
         idx = self.user_index(ids)
         seqs = {b: self._item_indices(histories[u]) for b, u in enumerate(ids) if u in histories}
@@ -328,8 +327,9 @@ class Recommender(ABC):
 
         A user without a training interaction counts as unknown (:meth:`user_index`).
         """
+        self._check_fitted()
         u = self.user_index([user_id])[0]
-        items = [_id(i) for i in item_ids]
+        items = id_list(item_ids, "item_ids")
         cols = self.item_ids_.get_indexer(items)
         score = np.full(len(items), np.nan)
         if u >= 0:
@@ -339,9 +339,10 @@ class Recommender(ABC):
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """Items most similar to ``item_id`` by the model's own similarity; empty if unknown."""
+        self._check_fitted()
         if k < 1:
             raise ValueError("k must be at least 1")
-        j = self.item_ids_.get_indexer([_id(item_id)])[0]
+        j = self.item_ids_.get_indexer([one_id(item_id)])[0]
         if j < 0:
             return pd.DataFrame(columns=["item_id", "rank", "similar_item_id", "score"])
         sims = self._item_similarity(j)
@@ -349,7 +350,7 @@ class Recommender(ABC):
         top = np.argsort(-sims, kind="stable")[: min(k, len(sims) - 1)]
         return pd.DataFrame(
             {
-                "item_id": _id(item_id),
+                "item_id": one_id(item_id),
                 "rank": np.arange(1, len(top) + 1),
                 "similar_item_id": self.item_ids_[top],
                 "score": sims[top],

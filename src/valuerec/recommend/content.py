@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from valuerec.data.schema import as_frame, id_text
 from valuerec.recommend.base import Recommender, interaction_matrix
 
 Embedder = Callable[[list[str]], np.ndarray]
@@ -42,14 +43,19 @@ def minilm_embed(texts: list[str]) -> np.ndarray:
 
 
 def item_texts(items: pd.DataFrame) -> pd.Series:
-    """One sentence per item from title, categories (``a|b`` -> ``a, b``) and text."""
+    """One sentence per item from title, categories (``a|b`` -> ``a, b``) and text.
+
+    An item listed twice keeps its first row, as the side-information encoder does
+    (``side.entity_features``): the store holds one row per item, a caller's table may not.
+    """
+    items = items.assign(item_id=id_text(items["item_id"])).drop_duplicates("item_id")
     parts = [
         items.get(c, pd.Series("", index=items.index)).fillna("").astype(str)
         for c in ("title", "category", "text")
     ]
     cats = parts[1].str.replace("|", ", ", regex=False)
     text = parts[0] + ". " + cats + ". " + parts[2]
-    return pd.Series(text.str.strip(" .").to_numpy(), index=items["item_id"].astype(str).to_numpy())
+    return pd.Series(text.str.strip(" .").to_numpy(), index=items["item_id"].to_numpy())
 
 
 class ContentRecommender(Recommender):
@@ -69,7 +75,7 @@ class ContentRecommender(Recommender):
         """
         if self.items is None or len(self.items) == 0:
             raise ValueError("ContentRecommender needs an items table with title/category/text")
-        matrix, users, items = interaction_matrix(interactions)
+        matrix, users, items = interaction_matrix(as_frame(interactions))
         texts = item_texts(self.items)
         extra = pd.Index(texts.index).difference(items)
         if not whole_catalogue:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from valuerec.data.schema import id_text
 from valuerec.recommend.base import Recommender
 
 __all__ = ["COLD_START_REASON", "because"]
@@ -62,4 +63,4 @@ def item_titles(items: pd.DataFrame) -> dict[str, str]:
     if items.empty or "title" not in items:
         return {}
     titled = items[items["title"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
-    return dict(zip(titled["item_id"].astype(str), titled["title"], strict=True))
+    return dict(zip(id_text(titled["item_id"]), titled["title"], strict=True))

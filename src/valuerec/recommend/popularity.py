@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from valuerec.data.schema import as_frame, id_text
 from valuerec.evaluate.ranking import to_datetimes
 from valuerec.recommend.base import Recommender
 
@@ -26,6 +27,7 @@ class PopularityRecommender(Recommender):
         self.half_life_days = half_life_days
 
     def fit(self, interactions: Any) -> PopularityRecommender:
+        interactions = as_frame(interactions)
         self._frame = getattr(interactions, "frame", None)
         if isinstance(interactions, pd.DataFrame) and "timestamp" in interactions:
             self._frame = interactions
@@ -42,9 +44,14 @@ class PopularityRecommender(Recommender):
             if frame is None or "timestamp" not in frame:
                 raise ValueError("recent popularity needs interaction timestamps")
             ts = to_datetimes(frame["timestamp"])
+            if ts.isna().any():  # an undated interaction has no age: its item would score NaN
+                raise ValueError(
+                    f"recent popularity needs a timestamp on every interaction: "
+                    f"{int(ts.isna().sum())} of {len(ts)} have none"
+                )
             age_days = (ts.max() - ts).dt.total_seconds().to_numpy() / 86_400
             weight = 0.5 ** (age_days / self.half_life_days)
-            items = frame["item"] if "item" in frame else frame["item_id"].astype(str)
+            items = frame["item"] if "item" in frame else id_text(frame["item_id"])
             cols = items.to_numpy() if "item" in frame else self.item_ids_.get_indexer(items)
             keep = cols >= 0
             scores = np.bincount(cols[keep], weights=weight[keep], minlength=len(self.item_ids_))

@@ -92,12 +92,17 @@ def value_rerank(
     rel = np.asarray(relevance, dtype=np.float64)
     m = len(rel)
     k = m if k is None else min(int(k), m)
-    if value_weight < 0 or diversity < 0 or not 0 <= protect <= 1:
-        raise ValueError("need value_weight >= 0, diversity >= 0 and 0 <= protect <= 1")
+    # written so that NaN fails too (every comparison with NaN is false)
+    if not (0 <= value_weight < np.inf and 0 <= diversity < np.inf and 0 <= protect <= 1):
+        raise ValueError(
+            "need finite value_weight >= 0, finite diversity >= 0 and 0 <= protect <= 1"
+        )
     if rel.ndim != 1 or np.shape(price) != rel.shape or np.shape(p_purchase) != rel.shape:
         raise ValueError("relevance, price and p_purchase must be 1-D arrays of one length")
     if not np.isfinite(rel).all():
         raise ValueError("relevance scores must be finite (drop masked candidates first)")
+    if not (np.isfinite(price).all() and np.isfinite(p_purchase).all()):
+        raise ValueError("price and p_purchase must be finite (fill unknown ones first)")
     if m == 0 or k < 1:
         return np.zeros(0, dtype=np.int64)
     if value_weight == 0:

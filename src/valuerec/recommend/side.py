@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from valuerec.data.schema import id_text
 from valuerec.evaluate.ranking import to_datetimes
 
 #: free-text columns the content model embeds; one-hot columns of them would be identifiers
@@ -78,7 +79,7 @@ def entity_features(
     if table is None or table.empty:
         return np.zeros((len(ids), 0), np.float32), []
     frame = expand_properties(table)
-    frame = frame.assign(**{id_column: frame[id_column].astype(str)})
+    frame = frame.assign(**{id_column: id_text(frame[id_column])})
     # encoded over the whole table (bins, levels and the identifier test describe the
     # population), then aligned with ``ids``
     frame = frame.drop_duplicates(id_column).set_index(id_column)
@@ -110,7 +111,7 @@ def entity_features(
         blocks.append(block.add_prefix(f"{col}="))
     if not blocks:
         return np.zeros((len(ids), 0), np.float32), []
-    out = pd.concat(blocks, axis=1).reindex(ids.astype(str)).fillna(0.0)
+    out = pd.concat(blocks, axis=1).reindex(id_text(ids)).fillna(0.0)
     return out.to_numpy(np.float32), [str(c) for c in out.columns]
 
 
@@ -125,7 +126,7 @@ def _codes(interactions: Any, kind: str, ids: pd.Index) -> np.ndarray:
     frame = _frame(interactions)
     if kind in frame.columns and not isinstance(interactions, pd.DataFrame):
         return frame[kind].to_numpy(np.int64)
-    return ids.get_indexer(frame[f"{kind}_id"].astype(str))
+    return ids.get_indexer(id_text(frame[f"{kind}_id"]))
 
 
 def activity_periods(

@@ -49,7 +49,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import NotFittedError
 
+from valuerec.data.schema import id_list
 from valuerec.data.store import Store
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import holdout_summary, rfm_summary
@@ -179,7 +181,7 @@ def value_data(
     feats = behaviour_features(store, split.calibration_end)
     rfm = rfm_summary(store, split.calibration_end)
     if users is not None:
-        wanted = pd.Index(users)
+        wanted = pd.Index(id_list(users, "users"), dtype=object)
         repeated = wanted[wanted.duplicated()].unique()
         if len(repeated):  # one row per customer: every model's frames are indexed by user
             raise ValueError(
@@ -355,6 +357,8 @@ class ValueModel(ABC):
         ``as_of`` defaults to the calibration end used in :meth:`fit`; pass the end of the log
         to score today's customers with a model trained on an earlier window.
         """
+        if not hasattr(self, "split_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit first")
         store = store or getattr(self, "_store", None)
         if store is None:
             raise ValueError("predict needs a store: pass store= (the model was loaded from disk)")
