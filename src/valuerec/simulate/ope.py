@@ -79,6 +79,14 @@ def evaluate_log(
       than about these contexts (the truth here is the target's value on these very
       contexts, so it is wider than needed: 98-100% in the same logs).
     * ``None``: every position on its own (the too-narrow intervals above).
+
+    A limit, measured: for a target whose value is revenue concentrated on rare expensive
+    matches (``RevenueGreedyPolicy`` from an epsilon-greedy relevance log), the weighted terms
+    are so right-skewed (cluster skewness ~14) that every miss lies below the truth. Over
+    400 fresh logs the 95% intervals (clustered by visit) covered it in 86.5% (IPS), 86%
+    (SNIPS) and 89% (DR) of logs. Tried: an empirical-likelihood interval (87-89%, not kept),
+    a percentile cluster bootstrap (86-88%) and a studentized one (IPS 94%, SNIPS 94.5% at
+    twice the width; DR 87%). Read such intervals as too narrow by about a third.
     """
     if cluster not in ("visit", "user", None):
         raise ValueError("cluster must be 'visit', 'user' or None")
