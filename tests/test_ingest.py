@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import BACKENDS
 from valuerec.data.ingest import InputError, ingest
+from valuerec.data.store import Store
 
 MAP = {"user": "user_id", "ts": "timestamp", "type": "event_type"}
 
@@ -635,3 +637,37 @@ def test_nan_or_infinity_in_properties_is_quarantined_naming_the_field(store, wr
     ev = store.events().set_index("user_id")
     assert json.loads(ev.loc["f2", "properties"]) == {"score": None}  # pandas' NaN: missing
     assert json.loads(ev.loc["f3", "properties"]) == {"score": 2.5}
+
+
+def test_a_float_column_saved_as_text_reads_as_it_does_from_parquet(store, tmp_path):
+    """pandas holds an integer column with a missing value as float and writes it as
+    ``42.0`` and ``19970101.0``: from CSV or JSON Lines those were the id "42.0" (matching no
+    item) and 1970-08-20 (epoch seconds), while Parquet gave "42" and 1997-01-01."""
+    frame = pd.DataFrame(
+        {
+            "user_id": [1.0, 2.0, 3.0],
+            "item_id": [42.0, np.nan, 7.0],
+            "event_type": "purchase",
+            "timestamp": [19970101.0, 19970315.0, 19970401.0],
+            "value": [1.0, 2.0, 3.0],
+        }
+    )
+    frame.to_csv(tmp_path / "e.csv", index=False)
+    frame.to_json(tmp_path / "e.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "e.parquet")
+    got = {}
+    for fmt in ("csv", "jsonl", "parquet"):
+        with Store(tmp_path / f"{fmt}.duckdb") as s:
+            assert ingest(s, tmp_path / f"e.{fmt}").stored == 3
+            got[fmt] = s.events()[["user_id", "item_id", "timestamp"]]
+    assert got["csv"]["user_id"].tolist() == ["1", "2", "3"]
+    assert got["csv"]["item_id"].tolist()[::2] == ["42", "7"]
+    assert got["csv"]["timestamp"].min() == pd.Timestamp("1997-01-01")
+    pd.testing.assert_frame_equal(got["csv"], got["parquet"])
+    pd.testing.assert_frame_equal(got["jsonl"], got["parquet"])
+    # a text column that only looks like floats in places keeps its text (version-like ids)
+    mixed = pd.DataFrame(
+        {"user_id": ["2.0", "2.1"], "event_type": "view", "timestamp": "2024-01-01"}
+    )
+    ingest(store, mixed)
+    assert sorted(store.events()["user_id"]) == ["2.0", "2.1"]

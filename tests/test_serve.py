@@ -412,6 +412,8 @@ def test_event_timestamps_are_read_as_ingest_reads_them(client, tmp_path):
     good = {
         "20240101": datetime(2024, 1, 1),
         20240102: datetime(2024, 1, 2),
+        20240104.0: datetime(2024, 1, 4),  # a date held as a float
+        "20240105.0": datetime(2024, 1, 5),
         1700000000: datetime(2023, 11, 14, 22, 13, 20),
         "1700000000.5": datetime(2023, 11, 14, 22, 13, 20, 500000),
         "2024-01-03T01:00:00+01:00": datetime(2024, 1, 3),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -150,9 +151,10 @@ _PLAIN_RE = _DATE_RE + r"([T ][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
 # zone it knows (``Z``, ``+01:00``, ``+01:30:15``, ``EST``, ``Europe/Paris``) and rejects the
 # rest (``PM``, ``BC``, ``foo``).
 _ZONED_RE = "^" + _DATE_RE + "[T ][0-9]"
-#: digits-only timestamps (whole text): eight are a YYYYMMDD date, up to eleven (with an
-#: optional fraction) epoch seconds. The API reads posted events by the same rules.
-YYYYMMDD_RE = r"[0-9]{8}"
+#: digits-only timestamps (whole text): eight are a YYYYMMDD date (also with a zero
+#: fraction, as a float column writes one: ``19970101.0``), up to eleven (with an optional
+#: fraction) epoch seconds. The API reads posted events by the same rules.
+YYYYMMDD_RE = r"[0-9]{8}(\.0*)?"
 EPOCH_SECONDS_RE = r"-?[0-9]{1,11}(\.[0-9]*)?"
 
 
@@ -175,7 +177,7 @@ def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> st
         f"CASE WHEN regexp_full_match({t}, '{_PLAIN_RE}') THEN try_cast({t} AS TIMESTAMP) "
         f"WHEN regexp_matches({t}, '{_ZONED_RE}') "
         f"THEN CAST(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP) "
-        f"WHEN regexp_full_match({t}, '{YYYYMMDD_RE}') THEN try_strptime({t}, '%Y%m%d') "
+        f"WHEN regexp_full_match({t}, '{YYYYMMDD_RE}') THEN try_strptime(left({t}, 8), '%Y%m%d') "
         f"WHEN regexp_full_match({t}, '{EPOCH_SECONDS_RE}') "
         f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END"
     )
@@ -647,6 +649,8 @@ def _stage(
             else:
                 texts.append(f"{_source_text(_ident(col), src_cols[col])} AS {t}")
             expr = _coerce(f, t, src_cols[col], pretrimmed=True)
+            if f.kind is Kind.ID and _floats_written_as_text(con, src, col, src_cols[col]):
+                expr = f"regexp_replace({expr}, '\\.0+$', '')"
             # present but unparseable is bad whether or not the field is required
             bad.append(f"({t} IS NOT NULL AND {v} IS NULL)")
         else:
@@ -679,6 +683,36 @@ def _stage(
     level4 = f"SELECT *, {bad_expr} AS __vr_bad FROM ({level3})"
     con.execute("DROP TABLE IF EXISTS _vr_stage")
     con.execute(f"CREATE TEMP TABLE _vr_stage AS SELECT {', '.join(outer)} FROM ({level4})")
+
+
+#: an integer written by a float column: pandas writes ``1.0`` for the id 1 of an integer
+#: column that holds a missing value
+_FLOAT_INT_RE = r"-?[0-9]+\.0+"
+
+
+def _floats_written_as_text(
+    con: duckdb.DuckDBPyConnection, src: _Source, col: str, src_type: str
+) -> bool:
+    """Whether every value of the text column ``col`` is an integer written as a float.
+
+    Such a column (an id column pandas held as float, saved as CSV or JSON) gives ids
+    ``1``, ``42`` as the same column read from Parquet does (:func:`_number_text`), not
+    ``1.0``: else a CSV and a Parquet export of one table would name different users, and
+    no item of the catalogue would match. Decided for the whole column, so a text id that
+    merely looks like a version number (``2.0`` beside ``2.1``) is kept as written. The
+    first value is checked before the whole column, so other columns cost one row.
+    """
+    if _is_numeric(src_type) or _is_temporal(src_type):
+        return False
+    t = _source_text(_ident(col), src_type)
+    rows = f"FROM ({src.sql}) WHERE {t} IS NOT NULL"
+    first = con.execute(f"SELECT {t} {rows} LIMIT 1").fetchone()
+    if first is None or not re.fullmatch(_FLOAT_INT_RE, str(first[0])):
+        return False
+    (every,) = con.execute(
+        f"SELECT bool_and(regexp_full_match({t}, '{_FLOAT_INT_RE}')) {rows}"
+    ).fetchone()
+    return bool(every)
 
 
 def _json_text(col: str, src_type: str) -> str:

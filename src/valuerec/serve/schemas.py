@@ -129,7 +129,8 @@ def _like_ingest(value: Any) -> Any:
     Pydantic alone reads ``20240101`` as epoch seconds (1970-08-23) and ``1700000000123`` as
     milliseconds, where ingest reads a date and quarantines the row: an event would get a
     different time depending on how it arrived. A number is read through its text, as ingest
-    reads a numeric column, so ``20240101.0`` is epoch seconds there and here.
+    reads a numeric column, so ``20240101.0`` (a date held as a float) is a date there and
+    here.
     """
     if isinstance(value, bool):
         return value  # pydantic's own "not a datetime"
@@ -143,7 +144,7 @@ def _like_ingest(value: Any) -> Any:
         return value
     if _YYYYMMDD.fullmatch(text):
         try:
-            return datetime.strptime(text, "%Y%m%d")
+            return datetime.strptime(text[:8], "%Y%m%d")
         except ValueError:
             raise ValueError(f"eight digits are a YYYYMMDD date, and {text} is none") from None
     if _EPOCH_SECONDS.fullmatch(text):
