@@ -68,3 +68,15 @@ def test_quantile_matching_of_degenerate_samples_is_the_identity():
     x = np.array([0.5, 2.0, 4.0])
     np.testing.assert_array_equal(SpendCalibration.match_quantiles(np.full(50, 3.0), x)(x), x)
     np.testing.assert_array_equal(SpendCalibration.match_quantiles(x, np.zeros(3))(x), x)
+
+
+def test_level_calibration_scales_every_prediction_by_one_ratio():
+    pred = np.array([1.0, 2.0, 50.0, 0.0] + [4.0] * 20)
+    actual = np.array([3.0, 1.0, 10.0, 2.0] + [1.0] * 20)
+    cal = SpendCalibration.level(pred, actual)
+    ratio = (10 + 1 + 3 + 20) / (1 + 2 + 50 + 80)  # customers predicted above 0 only
+    np.testing.assert_allclose(cal(pred), np.where(pred > 0, pred * ratio, 0.0))
+    np.testing.assert_allclose(cal(np.array([1e-3, 1e6])), np.array([1e-3, 1e6]) * ratio)
+    # too few customers, or no spend: the identity
+    assert len(SpendCalibration.level(pred[:10], actual[:10]).log_pred) == 0
+    assert len(SpendCalibration.level(pred, np.zeros_like(actual)).log_pred) == 0

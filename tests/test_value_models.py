@@ -273,6 +273,21 @@ def test_users_given_as_numbers_or_one_id_alone(tmp_path, small_log):
     store.close()
 
 
+def test_a_transformer_fitted_on_few_customers_spends_at_their_level(tmp_path):
+    """Too few out-of-fold customers for the calibration map (500) left the raw lognormal
+    mean exp(mu + sigma^2 / 2): on a 60-customer log, 20-60 times any spend seen. Its
+    level is now corrected on them: out of fold, predicted and actual totals agree."""
+    data = generate(users=150, items=20, days=DAYS, holdout_days=HOLDOUT, seed=2)
+    store = new_store(tmp_path / "few.duckdb", data.events, data.holdout_events)
+    model = tiny_transformer(n_models=2).fit(store, CAL, holdout_days=HOLDOUT)
+    oof = model.oof_spend_
+    assert 20 <= len(oof) < 500
+    actual = value_data(store, CAL, HOLDOUT).labels.loc[oof.index, "holdout_spend"]
+    assert oof.sum() == pytest.approx(actual.sum(), rel=1e-6)
+    assert len(model.mean_calibration_.log_pred) == 2  # the level map, not the identity
+    store.close()
+
+
 def test_an_unfitted_value_model_says_so():
     from sklearn.exceptions import NotFittedError
 

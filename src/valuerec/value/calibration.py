@@ -140,6 +140,24 @@ class SpendCalibration:
         return cls._increasing(x, y[first])
 
     @classmethod
+    def level(
+        cls, pred: np.ndarray, actual: np.ndarray, min_customers: int = 20
+    ) -> SpendCalibration:
+        """One ratio for every prediction, ``Σ actual / Σ pred``: the level alone, for too few
+        held-out customers to fit a map's shape (:meth:`fit` needs ``MIN_CUSTOMERS``); the
+        identity with fewer than ``min_customers`` or no spend. A model whose raw mean can
+        run away (a lognormal's ``exp(mu + sigma^2 / 2)`` from a spread learnt on a few
+        dozen customers: 20-60 times any spend seen, on a 60-customer log) is then at least
+        at the level of what was spent."""
+        pred, actual = np.asarray(pred, float), np.asarray(actual, float)
+        ok = pred > 0
+        if ok.sum() < min_customers or actual[ok].sum() <= 0:
+            return cls()
+        shift = float(np.log(actual[ok].sum() / pred[ok].sum()))
+        # two knots one apart with the same offset: the end ratio continues on both sides
+        return cls(np.array([0.0, 1.0]), np.array([shift, 1.0 + shift]))
+
+    @classmethod
     def _increasing(cls, x: np.ndarray, y: np.ndarray) -> SpendCalibration:
         """Knots with strictly increasing values (no new ties), from non-decreasing ones."""
         y = np.maximum.accumulate(y) + np.arange(len(y)) * 1e-6

@@ -474,7 +474,7 @@ class TransformerValueModel(ValueModel):
         # being predicted (on CDNOW, calibrating on all rows doubled one half's decile MAPE)
         here = data.at_cutoff[rows]
         rows = rows[here]
-        if len(rows) < 50:
+        if not len(rows):
             return
         raw = {  # customers on the last axis (the per-network arrays are (nets, n))
             k: np.concatenate([o[k] for _, o in oof_parts], axis=-1)[..., here]
@@ -485,8 +485,12 @@ class TransformerValueModel(ValueModel):
             # the lognormal mean exp(mu + sigma^2/2) amplifies any error in sigma; recalibrate
             # level and spread on customers the networks did not train on (ranking unchanged)
             self.mean_calibration_ = SpendCalibration.fit(raw["mean"], y)
+            if len(self.mean_calibration_.log_pred) < 2:  # too few for a map: the level
+                self.mean_calibration_ = SpendCalibration.level(raw["mean"], y)
         spend = self.mean_calibration_(raw["mean"])
         self.oof_spend_ = pd.Series(spend, index=data.users[rows])
+        if len(rows) < 50:  # too few to choose interval levels: the nominal ones
+            return
         u = _user_uniform(data.users[rows])
         mu = _mu_for_mean(raw, spend)
         grid = np.linspace(0.02, 0.995, 196)
