@@ -184,5 +184,31 @@ def test_a_model_that_cannot_use_the_data_is_a_clear_error(tmp_path):
         ingest(store, events, "events")
     for command in ("evaluate", "fit"):
         res = runner.invoke(app, ["recommend", command, "--db", str(path), "--models", "content"])
-        assert res.exit_code == 2, res.output
+        assert res.exit_code == 1, res.output
         assert "content: " in res.output and "Traceback" not in res.output
+
+
+def test_one_model_that_fails_costs_the_others_nothing(tmp_path):
+    """`--models popularity,content` on a store without items: content fails. Evaluate threw
+    away popularity's figures; fit had saved and made current what came before it, while
+    printing nothing but the error. Both now report every model and exit 1."""
+    path = tmp_path / "no-items.duckdb"
+    events = pd.DataFrame(
+        {
+            "user_id": list("aaaabbbbcccc"),
+            "item_id": list("wxyzxyzwyzwx"),
+            "event_type": "view",
+            "timestamp": pd.date_range("2024-01-01", periods=12, freq="D"),
+        }
+    )
+    with Store(path) as store:
+        ingest(store, events, "events")
+    both = ["--db", str(path), "--json", "--models", "popularity,content"]
+    res = runner.invoke(app, ["recommend", "evaluate", *both, "--protocol", "leave-one-out"])
+    assert res.exit_code == 1, res.output
+    body = json.loads(res.stdout)["models"]
+    assert set(body) == {"popularity", "content"} and "ndcg@10" in body["popularity"]
+    assert "items table" in body["content"]["error"]
+    res = runner.invoke(app, ["recommend", "fit", *both])
+    assert res.exit_code == 1 and json.loads(res.stdout) == {"popularity": "v0001"}
+    assert "content: " in res.stderr

@@ -728,3 +728,21 @@ def test_peer_figures_are_shown_only_beside_the_data_they_were_measured_on(
     for example in ev.examples:
         assert set(example.history["event_type"]) == {"view"}
         assert example.interactions == 4
+
+
+def test_a_model_that_cannot_use_the_data_costs_the_section_nothing(tmp_path: Path) -> None:
+    """`--rec-models content,popularity` on a store without items: content's failure (it
+    needs an items table) lost the whole recommendations section, popularity included,
+    because the examples tried to fit content. Now content is skipped and popularity serves."""
+    from valuerec.report.recs import evaluate_recommenders
+
+    rows = [(f"u{u}", f"i{(u + j) % 7}", "view", f"2024-01-{1 + j:02d}")
+            for u in range(30) for j in range(4)]  # fmt: skip
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
+    with Store(tmp_path / "shop.duckdb") as store:
+        ingest(store, events, "events")
+        ev = evaluate_recommenders(store, str(tmp_path / "arts"), models="content,popularity")
+    assert set(ev.protocols["random-split"].metrics) == {"popularity"}
+    assert any(k.startswith("content") and "items table" in v for k, v in ev.skipped.items())
+    assert ev.example_model == "popularity" and len(ev.examples) > 0
+    assert "not content: " in ev.example_source

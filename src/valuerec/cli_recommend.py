@@ -17,9 +17,19 @@ import numpy as np
 import pandas as pd
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
-from valuerec.cli_common import DbOption, JsonOption, fail, open_store, out, print_json, progress
+from valuerec.cli_common import (
+    DbOption,
+    JsonOption,
+    fail,
+    open_store,
+    out,
+    print_json,
+    progress,
+    say_error,
+)
 from valuerec.data.store import Store, default_db_path
 from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
@@ -56,19 +66,30 @@ def _names(spec: str) -> list[str]:
 
 def _fitted(
     names: list[str], items: pd.DataFrame, users: pd.DataFrame, train: Interactions
-) -> Iterator[tuple[str, Recommender, float]]:
-    """Fit each named recommender on ``train`` under a progress bar: (name, model, seconds)."""
+) -> Iterator[tuple[str, Recommender | str, float]]:
+    """Fit each named recommender on ``train`` under a progress bar: (name, model or the
+    reason it could not use the data, seconds). One model's failure never costs the others
+    (as ``value fit``): the caller reports it and exits 1 once the rest are done."""
     with progress() as bar:
         task = bar.add_task("fitting", total=len(names))
         for name in names:
             bar.update(task, description=f"fitting {name}")
             start = time.perf_counter()
+            model: Recommender | str
             try:
                 model = make_recommender(name, items, users).fit(train)
-            except ValueError as exc:  # data the model cannot use: say which, no traceback
-                raise fail(f"{name}: {exc}") from None
+            except ValueError as exc:  # data the model cannot use: say why, no traceback
+                model = str(exc)
             yield name, model, time.perf_counter() - start
             bar.advance(task)
+
+
+def _report_failures(failed: dict[str, str]) -> None:
+    """Each failed model's reason on stderr, then exit 1 (a part failed, the rest stands)."""
+    for name, reason in failed.items():
+        say_error(f"{name}: {reason}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def item_interactions(store: Store, event_types: list[str] | None = None) -> int:
@@ -128,6 +149,7 @@ def evaluate(
     except ValueError as exc:
         raise fail(str(exc)) from None
     rows: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
     with progress() as bar:
         task = bar.add_task("fitting", total=len(names))
         for name in names:
@@ -136,20 +158,28 @@ def evaluate(
                 _, report, fit_s = fit_and_evaluate(
                     name, split, items, users, k=k, unmasked=protocol == "leave-one-out"
                 )
-            except ValueError as exc:  # data the model cannot use: say which, no traceback
-                raise fail(f"{name}: {exc}") from None
-            rows[name] = {**report.metrics, "fit_s": fit_s}
+                rows[name] = {**report.metrics, "fit_s": fit_s}
+            except ValueError as exc:  # data the model cannot use: its row says so
+                failed[name] = str(exc)
+                rows[name] = {"error": str(exc)}
             bar.advance(task)
     if as_json:
         print_json({"protocol": protocol, "k": k, "models": rows})
-        return
-    table = Table(title=f"{protocol}, test part, full ranking, seen items excluded")
-    cols = [f"ndcg@{k}", f"recall@{k}", f"mrr@{k}", f"hit@{k}", f"coverage@{k}"]
-    for c in ["model", *cols, "fit s"]:
-        table.add_column(c, justify="left" if c == "model" else "right")
-    for name, m in rows.items():
-        table.add_row(name, *(f"{m[c]:.4f}" for c in cols), f"{m['fit_s']:.2f}")
-    out.print(table)
+    else:
+        table = Table(title=f"{protocol}, test part, full ranking, seen items excluded")
+        cols = [f"ndcg@{k}", f"recall@{k}", f"mrr@{k}", f"hit@{k}", f"coverage@{k}"]
+        for c in ["model", *cols, "fit s"]:
+            if c == "model":  # whole names (recent-popularity) on an 80-column terminal
+                table.add_column(c, no_wrap=True, min_width=max(map(len, rows), default=5))
+            else:
+                table.add_column(c, justify="right")
+        for name, m in rows.items():
+            if "error" in m:
+                table.add_row(name, Text("failed", style="red"), *[""] * len(cols))
+            else:
+                table.add_row(name, *(f"{m[c]:.4f}" for c in cols), f"{m['fit_s']:.2f}")
+        out.print(table)
+    _report_failures(failed)
 
 
 @recommend_app.command()
@@ -166,8 +196,11 @@ def fit(
         items, users = store.items(), store.users()
         fingerprint = data_fingerprint(store)
     arts = ArtifactStore(default_root(db))
-    saved = {}
+    saved, failed = {}, {}
     for name, model, fit_s in _fitted(names, items, users, inter):
+        if isinstance(model, str):
+            failed[name] = model
+            continue
         meta = {
             "model": name,
             "fit_seconds": fit_s,
@@ -181,6 +214,7 @@ def fit(
     else:
         for name, version in saved.items():
             out.print(f"{name}: saved {PREFIX}{name} {version}")
+    _report_failures(failed)
 
 
 def _load(db: str, name: str) -> Recommender:

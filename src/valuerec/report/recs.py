@@ -145,22 +145,35 @@ def _protocol(
 def _example_model(
     root: str, names: list[str], items: pd.DataFrame, users: pd.DataFrame, inter: Interactions
 ) -> tuple[str, Recommender, str]:
-    """The model the examples use: the first non-baseline one, its saved artifact preferred.
+    """The model the examples use: the first non-baseline one that can use the data (else
+    the first baseline), its saved artifact preferred.
 
     Returns (name, model, where it came from).
+
+    Raises:
+        ValueError: no named model can use the data.
     """
-    name = next((n for n in names if "popularity" not in n), names[0])
-    note = ""
+    order = [n for n in names if "popularity" not in n] + [n for n in names if "popularity" in n]
     arts = ArtifactStore(root)
-    if PREFIX + name in arts.names():
+    passed: list[str] = []  # models that could not be used, and why
+    for name in order:
+        note = ""
+        if PREFIX + name in arts.names():
+            try:
+                model, meta = arts.load(PREFIX + name)
+            except Exception as exc:  # unpickling needs the model's code: fit it now instead
+                note = f" ({PREFIX}{name} could not be loaded: {type(exc).__name__}: {exc})"
+            else:
+                version = meta.get("version", "")
+                return name, model, f"the saved artifact {PREFIX}{name} {version}"
         try:
-            model, meta = arts.load(PREFIX + name)
-        except Exception as exc:  # unpickling needs the model's code: fit it now instead
-            note = f" ({PREFIX}{name} could not be loaded: {type(exc).__name__}: {exc})"
-        else:
-            return name, model, f"the saved artifact {PREFIX}{name} {meta.get('version', '')}"
-    model = make_recommender(name, items, users).fit(inter)
-    return name, model, f"{name} fitted now on every interaction{note}"
+            model = make_recommender(name, items, users).fit(inter)
+        except ValueError as exc:  # e.g. content without an items table: the next model
+            passed.append(f"{name}: {exc}")
+            continue
+        skipped = f"; not {'; '.join(passed)}" if passed else ""
+        return name, model, f"{name} fitted now on every interaction{note}{skipped}"
+    raise ValueError("no model could serve the examples: " + "; ".join(passed))
 
 
 def _pick_users(model: Recommender) -> list[str]:
