@@ -108,6 +108,24 @@ def test_promote_and_rollback_walk_the_history(arts: ArtifactStore) -> None:
     assert arts.rollback("m") == "v0001"
 
 
+def test_promoting_the_current_version_again_keeps_rollback_working(arts: ArtifactStore) -> None:
+    """A retried promote recorded the current version twice: every later rollback landed on
+    it again and the earlier version could never be reached."""
+    arts.save("m", Toy([1.0]))
+    arts.save("m", Toy([2.0]), promote=False)
+    arts.promote("m", "v0002")
+    assert arts.promote("m", "v0002") == "v0002"  # retried: changes nothing
+    assert [h["action"] for h in arts.history("m")] == ["promote", "promote"]
+    assert arts.rollback("m") == "v0001"
+    # a history written before the fix, with the repeated promotion in it, replays the same
+    history = arts.root / "m" / "HISTORY"
+    first, second = history.read_text().splitlines()[:2]
+    again = json.dumps({**json.loads(second), "from": "v0002"})  # as the old code wrote it
+    history.write_text("\n".join([first, second, again]) + "\n")
+    (arts.root / "m" / "CURRENT").write_text("v0002\n")
+    assert arts.rollback("m") == "v0001"
+
+
 def test_current_pointer_is_a_small_file_replaced_atomically(
     arts: ArtifactStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

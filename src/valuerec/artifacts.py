@@ -345,7 +345,11 @@ class ArtifactStore:
         raise ArtifactError(f"could not claim a new version under {folder}")  # pragma: no cover
 
     def promote(self, name: str, version: str | int) -> str:
-        """Make ``version`` the current one; returns it."""
+        """Make ``version`` the current one; returns it.
+
+        Promoting the current version again (a retried request) changes nothing: recorded,
+        it would stand twice on the rollback stack, and a rollback would land on it again.
+        """
         self._known(name)
         v = self._existing(name, version)
         with self._lock(name):
@@ -353,6 +357,8 @@ class ArtifactStore:
                 before: str | None = self.current(name)
             except ArtifactError:
                 before = None
+            if before == v:
+                return v
             # "from" lets the replay drop a promotion whose pointer write failed (_stack)
             self._record(name, {"action": "promote", "version": v, "from": before})
             _write_atomic(self._dir(name) / CURRENT_FILE, v + "\n")
@@ -392,7 +398,8 @@ class ArtifactStore:
                 if "from" in entry:
                     while stack and stack[-1] != entry["from"]:
                         stack.pop()
-                stack.append(v)
+                if not stack or stack[-1] != v:  # a repeated promotion (older histories)
+                    stack.append(v)
             elif entry.get("action") == "rollback":
                 while stack and stack[-1] != v:
                     stack.pop()
