@@ -67,6 +67,10 @@ def error_body(status: int, message: str, details: list[dict[str, Any]] | None =
     return body
 
 
+#: what FastAPI says (a 400) when a request body cannot be decoded at all
+BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     """``("body", "user_ids", 2)`` -> ``user_ids[2]``: the name a client sent."""
     parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
@@ -80,6 +84,12 @@ def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     details = []
     for e in errors:
         loc = tuple(e.get("loc", ()))
+        if e.get("type") == "json_invalid":  # loc holds a character offset, not a field
+            at = loc[1] if len(loc) > 1 else "?"
+            details.append(
+                {"location": "body", "field": "(body)", "reason": f"invalid JSON at character {at}"}
+            )
+            continue
         details.append(
             {
                 "location": str(loc[0]) if loc else "body",
@@ -107,6 +117,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # a body that is not even text (not UTF-8): invalid input like malformed JSON,
+            # so the documented 422, not an undocumented 400
+            detail = {"location": "body", "field": "(body)", "reason": "not UTF-8 JSON text"}
+            body = error_body(422, "invalid request: the body is not UTF-8 JSON text", [detail])
+            return JSONResponse(body, status_code=422)
         message = exc.detail if isinstance(exc.detail, str) else _code(exc.status_code)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"

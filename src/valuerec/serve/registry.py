@@ -233,8 +233,11 @@ class ModelRegistry:
             raise ApiError(503, f"no value model is loaded ({why})")
         return snap
 
-    def recommender(self, name: str | None) -> ModelHandle:
-        """The handle to serve ``name`` (default: the configured or first loaded model)."""
+    def recommender(self, name: str | None, location: str = "query") -> ModelHandle:
+        """The handle to serve ``name`` (default: the configured or first loaded model).
+
+        ``location``: where the request gave ``model`` (``query`` or ``body``), for the error.
+        """
         recs = self._recs
         if not recs:
             raise ApiError(503, "no recommendation model is loaded: run `valuerec train` first")
@@ -246,7 +249,7 @@ class ModelRegistry:
             raise ApiError(
                 422,
                 f"unknown model {name!r}: loaded models are {', '.join(sorted(recs))}",
-                [{"location": "query", "field": "model", "reason": "not a loaded recommender"}],
+                [{"location": location, "field": "model", "reason": "not a loaded recommender"}],
             )
         return recs[key]
 

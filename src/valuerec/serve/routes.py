@@ -182,6 +182,7 @@ async def batch_recommendations(body: BatchIn, svc: Service) -> BatchOut:
         category=body.category,
         write_back=body.write_back,
         value_weight=body.value_weight,
+        model_in="body",
     )
     return BatchOut(model=handle.name, version=handle.version, results=recs)
 

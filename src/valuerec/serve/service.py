@@ -320,9 +320,12 @@ class ServeService:
         category: str | None,
         write_back: bool,
         value_weight: float = 0.0,
+        model_in: str = "query",
     ) -> tuple[ModelHandle, list[UserRecommendations]]:
+        """``model_in``: where the request named the model (``query``, or ``body`` for the
+        batch endpoint), so that an unknown one is reported where it was sent."""
         handle, ranked = self._recommend(
-            user_ids, k, model, exclude_seen, category, write_back, value_weight
+            user_ids, k, model, exclude_seen, category, write_back, value_weight, model_in
         )
         out = [
             UserRecommendations(
@@ -375,8 +378,10 @@ class ServeService:
         category: str | None,
         write_back: bool,
         value_weight: float,
+        model_in: str = "query",
     ) -> tuple[ModelHandle, list[Ranked]]:
-        handle = self.models.recommender(model)  # taken once: a swap cannot split a request
+        # taken once: a swap cannot split a request
+        handle = self.models.recommender(model, model_in)
         hist = self.histories
         ranked = self._rank(
             handle,
@@ -397,7 +402,7 @@ class ServeService:
 
     def recommend_session(self, body: SessionIn) -> tuple[ModelHandle, bool, list[RecItem]]:
         """An anonymous visitor: the session's positive events are the whole history."""
-        handle = self.models.recommender(body.model)
+        handle = self.models.recommender(body.model, "body")
         events = sorted(
             enumerate(body.events),
             key=lambda e: (e[1].timestamp is None, e[1].timestamp or datetime.min, e[0]),
