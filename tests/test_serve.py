@@ -168,7 +168,8 @@ def test_every_endpoint_needs_its_role_and_accepts_the_roles_above(client):
             res = call(client, method, path, role, json=body)
             if ROLES.index(role) < ROLES.index(needed):
                 assert res.status_code == 403, (method, path, role, res.text)
-                assert f"needs a {needed} key" in res.json()["message"]
+                article = "an" if needed == "admin" else "a"
+                assert f"needs {article} {needed} key" in res.json()["message"]
             else:
                 assert res.status_code in (200, 201), (method, path, role, res.text)
             if method != "GET" and res.status_code in (200, 201):
@@ -443,9 +444,11 @@ def test_event_timestamps_are_read_as_ingest_reads_them(client, tmp_path):
     assert sorted(pd.Timestamp(t).to_pydatetime() for t in from_file) == sorted(good.values())
 
 
-def _cursor(position: dict) -> str:
-    """A hand-made cursor: what a client that decoded and edited ours sends back."""
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+def _cursor(position: dict, list_name: str) -> str:
+    """A hand-made cursor of the list ``list_name``: what a client that decoded and edited
+    ours sends back."""
+    raw = json.dumps({**position, "list": list_name}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 BAD_REQUESTS = [
@@ -478,12 +481,17 @@ BAD_REQUESTS = [
     ("GET", "/segments/champions/users?cursor=eyJ4IjoxfQ", None, "cursor"),
     # the right keys holding the wrong types: never a 500 or an arbitrary page
     *(
-        ("GET", f"/{path}?cursor={_cursor({'after': after})}", None, "cursor")
+        ("GET", f"/{path}?cursor={_cursor({'after': after}, path)}", None, "cursor")
         for path in ("items", "users")
         for after in ([1, 2], {"a": 1}, 5, True, None)
     ),
     *(
-        ("GET", f"/segments/champions/users?cursor={_cursor(pos)}", None, "cursor")
+        (
+            "GET",
+            f"/segments/champions/users?cursor={_cursor(pos, 'segment:champions')}",
+            None,
+            "cursor",
+        )
         for pos in (
             {"ltv": [1], "after": "u1"},
             {"ltv": "1.5", "after": "u1"},
@@ -824,6 +832,18 @@ def test_segments_cover_every_customer_and_page_in_ltv_order(reader):
     assert [u["ltv"] for u in got] == sorted((u["ltv"] for u in got), reverse=True)
     res = call(reader, "GET", "/segments/vips/users")
     assert res.status_code == 404 and "champions" in res.json()["message"]
+    # a cursor belongs to its list: on another segment (or /users, /items) it is refused,
+    # not read as a position there (it gave an empty "last" page of a 12-user segment)
+    first = call(reader, "GET", f"/segments/{slug}/users", params={"limit": 2}).json()
+    other = next(s["segment"] for s in body["segments"] if s["segment"] != biggest["segment"])
+    users = call(reader, "GET", "/users", params={"limit": 2}).json()["next_cursor"]
+    for path, cursor in (
+        (f"/segments/{other.replace(' ', '-')}/users", first["next_cursor"]),
+        ("/items", users),
+        ("/users", first["next_cursor"]),
+    ):
+        res = call(reader, "GET", path, params={"cursor": cursor})
+        assert res.status_code == 422 and res.json()["details"][0]["field"] == "cursor"
 
 
 # -- models ----------------------------------------------------------------------------------------
@@ -1028,6 +1048,8 @@ def test_openapi_lists_every_endpoint_and_the_key_header(reader):
             .replace("champions", "{name}").replace("rec-ease", "{name}")
         )  # fmt: skip
         assert method.lower() in paths[template], (method, template)
+        # every keyed operation documents what it can answer, an unreadable key file too
+        assert {"401", "403", "422", "503"} <= set(paths[template][method.lower()]["responses"])
     assert "/health" in paths
     assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     events = schema["components"]["schemas"]["EventBatchIn"]["properties"]["events"]

@@ -44,8 +44,10 @@ def require(role: Role) -> Callable[..., Awaitable[Role]]:
         if got is None:
             raise ApiError(401, "invalid or revoked API key")
         if got < role:
+            article = "an" if role.label[0] in "aeiou" else "a"
             raise ApiError(
-                403, f"this endpoint needs a {role.label} key; this key's role is {got.label}"
+                403,
+                f"this endpoint needs {article} {role.label} key; this key's role is {got.label}",
             )
         return got
 

@@ -1,7 +1,9 @@
 """Opaque cursors for paged lists: keyset positions, not offsets.
 
-A cursor encodes the sort key of the last row returned (``{"after": "u42"}``, or
-``{"ltv": 12.5, "after": "u42"}`` for lists ordered by value). Keyset paging, unlike an
+A cursor encodes the list it belongs to and the sort key of the last row returned
+(``{"list": "users", "after": "u42"}``, or ``{"list": "segment:champions", "ltv": 12.5,
+"after": "u42"}`` for lists ordered by value): a cursor passed to another list is refused,
+not read as a position there (which gave a wrong, empty last page). Keyset paging, unlike an
 offset, neither skips nor repeats rows when rows are added or deleted between two pages, and
 costs the same on page 1,000 as on page 1. The cursor is URL-safe base64 JSON: opaque to
 clients (they pass back ``next_cursor`` as given), easy to debug for us.
@@ -21,9 +23,10 @@ from valuerec.serve.errors import ApiError
 __all__ = ["decode_cursor", "encode_cursor", "keyset_page"]
 
 
-def encode_cursor(position: dict[str, Any]) -> str:
-    raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(position: dict[str, Any], list_name: str) -> str:
+    """The cursor of ``position`` in the list ``list_name``."""
+    raw = json.dumps({**position, "list": list_name}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _finite_number(x: Any) -> bool:
@@ -38,12 +41,14 @@ _KEY_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def decode_cursor(cursor: str | None, keys: tuple[str, ...] = ("after",)) -> dict[str, Any] | None:
+def decode_cursor(
+    cursor: str | None, list_name: str, keys: tuple[str, ...] = ("after",)
+) -> dict[str, Any] | None:
     """The position in ``cursor`` (None for the first page); a 422 naming ``cursor`` if bad.
 
-    Bad is anything :func:`encode_cursor` would not have written for this list: not base64
-    JSON, other keys, or a key holding the wrong type (which would otherwise reach a SQL
-    comparison or a numpy mask).
+    Bad is anything :func:`encode_cursor` would not have written for the list ``list_name``:
+    not base64 JSON, another list's cursor, other keys, or a key holding the wrong type
+    (which would otherwise reach a SQL comparison or a numpy mask).
     """
     if cursor is None:
         return None
@@ -54,6 +59,7 @@ def decode_cursor(cursor: str | None, keys: tuple[str, ...] = ("after",)) -> dic
         position = None
     if (
         not isinstance(position, dict)
+        or position.pop("list", None) != list_name
         or set(position) != set(keys)
         or not all(_KEY_CHECKS[k](position[k]) for k in keys)
     ):
@@ -66,7 +72,11 @@ def decode_cursor(cursor: str | None, keys: tuple[str, ...] = ("after",)) -> dic
 
 
 def keyset_page(
-    fetch: Callable[[Any, int], list[dict[str, Any]]], key: str, limit: int, cursor: str | None
+    fetch: Callable[[Any, int], list[dict[str, Any]]],
+    key: str,
+    limit: int,
+    cursor: str | None,
+    list_name: str,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of a list ordered by ``key``, and the cursor of the next (None on the last).
 
@@ -74,8 +84,8 @@ def keyset_page(
     from the start when ``after`` is None). One row more than the page is asked for: whether it
     exists says if there is a next page, without a count query.
     """
-    pos = decode_cursor(cursor)
+    pos = decode_cursor(cursor, list_name)
     rows = fetch(pos["after"] if pos else None, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, encode_cursor({"after": rows[-1][key]}) if more else None
+    return rows, encode_cursor({"after": rows[-1][key]}, list_name) if more else None

@@ -55,6 +55,7 @@ _ERRORS = {
     401: {"model": ErrorOut, "description": "No API key, or an invalid one"},
     403: {"model": ErrorOut, "description": "The key's role is too low"},
     422: {"model": ErrorOut, "description": "Invalid input: details name each field"},
+    503: {"model": ErrorOut, "description": "Unavailable: the server cannot read its API keys"},
 }
 _404 = {404: {"model": ErrorOut, "description": "Not found"}}
 _409 = {409: {"model": ErrorOut, "description": "Conflict"}}

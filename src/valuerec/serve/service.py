@@ -514,7 +514,7 @@ class ServeService:
         return UserOut(**row)
 
     def list_users(self, limit: int, cursor: str | None) -> UserPage:
-        rows, nxt = keyset_page(self.repo.list_users, "user_id", limit, cursor)
+        rows, nxt = keyset_page(self.repo.list_users, "user_id", limit, cursor, "users")
         return UserPage(items=[UserOut(**r) for r in rows], next_cursor=nxt)
 
     # Writes of users and items read, then write, then read back, all under the repository's
@@ -559,7 +559,7 @@ class ServeService:
         return ItemOut(**row)
 
     def list_items(self, limit: int, cursor: str | None) -> ItemPage:
-        rows, nxt = keyset_page(self.repo.list_items, "item_id", limit, cursor)
+        rows, nxt = keyset_page(self.repo.list_items, "item_id", limit, cursor, "items")
         return ItemPage(items=[ItemOut(**r) for r in rows], next_cursor=nxt)
 
     def create_item(self, body: ItemIn) -> ItemOut:
@@ -661,7 +661,7 @@ class ServeService:
         if segment is None:
             raise ApiError(404, f"no segment {name!r}: one of {', '.join(SEGMENTS)}")
         snap = self.models.value
-        pos = decode_cursor(cursor, ("after", "ltv"))
+        pos = decode_cursor(cursor, f"segment:{segment}", ("after", "ltv"))
         ranked = snap.ranked
         mask = (ranked["segment"] == segment).to_numpy()
         if pos is not None:  # decode_cursor checked the types
@@ -687,5 +687,7 @@ class ServeService:
         ]
         nxt = None
         if more and items:
-            nxt = encode_cursor({"ltv": items[-1].ltv, "after": items[-1].user_id})
+            nxt = encode_cursor(
+                {"ltv": items[-1].ltv, "after": items[-1].user_id}, f"segment:{segment}"
+            )
         return SegmentUsersOut(segment=segment, items=items, next_cursor=nxt)
