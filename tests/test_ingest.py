@@ -671,3 +671,24 @@ def test_a_float_column_saved_as_text_reads_as_it_does_from_parquet(store, tmp_p
     )
     ingest(store, mixed)
     assert sorted(store.events()["user_id"]) == ["2.0", "2.1"]
+
+
+def test_nanoseconds_are_cut_alike_from_text_and_from_typed_columns(store, tmp_path):
+    """A CSV export and a Parquet export of the same events are one set of events: text
+    timestamps were cut to microseconds while typed ones were rounded, so re-ingesting the
+    other export stored every event with a sub-microsecond part twice."""
+    times = pd.to_datetime(["2024-01-01 10:00:00.123456789", "2024-01-02 11:00:00.000000500"])
+    frame = pd.DataFrame({"user_id": ["a", "b"], "event_type": "view", "timestamp": times})
+    frame.to_parquet(tmp_path / "e.parquet")
+    assert ingest(store, tmp_path / "e.parquet").stored == 2
+    assert ingest(store, frame).stored == 0
+    assert sorted(store.events()["timestamp"]) == [
+        pd.Timestamp("2024-01-01 10:00:00.123456"),
+        pd.Timestamp("2024-01-02 11:00:00"),
+    ]
+    csv = tmp_path / "e2.csv"
+    csv.write_text(
+        "user_id,event_type,timestamp\n"
+        "a,view,2024-01-01 10:00:00.123456789\nb,view,2024-01-02T11:00:00.000000500Z\n"
+    )
+    assert ingest(store, csv).stored == 0

@@ -167,6 +167,10 @@ def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> st
     other text after the time goes through TIMESTAMPTZ, so a zone is converted and trailing
     words are rejected instead of being dropped.
     """
+    if src_type.upper() == "TIMESTAMP_NS":
+        # nanoseconds cut to microseconds, as the text cast cuts them: pandas' and Parquet's
+        # ...455549999 and a CSV's ...455549999 must be one event (a CAST rounds it to 550)
+        return f"make_timestamp(epoch_us({col}))"
     if _is_temporal(src_type):
         return f"CAST({col} AS TIMESTAMP)"
     if _is_numeric(src_type):
