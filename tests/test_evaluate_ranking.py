@@ -519,3 +519,20 @@ def test_movielens_popularity_reference(store: Store) -> None:
     assert lm["users"] == 943
     assert lm["ndcg@10_unmasked"] < lm["ndcg@10"]
     assert lm["recall@10"] == lm["hit@10"]  # one target per user
+
+
+def test_temporal_protocol_on_datetimes_warns_of_nothing() -> None:
+    """The 80% / 90% quantiles of datetimes carry nanoseconds; the cut took them through
+    ``to_pydatetime``, and `recommend evaluate --protocol temporal` printed pandas'
+    "Discarding nonzero nanoseconds" warning with a source path. Cuts keep microseconds."""
+    import warnings
+
+    rows = frame([(f"u{i % 3}", f"i{i % 7}", 0.0) for i in range(50)])
+    # microsecond times whose quantiles fall between two of them, at nanoseconds
+    rows["timestamp"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(
+        np.arange(50) * 1_000_003_000_001, unit="ns"
+    ).floor("us")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split = protocol_split(Interactions.from_frame(rows), "temporal")
+    assert len(split.train) + len(split.valid) + len(split.test) == 50

@@ -85,7 +85,9 @@ def to_timestamp(when: TimeLike, name: str = "time") -> datetime:
         raise SplitError(f"{name} is not a valid time: {when!r}")
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.to_pydatetime()
+    # the store keeps microseconds: a cut with nanoseconds (a quantile of times) is floored
+    # to them, as pandas would, without its "discarding nanoseconds" warning
+    return ts.floor("us").to_pydatetime()
 
 
 @dataclass(frozen=True)
