@@ -144,6 +144,20 @@ def test_missing_required_column_is_an_error_and_changes_nothing(store, write):
         ("empty.csv", "", "the file is empty"),
         ("events.xyz", "a,b\n", "cannot tell the format"),
         ("bad.parquet", "this is not parquet", "cannot be read"),
+        # "export as JSON": an array, compact or pretty-printed, is no JSON Lines file (its
+        # lines were quarantined, or those holding a whole object stored)
+        (
+            "array.json",
+            '[{"user_id": "a", "event_type": "view", "timestamp": "2024-01-01"}]',
+            "a JSON array, not JSON Lines",
+        ),
+        (
+            "pretty.json",
+            '[\n {"user_id": "a", "event_type": "view", "timestamp": "2024-01-01"}'
+            ',\n {"user_id": "b", "event_type": "view", "timestamp": "2024-01-01"}\n]\n',
+            "a JSON array, not JSON Lines",
+        ),
+        ("scalars.jsonl", '1\n"two"\n', "no line is a JSON object"),
     ],
 )
 def test_unreadable_files_get_one_clear_error(store, tmp_path, name, content, expected):

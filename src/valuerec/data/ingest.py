@@ -381,6 +381,17 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str, path: Path) -> dict[str,
             f"WHERE {MALFORMED} IS NULL) ORDER BY k"
         ).fetchall()
     ]
+    # a file that opens with "[" is a JSON array (an "export as JSON"), never records one per
+    # line: one clear error, not each of its lines quarantined (or, pretty-printed, the
+    # lines that happen to hold a whole object stored)
+    first = con.execute(f"SELECT ltrim({RAWTEXT}) FROM _vr_text ORDER BY {LINE} LIMIT 1").fetchone()
+    if first is not None and str(first[0]).startswith("["):
+        raise InputError(
+            f"{path}: a JSON array, not JSON Lines: write one object per line "
+            "(pandas: to_json(orient='records', lines=True))"
+        )
+    if first is not None and not found:
+        raise InputError(f"{path}: not JSON Lines: no line is a JSON object")
     # DuckDB column names are case-insensitive: keys differing only in case ("Value" in some
     # lines, "value" in others) are one column, named by the first spelling; a line holding
     # both gives the first spelling's non-null value.
