@@ -306,3 +306,34 @@ def test_option_values_are_checked_before_anything_runs(tmp_path, args, message)
     res = runner.invoke(app, [*args, "--db", str(tmp_path / "none.duckdb")])
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split())
+
+
+def test_help_shows_whole_paragraphs_and_whole_defaults():
+    """Typer kept every source line break of a docstring paragraph (rich then wrapped each
+    source line on its own, breaking sentences), and rich cut a comma-list default at the
+    panel's edge ("popularity,itemknn,ease,ease-sid..."). The entry point tidies both."""
+    import typer
+    from click.testing import CliRunner as ClickRunner
+
+    from valuerec.cli import _reflow, tidy_help
+
+    doc = """First line.
+
+        A paragraph written over
+        two source lines.
+
+        - a list item
+        - kept as written
+        """
+    assert _reflow(doc) == (
+        "First line.\n\nA paragraph written over two source lines.\n\n"
+        "- a list item\n- kept as written"
+    )
+    command = tidy_help(typer.main.get_command(app))
+    demo = command.commands["demo"]  # type: ignore[attr-defined]
+    models = next(p for p in demo.params if p.name == "value_models")
+    assert models.show_default == "naive, bgnbd, pareto, lightgbm, transformer, ensemble"
+    assert "\n" not in demo.help.split("\n\n")[1]
+    res = ClickRunner().invoke(command, ["demo", "--help"], env={"COLUMNS": "80"})
+    flat = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code == 0 and "transformer, ensemble" in flat

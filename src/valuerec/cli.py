@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shlex
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.progress import Progress
 from rich.table import Table
@@ -443,5 +445,46 @@ app.command("simulate")(simulate)
 app.add_typer(policy_app, name="policy")
 value_app.command("campaign")(campaign)
 
+
+def _reflow(text: str) -> str:
+    """A docstring's paragraphs as one line each (lists and indented lines kept as written).
+
+    Typer's rich help keeps every line break inside a paragraph, so the terminal wrapped each
+    source line on its own: sentences broke mid-way, at the source's width."""
+    out = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = para.split("\n")
+        if para.startswith("\b") or any(ln.startswith((" ", "-", "*", "•")) for ln in lines):
+            out.append(para)
+        else:
+            out.append(" ".join(ln.strip() for ln in lines))
+    return "\n\n".join(out)
+
+
+def tidy_help(command: click.Command) -> click.Command:
+    """``command`` (and its subcommands) with help a terminal shows whole: paragraphs
+    reflowed (:func:`_reflow`), and comma-list defaults spaced so they wrap instead of being
+    cut at the panel's edge ("popularity,itemknn,ease,ease-sid…")."""
+    if command.help:
+        command.help = _reflow(command.help)
+    for param in command.params:
+        default = param.default
+        if (
+            isinstance(default, str)
+            and "," in default
+            and " " not in default
+            and getattr(param, "show_default", None) in (None, True)
+        ):
+            param.show_default = default.replace(",", ", ")  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+    return command
+
+
+def run() -> None:
+    """The ``valuerec`` entry point: :data:`app` as a click command with :func:`tidy_help`."""
+    tidy_help(typer.main.get_command(app))()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    run()
