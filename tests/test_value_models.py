@@ -605,8 +605,30 @@ def small_log() -> pd.DataFrame:
 @pytest.mark.parametrize("name", ALL)
 def test_no_purchases_is_a_clear_error(name, small_log, tmp_path):
     store = new_store(tmp_path / "views.duckdb", small_log[small_log["event_type"] == "view"])
-    with pytest.raises(SplitError, match="no purchase events"):
+    with pytest.raises(SplitError, match=r"no purchase events \(its event types: view \("):
         FACTORIES[name]().fit(store, CAL, holdout_days=HOLDOUT)
+    store.close()
+
+
+def test_a_one_day_log_names_times_not_one_date_twice(tmp_path):
+    """'calibration_end 2023-03-01 is before the first purchase event (2023-03-01)' read as
+    a contradiction: on one day, the times tell them apart; and a scoring cut-off is called
+    one, not calibration_end."""
+    times = ["2023-03-01 09:00", "2023-03-01 12:30", "2023-03-01 18:00"]
+    day = pd.DataFrame(
+        {"user_id": ["a", "b", "a"], "event_type": "purchase", "value": 5.0, "timestamp": times}
+    )
+    store = new_store(tmp_path / "day.duckdb", day)
+    with pytest.raises(SplitError) as exc:
+        NaiveValueModel().fit(store, "2023-03-01", holdout_days=1)
+    assert str(exc.value) == (
+        "the cut-off 2023-03-01 is not after the first purchase event (2023-03-01 "
+        "09:00:00): the calibration period would be empty; the purchase events run from "
+        "2023-03-01 09:00:00 to 2023-03-01 18:00:00"
+    )
+    fitted = NaiveValueModel().fit(store, "2023-03-01 12:00", holdout_days=1)
+    with pytest.raises(SplitError, match=r"^the cut-off 2023-02-01 is not after the first"):
+        fitted.predict(as_of="2023-02-01")
     store.close()
 
 
@@ -614,7 +636,9 @@ def test_calibration_end_outside_the_data(small_log, tmp_path, world, fitted):
     store = new_store(tmp_path / "log.duckdb", small_log)
     buys = small_log[small_log["event_type"] == "purchase"]["timestamp"]
     first, last = buys.min().strftime("%Y-%m-%d"), buys.max().strftime("%Y-%m-%d")
-    with pytest.raises(SplitError, match=f"2023-06-01 is before the first purchase event .{first}"):
+    with pytest.raises(
+        SplitError, match=f"cut-off 2023-06-01 is not after the first purchase event .{first}"
+    ):
         NaiveValueModel().fit(store, "2023-06-01", holdout_days=HOLDOUT)
     with pytest.raises(SplitError, match=f"2026-01-01 is after the last purchase event .{last}"):
         LightGBMValueModel().fit(store, "2026-01-01", holdout_days=HOLDOUT)

@@ -90,6 +90,13 @@ def to_timestamp(when: TimeLike, name: str = "time") -> datetime:
     return ts.floor("us").to_pydatetime()
 
 
+def _when(ts: datetime) -> str:
+    """A time for a message: the date, with the time of day when there is one (two times
+    on one day must not read as the same)."""
+    ts = pd.Timestamp(ts)
+    return f"{ts:%Y-%m-%d}" if ts == ts.normalize() else f"{ts:%Y-%m-%d %H:%M:%S}"
+
+
 @dataclass(frozen=True)
 class TemporalSplit:
     """Calibration ends at ``calibration_end`` (exclusive); the holdout lasts ``holdout_days``."""
@@ -125,23 +132,32 @@ class TemporalSplit:
         ).fetchone()
         kinds = "/".join(event_types)
         if not n:
-            raise SplitError(f"the store has no {kinds} events")
+            found = store.con.execute(
+                "SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8"
+            ).fetchall()
+            have = ", ".join(f"{t} ({c:,})" for t, c in found) or "none"
+            raise SplitError(
+                f"the store has no {kinds} events (its event types: {have}); value models "
+                f"read events of type {kinds}: ingest purchases under that type"
+            )
+        span = f"the {kinds} events run from {_when(first)} to {_when(last)}"
         if self.calibration_end <= first:
             raise SplitError(
-                f"calibration_end {self.calibration_end:%Y-%m-%d} is before the first {kinds} "
-                f"event ({first:%Y-%m-%d}): the calibration period would be empty"
+                # "the cut-off": a fit's calibration end, or the time scored as of (--as-of)
+                f"the cut-off {_when(self.calibration_end)} is not after the first {kinds} event "
+                f"({_when(first)}): the calibration period would be empty; {span}"
             )
         if not labels:
             end = log_end(store)
             if self.calibration_end > end:
                 raise SplitError(
-                    f"the cut-off {self.calibration_end:%Y-%m-%d} is after the end of the log "
+                    f"the cut-off {_when(self.calibration_end)} is after the end of the log "
                     f"({end - timedelta(days=1):%Y-%m-%d}): there is nothing to score it on"
                 )
         elif self.calibration_end > last + timedelta(days=1):
             raise SplitError(
-                f"calibration_end {self.calibration_end:%Y-%m-%d} is after the last {kinds} "
-                f"event ({last:%Y-%m-%d}): there is nothing to hold out"
+                f"calibration_end {_when(self.calibration_end)} is after the last {kinds} "
+                f"event ({_when(last)}): there is nothing to hold out; {span}"
             )
 
     def holdout_purchases(self, store: Store) -> int:
