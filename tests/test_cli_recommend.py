@@ -111,7 +111,7 @@ def test_value_weight_reranks_relevance_candidates_by_expected_revenue(db):
         (["similar", "KNOWN", "-k", "0"], "greater than or equal to 1"),
         (["for", "u1", "-k", "0"], "greater than or equal to 1"),
         (["evaluate", "-k", "0"], "greater than or equal to 1"),  # before fitting anything
-        (["fit", "--event-types", "nope"], "no interactions with items of type nope"),
+        (["fit", "--event-types", "nope"], "cart (591), purchase (591)"),
     ],
 )
 def test_errors_exit_2_with_a_message(db, args, message):
@@ -173,6 +173,9 @@ def test_an_item_without_a_title_is_named_by_its_id(promo_db):
     assert untitled and untitled[0]["title"] is None
     table = _run("for", "u1", "--db", promo_db, "--model", "itemknn", "-k", "3")
     assert table.exit_code == 0 and "nan" not in table.stdout
+    similar = _run("similar", "a0", "--db", promo_db, "--model", "itemknn")
+    title = similar.stdout.splitlines()[0].strip()  # no empty "()" for an untitled item
+    assert similar.exit_code == 0 and title == "itemknn: items similar to a0"
 
 
 def test_a_model_that_cannot_use_the_data_is_a_clear_error(tmp_path):

@@ -746,3 +746,19 @@ def test_a_model_that_cannot_use_the_data_costs_the_section_nothing(tmp_path: Pa
     assert any(k.startswith("content") and "items table" in v for k, v in ev.skipped.items())
     assert ev.example_model == "popularity" and len(ev.examples) > 0
     assert "not content: " in ev.example_source
+
+
+def test_no_churn_roc_chart_when_every_held_out_customer_is_in_one_class(shop: Built) -> None:
+    """The chart drew only the random diagonal beside a note saying there is no ROC curve."""
+    import dataclasses
+
+    from valuerec.report.sections import value_section
+
+    with Store(shop.db, read_only=True) as store:
+        ev = report_value.evaluate_models(store, str(default_root(str(shop.db))))
+    ids = {b.id for b in value_section("shop", ev).blocks}
+    assert "shop-churn-roc" in ids
+    everyone_back = ev.truth.assign(holdout_transactions=1.0)
+    section = value_section("shop", dataclasses.replace(ev, truth=everyone_back))
+    assert "shop-churn-roc" not in {b.id for b in section.blocks}
+    assert any("no ROC curve" in n for n in section.notes)

@@ -117,9 +117,17 @@ def _interactions(store: Store, event_types: str | None) -> Interactions:
     if not types:
         types = interest_types(store)
     if not types or item_interactions(store, types) == 0:
+        found = store.query(
+            "SELECT event_type, count(*) AS n FROM events WHERE item_id IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8"
+        )
+        have = ", ".join(
+            f"{t} ({n:,})" for t, n in zip(found["event_type"], found["n"], strict=True)
+        )
         raise fail(
             f"no interactions with items of type {', '.join(types) or '(none)'} in "
-            f"{store.path}: ingest events first"
+            f"{store.path}; "
+            + (f"the types with an item there: {have}" if have else "ingest events first")
         )
     return Interactions.from_store(store, event_types=types)
 
@@ -376,7 +384,8 @@ def similar(
     if as_json:
         print_json(sim.astype(object).where(sim.notna(), None).to_dict(orient="records"))
         return
-    table = Table(title=f"{model}: items similar to {item_id} ({titles.get(item_id, '')})")
+    title = titles.get(item_id)
+    table = Table(title=f"{model}: items similar to {item_id}" + (f" ({title})" if title else ""))
     for c in ("rank", "item", "title", "score"):
         table.add_column(c)
     for r in sim.itertuples():

@@ -292,19 +292,20 @@ def value_section(sid: str, ev: ValueEvaluation) -> Section:
         )
     )
     churned = ev.truth["holdout_transactions"].to_numpy(dtype=float) <= 0
-    section.blocks.append(
-        charts.churn_roc(
-            f"{sid}-churn-roc",
-            churned,
-            {
-                n: r.pred["p_return" if "p_return" in r.pred else "p_alive"].to_numpy(dtype=float)
-                for n, r in ev.results.items()
-            },
-            {n: r.report.metrics["auc_return"] for n, r in ev.results.items()},
-        )
-    )
-    if churned.all() or not churned.any():
+    if churned.all() or not churned.any():  # a chart would show only the diagonal
         section.notes.append("Every held-out customer is in one churn class: no ROC curve.")
+    else:
+        section.blocks.append(
+            charts.churn_roc(
+                f"{sid}-churn-roc",
+                churned,
+                {
+                    n: r.pred["p_return" if "p_return" in r.pred else "p_alive"].to_numpy(float)
+                    for n, r in ev.results.items()
+                },
+                {n: r.report.metrics["auc_return"] for n, r in ev.results.items()},
+            )
+        )
     section.blocks.append(_decile_table(sid, ev))
     section.blocks.append(_segment_table(sid, ev))
     return section
