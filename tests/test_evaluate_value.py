@@ -346,12 +346,9 @@ def test_evaluate_value_hand_checked() -> None:
     assert m["top10_share"] == pytest.approx(0.2)
     assert m["top20_share"] == pytest.approx(0.4)
     assert m["decile_mape"] == decile_mape(actual, predicted)
-    floor = decile_mape_floor(actual, predicted)
-    assert m["decile_mape_floor"] == floor["mean"]
-    assert (m["decile_mape_floor_low"], m["decile_mape_floor_high"]) == (
-        floor["low"],
-        floor["high"],
-    )
+    # one customer per decile: nothing to resample, the floor is unknown
+    keys = ("decile_mape_floor", "decile_mape_floor_low", "decile_mape_floor_high")
+    assert all(math.isnan(m[k]) for k in keys)
     # Returned: u1, u3, u4. p_alive .9, .6, .3 against u2's .4 -> 2 of 3 pairs ordered.
     assert m["auc_return"] == pytest.approx(2 / 3)
     # Flagged at 0.5: u1, u3, both returned -> precision 1, recall 2/3, F1 0.8.
@@ -487,3 +484,13 @@ def test_median_count_forecast_gets_its_own_mae() -> None:
     pred.loc[0, "pred_transactions_median"] = np.nan
     with pytest.raises(ValueError, match="pred_transactions_median"):
         evaluate_value(truth, pred)
+
+
+def test_decile_mape_floor_is_unknown_with_too_few_customers_per_decile() -> None:
+    """Ten customers, one per decile: resampling one of one never moves a decile's sum, so
+    the floor read 0.0% ("perfect calibration would score 0") when it is merely unknown."""
+    rng = np.random.default_rng(0)
+    spend = rng.gamma(0.5, 40.0, 49)
+    assert all(math.isnan(v) for v in decile_mape_floor(spend[:10], spend[:10]).values())
+    assert all(math.isnan(v) for v in decile_mape_floor(spend[:19], spend[:19]).values())
+    assert decile_mape_floor(spend[:20], spend[:20])["mean"] > 0  # two per decile

@@ -212,6 +212,7 @@ def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
         for row in rows.values()
         if not row.get("error")
         and (f := (row.get("metrics") or {}).get("decile_mape_floor")) is not None
+        and math.isfinite(f)
     ]
     caption = None
     if floors:

@@ -252,6 +252,10 @@ def decile_mape(actual: ArrayLike, predicted: ArrayLike, n_bins: int = 10) -> fl
     return float(err.mean()) if err.size else math.nan
 
 
+#: fewest customers per decile for which :func:`decile_mape_floor` estimates anything
+MIN_FLOOR_CUSTOMERS = 2
+
+
 def decile_mape_floor(
     actual: ArrayLike,
     predicted: ArrayLike,
@@ -269,6 +273,8 @@ def decile_mape_floor(
     "known" expectation; its customers are resampled with replacement ``n_boot`` times and the
     MAPE of the expectations against the resampled sums is taken.
 
+    NaN with fewer than :data:`MIN_FLOOR_CUSTOMERS` customers in a decile (nothing to resample).
+
     Returns ``mean``, and ``low`` / ``high``, the 2.5 % and 97.5 % quantiles over resamples
     (1,000 by default: 25 in each tail, for a bound a 0.10 target is read against; 70 ms on
     12,000 customers).
@@ -282,6 +288,10 @@ def decile_mape_floor(
         raise ValueError("no customers to resample")
     order = np.argsort(-p, kind="stable")
     labels = _decile_labels(a.size, n_bins)
+    if np.bincount(labels)[1:].min() < MIN_FLOOR_CUSTOMERS:
+        # resampling one customer of one never changes a decile's sum: the floor would
+        # read 0% ("perfect calibration scores 0") when it is merely unknown
+        return {"mean": math.nan, "low": math.nan, "high": math.nan}
     rng = np.random.default_rng(seed)
     errors = []
     for k in range(1, int(labels[-1]) + 1):
