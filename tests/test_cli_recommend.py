@@ -215,3 +215,25 @@ def test_one_model_that_fails_costs_the_others_nothing(tmp_path):
     res = runner.invoke(app, ["recommend", "fit", *both])
     assert res.exit_code == 1 and json.loads(res.stdout) == {"popularity": "v0001"}
     assert "content: " in res.stderr
+
+
+def test_a_value_weight_that_cannot_change_anything_says_so(tmp_path):
+    """Views only, no prices: every candidate gets one price and one propensity, so the
+    blend silently returned the relevance order; it now says why."""
+    path = str(tmp_path / "views.duckdb")
+    rng = np.random.default_rng(1)
+    events = pd.DataFrame(
+        {
+            "user_id": [f"u{i % 12}" for i in range(120)],
+            "item_id": [f"i{j}" for j in rng.integers(0, 15, 120)],
+            "event_type": "view",
+            "timestamp": pd.date_range("2024-01-01", periods=120, freq="h"),
+        }
+    )
+    with Store(path) as store:
+        ingest(store, events, "events")
+    assert _run("fit", "--db", path, "--models", "ease").exit_code == 0
+    res = _run("for", "u1", "--db", path, "--model", "ease", "--value-weight", "3")
+    assert res.exit_code == 0 and "the value weight changes nothing here" in res.stderr
+    plain = _run("for", "u1", "--db", path, "--model", "ease")
+    assert "changes nothing" not in plain.stderr

@@ -29,6 +29,7 @@ from valuerec.cli_common import (
     print_json,
     progress,
     say_error,
+    warn,
 )
 from valuerec.data.store import Store, default_db_path
 from valuerec.evaluate.ranking import Interactions, protocol_split
@@ -277,6 +278,12 @@ def _value_rerank(
             pred, _ = _predict_all(store, fitted, None, None)  # as of the log's end
             risk, rank = UserValues.from_predictions(pred).get(user_id)
     arrays = items.take(cand["item_id"])
+    if value_weight > 0 and np.ptp(arrays.price) == 0 and np.ptp(arrays.p_purchase) == 0:
+        warn(
+            "the value weight changes nothing here: every candidate has the same price "
+            f"({arrays.price[0]:g}) and purchase propensity ({arrays.p_purchase[0]:.3f}); the "
+            "store has no prices (items' price) or purchases of these items to tell them apart"
+        )
     try:
         order = value_rerank(
             cand["score"].to_numpy(dtype=float),
