@@ -189,3 +189,14 @@ def test_a_nan_price_or_purchase_probability_is_refused() -> None:
         (bad_price if bad_price is not price else bad_p)[3] = np.nan
         with pytest.raises(ValueError, match="must be finite"):
             value_rerank(rel, bad_price, bad_p, value_weight=1.0)
+
+
+def test_item_values_of_a_store_without_items_serve_any_candidate(tmp_path) -> None:
+    """No item events at all: take() indexed an empty price array (IndexError)."""
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, pd.DataFrame({"user_id": ["a"], "event_type": ["view"],
+                                    "timestamp": ["2024-01-01"]}), "events")  # fmt: skip
+        values = ItemValues.from_store(store)
+    got = values.take(["x", "y"])
+    assert len(values.item_ids) == 0 and got.price.tolist() == [1.0, 1.0]
+    assert got.p_purchase.shape == (2,) and got.embedding.shape[0] == 2

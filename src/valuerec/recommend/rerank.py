@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from valuerec.data.schema import id_list
 from valuerec.recommend.policies import (
     blend_scores,
     expected_money,
@@ -215,12 +216,14 @@ class ItemValues:
     def take(self, item_ids: Sequence[str] | pd.Series | np.ndarray) -> ItemArrays:
         """The arrays for these candidates; items the store never saw get the catalogue's
         median price, the store-wide purchase rate, no margin and no category."""
-        idx = self.item_ids.get_indexer(pd.Index([str(i) for i in item_ids]))
+        idx = self.item_ids.get_indexer(pd.Index(id_list(item_ids, "item_ids")))
         hit = idx >= 0
+        n = len(idx)
+        if not len(self.item_ids):  # a store without items: every candidate is unknown
+            emb = np.zeros((n, self.embedding.shape[1]), dtype=self.embedding.dtype)
+            return ItemArrays(np.ones(n), np.full(n, self.default_p), None, emb)
         safe = np.where(hit, idx, 0)
-        price = np.where(
-            hit, self.price[safe], float(np.median(self.price)) if len(self.price) else 1.0
-        )
+        price = np.where(hit, self.price[safe], float(np.median(self.price)))
         p = np.where(hit, self.p_purchase[safe], self.default_p)
         margin = None
         if self.margin_rate is not None:
