@@ -1050,6 +1050,9 @@ def test_openapi_lists_every_endpoint_and_the_key_header(reader):
         assert method.lower() in paths[template], (method, template)
         # every keyed operation documents what it can answer, an unreadable key file too
         assert {"401", "403", "422", "503"} <= set(paths[template][method.lower()]["responses"])
+    # ids are stripped: the schema says an id needs a non-space character (" " is refused)
+    user_id = schema["components"]["schemas"]["UserIn"]["properties"]["user_id"]
+    assert user_id["pattern"] == r"\S" and user_id["minLength"] == 1
     assert "/health" in paths
     assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     events = schema["components"]["schemas"]["EventBatchIn"]["properties"]["events"]

@@ -57,7 +57,8 @@ def _no_nul(value: str) -> str:
 
 Id = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
+    # the pattern (a non-space character) tells clients what stripping implies: " " is no id
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"\S"),
     AfterValidator(_no_nul),
 ]
 
