@@ -387,3 +387,21 @@ def test_fit_with_snapshots_trains_the_transformer_on_earlier_cutoffs(
     assert res.exit_code == 2 and "--snapshots applies to transformer and ensemble" in res.output
     res = _run("fit", *args, "--models", "transformer", "--snapshots", "-1")
     assert res.exit_code == 2 and "--snapshots must be >= 0" in res.output
+
+
+def test_a_log_shorter_than_the_default_holdout_says_what_to_give(tmp_path):
+    """The default split holds out the last 273 days: on a 200-day log it left no
+    calibration period, and the error did not say that a shorter --holdout-days fixes it.
+    A successful fit writes nothing on stderr (no progress bar off a terminal)."""
+    data = synth.generate(users=80, items=10, days=200, seed=1)
+    db = tmp_path / "short.duckdb"
+    with Store(db) as store:
+        ingest(store, data.events, "events")
+    res = runner.invoke(value_app, ["fit", "--db", str(db), "--models", "naive"])
+    assert res.exit_code == 2
+    assert "no more than the 273-day holdout: give a shorter --holdout-days (e.g. " in " ".join(
+        res.output.split()
+    )
+    res = runner.invoke(value_app, ["fit", "--db", str(db), "--models", "naive",
+                                    "--holdout-days", "60", "--json"])  # fmt: skip
+    assert res.exit_code == 0 and res.stderr == ""

@@ -92,7 +92,8 @@ def open_store(db: str, *, must_exist: bool = False) -> Iterator[Store]:
 
 @contextmanager
 def progress() -> Iterator[Progress]:
-    """Transient rich progress bars on stderr (stdout stays clean for --json)."""
+    """Transient rich progress bars on stderr (stdout stays clean for --json); none when
+    stderr is no terminal (a log file, a pipe), where rich's stop left a stray blank line."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", style="progress.description", markup=False),
@@ -101,6 +102,7 @@ def progress() -> Iterator[Progress]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,
     ) as bar:
         yield bar
 

@@ -331,7 +331,7 @@ def fit(
                 split = TemporalSplit(calibration_end, holdout_days)
             data = value_data(store, split.calibration_end, split.holdout_days)
         except SplitError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(str(exc) + _short_log_hint(store, calibration_end, holdout_days)) from None
         held = holdout_customers(data.users, test_fraction, SPLIT_SALT)
         train, test = data.users[~held], data.users[held]
         if len(train) == 0:
@@ -413,6 +413,25 @@ def fit(
         say_error(f"{name}: {results[name]['error']}")
     if failed:
         raise typer.Exit(1)
+
+
+def _short_log_hint(store: Store, calibration_end: str | None, holdout_days: int) -> str:
+    """What to do when the default split (the last ``holdout_days`` held out) does not fit:
+    a log shorter than the default 273-day holdout plus some calibration time."""
+    if calibration_end is not None:
+        return ""
+    first, last = store.con.execute(
+        "SELECT min(timestamp), max(timestamp) FROM events WHERE event_type = 'purchase'"
+    ).fetchone()
+    if first is None:
+        return ""
+    span = (last - first).days + 1
+    if span > holdout_days:
+        return ""
+    return (
+        f"; the purchases span {span} days, no more than the {holdout_days}-day holdout: "
+        f"give a shorter --holdout-days (e.g. {max(1, span // 3)}) or a --calibration-end"
+    )
 
 
 def _jsonable(obj: dict[str, Any]) -> dict[str, Any]:
