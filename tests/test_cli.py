@@ -337,3 +337,15 @@ def test_help_shows_whole_paragraphs_and_whole_defaults():
     res = ClickRunner().invoke(command, ["demo", "--help"], env={"COLUMNS": "80"})
     flat = " ".join(res.output.replace("│", " ").split())
     assert res.exit_code == 0 and "transformer, ensemble" in flat
+
+
+def test_quarantine_table_of_rows_from_a_data_frame(tmp_path):
+    """Rows quarantined from a DataFrame (every `valuerec load` data set) have no text line:
+    the table view crashed on the nullable column's missing value (pd.NA)."""
+    db = str(tmp_path / "s.duckdb")
+    frame = pd.DataFrame({"user_id": ["u1", "u2"], "event_type": "view",
+                          "timestamp": ["2024-01-01", "never"]})  # fmt: skip
+    with Store(db) as store:
+        ingest(store, frame, "events", source_name="frame")
+    table = _run("quarantine", "--db", db)
+    assert table.exit_code == 0 and "never" in table.stdout and "frame" in table.stdout

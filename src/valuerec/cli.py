@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import click
+import pandas as pd
 import typer
 from rich.progress import Progress
 from rich.table import Table
@@ -216,7 +217,8 @@ def quarantine(
 
 
 def _num(x: Any) -> str:
-    return "" if x is None or x != x else str(int(x))
+    # pd.isna, not x != x: a nullable column's missing value is pd.NA, whose "!=" is NA
+    return "" if pd.isna(x) else str(int(x))
 
 
 @datasets_app.command("list")
@@ -328,6 +330,10 @@ def load(
 
 
 def _load(name: str, db: str) -> dict[str, IngestResult]:
+    try:
+        ds.loadable(name)  # an unknown or unloadable name: refused before any download
+    except ds.DatasetError as exc:
+        raise fail(str(exc)) from None
     with open_store(db) as store, progress() as bar:
         fetching = bar.add_task(f"{name}: fetching", total=None)
         try:

