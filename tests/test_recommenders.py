@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from valuerec.recommend.base import REC_COLUMNS, interaction_matrix
@@ -505,3 +506,25 @@ def test_an_unfitted_model_says_so():
                  lambda: model.similar_items("a0")):  # fmt: skip
         with pytest.raises(NotFittedError, match="EASERecommender is not fitted yet"):
             call()
+
+
+def test_ease_inverts_its_gram_matrix_in_place_by_cholesky():
+    """The penalised Gram matrix is inverted in its own memory (one items x items array,
+    not four), blocks of the symmetric copy not dividing the size; B is unchanged."""
+    from valuerec.recommend.ease import _spd_inverse
+
+    rng = np.random.default_rng(2)
+    x = (rng.random((400, 130)) < 0.05).astype(float)
+    gram = x.T @ x + 25.0 * np.eye(130)
+    expected = np.linalg.inv(gram)
+    work = gram.copy()
+    got = _spd_inverse(work, block=48)
+    assert np.shares_memory(got, work)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="not positive definite"):
+        _spd_inverse(np.ones((3, 3)))
+    # EASE's B from it: -P / diag(P) with a zero diagonal, as the closed form says
+    b = EASERecommender(reg=25.0)._closed_form(sp.csr_matrix(x))
+    ref = -expected / np.diag(expected)[None, :]
+    np.fill_diagonal(ref, 0.0)
+    np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-7)

@@ -92,7 +92,9 @@ class MultVAERecommender(Recommender):
     def _fit(self, matrix: sp.csr_matrix) -> None:
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        x_all = torch.as_tensor(matrix.toarray(), dtype=torch.float32)
+        # rows densified per batch: the whole users x items matrix dense would be 8 GB at
+        # 100k users x 20k items, where a batch of 256 rows is 20 MB
+        x_all = matrix.tocsr().astype(np.float32)
         self.net_ = _VAE(matrix.shape[1], self.hidden, self.latent, self.dropout)
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
         step = 0
@@ -100,10 +102,9 @@ class MultVAERecommender(Recommender):
         self.epochs_run_ = 0
         for epoch in range(1, self.epochs + 1):
             self.net_.train()
-            perm = rng.permutation(len(x_all))
-            for start in range(0, len(x_all), self.batch_size):
-                idx = torch.as_tensor(perm[start : start + self.batch_size])
-                x = x_all[idx]
+            perm = rng.permutation(x_all.shape[0])
+            for start in range(0, x_all.shape[0], self.batch_size):
+                x = torch.as_tensor(x_all[perm[start : start + self.batch_size]].toarray())
                 logits, mu, logvar = self.net_(x)
                 nll = -(F.log_softmax(logits, dim=1) * x).sum(dim=1).mean()
                 kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)).mean()
