@@ -163,7 +163,10 @@ def test_itemknn_explanations_and_similar_items_follow_the_scoring(log):
     from valuerec.recommend.explain import because
 
     model = ItemKNNRecommender(k=2, shrink=0.0).fit(log)
-    sim = model.similarity_
+    # kept sparse: at most k entries per column (a dense matrix was items x items)
+    assert sp.issparse(model.similarity_)
+    assert np.diff(model.similarity_.tocsc().indptr).max() <= 2
+    sim = model.similarity_.toarray()
     assert (sim != sim.T).any()
     for user in [f"u{i}" for i in range(10)] + [f"v{i}" for i in range(10)]:
         history = model.matrix_[model.user_ids_.get_loc(user)].indices
@@ -528,3 +531,20 @@ def test_ease_inverts_its_gram_matrix_in_place_by_cholesky():
     ref = -expected / np.diag(expected)[None, :]
     np.fill_diagonal(ref, 0.0)
     np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_itemknn_blocks_give_the_dense_pruned_similarity():
+    """The sparse similarity, built a few columns at a time, equals the dense computation
+    (cosine with shrinkage, no self-similarity, each column's k largest kept)."""
+    rng = np.random.default_rng(5)
+    x = sp.csr_matrix((rng.random((300, 40)) < 0.15).astype(np.float32))
+    model = ItemKNNRecommender(k=6, shrink=2.0)
+    co = (x.T @ x).toarray().astype(np.float32)
+    norms = np.sqrt(np.diag(co))
+    dense = co / (norms[:, None] * norms[None, :] + 2.0 + 1e-9)
+    np.fill_diagonal(dense, 0.0)
+    drop = np.argpartition(-dense, 6, axis=0)[6:, :]
+    np.put_along_axis(dense, drop, 0.0, axis=0)
+    for block in (7, 40, 1024):
+        got = model._neighbours(x, block=block).toarray()
+        np.testing.assert_allclose(got, dense, rtol=1e-6, atol=0)

