@@ -1345,3 +1345,25 @@ def test_serve_settings_naming_models_that_are_not_there_say_so(deployment, capl
     for bad in (float("inf"), float("nan"), 40_000.0):
         with pytest.raises(ValueError, match="value_horizon_days"):
             ServeSettings(value_horizon_days=bad)
+
+
+def test_histories_read_runs_of_users_in_row_order_grouped_or_not():
+    """The per-user lists (built by runs of equal users, not pandas' per-row groupby) keep
+    each user's rows in order, whether the rows come grouped by user or interleaved."""
+    from valuerec.serve.state import Histories
+
+    rows = pd.DataFrame(
+        {
+            "user_id": ["b", "a", "b", "a", "c", "a"],
+            "item_id": ["x", "y", "z", "w", "v", "u"],
+            "negative": [False, False, False, True, False, False],
+        }
+    )
+    h = Histories(limit=2)
+    h.load(rows)
+    assert (h.get("a"), h.get("b"), h.get("c")) == (("y", "u"), ("x", "z"), ("v",))
+    assert h.negatives("a") == frozenset({"w"}) and h.negatives("b") == frozenset()
+    grouped = rows.sort_values("user_id", kind="stable")
+    h2 = Histories(limit=2)
+    h2.load(grouped)
+    assert all(h2.get(u) == h.get(u) for u in "abc")

