@@ -32,7 +32,13 @@ import pandas as pd
 from valuerec.value.base import ValueData, ValueModel, holdout_labels
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import MIN_CUSTOMERS, PowerCalibration
-from valuerec.value.counts import CountPMF, hurdle_pmf, mixture_pmf, zero_truncated_rate
+from valuerec.value.counts import (
+    CountPMF,
+    count_quantile,
+    hurdle_pmf,
+    mixture_pmf,
+    zero_truncated_rate,
+)
 
 
 def btyd_features(model: BetaGeoFitter, rfm: pd.DataFrame, horizon_days: float) -> pd.DataFrame:
@@ -198,8 +204,17 @@ class LightGBMValueModel(ValueModel):
         bag's count is the mixture of its members' hurdles.
         """
         x = self._features(data)
-        pmf = mixture_pmf([m._hurdle(x) for m in self._models()])
+        hurdles = []
+        for m in self._models():
+            count = m.count_.predict(x)
+            hurdles.append(m._hurdle(m._p_buy(x, count), count))
+        pmf = mixture_pmf(hurdles)
         return pmf, horizon_days / self.horizon_days_
+
+    def _boosted(self, x: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P(buys), mean count, calibrated spend) of this model, each booster read once."""
+        count = self.count_.predict(x)
+        return self._p_buy(x, count), count, self.spend_calibration_(self.spend_.predict(x))
 
     def _p_return(self, x: pd.DataFrame) -> np.ndarray:
         """P(buys again in the horizon), from the classifier's column for the class True.
@@ -210,7 +225,7 @@ class LightGBMValueModel(ValueModel):
         returned = list(self.classifier_.classes_).index(True)
         return self.classifier_.predict_proba(x)[:, returned]
 
-    def _p_buy(self, x: pd.DataFrame) -> np.ndarray:
+    def _p_buy(self, x: pd.DataFrame, count: np.ndarray | None = None) -> np.ndarray:
         """P(buys again in the horizon), coherent with the count booster's mean ``mu``.
 
         No count is positive more often than its mean (P(N >= 1) <= E[N]). Where the two
@@ -219,11 +234,12 @@ class LightGBMValueModel(ValueModel):
         ``mu``, the model's own expectation (uncapped it was ``p``: up to twice ``mu`` on short
         horizons, and P(N >= 1) above E[N] for 13% of customers at 14 days).
         """
-        return np.minimum(self._p_return(x), self.count_.predict(x))
+        return np.minimum(self._p_return(x), self.count_.predict(x) if count is None else count)
 
-    def _hurdle(self, x: pd.DataFrame) -> CountPMF:
-        p = np.clip(self._p_buy(x), 1e-9, 1.0)
-        return hurdle_pmf(p, zero_truncated_rate(self.count_.predict(x) / p))
+    @staticmethod
+    def _hurdle(p_buy: np.ndarray, count: np.ndarray) -> CountPMF:
+        p = np.clip(p_buy, 1e-9, 1.0)
+        return hurdle_pmf(p, zero_truncated_rate(count / p))
 
     def _models(self) -> list[LightGBMValueModel]:
         """The bag's members, or this model alone."""
@@ -238,17 +254,22 @@ class LightGBMValueModel(ValueModel):
         return self._matrix(data)[self._models()[0].feature_names_]
 
     def _predict(self, data: ValueData, horizon_days: float) -> pd.DataFrame:
-        # a bag's point predictions are its members' calibrated means, on one feature matrix
+        """A bag's point predictions are its members' calibrated means, on one feature matrix;
+        the median count and P(returns) come from the same booster outputs (each member's
+        three boosters are read once: reading them again for the count distribution, as
+        the base class would, made 35 booster passes of the 15 needed, 12 s of a 128k-user
+        server start-up)."""
         x = self._features(data)
         scale = horizon_days / self.horizon_days_  # trained for one horizon; rescale linearly
-        models = self._models()
-        return pd.DataFrame(
+        outs = [m._boosted(x) for m in self._models()]
+        out = pd.DataFrame(
             {
-                "pred_transactions": np.mean([m.count_.predict(x) for m in models], 0) * scale,
-                "pred_spend": np.mean(
-                    [m.spend_calibration_(m.spend_.predict(x)) for m in models], 0
-                )
-                * scale,
-                "p_alive": np.mean([m._p_buy(x) for m in models], 0),
+                "pred_transactions": np.mean([o[1] for o in outs], 0) * scale,
+                "pred_spend": np.mean([o[2] for o in outs], 0) * scale,
+                "p_alive": np.mean([o[0] for o in outs], 0),
             }
         )
+        found = (mixture_pmf([self._hurdle(o[0], o[1]) for o in outs]), scale)
+        out["pred_transactions_median"] = count_quantile(found[0], len(out)) * scale
+        out["p_return"] = self._return_probability(out, found, len(out))
+        return out
