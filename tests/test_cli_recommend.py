@@ -237,3 +237,25 @@ def test_a_value_weight_that_cannot_change_anything_says_so(tmp_path):
     assert res.exit_code == 0 and "the value weight changes nothing here" in res.stderr
     plain = _run("for", "u1", "--db", path, "--model", "ease")
     assert "changes nothing" not in plain.stderr
+
+
+def test_a_value_weight_for_a_user_without_candidates_is_an_empty_list(tmp_path):
+    """A user who has seen every item has no candidates: the value-weight path crashed on
+    the empty arrays (the same command without a weight printed an empty table)."""
+    path = str(tmp_path / "all-seen.duckdb")
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["a", "b", "a"],
+            "event_type": "view",
+            "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"],
+        }
+    )
+    with Store(path) as store:
+        ingest(store, events, "events")
+    assert _run("fit", "--db", path, "--models", "popularity").exit_code == 0
+    res = _run("for", "u1", "--db", path, "--model", "popularity", "--value-weight", "1", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout) == []
+    # one candidate: nothing to say about a weight that has nothing to reorder
+    one = _run("for", "u2", "--db", path, "--model", "popularity", "--value-weight", "1")
+    assert one.exit_code == 0 and "changes nothing" not in one.stderr

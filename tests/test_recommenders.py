@@ -163,10 +163,8 @@ def test_itemknn_explanations_and_similar_items_follow_the_scoring(log):
     from valuerec.recommend.explain import because
 
     model = ItemKNNRecommender(k=2, shrink=0.0).fit(log)
-    # kept sparse: at most k entries per column (a dense matrix was items x items)
-    assert sp.issparse(model.similarity_)
-    assert np.diff(model.similarity_.tocsc().indptr).max() <= 2
-    sim = model.similarity_.toarray()
+    sim = model.similarity_  # small: kept dense for scoring
+    assert not sp.issparse(sim) and (np.count_nonzero(sim, axis=0) <= 2).all()
     assert (sim != sim.T).any()
     for user in [f"u{i}" for i in range(10)] + [f"v{i}" for i in range(10)]:
         history = model.matrix_[model.user_ids_.get_loc(user)].indices
@@ -548,3 +546,32 @@ def test_itemknn_blocks_give_the_dense_pruned_similarity():
     for block in (7, 40, 1024):
         got = model._neighbours(x, block=block).toarray()
         np.testing.assert_allclose(got, dense, rtol=1e-6, atol=0)
+    # above the dense limit the model keeps it sparse, and scores and explains alike
+    small, large = ItemKNNRecommender(k=6, shrink=2.0), ItemKNNRecommender(k=6, shrink=2.0)
+    large.dense_limit_bytes = 0
+    frame = pd.DataFrame({"user_id": x.nonzero()[0], "item_id": x.nonzero()[1]})
+    small.fit(frame)
+    large.fit(frame)
+    assert not sp.issparse(small.similarity_) and sp.issparse(large.similarity_)
+    np.testing.assert_array_equal(
+        small.score_users(np.arange(50)), large.score_users(np.arange(50))
+    )
+    pd.testing.assert_frame_equal(small.similar_items("3"), large.similar_items("3"))
+    hist, items = np.array([1, 4, 9]), np.array([0, 2, 5])
+    np.testing.assert_array_equal(
+        small._similarity_block(items, hist), large._similarity_block(items, hist)
+    )
+
+
+def test_id_helpers_agree_on_bytes_zero_d_arrays_and_missing_times(log):
+    from valuerec.data.schema import id_list, one_id
+
+    assert one_id(b"u1") == "u1" == id_list(np.array("u1"))[0]
+    assert id_list(np.array(["u1", "u2"])) == ["u1", "u2"]
+    for missing in (pd.Series([pd.NaT]), [np.datetime64("NaT")], [None], [float("nan")]):
+        with pytest.raises(ValueError, match="missing id"):
+            id_list(missing)
+    model = EASERecommender().fit(log)
+    pd.testing.assert_frame_equal(model.similar_items(b"a0"), model.similar_items("a0"))
+    by_bytes = model.recommend(["u1"], k=3, histories={b"u1": ["b0", "b1"]})
+    assert by_bytes.equals(model.recommend(["u1"], k=3, histories={"u1": ["b0", "b1"]}))

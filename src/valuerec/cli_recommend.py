@@ -278,11 +278,17 @@ def _value_rerank(
             pred, _ = _predict_all(store, fitted, None, None)  # as of the log's end
             risk, rank = UserValues.from_predictions(pred).get(user_id)
     arrays = items.take(cand["item_id"])
-    if value_weight > 0 and np.ptp(arrays.price) == 0 and np.ptp(arrays.p_purchase) == 0:
+    if (
+        value_weight > 0
+        and len(cand) > 1
+        and np.ptp(arrays.price) == 0
+        and np.ptp(arrays.p_purchase) == 0
+    ):
         warn(
-            "the value weight changes nothing here: every candidate has the same price "
-            f"({arrays.price[0]:g}) and purchase propensity ({arrays.p_purchase[0]:.3f}); the "
-            "store has no prices (items' price) or purchases of these items to tell them apart"
+            f"the value weight changes nothing here: these {len(cand)} candidates share one "
+            f"price ({arrays.price[0]:g}) and one purchase propensity "
+            f"({arrays.p_purchase[0]:.3f}); nothing in the store (items' price, purchases) "
+            "tells them apart"
         )
     try:
         order = value_rerank(

@@ -170,6 +170,8 @@ def id_text(values: Any) -> pd.Index:
 
 def one_id(value: Any) -> str:
     """One id as :func:`id_text` writes it (a lookup by ``10`` or ``10.0`` finds ``"10"``)."""
+    if isinstance(value, bytes):
+        return value.decode()
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
     return str(value)
@@ -182,13 +184,15 @@ def id_list(values: Any, name: str = "ids") -> list[str]:
     not for users ``u`` and ``1``, as iterating the string would make it. A missing id
     (None, NaN) is an error naming ``name``: as text it would be the id ``"nan"``.
     """
+    if isinstance(values, np.ndarray) and values.ndim == 0:
+        values = values.item()
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         values = [values]
     out = []
     for v in values:
-        if v is None or (isinstance(v, float | np.floating) and np.isnan(v)) or v is pd.NA:
-            raise ValueError(f"{name} holds a missing id (None or NaN)")
-        out.append(one_id(v.decode() if isinstance(v, bytes) else v))
+        if v is None or (np.ndim(v) == 0 and not isinstance(v, str | bytes) and pd.isna(v)):
+            raise ValueError(f"{name} holds a missing id (None, NaN or NaT)")
+        out.append(one_id(v))
     return out
 
 
