@@ -349,3 +349,15 @@ def test_quarantine_table_of_rows_from_a_data_frame(tmp_path):
         ingest(store, frame, "events", source_name="frame")
     table = _run("quarantine", "--db", db)
     assert table.exit_code == 0 and "never" in table.stdout and "frame" in table.stdout
+
+
+def test_python_dash_m_valuerec_is_the_command():
+    import subprocess
+    import sys
+
+    from valuerec import __version__
+
+    res = subprocess.run(
+        [sys.executable, "-m", "valuerec", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0 and res.stdout.strip() == f"valuerec {__version__}"
