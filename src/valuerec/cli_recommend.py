@@ -118,13 +118,8 @@ def _interactions(store: Store, event_types: str | None) -> Interactions:
     if not types:
         types = interest_types(store)
     if not types or item_interactions(store, types) == 0:
-        found = store.query(
-            "SELECT event_type, count(*) AS n FROM events WHERE item_id IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8"
-        )
-        have = ", ".join(
-            f"{t} ({n:,})" for t, n in zip(found["event_type"], found["n"], strict=True)
-        )
+        found = list(store.event_type_counts(with_item=True).items())[:8]
+        have = ", ".join(f"{t} ({n:,})" for t, n in found)
         raise fail(
             f"no interactions with items of type {', '.join(types) or '(none)'} in "
             f"{store.path}; "

@@ -370,6 +370,16 @@ class Store:
             f"FROM quarantine ORDER BY run_id, row {lim}"
         )
 
+    def event_type_counts(self, *, with_item: bool = False) -> dict[str, int]:
+        """Events per type, most frequent first (ties by name); ``with_item``: only events
+        with an item (what recommenders can learn from). For ``stats`` and for the errors
+        that tell a user which types a store holds."""
+        where = " WHERE item_id IS NOT NULL" if with_item else ""
+        rows = self.con.execute(
+            f"SELECT event_type, count(*) FROM events{where} GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+        return {t: int(n) for t, n in rows}
+
     def stats(self) -> dict[str, Any]:
         """Counts, date range and events by type: what ``valuerec stats`` prints."""
         c = self.con
@@ -377,11 +387,7 @@ class Store:
             "SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id), "
             "min(timestamp), max(timestamp) FROM events"
         ).fetchone()
-        by_type = dict(
-            c.execute(
-                "SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, 1"
-            ).fetchall()
-        )
+        by_type = self.event_type_counts()
         spend = c.execute("SELECT coalesce(sum(value), 0) FROM events").fetchone()[0]
         return {
             "db": redact(self.path),
@@ -392,7 +398,7 @@ class Store:
             "items": self.count("items"),
             "first_event": first.isoformat() if first else None,
             "last_event": last.isoformat() if last else None,
-            "events_by_type": {k: int(v) for k, v in by_type.items()},
+            "events_by_type": by_type,
             "total_value": float(spend),
             "quarantined": self.count("quarantine"),
             "ingest_runs": self.count("ingest_runs"),

@@ -132,9 +132,7 @@ class TemporalSplit:
         ).fetchone()
         kinds = "/".join(event_types)
         if not n:
-            found = store.con.execute(
-                "SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8"
-            ).fetchall()
+            found = list(store.event_type_counts().items())[:8]
             have = ", ".join(f"{t} ({c:,})" for t, c in found) or "none"
             raise SplitError(
                 f"the store has no {kinds} events (its event types: {have}); value models "
