@@ -161,25 +161,31 @@ class ItemValues:
 
     @classmethod
     def from_store(cls, store: Any, prior_looks: float = 20.0) -> ItemValues:
-        """Build the table from ``store`` (one SQL aggregate over events plus the items)."""
+        """Build the table from ``store`` (two SQL aggregates over events, plus the items).
+
+        Looks are counted over every event, purchases over the purchases alone: a
+        ``count(DISTINCT ...) FILTER`` and a ``median FILTER`` in the one scan of every event
+        made DuckDB hash all of them (0.6 s at 5M events, against 0.2 s for the two). A
+        server rebuilds this while purchases stream in (``ServeService.item_values``).
+        """
         items = store.items()
         looks_in = ", ".join(f"'{t}'" for t in LOOK_TYPES)
-        counts = store.query(
+        looked = store.query(
             f"""
             SELECT item_id,
-                   count(*) FILTER (WHERE event_type = 'purchase') AS buys,
-                   count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers,
                    count(*) FILTER (WHERE event_type IN ({looks_in})) AS looks,
-                   count(*) FILTER (WHERE event_type <> 'purchase') AS other,
-                   median(value) FILTER (WHERE event_type = 'purchase' AND value > 0) AS paid
+                   count(*) FILTER (WHERE event_type <> 'purchase') AS other
             FROM events WHERE item_id IS NOT NULL GROUP BY item_id
             """
         )
-        n_buyers = int(
-            store.query(
-                "SELECT count(DISTINCT user_id) AS n FROM events WHERE event_type = 'purchase'"
-            )["n"][0]
+        bought = store.query(
+            """
+            SELECT item_id, count(*) AS buys, count(DISTINCT user_id) AS buyers,
+                   median(value) FILTER (WHERE value > 0) AS paid
+            FROM events WHERE item_id IS NOT NULL AND event_type = 'purchase' GROUP BY item_id
+            """
         )
+        counts = looked.merge(bought, on="item_id", how="outer")
         ids = pd.Index(
             sorted(set(items["item_id"].astype(str)) | set(counts["item_id"].astype(str)))
         )
@@ -195,6 +201,11 @@ class ItemValues:
             p = (buys + prior_looks * prior) / (looks + prior_looks)
         else:  # purchases only: the share of the customers who bought the item (a repeat
             # buyer counts once: purchase events would not be a probability)
+            n_buyers = int(
+                store.query(
+                    "SELECT count(DISTINCT user_id) AS n FROM events WHERE event_type = 'purchase'"
+                )["n"][0]
+            )
             p = c["buyers"].fillna(0).to_numpy(float) / max(n_buyers, 1)
             prior = float(p.mean()) if len(p) else 0.0  # for items the store never saw
         it = items.assign(item_id=items["item_id"].astype(str)).set_index("item_id").reindex(ids)
