@@ -259,3 +259,38 @@ def test_a_value_weight_for_a_user_without_candidates_is_an_empty_list(tmp_path)
     # one candidate: nothing to say about a weight that has nothing to reorder
     one = _run("for", "u2", "--db", path, "--model", "popularity", "--value-weight", "1")
     assert one.exit_code == 0 and "changes nothing" not in one.stderr
+
+
+def test_recommend_for_leaves_out_what_the_user_disliked(tmp_path):
+    """A dislike keeps its item out of that user's list, as the server does: models learn
+    from interest only, so without the store's negative events the CLI served the item the
+    user had just refused (with and without a value weight, and to a user served cold)."""
+    path = str(tmp_path / "dislikes.duckdb")
+    views = [("u1", "a"), ("u2", "a"), ("u2", "b"), ("u3", "a"), ("u3", "b"), ("u3", "c")]
+    events = pd.DataFrame(views, columns=["user_id", "item_id"]).assign(
+        event_type="view", timestamp="2024-01-01"
+    )
+    no = pd.DataFrame(
+        {
+            "user_id": ["u1", "cold", "u2"],
+            "item_id": ["b", "a", "a"],  # u2 dislikes an item it has viewed: seen anyway
+            "event_type": ["dislike", "not_interested", "dislike"],
+            "timestamp": "2024-01-02",
+        }
+    )
+    with Store(path) as store:
+        ingest(store, pd.concat([events, no]), "events")
+    assert _run("fit", "--db", path, "--models", "popularity").exit_code == 0
+
+    def items(user: str, *extra: str) -> list[str]:
+        res = _run("for", user, "--db", path, "--model", "popularity", "-k", "2", "--json", *extra)
+        assert res.exit_code == 0, res.output
+        rows = json.loads(res.stdout)
+        assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+        return [r["item_id"] for r in rows]
+
+    # popularity: a (3 users) > b (2) > c (1); u1 has seen a and refused b
+    assert items("u1") == ["c"]
+    assert items("u1", "--value-weight", "1") == ["c"]
+    assert items("cold") == ["b", "c"]
+    assert items("u3") == []

@@ -258,6 +258,40 @@ def test_recent_popularity_with_the_evaluator_interactions():
     assert model.item_ids_[np.argmax(model.item_scores_)] == "y"
 
 
+@pytest.mark.parametrize("params", [{"k": 0}, {"k": -1}, {"k": 2.5}, {"shrink": -1.0}])
+def test_item_knn_refuses_a_neighbourhood_that_is_not_one(params):
+    """k = 0 fitted silently and scored every item 0; k = -1 kept all but one neighbour."""
+    frame = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"]})
+    with pytest.raises(ValueError, match=r"k must be|shrink must be"):
+        ItemKNNRecommender(**params).fit(frame)
+
+
+def test_recent_popularity_counts_users_as_all_time_popularity_does():
+    """One vote per user and item, aged by their latest interaction: a user who viewed X four
+    times outweighed two users of Y (4 against 2), so an endless half-life did not give the
+    all-time order; and a newer row without an item aged every vote (scale 2^-10 here)."""
+    rows = [("a", "X", "2024-01-0" + str(d)) for d in (1, 2, 3, 4)]
+    rows += [("b", "Y", "2024-01-04"), ("c", "Y", "2024-01-04"), ("d", None, "2024-10-30")]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    endless = PopularityRecommender(half_life_days=1e12).fit(frame)
+    np.testing.assert_allclose(
+        endless.item_scores_, PopularityRecommender().fit(frame).item_scores_
+    )
+    assert list(endless.item_ids_) == ["X", "Y"]
+    np.testing.assert_allclose(endless.item_scores_, [1.0, 2.0])
+    # X's vote is aged by a's latest view (the newest item row): 1 and 2 at age 0
+    np.testing.assert_allclose(
+        PopularityRecommender(half_life_days=1).fit(frame).item_scores_, [1.0, 2.0]
+    )
+    older = frame.assign(
+        timestamp=frame["timestamp"].where(frame["item_id"] != "Y", pd.Timestamp("2024-01-03"))
+    )
+    np.testing.assert_allclose(
+        PopularityRecommender(half_life_days=1).fit(older).item_scores_, [1.0, 1.0]
+    )
+
+
 def test_recent_popularity_needs_timestamps():
     with pytest.raises(ValueError, match="timestamps"):
         PopularityRecommender(half_life_days=7).fit(

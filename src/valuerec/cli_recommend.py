@@ -246,6 +246,25 @@ def _reasons(
     return because(model, history, model.item_ids_.get_indexer(rec["item_id"]), titles)
 
 
+def _top(db: str, model: Recommender, user_id: str, k: int) -> pd.DataFrame:
+    """``model``'s top-``k`` for ``user_id`` without the items the user said no to (events of
+    the default serving roles' negative types, ``dislike`` and ``not_interested``), as the
+    server serves them: a model learns from interest only, so a dislike alone never makes an
+    item seen."""
+    negative = list(EventRoles().negative)
+    with open_store(db, must_exist=True) as store:
+        rows = store.fetch(
+            "SELECT DISTINCT item_id FROM events WHERE user_id = ? AND item_id IS NOT NULL"
+            " AND event_type IN (SELECT unnest(?::VARCHAR[]))",
+            [user_id, negative],
+        )
+    refused = {r[0] for r in rows}
+    rec = model.recommend([user_id], k=k + len(refused))
+    rec = rec.loc[~rec["item_id"].isin(refused)].head(k).reset_index(drop=True)
+    rec["rank"] = np.arange(1, len(rec) + 1)
+    return rec
+
+
 def _value_rerank(
     db: str,
     user_id: str,
@@ -261,7 +280,7 @@ def _value_rerank(
     purchase propensity; the user's churn risk and LTV rank come from ``value_model``."""
     from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
 
-    cand = rec_model.recommend([user_id], k=max(candidates, k))
+    cand = _top(db, rec_model, user_id, max(candidates, k))
     risk = rank = None
     with open_store(db, must_exist=True) as store:
         items = ItemValues.from_store(store)
@@ -337,7 +356,8 @@ def recommend_for(
         int, typer.Option("--candidates", help="Relevance candidates the blend re-ranks.")
     ] = 50,
 ) -> None:
-    """Top-k items for a user with titles, scores and the reason for each.
+    """Top-k items for a user with titles, scores and the reason for each; items the user
+    disliked (``dislike``, ``not_interested`` events) are left out, as the server does.
 
     With ``--value-weight`` or ``--diversity`` the top ``--candidates`` by relevance are
     re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
@@ -353,7 +373,7 @@ def recommend_for(
             db, str(user_id), rec_model, k, value_weight, diversity, value_model, candidates
         )
     else:
-        rec = rec_model.recommend([user_id], k=k)
+        rec = _top(db, rec_model, str(user_id), k)
     titles = _titles(db)
     rec["title"] = rec["item_id"].map(titles)
     rec["reason"] = _reasons(rec_model, str(user_id), rec, titles)

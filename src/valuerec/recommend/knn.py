@@ -28,6 +28,12 @@ class ItemKNNRecommender(Recommender):
     dense_limit_bytes = 512 * 2**20
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
+        # checked here, as scikit-learn does: k = 0 scored every item 0, and a negative k
+        # kept all but the weakest neighbours (argpartition's slice from the other end)
+        if isinstance(self.k, bool) or not isinstance(self.k, int | np.integer) or self.k < 1:
+            raise ValueError(f"k must be a whole number of neighbours >= 1, not {self.k!r}")
+        if not np.isfinite(self.shrink) or self.shrink < 0:
+            raise ValueError(f"shrink must be a number >= 0, not {self.shrink!r}")
         sim = self._neighbours(matrix)
         n = sim.shape[0]
         self.similarity_ = sim.toarray() if n * n * 4 <= self.dense_limit_bytes else sim

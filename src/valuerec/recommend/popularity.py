@@ -1,7 +1,8 @@
 """Popularity: the baseline every recommender must beat, all-time or recent.
 
-``half_life_days`` turns it into *recent* popularity: each interaction counts
-``0.5 ** (age / half_life)``, its age measured back from the newest interaction, so what is
+``half_life_days`` turns it into *recent* popularity: each user's vote for an item (one per
+user and item, as all-time popularity counts users) weighs ``0.5 ** (age / half_life)``, the
+age of their latest interaction with it measured back from the newest interaction, so what is
 popular now outranks what was popular once.
 """
 
@@ -43,18 +44,32 @@ class PopularityRecommender(Recommender):
         if self.half_life_days is not None:
             if frame is None or "timestamp" not in frame:
                 raise ValueError("recent popularity needs interaction timestamps")
-            ts = to_datetimes(frame["timestamp"])
-            if ts.isna().any():  # an undated interaction has no age: its item would score NaN
+            if "item" in frame:  # Interactions: codes over the same vocabulary
+                users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
+            else:
+                users = self.user_ids_.get_indexer(id_text(frame["user_id"]))
+                items = self.item_ids_.get_indexer(id_text(frame["item_id"]))
+            keep = (users >= 0) & (items >= 0)  # the rows the model learns from
+            ts = to_datetimes(frame["timestamp"]).to_numpy()[keep]
+            if pd.isna(ts).any():  # an undated interaction has no age: its item would be NaN
                 raise ValueError(
                     f"recent popularity needs a timestamp on every interaction: "
-                    f"{int(ts.isna().sum())} of {len(ts)} have none"
+                    f"{int(pd.isna(ts).sum())} of {len(ts)} have none"
                 )
-            age_days = (ts.max() - ts).dt.total_seconds().to_numpy() / 86_400
+            # one vote per user and item, as all-time popularity counts (a repeat buyer must
+            # not outweigh two customers), aged by the user's latest interaction with it
+            latest = (
+                pd.DataFrame({"u": users[keep], "i": items[keep], "t": ts})
+                .groupby(["u", "i"], sort=False)["t"]
+                .max()
+            )
+            age_days = (latest.max() - latest).dt.total_seconds().to_numpy() / 86_400
             weight = 0.5 ** (age_days / self.half_life_days)
-            items = frame["item"] if "item" in frame else id_text(frame["item_id"])
-            cols = items.to_numpy() if "item" in frame else self.item_ids_.get_indexer(items)
-            keep = cols >= 0
-            scores = np.bincount(cols[keep], weights=weight[keep], minlength=len(self.item_ids_))
+            scores = np.bincount(
+                latest.index.get_level_values("i").to_numpy(),
+                weights=weight,
+                minlength=len(self.item_ids_),
+            )
         self.item_scores_ = scores.astype(np.float32)
 
     def cold_start_scores(self) -> np.ndarray:
