@@ -283,6 +283,9 @@ def test_value_weight_reranks_the_relevance_candidates_for_value(reader):
         reader.app.state.fast_path = True
     res = call(reader, "GET", f"/users/{USER}/recommendations?value_weight=-1")
     assert res.status_code == 422 and res.json()["details"][0]["field"] == "value_weight"
+    for bad in ("nan", "inf"):  # refused as "less than or equal to 100" before
+        res = call(reader, "GET", f"/users/{USER}/recommendations?value_weight={bad}")
+        assert res.status_code == 422 and "finite" in res.json()["details"][0]["reason"], res.text
 
 
 def test_value_ranking_follows_price_edits_and_new_purchases(client, monkeypatch):
@@ -400,6 +403,41 @@ def test_bad_events_are_answered_per_item_while_good_ones_are_stored(client):
     assert got == {(1, "user_id"), (2, "timestamp"), (3, "(event)"), (4, "value"), (4, "colour")}
     assert all(e["reason"] for e in body["errors"])
     assert stored_events(client, "mix") == 2
+
+
+def test_events_that_ingest_quarantines_are_answered_too(client, monkeypatch):
+    """The API validates as ingest does; where the two ever differ (a lone surrogate in
+    ``properties`` once did), an event ingest quarantines was only counted as rejected, with
+    no error saying which or why, and a batch of nothing but such events answered 200."""
+    repo = service(client).repo
+    real = repo.ingest_events
+
+    def ingest_sees_a_bad_property(frame, source):  # a rule only ingest knows
+        bad = frame["user_id"].str.startswith("gap")
+        return real(frame.assign(properties=frame["properties"].where(~bad, "{not json")), source)
+
+    monkeypatch.setattr(repo, "ingest_events", ingest_sees_a_bad_property)
+    events = [
+        {"user_id": "gap1", "item_id": "i1", "event_type": "view"},
+        {"item_id": "i1", "event_type": "view"},
+        {"user_id": "fine", "item_id": "i1", "event_type": "view"},
+        {"user_id": "gap2", "item_id": "i2", "event_type": "view"},
+    ]
+    body = call(client, "POST", "/events", "write", json={"events": events}).json()
+    assert (body["accepted"], body["stored"], body["rejected"]) == (1, 1, 3)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (0, "properties"),
+        (1, "user_id"),
+        (3, "properties"),
+    ]
+    assert "JSON object" in body["errors"][0]["reason"]
+    res = call(client, "POST", "/events", "write", json={"events": [events[0], events[1]]})
+    assert res.status_code == 422, res.text
+    assert [(d["index"], d["field"]) for d in res.json()["details"]] == [
+        (0, "properties"),
+        (1, "user_id"),
+    ]
+    assert stored_events(client, "gap1") == 0 and stored_events(client, "fine") == 1
 
 
 def test_a_batch_with_no_valid_event_is_a_422_naming_each_field(client):
@@ -711,6 +749,24 @@ def test_deleting_a_user_forgets_their_events_value_and_history(client):
     assert call(client, "GET", f"/users/{USER}").status_code == 404
     assert call(client, "GET", f"/users/{USER}/value").status_code == 404
     assert call(client, "DELETE", f"/users/{USER}", "write").status_code == 404
+
+
+def test_deleting_a_user_relabels_the_others_as_a_restart_would(client, deployment):
+    """The "top x %" segment rules are quantiles of the customers: deleting the top champion
+    moves the threshold, and the running server kept everyone else's old label."""
+    top = call(client, "GET", "/segments/champions/users?limit=1").json()["items"][0]["user_id"]
+    before = {s["segment"]: s["users"] for s in call(client, "GET", "/segments").json()["segments"]}
+    assert call(client, "DELETE", f"/users/{top}", "write").status_code == 200
+    running = call(client, "GET", "/segments").json()
+    db, keys = deployment
+    with _client(db, keys) as fresh:
+        restarted = call(fresh, "GET", "/segments").json()
+    assert running["as_of"] == restarted["as_of"]
+    assert running["segments"] == restarted["segments"]
+    after = {s["segment"]: s["users"] for s in running["segments"]}
+    assert sum(after.values()) == sum(before.values()) - 1
+    # the threshold moved: the labels are not the old ones less the deleted champion
+    assert after != {**before, "champions": before["champions"] - 1}
 
 
 def test_users_crud(client):
@@ -1250,20 +1306,31 @@ def test_ids_with_a_slash_are_refused_on_write(client, path, body, field):
             '{"events": [{"user_id": "u1", "event_type": "view", "properties": {"x": Infinity}}]}',
             "properties",
         ),
+        # a lone UTF-16 surrogate: a 500 on DuckDB; stored on PostgreSQL, and then every page
+        # of /users or /items that held it was a 500
+        ("/users", '{"user_id": "n1", "properties": {"s": "\\ud800"}}', "properties"),
+        ("/items", '{"item_id": "nul-item", "properties": {"\\udc80": 1}}', "properties"),
+        ("/users", '{"user_id": "n1\\ud800"}', "user_id"),
+        (
+            "/events",
+            '{"events": [{"user_id": "u1", "event_type": "view", "properties": {"s": "\\ud800"}}]}',
+            "properties",
+        ),
     ],
 )
 def test_text_json_cannot_hold_is_a_422_on_every_backend(client, path, body, field):
-    """NUL characters and NaN / Infinity: Python's JSON parser takes them, DuckDB stored them
-    (NaN silently turned null) and PostgreSQL answered 500, after storing the event under a
-    different id. Both backends now refuse them the same way."""
+    """NUL characters, NaN / Infinity and lone surrogates: Python's JSON parser takes them,
+    DuckDB stored them (NaN silently turned null) and PostgreSQL answered 500, after storing
+    the event under a different id. Both backends now refuse them the same way."""
     res = call(client, "POST", path, "write", content=body,
                headers={"Content-Type": "application/json"})  # fmt: skip
     assert res.status_code == 422, res.text
     details = res.json()["details"]
     assert details[0]["field"].split(".")[-1] == field, details
-    assert "NUL" in details[0]["reason"] or "NaN or Infinity" in details[0]["reason"]
+    assert re.search("NUL|NaN or Infinity|surrogate|unicode", details[0]["reason"]), details
     repo = service(client).repo
     assert repo.get_user("n1") is None and repo.get_item("nul-item") is None
+    assert call(client, "GET", "/users?limit=1000").is_success
 
 
 def test_items_without_a_title_have_none_after_a_restart(deployment):
@@ -1372,3 +1439,39 @@ def test_histories_read_runs_of_users_in_row_order_grouped_or_not():
     h2 = Histories(limit=2)
     h2.load(grouped)
     assert all(h2.get(u) == h.get(u) for u in "abc")
+
+
+def test_items_seen_before_the_history_window_stay_seen(deployment):
+    """A user who bought an item and then viewed another one many times: the history kept
+    only the last ``history_limit`` events, all of them the one item, so the purchase was
+    recommended again (and order-blind models scored a fan of one item)."""
+    from valuerec.serve.state import Histories
+
+    h = Histories(limit=3)
+    h.load(
+        pd.DataFrame(
+            {
+                "user_id": "u",
+                "item_id": ["a", "b", "a", "c", "y", "y", "b", "y"],
+                "negative": False,
+            }
+        )
+    )
+    # a and c only before the window (a last seen before c), then the last three as they came
+    assert h.get("u") == ("a", "c", "y", "b", "y")
+    db, keys = deployment
+    with _client(db, keys, history_limit=5) as c:
+        user = "repeat-viewer"
+        first = recs(c, user, k=3, model="popularity")["items"][0]["item_id"]
+        top = next(i["item_id"] for i in recs(c, USER, k=5)["items"] if i["item_id"] != first)
+        bought = {"user_id": user, "item_id": first, "event_type": "purchase", "value": 1.0}
+        views = [{"user_id": user, "item_id": top, "event_type": "view"} for _ in range(20)]
+        start = datetime.now(UTC) - timedelta(minutes=5)
+        for n, ev in enumerate([bought, *views]):
+            ev["timestamp"] = (start + timedelta(seconds=n)).isoformat()
+        res = call(c, "POST", "/events", "write", json={"events": [bought, *views]})
+        assert res.json()["stored"] == 21
+        assert service(c).histories.get(user) == (first, *[top] * 5)
+        for model in ("popularity", "ease"):
+            shown = {i["item_id"] for i in recs(c, user, k=30, model=model)["items"]}
+            assert not shown & {first, top}, model

@@ -125,7 +125,11 @@ class ServeSettings(BaseModel):
         "model's holdout.",
     )
     history_limit: int = Field(
-        1000, ge=1, description="Most recent positive items kept per user for scoring."
+        1000,
+        ge=1,
+        description="Most recent positive events kept in order per user for scoring (what "
+        "sequence models read); items seen only before them are kept once each, so they stay "
+        "masked and in order-blind models' history.",
     )
     exposure_flush_seconds: float = Field(
         1.0, gt=0, description="How often buffered write-back exposures are written."

@@ -33,7 +33,7 @@ from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError
 from valuerec.serve.repository import Repository
 from valuerec.value.base import ValueModel
-from valuerec.value.segments import segment_summary
+from valuerec.value.segments import relabel, segment_summary
 
 __all__ = ["REC_PREFIX", "VALUE_PREFIX", "ModelHandle", "ModelRegistry", "ValueSnapshot"]
 
@@ -195,6 +195,16 @@ class ValueSnapshot:
     ranked: pd.DataFrame  # every customer by ltv desc, user_id: the order of segment lists
 
 
+def _segment_tables(seg: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A snapshot's tables from its customers' segment rows: by user, by LTV, the summary."""
+    ranked = seg.sort_values(["ltv", "user_id"], ascending=[False, True], kind="stable")
+    return {
+        "table": seg.set_index("user_id", drop=False),
+        "ranked": ranked.reset_index(drop=True),
+        "summary": segment_summary(seg),
+    }
+
+
 def _kind(artifact: str) -> str:
     if artifact.startswith(REC_PREFIX):
         return "recommender"
@@ -318,8 +328,6 @@ class ModelRegistry:
             raise TypeError(f"{artifact} holds a {type(model).__name__}, not a ValueModel")
         horizon = float(self.settings.value_horizon_days or model.horizon_days_)
         seg, when = self.repo.value_segments(model, horizon)
-        table = seg.set_index("user_id", drop=False)
-        ranked = seg.sort_values(["ltv", "user_id"], ascending=[False, True], kind="stable")
         return ValueSnapshot(
             name=artifact.removeprefix(VALUE_PREFIX),
             artifact=artifact,
@@ -327,9 +335,7 @@ class ModelRegistry:
             meta=meta,
             as_of=when,
             horizon_days=horizon,
-            table=table,
-            summary=segment_summary(seg),
-            ranked=ranked.reset_index(drop=True),
+            **_segment_tables(seg),
         )
 
     # -- admin -----------------------------------------------------------------------------
@@ -442,7 +448,8 @@ class ModelRegistry:
             self._value_error = None
 
     def forget_user(self, user_id: str) -> None:
-        """Drop a deleted user's precomputed value, segment and list entry (a new snapshot).
+        """Drop a deleted user's precomputed value, segment and list entry (a new snapshot),
+        and label the others again: "top x %" rules move when the population does.
 
         A read-modify-write of the snapshot, so under the swap lock: a promotion installed
         between the read and the write would be overwritten by the old version, and one loaded
@@ -453,13 +460,8 @@ class ModelRegistry:
             snap = self._value
             if snap is None or user_id not in snap.table.index:
                 return
-            seg = snap.ranked.loc[snap.ranked["user_id"] != user_id].reset_index(drop=True)
-            self._value = replace(
-                snap,
-                table=snap.table.drop(index=user_id),
-                ranked=seg,
-                summary=segment_summary(seg),
-            )
+            seg = relabel(snap.ranked.loc[snap.ranked["user_id"] != user_id])
+            self._value = replace(snap, **_segment_tables(seg))
 
     def _serves_value(self, artifact: str) -> bool:
         """Promoting the served value model (or the first one) swaps it; others only move."""

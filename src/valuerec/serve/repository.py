@@ -322,5 +322,6 @@ class Repository:
             features = behaviour_features(self.store, when)
         seg = segment_users(pred, features, as_of=when)
         extra = pred.set_index("user_id")[["pred_transactions", "ltv_low", "ltv_high"]]
-        seg = seg.join(extra, on="user_id")
+        # age_days: what segments.relabel needs when a deleted user leaves the population
+        seg = seg.join(extra, on="user_id").join(features["age_days"], on="user_id")
         return seg, when

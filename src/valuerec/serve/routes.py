@@ -150,7 +150,8 @@ async def user_recommendations(
         bool, Query(description="Record the returned items as exposure events.")
     ] = False,
     value_weight: Annotated[
-        float, Query(ge=0.0, le=MAX_VALUE_WEIGHT, description=VALUE_WEIGHT_HELP)
+        float,
+        Query(ge=0.0, le=MAX_VALUE_WEIGHT, allow_inf_nan=False, description=VALUE_WEIGHT_HELP),
     ] = 0.0,
 ) -> UserRecommendations:
     """Top-k items for a user, with titles and reasons; unknown users get ``cold_start``."""

@@ -47,11 +47,21 @@ MAX_SESSION_EVENTS = 1000
 MAX_PAGE = 1000
 
 
-def _no_nul(value: str) -> str:
-    """Refuse the NUL character: PostgreSQL text cannot hold it (a 500 there, stored as is on
-    DuckDB), so a store's answer would depend on its backend."""
+def _storable(value: str) -> str:
+    """Refuse what no store can hold as text: the NUL character (PostgreSQL text cannot: a
+    500 there, stored as is on DuckDB, so an answer would depend on the backend) and a lone
+    UTF-16 surrogate such as the JSON escape ``\\ud800`` (Python's JSON parser takes it, but
+    it is no Unicode text: DuckDB refused the write with a 500, and PostgreSQL stored it and
+    then every page that held it failed to serialise)."""
     if "\x00" in value:
         raise ValueError("must not contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(value[exc.start])
+        raise ValueError(
+            f"must be Unicode text: \\u{bad:04x} is half of a UTF-16 surrogate pair"
+        ) from None
     return value
 
 
@@ -59,7 +69,7 @@ Id = Annotated[
     str,
     # the pattern (a non-space character) tells clients what stripping implies: " " is no id
     StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"\S"),
-    AfterValidator(_no_nul),
+    AfterValidator(_storable),
 ]
 
 
@@ -84,14 +94,14 @@ EventType = Annotated[
         strip_whitespace=True, to_lower=True, min_length=1, max_length=64, pattern=r"^[\w.:-]+$"
     ),
 ]
-Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_nul)]
+Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_storable)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
     """Refuse what standard JSON cannot say: NaN and Infinity (Python's parser takes them;
-    DuckDB then dropped them to null, PostgreSQL's json type refused them with a 500) and the
-    NUL character in any key or string (PostgreSQL's jsonb cannot hold it)."""
+    DuckDB then dropped them to null, PostgreSQL's json type refused them with a 500), and
+    in any key or string what no store holds as text (:func:`_storable`)."""
     try:
         json.dumps(value, allow_nan=False)
     except ValueError:
@@ -99,10 +109,10 @@ def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
 
     def walk(node: Any) -> None:
         if isinstance(node, str):
-            _no_nul(node)
+            _storable(node)
         elif isinstance(node, dict):
             for key, child in node.items():
-                _no_nul(str(key))
+                _storable(str(key))
                 walk(child)
         elif isinstance(node, list):
             for child in node:
@@ -280,7 +290,9 @@ class _RecOptions(_In):
     model: Id | None = Field(None, description="Recommender; default: the server's default.")
     exclude_seen: bool = True
     category: Id | None = Field(None, description="Only items in this category.")
-    value_weight: float = Field(0.0, ge=0.0, le=MAX_VALUE_WEIGHT, description=VALUE_WEIGHT_HELP)
+    value_weight: float = Field(
+        0.0, ge=0.0, le=MAX_VALUE_WEIGHT, allow_inf_nan=False, description=VALUE_WEIGHT_HELP
+    )
 
 
 class BatchIn(_RecOptions):

@@ -476,6 +476,7 @@ class ServeService:
     def post_events(self, raw: list[Any]) -> EventsOut:
         """Validate each event on its own, store the good ones, refresh their users' histories."""
         good: list[EventIn] = []
+        positions: list[int] = []  # each good event's index in the posted list
         errors: list[EventError] = []
         for i, item in enumerate(raw):
             if not isinstance(item, dict):
@@ -483,19 +484,14 @@ class ServeService:
                 continue
             try:
                 good.append(EventIn.model_validate(item))
+                positions.append(i)
             except ValidationError as exc:
                 errors.extend(
                     EventError(index=i, field=field_name(tuple(e["loc"])), reason=e["msg"])
                     for e in exc.errors()
                 )
         if not good:
-            # counted before the 422: a batch with no valid event is rejected events all the same
-            self.metrics.events.labels("rejected").inc(len(raw))
-            raise ApiError(
-                422,
-                f"no valid event among {len(raw)}: nothing stored",
-                [{"location": "body", **e.model_dump()} for e in errors],
-            )
+            self._refuse_batch(len(raw), errors)
         now = datetime.now(UTC).replace(tzinfo=None)
         frame = pd.DataFrame(
             {
@@ -521,6 +517,12 @@ class ServeService:
                 self.histories.replace(users, self.repo.interactions(self.roles, users))
                 if any(e.event_type == PURCHASE for e in good):
                     self._sales_stored()
+        if result.quarantined:  # refused by ingest's own checks: say which and why
+            errors = sorted(
+                [*errors, *self._quarantined(result.run_id, positions)], key=lambda e: e.index
+            )
+            if result.quarantined == len(good):
+                self._refuse_batch(len(raw), errors)
         rejected = len(raw) - len(good) + result.quarantined
         self.metrics.events.labels("stored").inc(result.stored)
         self.metrics.events.labels("duplicate").inc(result.duplicates)
@@ -533,6 +535,29 @@ class ServeService:
             rejected=rejected,
             errors=errors,
         )
+
+    def _refuse_batch(self, received: int, errors: list[EventError]) -> None:
+        """The 422 for a batch without an event that could be stored."""
+        # counted before the 422: a batch with no valid event is rejected events all the same
+        self.metrics.events.labels("rejected").inc(received)
+        raise ApiError(
+            422,
+            f"no valid event among {received}: nothing stored",
+            [{"location": "body", **e.model_dump()} for e in errors],
+        )
+
+    def _quarantined(self, run_id: int, positions: list[int]) -> list[EventError]:
+        """The errors of the events ingest quarantined in run ``run_id``: its rows are the
+        validated events in order (1-based), so ``positions`` maps them back to the batch.
+        The API's validation mirrors ingest's, so this is a backstop for any rule the two
+        do not share (a lone surrogate in ``properties`` was one), never a silent drop."""
+        rows = self.repo.store.fetch(
+            "SELECT row, field, reason FROM quarantine WHERE run_id = ? ORDER BY row", [run_id]
+        )
+        return [
+            EventError(index=positions[int(row) - 1], field=field or "(event)", reason=reason)
+            for row, field, reason in rows
+        ]
 
     def _write_exposures(self, frame: pd.DataFrame) -> int:
         stored = self.repo.ingest_events(frame, source="api:write_back").stored

@@ -43,7 +43,8 @@ def _per_user(frame: pd.DataFrame) -> Iterator[tuple[str, list[str]]]:
 
 
 class Histories:
-    """Each user's positive items (oldest first, the last ``limit``) and negative items."""
+    """Each user's positive items (oldest first: the last ``limit`` events, after the items
+    seen only before them, :meth:`_window`) and negative items."""
 
     def __init__(self, limit: int = 1000) -> None:
         self.limit = limit
@@ -63,12 +64,28 @@ class Histories:
     def negatives(self, user_id: str) -> frozenset[str]:
         return self._negative.get(user_id, _EMPTY)
 
+    def _window(self, items: list[str]) -> tuple[str, ...]:
+        """The last ``limit`` positive events in order, after each item seen only before them
+        (once, in order of its last occurrence).
+
+        Sequence models read the tail as it happened; the items before it keep every seen
+        item masked and in order-blind models' item set (a user who bought X and then viewed
+        Y a thousand times was offered X again, scored as a fan of Y alone). Memory grows
+        with a user's distinct items, which the catalogue bounds, not with their events.
+        """
+        if len(items) <= self.limit:
+            return tuple(items)
+        recent = items[-self.limit :]
+        inside = set(recent)
+        earlier = [i for i in dict.fromkeys(reversed(items[: -self.limit])) if i not in inside]
+        return (*reversed(earlier), *recent)
+
     def _build(
         self, frame: pd.DataFrame
     ) -> tuple[dict[str, tuple[str, ...]], dict[str, frozenset[str]]]:
         """``user_id, item_id, negative`` rows (oldest first per user) -> the two maps."""
         neg = frame["negative"].astype(bool).to_numpy()
-        positive = {u: tuple(items[-self.limit :]) for u, items in _per_user(frame.loc[~neg])}
+        positive = {u: self._window(items) for u, items in _per_user(frame.loc[~neg])}
         negative = {u: frozenset(items) for u, items in _per_user(frame.loc[neg])}
         return positive, negative
 

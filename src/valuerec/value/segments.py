@@ -40,6 +40,7 @@ __all__ = [
     "SEGMENTS",
     "SEGMENT_COLUMNS",
     "SUMMARY_COLUMNS",
+    "relabel",
     "segment_summary",
     "segment_users",
     "target_list",
@@ -90,6 +91,36 @@ def _top(values: np.ndarray, share: float) -> np.ndarray:
     return (values >= threshold) & (values > 0)
 
 
+def _labels(
+    ltv: np.ndarray, p: np.ndarray, freq: np.ndarray, age: np.ndarray, spend: np.ndarray
+) -> np.ndarray:
+    """The rules of the module docstring, in order, over one population's arrays."""
+    conditions = [
+        _top(ltv, CHAMPION_LTV_SHARE) & (p >= CHAMPION_P_ALIVE),
+        (freq >= LOYAL_FREQUENCY) & (p >= LOYAL_P_ALIVE),
+        (freq == 0) & (age <= NEW_MAX_AGE_DAYS) & (p >= NEW_P_ALIVE),
+        _top(spend, AT_RISK_SPEND_SHARE) & (p < AT_RISK_P_ALIVE),
+        (p >= LOST_P_ALIVE) & (p < AT_RISK_P_ALIVE),
+        p < LOST_P_ALIVE,
+    ]
+    return np.select(conditions, list(SEGMENTS[:-1]), default=SEGMENTS[-1])
+
+
+def relabel(seg: pd.DataFrame) -> pd.DataFrame:
+    """``seg`` (:func:`segment_users`' rows plus ``age_days``) with every label computed again
+    for the customers it holds now.
+
+    The "top x %" rules are quantiles of the population: when customers leave it (a deleted
+    user), others cross the thresholds, and a server that only dropped the row disagreed with
+    a restarted one.
+    """
+    labels = _labels(
+        *(seg[c].to_numpy(dtype=float) for c in ("ltv", "p_alive", "frequency", "age_days")),
+        seg["total_spend"].to_numpy(dtype=float),
+    )
+    return seg.assign(segment=pd.Categorical(labels, categories=SEGMENTS))
+
+
 def segment_users(
     pred: pd.DataFrame, features: pd.DataFrame, *, as_of: TimeLike | None = None
 ) -> pd.DataFrame:
@@ -126,17 +157,7 @@ def segment_users(
     spend = f["total_spend"].to_numpy(dtype=float)
     if not (np.isfinite(ltv).all() and np.isfinite(p).all()):
         raise ValueError("pred has NaN or infinite ltv / p_alive")
-
-    conditions = [
-        _top(ltv, CHAMPION_LTV_SHARE) & (p >= CHAMPION_P_ALIVE),
-        (freq >= LOYAL_FREQUENCY) & (p >= LOYAL_P_ALIVE),
-        (freq == 0) & (f["age_days"].to_numpy(dtype=float) <= NEW_MAX_AGE_DAYS)
-        & (p >= NEW_P_ALIVE),
-        _top(spend, AT_RISK_SPEND_SHARE) & (p < AT_RISK_P_ALIVE),
-        (p >= LOST_P_ALIVE) & (p < AT_RISK_P_ALIVE),
-        p < LOST_P_ALIVE,
-    ]  # fmt: skip
-    segment = np.select(conditions, list(SEGMENTS[:-1]), default=SEGMENTS[-1])
+    segment = _labels(ltv, p, freq, f["age_days"].to_numpy(dtype=float), spend)
 
     days_since = f["days_since_last"].to_numpy(dtype=float)
     if as_of is not None:
