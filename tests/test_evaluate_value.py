@@ -494,3 +494,23 @@ def test_decile_mape_floor_is_unknown_with_too_few_customers_per_decile() -> Non
     assert all(math.isnan(v) for v in decile_mape_floor(spend[:10], spend[:10]).values())
     assert all(math.isnan(v) for v in decile_mape_floor(spend[:19], spend[:19]).values())
     assert decile_mape_floor(spend[:20], spend[:20])["mean"] > 0  # two per decile
+
+
+def test_deciles_share_a_tied_groups_spend_whatever_the_row_order():
+    """Which of a group of tied predictions fell on either side of a bin's edge followed the
+    rows' order: renaming customers changed a naive model's decile MAPE (0.846 -> 0.835)."""
+    predicted = np.array([3.0, 2.0, 2.0, 2.0, 1.0])
+    actual = np.array([10.0, 0.0, 6.0, 0.0, 5.0])
+    table = decile_table(actual, predicted, n_bins=5)
+    # the tied three spend 6 in all: 2 at each of their positions
+    np.testing.assert_allclose(table["actual_sum"], [10.0, 2.0, 2.0, 2.0, 5.0])
+    assert decile_mape(actual, predicted, n_bins=5) == pytest.approx((0.7 + 0.0 + 0.8) / 5)
+    rng = np.random.default_rng(0)
+    big_p = rng.integers(0, 4, 400).astype(float)  # four huge tie groups across the deciles
+    big_a = rng.gamma(0.5, 20.0, 400)
+    perm = rng.permutation(400)
+    assert decile_mape(big_a[perm], big_p[perm]) == pytest.approx(decile_mape(big_a, big_p))
+    pd.testing.assert_frame_equal(
+        decile_table(big_a[perm], big_p[perm]), decile_table(big_a, big_p)
+    )
+    assert decile_mape_floor(big_a[perm], big_p[perm]) == decile_mape_floor(big_a, big_p)

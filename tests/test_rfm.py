@@ -9,6 +9,7 @@ import pytest
 
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
+from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import holdout_summary, rfm_summary
 from valuerec.features.split import SplitError, TemporalSplit, future_events, log_end
 
@@ -202,6 +203,42 @@ def test_holdout_day_split_by_calibration_end_counts_once(log):
     assert cal.loc["a", "T"] == pytest.approx(14 / 7)  # the last calibration day is 01-15
     assert hold.loc["a", "frequency_holdout"] == 0
     assert hold.loc["d", "frequency_holdout"] == 1
+    # the 18:00 purchase ($10) is holdout spend: it was counted nowhere (the day went whole)
+    assert hold.loc["a", "spend_holdout"] == 10.0
+
+
+def test_a_refund_is_no_purchase_occasion(store):
+    """A refund (negative value) on a day of its own counted as a repeat purchase: returning
+    one's only purchase made a one-time buyer a repeat buyer, with a later last purchase and a
+    holdout 'transaction'. It nets into spend and is no occasion."""
+    rows = [
+        ("kept", "purchase", "2020-01-05", 50.0),
+        ("returned", "purchase", "2020-01-05", 50.0),
+        ("returned", "purchase", "2020-01-09", -50.0),  # the refund, a day of its own
+        ("twice", "purchase", "2020-01-05", 10.0),
+        ("twice", "purchase", "2020-01-09", 30.0),
+        ("twice", "purchase", "2020-01-09", -5.0),  # a refund on a purchase day nets into it
+        ("only-refunds", "purchase", "2020-01-07", -20.0),
+        # holdout: returned buys and returns again on other days, twice returns on its own
+        ("returned", "purchase", "2020-02-10", 30.0),
+        ("returned", "purchase", "2020-02-12", -30.0),
+        ("twice", "purchase", "2020-02-11", -25.0),
+    ]
+    ingest(store, frame(rows), "events")
+    cal = rfm_summary(store, CAL_END)
+    assert list(cal.index) == ["kept", "returned", "twice"]  # refunds alone: no customer
+    assert cal.loc["returned"].to_dict() == cal.loc["kept"].to_dict()
+    assert cal.loc["twice", "frequency"] == 1 and cal.loc["twice", "monetary_value"] == 25.0
+    hold = holdout_summary(store, CAL_END, "2020-03-01")
+    assert hold.loc["returned", ["frequency_holdout", "spend_holdout"]].tolist() == [1, 0.0]
+    assert hold.loc["twice", ["frequency_holdout", "spend_holdout"]].tolist() == [0, -25.0]
+    assert hold.loc["kept", ["frequency_holdout", "spend_holdout"]].tolist() == [0, 0.0]
+    feats = behaviour_features(store, CAL_END)
+    assert list(feats.index) == ["kept", "returned", "twice"]
+    returned, kept = feats.loc["returned"], feats.loc["kept"]
+    assert (returned["frequency"], returned["days_since_last"]) == (0, kept["days_since_last"])
+    assert (returned["orders"], returned["total_spend"], kept["total_spend"]) == (1, 0.0, 50.0)
+    assert feats.loc["twice", ["frequency", "total_spend", "orders"]].tolist() == [1, 35.0, 2]
 
 
 # -- the real CDNOW sample -------------------------------------------------------------------

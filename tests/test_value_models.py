@@ -301,6 +301,19 @@ def test_a_user_listed_twice_is_a_clear_error(world, fitted):
         fitted["lightgbm"].predict(users=users)
 
 
+def test_a_user_without_a_purchase_before_a_cut_inside_a_day_is_told_the_time(tmp_path):
+    """The message said "no purchase before 2021-06-01" for a cut at noon (read as midnight)
+    to a customer who had bought at 15:00 that day."""
+    rows = [("am", "2021-05-01 09:00"), ("am", "2021-06-01 09:00"), ("pm", "2021-06-01 15:00")]
+    events = pd.DataFrame(rows, columns=["user_id", "timestamp"]).assign(
+        event_type="purchase", value=10.0
+    )
+    with new_store(tmp_path / "noon.duckdb", events) as store:
+        model = NaiveValueModel().fit(store, "2021-06-01 12:00", holdout_days=10)
+        with pytest.raises(ValueError, match=r"no purchase before 2021-06-01 12:00:00 .*'pm'"):
+            model.predict(users=["am", "pm"], store=store)
+
+
 @pytest.mark.parametrize("name", ["lightgbm", "transformer", "ensemble"])
 def test_p_return_of_supervised_models_follows_the_horizon(name, fitted, preds):
     """Their count distribution is for the trained horizon; at another one the same
@@ -790,8 +803,13 @@ def test_refunds_netting_below_zero_give_no_negative_value(name, small_log, tmp_
             "user_id": top,
             "item_id": buys["item_id"].iloc[0],
             "event_type": "purchase",
-            # one refund in calibration (its repeat spend nets below 0), one in the holdout
-            "timestamp": [CAL - pd.Timedelta(days=2), CAL + pd.Timedelta(days=2)],
+            # one refund in calibration, on the customer's last purchase day (a repeat day,
+            # whose spend nets below 0: a refund alone on a day is no purchase occasion), one
+            # in the holdout
+            "timestamp": [
+                buys.loc[buys["user_id"] == top[0], "timestamp"].max() + pd.Timedelta(minutes=1),
+                CAL + pd.Timedelta(days=2),
+            ],
             "value": -100_000.0,
         }
     )

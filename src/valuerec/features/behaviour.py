@@ -27,32 +27,35 @@ ANNUAL_FEATURES = ("annual_cos", "annual_sin")
 _SQL = """
 WITH ev AS (SELECT * FROM events WHERE timestamp < $2::TIMESTAMP),
 purchases AS (SELECT * FROM ev WHERE event_type IN (SELECT unnest($1::VARCHAR[]))),
-days AS (
+days AS (  -- occasion: not refunds (negative values) alone, as in valuerec.features.rfm
     SELECT user_id, CAST(timestamp AS DATE) AS day, sum(value) AS spend,
-        coalesce(sum(quantity), 0) AS qty, count(*) AS orders
+        coalesce(sum(quantity), 0) AS qty,
+        count(*) FILTER (WHERE value IS NULL OR value >= 0) AS orders,
+        bool_or(value IS NULL OR value >= 0) AS occasion
     FROM purchases GROUP BY ALL),
 numbered AS (
     SELECT *, row_number() OVER w AS k, date_diff('day', lag(day) OVER w, day) AS gap
-    FROM days WINDOW w AS (PARTITION BY user_id ORDER BY day)),
+    FROM days WINDOW w AS (PARTITION BY user_id, occasion ORDER BY day)),
 rfm AS (
     SELECT user_id,
-        count(*) - 1 AS frequency,
-        date_diff('day', min(day), max(day)) AS recency_days,
-        date_diff('day', min(day), $3::DATE) AS age_days,
-        date_diff('day', max(day), $3::DATE) AS days_since_last,
+        count(*) FILTER (WHERE occasion) - 1 AS frequency,
+        date_diff('day', min(day) FILTER (WHERE occasion), max(day) FILTER (WHERE occasion))
+            AS recency_days,
+        date_diff('day', min(day) FILTER (WHERE occasion), $3::DATE) AS age_days,
+        date_diff('day', max(day) FILTER (WHERE occasion), $3::DATE) AS days_since_last,
         -- a day without any value is left out of the mean (rfm's convention), not a 0
-        coalesce(avg(spend) FILTER (WHERE k > 1), 0) AS monetary_repeat,
-        coalesce(sum(spend), 0) AS total_spend,
-        coalesce(max(spend), 0) AS max_day_spend,
-        any_value(spend) FILTER (WHERE k = 1) AS first_spend,
-        any_value(qty) FILTER (WHERE k = 1) AS first_quantity,
+        coalesce(avg(spend) FILTER (WHERE occasion AND k > 1), 0) AS monetary_repeat,
+        coalesce(sum(spend), 0) AS total_spend,  -- net of every refund
+        coalesce(max(spend) FILTER (WHERE occasion), 0) AS max_day_spend,
+        any_value(spend) FILTER (WHERE occasion AND k = 1) AS first_spend,
+        any_value(qty) FILTER (WHERE occasion AND k = 1) AS first_quantity,
         sum(qty) AS total_quantity,
         sum(orders) AS orders,
-        coalesce(avg(gap), 0) AS ipt_mean_days,
-        coalesce(stddev_samp(gap), 0) AS ipt_std_days,
+        coalesce(avg(gap) FILTER (WHERE occasion), 0) AS ipt_mean_days,
+        coalesce(stddev_samp(gap) FILTER (WHERE occasion), 0) AS ipt_std_days,
         {windows},
         {annual}
-    FROM numbered GROUP BY user_id),
+    FROM numbered GROUP BY user_id HAVING bool_or(occasion)),
 breadth AS (
     SELECT p.user_id, count(DISTINCT p.item_id) AS n_items,
         count(DISTINCT split_part(i.category, '|', 1)) AS n_categories
@@ -74,7 +77,7 @@ def _window_sql() -> str:
     parts = []
     for w in WINDOWS_WEEKS:
         cond = f"day > $3::DATE - INTERVAL {7 * w} DAY"
-        parts.append(f"count(*) FILTER (WHERE {cond}) AS purchase_days_{w}w")
+        parts.append(f"count(*) FILTER (WHERE occasion AND {cond}) AS purchase_days_{w}w")
         parts.append(f"coalesce(sum(spend) FILTER (WHERE {cond}), 0) AS spend_{w}w")
     return ",\n        ".join(parts)
 
@@ -93,7 +96,10 @@ def _annual_sql() -> str:
     """
     angle = f"2 * pi() * date_diff('day', day, $3::DATE) / {DAYS_PER_YEAR}"
     cos, sin = ANNUAL_FEATURES
-    return f"sum(cos({angle})) AS {cos},\n        sum(sin({angle})) AS {sin}"
+    return (
+        f"coalesce(sum(cos({angle})) FILTER (WHERE occasion), 0) AS {cos},\n"
+        f"        coalesce(sum(sin({angle})) FILTER (WHERE occasion), 0) AS {sin}"
+    )
 
 
 def behaviour_features(
@@ -104,7 +110,10 @@ def behaviour_features(
 ) -> pd.DataFrame:
     """Features per customer (index ``user_id``), all numeric, no missing values.
 
-    Customers are those with at least one ``event_types`` event before ``calibration_end``.
+    Customers are those with at least one ``event_types`` event before ``calibration_end``
+    that is not a refund (a negative value): a day of refunds alone is no purchase occasion
+    (:mod:`valuerec.features.rfm`'s rules); refunds net into ``total_spend`` and the spend
+    windows.
     """
     end = to_timestamp(calibration_end, "calibration_end")
     last_day = (pd.Timestamp(end) - pd.Timedelta(microseconds=1)).date()

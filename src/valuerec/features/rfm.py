@@ -12,6 +12,13 @@ published parameter estimates can be reproduced:
   not several decisions to come back;
 * a customer is born at their first purchase day, which is not a *repeat* purchase: it counts
   in neither ``frequency`` nor ``monetary_value``;
+* a refund (a purchase event with a negative value) is no purchase occasion: a day holding
+  refunds alone is not a day the customer came back to buy (returning one's only purchase
+  made a one-time buyer a repeat buyer, worth more than one who kept it), and a customer with
+  refunds alone is no customer. A refund on a purchase day nets into that day's spend; one on
+  a day of its own nets into the holdout's spend, not into the mean spend per occasion;
+* a cut-off inside a day leaves that day's purchase occasion in calibration, and its
+  purchases after the cut in the holdout's spend (not as a new occasion);
 * the calibration period ends on the last day before ``calibration_end`` (which is exclusive),
   and ``T`` runs from the first purchase day to that day. For CDNOW's 39-week calibration
   (``calibration_end = 1997-10-01``) a customer whose first purchase is on 1997-01-01 has
@@ -50,12 +57,14 @@ purchases AS (
 ),
 cohort AS (
     SELECT user_id FROM purchases GROUP BY user_id
-    HAVING $3::TIMESTAMP IS NULL OR min(timestamp) >= $3::TIMESTAMP
+    HAVING bool_or(value IS NULL OR value >= 0) AND ($3::TIMESTAMP IS NULL
+        OR min(timestamp) FILTER (WHERE value IS NULL OR value >= 0) >= $3::TIMESTAMP)
 ),
 days AS (
     SELECT user_id, CAST(timestamp AS DATE) AS day, sum(value) AS spend
     FROM purchases SEMI JOIN cohort USING (user_id)
     GROUP BY user_id, day
+    HAVING bool_or(value IS NULL OR value >= 0)
 )"""
 
 # $4: days per time unit, $5: last calibration day.
@@ -79,15 +88,21 @@ ORDER BY user_id
 _HOLDOUT_SQL = f"""
 WITH {_CALIBRATION_DAYS},
 holdout AS (
-    SELECT user_id, CAST(timestamp AS DATE) AS day, sum(value) AS spend
+    SELECT user_id, CAST(timestamp AS DATE) AS day, sum(value) AS spend,
+        bool_or(value IS NULL OR value >= 0) AS occasion
     FROM events SEMI JOIN cohort USING (user_id)
     WHERE event_type IN (SELECT unnest($1::VARCHAR[]))
       AND timestamp >= $2::TIMESTAMP AND timestamp < $4::TIMESTAMP
     GROUP BY user_id, day
+),
+counted AS (  -- new occasions: not a refund alone, nor the calibration's last day again
+    SELECT h.*, h.occasion AND d.day IS NULL AS new
+    FROM holdout h LEFT JOIN days d USING (user_id, day)
 )
-SELECT user_id, count(*) AS frequency_holdout, coalesce(sum(spend), 0.0) AS spend_holdout,
-       coalesce(avg(spend), 0.0) AS monetary_value_holdout
-FROM holdout ANTI JOIN days USING (user_id, day)
+SELECT user_id, count(*) FILTER (WHERE new) AS frequency_holdout,
+       coalesce(sum(spend), 0.0) AS spend_holdout,
+       coalesce(avg(spend) FILTER (WHERE new), 0.0) AS monetary_value_holdout
+FROM counted
 GROUP BY user_id
 """
 
@@ -163,14 +178,16 @@ def holdout_summary(
     compared row by row with what happened next. Columns:
 
     * ``frequency_holdout``: purchase days in the holdout period (all of them are repeat
-      purchases, the customer having been acquired in calibration), same-day purchases merged;
-    * ``spend_holdout``: total spend on those days;
+      purchases, the customer having been acquired in calibration), same-day purchases merged,
+      days of refunds alone not counted;
+    * ``spend_holdout``: total spend in the holdout period, net of refunds;
     * ``monetary_value_holdout``: mean spend per holdout purchase day (0 when there is none),
       days whose purchases carry no value left out, as ``rfm_summary``'s ``monetary_value``;
     * ``duration_holdout``: length of the holdout in time units, from the last calibration
       day to the last holdout day (the ``t`` to pass to conditional expectations).
 
-    When ``calibration_end`` is not midnight, a day split by it counts once, in calibration.
+    When ``calibration_end`` is not midnight, a day split by it counts once, in calibration,
+    and its spend after the cut is holdout spend (it was counted nowhere before).
     """
     params = _params(calibration_end, observation_start, time_unit_days, event_types)
     end = params[1]

@@ -90,7 +90,7 @@ def to_timestamp(when: TimeLike, name: str = "time") -> datetime:
     return ts.floor("us").to_pydatetime()
 
 
-def _when(ts: datetime) -> str:
+def when_text(ts: datetime) -> str:
     """A time for a message: the date, with the time of day when there is one (two times
     on one day must not read as the same)."""
     ts = pd.Timestamp(ts)
@@ -138,24 +138,25 @@ class TemporalSplit:
                 f"the store has no {kinds} events (its event types: {have}); value models "
                 f"read events of type {kinds}: ingest purchases under that type"
             )
-        span = f"the {kinds} events run from {_when(first)} to {_when(last)}"
+        span = f"the {kinds} events run from {when_text(first)} to {when_text(last)}"
         if self.calibration_end <= first:
             raise SplitError(
                 # "the cut-off": a fit's calibration end, or the time scored as of (--as-of)
-                f"the cut-off {_when(self.calibration_end)} is not after the first {kinds} event "
-                f"({_when(first)}): the calibration period would be empty; {span}"
+                f"the cut-off {when_text(self.calibration_end)} is not after the first "
+                f"{kinds} event ({when_text(first)}): the calibration period would be empty; "
+                f"{span}"
             )
         if not labels:
             end = log_end(store)
             if self.calibration_end > end:
                 raise SplitError(
-                    f"the cut-off {_when(self.calibration_end)} is after the end of the log "
+                    f"the cut-off {when_text(self.calibration_end)} is after the end of the log "
                     f"({end - timedelta(days=1):%Y-%m-%d}): there is nothing to score it on"
                 )
         elif self.calibration_end > last + timedelta(days=1):
             raise SplitError(
-                f"calibration_end {_when(self.calibration_end)} is after the last {kinds} "
-                f"event ({_when(last)}): there is nothing to hold out; {span}"
+                f"calibration_end {when_text(self.calibration_end)} is after the last {kinds} "
+                f"event ({when_text(last)}): there is nothing to hold out; {span}"
             )
 
     def holdout_purchases(self, store: Store) -> int:

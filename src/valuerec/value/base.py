@@ -56,7 +56,7 @@ from valuerec.data.store import Store
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import holdout_summary, rfm_summary
 from valuerec.features.sequences import Sequences, build_sequences
-from valuerec.features.split import SplitError, TemporalSplit, TimeLike
+from valuerec.features.split import SplitError, TemporalSplit, TimeLike, when_text
 from valuerec.value.counts import CountPMF, count_quantile
 
 PRED_COLUMNS = (
@@ -190,7 +190,7 @@ def value_data(
         unknown = wanted.difference(feats.index)
         if len(unknown):
             raise ValueError(
-                f"{len(unknown)} users have no purchase before {split.calibration_end:%Y-%m-%d} "
+                f"{len(unknown)} users have no purchase before {when_text(split.calibration_end)} "
                 f"(e.g. {list(unknown[:3])})"
             )
         feats = feats.loc[wanted]
