@@ -64,6 +64,15 @@ def _missing_browser() -> str | None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module (starting one costs about a second)."""
+    driver = _chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _chromium() -> Any:
+    """A headless Chromium that keeps its console log (``get_log("browser")``)."""
     reason = _missing_browser()
     if reason:
         if os.environ.get("VALUEREC_REQUIRE_BROWSER"):
@@ -77,12 +86,10 @@ def browser() -> Iterator[Any]:
     flags = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking")
     for flag in (*flags, "--disable-dev-shm-usage", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console, for get_log
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_script_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    return driver
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -381,3 +388,89 @@ def test_the_report_shows_every_chart_in_a_browser(browser, tmp_path):
     blank = [c for c in charts if not (c["complete"] and c["width"] > 0 and c["height"] > 0)]
     assert not blank, blank
     _screenshot(browser, "report-desktop")
+
+
+def _with_key(driver: Any, served: Served) -> None:
+    """The dashboard opened with the read key already saved, on the customer view."""
+    _size(driver, *DESKTOP)
+    driver.get(served.url + "/dashboard")
+    driver.execute_script("localStorage.setItem('valuerec.apiKey', arguments[0])", served.key)
+    driver.refresh()
+    _visible(driver, "#user-id")
+
+
+def _top_customer(served: Served) -> str:
+    first = served.get("/segments")["segments"][0]["segment"]
+    return served.get(f"/segments/{first}/users", limit=1)["items"][0]["user_id"]
+
+
+def test_a_failed_look_up_leaves_no_earlier_customer_on_screen(browser, served):
+    """``.grid { display: grid }`` beat the hidden attribute: a failed look-up (bad key,
+    server down) left the previous customer's LTV and recommendations under the error, and
+    empty card skeletons showed before any look-up."""
+    driver = browser
+    _with_key(driver, served)
+    customer = _css(driver, "#customer")[0]
+    assert not customer.is_displayed()  # nothing looked up yet
+    _look_up(driver, _top_customer(served))
+    assert customer.is_displayed()
+    # the server stops answering: every call is a 503
+    driver.execute_script(
+        "window.fetch = () => Promise.resolve(new Response("
+        "JSON.stringify({message: 'service unavailable'}), {status: 503}));"
+    )
+    box = _visible(driver, "#user-id")
+    box.clear()
+    box.send_keys("someone-else")
+    _css(driver, "#user-form button")[0].click()
+    assert "service unavailable" in _visible(driver, "#user-error").text
+    assert not customer.is_displayed()
+    assert (
+        driver.execute_script(
+            "return getComputedStyle(document.querySelector('#customer')).display"
+        )
+        == "none"
+    )
+
+
+def test_a_model_without_an_interval_says_so_and_recency_has_one_decimal(browser, served):
+    """The naive model gives its point value as both ends of the interval: the card read
+    "80% interval 12.02 - 12.02". And a median recency of 14.5 days showed as 15 here and 14
+    in the report: both show one decimal now."""
+    driver = browser
+    _with_key(driver, served)
+    user = _top_customer(served)
+    _look_up(driver, user)
+    value = served.get(f"/users/{user}/value")
+    assert value["model"] == "naive" and value["ltv_low"] == value["ltv_high"] == value["ltv"]
+    cell = _css(driver, "[data-field=ltv-interval]")[0]
+    assert cell.text == "no interval (this model gives none)"
+    none = "no interval (this model gives none)"
+    assert driver.execute_script(
+        "const f = window.dashboard.interval;"
+        "return [f(1, 2.5), f(3, 3), f(null, null), f(1234.5, 5678)];"
+    ) == ["1.00 \N{EN DASH} 2.50", none, none, "1,234.50 \N{EN DASH} 5,678.00"]
+    _open(driver, "segments")
+    _wait(driver, lambda d: _css(d, "#segments-table[data-loaded]"), "segments table")
+    segments = served.get("/segments")["segments"]
+    rows = _css(driver, "#segments-table tbody tr")
+    shown = 0
+    for row, seg in zip(rows, segments, strict=True):
+        cell = row.find_element("css selector", "[data-field=recency]")
+        if seg["median_recency_days"] is not None:
+            assert cell.text == f"{seg['median_recency_days']:,.1f}", seg["segment"]
+            shown += 1
+    assert shown > 0
+
+
+def test_the_dashboard_loads_without_console_errors(served):
+    """A first visit logged a 404 for /favicon.ico. A browser of its own: one that has been
+    to the site already remembers the missing icon and does not ask again."""
+    driver = _chromium()
+    try:
+        _with_key(driver, served)
+        time.sleep(1.0)  # the browser asks for an icon after the page has loaded
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    assert not errors, errors

@@ -762,3 +762,119 @@ def test_no_churn_roc_chart_when_every_held_out_customer_is_in_one_class(shop: B
     section = value_section("shop", dataclasses.replace(ev, truth=everyone_back))
     assert "shop-churn-roc" not in {b.id for b in section.blocks}
     assert any("no ROC curve" in n for n in section.notes)
+
+
+# ------------------------------------------------------------------- review fixes (review D)
+
+
+def test_a_sequential_peer_shows_its_masked_figures_under_the_masked_columns(
+    tmp_path: Path,
+) -> None:
+    """recbole_run.py writes a sequential model's leave-one-out `test` unmasked and its masked
+    figures in `test_masked`: the report showed the unmasked ones under "seen items masked",
+    left ndcg@10_unmasked empty for every peer and never showed what `test_is` said."""
+    from valuerec.report.recs import ProtocolResult, RecEvaluation
+    from valuerec.report.sections import _rec_table
+
+    peer = tmp_path / "peer.json"
+    said = "unmasked (RecBole's full sort masks nothing for sequential models)"
+    peer.write_text(json.dumps({"runs": [
+        {"protocol": "leave-one-out", "model": "SASRec", "test_is": said,
+         "test": {"ndcg@10": 0.111, "recall@10": 0.222},
+         "test_masked": {"ndcg@10": 0.333, "recall@10": 0.444}},
+        {"protocol": "leave-one-out", "model": "EASE",
+         "test_is": "masked (train + valid items excluded)",
+         "test": {"ndcg@10": 0.5, "recall@10": 0.6}, "test_unmasked": {"ndcg@10": 0.25}},
+    ]}))  # fmt: skip
+    runs = {r.model: r for r in read_peer(peer)}
+    assert runs["SASRec"].metrics == {
+        "ndcg@10": 0.333, "recall@10": 0.444, "ndcg@10_unmasked": 0.111,
+        "recall@10_unmasked": 0.222,
+    }  # fmt: skip
+    assert runs["EASE"].metrics == {"ndcg@10": 0.5, "recall@10": 0.6, "ndcg@10_unmasked": 0.25}
+    ours = ProtocolResult(
+        "leave-one-out", {"ease": {"ndcg@10": 0.4, "users": 9.0, "fit_s": 0.1}}, {},
+        np.ones(3), {"train": 20, "valid": 9, "test": 9},
+    )  # fmt: skip
+    ev = RecEvaluation(10, ["ease"], {"leave-one-out": ours}, "ease", "", [], list(runs.values()))
+    table = _rec_table("ml", ev, "leave-one-out")
+    rows = dict(zip(table.row_keys, table.rows, strict=True))
+    cells = {c.key: c for c in rows["peer:SASRec"] if c.key}
+    assert (cells["ndcg@10"].value, cells["recall@10"].value) == (0.333, 0.444)
+    assert cells["ndcg@10_unmasked"].value == 0.111
+    assert {c.key: c.value for c in rows["peer:EASE"] if c.key}["ndcg@10_unmasked"] == 0.25
+    source = rows["peer:SASRec"][1].text
+    assert "test_masked" in source and said in source
+    assert rows["peer:EASE"][1].text == "RecBole (peer): masked (train + valid items excluded)"
+    peer.write_text(json.dumps({"runs": [{"protocol": "p", "model": "m", "test": {},
+                                          "test_masked": [0.3]}]}))  # fmt: skip
+    with pytest.raises(ValueError, match="run 0: test_masked is not an object"):
+        read_peer(peer)
+
+
+def test_ltv_axis_over_less_than_a_decade_has_plain_tick_labels() -> None:
+    """Matplotlib labels minor ticks of a log axis spanning under a decade; their default
+    mathtext was drawn literally ("$\\mathdefault{2\\times10^{1}}$") under text.parse_math=False."""
+    from valuerec.report.charts import ltv_distribution
+
+    ltv = np.random.default_rng(0).uniform(5, 35, 200)
+    drawn = svg_text(ET.fromstring(ltv_distribution("x", ltv, "pareto", 200).svg))
+    assert "mathdefault" not in drawn and "$" not in drawn
+    assert {"6", "10", "20", "30"} <= set(drawn.split())
+    # no major tick in range at all: the minor labels are the only ones, and plain
+    ltv = np.random.default_rng(1).uniform(12, 80, 200)
+    drawn = svg_text(ET.fromstring(ltv_distribution("x", ltv, "pareto", 200).svg))
+    assert "mathdefault" not in drawn and {"20", "30", "40", "60"} <= set(drawn.split())
+
+
+def test_segment_recency_shows_one_decimal_as_the_dashboard_does(shop: Built) -> None:
+    """A median of whole days is often x.5: the report rounded 14.5 to 14 (half to even), the
+    dashboard to 15. Both now show one decimal, which is exact for such a median."""
+    shown = 0
+    for segment in SEGMENTS:
+        attrs, text = shop.page.cell("shop-value-segments", segment, "median_recency_days")
+        if "data-value" in attrs:
+            assert text == f"{float(attrs['data-value']):,.1f}", (segment, text)
+            shown += 1
+    assert shown >= 2
+
+
+def test_example_users_are_scored_from_their_current_history(tmp_path: Path) -> None:
+    """A saved recommender fitted before newer events recommended, right under a user's
+    history table, items that table shows they already had, with no note: each example user
+    is now scored from their history in the store (as the server does), and the source says
+    the artifact predates the data."""
+    from valuerec.artifacts import data_fingerprint
+    from valuerec.recommend.ease import EASERecommender
+    from valuerec.report.recs import evaluate_recommenders
+
+    day = pd.Timestamp("2024-01-01")
+    early = [(f"u{u}", f"i{(u + j) % 12}", "view", day + pd.Timedelta(hours=u + j))
+             for u in range(40) for j in range(3)]  # fmt: skip
+    # a month later every user has every item but two, neither of them in their early three
+    late = [(f"u{u}", f"i{i}", "view", day + pd.Timedelta(days=30, hours=u + i))
+            for u in range(40) for i in range(12)
+            if i not in ((u + 5) % 12, (u + 7) % 12)]  # fmt: skip
+    columns = ["user_id", "item_id", "event_type", "timestamp"]
+    root = tmp_path / "arts"
+    with Store(tmp_path / "shop.duckdb") as store:
+        ingest(store, pd.DataFrame(early, columns=columns), "events")
+        meta = {"model": "ease", "data_fingerprint": data_fingerprint(store)}
+        old = EASERecommender(reg=10.0).fit(Interactions.from_store(store))
+        ArtifactStore(root).save("rec-ease", old, meta)
+        ingest(store, pd.DataFrame(late, columns=columns), "events")
+        ev = evaluate_recommenders(store, str(root), models="ease")
+        history = store.events().groupby("user_id")["item_id"].agg(list)
+    assert ev.example_source.startswith("the saved artifact rec-ease v0001")
+    assert "fitted before the store last changed" in ev.example_source
+    assert len(ev.examples) == 5
+    for example in ev.examples:
+        had = history[example.user_id]
+        assert example.interactions == len(had)
+        assert not set(example.recs["item_id"]) & set(had), example.user_id
+        # what the server would answer: the saved model scored on the current history
+        expected = old.recommend([example.user_id], k=5, histories={example.user_id: had})
+        assert list(example.recs["item_id"]) == list(expected["item_id"])
+        assert len(example.recs) == 2 and all(
+            r.startswith("similar to ") for r in example.recs["reason"]
+        )

@@ -25,7 +25,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogFormatter
 from sklearn.metrics import roc_curve
 
 from .document import Chart
@@ -73,6 +73,20 @@ def _plain(value: float, _pos: object = None) -> str:
 
 
 PLAIN = FuncFormatter(_plain)
+
+
+class PlainLogMinor(LogFormatter):
+    """Minor tick labels of a log axis, as plain numbers.
+
+    On a log axis spanning less than a decade or two, matplotlib labels some minor ticks (a
+    range such as 12 to 80 has no major tick at all). Its default minor formatter writes them
+    as mathtext (``$\\mathdefault{2\\times10^{1}}$``), which the report's
+    ``text.parse_math=False`` draws literally. This keeps matplotlib's choice of which minor
+    ticks get a label and writes each one as :data:`PLAIN` does.
+    """
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return _plain(x) if super().__call__(x, pos) else ""
 
 
 def _chart(fig: Figure, chart_id: str, title: str, xlabel: str, ylabel: str, caption: str) -> Chart:
@@ -133,6 +147,7 @@ def ltv_distribution(chart_id: str, ltv: np.ndarray, model: str, horizon_days: f
             ax.hist(np.clip(positive, lo, None), bins=bins, color="#3b75af")
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(PLAIN)
+            ax.xaxis.set_minor_formatter(PlainLogMinor(labelOnlyBase=False))
             for q, style in ((0.5, "--"), (0.9, ":")):
                 v = float(np.quantile(ltv, q))
                 if v > 0:

@@ -9,9 +9,13 @@ of the test part with seen items masked, :func:`~valuerec.evaluate.ranking.evalu
 for every metric -- and says so. The default models are the ones ``recommend fit`` saves by
 default (the popularity baseline and EASE), which take seconds on MovieLens-100K.
 
-The example users are served by the saved artifact when there is one (what ``valuerec
-recommend for`` would show), otherwise by the same model fitted now on every interaction;
-reasons come from :func:`valuerec.recommend.explain.because`, the code the CLI and the API use.
+The example users are served by the saved artifact when there is one (the model the server
+loads), otherwise by the same model fitted now on every interaction. Each is scored from their
+history as the store holds it now (``recommend(histories=...)``, what the server does with
+every user's in-memory history), not from the matrix the model was fitted on: an artifact
+fitted before newer events would otherwise recommend items the history table right above
+shows the user already had. Reasons come from :func:`valuerec.recommend.explain.because`,
+the code the CLI and the API use.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuerec.artifacts import ArtifactStore
+from valuerec.artifacts import ArtifactStore, data_fingerprint
 from valuerec.cli_recommend import PREFIX, interest_types, item_interactions
 from valuerec.data.store import Store
 from valuerec.evaluate.ranking import Interactions, protocol_split
@@ -83,8 +87,8 @@ class PeerRun:
 
     protocol: str
     model: str
-    metrics: dict[str, float]
-    note: str = ""
+    metrics: dict[str, float]  # masked figures; unmasked ones as ``<metric>_unmasked``
+    note: str = ""  # which of the peer's figure sets these are, shown in its row
 
 
 @dataclass
@@ -143,12 +147,19 @@ def _protocol(
 
 
 def _example_model(
-    root: str, names: list[str], items: pd.DataFrame, users: pd.DataFrame, inter: Interactions
+    root: str,
+    names: list[str],
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    inter: Interactions,
+    fingerprint: str,
 ) -> tuple[str, Recommender, str]:
     """The model the examples use: the first non-baseline one that can use the data (else
     the first baseline), its saved artifact preferred.
 
-    Returns (name, model, where it came from).
+    Returns (name, model, where it came from). ``fingerprint`` is the store's
+    :func:`~valuerec.artifacts.data_fingerprint`: an artifact saved with another one was
+    fitted before the store last changed, and the source says so.
 
     Raises:
         ValueError: no named model can use the data.
@@ -165,7 +176,9 @@ def _example_model(
                 note = f" ({PREFIX}{name} could not be loaded: {type(exc).__name__}: {exc})"
             else:
                 version = meta.get("version", "")
-                return name, model, f"the saved artifact {PREFIX}{name} {version}"
+                saved = meta.get("data_fingerprint") or fingerprint  # unknown: say nothing
+                stale = " (fitted before the store last changed)" if saved != fingerprint else ""
+                return name, model, f"the saved artifact {PREFIX}{name} {version}{stale}"
         try:
             model = make_recommender(name, items, users).fit(inter)
         except ValueError as exc:  # e.g. content without an items table: the next model
@@ -197,16 +210,26 @@ def _examples(
     store: Store, model: Recommender, titles: dict[str, str], kinds: list[str]
 ) -> list[ExampleUser]:
     """Example users' recent history (of the event types ``kinds`` the model learned from:
-    never an exposure, which it did not read) and their recommendations with reasons."""
+    never an exposure, which it did not read) and their recommendations with reasons.
+
+    Each user is scored from their whole history in the store now, oldest first, as the
+    server scores its in-memory histories: what is shown as seen is what is masked, even
+    when the model was fitted on older data.
+    """
     users = _pick_users(model)
     if not users:
         return []
     events = store.events(users, event_types=kinds)
     events = events[events["item_id"].notna()]
-    recs = model.recommend(users, k=EXAMPLE_K)
+    mine_of = {
+        user: events[events["user_id"] == user].sort_values("timestamp", kind="stable")
+        for user in users
+    }
+    histories = {user: mine["item_id"].astype(str).tolist() for user, mine in mine_of.items()}
+    recs = model.recommend(users, k=EXAMPLE_K, histories=histories)
     out = []
     for user in users:
-        mine = events[events["user_id"] == user].sort_values("timestamp", kind="stable")
+        mine = mine_of[user]
         recent = mine.drop_duplicates("item_id", keep="last").iloc[::-1].head(HISTORY_SHOWN)
         history = pd.DataFrame(
             {
@@ -217,8 +240,9 @@ def _examples(
             }
         )
         mine_recs = recs[recs["user_id"] == user].reset_index(drop=True)
-        u = model.user_ids_.get_indexer([user])[0]
-        seen = None if u < 0 else model.matrix_[u].indices
+        known = model.item_ids_.get_indexer(histories[user])
+        cold = bool(mine_recs["cold_start"].any())  # no item of the history known to it
+        seen = None if cold else np.unique(known[known >= 0])
         idx = model.item_ids_.get_indexer(mine_recs["item_id"])
         out.append(
             ExampleUser(
@@ -291,7 +315,8 @@ def evaluate_recommenders(
         peer = []
     step("recommendations: example users")
     titles = item_titles(items)
-    name, model, source = _example_model(artifacts_root, names, items, users, inter)
+    fingerprint = data_fingerprint(store)
+    name, model, source = _example_model(artifacts_root, names, items, users, inter, fingerprint)
     examples = _examples(store, model, titles, kinds)
     return RecEvaluation(
         k=REC_K,
@@ -330,7 +355,9 @@ def read_peer(path: str | Path) -> list[PeerRun]:
     {"runs": [...]}}``), the results of ``recbole_run.py`` (``{"runs": [{"protocol",
     "model", "test": {...}}]}``) and ``{protocol: {model: {"test" or "metrics": {...}}}}``
     (optionally under ``"results"``), the form ``benchmarks/recs_ml100k.py --peer`` reads.
-    Failed runs are skipped.
+    Masked figures come from ``test_masked`` when a run has it, else from ``test``; the
+    unmasked ones (``test``, or ``test_unmasked``) are kept as ``<metric>_unmasked``
+    (:func:`_peer_figures`). Failed runs are skipped.
 
     Raises:
         ValueError: the file cannot be read, has none of these shapes, or holds a run that
@@ -357,8 +384,8 @@ def read_peer(path: str | Path) -> list[PeerRun]:
                     raise bad(f"run {i} has no {key} (a name)")
             if not isinstance(r.get("test"), dict):
                 raise bad(f"run {i} has no test object (metric: value) and no error")
-            metrics = {str(k): float(v) for k, v in r["test"].items() if _is_number(v)}
-            out.append(PeerRun(r["protocol"], r["model"], metrics, str(r.get("test_is") or "")))
+            metrics, note = _peer_figures(r, r["test"], f"run {i}", bad)
+            out.append(PeerRun(r["protocol"], r["model"], metrics, note))
         return out
     mapping = data.get("results", data) if isinstance(data, dict) else None
     if not isinstance(mapping, dict):
@@ -372,12 +399,44 @@ def read_peer(path: str | Path) -> list[PeerRun]:
             m = r.get("test", r.get("metrics", r))
             if not isinstance(m, dict):
                 raise bad(f"{protocol}/{model}: the test figures are not an object (metric: value)")
-            metrics = {str(k): float(v) for k, v in m.items() if _is_number(v)}
+            metrics, note = _peer_figures(r, m, f"{protocol}/{model}", bad)
             if metrics:
-                out.append(PeerRun(str(protocol), str(model), metrics))
+                out.append(PeerRun(str(protocol), str(model), metrics, note))
     if not out:
         raise ValueError(f"{path}: no peer figures found")
     return out
+
+
+def _peer_figures(
+    run: dict[str, Any], test: dict[str, Any], where: str, bad: Callable[[str], ValueError]
+) -> tuple[dict[str, float], str]:
+    """A peer run's figures as the report's columns mean them, and a note saying whence.
+
+    The report's columns are measured with the user's train and valid items masked, and
+    ``<metric>_unmasked`` without. ``recbole_run.py`` writes RecBole's own ``test`` figures,
+    which are masked except for sequential models on leave-one-out (RecBole's full sort masks
+    nothing there): for those it adds the masked re-evaluation as ``test_masked``, for the
+    others the unmasked one as ``test_unmasked``. Reading ``test`` alone put a sequential
+    model's unmasked figures under the masked columns.
+
+    Raises:
+        ValueError: ``test_masked`` or ``test_unmasked`` is there but not an object.
+    """
+    for key in ("test_masked", "test_unmasked"):
+        if key in run and not isinstance(run[key], dict):
+            raise bad(f"{where}: {key} is not an object (metric: value)")
+    said = str(run.get("test_is") or "")
+    if "test_masked" in run:
+        masked, unmasked = run["test_masked"], test
+        note = "masked figures from its test_masked; _unmasked from its test" + (
+            f", which is {said}" if said else ""
+        )
+    else:
+        masked, unmasked = test, run.get("test_unmasked") or {}
+        note = said
+    metrics = {str(k): float(v) for k, v in masked.items() if _is_number(v)}
+    metrics |= {f"{k}_unmasked": float(v) for k, v in unmasked.items() if _is_number(v)}
+    return metrics, note
 
 
 def _is_number(value: Any) -> bool:

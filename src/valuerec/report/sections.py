@@ -227,7 +227,9 @@ def _segment_table(sid: str, ev: ValueEvaluation) -> Table:
                 num(r["share_users"], "share_users", pct=True),
                 num(r["predicted_value"], "predicted_value", digits=0),
                 num(r["share_value"], "share_value", pct=True),
-                num(r["median_recency_days"], "median_recency_days", digits=0),
+                # one decimal: a median of whole days is often x.5, which rounding to a whole
+                # number would send to the even neighbour here and up on the dashboard
+                num(r["median_recency_days"], "median_recency_days", digits=1),
                 num(r["median_frequency"], "median_frequency", digits=1),
             ]
             for name, r in seg.iterrows()
@@ -331,8 +333,8 @@ def _rec_table(sid: str, ev: RecEvaluation, protocol: str) -> Table:
     for p in ev.peers:
         if p.protocol != protocol:
             continue
-        rows.append(
-            [text(p.model), text("RecBole (peer)")]
+        rows.append(  # the note says which of the peer's figure sets each column holds
+            [text(p.model), text(f"RecBole (peer): {p.note}" if p.note else "RecBole (peer)")]
             + [num(p.metrics.get(key), key, digits=4) for key in keys]
             + [text(None)]
         )
@@ -456,9 +458,10 @@ def recommendations_section(sid: str, ev: RecEvaluation) -> Section:
         "examples",
         "Example users",
         [
-            f"Five users from light to heavy histories, served by {ev.example_source}; each "
-            "reason names the item in the user's history the recommended item is most similar "
-            "to, by the model's own similarity."
+            f"Five users from light to heavy histories, served by {ev.example_source}. Each "
+            "user is scored from their history as the store holds it now, as the server does, "
+            "so nothing in it is recommended; each reason names the item in the user's history "
+            "the recommended item is most similar to, by the model's own similarity."
         ],
     )
     for i, user in enumerate(ev.examples, start=1):

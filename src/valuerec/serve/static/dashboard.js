@@ -123,8 +123,7 @@ function renderValue(result) {
   $("#value-model").textContent = `${v.model} ${v.version}`;
   const rows = [
     ["ltv", `LTV (${v.horizon_days} d)`, num(v.ltv), v.ltv, "big"],
-    ["ltv-interval", "80% interval", `${num(v.ltv_low)} – ${num(v.ltv_high)}`,
-      `${v.ltv_low},${v.ltv_high}`],
+    ["ltv-interval", "80% interval", interval(v.ltv_low, v.ltv_high), `${v.ltv_low},${v.ltv_high}`],
     ["p-alive", "P(alive)", pct(v.p_alive), v.p_alive],
     ["segment", "Segment", v.segment, v.segment],
     ["pred-transactions", "Expected purchase days", num(v.pred_transactions),
@@ -136,6 +135,15 @@ function renderValue(result) {
     fields.append(el("dt", {}, label),
       el("dd", { "data-field": field, "data-value": raw, class: cls }, text));
   }
+}
+
+// Models without a predictive distribution (naive, BTYD, LightGBM) give the point value as
+// both ends: "12.02 – 12.02" would read as a certain forecast, so say there is none.
+function interval(low, high) {
+  if (low === null || low === undefined || high === null || high === undefined || low === high) {
+    return "no interval (this model gives none)";
+  }
+  return `${num(low)} – ${num(high)}`;
 }
 
 function renderPurchases(result) {
@@ -196,7 +204,9 @@ async function loadSegments() {
       el("td", { class: "num wide" }, num(s.predicted_value, 0)),
       el("td", { class: "num", "data-field": "share-value", "data-value": s.share_value },
         pct(s.share_value)),
-      el("td", { class: "num wide" }, num(s.median_recency_days, 0)),
+      // one decimal, as the report: a median of whole days is often x.5
+      el("td", { class: "num wide", "data-field": "recency", "data-value": s.median_recency_days },
+        num(s.median_recency_days, 1)),
       el("td", { class: "num wide" }, num(s.median_frequency, 1)),
       el("td", {}, button)));
   }
@@ -273,5 +283,5 @@ async function loadModels() {
   box.dataset.loaded = "1";
 }
 
-window.dashboard = { csvCell, segmentCsv, lookUp, show };
+window.dashboard = { csvCell, interval, segmentCsv, lookUp, show };
 if (localStorage.getItem(KEY)) show("customer"); else askKey();
