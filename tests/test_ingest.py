@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 from datetime import datetime
 
 import numpy as np
@@ -706,3 +708,135 @@ def test_nanoseconds_are_cut_alike_from_text_and_from_typed_columns(store, tmp_p
         "a,view,2024-01-01 10:00:00.123456789\nb,view,2024-01-02T11:00:00.000000500Z\n"
     )
     assert ingest(store, csv).stored == 0
+
+
+def test_one_unescaped_quote_leaves_the_other_quoted_values_unquoted(store, write):
+    """One malformed record in a file that quotes its text made DuckDB's sniffer read the
+    whole file without a quote character: every id kept its quotes (``"u1"``, no purchase
+    at all), silently; with the timestamps quoted too, every row was quarantined, and with
+    the header quoted the file was refused for missing columns."""
+    rows = [f'"u{k}","i{k}","purchase",{1704067200 + k * 3600},{k}.0' for k in range(1, 21)]
+    rows[9] = '"u10","i10","purchase",1704103200,10.0,"bad "quote"'  # line 11
+    path = write("e.csv", "user_id,item_id,event_type,timestamp,value\n" + "\n".join(rows))
+    r = ingest(store, path)
+    assert (r.rows_read, r.stored, r.quarantined) == (20, 19, 1)
+    ev = store.events()
+    assert set(ev["event_type"]) == {"purchase"}
+    assert {"u1", "u20"} <= set(ev["user_id"]) and "u10" not in set(ev["user_id"])
+    assert set(ev["item_id"]) == {f"i{k}" for k in range(1, 21)} - {"i10"}
+    assert lines_and_fields(store)[0] == [11]
+    # everything quoted, the header too, as PostgreSQL's COPY ... FORCE_QUOTE * writes it
+    rows = [f'"w{k}","j{k}","view","2024-01-{k:02d}","1.5"' for k in range(1, 21)]
+    rows[4] = '"w5","j5","view","2024-01-05","12" screen"'  # line 6
+    head = '"user_id","item_id","event_type","timestamp","value"\n'
+    r = ingest(store, write("f.csv", head + "\n".join(rows) + "\n"))
+    assert (r.rows_read, r.stored, r.quarantined) == (20, 19, 1)
+    forced = store.query("SELECT * FROM events WHERE user_id LIKE 'w%' ORDER BY timestamp")
+    assert forced["user_id"].iloc[0] == "w1" and forced["value"].iloc[0] == 1.5
+    assert forced["timestamp"].iloc[-1] == pd.Timestamp("2024-01-20")
+    q = store.quarantine().query("source == @path.parent.joinpath('f.csv').as_posix()")
+    assert list(q["line"]) == [6]
+    # a file that quotes nothing keeps a stray quote as data (not a field to the file's end)
+    stray = write("s.csv", "user_id,event_type,timestamp,note\nx1,view,2024-01-01,\"oops\n"
+                  "x2,view,2024-01-02,ok\n")  # fmt: skip
+    assert ingest(store, stray).stored == 2
+    assert store.query("SELECT properties FROM events WHERE user_id = 'x1'").iloc[0, 0] == (
+        '{"note":"\\"oops"}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("note", "escaped", "expected"),
+    [
+        # a quote inside an unquoted field is data: it opens no quoted field
+        ('5" screen', '5" screen', [7, 9]),
+        # with backslash escapes, an escaped backslash does not escape the closing quote
+        ('"c:\\\\"', "c:\\", [6, 9]),
+    ],
+)
+def test_csv_lines_follow_quotes_only_where_they_open_a_field(
+    store, write, note, escaped, expected
+):
+    """The line scan counted every quote for parity, so such a quote shifted the line of every
+    later quarantined row (after a record spanning two lines, where the scan matters)."""
+    lines = [
+        "user_id,item_id,event_type,timestamp,note",
+        'u1,i1,view,2024-01-01,"two\nlines"',
+        f"u2,i2,view,2024-01-02,{note}",
+        'u3,i3,view,2024-01-03,"x\ny"',
+        "u4,i4,view,BAD4,ok",
+        'u5,i5,view,2024-01-05,"p\nq"' if note.startswith('"') else "u5,i5,view,2024-01-05,ok",
+        "u6,i6,view,BAD6,ok",
+    ]
+    if note.startswith('"'):
+        lines[1] = 'u1,i1,view,2024-01-01,"a \\"q\\" b"'  # the sniffer then takes \ as escape
+    r = ingest(store, write("e.csv", "\n".join(lines) + "\n"))
+    assert (r.stored, r.quarantined) == (4, 2)
+    assert lines_and_fields(store)[0] == expected
+    props = store.query("SELECT properties FROM events WHERE user_id = 'u2'").iloc[0, 0]
+    assert json.loads(props) == {"note": escaped}
+
+
+@pytest.mark.parametrize("name", ["e.csv.gz", "e.csv", "e.jsonl.gz"])
+def test_compressed_files_are_refused_with_a_clear_error(store, tmp_path, name):
+    """A gzipped CSV read with ``--format csv`` was ingested with every quarantine line wrong
+    (the line scan read the compressed bytes); a .gz was told to pass --format, and a
+    .jsonl.gz was "not JSON Lines"."""
+    text = (
+        '{"user_id": "a", "event_type": "view", "timestamp": "2024-01-01"}\n'
+        if "jsonl" in name
+        else "user_id,event_type,timestamp\na,view,2024-01-01\nb,view,bad\n"
+    )
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()))
+    for fmt in (None, "jsonl" if "jsonl" in name else "csv"):
+        with pytest.raises(InputError, match="gzip-compressed; compressed files are not sup"):
+            ingest(store, path, format=fmt)
+    assert store.count("events") == 0 and store.stats()["quarantined"] == 0
+
+
+@pytest.mark.parametrize(
+    ("encoding", "named"),
+    [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16 (big-endian)"), ("utf-32", "UTF-32")],
+)
+def test_utf16_text_is_refused_naming_its_encoding(store, tmp_path, encoding, named):
+    """UTF-16 (Excel's "Unicode Text", PowerShell 5's Export-Csv) was refused for "missing
+    required columns", listing byte-mangled names and advising --map."""
+    path = tmp_path / "e.csv"
+    path.write_text("user_id,event_type,timestamp\na,view,2024-01-01\n", encoding=encoding)
+    with pytest.raises(InputError, match=rf"is {re.escape(named)}.* text, not UTF-8") as exc:
+        ingest(store, path)
+    assert "--map" not in str(exc.value)
+
+
+def test_a_long_field_near_the_top_is_read(store, write):
+    """A field over DuckDB's default 2 MB line limit in the sniffer's sample refused the whole
+    file ("CSV Error on Line: 1"); further down the same record was quarantined."""
+    big = "y" * 3_000_000
+    path = write("items.csv", f'item_id,title,text\ni1,a,short\ni2,b,"{big}"\ni3,c,short\n')
+    assert ingest(store, path, "items").stored == 3
+    got = store.query("SELECT item_id, length(text) AS n FROM items ORDER BY item_id")
+    assert list(got["n"]) == [5, 3_000_000, 5]
+    # over the limit (16 MB), near the top as further down: one quarantined line, saying why
+    huge = "z" * 17_000_000
+    path = write("huge.csv", f'item_id,title,text\nj1,a,short\nj2,b,"{huge}"\nj3,c,short\n')
+    r = ingest(store, path, "items")
+    assert (r.rows_read, r.stored, r.quarantined) == (3, 2, 1)
+    q = store.quarantine()
+    assert list(q["line"]) == [3] and "Maximum line size" in q["reason"].iloc[0]
+
+
+def test_ids_and_labels_are_trimmed_of_tabs_and_line_breaks(store, write):
+    """Trimming took spaces (and NBSP) but not tabs or line breaks: "\\tu1" and a quoted
+    "u1\\n" were other users than u1."""
+    path = write(
+        "e.csv",
+        "user_id,event_type,timestamp\n"
+        "u1,view,2024-01-01\n"
+        "\tu1,view\t,2024-01-02\n"
+        '"u1\n",\tview,2024-01-03\n'
+        '"\r\n u1\u00a0",view,2024-01-04\n',
+    )
+    assert ingest(store, path).stored == 4
+    ev = store.events()
+    assert set(ev["user_id"]) == {"u1"} and set(ev["event_type"]) == {"view"}

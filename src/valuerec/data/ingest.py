@@ -28,6 +28,8 @@ server as each batch is written (:meth:`Store.append_staged`), with the same rul
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import logging
 import re
 import shutil
@@ -113,8 +115,27 @@ def _is_temporal(sql_type: str) -> bool:
     return sql_type.upper().startswith(("TIMESTAMP", "DATE"))
 
 
+# What trimming removes: DuckDB's trim() takes only the Unicode spaces (space, NBSP, em
+# space...), so a tab or a line break around an id ("\tu1", a quoted "u1\n") made another
+# user. These are the spaces it takes plus the ASCII control whitespace.
+_WHITESPACE = (
+    " \t\n\r\x0b\x0c\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))  # en quad .. hair space
+    + "\u202f\u205f\u3000"
+)
+
+
+def _trim(sql: str) -> str:
+    # trim() given characters is ten times slower than plain trim(): a value that starts and
+    # ends with a visible ASCII character (nearly every one) skips it
+    return (
+        f"CASE WHEN ascii({sql}) BETWEEN 33 AND 126 AND ascii(({sql})[-1:]) BETWEEN 33 AND 126 "
+        f"THEN {sql} ELSE trim({sql}, {_lit(_WHITESPACE)}) END"
+    )
+
+
 def _text(col: str) -> str:
-    return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
+    return f"nullif({_trim(f'CAST({col} AS VARCHAR)')}, '')"
 
 
 def _source_text(col: str, src_type: str) -> str:
@@ -238,6 +259,8 @@ class _Source:
     #: JSON Lines: column -> every key it holds (spellings differing only in case; the first
     #: is its name in ``properties``). Other sources: a column is its own key.
     keys: dict[str, list[str]] = field(default_factory=dict)
+    #: CSV: the dialect it was read with, which the line scan (:func:`_csv_layout`) follows
+    dialect: _Dialect | None = None
 
     def key(self, col: str) -> str:
         """The name of column ``col`` in ``properties`` and in a quarantined row's ``raw``."""
@@ -251,6 +274,8 @@ def detect_format(path: Path, fmt: str | None) -> str:
                 f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}"
             )
         return fmt
+    if path.suffix.lower() in _COMPRESSED_SUFFIXES:
+        raise InputError(f"{path}: {_NOT_COMPRESSED}")
     try:
         return _EXTENSIONS[path.suffix.lower()]
     except KeyError:
@@ -258,6 +283,58 @@ def detect_format(path: Path, fmt: str | None) -> str:
             f"{path}: cannot tell the format from the extension {path.suffix!r}; "
             f"pass --format ({', '.join(FORMATS)})"
         ) from None
+
+
+# Compressed input is refused, not read: DuckDB's read_csv would decompress a .gz, but the
+# second look that gives quarantined rows their text lines (_csv_layout) and the JSON Lines
+# readers work on the file's bytes, so every line number would be wrong.
+_NOT_COMPRESSED = "compressed files are not supported: decompress it first"
+_COMPRESSED_SUFFIXES = frozenset({".gz", ".gzip", ".zst", ".bz2", ".xz", ".zip"})
+_COMPRESSED_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"PK\x03\x04", "a zip archive (an Excel workbook is one too)"),
+)
+# Longest first: a UTF-32 little-endian mark starts with the UTF-16 one.
+_UTF_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+    (b"\xff\xfe", "UTF-16 (little-endian)"),
+    (b"\xfe\xff", "UTF-16 (big-endian)"),
+)
+
+
+def _check_bytes(path: Path, fmt: str | None) -> None:
+    """Refuse a compressed file, and a text file that is UTF-16 or UTF-32, by their first bytes.
+
+    Without this a gzip file read with ``--format csv`` is ingested with wrong quarantine
+    lines, and UTF-16 text (Excel's "Unicode Text", PowerShell 5's ``Export-Csv``) fails as
+    "missing required columns" listing byte-mangled names. Both are one clear error instead.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    for magic, what in _COMPRESSED_MAGIC:
+        if head.startswith(magic):
+            kind = what if " " in what else f"{what}-compressed"
+            raise InputError(f"{path}: the file is {kind}; {_NOT_COMPRESSED}")
+    if head.startswith(b"BZh") and head[3:4].isdigit():
+        raise InputError(f"{path}: the file is bzip2-compressed; {_NOT_COMPRESSED}")
+    if fmt == "parquet" or (fmt is None and _EXTENSIONS.get(path.suffix.lower()) == "parquet"):
+        return
+    encoding = next((name for bom, name in _UTF_BOMS if head.startswith(bom)), None)
+    if encoding is None and len(head) >= 8:
+        # no byte order mark: UTF-16 text of mostly ASCII has a NUL in every other byte
+        even, odd = (np.frombuffer(head[i : len(head) // 2 * 2 : 2], np.uint8) for i in (0, 1))
+        if (odd == 0).mean() > 0.9 and (even == 0).mean() < 0.1:
+            encoding = "UTF-16 (little-endian)"
+        elif (even == 0).mean() > 0.9 and (odd == 0).mean() < 0.1:
+            encoding = "UTF-16 (big-endian)"
+    if encoding is not None:
+        raise InputError(
+            f"{path}: the file is {encoding} text, not UTF-8: save it as UTF-8 "
+            "(Excel: CSV UTF-8; PowerShell: Export-Csv -Encoding utf8)"
+        )
 
 
 def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) -> _Source:
@@ -279,15 +356,22 @@ def _source_sql(con: duckdb.DuckDBPyConnection, source: Any, fmt: str | None) ->
         raise InputError(f"{path}: is a directory, expected a file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
+    _check_bytes(path, fmt)
     fmt = detect_format(path, fmt)
     with _exact_path(path) as exact:
         p = _lit(exact)
         if fmt == "csv":
+            dialect = _sniff_csv(con, p, path)
+            columns = ", ".join(f"{_lit(name)}: 'VARCHAR'" for name in dialect.names)
             con.execute("DROP TABLE IF EXISTS _vr_rejects; DROP TABLE IF EXISTS _vr_scans")
             con.execute(
                 f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_csv({p}, {_CSV_OPTIONS}, "
+                f"auto_detect = false, delim = {_lit(dialect.delim)}, "
+                f"quote = {_lit(dialect.quote)}, escape = {_lit(dialect.escape)}, "
+                f"columns = {{{columns}}}, "
                 "store_rejects = true, rejects_table = '_vr_rejects', rejects_scan = '_vr_scans')"
             )
+            return _Source(_numbered(con), fmt, path.resolve(), dialect=dialect)
         elif fmt == "parquet":
             con.execute(f"CREATE TEMP TABLE _vr_src AS SELECT * FROM read_parquet({p})")
         else:
@@ -315,10 +399,108 @@ def _numbered(con: duckdb.DuckDBPyConnection) -> str:
 
 
 _GLOB = frozenset("*?[]{}")
+#: the longest CSV record read (DuckDB's default is 2 MB: a longer field in the sniffer's
+#: sample refused the whole file). DuckDB's read buffer grows with it unless given, and a
+#: larger buffer reads slower (64 MB: the 5-million-row benchmark read takes twice as long),
+#: so the buffer stays at its default, 32 MB, which must exceed the longest record.
+_MAX_LINE = 16 << 20
 # No comment character and no skipped lines, whatever the sniffer guesses: a first line
 # starting with '#' would otherwise turn '#' into a comment marker, silently dropping the
 # records that start with it and cutting values at it. The first line is the header.
-_CSV_OPTIONS = "header = true, comment = '', skip = 0, all_varchar = true"
+_CSV_OPTIONS = (
+    "header = true, comment = '', skip = 0, all_varchar = true, "
+    f"max_line_size = {_MAX_LINE}, buffer_size = {2 * _MAX_LINE}"
+)
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """How a CSV file is read: what DuckDB's sniffer found, with RFC 4180 quoting."""
+
+    delim: str
+    quote: str
+    escape: str
+    newline: str  # as the sniffer names it: "\\n", "\\r\\n" or "\\r"
+    names: tuple[str, ...]  # the header's column names
+
+
+def _sniff_csv(con: duckdb.DuckDBPyConnection, p: str, path: Path) -> _Dialect:
+    """The dialect to read a CSV with: the sniffed delimiter, and ``"`` quoting unless the
+    file uses another quote character.
+
+    One unescaped quote in the sniffer's sample (``"27" monitor"``) makes it settle on *no*
+    quote character for the whole file: every quoted value would keep its quotes (ids
+    ``"u1"``, event type ``"purchase"``), silently. Told the quote instead, it refuses the
+    file. So the file is read with the dialect given and auto-detection off: a found quote
+    and escape are kept (``\\`` escapes included); when none was found but the file's first
+    megabyte has a value in double quotes, it is RFC 4180's ``"`` (doubled to escape it), and
+    the bad line is rejected on its own. A file that quotes nothing stays without a quote
+    character, so that one stray ``"oops`` there is data, not a field running to the end of
+    the file.
+    """
+    try:
+        (delim, quote, escape, newline, columns) = con.execute(
+            "SELECT Delimiter, Quote, Escape, NewLineDelimiter, Columns FROM "
+            f"sniff_csv({p}, {_CSV_OPTIONS}, ignore_errors = true)"
+        ).fetchone()
+    except duckdb.InvalidInputException as exc:
+        if "Maximum line size" not in str(exc):
+            raise
+        # a record over the limit in the sniffer's sample: it is one quarantined line, as
+        # further down, not a file refused
+        return _plain_dialect(path)
+    quote, escape = ("" if c == "(empty)" else c for c in (quote, escape))
+    names = tuple(c["name"] for c in columns)
+    if not quote:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20).decode("utf-8-sig", errors="replace")
+        if _quotes_values(head, delim):
+            quote = '"'
+            # the sniffer split the header without quoting: its names may hold the quotes
+            names = _csv_header(path, head, delim, quote)
+    return _Dialect(delim, quote, escape or quote, newline, names)
+
+
+def _plain_dialect(path: Path) -> _Dialect:
+    """RFC 4180 with the delimiter and line end the header uses, for when the sniffer fails."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20).decode("utf-8-sig", errors="replace")
+    first = head.splitlines()[0] if head else ""
+    delim = max(",;\t|", key=first.count)
+    end = head[len(first) : len(first) + 2]
+    newline = "\\r\\n" if end == "\r\n" else "\\r" if end[:1] == "\r" else "\\n"
+    return _Dialect(delim, '"', '"', newline, _csv_header(path, head, delim, '"'))
+
+
+def _quotes_values(head: str, delim: str) -> bool:
+    """Whether some value in ``head`` (a CSV's first lines) is wrapped in double quotes."""
+    return any(
+        len(value) >= 2 and value[0] == value[-1] == '"'
+        for line in head.splitlines()
+        for value in line.split(delim)
+    )
+
+
+def _csv_header(path: Path, head: str, delim: str, quote: str) -> tuple[str, ...]:
+    """The column names of the first record of ``head`` (the start of the CSV at ``path``),
+    read with ``quote`` (doubled to escape it).
+
+    Named as DuckDB's sniffer names them: trimmed, an empty name ``column<i>`` (0-based),
+    a repeat of an earlier name (in any case) suffixed ``_1``, ``_2``...
+    """
+    try:
+        reader = csv.reader(io.StringIO(head, newline=""), delimiter=delim, quotechar=quote)
+        header = next(reader, [])
+    except (csv.Error, TypeError) as exc:  # TypeError: a delimiter longer than one character
+        raise InputError(f"{path}: cannot read the CSV header: {exc}") from None
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for i, text in enumerate(header):
+        name = text.strip() or f"column{i}"
+        repeat = seen.get(name.lower(), 0)
+        seen[name.lower()] = repeat + 1
+        names.append(f"{name}_{repeat}" if repeat else name)
+    return tuple(names)
 
 
 @contextlib.contextmanager
@@ -561,8 +743,9 @@ def ingest(
             by_field, extras = _resolve_columns(tbl, src_cols, mapping, constants, name)
             _stage(con, tbl, src, src_cols, by_field, extras, constants)
         except duckdb.Error as exc:
-            msg = str(exc).strip().splitlines()[0]
-            raise InputError(f"{name}: cannot be read as {format or 'its format'}: {msg}") from None
+            raise InputError(
+                f"{name}: cannot be read as {format or 'its format'}: {_reason(exc)}"
+            ) from None
         report("reading", 1, 1)
         report("deduplicating", 0, 1)
         local = store.local
@@ -584,6 +767,19 @@ def ingest(
             con.execute(f"DROP TABLE IF EXISTS {t}")
         with contextlib.suppress(Exception):
             con.unregister("_vr_frame")
+
+
+def _reason(exc: duckdb.Error) -> str:
+    """DuckDB's message, short: its first line, and the line saying why when that is not it.
+
+    A record over the longest line read is "CSV Error on Line: 1" (the sniffer's count, not
+    the file's) with the reason further down, after the whole record.
+    """
+    lines = [ln.strip() for ln in str(exc).strip().splitlines()]
+    why = next((ln for ln in lines[1:] if ln.startswith("Maximum line size")), None)
+    if why is None:
+        return lines[0]
+    return f"a record is longer than the longest read: {why}"
 
 
 def _check_constants(
@@ -944,7 +1140,7 @@ def _quarantine_rows(
             # the value as the record gave it, under whichever spelling of the key it used
             # (JSON Lines keys differing only in case are one column), as _read_jsonl reads it
             value = ", ".join(f"_raw->>{_json_key(k)}" for k in src.keys.get(col, [col]))
-            raw = f"nullif(trim(CASE WHEN json_valid(_raw) THEN coalesce({value}) END), '')"
+            raw = _text(f"CASE WHEN json_valid(_raw) THEN coalesce({value}) END")
             if f.kind is Kind.JSON:
                 # as in _stage: present but not a JSON object (the row also holds leftover
                 # columns, so the stored properties column cannot tell)
@@ -983,7 +1179,7 @@ def _quarantine_rows(
             _raw AS raw
         FROM _vr_stage WHERE _bad"""
     )
-    n_rejects = _csv_lines(con, src.path) if src.fmt == "csv" else 0
+    n_rejects = _csv_lines(con, src) if src.fmt == "csv" else 0
     con.execute(
         f"""ALTER TABLE _vr_bad ADD COLUMN quarantine_key UUID;
         UPDATE _vr_bad SET quarantine_key = CAST(md5(concat_ws({SEP}, {_lit(tbl.name)},
@@ -997,15 +1193,16 @@ def _quarantine_rows(
     return n_rejects
 
 
-def _csv_lines(con: duckdb.DuckDBPyConnection, path: Path | None) -> int:
+def _csv_lines(con: duckdb.DuckDBPyConnection, src: _Source) -> int:
     """Give CSV rejects and bad records the text line where they start.
 
     The reader numbers the records it accepted (``row``), and each line it rejects by its
     *unit*: the header, every blank line and every record count one, however many text lines
     a quoted field spans. Only when the file has bad rows is it scanned once more
     (:func:`_csv_layout`; a clean file is read once) for where its blank lines and
-    multi-line records are, which turns both numberings into text lines. Returns the number
-    of rejected lines.
+    multi-line records are, which turns both numberings into text lines. When the scan does
+    not agree with the reader, ``line`` stays NULL: no line rather than a wrong one. Returns
+    the number of rejected lines.
     """
     # One entry per rejected line: the reader reports a line once per missing or extra
     # column. csv_line holds the blank lines before the record too.
@@ -1025,10 +1222,13 @@ def _csv_lines(con: duckdb.DuckDBPyConnection, path: Path | None) -> int:
     if not rejects and not len(rows):
         return 0
     units = np.fromiter(rejects, dtype=np.int64, count=len(rejects))
-    layout = _csv_layout(con, path) if path is not None else None
-    if layout is None or not layout.fits(units, rows):
-        layout = _Layout.as_read()
-    if len(rows):
+    layout = None
+    if src.path is not None and src.dialect is not None:
+        layout = _csv_layout(src.path, src.dialect)
+    if layout is not None and not layout.fits(units, rows):
+        log.warning("%s: its quarantined rows get no line: the line scan disagrees", src.path)
+        layout = None
+    if len(rows) and layout is not None:
         # the k-th accepted record is the k-th unit after the header that is neither blank
         # nor rejected; accepted units before the j-th (1-based) excluded one: its index - j
         skipped = np.union1d(layout.blank[layout.blank > 0], units)
@@ -1038,10 +1238,11 @@ def _csv_lines(con: duckdb.DuckDBPyConnection, path: Path | None) -> int:
         con.execute("UPDATE _vr_bad b SET line = p.line FROM _vr_phys p WHERE b.row = p.row")
         con.unregister("_vr_phys")
     if rejects:
+        no_line = pd.array([None] * len(rejects), dtype="Int64")
         frame = pd.DataFrame(
             {
-                "row": pd.array([None] * len(rejects), dtype="Int64"),
-                "line": layout.line(units),
+                "row": no_line,
+                "line": no_line if layout is None else layout.line(units),
                 "field": [", ".join(r[1]) for r in rejects.values()],
                 "reason": ["; ".join(r[2].values()) for r in rejects.values()],
                 "raw": [r[0] for r in rejects.values()],
@@ -1062,12 +1263,6 @@ class _Layout:
     multi: np.ndarray  # the units of records spanning several text lines, ascending
     extra: np.ndarray  # text lines those records add, cumulated
 
-    @classmethod
-    def as_read(cls) -> _Layout:
-        """Every unit one text line: the reader's own numbering, when the file's is unknown."""
-        none = np.empty(0, dtype=np.int64)
-        return cls(np.iinfo(np.int64).max, none, none, none)
-
     def line(self, units: np.ndarray) -> np.ndarray:
         """The text line (1-based) where each unit starts."""
         extra = np.concatenate([[0], self.extra]).astype(np.int64)
@@ -1083,67 +1278,130 @@ class _Layout:
 
 
 _CHUNK = 1 << 24
+_BOM = b"\xef\xbb\xbf"
 
 
-def _csv_layout(con: duckdb.DuckDBPyConnection, path: Path) -> _Layout | None:
+def _csv_layout(path: Path, dialect: _Dialect) -> _Layout | None:
     """Scan a CSV file for its blank lines and the records whose quoted fields hold newlines.
 
-    A newline inside a quoted field is one preceded by an odd number of quote characters
-    (a doubled quote inside a field keeps the count even; a quote after a distinct escape
-    character is not counted). Vectorised over chunks: about a second for 5 million rows.
-    None when the reader's dialect is one this scan cannot follow.
+    Follows the reader's state machine, vectorised over chunks (about a second for 5 million
+    rows). Counting every quote for parity is not enough: a quote opens a field only at the
+    field's start (``5" screen`` is data, as the reader takes it), and an escape character
+    escapes exactly one byte (``"c:\\\\"`` ends with a closing quote). So each run of
+    consecutive quotes acts on "inside a quoted field" by its length's parity:
+
+    - at a field's start, an odd run toggles it (opens, or closes after escaped quotes);
+    - elsewhere, an odd run closes the field if one is open, and is data if not: either
+      way it leaves "outside";
+    - an even run is escaped quotes (or an empty field): no change.
+
+    With an escape character other than the quote, a quote after an odd run of escape
+    characters is escaped and left out first. Without a quote character every newline ends
+    a record. None when the dialect has a multi-byte quote or escape, which this scan cannot
+    follow.
     """
-    # the dialect read_csv used: its rejects scan names it when it rejected a line, else its
-    # sniffer, run again with the same options (ignore_errors: store_rejects implies it, and
-    # it changes what the sniffer picks)
-    dialect = con.execute("SELECT quote, escape, newline_delimiter FROM _vr_scans").fetchall()
-    if not dialect:
-        with _exact_path(path) as exact:
-            dialect = con.execute(
-                "SELECT Quote, Escape, NewLineDelimiter FROM "
-                f"sniff_csv({_lit(exact)}, {_CSV_OPTIONS}, ignore_errors = true)"
-            ).fetchall()
-    ((quote, escape, newline),) = dialect
-    q, esc = (None if c in ("", "(empty)") else c.encode() for c in (quote, escape))
-    if (q is not None and len(q) != 1) or (esc is not None and len(esc) != 1):
+    q, esc, delim = (c.encode() for c in (dialect.quote, dialect.escape, dialect.delim))
+    if len(q) > 1 or len(esc) > 1 or not delim:
         return None
-    if esc == q:
-        esc = None
-    nl, cr = (13, -1) if newline == "\\r" else (10, 13)  # "\r\n": a lone "\r" line is blank
+    nl, cr = (13, -1) if dialect.newline == "\\r" else (10, 13)  # "\r\n": a lone "\r" is blank
+    # a quote run starts a field after these (a multi-byte delimiter: after its last byte)
+    starts_field = np.zeros(256, dtype=bool)
+    starts_field[[delim[-1], 10, 13]] = True
     blank, inside_units = [], []
-    units = quotes = offset = 0
-    last_end, last_byte = -1, 0  # global position of the last unit's end; byte before chunk
+    units = 0
+    inside = False  # within a quoted field at the end of the last chunk
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            a = np.frombuffer(chunk, dtype=np.uint8)
-            prev = np.empty_like(a)  # the byte before each
-            prev[0], prev[1:] = last_byte, a[:-1]
+        head = fh.read(len(_BOM))
+        # a byte order mark is not part of the first field: the scan starts after it
+        offset = len(head) if head == _BOM else 0  # file position of the chunk's first byte
+        pending = b"" if offset else head
+        last_end = offset - 1  # file position of the last unit's newline
+        while True:
+            data = fh.read(_CHUNK)
+            buf = pending + data
+            if data:
+                # chunks end just after a newline, so no quote or escape run spans two of
+                # them and each starts where a field would
+                cut = buf.rfind(bytes([nl])) + 1
+                if not cut:
+                    pending = buf
+                    continue
+                buf, pending = buf[:cut], buf[cut:]
+            elif not buf:
+                break
+            a = np.frombuffer(buf, dtype=np.uint8)
             nls = np.flatnonzero(a == nl)
-            inside = np.zeros(len(nls), dtype=bool)
-            if q is not None:
-                is_quote = a == q[0]
-                if esc is not None:
-                    is_quote &= prev != esc[0]
-                at = np.flatnonzero(is_quote)
-                inside = (np.searchsorted(at, nls) + quotes) % 2 == 1
-                quotes += len(at)
-            ends = ~inside
+            at = np.flatnonzero(a == q[0]) if q else np.empty(0, dtype=np.int64)
+            if esc and esc != q and len(at):
+                at = at[~_escaped(a, at, esc[0])]
+            inside_nl, inside = _inside_quotes(a, at, nls, starts_field, inside)
+            ends = ~inside_nl
             unit_of = units + np.cumsum(ends) - ends  # the unit each newline is in
-            inside_units.append(unit_of[inside])
+            inside_units.append(unit_of[inside_nl])
             end_at = nls[ends] + offset
             starts = np.concatenate([[last_end + 1], end_at[:-1] + 1])
             size = end_at - starts
-            empty = (size == 0) | ((size == 1) & (prev[nls[ends]] == cr))
+            before_nl = np.where(nls[ends] > 0, a[np.maximum(nls[ends] - 1, 0)], nl)
+            empty = (size == 0) | ((size == 1) & (before_nl == cr))
             blank.append(unit_of[ends][empty])
             if len(end_at):
                 last_end = int(end_at[-1])
             units += len(end_at)
             offset += len(a)
-            last_byte = int(a[-1])
+            if not data:
+                break
     if offset - 1 > last_end:
         units += 1  # a last record without a newline
     multi, counts = np.unique(np.concatenate(inside_units), return_counts=True)
     return _Layout(units, np.concatenate(blank), multi, np.cumsum(counts))
+
+
+def _escaped(a: np.ndarray, at: np.ndarray, esc: int) -> np.ndarray:
+    """Which of the quotes at positions ``at`` follow an odd run of escape characters."""
+    e = np.flatnonzero(a == esc)
+    if not len(e):
+        return np.zeros(len(at), dtype=bool)
+    # the first position of the run of escape characters each one belongs to
+    first = np.diff(e, prepend=-2) != 1
+    run_start = e[np.maximum.accumulate(np.where(first, np.arange(len(e)), 0))]
+    j = np.searchsorted(e, at) - 1  # the last escape character before each quote
+    jj = np.maximum(j, 0)
+    touching = (j >= 0) & (e[jj] == at - 1)
+    return touching & ((at - run_start[jj]) % 2 == 1)
+
+
+def _inside_quotes(
+    a: np.ndarray, at: np.ndarray, nls: np.ndarray, starts_field: np.ndarray, inside: bool
+) -> tuple[np.ndarray, bool]:
+    """Whether each newline at ``nls`` lies inside a quoted field, and whether the chunk ends
+    inside one; ``at``: the quotes that count, ``starts_field``: a lookup of the bytes after
+    which a field starts, ``inside``: the state at the chunk's start.
+
+    Even quote runs change nothing (see :func:`_csv_layout`); of the odd ones, those at a
+    field's start toggle the state and the others reset it to "outside", so the state is the
+    parity of the toggles since the last reset.
+    """
+    if len(at):
+        first = np.empty(len(at), dtype=bool)
+        first[0] = True
+        np.not_equal(at[1:], at[:-1] + 1, out=first[1:])
+        run_idx = np.flatnonzero(first)
+        odd = (np.diff(run_idx, append=len(at)) & 1).astype(bool)
+        pos = at[run_idx[odd]]
+    else:
+        pos = at
+    if not len(pos):
+        return np.full(len(nls), inside), inside
+    toggle = starts_field[a[pos - 1]]
+    if pos[0] == 0:  # the byte before the chunk is a newline (or there is none)
+        toggle[0] = True
+    toggles = np.cumsum(toggle)
+    # toggles counted at the last reset: they only grow, so the running maximum finds it
+    state = (toggles - np.maximum.accumulate(np.where(toggle, 0, toggles))) & 1
+    if inside:  # before the first reset, the state carried in counts
+        state[: len(toggle) if toggle.all() else int(np.argmin(toggle))] ^= 1
+    states = np.concatenate([[int(inside)], state]).astype(bool)
+    return states[np.searchsorted(pos, nls)], bool(states[-1])
 
 
 def _write(
