@@ -48,6 +48,7 @@ EXPECTED = pd.DataFrame(
         "recency": [14 / 7, 0.0, 21 / 7, 2 / 7],
         "T": [30 / 7, 2 / 7, 21 / 7, 26 / 7],
         "monetary_value": [30.0, 0.0, 12.5, 9.0],
+        "monetary_days": [2, 0, 1, 1],  # e's 01-06 has no value
     },
     index=pd.Index(["a", "b", "d", "e"], name="user_id"),
 )
@@ -121,7 +122,9 @@ def test_other_event_types(log):
 def test_empty_store(store):
     summary = rfm_summary(store, CAL_END)
     assert summary.empty
-    assert summary.columns.tolist() == ["frequency", "recency", "T", "monetary_value"]
+    assert summary.columns.tolist() == [
+        "frequency", "recency", "T", "monetary_value", "monetary_days"
+    ]  # fmt: skip
     assert holdout_summary(store, CAL_END, "2020-03-01").empty
 
 

@@ -314,6 +314,49 @@ def test_a_user_without_a_purchase_before_a_cut_inside_a_day_is_told_the_time(tm
             model.predict(users=["am", "pm"], store=store)
 
 
+def test_a_context_column_constant_in_training_keeps_its_own_scale(monkeypatch):
+    """n_clicks was 0 for every training customer (a purchase log): divided by its std
+    (+1e-6), one click later read 690,000 standard deviations out and every customer with
+    one got the same prediction. A constant column keeps scale 1; others are standardised."""
+    model = TransformerValueModel()
+    model.context_columns_ = ["n_clicks", "orders"]
+    model.context_mean_ = np.array([0.0, 1.0])
+    model.context_std_ = np.array([0.0 + 1e-6, 0.5 + 1e-6])  # as fitted: std + 1e-6
+    table = pd.DataFrame({"n_clicks": [0.0, 1.0, 3.0], "orders": [np.e - 1] * 3})
+    monkeypatch.setattr(model, "_context_table", lambda data: table)
+    ctx = model._context(None)
+    np.testing.assert_allclose(ctx[:, 0], np.log1p([0.0, 1.0, 3.0]), rtol=1e-6)
+    np.testing.assert_allclose(ctx[:, 1], (1.0 - 1.0) / (0.5 + 1e-6), atol=1e-6)
+
+
+def test_repeat_days_without_a_value_say_nothing_about_spend(tmp_path):
+    """A customer whose repeat purchases carry no value has no evidence about their spend:
+    Gamma-Gamma weighed their mean of 0 by all 11 repeat days and forecast 4.81 a purchase,
+    against a population mean of 69."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for c in range(12):  # valued repeat buyers: the population Gamma-Gamma learns from
+        for d in range(1 + c % 5):
+            rows.append((f"v{c}", f"2021-01-{1 + 3 * d:02d}", float(rng.gamma(4.0, 15.0))))
+    for d in range(12):  # the same 12 days; only the first purchase has a value
+        rows.append(("nullval", f"2021-01-{1 + 2 * d:02d}", 30.0 if d == 0 else None))
+        rows.append(("valued", f"2021-01-{1 + 2 * d:02d}", 50.0))
+    rows.append(("v0", "2021-03-01", 20.0))  # the log goes on past the cut
+    events = pd.DataFrame(rows, columns=["user_id", "timestamp", "value"]).assign(
+        event_type="purchase"
+    )
+    with new_store(tmp_path / "novalue.duckdb", events) as store:
+        model = BTYDValueModel().fit(store, "2021-02-01", holdout_days=30)
+        rfm = rfm_summary(store, "2021-02-01")
+        assert rfm.loc[["nullval", "valued"], "monetary_days"].tolist() == [0, 11]
+        pred = model.predict(users=["nullval", "valued"], store=store).set_index("user_id")
+    per_purchase = pred["pred_spend"] / pred["pred_transactions"]
+    gg = model.spend_model_
+    population = gg.conditional_expected_average_profit(0, 0.0)
+    assert per_purchase["nullval"] == pytest.approx(population)
+    assert per_purchase["valued"] == pytest.approx(gg.conditional_expected_average_profit(11, 50.0))
+
+
 @pytest.mark.parametrize("name", ["lightgbm", "transformer", "ensemble"])
 def test_p_return_of_supervised_models_follows_the_horizon(name, fitted, preds):
     """Their count distribution is for the trained horizon; at another one the same

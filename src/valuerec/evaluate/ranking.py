@@ -113,7 +113,18 @@ def _times(values: pd.Series) -> np.ndarray:
     """
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.to_numpy(dtype=float)
-    return pd.to_datetime(values).to_numpy(dtype="datetime64[ns]")
+    return _utc_naive(values).to_numpy(dtype="datetime64[ns]")
+
+
+def _utc_naive(values: pd.Series) -> pd.Series:
+    """Datetimes or text as naive UTC datetimes, the store's convention: offsets (mixed ones
+    too, a local log across a daylight-saving change) are converted, naive times kept.
+    ``pd.to_datetime`` alone refused mixed offsets with its own error, naming no column."""
+    try:
+        parsed = pd.to_datetime(pd.Series(values), utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"cannot read the timestamp column as times: {exc}") from None
+    return parsed.dt.tz_localize(None)
 
 
 def to_datetimes(values: pd.Series) -> pd.Series:
@@ -122,7 +133,7 @@ def to_datetimes(values: pd.Series) -> pd.Series:
     second of 1970), anything else is converted as everywhere else in valuerec."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return pd.to_datetime(values, unit="s")
-    return pd.to_datetime(values)
+    return _utc_naive(values)
 
 
 def has_targets(split: Split, stage: str) -> bool:

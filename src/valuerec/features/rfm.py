@@ -37,7 +37,7 @@ import pandas as pd
 from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
 
-RFM_COLUMNS = ("frequency", "recency", "T", "monetary_value")
+RFM_COLUMNS = ("frequency", "recency", "T", "monetary_value", "monetary_days")
 HOLDOUT_COLUMNS = (
     "frequency_holdout", "spend_holdout", "monetary_value_holdout", "duration_holdout",
 )  # fmt: skip
@@ -78,7 +78,8 @@ SELECT
     count(*) - 1 AS frequency,
     date_diff('day', min(day), max(day)) / $4::DOUBLE AS recency,
     date_diff('day', min(day), $5::DATE) / $4::DOUBLE AS T,
-    coalesce(avg(spend) FILTER (WHERE n > 1), 0.0) AS monetary_value
+    coalesce(avg(spend) FILTER (WHERE n > 1), 0.0) AS monetary_value,
+    count(spend) FILTER (WHERE n > 1) AS monetary_days
 FROM numbered
 GROUP BY user_id
 ORDER BY user_id
@@ -88,7 +89,7 @@ ORDER BY user_id
 _HOLDOUT_SQL = f"""
 WITH {_CALIBRATION_DAYS},
 holdout AS (
-    SELECT user_id, CAST(timestamp AS DATE) AS day, sum(value) AS spend,
+    SELECT user_id, CAST(timestamp AS DATE) AS day, sum(value ORDER BY timestamp, value) AS spend,
         bool_or(value IS NULL OR value >= 0) AS occasion
     FROM events SEMI JOIN cohort USING (user_id)
     WHERE event_type IN (SELECT unnest($1::VARCHAR[]))
@@ -100,8 +101,10 @@ counted AS (  -- new occasions: not a refund alone, nor the calibration's last d
     FROM holdout h LEFT JOIN days d USING (user_id, day)
 )
 SELECT user_id, count(*) FILTER (WHERE new) AS frequency_holdout,
-       coalesce(sum(spend), 0.0) AS spend_holdout,
-       coalesce(avg(spend) FILTER (WHERE new), 0.0) AS monetary_value_holdout
+       -- summed in day order: a float sum in the order rows arrive from parallel threads
+       -- differed in its last digits between two runs of the same query
+       coalesce(sum(spend ORDER BY day), 0.0) AS spend_holdout,
+       coalesce(avg(spend ORDER BY day) FILTER (WHERE new), 0.0) AS monetary_value_holdout
 FROM counted
 GROUP BY user_id
 """
@@ -137,7 +140,8 @@ def rfm_summary(
     time_unit_days: float = 7.0,
     event_types: Sequence[str] = ("purchase",),
 ) -> pd.DataFrame:
-    """One row per customer: ``frequency``, ``recency``, ``T`` and ``monetary_value``.
+    """One row per customer: ``frequency``, ``recency``, ``T``, ``monetary_value`` and
+    ``monetary_days``.
 
     Only events of ``event_types`` with ``timestamp < calibration_end`` are read, so events
     logged later never change a feature (no leakage from the future into a backtest).
@@ -147,7 +151,11 @@ def rfm_summary(
     * ``T``: time from the first purchase day to the last day of the calibration period;
     * ``monetary_value``: mean spend (``value``) per repeat purchase day, the first day
       excluded; 0 when ``frequency`` is 0. Days whose purchases carry no value are left out
-      of the mean rather than counted as zero spend.
+      of the mean rather than counted as zero spend;
+    * ``monetary_days``: the repeat purchase days that mean is over (``frequency`` less those
+      without a value): Gamma-Gamma weighs a customer's own mean by it, and a customer whose
+      repeat days carry no value has no evidence about their spend (weighing their 0 by
+      ``frequency`` pulled them to almost nothing).
 
     ``observation_start`` (inclusive), when given, keeps only customers whose first purchase
     is on or after it: BTYD models need to see a customer from their first purchase, and a
@@ -158,7 +166,7 @@ def rfm_summary(
     params = _params(calibration_end, observation_start, time_unit_days, event_types)
     frame = store.query(_RFM_SQL, params)
     frame = frame.astype({"frequency": "int64", "recency": "float64", "T": "float64",
-                          "monetary_value": "float64"})  # fmt: skip
+                          "monetary_value": "float64", "monetary_days": "int64"})  # fmt: skip
     return frame.set_index("user_id")[list(RFM_COLUMNS)]
 
 

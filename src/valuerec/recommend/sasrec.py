@@ -15,9 +15,11 @@ both from later work that found them decisive:
 
 **Multi-task value** (``value_weight > 0``): a zero-inflated lognormal head on every position
 learns the user's *future value* from that point: the summed event value (or, without values,
-the number of events) in the next ``value_horizon_days``. The encoder then has to represent
-both what comes next and how much more the user will do; :meth:`predict_value` reads the head
-for any history, which is what value-aware re-ranking and serving use.
+the number of events) in the next ``value_horizon_days``; only positions whose horizon ends
+inside the log are targets (a future the log cut short is not a small one). The encoder then
+has to represent both what comes next and how much more the user will do; :meth:`predict_value`
+reads the head for any history (a Python call: the server's value-aware ranking reads the
+value models, :mod:`valuerec.value`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,21 @@ def future_value(
     end = np.searchsorted(key, key + horizon, side="right")
     first_after = np.searchsorted(key, key, side="right")  # skip ties with the event itself
     return cum[end] - cum[np.maximum(first_after, np.arange(len(key)) + 1)]
+
+
+def value_targets(
+    user: np.ndarray, day: np.ndarray, value: np.ndarray, horizon: float
+) -> np.ndarray:
+    """:func:`future_value` of each event, NaN where its horizon runs past the log's end.
+
+    Such a future is cut short, not small: a steady buyer's last events read 140, 10, then 0
+    where 300 was true, and the value head learned to under-predict the newest position,
+    which is what :meth:`SASRecRecommender.predict_value` reads.
+    """
+    fut = future_value(user, day, value, horizon)
+    if len(day):
+        fut = np.where(day + horizon > day.max(), np.nan, fut)
+    return fut
 
 
 class _SASRec(nn.Module):
@@ -184,8 +201,13 @@ class SASRecRecommender(Recommender):
         user = frame["user"].to_numpy()
         starts = np.searchsorted(user, np.arange(len(self.user_ids_) + 1))
         tokens = frame["item"].to_numpy() + 1
-        fut = future_value(user, frame["day"].to_numpy(), frame["value"].to_numpy(),
-                           self.value_horizon_days).astype(np.float32)  # fmt: skip
+        fut = value_targets(user, frame["day"].to_numpy(), frame["value"].to_numpy(),
+                            self.value_horizon_days).astype(np.float32)  # fmt: skip
+        if self.value_weight > 0 and not np.isfinite(fut).any():
+            raise ValueError(
+                f"the value head needs events at least value_horizon_days "
+                f"({self.value_horizon_days:g}) before the log's end, to learn a whole future"
+            )
         self.sequences_ = [tokens[a:b] - 1 for a, b in itertools.pairwise(starts)]
         if not any(len(s) >= 2 for s in self.sequences_):
             # a next-item model learns from transitions; with none there is nothing to fit
@@ -214,7 +236,10 @@ class SASRecRecommender(Recommender):
                 loss = F.cross_entropy(self.net_.item_logits(h), yb[valid] - 1)
                 if self.value_weight > 0:
                     vb = torch.as_tensor(v[b])[valid]
-                    loss = loss + self.value_weight * ziln_loss(self.net_.value_head(h), vb)
+                    whole = ~torch.isnan(vb)  # futures the log saw to their end
+                    if whole.any():
+                        head = self.net_.value_head(h[whole])
+                        loss = loss + self.value_weight * ziln_loss(head, vb[whole])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -324,15 +349,27 @@ class SASRecRecommender(Recommender):
         return out
 
     def predict_value(self, sequences: list[np.ndarray]) -> pd.DataFrame:
-        """Expected future value in the next ``value_horizon_days`` and P(any) per sequence."""
+        """Expected future value in the next ``value_horizon_days`` and P(any) per sequence.
+
+        NaN for an empty sequence: the head reads the last position's state, and an empty
+        history has none (its padding state, which no loss trains, gave a number that changed
+        with the seed).
+        """
         if self.value_weight <= 0:
             raise ValueError("predict_value needs a model fitted with value_weight > 0")
-        with torch.no_grad():
-            logit, mu, sigma = ziln_params(self.net_.value_head(self._last_states(sequences)))
-        p = torch.sigmoid(logit).numpy().astype(float)
-        return pd.DataFrame(
-            {"p_active": p, "expected_value": ziln_mean(p, mu.numpy(), sigma.numpy())}
-        )
+        out = pd.DataFrame(
+            {"p_active": np.full(len(sequences), np.nan),
+             "expected_value": np.full(len(sequences), np.nan)}
+        )  # fmt: skip
+        warm = [i for i, s in enumerate(sequences) if len(s)]
+        if warm:
+            with torch.no_grad():
+                states = self._last_states([sequences[i] for i in warm])
+                logit, mu, sigma = ziln_params(self.net_.value_head(states))
+            p = torch.sigmoid(logit).numpy().astype(float)
+            out.loc[warm, "p_active"] = p
+            out.loc[warm, "expected_value"] = ziln_mean(p, mu.numpy(), sigma.numpy())
+        return out
 
     def _item_similarity(self, j: int) -> np.ndarray:
         w = self.net_.encoder.item.weight[1:].detach().numpy()

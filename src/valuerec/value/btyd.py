@@ -64,6 +64,13 @@ def _summary_columns(summary: pd.DataFrame, names: tuple[str, ...]) -> list[np.n
     return cols
 
 
+def _spend_days(summary: pd.DataFrame) -> str:
+    """The column counting the purchases ``monetary_value`` averages: ``monetary_days`` (an
+    :func:`~valuerec.features.rfm.rfm_summary` leaves out days without a value), or
+    ``frequency`` for a summary without it (``lifetimes``' convention)."""
+    return "monetary_days" if "monetary_days" in summary.columns else "frequency"
+
+
 def _check_rft(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> None:
     if (x < 0).any() or (t_x < 0).any() or (t_x > T + 1e-9).any():
         raise ValueError("need frequency >= 0 and 0 <= recency <= T for every customer")
@@ -624,10 +631,12 @@ class GammaGammaFitter(_Fitter):
         """Estimate p, q, gamma from customers with ``frequency > 0`` and positive spend.
 
         ``monetary_value`` must be the mean spend per *repeat* purchase (as produced by
-        :func:`~valuerec.features.rfm.rfm_summary`); customers with no repeat purchase, or
-        no positive spend, carry no information about spend per purchase and are skipped.
+        :func:`~valuerec.features.rfm.rfm_summary`), over ``monetary_days`` of them when the
+        summary has that column (the repeat days with a value), else over ``frequency``;
+        customers with no repeat purchase, or no positive spend, carry no information about
+        spend per purchase and are skipped.
         """
-        x, m = _summary_columns(summary, ("frequency", "monetary_value"))
+        x, m = _summary_columns(summary, (_spend_days(summary), "monetary_value"))
         keep = (x > 0) & (m > 0)
         if not keep.any():
             raise ValueError("no customer with frequency > 0 and monetary_value > 0 to fit on")
@@ -691,7 +700,8 @@ def customer_lifetime_value(
     if period_days <= 0 or time_unit_days <= 0:
         raise ValueError("period_days and time_unit_days must be positive")
     x, t_x, T, m = _summary_columns(summary, ("frequency", "recency", "T", "monetary_value"))
-    spend = _as_array(gg_model.conditional_expected_average_profit(x, m))
+    (valued,) = _summary_columns(summary, (_spend_days(summary),))
+    spend = _as_array(gg_model.conditional_expected_average_profit(valued, m))
     expected = transaction_model.conditional_expected_number_of_purchases_up_to_time
     value = np.zeros(len(summary))
     previous = np.zeros(len(summary))

@@ -61,7 +61,7 @@ class BTYDValueModel(ValueModel):
     def _fit(self, data: ValueData) -> None:
         cls = BetaGeoFitter if self.transactions == "bgnbd" else ParetoNBDFitter
         self.transaction_model_ = cls(penalizer=self.penalizer).fit(data.rfm)
-        repeaters = data.rfm[(data.rfm["frequency"] > 0) & (data.rfm["monetary_value"] > 0)]
+        repeaters = data.rfm[(data.rfm["monetary_days"] > 0) & (data.rfm["monetary_value"] > 0)]
         if len(repeaters) < 3:
             raise ValueError(
                 "Gamma-Gamma needs at least 3 customers with repeat purchases of positive "
@@ -95,8 +95,9 @@ class BTYDValueModel(ValueModel):
             dtype=float,
         )
         spend = np.asarray(
+            # weighed by the repeat days with a value: days without one say nothing of spend
             self.spend_model_.conditional_expected_average_profit(
-                x, r["monetary_value"].to_numpy()
+                r["monetary_days"].to_numpy(), r["monetary_value"].to_numpy()
             ),
             dtype=float,
         )

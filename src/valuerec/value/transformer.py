@@ -113,6 +113,8 @@ class _Net(nn.Module):
 
 
 _SEQ_KEYS = ("item", "category", "event_type", "numeric", "mask")
+#: a context column whose std (+1e-6 at fit) is at most this was constant in training
+CONSTANT_STD = 1e-4
 
 
 def _batch(t: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -256,7 +258,12 @@ class TransformerValueModel(ValueModel):
 
     def _context(self, data: ValueData) -> np.ndarray:
         x = _signed_log1p(self._context_table(data)[self.context_columns_].to_numpy(float))
-        return ((x - self.context_mean_) / self.context_std_).astype(np.float32)
+        # a column constant in training (no clicks in a purchase log) keeps its own scale:
+        # divided by its std (+1e-6), one new click read 690,000 standard deviations out, and
+        # every customer who had one got the same prediction. Training inputs are unchanged
+        # (a constant column is 0 either way), and so are artifacts saved before.
+        scale = np.where(self.context_std_ > CONSTANT_STD, self.context_std_, 1.0)
+        return ((x - self.context_mean_) / scale).astype(np.float32)
 
     def _tensors(self, data: ValueData) -> dict[str, torch.Tensor]:
         seq = data.sequences
