@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,15 @@ import pytest
 
 import valuerec.artifacts as artifacts_mod
 from valuerec import __version__
-from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
+from valuerec.artifacts import (
+    ArtifactError,
+    ArtifactStore,
+    DamagedArtifactError,
+    data_fingerprint,
+    default_root,
+)
 from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
 
 
 @dataclass
@@ -234,7 +242,10 @@ def test_unknown_names_and_versions_are_clear_errors(arts: ArtifactStore) -> Non
     with pytest.raises(ArtifactError, match="nothing to roll back"):
         arts.rollback("value-naive")
     arts.save("shadow", Toy([1.0]), promote=False)
-    with pytest.raises(ArtifactError, match="no current version; promote one of v0001"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"no current version \(.*CURRENT does not exist\); promote one of v0001",
+    ):
         arts.load("shadow")
     assert arts.versions("never-saved") == []
 
@@ -252,7 +263,7 @@ def test_digits_that_are_not_ascii_are_not_a_version(arts: ArtifactStore, versio
 
 def test_list_shows_every_version_and_the_current_one(arts: ArtifactStore) -> None:
     assert list(arts.list().columns) == [
-        "name", "version", "current", "created_at", "model_class", "path",
+        "name", "version", "current", "created_at", "model_class", "path", "error",
     ]  # fmt: skip
     assert arts.list().empty
     arts.save("b", Toy([1.0]))
@@ -294,3 +305,114 @@ def test_data_fingerprint_changes_with_the_data(store) -> None:
     more = frame.assign(timestamp=["2024-02-01", "2024-02-02"])
     ingest(store, more, "events")
     assert data_fingerprint(store) != first
+
+
+def test_data_fingerprint_of_an_unchanged_large_store_never_changes(tmp_path: Path) -> None:
+    """The value totals were summed as DOUBLEs, in whatever order DuckDB's threads added the
+    row groups (about 122,880 rows each): an unchanged store of a few hundred thousand
+    purchases gave a different fingerprint from run to run, and the report called its models
+    stale. Exact (DECIMAL) sums make it one fingerprint."""
+    with Store(tmp_path / "big.duckdb") as store:
+        store.con.execute("SET threads = 4")  # more than one row group summed at a time
+        store.con.execute(
+            "INSERT INTO events (user_id, event_type, timestamp, value, occurrence) "
+            "SELECT 'u' || (i % 5000), 'purchase', TIMESTAMP '2024-01-01' + to_seconds(i), "
+            "(hash(i) % 10000000) / 100, 0 FROM range(400000) t(i)"
+        )
+        n_groups = store.con.execute(
+            "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('events')"
+        ).fetchone()[0]
+        assert n_groups > 2
+        fingerprints = {data_fingerprint(store) for _ in range(12)}
+    assert len(fingerprints) == 1
+
+
+def test_damaged_metadata_is_an_artifact_error_naming_the_file(arts: ArtifactStore) -> None:
+    """Broken JSON in one version's meta.json was a bare JSONDecodeError from meta(), load()
+    and list() (and a 500 for the server's whole model list)."""
+    arts.save("m", Toy([1.0]))
+    arts.save("m", Toy([2.0]))
+    path = arts.root / "m" / "v0001" / "meta.json"
+    path.write_text('{"version": "v0001", "name": ')
+    for call in (lambda: arts.meta("m", "v0001"), lambda: arts.load("m", 1)):
+        with pytest.raises(
+            DamagedArtifactError, match=rf"^{re.escape(str(path))}: damaged metadata"
+        ):
+            call()
+    path.write_text("[1, 2]")
+    with pytest.raises(DamagedArtifactError, match="a JSON list, not an object"):
+        arts.meta("m", "v0001")
+    listing = arts.list().set_index("version")
+    assert str(path) in listing.loc["v0001", "error"]
+    assert pd.isna(listing.loc["v0002", "error"]) and listing.loc["v0002", "current"]
+    assert arts.load("m")[0] == Toy([2.0])  # the others are untouched
+
+
+def test_a_version_whose_metadata_names_another_is_refused(arts: ArtifactStore) -> None:
+    """A folder copied from another artifact was loaded as this one (EASE served as
+    "popularity"), and an edited "version" was reported as the version served."""
+    arts.save("rec-ease", Toy([1.0]))
+    arts.save("rec-popularity", Toy([2.0]))
+    shutil.copytree(arts.root / "rec-ease" / "v0001", arts.root / "rec-popularity" / "v0002")
+    with pytest.raises(DamagedArtifactError, match=r"describes 'rec-ease' 'v0001', not"):
+        arts.load("rec-popularity", "v0002")
+    meta_path = arts.root / "rec-popularity" / "v0001" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": "v0009"}))
+    with pytest.raises(
+        DamagedArtifactError, match=rf"^{re.escape(str(meta_path))} describes .*'v0009'"
+    ):
+        arts.load("rec-popularity")
+    del meta["version"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DamagedArtifactError, match="None, not 'rec-popularity' 'v0001'"):
+        arts.meta("rec-popularity", "v0001")
+
+
+def test_promoting_while_current_is_unreadable_keeps_the_rollback_history(
+    arts: ArtifactStore,
+) -> None:
+    """The promotion recorded ``"from": null`` and the replay popped down to null: the whole
+    rollback stack was gone."""
+    for i in range(3):
+        arts.save("m", Toy([float(i)]))
+    shutil.rmtree(arts.root / "m" / "v0003")  # the current version deleted by hand
+    arts.promote("m", "v0002")
+    assert arts.history("m")[-1]["from"] == "v0003"
+    assert arts.rollback("m") == "v0001"  # not v0002 again, nor "nothing to roll back"
+    for i in range(2):
+        arts.save("n", Toy([float(i)]))
+    (arts.root / "n" / "CURRENT").write_text("garbage\n")
+    arts.promote("n", "v0002")
+    assert arts.rollback("n") == "v0001"
+    # a "from": null already in HISTORY (written by older releases) pops nothing either
+    arts.save("o", Toy([1.0]))
+    arts.save("o", Toy([2.0]))
+    with open(arts.root / "o" / "HISTORY", "a") as fh:
+        fh.write(json.dumps({"action": "promote", "version": "v0001", "from": None}) + "\n")
+    (arts.root / "o" / "CURRENT").write_text("v0001\n")
+    assert arts._stack("o") == ["v0001", "v0002", "v0001"]
+
+
+def test_a_broken_pointer_or_version_is_explained_with_its_file(arts: ArtifactStore) -> None:
+    """The errors said "not a version: ''" without naming CURRENT, called a version whose
+    meta.json was gone "missing", and advised a command-line promote that does not exist."""
+    arts.save("m", Toy([1.0]))
+    arts.save("m", Toy([2.0]))
+    pointer = arts.root / "m" / "CURRENT"
+    pointer.write_text("garbage\n")
+    with pytest.raises(
+        ArtifactError, match=rf"^{re.escape(str(pointer))}: not a version: 'garbage'"
+    ) as info:
+        arts.load("m")
+    assert "POST /models/m/promote" in str(info.value)
+    assert "valuerec" not in str(info.value)  # no command to run: there is none
+    pointer.write_text("\n")
+    with pytest.raises(
+        ArtifactError, match=rf"^{re.escape(str(pointer))} is empty; promote one of v0001, v0002"
+    ):
+        arts.current("m")
+    pointer.write_text("v0002\n")
+    (arts.root / "m" / "v0002" / "meta.json").unlink()
+    with pytest.raises(ArtifactError, match=r"v0002 is incomplete \(.*v0002/meta\.json is missing"):
+        arts.current("m")

@@ -294,3 +294,37 @@ def test_recommend_for_leaves_out_what_the_user_disliked(tmp_path):
     assert items("u1", "--value-weight", "1") == ["c"]
     assert items("cold") == ["b", "c"]
     assert items("u3") == []
+
+
+def test_a_damaged_or_foreign_artifact_is_one_error_line_naming_it(tmp_path):
+    """A truncated pickle, or a value model's pickle in a recommender's folder, was a
+    traceback (UnpicklingError, AttributeError: no attribute 'recommend'); now one line
+    names the artifact, its version and folder."""
+    from valuerec.artifacts import ArtifactStore, default_root
+
+    data = generate(users=60, items=20, days=60, holdout_days=10, seed=3)
+    db = str(tmp_path / "shop.duckdb")
+    with Store(db) as store:
+        ingest(store, data.events, "events")
+    assert _run("fit", "--db", db, "--models", "popularity").exit_code == 0
+    arts = ArtifactStore(default_root(db))
+    folder = arts.root / "rec-popularity" / "v0001"
+
+    def error(*args: str) -> str:
+        res = runner.invoke(app, ["recommend", *args, "--db", db, "--model", "popularity"])
+        assert res.exit_code == 2, res.output  # a traceback exits 1
+        return "".join(res.output.split())  # rich wraps long paths anywhere
+
+    item = str(data.events["item_id"].dropna().iloc[0])
+    pickled = (folder / "model.pkl").read_bytes()
+    (folder / "model.pkl").write_bytes(pickled[:100])
+    for args in (("for", "u1"), ("similar", item)):
+        assert f"cannotloadrec-popularityv0001({folder}):UnpicklingError" in error(*args)
+    (folder / "model.pkl").write_bytes(pickled)
+    arts.save("rec-popularity", {"a value model": "or anything else"})
+    v2 = arts.root / "rec-popularity" / "v0002"
+    assert f"rec-popularityv0002({v2})holdsadict,notarecommender" in error("for", "u1")
+    (arts.root / "rec-popularity" / "CURRENT").write_text("garbage")
+    out = error("for", "u1")
+    assert f"{arts.root}/rec-popularity/CURRENT:notaversion:'garbage'" in out
+    assert "recommendfit" not in out  # re-fitting is no advice for a broken pointer

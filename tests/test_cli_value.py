@@ -405,3 +405,39 @@ def test_a_log_shorter_than_the_default_holdout_says_what_to_give(tmp_path):
     res = runner.invoke(value_app, ["fit", "--db", str(db), "--models", "naive",
                                     "--holdout-days", "60", "--json"])  # fmt: skip
     assert res.exit_code == 0 and res.stderr == ""
+
+
+def test_a_damaged_or_foreign_artifact_is_one_error_line_naming_it(
+    fitted: Fitted, tmp_path: Path
+) -> None:
+    """A recommender's pickle in a value model's folder was an AttributeError traceback; a
+    truncated pickle's error named neither the version nor the folder; a broken CURRENT was
+    answered with "run `valuerec value fit` first", and a version without meta.json was
+    called "missing"."""
+    db = str(tmp_path / "copy.duckdb")
+    shutil.copy(fitted.db, db)
+    shutil.copytree(default_root(fitted.db), default_root(db))
+    arts = ArtifactStore(default_root(db))
+    version = arts.current("value-naive")
+    folder = arts.root / "value-naive" / version
+
+    def error(model: str) -> str:
+        res = _run("predict", "--db", db, "--model", model, "--out", str(tmp_path / "p.csv"))
+        assert res.exit_code == 2, res.output
+        return "".join(res.output.split())  # rich wraps long paths anywhere
+
+    pickled = (folder / "model.pkl").read_bytes()
+    (folder / "model.pkl").write_bytes(pickled[:100])
+    assert f"cannotloadvalue-naive{version}({folder}):UnpicklingError" in error("naive")
+    (folder / "model.pkl").write_bytes(pickled)
+    new = arts.save("value-naive", {"a recommender": "or anything else"})
+    assert f"value-naive{new}({folder.parent / new})holdsadict,notavaluemodel" in error("naive")
+    (arts.root / "value-bgnbd" / "CURRENT").write_text("garbage\n")
+    out = error("bgnbd")
+    assert f"{arts.root}/value-bgnbd/CURRENT:notaversion:'garbage'" in out
+    assert "valuefit" not in out  # re-fitting is no advice for a broken pointer
+    arts.promote("value-naive", version)
+    (folder / "meta.json").unlink()
+    assert f"value-naive'scurrentversion{version}isincomplete({folder}/meta.jsonismissing)" in (
+        error("naive")
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -1475,3 +1476,107 @@ def test_items_seen_before_the_history_window_stay_seen(deployment):
         for model in ("popularity", "ease"):
             shown = {i["item_id"] for i in recs(c, user, k=30, model=model)["items"]}
             assert not shown & {first, top}, model
+
+
+# -- damaged artifacts, versions copied by hand, promotion checks ----------------------------------
+def _health_versions(c: TestClient) -> dict[str, str]:
+    return call(c, "GET", "/health", None).json()["recommenders"]
+
+
+def test_a_damaged_version_is_listed_with_its_error_not_a_500(client):
+    """Broken JSON (or a field of the wrong type) in one version's meta.json, even one not
+    served, was a 500 for GET /models, the dashboard's GET /models/current and its promote."""
+    svc = service(client)
+    meta = svc.models.arts.root / "rec-ease" / "v0002" / "meta.json"
+    good = meta.read_text()
+    meta.write_text('{"version": "v0002", "name": ')
+    res = call(client, "GET", "/models", "admin")
+    assert res.status_code == 200, res.text
+    ease = {m["name"]: m for m in res.json()["models"]}["rec-ease"]
+    assert [v["version"] for v in ease["versions"]] == ["v0001", "v0002"]
+    assert ease["versions"][1]["created_at"] is None
+    rows = ease["versions"]  # the API says why, naming the file
+    assert rows[0]["error"] is None and rows[1]["error"].startswith(f"{meta}: damaged metadata")
+    assert call(client, "GET", "/models/current").status_code == 200
+    res = call(client, "POST", "/models/ease/promote", "admin", json={"version": "v0002"})
+    assert res.status_code == 500 and str(meta) in res.json()["message"]
+    assert res.json()["message"].endswith("still serving v0001")
+    assert _health_versions(client)["ease"] == "v0001"
+    meta.write_text(json.dumps({**json.loads(good), "fit_seconds": "about 2 s"}))
+    res = call(client, "GET", "/models", "admin")
+    assert res.status_code == 200, res.text
+    ease = {m["name"]: m for m in res.json()["models"]}["rec-ease"]
+    assert ease["versions"][1]["fit_seconds"] is None
+    assert ease["versions"][1]["created_at"] == json.loads(good)["created_at"]
+    assert (
+        ease["versions"][1]["error"] == f"{meta}: left out, of the wrong type: fit_seconds is a str"
+    )
+
+
+def test_a_version_copied_from_another_model_is_not_served_under_its_name(client):
+    """A copy of rec-ease/v0001 promoted as rec-popularity/v0002 served EASE's scores as
+    "popularity", and an edited "version" in meta.json was reported as the served version."""
+    svc = service(client)
+    root = svc.models.arts.root
+    shutil.copytree(root / "rec-ease" / "v0001", root / "rec-popularity" / "v0002")
+    res = call(client, "POST", "/models/popularity/promote", "admin", json={"version": "v0002"})
+    assert res.status_code == 500
+    assert (
+        f"{root / 'rec-popularity' / 'v0002' / 'meta.json'} describes 'rec-ease'"
+        in (res.json()["message"])
+    )
+    assert _health_versions(client)["popularity"] == "v0001"
+    assert svc.models.arts.current("rec-popularity") == "v0001"
+    meta = root / "rec-popularity" / "v0001" / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": "v0009"}))
+    res = call(client, "POST", "/models/popularity/promote", "admin", json={"version": "v0001"})
+    assert res.status_code == 500 and "'v0009'" in res.json()["message"]
+    assert _health_versions(client)["popularity"] == "v0001"  # never "v0009"
+
+
+def test_promoting_a_value_model_that_is_not_served_checks_it_first(client):
+    """Only the served value model was loaded before its pointer moved: a truncated pickle,
+    or a recommender, became another value model's current version with a 200."""
+    svc = service(client)
+    arts = svc.models.arts
+    model, _ = arts.load("value-naive")
+    arts.save("value-bgnbd", model, {"model": "bgnbd"})  # v0001, current; naive is served
+    arts.save("value-bgnbd", model, promote=False)
+    pkl = arts.root / "value-bgnbd" / "v0002" / "model.pkl"
+    pkl.write_bytes(pkl.read_bytes()[:100])
+    arts.save("value-bgnbd", EASERecommender(), promote=False)
+    for version, why in (("v0002", "UnpicklingError"), ("v0003", "not a ValueModel")):
+        res = call(client, "POST", "/models/bgnbd/promote", "admin", json={"version": version})
+        assert res.status_code == 500 and why in res.json()["message"], res.text
+        assert res.json()["message"].endswith("value-bgnbd stays at v0001")
+        assert arts.current("value-bgnbd") == "v0001"
+    arts.save("value-bgnbd", model, promote=False)
+    res = call(client, "POST", "/models/bgnbd/promote", "admin", json={"version": "v0004"})
+    assert res.status_code == 200 and arts.current("value-bgnbd") == "v0004"
+    assert svc.models.value.artifact == "value-naive"  # moved on disk, not swapped in
+
+
+def test_model_names_are_case_insensitive_in_admin_calls_as_in_recommendations(client):
+    res = call(client, "POST", "/models/EASE/promote", "admin", json={"version": "2"})
+    assert res.status_code == 200, res.text
+    assert res.json()["name"] == "rec-ease" and recs(client, USER, model="EASE")["version"] == (
+        "v0002"
+    )
+    assert call(client, "POST", "/models/Rec-Ease/rollback", "admin").status_code == 200
+
+
+def test_data_fingerprint_keeps_its_old_value_on_a_small_store_on_both_backends(store):
+    """The exact (DECIMAL) value totals give the hash the DOUBLE sums gave on a small store,
+    so its saved artifacts do not all look stale; on PostgreSQL the SQL runs on the mirror."""
+    from valuerec.artifacts import data_fingerprint
+
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u1", "u3"],
+            "event_type": ["purchase", "view", "purchase", "purchase"],
+            "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
+            "value": [0.1, None, 0.2, 1234567.89],
+        }
+    )
+    ingest(store, frame, "events")
+    assert data_fingerprint(store) == "444d6c2b9d16320c"  # the hash of earlier releases

@@ -56,7 +56,13 @@ try:  # POSIX advisory locks serialise promotions; elsewhere writers must not ra
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ArtifactError", "ArtifactStore", "data_fingerprint", "default_root"]
+__all__ = [
+    "ArtifactError",
+    "ArtifactStore",
+    "DamagedArtifactError",
+    "data_fingerprint",
+    "default_root",
+]
 
 MODEL_FILE = "model.pkl"
 META_FILE = "meta.json"
@@ -64,10 +70,20 @@ CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "HISTORY"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _VERSION = re.compile(r"^v(\d{4,})$")
+#: values summed exactly (as DECIMAL) in :func:`data_fingerprint`; larger ones cannot be cast
+_EXACT_BELOW = 1e20
 
 
 class ArtifactError(LookupError):
     """An unknown artifact name or version, or an operation the history does not allow."""
+
+
+class DamagedArtifactError(ArtifactError):
+    """A version that exists but whose files cannot be trusted: metadata that is no JSON
+    object, or that names another artifact or version (a folder copied by hand).
+
+    Its own class so that a server can tell "no such version" (the client's error) from a
+    damaged one (the deployment's)."""
 
 
 def default_root(db_path: str | os.PathLike[str]) -> Path:
@@ -90,15 +106,31 @@ def data_fingerprint(store: Store) -> str:
     data now in the store: any ingest that adds, or a re-ingest that changes, events changes
     it. (It is a cheap summary, not a content hash: an edit that keeps every count, the last
     timestamp and the total value per type would go unnoticed.)
+
+    The value totals are summed exactly, as DECIMAL with 6 decimals: a sum of DOUBLEs depends
+    on the order DuckDB's threads add a table's row groups (about 122,880 rows each) in, so an
+    unchanged store of a few hundred thousand events gave a different fingerprint from run to
+    run, and a report called its models stale. For amounts with at most 6 decimals the exact
+    total, rounded to 6 decimals as before, is what the DOUBLE sum of a small table (one row
+    group, summed in one order, its error far below 1e-6) gave: fingerprints saved from such
+    stores keep matching; those of larger ones change once. Values of 1e20 or more, which
+    DECIMAL(38, 6) cannot hold, are still summed as DOUBLEs. The SQL is DuckDB's: a PostgreSQL
+    store runs it on its DuckDB mirror of the events.
     """
     n, last = store.con.execute("SELECT count(*), max(timestamp) FROM events").fetchone()
     by_type = store.con.execute(
-        "SELECT event_type, count(*), coalesce(sum(value), 0) FROM events GROUP BY 1 ORDER BY 1"
+        "SELECT event_type, count(*),"
+        " coalesce(sum(CAST(value AS DECIMAL(38, 6)))"
+        f" FILTER (WHERE abs(value) < {_EXACT_BELOW:.0f}), 0),"
+        f" coalesce(sum(value) FILTER (WHERE abs(value) >= {_EXACT_BELOW:.0f}), 0)"
+        " FROM events GROUP BY 1 ORDER BY 1"
     ).fetchall()
     summary = {
         "events": int(n),
         "max_timestamp": last.isoformat() if last is not None else None,
-        "by_type": [[str(t), int(c), round(float(v), 6)] for t, c, v in by_type],
+        "by_type": [
+            [str(t), int(c), round(float(exact) + float(huge), 6)] for t, c, exact, huge in by_type
+        ],
     }
     blob = json.dumps(summary, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -233,45 +265,99 @@ class ArtifactStore:
         ]
         return [v for _, v in sorted(found)]
 
+    def _promote_hint(self, name: str) -> str:
+        """How to repair a pointer. There is no command-line promote: saying "promote" alone
+        sent people looking for one."""
+        versions = ", ".join(self.versions(name)) or "none"
+        return (
+            f"promote one of {versions} (POST /models/{name}/promote, or "
+            f"ArtifactStore.promote in Python), or save a new version"
+        )
+
     def _pointer(self, name: str) -> str:
-        """What ``CURRENT`` says, whether or not that version still exists."""
-        folder = self._known(name)
+        """What ``CURRENT`` says, whether or not that version still exists.
+
+        Errors name the file: "not a version: ''" alone did not say which file was empty.
+        """
+        path = self._known(name) / CURRENT_FILE
         try:
-            text = (folder / CURRENT_FILE).read_text(encoding="utf-8").strip()
+            text = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             raise ArtifactError(
-                f"{name} has no current version; promote one of {', '.join(self.versions(name))}"
+                f"{name} has no current version ({path} does not exist); {self._promote_hint(name)}"
             ) from None
-        return _version_str(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{path}: unreadable ({exc}); {self._promote_hint(name)}") from None
+        if not text:
+            raise ArtifactError(f"{path} is empty; {self._promote_hint(name)}")
+        try:
+            return _version_str(text)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}; {self._promote_hint(name)}") from None
 
     def current(self, name: str) -> str:
         """The version ``CURRENT`` points at: what a server should load."""
         version = self._pointer(name)
         folder = self._dir(name)
-        if version not in self.versions(name):  # its folder was deleted by hand
+        if version not in self.versions(name):
+            if (folder / version).is_dir():  # the folder is there, its meta.json is not
+                why = f"is incomplete ({folder / version / META_FILE} is missing)"
+            else:  # its folder was deleted by hand
+                why = f"is missing from {folder}"
             raise ArtifactError(
-                f"{name}'s current version {version} is missing from {folder}; promote one of "
-                f"{', '.join(self.versions(name))}"
+                f"{name}'s current version {version} {why}; {self._promote_hint(name)}"
             )
         return version
 
+    def _read_meta(self, name: str, v: str) -> dict[str, Any]:
+        """The metadata of the existing version ``v``, checked to be a JSON object that names
+        this artifact and this version.
+
+        A version folder copied from another artifact (or a meta.json edited by hand) would
+        otherwise be served under the wrong name and report a version that does not exist;
+        broken JSON was a bare JSONDecodeError (a 500 from the server's model list).
+        """
+        path = self._dir(name) / v / META_FILE
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:  # deleted by hand since the version was listed
+            raise ArtifactError(f"{name} {v} is incomplete: {path} is missing") from None
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+            raise DamagedArtifactError(f"{path}: damaged metadata ({exc})") from None
+        if not isinstance(meta, dict):
+            raise DamagedArtifactError(
+                f"{path}: damaged metadata (a JSON {type(meta).__name__}, not an object)"
+            )
+        if meta.get("name") != name or meta.get("version") != v:
+            raise DamagedArtifactError(
+                f"{path} describes {meta.get('name')!r} {meta.get('version')!r}, not "
+                f"{name!r} {v!r} (a version folder copied from another artifact?)"
+            )
+        return meta
+
     def meta(self, name: str, version: str | int | None = None) -> dict[str, Any]:
-        """The metadata of one version (default: the current one), without loading the model."""
+        """The metadata of one version (default: the current one), without loading the model.
+
+        Raises :class:`DamagedArtifactError` for metadata that is no JSON object or that
+        names another artifact or version.
+        """
         v = self.current(name) if version is None else self._existing(name, version)
-        with open(self._known(name) / v / META_FILE, encoding="utf-8") as fh:
-            return json.load(fh)
+        return self._read_meta(name, v)
 
     def load(self, name: str, version: str | int | None = None) -> tuple[Any, dict[str, Any]]:
-        """``(model, metadata)`` of one version, by default the current one."""
+        """``(model, metadata)`` of one version, by default the current one.
+
+        The metadata is checked first (:meth:`meta`), so its ``version`` is the folder the
+        model was read from, and nothing is unpickled from a folder that belongs elsewhere.
+        """
         v = self.current(name) if version is None else self._existing(name, version)
-        folder = self._known(name) / v
+        meta = self._read_meta(name, v)
+        path = self._known(name) / v / MODEL_FILE
         try:
-            with open(folder / MODEL_FILE, "rb") as fh:
+            with open(path, "rb") as fh:
                 model = pickle.load(fh)
-            with open(folder / META_FILE, encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except FileNotFoundError as exc:  # a file deleted by hand
-            raise ArtifactError(f"{name} {v} is incomplete: {exc.filename} is missing") from None
+        except FileNotFoundError:  # a file deleted by hand
+            raise ArtifactError(f"{name} {v} is incomplete: {path} is missing") from None
         return model, meta
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -354,8 +440,10 @@ class ArtifactStore:
         v = self._existing(name, version)
         with self._lock(name):
             try:
-                before: str | None = self.current(name)
-            except ArtifactError:
+                # what CURRENT names, even a version deleted since: recorded as None, the
+                # replay would have emptied the rollback stack (_stack)
+                before: str | None = self._pointer(name)
+            except ArtifactError:  # no CURRENT yet, or no version in it
                 before = None
             if before == v:
                 return v
@@ -375,7 +463,9 @@ class ArtifactStore:
             if stack:
                 stack.pop()
             available = set(self.versions(name))
-            while stack and stack[-1] not in available:  # deleted since it was promoted
+            # deleted since it was promoted, or the current one again (promoted twice in a row
+            # while CURRENT named a deleted version)
+            while stack and (stack[-1] not in available or stack[-1] == current):
                 stack.pop()
             if not stack:
                 raise ArtifactError(f"{name}: nothing to roll back to before {current}")
@@ -389,14 +479,17 @@ class ArtifactStore:
 
         A promotion records the version current before it (``from``): the replay first pops
         down to that one, so a promotion whose pointer write failed, wherever it sits in the
-        history, is never a rollback target. (Entries written before ``from`` existed lack it.)
+        history, is never a rollback target. A ``from`` that is not on the stack pops nothing:
+        it is null when CURRENT was unreadable (older releases also wrote null when it named a
+        deleted version), and popping down to it emptied the whole stack. (Entries written
+        before ``from`` existed lack it.)
         """
         stack: list[str] = []
         for entry in self.history(name):
             v = entry.get("version")
             if entry.get("action") == "promote":
-                if "from" in entry:
-                    while stack and stack[-1] != entry["from"]:
+                if entry.get("from") in stack:
+                    while stack[-1] != entry["from"]:
                         stack.pop()
                 if not stack or stack[-1] != v:  # a repeated promotion (older histories)
                     stack.append(v)
@@ -418,7 +511,9 @@ class ArtifactStore:
 
     # last: inside the class body, ``list`` below this point would name the method
     def list(self) -> pd.DataFrame:
-        """One row per stored version: name, version, current, created_at, model_class, path."""
+        """One row per stored version: name, version, current, created_at, model_class, path,
+        error (why its metadata cannot be trusted, else None: one damaged version must not
+        hide the others)."""
         rows = []
         for name in self.names():
             try:
@@ -426,7 +521,11 @@ class ArtifactStore:
             except ArtifactError:
                 current = None
             for v in self.versions(name):
-                meta = self.meta(name, v)
+                error = None
+                try:
+                    meta = self.meta(name, v)
+                except ArtifactError as exc:
+                    meta, error = {}, str(exc)
                 rows.append(
                     {
                         "name": name,
@@ -435,7 +534,8 @@ class ArtifactStore:
                         "created_at": meta.get("created_at"),
                         "model_class": meta.get("model_class"),
                         "path": str(self.root / name / v),
+                        "error": error,
                     }
                 )
-        columns = ["name", "version", "current", "created_at", "model_class", "path"]
+        columns = ["name", "version", "current", "created_at", "model_class", "path", "error"]
         return pd.DataFrame(rows, columns=columns)

@@ -222,12 +222,29 @@ def fit(
 
 
 def _load(db: str, name: str) -> Recommender:
+    """The current version of recommender ``name``, unpickled and checked to be one.
+
+    Every failure is one line naming the artifact, its version and folder: a truncated pickle,
+    or a value model's pickle in a recommender's folder, was a traceback. Fitting is the advice
+    only where nothing was ever saved: a broken pointer or version is mended by promoting
+    another one.
+    """
     if name not in MODELS:
         raise fail(f"unknown recommender {name!r}; choose from {', '.join(MODELS)}")
+    arts, key = ArtifactStore(default_root(db)), PREFIX + name
     try:
-        model, _ = ArtifactStore(default_root(db)).load(PREFIX + name)
+        version = arts.current(key)
     except ArtifactError as exc:
-        raise fail(f"{exc} (run `valuerec recommend fit --models {name}` first)") from None
+        never = key not in arts.names()
+        hint = f" (run `valuerec recommend fit --models {name}` first)" if never else ""
+        raise fail(f"{exc}{hint}") from None
+    where = f"{key} {version} ({arts.root / key / version})"
+    try:
+        model, _ = arts.load(key, version)
+    except Exception as exc:  # unpickling needs the model's code and its dependencies
+        raise fail(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, Recommender):
+        raise fail(f"{where} holds a {type(model).__name__}, not a recommender")
     return model
 
 

@@ -154,15 +154,30 @@ def _artifacts(db: str, root: Path | None) -> ArtifactStore:
 
 
 def _load(arts: ArtifactStore, name: str) -> tuple[ValueModel, dict[str, Any]]:
+    """The current version of value model ``name``, unpickled and checked to be one.
+
+    Every failure is one line naming the artifact, its version and folder: a truncated pickle,
+    or a recommender's pickle in a value model's folder, was a traceback (or an AttributeError
+    deep in ``predict``). Fitting is the advice only where nothing was ever saved: a broken
+    pointer or version is mended by promoting another one.
+    """
     if name.strip().lower() not in MODELS:
         raise _fail(f"unknown value model {name!r}: choose from {', '.join(MODELS)}")
     key = ARTIFACT_PREFIX + name.strip().lower()
     try:
-        return arts.load(key)
+        version = arts.current(key)
     except ArtifactError as exc:
-        raise _fail(f"{exc}; run `valuerec value fit --models {name}` first") from None
+        never = key not in arts.names()
+        hint = f"; run `valuerec value fit --models {name.strip().lower()}` first" if never else ""
+        raise _fail(f"{exc}{hint}") from None
+    where = f"{key} {version} ({arts.root / key / version})"
+    try:
+        model, meta = arts.load(key, version)
     except Exception as exc:  # unpickling needs the model's code and its dependencies
-        raise _fail(f"cannot load {key}: {type(exc).__name__}: {exc}") from None
+        raise _fail(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, ValueModel):
+        raise _fail(f"{where} holds a {type(model).__name__}, not a value model")
+    return model, meta
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> None:

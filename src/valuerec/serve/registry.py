@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from valuerec.artifacts import ArtifactError, ArtifactStore
+from valuerec.artifacts import META_FILE, ArtifactError, ArtifactStore, DamagedArtifactError
 from valuerec.recommend.base import Recommender
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError
@@ -205,6 +205,15 @@ def _segment_tables(seg: pd.DataFrame) -> dict[str, pd.DataFrame]:
     }
 
 
+#: the metadata fields ``GET /models`` lists per version, and the types it can show them as
+_VERSION_FIELDS: dict[str, tuple[type, ...]] = {
+    "created_at": (str,),
+    "fit_seconds": (int, float),
+    "data_fingerprint": (str,),
+    "metrics": (dict,),
+}
+
+
 def _kind(artifact: str) -> str:
     if artifact.startswith(REC_PREFIX):
         return "recommender"
@@ -311,27 +320,36 @@ class ModelRegistry:
     def _load_recommender(self, artifact: str, version: str | None) -> ModelHandle:
         model, meta = self.arts.load(artifact, version)
         if not isinstance(model, Recommender):
-            raise TypeError(f"{artifact} holds a {type(model).__name__}, not a Recommender")
+            raise TypeError(
+                f"{artifact} {meta['version']} holds a {type(model).__name__}, not a Recommender"
+            )
         model.score_histories([[], list(model.item_ids_[:1])])  # warm up before serving
         return ModelHandle(
             name=artifact.removeprefix(REC_PREFIX),
             artifact=artifact,
-            version=meta["version"],
+            version=meta["version"],  # the folder's: load() refuses metadata naming another
             meta=meta,
             model=model,
             loaded_at=time.time(),
         )
 
-    def _load_value(self, artifact: str, version: str | None) -> ValueSnapshot:
+    def _load_value_model(self, artifact: str, version: str | None) -> tuple[ValueModel, dict]:
+        """A value model unpickled and checked, without its predictions (the costly part)."""
         model, meta = self.arts.load(artifact, version)
         if not isinstance(model, ValueModel):
-            raise TypeError(f"{artifact} holds a {type(model).__name__}, not a ValueModel")
+            raise TypeError(
+                f"{artifact} {meta['version']} holds a {type(model).__name__}, not a ValueModel"
+            )
+        return model, meta
+
+    def _load_value(self, artifact: str, version: str | None) -> ValueSnapshot:
+        model, meta = self._load_value_model(artifact, version)
         horizon = float(self.settings.value_horizon_days or model.horizon_days_)
         seg, when = self.repo.value_segments(model, horizon)
         return ValueSnapshot(
             name=artifact.removeprefix(VALUE_PREFIX),
             artifact=artifact,
-            version=meta["version"],
+            version=meta["version"],  # the folder's: load() refuses metadata naming another
             meta=meta,
             as_of=when,
             horizon_days=horizon,
@@ -340,11 +358,20 @@ class ModelRegistry:
 
     # -- admin -----------------------------------------------------------------------------
     def resolve(self, name: str) -> str:
-        """An artifact name from ``rec-ease``, ``value-bgnbd`` or a short ``ease``."""
+        """An artifact name from ``rec-ease``, ``value-bgnbd`` or a short ``ease``.
+
+        In any case, as ``?model=EASE`` is (:meth:`recommender`): ``POST /models/EASE/promote``
+        was a 404 although recommendations accepted the name. An exact match comes first.
+        """
         known = self.arts.names()
-        for candidate in (name, REC_PREFIX + name, VALUE_PREFIX + name):
+        folded = {k.lower(): k for k in reversed(known)}  # reversed: the first one wins
+        text = name.strip()
+        for candidate in (text, REC_PREFIX + text, VALUE_PREFIX + text):
             if candidate in known:
                 return candidate
+        for candidate in (text, REC_PREFIX + text, VALUE_PREFIX + text):
+            if candidate.lower() in folded:
+                return folded[candidate.lower()]
         raise ApiError(404, f"no model {name!r} (known: {', '.join(known) or 'none'})")
 
     def _serving_version(self, artifact: str) -> str | None:
@@ -363,18 +390,7 @@ class ModelRegistry:
                 current: str | None = self.arts.current(artifact)
             except ArtifactError:
                 current = None
-            versions = []
-            for v in self.arts.versions(artifact):
-                meta = self.arts.meta(artifact, v)
-                versions.append(
-                    {
-                        "version": v,
-                        "created_at": meta.get("created_at"),
-                        "fit_seconds": meta.get("fit_seconds"),
-                        "data_fingerprint": meta.get("data_fingerprint"),
-                        "metrics": meta.get("metrics"),
-                    }
-                )
+            versions = [self._version_info(artifact, v) for v in self.arts.versions(artifact)]
             rows.append(
                 {
                     "name": artifact,
@@ -386,6 +402,30 @@ class ModelRegistry:
             )
         return rows
 
+    def _version_info(self, artifact: str, version: str) -> dict[str, Any]:
+        """One version's row of :meth:`describe`. Damaged metadata (bad JSON, a folder copied
+        from another artifact, a field of the wrong type) was a 500 for the whole list, the
+        dashboard's model panel included: the version is listed with an ``error`` instead,
+        and a field of the wrong type is left out."""
+        try:
+            meta = self.arts.meta(artifact, version)
+            error = None
+        except ArtifactError as exc:
+            meta, error = {}, str(exc)
+        info: dict[str, Any] = {"version": version}
+        wrong = []
+        for key, types in _VERSION_FIELDS.items():
+            value = meta.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                wrong.append(f"{key} is a {type(value).__name__}")
+                value = None
+            info[key] = value
+        if wrong:
+            path = self.arts.root / artifact / version / META_FILE
+            error = f"{path}: left out, of the wrong type: {', '.join(wrong)}"
+        info["error"] = error
+        return info
+
     def promote(self, name: str, version: str) -> dict[str, Any]:
         """Make ``version`` current on disk and in this server (hot swap)."""
         artifact = self.resolve(name)
@@ -396,6 +436,8 @@ class ModelRegistry:
                 previous = None
             try:
                 self.arts.meta(artifact, version)  # an unknown version is the client's error
+            except DamagedArtifactError:
+                pass  # the deployment's: _load says so, naming the file
             except ArtifactError as exc:
                 raise ApiError(404, str(exc)) from None
             loaded = self._load(artifact, version, previous)
@@ -423,19 +465,30 @@ class ModelRegistry:
     def _load(
         self, artifact: str, version: str, previous: str | None
     ) -> ModelHandle | ValueSnapshot | None:
-        """Everything a swap needs, loaded before anything changes (None: nothing to serve)."""
+        """Everything a swap needs, loaded before anything changes (None: nothing to serve).
+
+        A value model this server does not serve is unpickled and type-checked too (only its
+        predictions are skipped): moving the pointer unchecked let a broken version become
+        current, to fail at the next start or ``value predict``.
+        """
         kind = _kind(artifact)
         try:
             if kind == "recommender":
                 return self._load_recommender(artifact, version)
             if kind == "value" and self._serves_value(artifact):
                 return self._load_value(artifact, version)
+            if kind == "value":
+                self._load_value_model(artifact, version)
         except Exception as exc:
             log.exception("cannot load %s %s", artifact, version)
+            serving = self._serving_version(artifact)  # what answers, which CURRENT may not name
+            kept = (
+                f"still serving {serving}"
+                if serving
+                else f"{artifact} stays at {previous or 'no version'}"
+            )
             raise ApiError(
-                500,
-                f"cannot load {artifact} {version} ({type(exc).__name__}: {exc}); "
-                f"still serving {previous or 'nothing'}",
+                500, f"cannot load {artifact} {version} ({type(exc).__name__}: {exc}); {kept}"
             ) from exc
         return None
 

@@ -458,6 +458,11 @@ class VersionInfo(BaseModel):
     fit_seconds: float | None
     data_fingerprint: str | None
     metrics: dict[str, Any] | None
+    error: str | None = Field(
+        None,
+        description="Why this version's metadata cannot be read or shown whole (the file "
+        "named); null when it can.",
+    )
 
 
 class ModelInfo(BaseModel):
