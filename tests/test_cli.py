@@ -361,3 +361,49 @@ def test_python_dash_m_valuerec_is_the_command():
         [sys.executable, "-m", "valuerec", "--version"], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0 and res.stdout.strip() == f"valuerec {__version__}"
+
+
+def _strict_json(text: str):
+    """Parse as JavaScript's JSON.parse does: NaN and Infinity are errors, not numbers."""
+
+    def refuse(token: str):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_turns_non_finite_numbers_into_null(capsys):
+    """json.dumps wrote NaN and Infinity as bare tokens, which strict parsers refuse."""
+    import numpy as np
+
+    from valuerec.cli_common import print_json
+
+    print_json({"a": float("nan"), "b": [np.float64("inf"), 1.5], "c": np.int64(3), "d": "x"})
+    assert _strict_json(capsys.readouterr().out) == {"a": None, "b": [None, 1.5], "c": 3, "d": "x"}
+
+
+@pytest.mark.filterwarnings("ignore:no purchase between")  # six users rarely buy
+def test_policy_evaluate_json_of_a_tiny_population_with_one_seed(tmp_path):
+    """Six users for two days: the relevance baseline earns 0, and the paired ratio divided by
+    it (ZeroDivisionError, the run thrown away); one seed gave zero-width intervals [m, m];
+    no slate shown gave NDCG NaN, printed as a bare NaN. Now: the seed is left out of the
+    ratio and counted, undefined figures are null, and the report still reads the record."""
+    from valuerec.report.policy import policy_part, read_policy
+
+    args = ["policy", "evaluate", "--users", "6", "--seeds", "1", "--days", "2",
+            "--policies", "relevance,value-aware", "--no-ope", "--json"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = _strict_json(res.stdout)
+    relevance = rec["policies"][0]
+    assert relevance["policy"] == "relevance" and relevance["revenue"] == 0.0
+    assert relevance["revenue_low"] is None and relevance["revenue_high"] is None
+    pair = rec["paired"]["value-aware vs relevance"]
+    assert pair["revenue"] == [None, None, None] and pair["seeds_left_out"]["revenue"] == 1
+    path = tmp_path / "policy.json"
+    path.write_text(res.stdout, encoding="utf-8")
+    part = policy_part(read_policy(path), str(path))
+    tables = [getattr(b, "id", None) for b in part.sections[0].blocks]
+    assert tables[:2] == ["policy-table", "policy-paired"]
+    help_text = " ".join(runner.invoke(app, ["policy", "evaluate", "--help"]).output.split())
+    assert "the 95% intervals need 2 or more" in help_text.replace("│ ", "")

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from valuerec.evaluate.offpolicy import Estimate
 from valuerec.recommend.longterm import LongTermPolicy
@@ -270,3 +271,116 @@ def test_a_small_population_with_days_without_visitors_still_runs_every_policy()
     res = run_seed(cfg, 0)
     assert set(res.runs) == {"relevance", "revenue-greedy", "value-aware"}
     assert all(np.isfinite(r.revenue) and r.revenue >= 0 for r in res.runs.values())
+
+
+def _fake_run(
+    policy: str, revenue: float, active_end: int = 5, ndcg: float = 0.5, visitors: int = 4
+) -> Any:
+    """A two-day :class:`SimResult` with the given totals (no simulation needed)."""
+    import pandas as pd
+
+    from valuerec.simulate.env import SimResult
+
+    daily = pd.DataFrame(
+        {"day": [0, 1], "visitors": [visitors // 2, visitors - visitors // 2], "clicks": [1, 1],
+         "purchases": [0, 0], "revenue": [revenue / 2] * 2, "margin": [0.0, 0.0],
+         "active": [active_end] * 2, "ndcg": [ndcg] * 2}
+    )  # fmt: skip
+    return SimResult(policy, 2, revenue, 0.0, 2, 0, 10 * visitors, 5, active_end, ndcg, daily,
+                     np.zeros(5), np.ones(5, dtype=bool))  # fmt: skip
+
+
+def _fake_seed(seed: int, revenue: dict[str, float], active_end: int = 5) -> SeedResult:
+    runs = {name: _fake_run(name, rev, active_end) for name, rev in revenue.items()}
+    return SeedResult(seed, runs, None, {})
+
+
+def test_a_paired_ratio_leaves_out_seeds_whose_baseline_is_zero() -> None:
+    """A seed where the baseline earns nothing (or keeps no user) has no relative difference:
+    ``policy evaluate`` crashed on it with ZeroDivisionError and threw the whole run away.
+    Such seeds are left out of the ratio and counted; none left gives NaN (null in JSON)."""
+    from valuerec.cli_simulate import policy_data
+    from valuerec.simulate.experiment import paired
+
+    results = [
+        _fake_seed(0, {"relevance": 100.0, "value-aware": 120.0}),
+        _fake_seed(1, {"relevance": 0.0, "value-aware": 30.0}),  # undefined: left out
+        _fake_seed(2, {"relevance": 200.0, "value-aware": 220.0}),
+    ]
+    m, lo, hi = paired(results, "value-aware", "relevance", "revenue")
+    assert m == pytest.approx(0.15)  # the mean of +20% and +10%, seed 1 left out
+    half = stats.t.ppf(0.975, 1) * np.std([0.2, 0.1], ddof=1) / np.sqrt(2)
+    assert (lo, hi) == pytest.approx((0.15 - half, 0.15 + half))
+    data = policy_data(results)
+    pair = data["paired"]["value-aware vs relevance"]
+    assert pair["revenue"] == pytest.approx([m, lo, hi])
+    assert pair["seeds_left_out"] == {"revenue": 1}
+    assert pair["active_end"] == [0.0, 0.0, 0.0]  # every seed defined, no change
+    # no seed with a non-zero baseline: undefined, not a crash
+    none = [_fake_seed(0, {"relevance": 0.0, "value-aware": 5.0}, active_end=0)]
+    assert all(np.isnan(paired(none, "value-aware", "relevance", m)).all()
+               for m in ("revenue", "active_end"))  # fmt: skip
+    assert policy_data(none)["paired"]["value-aware vs relevance"]["seeds_left_out"] == {
+        "revenue": 1,
+        "active_end": 1,
+    }
+
+
+def test_one_seed_has_no_interval_rather_than_a_zero_width_one() -> None:
+    """With one seed every "95% interval" was [m, m], which reads as a certain result."""
+    from rich.console import Console
+
+    from valuerec.cli_simulate import _fmt_ci, policy_tables
+    from valuerec.simulate.experiment import mean_ci
+
+    m, lo, hi = mean_ci([1609.0])
+    assert m == 1609.0 and np.isnan(lo) and np.isnan(hi)
+    assert all(np.isnan(mean_ci([])))
+    m, lo, hi = mean_ci([1.0, 3.0])
+    assert (lo, hi) == pytest.approx((2 - stats.t.ppf(0.975, 1), 2 + stats.t.ppf(0.975, 1)))
+    assert _fmt_ci(1609.0, float("nan"), float("nan")) == "1,609 [n/a]"
+    assert _fmt_ci(float("nan"), float("nan"), float("nan"), 3) == "n/a"
+    assert _fmt_ci(2.0, 1.0, 3.0) == "2 [1, 3]"
+    table, _, data = policy_tables([_fake_seed(0, {"relevance": 1609.0})])
+    console = Console(width=200, record=True)
+    console.print(table)
+    shown = " ".join(console.export_text().split())  # the title wraps
+    assert "1,609 [n/a]" in shown and "1,609 [1,609, 1,609]" not in shown
+    assert "an interval needs 2 or more seeds" in shown
+    row = data["policies"][0]
+    assert row["revenue"] == 1609.0 and np.isnan(row["revenue_low"])
+
+
+def test_a_runs_ndcg_leaves_out_refit_blocks_without_visitors() -> None:
+    """A refit block nobody visited has NDCG NaN and weight 0; NaN x 0 made the whole run's
+    NDCG NaN although slates were shown in the other blocks."""
+    from valuerec.simulate.experiment import concat_results
+
+    parts = [
+        _fake_run("relevance", 10.0, ndcg=0.5, visitors=10),
+        _fake_run("relevance", 0.0, ndcg=float("nan"), visitors=0),
+        _fake_run("relevance", 5.0, ndcg=0.3, visitors=30),
+    ]
+    run = concat_results(parts)
+    assert run.ndcg == pytest.approx((0.5 * 10 + 0.3 * 30) / 40)
+    assert run.revenue == 15.0 and run.days == 6
+    empty = concat_results([_fake_run("relevance", 0.0, ndcg=float("nan"), visitors=0)] * 2)
+    assert np.isnan(empty.ndcg)  # no slate shown at all: no NDCG
+
+
+def test_the_demo_says_n_a_for_a_gain_over_a_baseline_that_earned_nothing(
+    monkeypatch, capsys
+) -> None:
+    """``valuerec demo``'s policy part divided by the baseline's revenue too."""
+    import valuerec.simulate.experiment as experiment
+    from valuerec.cli_simulate import policy_demo
+
+    def fake(cfg: Any, seed: int, progress: Any = None) -> SeedResult:
+        return _fake_seed(seed, {"relevance": 0.0, "value-aware": 10.0 * (seed + 1)})
+
+    monkeypatch.setattr(experiment, "run_seed", fake)
+    data = policy_demo(users=10, seeds=2, days=2)
+    assert data["paired"]["value-aware vs relevance"]["seeds_left_out"] == {"revenue": 2}
+    said = " ".join(capsys.readouterr().out.split())
+    assert "value-aware vs relevance: revenue n/a [n/a], NDCG@10 +0.0%" in said
+    assert "(2 seed(s) with a zero baseline left out)" in said

@@ -362,3 +362,75 @@ def test_a_tiny_policy_experiment_runs_every_policy(recwarn) -> None:
     assert set(result.runs) == {"relevance", "revenue-greedy", "value-aware"}
     assert all(r.days == 1 for r in result.runs.values())
     assert any("the value model is fitted as of" in str(w.message) for w in recwarn)
+
+
+def _strict_json(text: str) -> object:
+    """Parse as a strict parser (JavaScript's JSON.parse) does: NaN and Infinity are errors."""
+    import json
+
+    def refuse(token: str) -> object:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_simulate_with_a_pre_period_nobody_visits_names_the_options(tmp_path) -> None:
+    """Two users for three organic days browse nothing: the recommender had nothing to fit and
+    the command ended in a traceback (ValueError: no interactions to learn from)."""
+    res = _cli("simulate", "--out", str(tmp_path / "sim"), "--users", "2", "--items", "10",
+               "--pre-days", "3", "--days", "5")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    said = _said(res)
+    assert "the 3 organic day(s) of 2 user(s) gave too little to fit the recommender" in said
+    assert "raise --users or --pre-days" in said
+
+
+def test_cli_policy_evaluate_on_too_few_users_names_the_option(recwarn) -> None:
+    """Two users: nobody visits during the logging run, so the purchase model had no rows;
+    the error was LightGBM's "Found array with 0 sample(s)", naming no option."""
+    res = _cli("policy", "evaluate", "--users", "2", "--seeds", "1", "--days", "1",
+               "--policies", "relevance", "--no-ope")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    said = _said(res)
+    assert said.startswith("error: seed 0: the 30-day logging run: no slate was shown")
+    assert said.endswith("raise --users")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate", "--out", "never", "--users", "50", "--items", "20", "--seed", "-1"],
+        ["value", "campaign", "--users", "50", "--seed", "-1"],
+    ],
+)
+def test_cli_a_negative_seed_is_a_usage_error_naming_the_option(monkeypatch, args) -> None:
+    """numpy's "expected non-negative integer" named no option."""
+    _no_simulation(monkeypatch)
+    res = _cli(*args)
+    assert res.exit_code == 2, res.output
+    flat = " ".join(res.output.split())
+    assert "'--seed'" in flat and "greater than or equal to 0" in flat
+
+
+def test_cli_simulate_items_below_the_slate_size_names_the_limit(tmp_path, monkeypatch) -> None:
+    """The slate size is no option: "items >= slate_size" named neither the option nor 10."""
+    _no_simulation(monkeypatch)
+    res = _cli("simulate", "--out", str(tmp_path / "sim"), "--users", "50", "--items", "9")
+    assert res.exit_code == 2, res.output
+    assert _said(res) == "error: --items must be at least 10 (the slate size), got 9"
+    assert not (tmp_path / "sim").exists()
+    with pytest.raises(ValueError, match=r"items must be at least 5 \(the slate size\), got 4"):
+        World.draw(SimConfig(users=3, items=4, slate_size=5))
+
+
+def test_cli_campaign_json_without_any_true_uplift_is_strict_json(recwarn) -> None:
+    """A 0% discount without goodwill changes nothing: the true uplift is 0 for everyone, its
+    correlation with the model's undefined. It was printed as the bare token NaN (which
+    JSON.parse refuses), after numpy's divide-by-zero warnings."""
+    res = _cli("value", "campaign", "--json", "--users", "200", "--discount", "0",
+               "--goodwill", "0", "--days", "10")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = _strict_json(res.stdout)
+    assert isinstance(data, dict)
+    assert data["true_uplift"] == 0.0 and data["uplift_model_corr"] is None
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -108,4 +108,10 @@ def progress() -> Iterator[Progress]:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """Print ``obj`` as strict JSON: a NaN or infinity (an undefined correlation, an interval
+    of one seed) becomes null, as JSON has no token for it; Python's bare ``NaN`` made the
+    output unreadable to strict parsers (JavaScript's ``JSON.parse``, jq). numpy values and
+    times are converted as artifact metadata is (:func:`valuerec.artifacts._jsonable`)."""
+    from valuerec.artifacts import _jsonable  # imported here: ``valuerec --help`` stays fast
+
+    sys.stdout.write(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from valuerec.cli_common import fail, open_store, out, print_json, progress
 
@@ -48,7 +49,8 @@ def simulate(
     epsilon: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Exploration of epsilon-greedy.")
     ] = 0.3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    # min=0: numpy's seeding refuses a negative seed with a message naming no option
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     db: Annotated[
         str | None, typer.Option("--db", help="Also ingest the events into this store.")
@@ -69,8 +71,12 @@ def simulate(
         raise fail(f"unknown policy {policy!r}: choose from {', '.join(SIMPLE_POLICIES)}")
     if fmt not in ("csv", "parquet"):
         raise fail("--format must be csv or parquet")
+    config = SimConfig(users=users, items=items, seed=seed)
+    # the slate size is no option, so the limit it sets on --items is said with its number
+    if items < config.slate_size:
+        raise fail(f"--items must be at least {config.slate_size} (the slate size), got {items}")
     try:
-        world = World.draw(SimConfig(users=users, items=items, seed=seed))
+        world = World.draw(config)
     except ValueError as exc:
         raise fail(str(exc)) from None
     # the output folder is made now, not after the simulation: a file in the way (or a folder
@@ -94,9 +100,14 @@ def simulate(
         pre = sim.organic(pre_days, platform, progress=lambda d, n: bar.update(task, completed=d))
         bar.update(task, description="fitting the recommender")
         pre_events = pre.events()
-        platform.set_relevance(
-            fit_relevance(pre_events, world.user_ids, world.items["item_id"].to_numpy())
-        )
+        try:
+            relevance = fit_relevance(pre_events, world.user_ids, world.items["item_id"].to_numpy())
+        except ValueError as exc:  # a tiny population or pre-period: nobody browsed
+            raise fail(
+                f"the {pre_days} organic day(s) of {users:,} user(s) gave too little to fit the "
+                f"recommender on ({exc}): raise --users or --pre-days"
+            ) from None
+        platform.set_relevance(relevance)
         task2 = bar.add_task(f"{policy} days", total=days)
         run = sim.run(chosen, platform, days, progress=lambda d, n: bar.update(task2, completed=d))
         bar.update(task2, description="writing")
@@ -140,7 +151,18 @@ def simulate(
 
 
 def _fmt_ci(m: float, lo: float, hi: float, digits: int = 0) -> str:
+    """``m [lo, hi]``; an undefined figure (NaN: one seed has no interval, a paired ratio no
+    seed with a non-zero baseline) shows as "n/a" rather than "nan" or a zero-width interval."""
+    if not math.isfinite(m):
+        return "n/a"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{m:,.{digits}f} [n/a]"
     return f"{m:,.{digits}f} [{lo:,.{digits}f}, {hi:,.{digits}f}]"
+
+
+def _fmt_pct(x: float) -> str:
+    """A signed percentage, or "n/a" for an undefined one (NaN)."""
+    return f"{x:+.1%}" if math.isfinite(x) else "n/a"
 
 
 def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, Any]]:
@@ -149,19 +171,23 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
 
     summary = summarise(results)
     n = len(results)
-    table = Table(title=f"policies over {n} seed(s): mean [95% interval]")
+    title = f"policies over {n} seed(s): mean [95% interval]"
+    if n < 2:
+        title += " (an interval needs 2 or more seeds)"
+    table = Table(title=title)
     days = next(iter(results[0].runs.values())).days
     widest = max(len(name) for name in summary["policy"])
     table.add_column("policy", no_wrap=True, min_width=widest)  # names are never cut short
     for col in (f"{days}-day revenue", "active at end", "clicks", "NDCG@10"):
         table.add_column(col, justify="right")
     for row in summary.itertuples():
+        # Text cells: a console with markup on (the benchmark's) took "[n/a]" for a tag
         table.add_row(
-            row.policy,
-            _fmt_ci(row.revenue, row.revenue_low, row.revenue_high),
-            _fmt_ci(row.active_end, row.active_end_low, row.active_end_high),
-            _fmt_ci(row.clicks, row.clicks_low, row.clicks_high),
-            _fmt_ci(row.ndcg, row.ndcg_low, row.ndcg_high, 3),
+            Text(row.policy),
+            Text(_fmt_ci(row.revenue, row.revenue_low, row.revenue_high)),
+            Text(_fmt_ci(row.active_end, row.active_end_low, row.active_end_high)),
+            Text(_fmt_ci(row.clicks, row.clicks_low, row.clicks_high)),
+            Text(_fmt_ci(row.ndcg, row.ndcg_low, row.ndcg_high, 3)),
         )
     ope = ope_table(results)
     ope_rich = None
@@ -172,11 +198,11 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
         for r in ope.itertuples():
             ope_rich.add_row(
                 str(r.seed),
-                r.policy,
+                Text(r.policy),
                 f"{r.truth:.2f}",
-                _fmt_ci(r.ips, r.ips_low, r.ips_high, 2),
-                _fmt_ci(r.snips, r.snips_low, r.snips_high, 2),
-                _fmt_ci(r.dr, r.dr_low, r.dr_high, 2),
+                Text(_fmt_ci(r.ips, r.ips_low, r.ips_high, 2)),
+                Text(_fmt_ci(r.snips, r.snips_low, r.snips_high, 2)),
+                Text(_fmt_ci(r.dr, r.dr_low, r.dr_high, 2)),
                 "/".join("yes" if c else "NO" for c in (r.ips_covers, r.snips_covers, r.dr_covers)),
             )
     data = policy_data(results, summary, ope)
@@ -196,18 +222,36 @@ def policy_data(
     """The JSON-able record of a policy experiment that ``valuerec report --policy-json``
     renders: the policy table with intervals, paired relative differences with intervals, the
     mean cumulative revenue and active users per day, and the OPE rows against the truth with
-    how many truths the simultaneous (Bonferroni) intervals hold, per estimator."""
-    from valuerec.simulate.experiment import ope_simultaneous, ope_table, paired, summarise
+    how many truths the simultaneous (Bonferroni) intervals hold, per estimator.
+
+    Undefined figures are NaN (null in ``--json``): an interval of one seed, a paired ratio
+    no seed defines. A pair's ``seeds_left_out`` (only when some are) counts per metric the
+    seeds left out of its ratio because the baseline was 0 there."""
+    from valuerec.simulate.experiment import (
+        mean_ci,
+        ope_simultaneous,
+        ope_table,
+        paired_ratios,
+        summarise,
+    )
 
     summary = summarise(results) if summary is None else summary
     ope = ope_table(results) if ope is None else ope
     names = list(results[0].runs)
-    pairs = {}
+    pairs: dict[str, dict[str, Any]] = {}
     for a, b in PAIRS:
         if a in names and b in names:
-            pairs[f"{a} vs {b}"] = {
-                m: list(paired(results, a, b, m)) for m in ("revenue", "ndcg", "active_end")
-            }
+            figures: dict[str, Any] = {}
+            left_out = {}
+            for m in ("revenue", "ndcg", "active_end"):
+                ratios = paired_ratios(results, a, b, m)
+                defined = ratios[np.isfinite(ratios)]
+                figures[m] = list(mean_ci(defined))
+                if len(defined) < len(ratios):
+                    left_out[m] = len(ratios) - len(defined)
+            if left_out:
+                figures["seeds_left_out"] = left_out
+            pairs[f"{a} vs {b}"] = figures
     daily = {}
     for name in names:
         frames = [r.runs[name].daily for r in results]
@@ -269,8 +313,12 @@ def policy_demo(users: int = 1_000, seeds: int = 2, days: int = 30) -> dict[str,
             continue
         m, lo, hi = figures["revenue"]
         nd = figures["ndcg"][0]
+        interval = f"[{_fmt_pct(lo)}, {_fmt_pct(hi)}]" if math.isfinite(lo) else "[n/a]"
+        note = ""
+        if skipped := figures.get("seeds_left_out", {}).get("revenue"):
+            note = f" ({skipped} seed(s) with a zero baseline left out)"
         out.print(
-            f"{pair}: revenue {m:+.1%} [{lo:+.1%}, {hi:+.1%}], NDCG@10 {nd:+.1%}",
+            f"{pair}: revenue {_fmt_pct(m)} {interval}, NDCG@10 {_fmt_pct(nd)}{note}",
             highlight=False,
         )
     out.print(
@@ -285,7 +333,10 @@ def policy_demo(users: int = 1_000, seeds: int = 2, days: int = 30) -> dict[str,
 @policy_app.command("evaluate")
 def policy_evaluate(
     users: Annotated[int, typer.Option(min=1, help="Simulated users per seed.")] = 2_000,
-    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0, 1, ...).")] = 5,
+    seeds: Annotated[
+        int,
+        typer.Option(min=1, help="Number of seeds (0, 1, ...); the 95% intervals need 2 or more."),
+    ] = 5,
     days: Annotated[int, typer.Option(min=1, help="Days each policy serves.")] = 90,
     policies: Annotated[
         str,
@@ -350,14 +401,19 @@ def policy_evaluate(
         refit_recommender=refit_recommender,
     )
     results = []
-    try:
-        with progress() as bar:
-            task = bar.add_task("seeds", total=seeds)
-            for seed in cfg.seeds:
+    with progress() as bar:
+        task = bar.add_task("seeds", total=seeds)
+        for seed in cfg.seeds:
+            try:
                 results.append(run_seed(cfg, seed, lambda s: bar.update(task, description=s)))
-                bar.update(task, advance=1)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+            except ValueError as exc:
+                # the options are checked above, so what fails here is a model left with
+                # (almost) nothing to learn from: the population is what the user can change
+                raise fail(
+                    f"seed {seed}: {exc}; {users:,} simulated user(s) are too few to fit the "
+                    "platform's models on: raise --users"
+                ) from None
+            bar.update(task, advance=1)
     table, ope_rich, data = policy_tables(results)
     if as_json:
         print_json(data)
@@ -369,7 +425,8 @@ def policy_evaluate(
 
 def campaign(
     users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 4_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    # min=0: numpy's seeding refuses a negative seed with a message naming no option
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     segment: Annotated[str, typer.Option(help="at-risk-high-value or all customers.")] = "all",
     discount: Annotated[float, typer.Option(help="Discount given to the treated.")] = 0.2,
     campaign_days: Annotated[int, typer.Option(min=1, help="Days the discount lasts.")] = 30,

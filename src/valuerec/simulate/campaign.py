@@ -187,6 +187,14 @@ def eligible_users(platform: Platform, segment: str) -> np.ndarray:
     return np.flatnonzero(customers & hv & at_risk)
 
 
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant (no true uplift at all, e.g. a
+    0% discount without goodwill), where numpy divides by a zero spread and warns."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def run_campaign(cfg: CampaignConfig, progress: Any | None = None) -> CampaignResult:
     cfg.check()  # before the simulation, not after it
     say = progress or (lambda _: None)
@@ -272,6 +280,6 @@ def run_campaign(cfg: CampaignConfig, progress: Any | None = None) -> CampaignRe
             "control_mean": float(y[~assign].mean()),
             "treated_mean": float(y[assign].mean()),
             "sd": sd,
-            "uplift_model_corr": float(np.corrcoef(tau_hat, tau)[0, 1]),
+            "uplift_model_corr": _corr(tau_hat, tau),
         },
     )

@@ -273,7 +273,12 @@ def concat_results(parts: Sequence[SimResult]) -> SimResult:
     over every slate shown)."""
     daily = pd.concat([p.daily for p in parts], ignore_index=True)
     slates = np.array([p.daily["visitors"].sum() for p in parts], dtype=float)
-    ndcg = float(np.dot([p.ndcg for p in parts], slates) / max(slates.sum(), 1.0))
+    part_ndcg = np.array([p.ndcg for p in parts], dtype=float)
+    # a part in which nobody visited has NDCG NaN (no slate to score) and weight 0: left out,
+    # as NaN x 0 is NaN and made the whole run's NDCG NaN although slates were shown before
+    shown = (slates > 0) & np.isfinite(part_ndcg)
+    weight = slates[shown].sum()
+    ndcg = float(np.dot(part_ndcg[shown], slates[shown]) / weight) if weight else float("nan")
     return SimResult(
         policy=parts[0].policy,
         days=sum(p.days for p in parts),
@@ -318,15 +323,18 @@ def prepare_seed(
     pre = sim.organic(cfg.pre_days, platform)
     pre_events = pre.events()
     as_of = sim.start + np.timedelta64(cfg.pre_days, "D")
-    attach_models(
-        platform,
-        pre_events,
-        world.user_ids,
-        world.items["item_id"].to_numpy(),
-        as_of,
-        cfg.recommender,
-        cfg.value_model,
-    )
+    try:
+        attach_models(
+            platform,
+            pre_events,
+            world.user_ids,
+            world.items["item_id"].to_numpy(),
+            as_of,
+            cfg.recommender,
+            cfg.value_model,
+        )
+    except ValueError as exc:  # said with the step: a small population can leave it empty
+        raise ValueError(f"the {cfg.pre_days}-day pre-period: {exc}") from exc
     visit_rate = platform.visits / cfg.pre_days
     lap("pre-period + fit")
 
@@ -335,7 +343,10 @@ def prepare_seed(
     log_sim, log_platform = sim.copy(), platform.copy()
     train = log_sim.run(logger, log_platform, cfg.log_days, record_features=True, ndcg=False)
     assert train.log is not None
-    purchase_model = fit_purchase_model([train.log], seed=seed)
+    try:
+        purchase_model = fit_purchase_model([train.log], seed=seed)
+    except ValueError as exc:
+        raise ValueError(f"the {cfg.log_days}-day logging run: {exc}") from exc
     platform.purchase_model = log_platform.purchase_model = purchase_model
     lap("logging + purchase model")
     return PreparedSeed(
@@ -421,11 +432,17 @@ def run_experiment(cfg: ExperimentConfig, progress: Progress | None = None) -> l
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t-interval over seeds (a point interval for a single seed)."""
+    """Mean and t-interval over seeds.
+
+    One seed has no spread to estimate, so its interval is undefined: NaN bounds (shown as
+    "n/a", null in JSON), not the zero-width ``[m, m]`` that read as a certain result. No
+    values: all NaN."""
     x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
     m = float(x.mean())
     if len(x) < 2:
-        return m, m, m
+        return m, float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
     return m, m - half, m + half
 
@@ -452,10 +469,24 @@ def summarise(results: Sequence[SeedResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_ratios(results: Sequence[SeedResult], a: str, b: str, metric: str) -> np.ndarray:
+    """Per seed, the relative difference ``a / b - 1`` of a metric; NaN where it is undefined:
+    the baseline ``b`` is 0 (a small population or a short run can earn nothing, or lose every
+    user) or either figure is NaN (an NDCG with no slate shown)."""
+    ratios = np.full(len(results), np.nan)
+    for i, r in enumerate(results):
+        num, den = float(getattr(r.runs[a], metric)), float(getattr(r.runs[b], metric))
+        if den != 0 and np.isfinite(num) and np.isfinite(den):
+            ratios[i] = num / den - 1.0
+    return ratios
+
+
 def paired(results: Sequence[SeedResult], a: str, b: str, metric: str) -> tuple[float, ...]:
-    """Relative difference ``a / b - 1`` of a metric over seeds: mean and 95% interval."""
-    ratios = [getattr(r.runs[a], metric) / getattr(r.runs[b], metric) - 1.0 for r in results]
-    return mean_ci(ratios)
+    """Relative difference ``a / b - 1`` of a metric over seeds: mean and 95% interval over the
+    seeds where it is defined (:func:`paired_ratios`; the others are left out, not divided by
+    zero). NaN when no seed has one."""
+    ratios = paired_ratios(results, a, b, metric)
+    return mean_ci(ratios[np.isfinite(ratios)])
 
 
 def ope_table(results: Sequence[SeedResult]) -> pd.DataFrame:

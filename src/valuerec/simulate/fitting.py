@@ -189,7 +189,15 @@ class PurchaseModel:
 
 
 def fit_purchase_model(logs: Sequence[SimLog], seed: int = 0) -> PurchaseModel:
+    """The purchase model fitted on the exposures of ``logs``.
+
+    Raises:
+        ValueError: the logs show no slate (nobody visited), said in those words rather than
+            LightGBM's "Found array with 0 sample(s)".
+    """
     feats, pos, buy, _ = logged_rows(logs)
+    if not len(buy):
+        raise ValueError("no slate was shown (nobody visited) to fit the purchase model on")
     return PurchaseModel(seed=seed).fit(feats, pos, buy)
 
 

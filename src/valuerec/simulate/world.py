@@ -121,8 +121,15 @@ class World:
 
     @classmethod
     def draw(cls, cfg: SimConfig) -> World:
-        if cfg.users < 1 or cfg.items < cfg.slate_size or cfg.slate_size < 1:
-            raise ValueError("need users >= 1 and items >= slate_size >= 1")
+        # each limit said with its value: "items >= slate_size" named neither number
+        if cfg.users < 1:
+            raise ValueError(f"users must be at least 1, got {cfg.users}")
+        if cfg.slate_size < 1:
+            raise ValueError(f"slate_size must be at least 1, got {cfg.slate_size}")
+        if cfg.items < cfg.slate_size:
+            raise ValueError(
+                f"items must be at least {cfg.slate_size} (the slate size), got {cfg.items}"
+            )
         rng = np.random.default_rng([cfg.seed, 7])
         n, m, d = cfg.users, cfg.items, cfg.dims
         items, cat = synth._items(synth.SynthConfig(items=m), rng)
