@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 import warnings
@@ -40,6 +39,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from valuerec.cli_common import strict_json
 from valuerec.data import datasets
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
@@ -499,7 +499,7 @@ def main() -> None:
         summary["synthetic"] = synthetic(args.synthetic_users, args.synthetic_preset)
     targets(summary)
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2, default=float))
+        args.json.write_text(strict_json(summary), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import multiprocessing
 import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy.special import expit
 
+from valuerec.cli_common import strict_json
 from valuerec.cli_simulate import policy_tables
 from valuerec.recommend.longterm import LongTermPolicy
 from valuerec.recommend.policies import (
@@ -391,13 +392,7 @@ def main() -> None:
                 "ope_pooled": pooled.to_dict(orient="records"),
             },
         )
-        with open(args.json, "w") as fh:
-            json.dump(
-                data,
-                fh,
-                indent=2,
-                default=lambda o: o.item() if isinstance(o, np.generic) else str(o),
-            )
+        Path(args.json).write_text(strict_json(data), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import shlex
 import shutil
@@ -28,6 +27,7 @@ from valuerec.cli_common import (
     out,
     print_json,
     progress,
+    strict_json,
 )
 from valuerec.cli_recommend import evaluate as rec_evaluate
 from valuerec.cli_recommend import fit as rec_fit
@@ -415,7 +415,7 @@ def demo(
         heading("ranking for long-term value (simulated users, known truth)")
         record = policy_demo(users=policy_users, seeds=2, days=30)
         policy_json = out_dir / "policy.json"
-        policy_json.write_text(json.dumps(record, default=float, indent=1), encoding="utf-8")
+        policy_json.write_text(strict_json(record, indent=1), encoding="utf-8")
     heading("report")
     with progress() as bar:
         task = bar.add_task("writing the report", total=None)

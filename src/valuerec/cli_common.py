@@ -107,11 +107,17 @@ def progress() -> Iterator[Progress]:
         yield bar
 
 
-def print_json(obj: Any) -> None:
-    """Print ``obj`` as strict JSON: a NaN or infinity (an undefined correlation, an interval
+def strict_json(obj: Any, indent: int = 2) -> str:
+    """``obj`` as strict JSON text: a NaN or infinity (an undefined correlation, an interval
     of one seed) becomes null, as JSON has no token for it; Python's bare ``NaN`` made the
     output unreadable to strict parsers (JavaScript's ``JSON.parse``, jq). numpy values and
-    times are converted as artifact metadata is (:func:`valuerec.artifacts._jsonable`)."""
+    times are converted as artifact metadata is (:func:`valuerec.artifacts._jsonable`). What
+    every ``--json`` output and JSON file valuerec writes goes through."""
     from valuerec.artifacts import _jsonable  # imported here: ``valuerec --help`` stays fast
 
-    sys.stdout.write(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+    return json.dumps(_jsonable(obj), indent=indent, allow_nan=False)
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as :func:`strict_json`."""
+    sys.stdout.write(strict_json(obj) + "\n")
