@@ -328,3 +328,34 @@ def test_a_damaged_or_foreign_artifact_is_one_error_line_naming_it(tmp_path):
     out = error("for", "u1")
     assert f"{arts.root}/rec-popularity/CURRENT:notaversion:'garbage'" in out
     assert "recommendfit" not in out  # re-fitting is no advice for a broken pointer
+
+
+def test_a_model_that_fails_with_a_bug_costs_the_others_nothing_either(tmp_path, monkeypatch):
+    """Only a ValueError was caught per model: ease-side's TypeError on a JSON object in
+    properties printed a traceback, and the models listed after it were never fitted."""
+    from valuerec.recommend.popularity import PopularityRecommender
+
+    path = tmp_path / "bug.duckdb"
+    events = pd.DataFrame(
+        {
+            "user_id": list("aaaabbbbcccc"),
+            "item_id": list("wxyzxyzwyzwx"),
+            "event_type": "view",
+            "timestamp": pd.date_range("2024-01-01", periods=12, freq="D"),
+        }
+    )
+    with Store(path) as store:
+        ingest(store, events, "events")
+
+    def broken_fit(self, interactions):
+        raise TypeError("unhashable type: 'dict'")
+
+    monkeypatch.setattr(PopularityRecommender, "fit", broken_fit)
+    both = ["--db", str(path), "--json", "--models", "popularity,ease"]
+    res = runner.invoke(app, ["recommend", "fit", *both])
+    assert res.exit_code == 1 and json.loads(res.stdout) == {"ease": "v0001"}
+    assert "popularity: failed with TypeError: unhashable type" in res.stderr
+    res = runner.invoke(app, ["recommend", "evaluate", *both, "--protocol", "leave-one-out"])
+    body = json.loads(res.stdout)["models"]
+    assert res.exit_code == 1 and "ndcg@10" in body["ease"]
+    assert body["popularity"]["error"].startswith("failed with TypeError")

@@ -55,9 +55,34 @@ def test_entity_features_split_multi_valued_categories():
         }
     )
     x, names = entity_features(items, "item_id", pd.Index(["a", "b", "c"]))
-    assert names == ["category=Action", "category=Comedy"]  # titles are skipped
+    assert names == ["category=action", "category=comedy"]  # titles are skipped
     np.testing.assert_array_equal(x, [[1, 1], [0, 1], [0, 0]])
     assert entity_features(None, "item_id", pd.Index(["a"]))[0].shape == (1, 0)
+
+
+def test_entity_features_read_padded_labels_json_arrays_and_skip_objects():
+    """'Action | comedy' made four features of two labels ('Action ', ' comedy', ...); a
+    JSON array (tags) or object in properties crashed the level count (unhashable dict),
+    and with it ease-side, als-side, hybrid and every model fitted after them."""
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "category": ["Action | comedy", "action|Comedy", " DRAMA ", None],
+            "properties": [
+                '{"tags": ["New", "sale "], "dims": {"w": 1}}',
+                '{"tags": ["new"], "dims": {"w": 2}}',
+                '{"tags": [], "dims": {"w": 1}}',
+                None,
+            ],
+        }
+    )
+    x, names = entity_features(items, "item_id", pd.Index(["a", "b", "c", "d"]))
+    assert names == [
+        "category=action", "category=comedy", "category=drama", "tags=new", "tags=sale"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(
+        x, [[1, 1, 0, 1, 1], [1, 1, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]]
+    )
 
 
 def test_expand_properties_keeps_table_columns():

@@ -79,10 +79,19 @@ def _fitted(
             model: Recommender | str
             try:
                 model = make_recommender(name, items, users).fit(train)
-            except ValueError as exc:  # data the model cannot use: say why, no traceback
-                model = str(exc)
+            except Exception as exc:  # one model's failure is its row alone, never the others
+                model = _failure(exc)
             yield name, model, time.perf_counter() - start
             bar.advance(task)
+
+
+def _failure(exc: Exception) -> str:
+    """What a model's failure says: a ValueError is data the model cannot use (its message
+    says why); anything else is a bug, named by its type so it can be reported, while the
+    other models still run (a TypeError from one model's side features stopped them all)."""
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return f"failed with {type(exc).__name__}: {exc} (a bug: please report it)"
 
 
 def _report_failures(failed: dict[str, str]) -> None:
@@ -163,9 +172,9 @@ def evaluate(
                     name, split, items, users, k=k, unmasked=protocol == "leave-one-out"
                 )
                 rows[name] = {**report.metrics, "fit_s": fit_s}
-            except ValueError as exc:  # data the model cannot use: its row says so
-                failed[name] = str(exc)
-                rows[name] = {"error": str(exc)}
+            except Exception as exc:  # one model's failure is its row alone, never the others
+                failed[name] = _failure(exc)
+                rows[name] = {"error": failed[name]}
             bar.advance(task)
     if as_json:
         print_json({"protocol": protocol, "k": k, "models": rows})

@@ -47,6 +47,28 @@ def expand_properties(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([rest, props.drop(columns=[c for c in props if c in rest])], axis=1)
 
 
+def _labels(value: object) -> list[str]:
+    """The labels of one multi-valued attribute: ``a|b`` text or a JSON array of scalars,
+    each trimmed and case-folded, as the server reads categories (``Action | comedy`` and
+    ``action|Comedy`` are the same two labels, not four)."""
+    if isinstance(value, str):
+        parts: list[object] = value.split("|")
+    elif isinstance(value, list):
+        parts = [v for v in value if not isinstance(v, dict | list)]
+    else:
+        return []
+    return [t for t in (str(p).strip().lower() for p in parts if p is not None) if t]
+
+
+def _multi_hot(values: pd.Series) -> pd.DataFrame:
+    """One 0/1 column per label of a multi-valued attribute (:func:`_labels`)."""
+    labels = values.map(_labels).explode().dropna()
+    if labels.empty:
+        return pd.DataFrame(index=values.index, dtype=np.float32)
+    hot = pd.crosstab(labels.index, labels.to_numpy()).clip(upper=1)
+    return hot.reindex(values.index, fill_value=0).astype(np.float32)
+
+
 def _numeric_bins(values: pd.Series, bins: int) -> pd.DataFrame:
     """One column per quantile bin of a numeric or datetime field, named by its range."""
     if values.dtype.kind == "M":
@@ -89,7 +111,10 @@ def entity_features(
             continue
         values = frame[col]
         present = values.dropna()
-        if present.empty:
+        if present.empty or any(isinstance(v, dict) for v in present):
+            continue  # a JSON object is no attribute level (it crashed the level count)
+        if any(isinstance(v, list) for v in present):  # JSON arrays: tags, genres
+            blocks.append(_multi_hot(values).add_prefix(f"{col}="))
             continue
         numeric = values.dtype.kind in "iufM" or all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in present
@@ -101,8 +126,7 @@ def entity_features(
         else:
             text = values.astype("string")
             if text.str.contains("|", regex=False).any():
-                block = text.fillna("").str.get_dummies("|").astype(np.float32)
-                block = block.drop(columns=[c for c in block.columns if not str(c).strip()])
+                block = _multi_hot(values)
             else:
                 levels = present.nunique()
                 if levels > max_levels or levels >= 0.5 * len(present):
