@@ -121,3 +121,47 @@ def test_an_items_table_listing_an_item_twice_keeps_its_first_row():
         model.recommend(["fan", "kid"], k=2),
         ContentRecommender(items=ITEMS, embed=genre_embed).fit(LOG).recommend(["fan", "kid"], k=2),
     )
+
+
+def _length_embed(texts: list[str]) -> np.ndarray:
+    """Every text the same direction: what the sentence model gave all empty texts alike."""
+    assert "" not in texts  # an item without text is never embedded
+    return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+
+def test_an_item_without_text_has_no_content():
+    """Items without title, category or text (or missing from the items table) all got the
+    embedding of "": cosine 1.0 between them, recommended at the top score to anyone who had
+    one. They now have a zero embedding; a table with no text at all is refused."""
+    items = pd.DataFrame(
+        {"item_id": ["a", "blank1", "blank2"], "title": ["A film", None, ""], "text": None}
+    )
+    log = pd.DataFrame({"user_id": ["u", "v", "v"], "item_id": ["ghost", "a", "blank1"]})
+    model = ContentRecommender(items=items, embed=_length_embed).fit(log)
+    emb = dict(zip(model.item_ids_, model.item_embeddings_, strict=True))
+    assert not emb["blank1"].any() and not emb["blank2"].any() and not emb["ghost"].any()
+    assert emb["a"].any()
+    sim = model.similar_items("blank1", k=3)
+    assert (sim["score"] == 0).all()
+    rec = model.recommend(["u"], k=3)  # u's only item has no text: nothing is "like" it
+    assert (rec["score"] == 0).all()
+    with pytest.raises(ValueError, match="no item of the catalogue has any"):
+        ContentRecommender(items=items.assign(title=None), embed=_length_embed).fit(log)
+
+
+def test_a_hybrid_with_a_content_member_keeps_to_the_logs_items():
+    """Content fitted on the whole items table (an item nobody had) gave the hybrid's members
+    two catalogues, and scoring failed with a broadcast error; weights summing to 0 blended
+    to NaN and recommended nothing."""
+    from valuerec.recommend.hybrid import HybridRecommender
+    from valuerec.recommend.popularity import PopularityRecommender
+
+    hybrid = HybridRecommender(
+        [PopularityRecommender(), ContentRecommender(items=ITEMS, embed=genre_embed)]
+    ).fit(LOG)
+    assert "new-space" not in set(hybrid.item_ids_)
+    assert len(hybrid.recommend(["fan"], k=2)) == 2
+    assert len(hybrid.recommend(["x"], k=2, histories={"x": ["s1"]})) == 2
+    for weights in ([0.0, 0.0], [1.0, -1.0], [1.0], [np.nan, 1.0]):
+        with pytest.raises(ValueError, match="weights must be"):
+            HybridRecommender([PopularityRecommender(), PopularityRecommender()], weights).fit(LOG)

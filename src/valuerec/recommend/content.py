@@ -94,8 +94,20 @@ class ContentRecommender(Recommender):
         if self.matrix_.nnz == 0:
             raise ValueError("no interactions to learn from")
         self.popularity_ = np.asarray(self.matrix_.sum(axis=0)).ravel()
-        sentences = texts.reindex(catalogue).fillna("").tolist()
-        self.item_embeddings_ = (self.embed or minilm_embed)(sentences).astype(np.float32)
+        sentences = texts.reindex(catalogue).fillna("")
+        said = (sentences != "").to_numpy()
+        if not said.any():
+            raise ValueError(
+                "ContentRecommender needs an items table with title/category/text: no item "
+                "of the catalogue has any"
+            )
+        # an item with no text has no content: a zero embedding (score 0 for everyone, and
+        # no neighbour), not the embedding of "" that every such item shared (cosine 1.0:
+        # all "identical", and recommended at the top score to anyone who had one)
+        known = (self.embed or minilm_embed)(sentences[said].tolist()).astype(np.float32)
+        emb = np.zeros((len(sentences), known.shape[1]), dtype=np.float32)
+        emb[said] = known
+        self.item_embeddings_ = emb
         self._fit(self.matrix_)
         return self
 

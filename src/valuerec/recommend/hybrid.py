@@ -7,6 +7,7 @@ found by a coarse search over the simplex on validation NDCG — never on test.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -33,9 +34,26 @@ class HybridRecommender(Recommender):
         self.weights = weights
 
     def _fit(self, matrix: sp.csr_matrix) -> None:
-        for m in self.members:
-            m.fit(self._interactions)
         w = np.asarray(self.weights or [1.0] * len(self.members), float)
+        if len(w) != len(self.members) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            # [0, 0] blended to NaN and recommended nothing; [1, -1] to +-inf
+            raise ValueError(
+                f"weights must be one number >= 0 per member ({len(self.members)}), not all 0; "
+                f"got {self.weights!r}"
+            )
+        for m in self.members:
+            if "whole_catalogue" in inspect.signature(m.fit).parameters:
+                m.fit(self._interactions, whole_catalogue=False)  # content: the log's items
+            else:
+                m.fit(self._interactions)
+            if not m.item_ids_.equals(self.item_ids_):
+                # scores are summed column by column: a member over another catalogue (content
+                # fitted on the whole items table) failed at scoring with a broadcast error
+                raise ValueError(
+                    f"member {type(m).__name__} learned {len(m.item_ids_)} items where the "
+                    f"hybrid has {len(self.item_ids_)}: members must share the interactions' "
+                    "item vocabulary"
+                )
         self.weights_ = w / w.sum()
 
     def _member_scores(self, users: np.ndarray) -> list[np.ndarray]:
