@@ -1580,3 +1580,75 @@ def test_data_fingerprint_keeps_its_old_value_on_a_small_store_on_both_backends(
     )
     ingest(store, frame, "events")
     assert data_fingerprint(store) == "444d6c2b9d16320c"  # the hash of earlier releases
+
+
+def test_log_span_leaves_out_the_settings_exposure_types(store):
+    """train's default holdout is half this span: exposures written back today stretched it
+    from the log's weeks to years (and so the holdout past every purchase)."""
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u1", "u2", "u3"],
+            "event_type": ["purchase", "view", "exposure", "impression", "purchase"],
+            "timestamp": ["2024-01-01", "2024-01-11", "2027-01-01", "2026-01-01", "2023-12-31"],
+        }
+    )
+    ingest(store, frame, "events")
+    assert Repository(store).log_span_days() == 732.0  # impression is no exposure here
+    assert Repository(store, ("impression", "exposure")).log_span_days() == 11.0
+
+
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        ("/users/%20u1/recommendations", "user_id"),
+        ("/users/u1%09/recommendations", "user_id"),
+        ("/users/%C2%A0/recommendations", "user_id"),  # blank: NBSP only
+        ("/users/u%001/recommendations", "user_id"),
+        ("/users/%20u1", "user_id"),
+        ("/users/%20u1/value", "user_id"),
+        ("/items/%20i1", "item_id"),
+        ("/items/i%001/similar", "item_id"),
+    ],
+)
+def test_path_ids_no_write_could_store_are_a_422_naming_the_field(client, path, field):
+    """GET /users/%20u1/recommendations?write_back=true served a cold-start " u1" and stored
+    its exposures under "u1", another user; a NUL id was stored on DuckDB although the API
+    refuses NUL text everywhere else, and a blank one had its exposures quarantined."""
+    client.app.state.fast_path = False  # the route's contract (the fast path defers to it)
+    before = stored_events(client, "u1", "exposure")
+    res = call(client, "GET", path, params={"write_back": "true"})
+    assert res.status_code == 422, res.text
+    assert [(d["location"], d["field"]) for d in res.json()["details"]] == [("path", field)]
+    service(client).exposures.flush()
+    assert stored_events(client, "u1", "exposure") == before
+    assert call(client, "GET", "/users/u1/recommendations").status_code == 200
+
+
+def test_configured_model_names_are_normalised_and_a_missing_value_model_is_logged(
+    deployment, caplog
+):
+    """default_model "Rec-Popularity" named no loaded model, so requests naming none got
+    ease; value_model "value-naive" looked for value-value-naive; and a value_model without
+    an artifact was said only in the 503 of the first value request, not at start-up."""
+    db, keys = deployment
+    with _client(db, keys, default_model="Rec-Popularity", value_model="Value-Naive") as c:
+        assert recs(c, USER, k=1)["model"] == "popularity"
+        res = call(c, "GET", f"/users/{USER}/value")
+        assert res.status_code == 200 and res.json()["model"] == "naive"
+    with (
+        caplog.at_level("WARNING", logger="valuerec.serve"),
+        _client(db, keys, value_model="bogus"),
+    ):
+        pass
+    (message,) = [r.getMessage() for r in caplog.records if "value_model" in r.getMessage()]
+    assert "'bogus' is not served" in message and "value-naive" in message
+
+
+@pytest.mark.parametrize("user", ["%20u1", "u1%09", "%C2%A0", "u%001"])
+def test_the_fast_path_leaves_path_ids_the_route_refuses_to_it(reader, user):
+    """The fast path answered " u1" (cold start; its write_back exposures stored under "u1")
+    where the route answers 422."""
+    before = _fast_path_count(reader)
+    res = call(reader, "GET", f"/users/{user}/recommendations", params={"write_back": "true"})
+    assert res.status_code == 422 and res.json()["details"][0]["field"] == "user_id"
+    assert _fast_path_count(reader) == before

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -21,7 +23,8 @@ from valuerec.cli import app
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
 from valuerec.data.synth import generate
-from valuerec.serve.config import ConfigError, load_settings
+from valuerec.features.split import log_end
+from valuerec.serve.config import ConfigError, ServeSettings, load_settings
 from valuerec.serve.keys import KeyStore, default_keys_path
 
 runner = CliRunner()
@@ -212,3 +215,117 @@ def test_serve_answers_over_http_and_swaps_models_under_load(trained):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+_KEY_WORKER = """
+import sys, time
+from pathlib import Path
+from valuerec.serve.keys import KeyStore
+path, go, action, *args = sys.argv[1:]
+while not Path(go).exists():  # start together: the race is in the overlap
+    time.sleep(0.001)
+store = KeyStore(path)
+if action == "create":
+    for i in range(int(args[0])):
+        print(store.create("read", f"{args[1]}{i}")[0], flush=True)
+else:
+    for key_id in args:
+        store.revoke(key_id)
+"""
+
+
+def test_concurrent_key_writes_lose_no_key_and_undo_no_revocation(tmp_path):
+    """Two `keys create` and a `keys revoke` at once: each read the file, added its change and
+    replaced it, so the last writer dropped the others' keys (printed, then refused with 401)
+    and undid revocations (a revoked admin key kept working)."""
+    path = tmp_path / "s.duckdb.keys.json"
+    old = [KeyStore(path).create("admin", f"old{i}") for i in range(60)]
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _KEY_WORKER, str(path), str(go), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for args in (
+            ["create", "60", "a"],
+            ["create", "60", "b"],
+            ["revoke", *(record.id for _, record in old)],
+        )
+    ]
+    time.sleep(0.5)  # the interpreters start
+    go.touch()
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    created = [line for out in outputs[:2] for line in out.split()]
+    assert len(created) == 120
+    keys = KeyStore(path)
+    assert len(keys.list()) == 180
+    assert all(keys.role_of(key) is not None for key in created)  # every printed key works
+    assert all(keys.role_of(key) is None for key, _ in old)  # every revocation holds
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 1e12, 86_401.0])
+def test_an_exposure_flush_interval_the_writer_cannot_wait_is_refused(bad):
+    """inf (or 1e12) validated, then the exposure thread died on Event.wait's OverflowError,
+    and exposures were held in memory until shutdown."""
+    with pytest.raises(ValueError, match="exposure_flush_seconds"):
+        ServeSettings(exposure_flush_seconds=bad)
+    assert ServeSettings(exposure_flush_seconds=86_400).exposure_flush_seconds == 86_400
+
+
+def test_configured_model_names_are_read_as_a_requests_model_name(tmp_path):
+    """default_model "Popularity" or "rec-popularity" named no loaded model (so requests got
+    ease), and value_model "value-naive" looked for value-value-naive."""
+    settings = ServeSettings(default_model=" Rec-Popularity ", value_model="Value-NAIVE")
+    assert (settings.default_model, settings.value_model) == ("popularity", "naive")
+    assert ServeSettings(value_model=None).value_model is None
+    for field in ("default_model", "value_model"):
+        with pytest.raises(ValueError, match=f"(?s){field}.*needs a model name"):
+            ServeSettings(**{field: " rec- " if field == "default_model" else "value-"})
+    path = tmp_path / "serve.toml"
+    path.write_text('default_model = "Rec-Popularity"\nvalue_model = "value-naive"\n')
+    settings = load_settings(path)
+    assert (settings.default_model, settings.value_model) == ("popularity", "naive")
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_settings_files_with_a_byte_order_mark_are_read(tmp_path, suffix):
+    """A file saved with a UTF-8 BOM (Windows editors) was refused: "Invalid statement"."""
+    path = tmp_path / f"serve{suffix}"
+    text = '{"history_limit": 7}' if suffix == ".json" else "history_limit = 7\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_settings(path).history_limit == 7
+
+
+def test_train_cut_off_and_holdout_leave_out_the_configured_exposures(tmp_path):
+    """Exposures written back (stamped today) stretched the log span and so train's default
+    holdout; and value models cut the log at its end counting the configured exposure type
+    (here "impression") as events, holding out months without a purchase."""
+    db = str(tmp_path / "shop.duckdb")
+    data = generate(users=80, items=10, days=120, seed=4)
+    with Store(db) as store:
+        ingest(store, data.items, "items")
+        ingest(store, data.events, "events")
+        end = log_end(store)
+        first, last = store.con.execute(
+            "SELECT min(timestamp), max(timestamp) FROM events"
+        ).fetchone()
+        later = data.events.head(4).assign(
+            event_type="impression", timestamp=end + timedelta(days=300)
+        )
+        ingest(store, later, "events")
+        ingest(store, later.assign(event_type="exposure"), "events")
+    config = tmp_path / "serve.toml"
+    config.write_text('[events]\nexposure = ["impression", "exposure"]\n')
+    res = _run(
+        "train", "--db", db, "--config", str(config), "--value-models", "naive",
+        "--rec-models", "",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    meta = ArtifactStore(default_root(db)).meta("value-naive")
+    # half the span of the log without its exposures, cut at the end of that log
+    assert meta["holdout_days"] == int((last - first).total_seconds() / 86_400 // 2)
+    assert pd.Timestamp(meta["calibration_end"]) == pd.Timestamp(end) - timedelta(
+        days=meta["holdout_days"]
+    )

@@ -8,6 +8,8 @@ keys the server accepts (hashed, in ``<store>.keys.json``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +30,8 @@ from valuerec.cli_common import (
 from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_recommend import item_interactions
 from valuerec.cli_value import fit as value_fit
-from valuerec.data.store import StoreError, default_db_path, redact, store_exists
+from valuerec.data.store import Store, StoreError, default_db_path, redact, store_exists
+from valuerec.features.split import SplitError, log_end
 from valuerec.recommend.registry import MODELS as REC_MODELS
 from valuerec.serve.config import CONFIG_ENV, ConfigError, ServeSettings, load_settings
 from valuerec.serve.keys import KeyStore, default_keys_path
@@ -77,6 +80,21 @@ def _names(spec: str, known: dict, what: str) -> list[str]:
     if unknown:
         raise fail(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return names
+
+
+def _log_end_if_moved(store: Store, exposures: Sequence[str]) -> datetime | None:
+    """The end of the log without the configured exposure types, if it differs from the end
+    without the built-in ones (what ``value fit`` reads); else None.
+
+    A server configured with ``exposure = ["impression"]`` writes impressions back stamped
+    with today's date: ``value fit``'s default cut-off would count them as the end of the
+    log and hold out months without a purchase.
+    """
+    try:
+        end = log_end(store, exposures)
+        return None if end == log_end(store) else end
+    except SplitError:  # no events besides exposures: `value fit` says so
+        return None
 
 
 def serve(
@@ -171,13 +189,15 @@ def train(
     settings = _settings(config)
     value_names = _names(value_models, VALUE_MODELS, "value model") if value_models else []
     rec_names = _names(rec_models, REC_MODELS, "recommender") if rec_models else []
+    exposures = settings.events.exposure
     with open_store(db, must_exist=True) as store:
-        repo = Repository(store)
+        repo = Repository(store, exposures)
         types = repo.event_types()
         purchases = repo.count_events("purchase")
         span = repo.log_span_days()
         positive = settings.events.positive_types(types)
         with_items = item_interactions(store, positive) if positive else 0
+        end = _log_end_if_moved(store, exposures) if purchases else None
     failed: list[str] = []
     if value_names and purchases == 0:
         out.print("no purchase events in the store: value models skipped")
@@ -185,10 +205,14 @@ def train(
         default = max(1, min(MAX_HOLDOUT_DAYS, int(span // 2)))
         holdout = holdout_days if holdout_days is not None else default
         heading(f"value models ({holdout}-day holdout)")
+        # `value fit` knows only the built-in exposure type: when the configured ones move
+        # the end of the log, give it the cut-off they imply (else its own default, which
+        # also explains a log too short for the holdout)
+        cut = None if end is None else (end - timedelta(days=holdout)).isoformat()
         try:
             value_fit(
                 db=db,
-                calibration_end=None,
+                calibration_end=cut,
                 holdout_days=holdout,
                 models=",".join(value_names),
                 test_fraction=test_fraction,

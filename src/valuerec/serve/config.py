@@ -43,6 +43,16 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip().lower() for v in values if v.strip()))
 
 
+def _model_name(value: str, prefix: str) -> str:
+    """A configured model name as a request's ``?model=`` is read: trimmed, lower-cased,
+    without its artifact prefix (``rec-`` / ``value-``, see :mod:`valuerec.serve.registry`,
+    which imports this module), so ``Popularity`` and ``rec-popularity`` name ``popularity``."""
+    name = value.strip().lower().removeprefix(prefix)
+    if not name:
+        raise ValueError("needs a model name")
+    return name
+
+
 class EventRoles(BaseModel):
     """Which event types are interest (positive), impressions (exposure) or disinterest.
 
@@ -132,8 +142,30 @@ class ServeSettings(BaseModel):
         "masked and in order-blind models' history.",
     )
     exposure_flush_seconds: float = Field(
-        1.0, gt=0, description="How often buffered write-back exposures are written."
+        1.0,
+        gt=0,
+        # finite and at most a day: the writer thread waits this long between flushes, and a
+        # wait past threading.TIMEOUT_MAX (inf, 1e12) kills it, leaving exposures unwritten
+        le=86_400,
+        allow_inf_nan=False,
+        description="How often buffered write-back exposures are written, in seconds (at "
+        "most a day).",
     )
+
+    @field_validator("default_model")
+    @classmethod
+    def _recommender_name(cls, value: str) -> str:
+        return _model_name(value, "rec-")
+
+    @field_validator("value_model")
+    @classmethod
+    def _value_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return _model_name(value, "value-")
+        except ValueError:
+            raise ValueError("needs a model name (leave it out for the best one)") from None
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> ServeSettings:
@@ -143,7 +175,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> ServeSettings:
         return ServeSettings()
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte order mark is ignored, as ingest does
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings {p}: {exc}") from None

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from valuerec.serve.auth import HEADER
 from valuerec.serve.keys import Role
+from valuerec.serve.routes import _path_id
 from valuerec.serve.schemas import MAX_K, MAX_VALUE_WEIGHT
 
 __all__ = ["PATH_TEMPLATE", "RecommendationFastPath"]
@@ -78,6 +79,10 @@ class RecommendationFastPath:
 
     def _answer(self, scope: dict, user_id: str) -> bytes | None:
         """The response body, or None to let FastAPI answer (and explain any problem)."""
+        try:
+            _path_id(user_id)  # a padded, blank or NUL id: the route's 422
+        except ValueError:
+            return None
         key = next((v for k, v in scope["headers"] if k == _HEADER), None)
         if not key:
             return None

@@ -4,7 +4,10 @@ Why a file (``<store>.keys.json``) and not a table in the store: DuckDB lets one
 the database file for writing, so a table would make ``valuerec keys create`` impossible while
 ``valuerec serve`` runs. The file is replaced atomically on every change and the server re-reads
 it when its modification time changes, so a key created or revoked from the command line takes
-effect on the next request without a restart.
+effect on the next request without a restart. Every change is a read-modify-write of the whole
+file under an exclusive lock on ``<keys file>.lock``: without it two ``keys create`` runs (or a
+create during a revoke) would each write what they read, and the last writer would silently
+drop the other's key or undo its revocation. Readers need no lock (the replace is atomic).
 
 Only ``sha256(key)`` is stored. A plain hash (no salt, no slow KDF) is right here because keys
 are 256-bit random tokens (``secrets.token_urlsafe(32)``): nothing to brute-force, and a
@@ -21,12 +24,18 @@ import os
 import secrets
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 
 from valuerec.data.store import deployment_path
+
+try:  # POSIX advisory locks serialise writers of the key file; elsewhere writers must not race
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["KeyRecord", "KeyStore", "Role", "default_keys_path", "hash_key"]
 
@@ -143,20 +152,40 @@ class KeyStore:
             name=name,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        self._write([*self._read(), record])
+        with self._writing():
+            self._write([*self._read(), record])
         return key, record
 
     def revoke(self, key_id: str) -> KeyRecord:
         """Mark a key revoked (kept for audit); a ``KeyError`` names unknown ids."""
-        records = self._read()
-        for i, r in enumerate(records):
-            if r.id == key_id:
-                if r.revoked_at is None:
-                    now = datetime.now(UTC).isoformat(timespec="seconds")
-                    records[i] = KeyRecord(**{**asdict(r), "revoked_at": now})
-                    self._write(records)
-                return records[i]
+        with self._writing():
+            records = self._read()
+            for i, r in enumerate(records):
+                if r.id == key_id:
+                    if r.revoked_at is None:
+                        now = datetime.now(UTC).isoformat(timespec="seconds")
+                        records[i] = KeyRecord(**{**asdict(r), "revoked_at": now})
+                        self._write(records)
+                    return records[i]
         raise KeyError(f"no API key with id {key_id!r} in {self.path}")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold an exclusive lock on ``<keys file>.lock`` across one read-modify-write.
+
+        A sidecar file, not the key file itself: the key file is replaced on every write, so a
+        lock on it would be a lock on an inode that the next writer no longer opens.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        with open(self.path.with_name(self.path.name + ".lock"), "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _write(self, records: list[KeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

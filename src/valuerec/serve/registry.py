@@ -295,11 +295,15 @@ class ModelRegistry:
         artifact = self._value_artifact()
         if artifact is None:
             wanted = self.settings.value_model
-            self._value_error = (
-                f"no artifact {VALUE_PREFIX}{wanted} (settings: value_model)"
-                if wanted
-                else "no value model artifact: run `valuerec train`"
-            )
+            if wanted:  # said at start-up, not only in the 503 of the first value request
+                have = sorted(n for n in self.arts.names() if _kind(n) == "value")
+                self._value_error = (
+                    f"no artifact {VALUE_PREFIX}{wanted} (settings: value_model); value "
+                    f"artifacts: {', '.join(have) or 'none'}"
+                )
+                log.warning("value_model %r is not served: %s", wanted, self._value_error)
+            else:
+                self._value_error = "no value model artifact: run `valuerec train`"
             return
         try:
             self._value = self._load_value(artifact, None)

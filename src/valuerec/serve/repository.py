@@ -157,8 +157,15 @@ class Repository:
             return log_end(self.store, self.exposures) if n else None
 
     def log_span_days(self) -> float:
+        """Days from the first to the last event, exposures left out (``train``'s default
+        holdout is half of it): the exposures a server writes back are stamped with today's
+        date, so counting them would stretch the span, and the holdout, past the real log."""
         with self.lock:
-            ((first, last),) = self.store.fetch("SELECT min(timestamp), max(timestamp) FROM events")
+            ((first, last),) = self.store.fetch(
+                "SELECT min(timestamp), max(timestamp) FROM events "
+                "WHERE event_type NOT IN (SELECT unnest(?::VARCHAR[]))",
+                [list(self.exposures)],
+            )
         if first is None:
             return 0.0
         return (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds() / 86_400

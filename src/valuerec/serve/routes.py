@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from pydantic import AfterValidator
 
 from valuerec.serve.auth import require
 from valuerec.serve.keys import Role
@@ -46,6 +47,7 @@ from valuerec.serve.schemas import (
     UserPatch,
     UserRecommendations,
     ValueOut,
+    _storable,
 )
 from valuerec.serve.service import ServeService
 
@@ -74,8 +76,25 @@ async def _service(request: Request) -> ServeService:
 
 
 Service = Annotated[ServeService, Depends(_service)]
-UserId = Annotated[str, Path(min_length=1, max_length=256)]
-ItemId = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+def _path_id(value: str) -> str:
+    """Refuse a path id that no API write could have stored, as :data:`schemas.Id` refuses it.
+
+    Not stripped: ids are stored trimmed (``POST /events``, and the exposures that
+    ``write_back`` logs, go through ingest), so ``/users/%20u1`` would be served as a new,
+    cold-start user while its exposures were stored under ``u1``, another user. A NUL or half
+    a surrogate pair would be stored by one backend and refused or altered by the other.
+    """
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if value != value.strip():
+        raise ValueError("must not start or end with whitespace (ids are stored trimmed)")
+    return _storable(value)
+
+
+UserId = Annotated[str, Path(min_length=1, max_length=256), AfterValidator(_path_id)]
+ItemId = Annotated[str, Path(min_length=1, max_length=256), AfterValidator(_path_id)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of items.")]
 ModelName = Annotated[
     str | None, Query(min_length=1, max_length=64, description="Default: the server's default.")
