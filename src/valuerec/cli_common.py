@@ -121,3 +121,28 @@ def strict_json(obj: Any, indent: int = 2) -> str:
 def print_json(obj: Any) -> None:
     """Print ``obj`` as :func:`strict_json`."""
     sys.stdout.write(strict_json(obj) + "\n")
+
+
+def load_saved(arts: Any, key: str, expected: type, kind: str, fit: str) -> tuple[Any, dict]:
+    """``(model, metadata)`` of artifact ``key``'s current version, or one ``error:`` line.
+
+    A damaged or truncated pickle, or another kind of model in the folder, was a traceback
+    (or an AttributeError deep in scoring). The message names the model, version and folder;
+    ``fit`` (the command that saves one) is the advice only where nothing was ever saved: a
+    broken pointer or version is mended by promoting another one.
+    """
+    from valuerec.artifacts import ArtifactError  # imported here: --help stays fast
+
+    try:
+        version = arts.current(key)
+    except ArtifactError as exc:
+        hint = f" (run `{fit}` first)" if key not in arts.names() else ""
+        raise fail(f"{exc}{hint}") from None
+    where = f"{key} {version} ({arts.root / key / version})"
+    try:
+        model, meta = arts.load(key, version)
+    except Exception as exc:  # unpickling needs the model's code and its dependencies
+        raise fail(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, expected):
+        raise fail(f"{where} holds a {type(model).__name__}, not a {kind}")
+    return model, meta

@@ -19,11 +19,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
+from valuerec.artifacts import ArtifactStore, data_fingerprint, default_root
 from valuerec.cli_common import (
     DbOption,
     JsonOption,
     fail,
+    load_saved,
     open_store,
     out,
     print_json,
@@ -241,19 +242,9 @@ def _load(db: str, name: str) -> Recommender:
     if name not in MODELS:
         raise fail(f"unknown recommender {name!r}; choose from {', '.join(MODELS)}")
     arts, key = ArtifactStore(default_root(db)), PREFIX + name
-    try:
-        version = arts.current(key)
-    except ArtifactError as exc:
-        never = key not in arts.names()
-        hint = f" (run `valuerec recommend fit --models {name}` first)" if never else ""
-        raise fail(f"{exc}{hint}") from None
-    where = f"{key} {version} ({arts.root / key / version})"
-    try:
-        model, _ = arts.load(key, version)
-    except Exception as exc:  # unpickling needs the model's code and its dependencies
-        raise fail(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(model, Recommender):
-        raise fail(f"{where} holds a {type(model).__name__}, not a recommender")
+    model, _ = load_saved(
+        arts, key, Recommender, "recommender", f"valuerec recommend fit --models {name}"
+    )
     return model
 
 

@@ -36,8 +36,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from valuerec.artifacts import ArtifactError, ArtifactStore, data_fingerprint, default_root
-from valuerec.cli_common import DbOption, JsonOption, open_store, out, say_error
+from valuerec.artifacts import ArtifactStore, data_fingerprint, default_root
+from valuerec.cli_common import DbOption, JsonOption, load_saved, open_store, out, say_error
 from valuerec.cli_common import fail as _fail
 from valuerec.cli_common import print_json as _print_json
 from valuerec.cli_common import progress as _progress
@@ -164,20 +164,8 @@ def _load(arts: ArtifactStore, name: str) -> tuple[ValueModel, dict[str, Any]]:
     if name.strip().lower() not in MODELS:
         raise _fail(f"unknown value model {name!r}: choose from {', '.join(MODELS)}")
     key = ARTIFACT_PREFIX + name.strip().lower()
-    try:
-        version = arts.current(key)
-    except ArtifactError as exc:
-        never = key not in arts.names()
-        hint = f"; run `valuerec value fit --models {name.strip().lower()}` first" if never else ""
-        raise _fail(f"{exc}{hint}") from None
-    where = f"{key} {version} ({arts.root / key / version})"
-    try:
-        model, meta = arts.load(key, version)
-    except Exception as exc:  # unpickling needs the model's code and its dependencies
-        raise _fail(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(model, ValueModel):
-        raise _fail(f"{where} holds a {type(model).__name__}, not a value model")
-    return model, meta
+    fit = f"valuerec value fit --models {name.strip().lower()}"
+    return load_saved(arts, key, ValueModel, "value model", fit)
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> None:
