@@ -191,11 +191,8 @@ def test_a_model_that_cannot_use_the_data_is_a_clear_error(tmp_path):
         assert "content: " in res.output and "Traceback" not in res.output
 
 
-def test_one_model_that_fails_costs_the_others_nothing(tmp_path):
-    """`--models popularity,content` on a store without items: content fails. Evaluate threw
-    away popularity's figures; fit had saved and made current what came before it, while
-    printing nothing but the error. Both now report every model and exit 1."""
-    path = tmp_path / "no-items.duckdb"
+def _three_viewers(path) -> None:
+    """A store of three users' views of four items, without an items table."""
     events = pd.DataFrame(
         {
             "user_id": list("aaaabbbbcccc"),
@@ -206,6 +203,14 @@ def test_one_model_that_fails_costs_the_others_nothing(tmp_path):
     )
     with Store(path) as store:
         ingest(store, events, "events")
+
+
+def test_one_model_that_fails_costs_the_others_nothing(tmp_path):
+    """`--models popularity,content` on a store without items: content fails. Evaluate threw
+    away popularity's figures; fit had saved and made current what came before it, while
+    printing nothing but the error. Both now report every model and exit 1."""
+    path = tmp_path / "no-items.duckdb"
+    _three_viewers(path)
     both = ["--db", str(path), "--json", "--models", "popularity,content"]
     res = runner.invoke(app, ["recommend", "evaluate", *both, "--protocol", "leave-one-out"])
     assert res.exit_code == 1, res.output
@@ -336,16 +341,7 @@ def test_a_model_that_fails_with_a_bug_costs_the_others_nothing_either(tmp_path,
     from valuerec.recommend.popularity import PopularityRecommender
 
     path = tmp_path / "bug.duckdb"
-    events = pd.DataFrame(
-        {
-            "user_id": list("aaaabbbbcccc"),
-            "item_id": list("wxyzxyzwyzwx"),
-            "event_type": "view",
-            "timestamp": pd.date_range("2024-01-01", periods=12, freq="D"),
-        }
-    )
-    with Store(path) as store:
-        ingest(store, events, "events")
+    _three_viewers(path)
 
     def broken_fit(self, interactions):
         raise TypeError("unhashable type: 'dict'")
