@@ -62,6 +62,7 @@ __all__ = [
     "DamagedArtifactError",
     "data_fingerprint",
     "default_root",
+    "exclusive_lock",
 ]
 
 MODEL_FILE = "model.pkl"
@@ -157,6 +158,23 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created if missing) between
+    processes, for one read-modify-write of files beside it (POSIX only; elsewhere writers
+    must not race). Lock a sidecar file, never one that is replaced by a rename: the next
+    writer would open the new inode and lock nothing the holder holds."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _fsync_dir(path: Path) -> None:
     """Flush a directory entry (a rename) to disk where the platform allows it."""
     with contextlib.suppress(OSError):
@@ -232,15 +250,8 @@ class ArtifactStore:
         """Serialise pointer updates of one artifact between processes (POSIX only)."""
         folder = self._dir(name)
         folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # pragma: no cover
+        with exclusive_lock(folder / ".lock"):
             yield
-            return
-        with open(folder / ".lock", "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     # -- reads -----------------------------------------------------------------------------
     def names(self) -> list[str]:

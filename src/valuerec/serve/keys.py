@@ -30,12 +30,8 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 
+from valuerec.artifacts import exclusive_lock
 from valuerec.data.store import deployment_path
-
-try:  # POSIX advisory locks serialise writers of the key file; elsewhere writers must not race
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["KeyRecord", "KeyStore", "Role", "default_keys_path", "hash_key"]
 
@@ -177,15 +173,8 @@ class KeyStore:
         lock on it would be a lock on an inode that the next writer no longer opens.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # pragma: no cover
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
             yield
-            return
-        with open(self.path.with_name(self.path.name + ".lock"), "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _write(self, records: list[KeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
