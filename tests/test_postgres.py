@@ -171,6 +171,35 @@ def test_a_nul_in_properties_never_fails_the_merge_of_an_item(url, tmp_path):
         assert ingest(store, second, "items").stored == 0
 
 
+def test_merged_properties_are_the_same_text_on_both_backends(url, tmp_path):
+    """An upsert's merge writes what DuckDB writes: the stored keys the new object leaves
+    alone, then the new keys, compactly. jsonb's merge wrote its own key order and spacing,
+    and models that read properties in key order (als-side) then ranked differently."""
+    first = pd.DataFrame(
+        {"user_id": ["u1", "u2"], "region": ["north", "south"], "vip": ["no", "yes"]}
+    )
+    second = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "properties": ['{"favourite_category": "games", "region": "east"}', '{"b": [1, 2]}'],
+        }
+    )
+    reordered = pd.DataFrame(  # the same values in another order: the text moves, as on DuckDB
+        {"user_id": ["u1"], "properties": ['{"region": "east", "favourite_category": "games"}']}
+    )
+    stored, texts = {}, {}
+    for db in (str(tmp_path / "m.duckdb"), url):
+        with Store(db) as store:
+            stored[db] = [ingest(store, f, "users").stored for f in (first, second, second)]
+            stored[db].append(ingest(store, reordered, "users").stored)
+            texts[db] = store.users().set_index("user_id")["properties"].to_dict()
+    duck, pg = texts.values()
+    assert duck == pg
+    assert pg["u1"] == '{"vip":"no","region":"east","favourite_category":"games"}'
+    assert pg["u2"] == '{"region":"south","vip":"yes","b":[1,2]}'
+    assert stored[str(tmp_path / "m.duckdb")] == stored[url] == [2, 2, 0, 1]
+
+
 def test_read_only_needs_an_existing_store_and_writes_nothing(url, shop):
     with pytest.raises(StoreError, match="holds no valuerec store"):
         Store(url, read_only=True)

@@ -94,6 +94,19 @@ def test_expand_properties_keeps_table_columns():
     assert out.loc[0, "price"] == 3.0 and out.loc[0, "year"] == 1
 
 
+def test_property_columns_do_not_depend_on_the_order_of_the_stored_keys():
+    """An upsert's merge moves keys in the stored text; the features (and als-side, whose
+    result depends on their column order) must stay the same."""
+    props = ['{"vip": "no", "region": "n"}', *['{"vip": "y", "region": "s"}'] * 5]
+    ids = pd.Index(list("abcdef"))
+    one = pd.DataFrame({"user_id": ids, "properties": props})
+    other = one.assign(properties=['{"region": "n", "vip": "no"}', *props[1:]])
+    assert list(expand_properties(one).columns) == ["user_id", "region", "vip"]
+    (x1, names1), (x2, names2) = (entity_features(t, "user_id", ids) for t in (one, other))
+    assert names1 == names2 == ["region=n", "region=s", "vip=no", "vip=y"]
+    np.testing.assert_array_equal(x1, x2)
+
+
 def test_activity_periods_mark_the_months_a_user_was_active():
     frame = pd.DataFrame(
         {

@@ -400,20 +400,27 @@ class PostgresStore(Store):
             return int(cur.rowcount)
         key = t.key
         rest = updated_columns(t, supplied)
-        # store.merge_properties in PostgreSQL, the same rule: top-level keys merge (a key
-        # replaces its whole value, nested objects are not merged), a key set to null removes
-        # it. Only top-level nulls: jsonb_strip_nulls would also strip them inside arrays,
-        # which DuckDB keeps.
-        new = "excluded.properties::jsonb"
-        nulls = f"ARRAY(SELECT k FROM jsonb_each({new}) e(k, v) WHERE v = 'null'::jsonb)"
-        merged = (
-            f"CASE WHEN excluded.properties IS NULL THEN t.properties::jsonb "
-            f"WHEN t.properties IS NULL THEN {new} "
-            f"ELSE (t.properties::jsonb - {nulls}) || ({new} - {nulls}) END"
+        # store.merge_properties in PostgreSQL, the same rule and the same text: top-level
+        # keys merge (a key replaces its whole value, nested objects are not merged), a key
+        # set to null removes it; the stored keys the new object does not name come first in
+        # their order, then the new keys in theirs, written compactly as DuckDB writes them.
+        # Not jsonb's `||`: jsonb reorders keys (by length) and adds spaces, so the stored
+        # text, and what reads it in key order, would differ between the backends.
+        pairs = (
+            "SELECT s.k, s.v, 0 AS part, s.n FROM json_each(t.properties) "
+            "WITH ORDINALITY s(k, v, n) WHERE NOT (excluded.properties::jsonb ? s.k) "
+            "UNION ALL SELECT s.k, s.v, 1, s.n FROM json_each(excluded.properties) "
+            "WITH ORDINALITY s(k, v, n) WHERE json_typeof(s.v) <> 'null'"
         )
-        # json has no equality operator: compare as jsonb (by value)
+        merged = (
+            "CASE WHEN excluded.properties IS NULL THEN t.properties::text "
+            "WHEN t.properties IS NULL THEN excluded.properties::text "
+            "ELSE (SELECT '{' || coalesce(string_agg(to_json(p.k)::text || ':' || p.v::text, "
+            f"',' ORDER BY p.part, p.n), '') || '}}' FROM ({pairs}) p) END"
+        )
+        # as ingest decides "unchanged" on DuckDB (ingest._key_entities): by the text
         changed = (
-            f"({', '.join([*(f't.{c}' for c in rest), 't.properties::jsonb'])}) "
+            f"({', '.join([*(f't.{c}' for c in rest), 't.properties::text'])}) "
             f"IS DISTINCT FROM ({', '.join([*(f'excluded.{c}' for c in rest), merged])})"
         )
         sets = ", ".join(

@@ -38,11 +38,17 @@ TEXT_COLUMNS = ("title", "text")
 
 
 def expand_properties(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with its JSON ``properties`` column spread into one column per key."""
+    """``table`` with its JSON ``properties`` column spread into one column per key.
+
+    The key columns come in sorted order, not in the order keys first appear: that order is
+    the stored text's (an upsert's merge moves keys), and models whose result depends on
+    column order must not change with it.
+    """
     if "properties" not in table.columns:
         return table
     parsed = [json.loads(p) if isinstance(p, str) and p else {} for p in table["properties"]]
     props = pd.DataFrame.from_records(parsed, index=table.index)
+    props = props.reindex(columns=sorted(props.columns, key=str))
     rest = table.drop(columns="properties")
     return pd.concat([rest, props.drop(columns=[c for c in props if c in rest])], axis=1)
 
