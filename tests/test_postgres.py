@@ -61,6 +61,19 @@ def test_urls_get_a_local_home_and_lose_their_password(monkeypatch, tmp_path):
     assert default_root(url) == tmp_path / "prod@db.internal.models"
     assert default_keys_path(url) == tmp_path / "prod@db.internal.keys.json"
     assert deployment_path("shop.duckdb") == "shop.duckdb"
+    # two servers on one host are two deployments: the port is in the name
+    monkeypatch.delenv("PGPORT", raising=False)
+    assert deployment_path("postgresql://shop@db.internal:5433/prod") == str(
+        tmp_path / "prod@db.internal_5433"
+    )
+    assert deployment_path("postgresql://u@/shop?host=/tmp/pg&port=5434") == str(
+        tmp_path / "shop@_tmp_pg_5434"
+    )
+    assert deployment_path("postgresql://u@/shop?host=/tmp/pg&port=5432") == str(
+        tmp_path / "shop@_tmp_pg"
+    )
+    monkeypatch.setenv("PGPORT", "6000")
+    assert deployment_path("postgresql://u@h/shop") == str(tmp_path / "shop@h_6000")
 
 
 def test_an_unreachable_server_is_a_store_error_without_the_password(tmp_path):

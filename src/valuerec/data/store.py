@@ -71,9 +71,11 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     """The local path beside which a store's model artifacts and API keys live.
 
     A DuckDB store's own path; for a PostgreSQL URL, ``$VALUEREC_HOME`` (default: the working
-    directory) joined with ``DBNAME@HOST`` (plus ``.SCHEMA`` when the URL sets a search path),
-    since a database on a server has no folder to sit beside, yet a deployment still needs one
-    place for its files.
+    directory) joined with ``DBNAME@HOST`` (``DBNAME@HOST_PORT`` on a port other than 5432;
+    plus ``.SCHEMA`` when the URL sets a search path), since a database on a server has no
+    folder to sit beside, yet a deployment still needs one place for its files. The port is
+    part of the name because two servers on one host are two deployments: without it they
+    shared one model folder and one keys file.
     """
     text = str(db)
     if not is_url(text):
@@ -81,6 +83,14 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     parts = urlsplit(text)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     host = parts.hostname or query.get("host", "local")
+    try:
+        port = parts.port
+    except ValueError:  # not a number: libpq will refuse the URL, the name need not
+        port = None
+    # libpq's own order: the URL's port, then the query's, then $PGPORT
+    port = port or query.get("port") or os.environ.get("PGPORT") or 5432
+    if str(port) != "5432":
+        host = f"{host}_{port}"
     name = f"{parts.path.lstrip('/') or query.get('dbname', 'postgres')}@{host}"
     schema = re.search(r"search_path\s*=\s*([^\s,]+)", query.get("options", ""))
     if schema:
