@@ -15,12 +15,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from pg_cluster import Cluster
+from pg_cluster import Cluster, schema_name
 from valuerec.artifacts import default_root
 from valuerec.cli import app
 from valuerec.data.ingest import ingest
 from valuerec.data.postgres import PostgresStore, pg_type, to_pg_sql
-from valuerec.data.store import Store, StoreError, deployment_path, redact
+from valuerec.data.store import Store, StoreError, deployment_path, redact, store_exists
 from valuerec.data.synth import generate
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import rfm_summary
@@ -305,3 +305,69 @@ def test_cli_ingest_stats_and_quarantine_take_a_url(url, tmp_path: Path):
     assert st["events"] == 1 and st["quarantined"] == 1 and st["db"] == url
     rows = json.loads(runner.invoke(app, ["quarantine", "--db", url, "--json"]).stdout)
     assert rows[0]["field"] == "timestamp"
+
+
+def _tables(pg_cluster: Cluster, url: str) -> list[str]:
+    schema = schema_name(url)
+    rows = pg_cluster.admin.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", [schema]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_reading_a_database_without_a_store_is_no_store_and_creates_nothing(
+    pg_cluster: Cluster, url, tmp_path: Path
+):
+    """As for a mistyped DuckDB path: a read names the missing store (exit 2) instead of
+    writing valuerec's tables into what may be another application's database, and a failed
+    first ingest leaves nothing behind."""
+    assert not store_exists(url)
+    runner = CliRunner()
+    for args in (["stats"], ["quarantine"], ["value", "fit"], ["recommend", "fit"]):
+        res = runner.invoke(app, [*args, "--db", url])
+        assert res.exit_code == 2, (args, res.output)
+        assert "no store at" in res.stderr and "ingest data first" in res.stderr
+    res = runner.invoke(app, ["ingest", str(tmp_path / "missing.csv"), "--db", url])
+    assert res.exit_code == 2, res.output
+    assert _tables(pg_cluster, url) == []
+    functions = pg_cluster.admin.execute(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = %s",
+        [schema_name(url)],
+    ).fetchone()
+    assert functions == (0,)
+    path = tmp_path / "e.csv"
+    path.write_text("user_id,timestamp,event_type\nu1,2024-01-01,view\n")
+    assert runner.invoke(app, ["ingest", str(path), "--db", url]).exit_code == 0
+    assert store_exists(url) and "events" in _tables(pg_cluster, url)
+    # a failing command on a store that holds data drops nothing
+    res = runner.invoke(app, ["ingest", str(tmp_path / "missing.csv"), "--db", url])
+    assert res.exit_code == 2 and "events" in _tables(pg_cluster, url)
+
+
+def test_a_search_path_schema_that_does_not_exist_is_a_clear_store_error(
+    pg_cluster: Cluster, tmp_path: Path
+):
+    url = pg_cluster.url("postgres", "no_such_schema")
+    with pytest.raises(StoreError, match="search_path must exist") as exc:
+        Store(url)
+    assert "CREATE SCHEMA" in str(exc.value)
+    path = tmp_path / "e.csv"
+    path.write_text("user_id,timestamp,event_type\nu1,2024-01-01,view\n")
+    res = CliRunner().invoke(app, ["ingest", str(path), "--db", url])
+    assert res.exit_code == 2, res.output
+    assert "cannot open store" in res.stderr and "Traceback" not in res.output
+
+
+def test_the_report_names_each_database_of_one_server_apart(pg_cluster: Cluster, shop, tmp_path):
+    urls = [pg_cluster.create_schema("rep_a"), pg_cluster.create_schema("rep_b")]
+    for u in urls:
+        with Store(u) as store:
+            ingest(store, shop.events)
+    out = tmp_path / "r.html"
+    args = ["report", "--out", str(out), "--rec-models", "popularity"]
+    res = CliRunner().invoke(app, [*args, *(a for u in urls for a in ("--db", u))])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    for u in urls:
+        assert f"<h2>{Path(deployment_path(u)).name}</h2>" in html

@@ -10,7 +10,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from valuerec.data.store import Store, StoreError, store_exists
+from valuerec.data.store import Store, StoreError, redact, store_exists
 
 # markup off: what the consoles print is mostly data (ids, event types, paths, titles), and
 # "[/bold]" or "shop[v2].duckdb" in it must be shown as is, not parsed; styles are given as
@@ -59,6 +58,15 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def require_store(
+    db: str, then: str = "ingest data first (valuerec ingest / valuerec load)"
+) -> None:
+    """A mistyped ``--db`` (a file or a database without valuerec's tables) is an error for
+    commands that read, not a new empty store as opening would make; ``then``: what to do."""
+    if not store_exists(db):
+        raise fail(f"no store at {redact(db)}: {then}")
+
+
 @contextmanager
 def open_store(db: str, *, must_exist: bool = False) -> Iterator[Store]:
     """The store at ``db``; ``must_exist``: a mistyped path is an error, not a new store.
@@ -68,26 +76,24 @@ def open_store(db: str, *, must_exist: bool = False) -> Iterator[Store]:
     nothing, and the next command would take it for a store instead of saying there is none.
     What a run stored before failing or being killed is kept (ingest resumes from it).
     """
-    if must_exist and not store_exists(db):
-        raise fail(f"no store at {db}: ingest data first (valuerec ingest / valuerec load)")
+    if must_exist:
+        require_store(db)
     created = not store_exists(db)
     try:
         store = Store(db)
     except StoreError as exc:
         raise fail(str(exc)) from None
-    empty = False
+    failed = False
     try:
         yield store
     except typer.Exit:
-        empty = created and all(
-            store.count(t) == 0 for t in ("events", "items", "users", "quarantine")
-        )
+        failed = True
         raise
     finally:
-        store.close()
-        if empty:
-            for leftover in (Path(db), Path(f"{db}.wal")):
-                leftover.unlink(missing_ok=True)
+        if failed and created:
+            store.discard()
+        else:
+            store.close()
 
 
 @contextmanager

@@ -24,13 +24,14 @@ from valuerec.cli_common import (
     open_store,
     out,
     print_json,
+    require_store,
     say_error,
     warn,
 )
 from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_recommend import item_interactions
 from valuerec.cli_value import fit as value_fit
-from valuerec.data.store import Store, StoreError, default_db_path, redact, store_exists
+from valuerec.data.store import Store, StoreError, default_db_path, redact
 from valuerec.features.split import SplitError, log_end
 from valuerec.recommend.registry import MODELS as REC_MODELS
 from valuerec.serve.config import CONFIG_ENV, ConfigError, ServeSettings, load_settings
@@ -113,8 +114,7 @@ def serve(
     if log_level.lower() not in levels:  # before loading any model, not a traceback after
         raise fail(f"--log-level must be one of {', '.join(levels)}, got {log_level!r}")
     log_level = log_level.lower()
-    if not store_exists(db):
-        raise fail(f"no store at {db}: ingest data and run `valuerec train` first")
+    require_store(db, "ingest data and run `valuerec train` first")
     settings = _settings(config)
     import uvicorn
 

@@ -37,12 +37,20 @@ from rich.table import Table
 from rich.text import Text
 
 from valuerec.artifacts import ArtifactStore, data_fingerprint, default_root
-from valuerec.cli_common import DbOption, JsonOption, load_saved, open_store, out, say_error
+from valuerec.cli_common import (
+    DbOption,
+    JsonOption,
+    load_saved,
+    open_store,
+    out,
+    require_store,
+    say_error,
+)
 from valuerec.cli_common import fail as _fail
 from valuerec.cli_common import print_json as _print_json
 from valuerec.cli_common import progress as _progress
 from valuerec.cli_common import warn as _warn
-from valuerec.data.store import Store, default_db_path, store_exists
+from valuerec.data.store import Store, default_db_path
 from valuerec.evaluate.value import ValueReport, evaluate_value
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import (
@@ -94,12 +102,6 @@ TOP_ROWS = 20
 
 def _open_store(db: str) -> AbstractContextManager[Store]:
     return open_store(db, must_exist=True)
-
-
-def _require_store(db: str) -> None:
-    """A mistyped ``--db`` is an error here, not a new empty store (as opening would make)."""
-    if not store_exists(db):
-        raise _fail(f"no store at {db}: ingest data first (valuerec ingest / valuerec load)")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -572,7 +574,7 @@ def evaluate(
 ) -> None:
     """Score saved artifacts: on their held-out customers, or on all for a later window."""
     arts = _artifacts(db, artifacts)
-    _require_store(db)
+    require_store(db)
     if models is None:
         names = [n for n in MODELS if ARTIFACT_PREFIX + n in arts.names()]
         if not names:

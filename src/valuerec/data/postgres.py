@@ -165,6 +165,32 @@ def _pg_safe(col: str, sql_type: str) -> str:
     return col
 
 
+def _registered(pg: psycopg.Connection[Any]) -> set[str]:
+    """Tables in the schema's version table (none when it does not exist yet)."""
+    exists = pg.execute("SELECT to_regclass(%s)", [VERSIONS]).fetchone()
+    if exists is None or exists[0] is None:
+        return set()
+    return {r[0] for r in pg.execute(f"SELECT table_name FROM {VERSIONS}").fetchall()}
+
+
+def _schema_hint(exc: psycopg.Error) -> str:
+    """psycopg's first line, naming a missing search-path schema where that is the cause."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.errors.InvalidSchemaName):
+        msg += " (the schema in the URL's search_path must exist: CREATE SCHEMA it first)"
+    return msg
+
+
+def holds_store(url: str) -> bool:
+    """Whether the database (schema) at ``url`` holds valuerec's tables; True when it cannot
+    be asked (unreachable, refused), so that opening it reports the reason."""
+    try:
+        with psycopg.connect(url, autocommit=True) as pg:
+            return bool(_registered(pg))
+    except psycopg.Error:
+        return True
+
+
 class PostgresStore(Store):
     """A :class:`Store` whose tables live in a PostgreSQL database (see the module doc)."""
 
@@ -191,9 +217,13 @@ class PostgresStore(Store):
         try:
             if not read_only:
                 self._create_schema()
-            elif not self._registered():
+            elif not _registered(self.pg):
                 raise StoreError(f"{redact(self.path)} holds no valuerec store (nothing to read)")
             self.con = _Mirror(self)
+        except psycopg.Error as exc:
+            # e.g. a search_path schema that does not exist: "no schema has been selected"
+            self.close()
+            raise StoreError(f"cannot open store {redact(self.path)}: {_schema_hint(exc)}") from exc
         except BaseException:
             self.close()
             raise
@@ -205,7 +235,7 @@ class PostgresStore(Store):
         The check is one read, so opening an existing store (every API start, every CLI
         command) costs no DDL and takes no lock.
         """
-        if self._registered() >= set(_WATCHED):
+        if _registered(self.pg) >= set(_WATCHED):
             return
         ddl = [_pg_ddl(t) for t in TABLES.values()]
         cols = ", ".join(f"{name} {pg_type(typ)}" for name, typ in QUARANTINE_COLUMNS)
@@ -232,13 +262,6 @@ class PostgresStore(Store):
                 self.pg.execute(stmt)
             for name in _WATCHED:
                 self._watch(name)
-
-    def _registered(self) -> set[str]:
-        """Tables in this schema's version table (none when it does not exist yet)."""
-        exists = self.pg.execute("SELECT to_regclass(%s)", [VERSIONS]).fetchone()
-        if exists is None or exists[0] is None:
-            return set()
-        return {r[0] for r in self.pg.execute(f"SELECT table_name FROM {VERSIONS}").fetchall()}
 
     def _watch(self, name: str) -> None:
         """Register ``name`` in the version table and bump its version on every write."""
@@ -271,6 +294,23 @@ class PostgresStore(Store):
                 con.close()
         if not self.pg.closed:
             self.pg.close()
+
+    def discard(self) -> None:
+        """Close, and drop this store's tables if they hold nothing (see ``Store.discard``).
+
+        Under exclusive locks taken without waiting, so a client writing into the new store
+        at this moment keeps it (the lock fails and nothing is dropped).
+        """
+        tables = [*_WATCHED, VERSIONS]
+        try:
+            with self.pg.transaction():
+                self.pg.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE NOWAIT")
+                if all(self.count(t) == 0 for t in COUNTABLE):
+                    self.pg.execute(f"DROP TABLE {', '.join(tables)}")
+                    self.pg.execute("DROP FUNCTION IF EXISTS valuerec_touch()")
+        except psycopg.Error:
+            pass  # in use or changed meanwhile: keep it as it is
+        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -62,9 +62,19 @@ def redact(db: str | os.PathLike[str]) -> str:
 
 
 def store_exists(db: str | os.PathLike[str]) -> bool:
-    """Whether ``db`` already holds a store; a URL is taken to (connecting will tell)."""
+    """Whether ``db`` already holds a store.
+
+    A URL is asked: a database (or search-path schema) without valuerec's tables holds none,
+    so a mistyped ``--db`` naming another application's database is "no store" rather than a
+    place to create tables in. A server that cannot be reached is taken to hold one: opening
+    it then says why it cannot be reached.
+    """
     text = str(db)
-    return text == ":memory:" or is_url(text) or Path(text).exists()
+    if is_url(text):
+        from valuerec.data.postgres import holds_store
+
+        return holds_store(text)
+    return text == ":memory:" or Path(text).exists()
 
 
 def deployment_path(db: str | os.PathLike[str]) -> str:
@@ -229,6 +239,19 @@ class Store:
 
     def close(self) -> None:
         self.con.close()
+
+    def discard(self) -> None:
+        """Close and remove this store if it holds nothing (no row in any table).
+
+        For a command that created the store and then failed before storing anything: left
+        behind, the empty store would be taken for one by the next command instead of its
+        saying there is none. A store holding anything is only closed.
+        """
+        empty = self.path != ":memory:" and all(self.count(t) == 0 for t in COUNTABLE)
+        self.close()
+        if empty:
+            for leftover in (Path(self.path), Path(f"{self.path}.wal")):
+                leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> Store:
         return self

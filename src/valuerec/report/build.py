@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from valuerec.artifacts import default_root
-from valuerec.data.store import Store, StoreError, redact
+from valuerec.data.store import Store, StoreError, deployment_path, is_url, redact
 from valuerec.value.registry import MODELS as VALUE_MODELS
 
 from . import sections
@@ -67,9 +67,14 @@ def _guarded(sid: str, kind: str, title: str, make: Callable[[], Section]) -> Se
 
 
 def _store_part(path: str, options: ReportOptions, peer: list[PeerRun], step: Step) -> StorePart:
-    shown = redact(path)  # a database URL's password must not end up in a shared file
-    label = Path(shown).name
-    sid = sections.slug(Path(shown).stem)
+    if is_url(path):
+        # a database's deployment name (DBNAME@HOST[_PORT][.SCHEMA]): the URL's tail named
+        # every database on one server alike, and a password must not reach a shared file
+        label = Path(deployment_path(path)).name
+        sid = sections.slug(label)
+    else:
+        label = Path(path).name
+        sid = sections.slug(Path(path).stem)
     root = str(default_root(path))
     try:
         store = Store(path, read_only=True)
@@ -123,7 +128,7 @@ def _store_part(path: str, options: ReportOptions, peer: list[PeerRun], step: St
                     ),
                 )
             )
-    return StorePart(sid, label, shown, parts)
+    return StorePart(sid, label, redact(path), parts)
 
 
 def build_report(

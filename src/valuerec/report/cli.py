@@ -21,7 +21,8 @@ def report(
             "--db",
             # not envvar=: Click splits a list option's variable on spaces, and a path may
             # hold one; $VALUEREC_DB is read whole below, as every other command reads it
-            help="Store (DuckDB file); repeat to cover several stores in one report. "
+            help="Store (DuckDB file or postgresql:// URL); repeat to cover several stores "
+            "in one report. "
             "Default: $VALUEREC_DB, else ./valuerec.duckdb (none with --policy-json alone).",
         ),
     ] = None,
