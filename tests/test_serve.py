@@ -1140,6 +1140,7 @@ def test_serving_scores_are_the_models_own_history_scores():
     model's ``score_histories`` gives on item ids: for order-blind models (CSR built by the
     handle) and an order-aware one (SASRec), with cold, unknown and repeated items."""
     from valuerec.recommend.knn import ItemKNNRecommender
+    from valuerec.recommend.mf import BPRRecommender
     from valuerec.recommend.sasrec import SASRecRecommender
     from valuerec.serve.registry import ModelHandle
 
@@ -1149,6 +1150,7 @@ def test_serving_scores_are_the_models_own_history_scores():
         PopularityRecommender(),
         EASERecommender(reg=10.0),
         ItemKNNRecommender(k=5),
+        BPRRecommender(factors=8, iterations=5),
         SASRecRecommender(max_len=8, d_model=16, n_layers=1, epochs=1, eval_every=1),
     ]
     for model in models:
@@ -1159,6 +1161,11 @@ def test_serving_scores_are_the_models_own_history_scores():
         histories = [[], [ids[0]], [ids[3], ids[1], ids[3], "not-an-item"], ["nope"], ids[:7]]
         expected = np.asarray(model.score_histories(histories), dtype=np.float64)
         got = handle.score([handle.prepare(h) for h in histories])
+        assert np.allclose(got, expected, rtol=1e-5, atol=1e-6), type(model).__name__
+        # named users: a training user's learned part is added on the fast path too
+        names = [None, *model.user_ids_[:4]]
+        expected = np.asarray(model.score_histories(histories, names), dtype=np.float64)
+        got = handle.score([handle.prepare(h) for h in histories], names)
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-6), type(model).__name__
         # a stored history (a tuple) is translated once per version of it, and a new version
         # (an event appended: a new tuple) is translated again

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from valuerec.recommend.base import Recommender
+from valuerec.recommend.base import LearnedUsers, Recommender
 
 
 def normalized_adjacency(matrix: sp.spmatrix) -> sp.csr_matrix:
@@ -104,7 +104,7 @@ def _mean(layers: list[torch.Tensor]) -> torch.Tensor:
     return total / len(layers)
 
 
-class LightGCNRecommender(Recommender):
+class LightGCNRecommender(LearnedUsers, Recommender):
     """LightGCN with BPR and Adam.
 
     The defaults were chosen on MovieLens-100K validation (per-user random 80/10/10 split,
@@ -230,8 +230,18 @@ class LightGCNRecommender(Recommender):
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self.user_embeddings_[users] @ self.item_embeddings_.T
 
-    def _score_rows(self, rows: sp.spmatrix) -> np.ndarray:
-        """Scores for users given only as interaction rows over the item vocabulary (fold-in).
+    def _user_vectors(self, users: np.ndarray) -> np.ndarray:
+        return self.user_embeddings_[users]
+
+    def _fold_vectors(self, rows: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        return self._score_rows(rows, vectors=True)
+
+    def _item_vectors(self) -> np.ndarray:
+        return self.item_embeddings_
+
+    def _score_rows(self, rows: sp.spmatrix, vectors: bool = False) -> np.ndarray:
+        """Scores for users given only as interaction rows over the item vocabulary (fold-in);
+        ``vectors``: their folded-in final embeddings instead.
 
         A user's final embedding is ``(e_u(0) + e_u(1) + ... + e_u(K)) / (K + 1)`` and, by
         eq. 3, ``e_u(k+1) = sum_{i in N_u} e_i(k) / sqrt(|N_u| |N_i|)``. So layers 1..K of a
@@ -270,6 +280,8 @@ class LightGCNRecommender(Recommender):
         upper = [np.asarray(step @ layer) for layer in self.item_layers_]  # e_u(1..K)
         e0 = np.hstack(upper) @ self.fold_in_
         user = (e0 + sum(upper[: self.n_layers])) / (self.n_layers + 1)
+        if vectors:
+            return user
         scores = np.asarray(user @ self.item_embeddings_.T, dtype=np.float32)
         empty = n_known == 0
         if empty.any():

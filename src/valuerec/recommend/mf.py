@@ -14,13 +14,22 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from valuerec.recommend.base import Recommender, history_rows
+from valuerec.recommend.base import LearnedUsers, Recommender, history_rows
 from valuerec.recommend.side import SideInformed
 
 
-class _Factorised(Recommender):
+class _Factorised(LearnedUsers, Recommender):
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T
+
+    def _user_vectors(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors_[users]
+
+    def _fold_vectors(self, rows: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        return self._fold_in(rows)
+
+    def _item_vectors(self) -> np.ndarray:
+        return self.item_factors_
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         return self._fold_in(rows) @ self.item_factors_.T
@@ -195,10 +204,14 @@ class SideALSRecommender(SideInformed, ALSRecommender):
         """Fold histories in with the named known users' side columns: ALS's fold-in is a
         confidence-weighted solve, so the profile enters the solve, not a sum of scores."""
         rows = history_rows(seqs, len(self.item_ids_))
-        side = None
-        if user_ids is not None:
-            idx = self.user_ids_.get_indexer([str(u) if u is not None else None for u in user_ids])
-            # rows of the known users' side columns; an empty row for the others
-            pick = sp.diags((idx >= 0).astype(np.float32)) @ self.user_side_[np.maximum(idx, 0)]
-            side = sp.csr_matrix(pick, dtype=np.float32)
-        return self._fold_in(rows, side) @ self.item_factors_.T
+        if user_ids is None:
+            return self._fold_in(rows) @ self.item_factors_.T
+        idx = self.user_ids_.get_indexer([str(u) if u is not None else None for u in user_ids])
+        scores = self._fold_vectors(rows, idx) @ self.item_factors_.T
+        return scores + self.profile_scores(user_ids)
+
+    def _fold_vectors(self, rows: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """Fold ``rows`` in with the side columns of ``users`` (indices; -1 for a user the
+        model does not know, who gets an empty side row)."""
+        pick = sp.diags((users >= 0).astype(np.float32)) @ self.user_side_[np.maximum(users, 0)]
+        return self._fold_in(rows, sp.csr_matrix(pick, dtype=np.float32))
