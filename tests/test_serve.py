@@ -1613,6 +1613,7 @@ def test_log_span_leaves_out_the_settings_exposure_types(store):
         ("/users/u%001/recommendations", "user_id"),
         ("/users/%20u1", "user_id"),
         ("/users/%20u1/value", "user_id"),
+        ("/users/%20u1/purchases", "user_id"),
         ("/items/%20i1", "item_id"),
         ("/items/i%001/similar", "item_id"),
     ],

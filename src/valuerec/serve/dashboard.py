@@ -14,7 +14,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from valuerec.serve.auth import require
 from valuerec.serve.keys import Role
 from valuerec.serve.repository import _utc
+from valuerec.serve.routes import UserId
 from valuerec.serve.schemas import ErrorOut
 from valuerec.serve.service import ServeService
 
@@ -85,7 +86,7 @@ async def dashboard() -> FileResponse:
     "/users/{user_id}/purchases", dependencies=READ, response_model=PurchasesOut, tags=["users"]
 )
 def user_purchases(
-    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    user_id: UserId,
     svc: Service,
     limit: Annotated[int, Query(ge=1, le=MAX_PURCHASES, description="Newest first.")] = 5,
 ) -> PurchasesOut:
