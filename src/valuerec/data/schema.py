@@ -159,6 +159,8 @@ def id_text(values: Any) -> pd.Index:
     vocabulary built from such a frame must too, or every lookup by the stored id misses.
     """
     idx = pd.Index(values)
+    if isinstance(idx.dtype, pd.CategoricalDtype):  # the rule applies to its categories' type
+        idx = pd.Index(idx.astype(idx.dtype.categories.dtype))
     if not pd.api.types.is_float_dtype(idx.dtype):
         return idx.astype(str)
     num = idx.to_numpy(dtype=float)
@@ -166,6 +168,16 @@ def id_text(values: Any) -> pd.Index:
     text = idx.astype(str).to_numpy(dtype=object)
     text[whole] = num[whole].astype(np.int64).astype(str)
     return pd.Index(text, dtype=object)
+
+
+def event_type_list(values: str | Iterable[str]) -> list[str]:
+    """Event types handed in by a caller, as the store keeps them (trimmed, lower-cased).
+
+    One type given as a string is a list of one: iterating ``"purchase"`` would ask for the
+    types ``p``, ``u``, ... and find nothing, silently.
+    """
+    raw = [values] if isinstance(values, str) else list(values)
+    return [str(e).strip().lower() for e in raw]
 
 
 def one_id(value: Any) -> str:

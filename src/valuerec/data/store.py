@@ -33,7 +33,16 @@ from urllib.parse import parse_qs, urlsplit
 import duckdb
 import pandas as pd
 
-from valuerec.data.schema import EVENTS, ITEMS, QUARANTINE_COLUMNS, TABLES, USERS, Table, id_list
+from valuerec.data.schema import (
+    EVENTS,
+    ITEMS,
+    QUARANTINE_COLUMNS,
+    TABLES,
+    USERS,
+    Table,
+    event_type_list,
+    id_list,
+)
 
 DEFAULT_DB = "valuerec.duckdb"
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -367,7 +376,7 @@ class Store:
             params.append(id_list(user_ids, "user_ids"))
         if event_types is not None:
             where.append("event_type IN (SELECT unnest(?::VARCHAR[]))")
-            params.append([e.lower() for e in event_types])
+            params.append(event_type_list(event_types))
         # Stored timestamps are naive UTC: a bound with an offset ("...+02:00", an aware
         # datetime) is converted to UTC, as ingest does, rather than having it dropped; a
         # naive one is UTC already (the session zone is UTC).

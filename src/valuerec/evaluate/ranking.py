@@ -51,7 +51,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
 
-from valuerec.data.schema import as_frame
+from valuerec.data.schema import as_frame, event_type_list
 from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
 
@@ -120,10 +120,19 @@ def _utc_naive(values: pd.Series) -> pd.Series:
     """Datetimes or text as naive UTC datetimes, the store's convention: offsets (mixed ones
     too, a local log across a daylight-saving change) are converted, naive times kept.
     ``pd.to_datetime`` alone refused mixed offsets with its own error, naming no column."""
+    series = pd.Series(values)
+    # text: each value read as ISO 8601 on its own; without a format pandas took the first
+    # value's precision for all ("...10:00:00Z" then "...10:00:00.250Z" failed), and a date
+    # beside date-times failed too, where ingest stores both
+    fmt = "ISO8601" if series.dtype == object or pd.api.types.is_string_dtype(series) else None
     try:
-        parsed = pd.to_datetime(pd.Series(values), utc=True)
+        parsed = pd.to_datetime(series, utc=True, format=fmt)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(f"cannot read the timestamp column as times: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"cannot read the timestamp column as times: {first} (text must be ISO 8601, "
+            "as ingest reads it; or pass datetimes or epoch seconds)"
+        ) from None
     return parsed.dt.tz_localize(None)
 
 
@@ -281,7 +290,7 @@ class Interactions:
         where, params = ["item_id IS NOT NULL"], []
         if event_types is not None:
             where.append("event_type IN (SELECT unnest(?::VARCHAR[]))")
-            params.append([e.lower() for e in event_types])
+            params.append(event_type_list(event_types))
         events = store.query(
             f"SELECT user_id, item_id, timestamp, value FROM events WHERE {' AND '.join(where)} "
             "ORDER BY user_id, timestamp, item_id, value",
@@ -787,6 +796,8 @@ def evaluate_scores(
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     ks_t = _check_ks(ks)
     n_users, n_items = split.n_users, split.n_items
+    if not callable(scores):  # an array-like: a DataFrame, nested lists
+        scores = np.asarray(scores, dtype=np.float64)
     if isinstance(scores, np.ndarray) and scores.shape != (n_users, n_items):
         raise ValueError(f"scores must have shape {(n_users, n_items)}, got {scores.shape}")
     if batch_size < 1:

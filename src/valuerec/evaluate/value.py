@@ -46,7 +46,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata, spearmanr
 
-from valuerec.data.schema import id_text
+from valuerec.data.schema import as_frame, id_text
 
 __all__ = [
     "DECILE_COLUMNS",
@@ -566,6 +566,7 @@ def evaluate_value(
     threshold``), interval coverage (``coverage80``, ``coverage50``, when the columns exist)
     and the number of ``customers``.
     """
+    truth, pred = as_frame(truth), as_frame(pred)  # Arrow tables too
     # a model without a predictive distribution gives its point forecast as both ends
     # (value.base): that is no interval, and its "coverage" would be a share of exact hits
     intervals = {

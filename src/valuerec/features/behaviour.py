@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from valuerec.data.schema import event_type_list
 from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
 
@@ -117,8 +118,7 @@ def behaviour_features(
     """
     end = to_timestamp(calibration_end, "calibration_end")
     last_day = (pd.Timestamp(end) - pd.Timedelta(microseconds=1)).date()
-    raw = [event_types] if isinstance(event_types, str) else list(event_types)
-    types = [e.strip().lower() for e in raw]  # as stored (and as rfm_summary reads them)
+    types = event_type_list(event_types)  # as stored (and as rfm_summary reads them)
     if not types:
         raise ValueError("event_types must name at least one event type")
     frame = store.query(

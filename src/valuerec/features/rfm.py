@@ -34,6 +34,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
+from valuerec.data.schema import event_type_list
 from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
 
@@ -118,9 +119,8 @@ def _params(
 ) -> list[object]:
     if not time_unit_days > 0:
         raise ValueError(f"time_unit_days must be positive, got {time_unit_days!r}")
-    if isinstance(event_types, str):
-        event_types = (event_types,)
-    if not event_types:
+    types = event_type_list(event_types)
+    if not types:
         raise ValueError("event_types must name at least one event type")
     end = to_timestamp(calibration_end, "calibration_end")
     start = (
@@ -128,7 +128,6 @@ def _params(
     )
     if start is not None and start >= end:
         raise ValueError(f"observation_start {start} is not before calibration_end {end}")
-    types = [e.strip().lower() for e in event_types]
     return [types, end, start, float(time_unit_days), _last_day(end)]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from valuerec.data.schema import event_type_list
 from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
 
@@ -126,7 +127,7 @@ def build_sequences(
     if max_len < 1:
         raise ValueError("max_len must be at least 1")
     cut = to_timestamp(before, "before")
-    types = None if event_types is None else [e.lower() for e in event_types]
+    types = None if event_types is None else event_type_list(event_types)
     sql = _SQL.format(
         tokens=_DAILY_TOKENS if daily else _EVENT_TOKENS,
         oldest_first=_OLDEST_FIRST,

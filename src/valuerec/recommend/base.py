@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from valuerec.data.schema import as_frame, id_list, id_text, one_id
@@ -60,6 +61,13 @@ def interaction_matrix(interactions: Any) -> tuple[sp.csr_matrix, pd.Index, pd.I
     )
 
 
+def named_index(vocabulary: pd.Index, user_ids: Sequence[Any]) -> np.ndarray:
+    """Position of each named user in a model's user ``vocabulary``; -1 for an anonymous
+    history (None) or a user the model does not know. Ids are read as the store keeps them
+    (:func:`~valuerec.data.schema.one_id`: ``7.0`` finds ``"7"``)."""
+    return vocabulary.get_indexer([None if u is None else one_id(u) for u in user_ids])
+
+
 def history_rows(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
     """Item-index histories as a users x items CSR of 1s (repeats collapse to one)."""
     rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
@@ -83,8 +91,12 @@ def _rec_frame(user: str, items: pd.Index, scores: np.ndarray, cold: bool) -> pd
     )
 
 
-class Recommender(ABC):
-    """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``)."""
+class Recommender(BaseEstimator, ABC):
+    """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``).
+
+    scikit-learn's ``BaseEstimator`` gives ``get_params`` / ``set_params``, so
+    ``sklearn.base.clone`` makes an unfitted copy with the same settings (a grid search, a
+    refit per fold)."""
 
     name = "recommender"
 
@@ -442,7 +454,7 @@ class LearnedUsers:
     def profile_scores(self, user_ids: Sequence[str | None]) -> np.ndarray:
         """The learned-minus-fold-in gap of each named training user, as item scores; zeros
         for anonymous users, unknown ones and those without training rows."""
-        idx = self.user_ids_.get_indexer([str(u) if u is not None else None for u in user_ids])
+        idx = named_index(self.user_ids_, user_ids)
         out = np.zeros((len(idx), len(self.item_ids_)), np.float32)
         known = np.flatnonzero(idx >= 0)
         if len(known):

@@ -55,6 +55,7 @@ def item_texts(items: pd.DataFrame) -> pd.Series:
     An item listed twice keeps its first row, as the side-information encoder does
     (``side.entity_features``): the store holds one row per item, a caller's table may not.
     """
+    items = as_frame(items)  # an Arrow table, as fit() takes one
     items = items.assign(item_id=id_text(items["item_id"])).drop_duplicates("item_id")
     parts = [
         items.get(c, pd.Series("", index=items.index)).fillna("").astype(str)

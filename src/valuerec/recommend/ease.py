@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from valuerec.recommend.base import Recommender
+from valuerec.recommend.base import Recommender, named_index
 from valuerec.recommend.side import SideInformed
 
 
@@ -166,7 +166,7 @@ class SideEASERecommender(SideInformed, EASERecommender):
         """What each known user's profile and activity months add to every item's score
         (zeros for users unknown to the model or anonymous)."""
         n = self.matrix_.shape[1]
-        idx = self.user_ids_.get_indexer([str(u) if u is not None else None for u in user_ids])
+        idx = named_index(self.user_ids_, user_ids)
         out = np.zeros((len(idx), n), np.float32)
         known = idx >= 0
         if known.any():

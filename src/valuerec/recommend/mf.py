@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from valuerec.recommend.base import LearnedUsers, Recommender, history_rows
+from valuerec.recommend.base import LearnedUsers, Recommender, history_rows, named_index
 from valuerec.recommend.side import SideInformed
 
 
@@ -206,7 +206,7 @@ class SideALSRecommender(SideInformed, ALSRecommender):
         rows = history_rows(seqs, len(self.item_ids_))
         if user_ids is None:
             return self._fold_in(rows) @ self.item_factors_.T
-        idx = self.user_ids_.get_indexer([str(u) if u is not None else None for u in user_ids])
+        idx = named_index(self.user_ids_, user_ids)
         scores = self._fold_vectors(rows, idx) @ self.item_factors_.T
         return scores + self.profile_scores(user_ids)
 

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from valuerec.data.schema import id_text
+from valuerec.data.schema import as_frame, id_text
 from valuerec.evaluate.ranking import to_datetimes
 
 #: free-text columns the content model embeds; one-hot columns of them would be identifiers
@@ -104,6 +104,7 @@ def entity_features(
     Ids missing from the table get an all-zero row (nothing known about them); a missing or
     empty table gives zero columns.
     """
+    table = as_frame(table)  # an Arrow table, as fit() takes one
     if table is None or table.empty:
         return np.zeros((len(ids), 0), np.float32), []
     frame = expand_properties(table)

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from valuerec.data.schema import id_list
@@ -292,8 +293,12 @@ def discount_factors(horizon_days: float, discount_rate: float) -> np.ndarray:
     return 1.0 / (1.0 + discount_rate) ** np.arange(1, periods + 1)
 
 
-class ValueModel(ABC):
-    """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``)."""
+class ValueModel(BaseEstimator, ABC):
+    """Base class: scikit-learn style (hyper-parameters in ``__init__``, state ends in ``_``).
+
+    scikit-learn's ``BaseEstimator`` gives ``get_params`` / ``set_params``, so
+    ``sklearn.base.clone`` makes an unfitted copy with the same settings (a grid search, a
+    refit per fold)."""
 
     name = "value-model"
     #: fewest customers a fit accepts; supervised models need enough to learn from
