@@ -858,6 +858,36 @@ def test_user_value_is_the_precomputed_prediction(reader):
     assert res.status_code == 404 and "no value prediction" in res.json()["message"]
 
 
+@pytest.mark.parametrize("refresh", [0.01, 0.0])
+def test_new_purchases_reach_value_predictions_without_a_restart(deployment, refresh):
+    """The snapshot was computed at start-up only: a new buyer got "no value prediction"
+    and a steady one kept their old LTV until a restart. Now a refresh in the background
+    predicts everyone again (``value_refresh_seconds``; 0 keeps the start-up snapshot)."""
+    db, keys = deployment
+    with _client(db, keys, value_refresh_seconds=refresh) as c:
+        svc = service(c)
+        before = call(c, "GET", f"/users/{USER}/value").json()
+        assert call(c, "GET", "/users/newbie/value").status_code == 404
+        when = pd.Timestamp(before["as_of"]).tz_convert(None) - pd.Timedelta(days=1)
+        buys = [
+            {"user_id": u, "item_id": "i1", "event_type": "purchase", "value": 50.0,
+             "timestamp": (when - pd.Timedelta(days=d)).isoformat()}
+            for u in (USER, "newbie") for d in (0, 3, 9)
+        ]  # fmt: skip
+        res = call(c, "POST", "/events", "write", json={"events": buys})
+        assert res.json()["stored"] == 6, res.text
+        svc.wait_value_refresh(60)
+        after = call(c, "GET", f"/users/{USER}/value").json()
+        newbie = call(c, "GET", "/users/newbie/value")
+    if refresh:
+        assert newbie.status_code == 200 and newbie.json()["ltv"] > 0
+        assert after["ltv"] > before["ltv"]
+        with _client(db, keys) as fresh:  # what a restart answers
+            assert call(fresh, "GET", f"/users/{USER}/value").json() == after
+    else:
+        assert newbie.status_code == 404 and after == before
+
+
 def test_values_are_scored_as_of_the_end_of_a_log_that_ends_with_views(tmp_path):
     events = pd.DataFrame(
         {

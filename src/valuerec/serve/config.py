@@ -152,6 +152,16 @@ class ServeSettings(BaseModel):
         "most a day).",
     )
 
+    value_refresh_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="After new purchases, the served value model predicts every customer "
+        "again (LTV, churn, segments; new buyers get a prediction) at most this often, in "
+        "seconds, in the background; 0: only at start-up and promotion.",
+    )
+
     @field_validator("default_model")
     @classmethod
     def _recommender_name(cls, value: str) -> str:

@@ -193,6 +193,7 @@ class ValueSnapshot:
     table: pd.DataFrame  # index user_id; segment, ltv, p_alive, ...
     summary: pd.DataFrame
     ranked: pd.DataFrame  # every customer by ltv desc, user_id: the order of segment lists
+    model: ValueModel | None = None  # what predicts the customers again (refresh_value)
 
 
 def _segment_tables(seg: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -357,8 +358,26 @@ class ModelRegistry:
             meta=meta,
             as_of=when,
             horizon_days=horizon,
+            model=model,
             **_segment_tables(seg),
         )
+
+    def refresh_value(self) -> bool:
+        """Predict the served value model's customers again from the store as it is now.
+
+        The snapshot is computed at start-up and promotion; purchases posted since then are
+        in the store but not in it (a new buyer had no prediction, a steady one kept last
+        week's LTV and segment). The same model, no refit: only the inputs are newer, and
+        ``as_of`` moves to the end of the log. Under the swap lock, so a promotion is never
+        overwritten by the version it replaced. Returns whether a snapshot was replaced.
+        """
+        with self._swap:
+            snap = self._value
+            if snap is None or snap.model is None:
+                return False
+            seg, when = self.repo.value_segments(snap.model, snap.horizon_days)
+            self._value = replace(snap, as_of=when, **_segment_tables(seg))
+        return True
 
     # -- admin -----------------------------------------------------------------------------
     def resolve(self, name: str) -> str:

@@ -344,7 +344,11 @@ class ValueOut(BaseModel):
     user_id: str
     model: str
     version: str
-    as_of: datetime = Field(description="Predictions use events before this time.")
+    as_of: datetime = Field(
+        description="Predictions use the events before this time: the end of the log when "
+        "they were computed (at start-up, promotion, and again within value_refresh_seconds "
+        "of new purchases)."
+    )
     horizon_days: float
     pred_transactions: float
     pred_spend: float

@@ -133,6 +133,11 @@ class ServeService:
         self._refresh: threading.Thread | None = None  # a background sales refresh, if any
         self._refresh_guard = threading.Lock()  # starts at most one of them
         self._user_values: tuple[Any, UserValues] | None = None
+        #: purchases stored since the value snapshot's last refresh (:meth:`_value_refresh`)
+        self._value_pending = False
+        self._value_refreshed = time.monotonic()
+        self._value_thread: threading.Thread | None = None
+        self._value_stop = threading.Event()
         self.exposures = ExposureLog(
             self._write_exposures, self.roles.write_back_type, settings.exposure_flush_seconds
         )
@@ -152,7 +157,9 @@ class ServeService:
 
     def close(self) -> None:
         self.exposures.stop()
+        self._value_stop.set()
         self.wait_item_values()
+        self.wait_value_refresh()
         self.repo.close()
 
     def _served_models(self) -> list[tuple[str, str, str]]:
@@ -316,9 +323,51 @@ class ServeService:
         self._item_values_stamp += 1
 
     def _sales_stored(self) -> None:
-        """New purchases: item values are refreshed within :attr:`SALES_REFRESH_SECONDS`
-        (hold the repository lock, as for :meth:`_item_values_changed`)."""
+        """New purchases: item values are refreshed within :attr:`SALES_REFRESH_SECONDS`,
+        the value snapshot within ``value_refresh_seconds`` (hold the repository lock, as for
+        :meth:`_item_values_changed`)."""
         self._sales_pending = True
+        if self.settings.value_refresh_seconds > 0 and self.models.value_or_none is not None:
+            # under the guard the refresher decides to stop under too: a purchase is never
+            # left pending behind a thread that has just seen nothing pending
+            with self._refresh_guard:
+                self._value_pending = True
+                if self._value_thread is None:
+                    self._value_thread = threading.Thread(
+                        target=self._value_refresh, name="valuerec-value-refresh", daemon=True
+                    )
+                    self._value_thread.start()
+
+    def _value_refresh(self) -> None:
+        """Background: predict every customer again once ``value_refresh_seconds`` have
+        passed since the last refresh, and again while purchases keep arriving.
+
+        Predicting every customer is an aggregate over the whole log (seconds for a large
+        store, under the repository lock), so it is batched: at most one refresh per
+        interval, however many purchases arrive, and none while nothing new was bought.
+        """
+        interval = self.settings.value_refresh_seconds
+        while True:
+            with self._refresh_guard:
+                if not self._value_pending or self._value_stop.is_set():
+                    self._value_thread = None
+                    return
+            wait = self._value_refreshed + interval - time.monotonic()
+            if wait > 0 and self._value_stop.wait(wait):
+                continue  # stopping: the check above ends the thread
+            with self._refresh_guard:
+                self._value_pending = False
+            try:
+                self.models.refresh_value()
+            except Exception:  # a background thread has no caller to raise to
+                log.exception("predicting customer value again after new purchases failed")
+            self._value_refreshed = time.monotonic()
+
+    def wait_value_refresh(self, timeout: float | None = None) -> None:
+        """Wait for a background value refresh to land (tests, shutdown)."""
+        thread = self._value_thread
+        if thread is not None:
+            thread.join(timeout)
 
     def user_values(self) -> UserValues:
         """Churn risk and LTV percentile of every customer, from the served value model
@@ -673,7 +722,8 @@ class ServeService:
             raise ApiError(
                 404,
                 f"no value prediction for user {user_id!r}: value models score customers "
-                f"with a purchase before {snap.as_of:%Y-%m-%d}",
+                f"with a purchase before {snap.as_of:%Y-%m-%d %H:%M:%S} (the predictions' as_of; "
+                "purchases posted since reach them within value_refresh_seconds)",
             )
         row = table.loc[user_id]
         return ValueOut(
