@@ -10,6 +10,7 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from valuerec.data.store import Store, StoreError, deployment_path, redact, stor
 from valuerec.data.synth import generate
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import rfm_summary
+from valuerec.recommend.rerank import ItemValues
 from valuerec.serve.keys import default_keys_path
 
 
@@ -121,12 +123,17 @@ def test_every_read_and_feature_query_agrees_with_duckdb(url, tmp_path, shop):
                 "stats": stats,
                 "rfm": rfm_summary(store, end),
                 "behaviour": behaviour_features(store, end),
+                "item_values": ItemValues.from_store(store),
             }
     duck, pg = results.values()
     assert duck["stats"] == pg["stats"]
     assert duck["stats"]["quarantined"] == 20
+    for field in ("price", "p_purchase", "embedding"):  # aggregated on the server
+        a, b = (getattr(r["item_values"], field) for r in (duck, pg))
+        np.testing.assert_array_equal(a, b, err_msg=field)
+    assert duck["item_values"].item_ids.equals(pg["item_values"].item_ids)
     for name in duck:
-        if name != "stats":
+        if name not in ("stats", "item_values"):
             pd.testing.assert_frame_equal(duck[name], pg[name], check_exact=True, obj=name)
     assert len(duck["events"]) == len(shop.events)
 

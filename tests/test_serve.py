@@ -791,7 +791,13 @@ def test_users_crud(client):
 
 
 def test_user_list_pages_through_everyone_once(client):
-    call(client, "POST", "/users", "write", json={"user_id": "zzz-no-events"})
+    """Users come from the users table and from events; each page takes the first of each
+    after the cursor (interleaved here: users without events sort first, between and last)."""
+    for user in ("0-no-events", "u5-no-events", "zzz-no-events"):
+        call(client, "POST", "/users", "write", json={"user_id": user})
+    svc = service(client)
+    with svc.repo.lock:
+        svc.repo.store.execute("DELETE FROM users WHERE user_id IN ('u1', 'u2', 'u3')")
     seen, cursor, pages = [], None, 0
     while True:
         params = {"limit": 50} | ({"cursor": cursor} if cursor else {})
@@ -801,8 +807,12 @@ def test_user_list_pages_through_everyone_once(client):
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert pages == 3 and len(seen) == 121 and seen == sorted(set(seen))
-    assert seen[-1] == "zzz-no-events"
+    with svc.repo.lock:
+        every = svc.repo.store.fetch(
+            "SELECT user_id FROM users UNION SELECT user_id FROM events ORDER BY 1"
+        )
+    assert seen == [u for (u,) in every] and len(seen) == 123 and pages == 3
+    assert {"u1", "u5-no-events"} <= set(seen) and seen[-1] == "zzz-no-events"
 
 
 def test_items_crud_and_paging(client):

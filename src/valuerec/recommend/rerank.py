@@ -167,10 +167,16 @@ class ItemValues:
         ``count(DISTINCT ...) FILTER`` and a ``median FILTER`` in the one scan of every event
         made DuckDB hash all of them (0.6 s at 5M events, against 0.2 s for the two). A
         server rebuilds this while purchases stream in (``ServeService.item_values``).
+
+        Portable SQL through ``fetch_frame``, so PostgreSQL aggregates on the server: through
+        ``store.query`` (DuckDB SQL, on PostgreSQL a local copy of the tables) every rebuild
+        after a stored event copied the whole events table first, 2-2.4 s at 1M events
+        against 0.4 s for the aggregates themselves. ``percentile_cont(0.5)`` is DuckDB's
+        ``median`` (interpolated), spelled as both engines read it.
         """
         items = store.items()
         looks_in = ", ".join(f"'{t}'" for t in LOOK_TYPES)
-        looked = store.query(
+        looked = store.fetch_frame(
             f"""
             SELECT item_id,
                    count(*) FILTER (WHERE event_type IN ({looks_in})) AS looks,
@@ -178,10 +184,11 @@ class ItemValues:
             FROM events WHERE item_id IS NOT NULL GROUP BY item_id
             """
         )
-        bought = store.query(
+        bought = store.fetch_frame(
             """
             SELECT item_id, count(*) AS buys, count(DISTINCT user_id) AS buyers,
-                   median(value) FILTER (WHERE value > 0) AS paid
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY value)
+                       FILTER (WHERE value > 0) AS paid
             FROM events WHERE item_id IS NOT NULL AND event_type = 'purchase' GROUP BY item_id
             """
         )
@@ -202,9 +209,9 @@ class ItemValues:
         else:  # purchases only: the share of the customers who bought the item (a repeat
             # buyer counts once: purchase events would not be a probability)
             n_buyers = int(
-                store.query(
-                    "SELECT count(DISTINCT user_id) AS n FROM events WHERE event_type = 'purchase'"
-                )["n"][0]
+                store.fetch(
+                    "SELECT count(DISTINCT user_id) FROM events WHERE event_type = 'purchase'"
+                )[0][0]
             )
             p = c["buyers"].fillna(0).to_numpy(float) / max(n_buyers, 1)
             prior = float(p.mean()) if len(p) else 0.0  # for items the store never saw

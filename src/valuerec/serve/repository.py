@@ -281,13 +281,24 @@ class Repository:
 
     def list_users(self, after: str | None, limit: int) -> list[dict]:
         with self.lock:
+            # the cursor and the limit inside each half: the page's ids are the first
+            # ``limit`` of each source after the cursor, which PostgreSQL reads off its
+            # (user_id, timestamp) index; the distinct users of every event, then the cursor,
+            # cost a pass over all events per page (0.45 s at 1M events; a full listing
+            # grew with the square of the log)
             rows = self.store.fetch(
-                """WITH ids AS (SELECT user_id FROM users UNION SELECT user_id FROM events)
+                """WITH ids AS (
+                    (SELECT user_id FROM users
+                     WHERE ?::VARCHAR IS NULL OR user_id > ?::VARCHAR
+                     ORDER BY user_id LIMIT ?)
+                    UNION
+                    (SELECT DISTINCT user_id FROM events
+                     WHERE ?::VARCHAR IS NULL OR user_id > ?::VARCHAR
+                     ORDER BY user_id LIMIT ?))
                 SELECT ids.user_id, u.signup_time, u.properties
                 FROM ids LEFT JOIN users u USING (user_id)
-                WHERE ?::VARCHAR IS NULL OR ids.user_id > ?::VARCHAR
                 ORDER BY ids.user_id LIMIT ?""",
-                [after, after, int(limit)],
+                [after, after, int(limit)] * 2 + [int(limit)],
             )
         return self._user_rows(rows)
 

@@ -270,9 +270,10 @@ class ServeService:
         After an item write (a price, a deletion) the request waits for the rebuild: it must
         not rank by a price that is gone. New purchases only nudge the purchase rates, so once
         :attr:`SALES_REFRESH_SECONDS` have passed the rebuild runs in a background thread and
-        requests go on with the values they have until it lands (0.2-0.6 s at 5M events that
-        no request should pay for). Looks (views, exposures) change the purchase rates too,
-        but arrive on every page view and move them slowly: they count from the next rebuild.
+        requests go on with the values they have until it lands (0.2-0.6 s at 5M events on
+        DuckDB that no request should pay for; PostgreSQL aggregates on the server). Looks
+        (views, exposures) change the purchase rates too, but arrive on every page view and
+        move them slowly: they count from the next rebuild.
         """
         cached = self._item_values
         if cached is None or cached[0] != self._item_values_stamp:
