@@ -34,9 +34,11 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +208,30 @@ def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> st
         f"WHEN regexp_full_match({t}, '{EPOCH_SECONDS_RE}') "
         f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END"
     )
+
+
+_TEXT_PARSER: duckdb.DuckDBPyConnection | None = None
+_TEXT_PARSER_LOCK = threading.Lock()
+
+
+def parse_timestamp_text(text: str) -> datetime | None:
+    """One text timestamp read by ingest's own rule (:func:`_parse_timestamp`'s SQL, run on
+    it), as naive UTC; None when ingest would quarantine it.
+
+    The API reads posted times with this, so an event gets the same time however it arrives:
+    a zone name (``Europe/Paris``), a seconds offset or ``2024-1-1`` are read as a file's are,
+    and text ingest refuses (``2024-01-01t10:00``) is refused there too. One in-process
+    DuckDB connection, behind a lock (a connection serves one thread at a time).
+    """
+    global _TEXT_PARSER
+    sql = f"SELECT {_parse_timestamp('t', 'VARCHAR')} FROM (SELECT CAST(? AS VARCHAR) AS t)"
+    with _TEXT_PARSER_LOCK:
+        if _TEXT_PARSER is None:
+            _TEXT_PARSER = duckdb.connect(":memory:")
+            _TEXT_PARSER.execute("SET TimeZone = 'UTC'")
+        row = _TEXT_PARSER.execute(sql, [text]).fetchone()
+    # out of Python's range (a year before 1 once in UTC) DuckDB hands back text
+    return row[0] if row is not None and isinstance(row[0], datetime) else None
 
 
 def _coerce(f: Field, col: str, src_type: str, *, pretrimmed: bool = False) -> str:

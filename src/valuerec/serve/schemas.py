@@ -25,7 +25,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from valuerec.data.ingest import EPOCH_SECONDS_RE, YYYYMMDD_RE
+from valuerec.data.ingest import EPOCH_SECONDS_RE, YYYYMMDD_RE, parse_timestamp_text
 
 __all__ = [
     "MAX_BATCH_USERS",
@@ -135,13 +135,15 @@ _EPOCH = datetime(1970, 1, 1)
 
 
 def _like_ingest(value: Any) -> Any:
-    """Numbers and digit strings as ingest reads them; anything else is left to pydantic.
+    """Numbers and text as ingest reads them; datetimes are left to pydantic.
 
     Pydantic alone reads ``20240101`` as epoch seconds (1970-08-23) and ``1700000000123`` as
     milliseconds, where ingest reads a date and quarantines the row: an event would get a
     different time depending on how it arrived. A number is read through its text, as ingest
     reads a numeric column, so ``20240101.0`` (a date held as a float) is a date there and
-    here.
+    here. Other text goes through ingest's own rule (:func:`parse_timestamp_text`): pydantic
+    refused zone names, seconds offsets and ``2024-1-1``, which a file may hold, and took
+    ``2024-01-01t10:00``, which a file may not.
     """
     if isinstance(value, bool):
         return value  # pydantic's own "not a datetime"
@@ -150,7 +152,13 @@ def _like_ingest(value: Any) -> Any:
     elif isinstance(value, str):
         text = value.strip()
         if not _NUMERIC.fullmatch(text):
-            return text  # ISO 8601 (trimmed, like ingest trims)
+            parsed = parse_timestamp_text(text)
+            if parsed is None:
+                raise ValueError(
+                    f"cannot parse a timestamp from {text!r}: ISO 8601 (an offset or a zone "
+                    "name is converted to UTC), YYYYMMDD or epoch seconds"
+                )
+            return parsed
     else:
         return value
     if _YYYYMMDD.fullmatch(text):
