@@ -76,6 +76,12 @@ def test_urls_get_a_local_home_and_lose_their_password(monkeypatch, tmp_path):
     )
     monkeypatch.setenv("PGPORT", "6000")
     assert deployment_path("postgresql://u@h/shop") == str(tmp_path / "shop@h_6000")
+    # a deployment named before the port was part of the name keeps its keys and models
+    (tmp_path / "shop@h.keys.json").write_text("{}")
+    with pytest.warns(UserWarning, match="named without the port 6000"):
+        assert deployment_path("postgresql://u@h/shop") == str(tmp_path / "shop@h")
+    (tmp_path / "shop@h_6000.models").mkdir()
+    assert deployment_path("postgresql://u@h/shop") == str(tmp_path / "shop@h_6000")
 
 
 def test_an_unreachable_server_is_a_store_error_without_the_password(tmp_path):

@@ -214,6 +214,37 @@ _TEXT_PARSER: duckdb.DuckDBPyConnection | None = None
 _TEXT_PARSER_LOCK = threading.Lock()
 
 
+def parse_timestamp_texts(values: Any) -> pd.Series:
+    """Text timestamps read by ingest's own rule, as naive UTC ``datetime64``; NaT where
+    ingest would quarantine the row (and for missing values). The vectorised form of
+    :func:`parse_timestamp_text`, for DataFrames handed to models and splits."""
+    frame = pd.DataFrame(
+        {
+            "t": pd.Series(values, dtype=object).map(
+                lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+            )
+        }
+    )
+    sql = f"SELECT {_parse_timestamp('t', 'VARCHAR')} AS ts FROM _vr_texts"
+    with _TEXT_PARSER_LOCK:
+        con = _text_parser()
+        con.register("_vr_texts", frame)
+        try:
+            out = con.execute(sql).df()["ts"]
+        finally:
+            con.unregister("_vr_texts")
+    return pd.Series(pd.to_datetime(out).to_numpy("datetime64[ns]"), index=pd.Series(values).index)
+
+
+def _text_parser() -> duckdb.DuckDBPyConnection:
+    """The in-process DuckDB the text parsers share (hold ``_TEXT_PARSER_LOCK``)."""
+    global _TEXT_PARSER
+    if _TEXT_PARSER is None:
+        _TEXT_PARSER = duckdb.connect(":memory:")
+        _TEXT_PARSER.execute("SET TimeZone = 'UTC'")
+    return _TEXT_PARSER
+
+
 def parse_timestamp_text(text: str) -> datetime | None:
     """One text timestamp read by ingest's own rule (:func:`_parse_timestamp`'s SQL, run on
     it), as naive UTC; None when ingest would quarantine it.
@@ -223,13 +254,9 @@ def parse_timestamp_text(text: str) -> datetime | None:
     and text ingest refuses (``2024-01-01t10:00``) is refused there too. One in-process
     DuckDB connection, behind a lock (a connection serves one thread at a time).
     """
-    global _TEXT_PARSER
     sql = f"SELECT {_parse_timestamp('t', 'VARCHAR')} FROM (SELECT CAST(? AS VARCHAR) AS t)"
     with _TEXT_PARSER_LOCK:
-        if _TEXT_PARSER is None:
-            _TEXT_PARSER = duckdb.connect(":memory:")
-            _TEXT_PARSER.execute("SET TimeZone = 'UTC'")
-        row = _TEXT_PARSER.execute(sql, [text]).fetchone()
+        row = _text_parser().execute(sql, [text]).fetchone()
     # out of Python's range (a year before 1 once in UTC) DuckDB hands back text
     return row[0] if row is not None and isinstance(row[0], datetime) else None
 

@@ -160,7 +160,8 @@ def id_text(values: Any) -> pd.Index:
     """
     idx = pd.Index(values)
     if isinstance(idx.dtype, pd.CategoricalDtype):  # the rule applies to its categories' type
-        idx = pd.Index(idx.astype(idx.dtype.categories.dtype))
+        floats = pd.api.types.is_float_dtype(idx.dtype.categories.dtype)
+        idx = pd.Index(idx.astype(float if floats else object))  # object: ints with a NaN
     if not pd.api.types.is_float_dtype(idx.dtype):
         return idx.astype(str)
     num = idx.to_numpy(dtype=float)

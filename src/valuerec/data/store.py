@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
@@ -107,15 +108,32 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     except ValueError:  # not a number: libpq will refuse the URL, the name need not
         port = None
     # libpq's own order: the URL's port, then the query's, then $PGPORT
-    port = port or query.get("port") or os.environ.get("PGPORT") or 5432
-    if str(port) != "5432":
-        host = f"{host}_{port}"
-    name = f"{parts.path.lstrip('/') or query.get('dbname', 'postgres')}@{host}"
+    port = str(port or query.get("port") or os.environ.get("PGPORT") or 5432)
+    database = parts.path.lstrip("/") or query.get("dbname", "postgres")
     schema = re.search(r"search_path\s*=\s*([^\s,]+)", query.get("options", ""))
-    if schema:
-        name += f".{schema.group(1)}"
-    safe = re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("_")
-    return str(Path(os.environ.get("VALUEREC_HOME") or ".") / safe)
+    home = Path(os.environ.get("VALUEREC_HOME") or ".")
+
+    def path(host: str) -> Path:
+        name = f"{database}@{host}" + (f".{schema.group(1)}" if schema else "")
+        return home / re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("_")
+
+    if port == "5432":
+        return str(path(host))
+    new, legacy = path(f"{host}_{port}"), path(host)
+    if not _has_files(new) and _has_files(legacy):
+        # named before the port was part of the name: keep its keys and models working
+        warnings.warn(
+            f"using {legacy}.models / .keys.json, named without the port {port}; rename them "
+            f"to {new.name}.models / .keys.json (another server on this host could share them)",
+            stacklevel=2,
+        )
+        return str(legacy)
+    return str(new)
+
+
+def _has_files(base: Path) -> bool:
+    """Whether a deployment's model folder or keys file exists at ``base``."""
+    return Path(f"{base}.models").exists() or Path(f"{base}.keys.json").exists()
 
 
 def _ddl(t: Table) -> str:

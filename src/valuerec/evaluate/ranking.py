@@ -51,6 +51,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
 
+from valuerec.data.ingest import parse_timestamp_texts
 from valuerec.data.schema import as_frame, event_type_list
 from valuerec.data.store import Store
 from valuerec.features.split import TimeLike, to_timestamp
@@ -121,18 +122,25 @@ def _utc_naive(values: pd.Series) -> pd.Series:
     too, a local log across a daylight-saving change) are converted, naive times kept.
     ``pd.to_datetime`` alone refused mixed offsets with its own error, naming no column."""
     series = pd.Series(values)
-    # text: each value read as ISO 8601 on its own; without a format pandas took the first
-    # value's precision for all ("...10:00:00Z" then "...10:00:00.250Z" failed), and a date
-    # beside date-times failed too, where ingest stores both
-    fmt = "ISO8601" if series.dtype == object or pd.api.types.is_string_dtype(series) else None
+    present = series.dropna()
+    if len(present) and present.map(lambda v: isinstance(v, str)).all():
+        # text: by ingest's own rule, so a frame handed to a model reads as its file would
+        # be stored. pandas guessed one format from the first value ("...10:00:00Z" then
+        # "...10:00:00.250Z" failed, as did a date beside date-times) and read other text
+        # than ingest does (zone names, "2024-01-01t10:00")
+        parsed = parse_timestamp_texts(series)
+        bad = parsed.isna() & series.notna()
+        if bad.any():
+            raise ValueError(
+                f"cannot read the timestamp column as times: {series[bad].iloc[0]!r} is no "
+                "time ingest reads (ISO 8601, with an optional offset or zone name; YYYYMMDD; "
+                f"epoch seconds); {int(bad.sum())} such value(s)"
+            )
+        return parsed
     try:
-        parsed = pd.to_datetime(series, utc=True, format=fmt)
+        parsed = pd.to_datetime(series, utc=True)
     except (ValueError, TypeError, OverflowError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"cannot read the timestamp column as times: {first} (text must be ISO 8601, "
-            "as ingest reads it; or pass datetimes or epoch seconds)"
-        ) from None
+        raise ValueError(f"cannot read the timestamp column as times: {exc}") from None
     return parsed.dt.tz_localize(None)
 
 
@@ -796,8 +804,8 @@ def evaluate_scores(
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     ks_t = _check_ks(ks)
     n_users, n_items = split.n_users, split.n_items
-    if not callable(scores):  # an array-like: a DataFrame, nested lists
-        scores = np.asarray(scores, dtype=np.float64)
+    if not callable(scores) and not isinstance(scores, np.ndarray):
+        scores = np.asarray(scores)  # a DataFrame, nested lists (batches are copied as float64)
     if isinstance(scores, np.ndarray) and scores.shape != (n_users, n_items):
         raise ValueError(f"scores must have shape {(n_users, n_items)}, got {scores.shape}")
     if batch_size < 1:
