@@ -355,3 +355,60 @@ def test_a_model_that_fails_with_a_bug_costs_the_others_nothing_either(tmp_path,
     body = json.loads(res.stdout)["models"]
     assert res.exit_code == 1 and "ndcg@10" in body["ease"]
     assert body["popularity"]["error"].startswith("failed with TypeError")
+
+
+def test_recommend_for_and_similar_serve_what_the_server_serves(tmp_path):
+    """The CLI scored a user from the model's training data: an item bought after the fit
+    was recommended again, a new user with views was served cold, and an item hidden through
+    the API was listed by `for` and `similar`. Now both read the store as the server does,
+    and agree with it."""
+    from fastapi.testclient import TestClient
+
+    from valuerec.serve.app import create_app
+    from valuerec.serve.keys import KeyStore, default_keys_path
+    from valuerec.serve.repository import Repository
+
+    data = generate(users=80, items=20, days=90, holdout_days=10, seed=4)
+    db = str(tmp_path / "shop.duckdb")
+    with Store(db) as store:
+        ingest(store, data.events, "events")
+        ingest(store, data.items, "items")
+    assert _run("fit", "--db", db, "--models", "ease").exit_code == 0
+
+    def cli(user: str) -> list[str]:
+        res = _run("for", user, "--db", db, "--model", "ease", "-k", "5", "--json")
+        assert res.exit_code == 0, res.output
+        return [r["item_id"] for r in json.loads(res.stdout)]
+
+    user = "u1"
+    top = cli(user)[0]
+    later = pd.DataFrame(
+        {
+            "user_id": [user, "newcomer", "newcomer"],
+            "item_id": [top, "i1", "i2"],
+            "event_type": ["purchase", "view", "view"],
+            "timestamp": "2030-01-01",
+        }
+    )
+    with Store(db) as store:
+        ingest(store, later, "events")
+        repo = Repository(store)
+        repo.ensure_schema()
+        hidden = cli("newcomer")[0]
+        repo.set_hidden(hidden, True)
+    assert top not in cli(user)
+    assert hidden not in cli("newcomer") and not {"i1", "i2"} & set(cli("newcomer"))
+    res = _run("for", "newcomer", "--db", db, "--model", "ease", "--json")
+    assert not any(r["cold_start"] for r in json.loads(res.stdout))
+    res = _run("similar", "i1", "--db", db, "--model", "ease", "-k", "19", "--json")
+    assert res.exit_code == 0, res.output
+    similar = [r["similar_item_id"] for r in json.loads(res.stdout)]
+    assert hidden not in similar and len(similar) == 18  # every other item but the hidden one
+    key = KeyStore(default_keys_path(db)).create("read", name="t")[0]
+    with TestClient(create_app(db)) as client:
+        for who in (user, "newcomer"):
+            served = client.get(
+                f"/users/{who}/recommendations", params={"k": 5, "model": "ease"},
+                headers={"X-API-Key": key},
+            ).json()["items"]  # fmt: skip
+            assert [r["item_id"] for r in served] == cli(who)

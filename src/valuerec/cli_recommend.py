@@ -37,7 +37,9 @@ from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because, item_titles
 from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
-from valuerec.serve.config import EventRoles
+from valuerec.serve.config import EventRoles, ServeSettings
+from valuerec.serve.repository import Repository
+from valuerec.serve.state import Histories
 
 recommend_app = typer.Typer(
     help="Recommenders: evaluate, fit and save, recommend for a user, similar items.",
@@ -254,29 +256,39 @@ def _titles(db: str) -> dict[str, str]:
 
 
 def _reasons(
-    model: Recommender, user_id: str, rec: pd.DataFrame, titles: dict[str, str]
+    model: Recommender, history: tuple[str, ...], rec: pd.DataFrame, titles: dict[str, str]
 ) -> list[str]:
     """For each item, the history item it is most similar to ("because you liked X"); users
-    served cold (unknown, or without a training interaction) are told so."""
-    u = model.user_index([user_id])[0]
-    history = None if u < 0 else model.matrix_[u].indices
-    return because(model, history, model.item_ids_.get_indexer(rec["item_id"]), titles)
+    served cold (no history item the model knows) are told so."""
+    seen = model.item_ids_.get_indexer(list(dict.fromkeys(history)))
+    seen = seen[seen >= 0]
+    items = model.item_ids_.get_indexer(rec["item_id"])
+    return because(model, seen if len(seen) else None, items, titles)
 
 
-def _top(db: str, model: Recommender, user_id: str, k: int) -> pd.DataFrame:
-    """``model``'s top-``k`` for ``user_id`` without the items the user said no to (events of
-    the default serving roles' negative types, ``dislike`` and ``not_interested``), as the
-    server serves them: a model learns from interest only, so a dislike alone never makes an
-    item seen."""
-    negative = list(EventRoles().negative)
+def _current(db: str, user_id: str) -> tuple[tuple[str, ...], set[str]]:
+    """What the server knows of ``user_id`` now, read from the store as it reads it at
+    start-up: their interest history (oldest first, the default serving roles and history
+    limit) and the items not to show them (their dislikes, and items hidden through the API).
+    """
+    roles = EventRoles()
     with open_store(db, must_exist=True) as store:
-        rows = store.fetch(
-            "SELECT DISTINCT item_id FROM events WHERE user_id = ? AND item_id IS NOT NULL"
-            " AND event_type IN (SELECT unnest(?::VARCHAR[]))",
-            [user_id, negative],
-        )
-    refused = {r[0] for r in rows}
-    rec = model.recommend([user_id], k=k + len(refused))
+        repo = Repository(store, roles.exposure)
+        histories = Histories(ServeSettings().history_limit)
+        histories.load(repo.interactions(roles, [user_id]))
+        hidden = repo.hidden_items()
+    return histories.get(user_id), set(histories.negatives(user_id)) | hidden
+
+
+def _top(
+    model: Recommender, user_id: str, k: int, history: tuple[str, ...], refused: set[str]
+) -> pd.DataFrame:
+    """``model``'s top-``k`` for ``user_id`` as the server serves them (:func:`_current`):
+    scored from the user's history in the store now, so events stored after the fit count
+    and a user the model never saw is served from their history rather than cold; without
+    their seen items, their dislikes (a model learns from interest only, so a dislike alone
+    never makes an item seen) and the items hidden through the API."""
+    rec = model.recommend([user_id], k=k + len(refused), histories={user_id: list(history)})
     rec = rec.loc[~rec["item_id"].isin(refused)].head(k).reset_index(drop=True)
     rec["rank"] = np.arange(1, len(rec) + 1)
     return rec
@@ -291,13 +303,14 @@ def _value_rerank(
     diversity: float,
     value_model: str | None,
     candidates: int,
+    current: tuple[tuple[str, ...], set[str]],
 ) -> pd.DataFrame:
     """The top-``candidates`` by relevance, re-ranked by the value-aware blend
     (:func:`valuerec.recommend.rerank.value_rerank`), with each item's price and estimated
     purchase propensity; the user's churn risk and LTV rank come from ``value_model``."""
     from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
 
-    cand = _top(db, rec_model, user_id, max(candidates, k))
+    cand = _top(rec_model, user_id, max(candidates, k), *current)
     risk = rank = None
     with open_store(db, must_exist=True) as store:
         items = ItemValues.from_store(store)
@@ -373,8 +386,10 @@ def recommend_for(
         int, typer.Option("--candidates", help="Relevance candidates the blend re-ranks.")
     ] = 50,
 ) -> None:
-    """Top-k items for a user with titles, scores and the reason for each; items the user
-    disliked (``dislike``, ``not_interested`` events) are left out, as the server does.
+    """Top-k items for a user with titles, scores and the reason for each, as the server
+    serves them: scored from the user's history in the store now (events after the fit
+    count), without items they saw or disliked (``dislike``, ``not_interested``) or that were
+    hidden through the API.
 
     With ``--value-weight`` or ``--diversity`` the top ``--candidates`` by relevance are
     re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
@@ -384,16 +399,18 @@ def recommend_for(
     if not weights_ok or candidates < 1:  # NaN compares False: it would pass as "relevance"
         raise fail("--value-weight and --diversity must be numbers >= 0, --candidates >= 1")
     rec_model = _load(db, model)
+    current = _current(db, str(user_id))
     blended = value_weight > 0 or diversity > 0
     if blended:
         rec = _value_rerank(
-            db, str(user_id), rec_model, k, value_weight, diversity, value_model, candidates
-        )
+            db, str(user_id), rec_model, k, value_weight, diversity, value_model, candidates,
+            current,
+        )  # fmt: skip
     else:
-        rec = _top(db, rec_model, str(user_id), k)
+        rec = _top(rec_model, str(user_id), k, *current)
     titles = _titles(db)
     rec["title"] = rec["item_id"].map(titles)
-    rec["reason"] = _reasons(rec_model, str(user_id), rec, titles)
+    rec["reason"] = _reasons(rec_model, current[0], rec, titles)
     if as_json:
         print_json(rec.astype(object).where(rec.notna(), None).to_dict(orient="records"))
         return
@@ -421,9 +438,15 @@ def similar(
     as_json: JsonOption = False,
 ) -> None:
     """Items most similar to an item, by the model's own notion of similarity."""
-    sim = _load(db, model).similar_items(item_id, k=k)  # -k below 1: a usage error already
+    rec_model = _load(db, model)
+    with open_store(db, must_exist=True) as store:
+        hidden = Repository(store).hidden_items()  # as the server leaves them out
+    # -k below 1: a usage error already; asked for more so that k remain once hidden go
+    sim = rec_model.similar_items(item_id, k=k + len(hidden))
     if sim.empty:
         raise fail(f"unknown item {item_id!r} for model {model}")
+    sim = sim.loc[~sim["similar_item_id"].isin(hidden)].head(k).reset_index(drop=True)
+    sim["rank"] = np.arange(1, len(sim) + 1)
     titles = _titles(db)
     sim["title"] = sim["similar_item_id"].map(titles)
     if as_json:

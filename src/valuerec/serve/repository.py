@@ -192,7 +192,16 @@ class Repository:
             )
 
     def hidden_items(self) -> set[str]:
+        """Items hidden through the API; none in a store no server has run on (no flags
+        table, which a read does not create)."""
         with self.lock:
+            (exists,) = self.store.fetch(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = ? AND table_schema = current_schema()",
+                [FLAGS_TABLE],
+            )[0]
+            if not exists:
+                return set()
             rows = self.store.fetch(f"SELECT item_id FROM {FLAGS_TABLE} WHERE hidden")
         return {r[0] for r in rows}
 
