@@ -256,6 +256,12 @@ def test_segments_prints_every_segment_and_exports_a_target_list(
     assert 0 < len(targets) <= 25
     assert targets["ltv"].is_monotonic_decreasing
     assert {"user_id", "ltv", "p_alive", "last_purchase"} <= set(targets.columns)
+    # the API's spelling names the same segment (it was "unknown segment" here)
+    slugged = tmp_path / "slug.csv"
+    res = _run("segments", "--db", fitted.db, "--out", str(slugged), "--top", "25",
+               "--segment", "At-Risk-High-Value")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(pd.read_csv(slugged), targets)
 
 
 def test_user_errors_exit_2_with_a_message(fitted: Fitted, tmp_path: Path) -> None:

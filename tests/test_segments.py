@@ -151,3 +151,15 @@ def test_bad_inputs_are_clear_errors() -> None:
         segment_users(pred, features.drop(index="u3"))
     with pytest.raises(ValueError, match="duplicated"):
         segment_users(pd.concat([pred, pred.iloc[:1]]), features)
+
+
+def test_a_segment_is_named_by_either_spelling() -> None:
+    """The CLI took only "at-risk high value", the campaign only "at-risk-high-value"; the
+    API took both."""
+    from valuerec.simulate.campaign import SEGMENTS as CAMPAIGN_SEGMENTS
+    from valuerec.value.segments import segment_name
+
+    for text in ("at-risk high value", "At-Risk-High-Value", " at_risk_high value "):
+        assert segment_name(text) == "at-risk high value"
+        assert segment_name(text, CAMPAIGN_SEGMENTS) == "at-risk-high-value"
+    assert segment_name("vip") is None and segment_name("all", CAMPAIGN_SEGMENTS) == "all"

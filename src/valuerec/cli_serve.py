@@ -137,8 +137,10 @@ def serve(
     loaded = app.state.service.models.recommenders
     if not loaded:
         warn("no recommender artifacts: run `valuerec train` first")
+    # port 0: the system picks one when uvicorn binds; its own log line names it
+    where = f"http://{host}:{port}" if port else f"http://{host} on a free port (see below)"
     out.print(
-        f"serving {redact(db)} on http://{host}:{port} (docs: /docs); "
+        f"serving {redact(db)} on {where} (docs: /docs); "
         f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
         soft_wrap=True,
     )

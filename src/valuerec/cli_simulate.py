@@ -427,7 +427,9 @@ def campaign(
     users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 4_000,
     # min=0: numpy's seeding refuses a negative seed with a message naming no option
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
-    segment: Annotated[str, typer.Option(help="at-risk-high-value or all customers.")] = "all",
+    segment: Annotated[
+        str, typer.Option(help="at-risk-high-value, or all (every customer).")
+    ] = "all",
     discount: Annotated[float, typer.Option(help="Discount given to the treated.")] = 0.2,
     campaign_days: Annotated[int, typer.Option(min=1, help="Days the discount lasts.")] = 30,
     goodwill: Annotated[

@@ -63,7 +63,13 @@ from valuerec.features.split import (
 from valuerec.value.base import MAX_HORIZON_DAYS, ValueData, ValueModel, value_data
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.registry import MODELS, make_model, use_snapshots
-from valuerec.value.segments import SEGMENTS, segment_summary, segment_users, target_list
+from valuerec.value.segments import (
+    SEGMENTS,
+    segment_name,
+    segment_summary,
+    segment_users,
+    target_list,
+)
 
 __all__ = ["holdout_customers", "value_app"]
 
@@ -672,8 +678,10 @@ def segments(
     as_json: JsonOption = False,
 ) -> None:
     """Segment customers by behaviour and predicted value; export one segment's target list."""
-    if segment not in SEGMENTS:
+    named = segment_name(segment)  # either spelling, as the API takes it
+    if named is None:
         raise _fail(f"unknown segment {segment!r}: choose from {', '.join(SEGMENTS)}")
+    segment = named
     if top < 1:
         raise _fail(f"--top must be at least 1, got {top}")
     arts = _artifacts(db, artifacts)

@@ -101,7 +101,7 @@ def _ml100k(folder: Path) -> dict[str, pd.DataFrame]:
 def _bandit_feedback(folder: Path) -> dict[str, pd.DataFrame]:
     raise DatasetError(
         "obd is logged bandit feedback (impressions with logging propensities), not an event "
-        f"log to ingest; read it with valuerec.data.obd.load() (files in {folder})"
+        f"log to ingest; read it with valuerec.data.obd.load(policy, campaign) (files in {folder})"
     )
 
 

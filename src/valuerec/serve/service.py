@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -62,7 +61,7 @@ from valuerec.serve.schemas import (
     ValueOut,
 )
 from valuerec.serve.state import Catalog, Histories
-from valuerec.value.segments import SEGMENTS
+from valuerec.value.segments import SEGMENTS, segment_name
 
 __all__ = ["ServeService"]
 
@@ -72,14 +71,6 @@ log = logging.getLogger("valuerec.serve")
 VALUE_POOL = 50
 #: the event type ItemValues counts as a sale (its price and purchase rate come from these)
 PURCHASE = "purchase"
-
-
-def _slug(name: str) -> str:
-    """``At-Risk high_value`` and ``at-risk high value`` name the same segment."""
-    return re.sub(r"[\s_-]+", "-", name.strip().lower())
-
-
-_SEGMENT_BY_SLUG = {_slug(s): s for s in SEGMENTS}
 
 
 def _finite_or_none(x: Any) -> float | None:
@@ -766,7 +757,7 @@ class ServeService:
 
     def segment_users(self, name: str, limit: int, cursor: str | None) -> SegmentUsersOut:
         """A segment's customers by predicted LTV (highest first), keyset-paged."""
-        segment = _SEGMENT_BY_SLUG.get(_slug(name))
+        segment = segment_name(name)
         if segment is None:
             raise ApiError(404, f"no segment {name!r}: one of {', '.join(SEGMENTS)}")
         snap = self.models.value

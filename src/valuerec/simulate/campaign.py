@@ -32,6 +32,7 @@ from valuerec.simulate.env import Incentive, Simulator
 from valuerec.simulate.fitting import attach_models
 from valuerec.simulate.platform import Platform
 from valuerec.simulate.world import SimConfig, World
+from valuerec.value.segments import segment_name
 
 SEGMENTS = ("at-risk-high-value", "all")
 USER_FEATURES = (
@@ -74,7 +75,7 @@ class CampaignConfig:
         ``discount`` or ``goodwill`` turn the simulated behaviour into silent nonsense. The
         CLI names the field as its option; :meth:`check` raises it for Python callers.
         """
-        if self.segment not in SEGMENTS:
+        if segment_name(self.segment, SEGMENTS) is None:
             return "segment", f"must be one of {', '.join(SEGMENTS)}, got {self.segment!r}"
         open_unit = {"power": self.power, "alpha": self.alpha, "treat_share": self.treat_share}
         for name, value in open_unit.items():
@@ -176,8 +177,10 @@ def t_learner(
 
 def eligible_users(platform: Platform, segment: str) -> np.ndarray:
     """Customers (a purchase logged) in the segment, by the platform's value model."""
-    if segment not in SEGMENTS:
+    named = segment_name(segment, SEGMENTS)  # "at-risk high value" too, as value segments
+    if named is None:
         raise ValueError(f"unknown segment {segment!r}; choose from {', '.join(SEGMENTS)}")
+    segment = named
     customers = platform.buys > 0
     if segment == "all":
         return np.flatnonzero(customers)

@@ -29,6 +29,7 @@ the probability of buying again within the horizon for supervised ones.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import numpy as np
@@ -81,6 +82,18 @@ LOST_P_ALIVE = 0.1
 
 _PRED_NEEDED = ("user_id", "ltv", "p_alive", "pred_spend")
 _FEATURES_NEEDED = ("frequency", "recency_days", "days_since_last", "age_days", "total_spend")
+
+
+def slug(name: str) -> str:
+    """``At-Risk high_value`` and ``at-risk high value`` name the same segment."""
+    return re.sub(r"[\s_-]+", "-", name.strip().lower())
+
+
+def segment_name(name: str, names: tuple[str, ...] = SEGMENTS) -> str | None:
+    """The segment of ``names`` that ``name`` spells (spaces, hyphens, underscores and case
+    aside: the API, the CLI and the dashboard take either spelling), or None."""
+    wanted = slug(name)
+    return next((s for s in names if slug(s) == wanted), None)
 
 
 def _top(values: np.ndarray, share: float) -> np.ndarray:
