@@ -84,6 +84,22 @@ def test_urls_get_a_local_home_and_lose_their_password(monkeypatch, tmp_path):
     assert deployment_path("postgresql://u@h/shop") == str(tmp_path / "shop@h_6000")
 
 
+def test_a_url_of_another_scheme_is_refused_not_taken_for_a_file(tmp_path, monkeypatch):
+    """postgresql+psycopg:// (SQLAlchemy's spelling) became a DuckDB file in folders named
+    after the URL, password included."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path.parent / f"{tmp_path.name}-e.csv"
+    data.write_text("user_id,timestamp,event_type\nu1,2024-01-01,view\n")
+    for url in ("postgresql+psycopg://alice:s3cret@h:1/shop", "POSTGRESQL://alice:s3cret@h/x"):
+        with pytest.raises(StoreError, match="is no store URL here") as exc:
+            Store(url)
+        assert "s3cret" not in str(exc.value)
+        res = CliRunner().invoke(app, ["ingest", str(data), "--db", url])
+        assert res.exit_code == 2 and "is no store URL here" in " ".join(res.stderr.split())
+        assert "s3cret" not in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_unreachable_server_is_a_store_error_without_the_password(tmp_path):
     with pytest.raises(StoreError, match="cannot open store") as exc:
         Store(f"postgresql://u:s3cret@/nope?host={tmp_path}&connect_timeout=2")

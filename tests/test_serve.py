@@ -493,6 +493,63 @@ def test_event_timestamps_are_read_as_ingest_reads_them(client, tmp_path):
     assert sorted(pd.Timestamp(t).to_pydatetime() for t in from_file) == sorted(good.values())
 
 
+def test_properties_nested_too_deep_are_refused_before_they_break_every_read(client):
+    """300 levels were stored, and from then on every read of the record (and each page of
+    /users or /items holding it) answered 500: the response's serialiser stops at a depth."""
+
+    def nested(depth: int) -> dict:
+        node: dict = {"leaf": 1}
+        for _ in range(depth - 1):
+            node = {"x": node}
+        return node
+
+    for path, key in (("/users", "user_id"), ("/items", "item_id")):
+        res = call(client, "POST", path, "write", json={key: "deep", "properties": nested(65)})
+        assert res.status_code == 422 and "64" in res.text, res.text
+        res = call(client, "POST", path, "write", json={key: "deep", "properties": nested(64)})
+        assert res.status_code in (200, 201), res.text
+        assert call(client, "GET", f"{path}/deep").status_code == 200
+        assert call(client, "GET", path, params={"limit": 500}).status_code == 200
+
+
+def test_a_body_is_read_only_for_a_known_key_and_up_to_the_limit(deployment, monkeypatch):
+    """FastAPI parsed any body before the key check: 64 MB without a key doubled the
+    server's memory before its 401. Now an unknown key is a 401 unread (malformed JSON says
+    nothing) and a body over the limit a 413, declared or streamed."""
+    import valuerec.serve.bodyguard as guard
+
+    monkeypatch.setattr(guard, "MAX_BODY_BYTES", 1000)
+    db, keys = deployment
+    with _client(db, keys) as c:
+        for headers, status in (({}, 401), ({"X-API-Key": "nope"}, 401)):
+            res = c.post("/events", content=b"{not json", headers=headers)
+            assert res.status_code == status, res.text
+        big = {"events": [{"user_id": "u1", "event_type": "view", "note": "x" * 2000}]}
+        res = call(c, "POST", "/events", "write", json=big)
+        assert res.status_code == 413 and "larger than" in res.json()["message"]
+        streamed = call(c, "POST", "/events", "write", content=iter([b'{"events": [', b" " * 2000]))
+        assert streamed.status_code == 413
+        small = {"events": [{"user_id": "u1", "item_id": "i1", "event_type": "view"}]}
+        assert call(c, "POST", "/events", "write", json=small).json()["stored"] == 1
+        assert call(c, "POST", "/events", "read", json=small).status_code == 403  # the route
+
+
+def test_invented_methods_share_one_metrics_label(reader):
+    """Each made-up method was a new label: /metrics and memory grew without end."""
+    for i in range(3):
+        reader.request(f"M{i:06d}", "/health")
+    text = call(reader, "GET", "/metrics").text
+    assert 'method="other"' in text and "M000001" not in text
+
+
+def test_write_back_ids_are_path_segments_as_for_every_write(reader):
+    """A read key's write-back stored exposures for "a/b", a user no /users/{id} route can
+    read or delete."""
+    res = call(reader, "POST", "/recommendations/batch",
+               json={"user_ids": ["a/b"], "write_back": True})  # fmt: skip
+    assert res.status_code == 422 and res.json()["details"][0]["field"].startswith("user_ids")
+
+
 def _cursor(position: dict, list_name: str) -> str:
     """A hand-made cursor of the list ``list_name``: what a client that decoded and edited
     ours sends back."""
@@ -532,7 +589,8 @@ BAD_REQUESTS = [
     *(
         ("GET", f"/{path}?cursor={_cursor({'after': after}, path)}", None, "cursor")
         for path in ("items", "users")
-        for after in ([1, 2], {"a": 1}, 5, True, None)
+        # a lone surrogate or a NUL was a store error (500)
+        for after in ([1, 2], {"a": 1}, 5, True, None, "\ud800", "a\x00b")
     ),
     *(
         (
@@ -546,6 +604,7 @@ BAD_REQUESTS = [
             {"ltv": "1.5", "after": "u1"},
             {"ltv": True, "after": "u1"},
             {"ltv": 1.5, "after": 7},
+            {"ltv": 10**400, "after": "u1"},  # an OverflowError (500)
         )
     ),
     # times that overflow once converted to UTC, milliseconds, a date that is none
@@ -592,7 +651,11 @@ def test_malformed_json_is_a_422_not_a_500(reader):
                    headers={"Content-Type": "application/json"})  # fmt: skip
         assert res.status_code == 422, res.text
         assert res.json()["details"] == [
-            {"location": "body", "field": "(body)", "reason": "not UTF-8 JSON text"}
+            {
+                "location": "body",
+                "field": "(body)",
+                "reason": "cannot be parsed as JSON (not UTF-8 text, or nested too deep)",
+            }
         ]
 
 

@@ -32,7 +32,7 @@ from valuerec.cli_common import (
     say_error,
     warn,
 )
-from valuerec.data.store import Store, default_db_path
+from valuerec.data.store import Store, default_db_path, redact
 from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because, item_titles
@@ -134,7 +134,7 @@ def _interactions(store: Store, event_types: str | None) -> Interactions:
         have = ", ".join(f"{t} ({n:,})" for t, n in found)
         raise fail(
             f"no interactions with items of type {', '.join(types) or '(none)'} in "
-            f"{store.path}; "
+            f"{redact(store.path)}; "
             + (f"the types with an item there: {have}" if have else "ingest events first")
         )
     return Interactions.from_store(store, event_types=types)

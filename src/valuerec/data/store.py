@@ -58,8 +58,23 @@ def default_db_path() -> str:
 
 
 def is_url(db: str | os.PathLike[str]) -> bool:
-    """Whether ``db`` names a PostgreSQL database (``postgresql://...``) rather than a file."""
-    return str(db).startswith(URL_SCHEMES)
+    """Whether ``db`` is a URL (``scheme://...``) rather than a file path.
+
+    Any scheme counts, so that ``postgresql+psycopg://`` or ``POSTGRESQL://`` is refused
+    (:func:`check_url`) instead of becoming a DuckDB file under a folder named after the
+    URL, password and all.
+    """
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(db)) is not None
+
+
+def check_url(db: str) -> None:
+    """A URL this package can open (PostgreSQL's), or a StoreError saying what to write."""
+    if not db.startswith(URL_SCHEMES):
+        scheme = db.split("://", 1)[0]
+        raise StoreError(
+            f"cannot open store {redact(db)}: {scheme}:// is no store URL here; a PostgreSQL "
+            "database is postgresql://user@host/dbname, anything else a DuckDB file path"
+        )
 
 
 def redact(db: str | os.PathLike[str]) -> str:
@@ -67,7 +82,7 @@ def redact(db: str | os.PathLike[str]) -> str:
     text = str(db)
     if not is_url(text):
         return text
-    text = re.sub(r"^([a-z]+://[^:/@?]*):[^@/?]*@", r"\1:***@", text)
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?]*):[^@/?]*@", r"\1:***@", text)
     return re.sub(r"([?&]password=)[^&]*", r"\1***", text)
 
 
@@ -81,6 +96,8 @@ def store_exists(db: str | os.PathLike[str]) -> bool:
     """
     text = str(db)
     if is_url(text):
+        if not text.startswith(URL_SCHEMES):
+            return True  # opening it says what is wrong with it (check_url)
         from valuerec.data.postgres import holds_store
 
         return holds_store(text)
@@ -221,6 +238,7 @@ class Store:
     ) -> Store:
         target = str(path) if path is not None else default_db_path()
         if cls is Store and is_url(target):
+            check_url(target)
             from valuerec.data.postgres import PostgresStore
 
             return super().__new__(PostgresStore)

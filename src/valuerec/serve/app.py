@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from valuerec import __version__
 from valuerec.artifacts import ArtifactStore, default_root
 from valuerec.data.store import Store
+from valuerec.serve.bodyguard import BodyGuard
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.dashboard import install_dashboard
 from valuerec.serve.errors import install_error_handlers
@@ -87,6 +88,7 @@ def create_app(
     route = next(r for r in router.routes if getattr(r, "path", None) == PATH_TEMPLATE)
     app.state.fast_path = True
     app.add_middleware(RecommendationFastPath, state=app.state, route=route)
+    app.add_middleware(BodyGuard, state=app.state)  # before any body is read
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: times both
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

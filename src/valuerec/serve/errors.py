@@ -120,8 +120,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
             # a body that is not even text (not UTF-8): invalid input like malformed JSON,
             # so the documented 422, not an undocumented 400
-            detail = {"location": "body", "field": "(body)", "reason": "not UTF-8 JSON text"}
-            body = error_body(422, "invalid request: the body is not UTF-8 JSON text", [detail])
+            # Starlette says the same when the JSON nests deeper than its parser goes
+            reason = "cannot be parsed as JSON (not UTF-8 text, or nested too deep)"
+            detail = {"location": "body", "field": "(body)", "reason": reason}
+            body = error_body(422, f"invalid request: the body {reason}", [detail])
             return JSONResponse(body, status_code=422)
         message = exc.detail if isinstance(exc.detail, str) else _code(exc.status_code)
         if exc.status_code == 404 and message == "Not Found":

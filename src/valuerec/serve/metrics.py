@@ -81,7 +81,9 @@ class Metrics:
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         # the labelled children are looked up once per (method, route, status): the lookup
-        # costs more than the update itself, on every request
+        # costs more than the update itself, on every request. A method HTTP does not define
+        # is "other": a client inventing methods grew the labels (and memory) without end
+        method = method if method in _METHODS else "other"
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:
@@ -95,6 +97,9 @@ class Metrics:
 
     def render(self) -> bytes:
         return _generate(self.registry)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class MetricsMiddleware:

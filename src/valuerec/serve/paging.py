@@ -30,13 +30,27 @@ def encode_cursor(position: dict[str, Any], list_name: str) -> str:
 
 
 def _finite_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    try:  # an integer of 400 digits overflows a float
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def _storable_text(x: Any) -> bool:
+    """Text a store can compare with its ids (a lone surrogate failed in DuckDB: a 500)."""
+    if not isinstance(x, str):
+        return False
+    try:
+        x.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in x
 
 
 #: what each key of a position must hold: the id of the last row is text, a value a finite
 #: number (JSON allows neither NaN nor a list there, but a hand-made cursor may hold anything)
 _KEY_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "after": lambda x: isinstance(x, str),
+    "after": _storable_text,
     "ltv": _finite_number,
 }
 

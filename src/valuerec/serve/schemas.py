@@ -98,6 +98,10 @@ Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_stor
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
+#: the deepest nesting of objects and arrays ``properties`` may hold
+MAX_JSON_DEPTH = 64
+
+
 def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
     """Refuse what standard JSON cannot say: NaN and Infinity (Python's parser takes them;
     DuckDB then dropped them to null, PostgreSQL's json type refused them with a 500), and
@@ -107,18 +111,22 @@ def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise ValueError("must hold no NaN or Infinity (not JSON numbers)") from None
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, depth: int) -> None:
+        if depth > MAX_JSON_DEPTH and isinstance(node, dict | list):
+            # stored, a deeper object failed every later read of its record (the response's
+            # serialiser stops at a depth): GET /users and /items pages answered 500
+            raise ValueError(f"must nest at most {MAX_JSON_DEPTH} objects or arrays deep")
         if isinstance(node, str):
             _storable(node)
         elif isinstance(node, dict):
             for key, child in node.items():
                 _storable(str(key))
-                walk(child)
+                walk(child, depth + 1)
         elif isinstance(node, list):
             for child in node:
-                walk(child)
+                walk(child, depth + 1)
 
-    walk(value)
+    walk(value, 1)
     return value
 
 
@@ -304,7 +312,9 @@ class _RecOptions(_In):
 
 
 class BatchIn(_RecOptions):
-    user_ids: list[Id] = Field(min_length=1, max_length=MAX_BATCH_USERS)
+    # path-segment ids: with write_back their exposures are stored, and a user with a '/'
+    # could then never be read or deleted through /users/{user_id}
+    user_ids: list[PathId] = Field(min_length=1, max_length=MAX_BATCH_USERS)
     write_back: bool = Field(False, description="Record the returned items as exposure events.")
 
 
