@@ -422,6 +422,18 @@ def test_jsonl_keys_with_quotes_or_differing_only_in_case(store, write):
     ev = store.events().set_index("user_id")
     assert list(ev["value"]) == [1.0, 2.0]
     assert json.loads(ev.loc["u2", "properties"]) == {"a/b": 4, 'q"x': 3}
+    # one line holding both spellings: the same value is that value; two values cannot be
+    # told apart (the one sorting first was stored, the other dropped without a word)
+    both = write(
+        "both.jsonl",
+        '{"user_id": "u3", "USER_ID": "u3", "event_type": "view", "timestamp": "2024-01-02"}\n'
+        '{"user_id": "u4", "USER_ID": "zz", "event_type": "view", "timestamp": "2024-01-02"}\n',
+    )
+    r = ingest(store, both)
+    assert (r.stored, r.quarantined) == (1, 1)
+    assert "u3" in set(store.events()["user_id"]) and "zz" not in set(store.events()["user_id"])
+    q = store.quarantine().iloc[-1]
+    assert q["line"] == 2 and "differ only in case and hold different values" in q["reason"]
 
 
 def test_a_first_line_starting_with_hash_is_the_header_not_a_comment(store, write):

@@ -629,10 +629,22 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str, path: Path) -> dict[str,
         raise InputError(f"{path}: not JSON Lines: no line is a JSON object")
     # DuckDB column names are case-insensitive: keys differing only in case ("Value" in some
     # lines, "value" in others) are one column, named by the first spelling; a line holding
-    # both gives the first spelling's non-null value.
+    # both gives the non-null value, and one holding two different values is quarantined
+    # (which one is meant cannot be told: taking either dropped the other silently).
     groups: dict[str, list[str]] = {}
     for k in found:
         groups.setdefault(k.lower(), []).append(k)
+    for spellings in (ks for ks in groups.values() if len(ks) > 1):
+        values = ", ".join(
+            f"nullif({RAWTEXT}->{_json_key(k)}, CAST('null' AS JSON))" for k in spellings
+        )
+        named = " and ".join(repr(k) for k in spellings)
+        con.execute(
+            f"UPDATE _vr_text SET {MALFORMED} = "
+            f"{_lit(f'keys {named} differ only in case and hold different values')} "
+            f"WHERE {MALFORMED} IS NULL AND "
+            f"len(list_distinct(list_filter([{values}], lambda x: x IS NOT NULL))) > 1"
+        )
     # a column cannot be named "": that key gets a column of its own name
     keys = {(ks[0] or _EMPTY_KEY): ks for ks in groups.values()}
     # JSON values (->), not their text (->>): a number, boolean or object keeps its JSON type
