@@ -473,4 +473,16 @@ def test_the_dashboard_loads_without_console_errors(served):
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
-    assert not errors, errors
+    assert not errors, errors  # a script or style the page's policy blocks is one too
+
+
+def test_the_dashboard_may_not_be_framed_and_runs_only_its_own_code(served):
+    """The page had no Content-Security-Policy or X-Frame-Options: another site could frame
+    it (clickjacking the key prompt)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{served.url}/dashboard") as res:
+        headers = res.headers
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert "default-src 'self'" in headers["Content-Security-Policy"]

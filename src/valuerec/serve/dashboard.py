@@ -76,10 +76,21 @@ async def _service(request: Request) -> ServeService:
 Service = Annotated[ServeService, Depends(_service)]
 
 
+#: the page runs only its own script and style and may not be framed: a read key typed into
+#: it must not be readable by, or clicked through from, another site's page
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 @router.get("/dashboard", include_in_schema=False)
 async def dashboard() -> FileResponse:
     """The page itself; it needs no key (the data it fetches does)."""
-    return FileResponse(STATIC / "index.html", media_type="text/html")
+    return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
 
 @router.get(
