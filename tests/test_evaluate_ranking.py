@@ -536,3 +536,25 @@ def test_temporal_protocol_on_datetimes_warns_of_nothing() -> None:
         warnings.simplefilter("error")
         split = protocol_split(Interactions.from_frame(rows), "temporal")
     assert len(split.train) + len(split.valid) + len(split.test) == 50
+
+
+def test_temporal_cuts_given_as_epoch_seconds_are_seconds():
+    """A number cut on datetime timestamps was read as nanoseconds (January 1970): every row
+    went to test. A text cut on number timestamps failed with float()'s bare message."""
+    frame = pd.DataFrame(
+        {
+            "user_id": list("aabbcc"),
+            "item_id": ["i1", "i2", "i1", "i3", "i2", "i3"],
+            "timestamp": pd.to_datetime(
+                ["2020-01-01", "2020-02-01", "2020-01-05", "2020-03-01", "2020-01-10", "2020-03-05"]
+            ),
+        }
+    )
+    cuts = ("2020-02-01", "2020-03-01")
+    by_text = temporal_split(Interactions.from_frame(frame), *cuts).sizes()
+    seconds = [pd.Timestamp(c).timestamp() for c in cuts]
+    assert temporal_split(Interactions.from_frame(frame), *seconds).sizes() == by_text
+    assert by_text == {"train": 3, "valid": 1, "test": 2}
+    numbers = Interactions.from_frame(frame.assign(timestamp=frame.timestamp.astype("int64")))
+    with pytest.raises(ValueError, match="valid_start '2020-02-01' is no number"):
+        temporal_split(numbers, *cuts)

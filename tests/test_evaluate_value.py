@@ -326,6 +326,21 @@ def test_integer_user_ids_match_the_text_ids_a_model_predicts_for() -> None:
     assert got == pytest.approx(expected, nan_ok=True)
 
 
+def test_predictions_for_users_outside_truth_are_ignored_even_when_bad() -> None:
+    """As documented: a NaN or a repeated row for a user nobody scores refused the whole
+    evaluation. The scored users' rows are still checked."""
+    truth, pred = frames()
+    expected = evaluate_value(truth, pred).metrics
+    extra = pd.DataFrame(
+        {"user_id": ["zz", "zz"], "pred_transactions": [np.nan, 1.0], "pred_spend": [1.0, 2.0],
+         "p_alive": [0.5, 0.5]}
+    )  # fmt: skip
+    got = evaluate_value(truth, pd.concat([pred, extra])).metrics
+    assert got == pytest.approx(expected, nan_ok=True)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_value(truth, pred.assign(pred_spend=[np.nan, 1, 1, 1, 1]))
+
+
 def test_evaluate_value_hand_checked() -> None:
     truth, pred = frames()
     m = evaluate_value(truth, pred).metrics

@@ -497,14 +497,24 @@ def temporal_split(
     ``exclude_seen`` :func:`evaluate_scores` drops such already-seen pairs from the targets.
     Cuts are compared with the timestamps as they are: plain numbers (epoch seconds, the row
     order of ``time_col=None``) with numbers, datetimes with datetimes (text, dates and
-    datetimes, as cuts or as timestamps, are converted like everywhere else in valuerec).
+    datetimes, as cuts or as timestamps, are converted like everywhere else in valuerec). A
+    number cut on datetime timestamps is epoch seconds, as a number timestamp is (pandas
+    alone read it as nanoseconds: a cut in January 1970 put every row in test); a time cut
+    on number timestamps is an error naming the cut.
     """
     values = _times(inter.frame["timestamp"])
     if values.dtype.kind == "M":
-        v = np.datetime64(to_timestamp(valid_start, "valid_start"), "ns")
-        s = np.datetime64(to_timestamp(test_start, "test_start"), "ns")
+        v, s = (
+            np.datetime64(to_datetimes(pd.Series([cut])).iloc[0], "ns")
+            if isinstance(cut, int | float | np.number) and not isinstance(cut, bool)
+            else np.datetime64(to_timestamp(cut, name), "ns")
+            for cut, name in ((valid_start, "valid_start"), (test_start, "test_start"))
+        )
     else:
-        v, s = float(valid_start), float(test_start)  # type: ignore[arg-type]
+        v, s = (
+            _number_cut(cut, name)
+            for cut, name in ((valid_start, "valid_start"), (test_start, "test_start"))
+        )
     if v > s:
         raise ValueError(f"valid_start {valid_start!r} is after test_start {test_start!r}")
     return Split(
@@ -512,6 +522,17 @@ def temporal_split(
         inter._subset((values >= v) & (values < s)),
         inter._subset(values >= s),
     )
+
+
+def _number_cut(cut: Any, name: str) -> float:
+    """A cut on number timestamps (epoch seconds or row order) must be a number too."""
+    try:
+        return float(cut)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} {cut!r} is no number, but the timestamps are numbers (epoch seconds or "
+            "row order): give the cut as a number of the same kind"
+        ) from None
 
 
 PROTOCOLS = ("random-split", "leave-one-out", "temporal")

@@ -582,13 +582,18 @@ def evaluate_value(
     if score_col not in pred_cols:
         pred_cols += (score_col,)
     _check_frame(truth, "truth", TRUTH_COLUMNS)
-    _check_frame(pred, "pred", pred_cols)
+    if "user_id" not in pred.columns:
+        _check_frame(pred, "pred", pred_cols)  # says which columns are missing
     # ids as the store keeps them: a truth frame with integer ids matches the model's text
     truth = truth.assign(user_id=id_text(truth["user_id"]))
     pred = pred.assign(user_id=id_text(pred["user_id"]))
     missing = int((~truth["user_id"].isin(pred["user_id"])).sum())
     if missing:
         raise ValueError(f"{missing} of {len(truth)} truth users are missing from pred")
+    # only the scored users' rows are checked: a NaN or a repeat for a user outside truth
+    # is ignored like the rest of that user's prediction
+    pred = pred.loc[pred["user_id"].isin(truth["user_id"])]
+    _check_frame(pred, "pred", pred_cols)
     df = truth[list(TRUTH_COLUMNS)].merge(pred[list(pred_cols)], on="user_id", how="inner")
     if df.empty:
         raise ValueError("no customers to evaluate")

@@ -153,7 +153,7 @@ class TemporalSplit:
                     f"the cut-off {when_text(self.calibration_end)} is after the end of the log "
                     f"({end - timedelta(days=1):%Y-%m-%d}): there is nothing to score it on"
                 )
-        elif self.calibration_end > last + timedelta(days=1):
+        elif self.calibration_end > last:
             raise SplitError(
                 f"calibration_end {when_text(self.calibration_end)} is after the last {kinds} "
                 f"event ({when_text(last)}): there is nothing to hold out; {span}"

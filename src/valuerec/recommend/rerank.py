@@ -142,8 +142,9 @@ class ItemArrays:
 class ItemValues:
     """What each item is worth when shown, estimated once from a store's log.
 
-    * ``price``: the catalogue price, else the item's median paid value, else the catalogue's
-      median price (1.0 when nothing has a price: the money term is then the propensity);
+    * ``price``: the catalogue price, else the item's median paid value, else the median of
+      the prices known so (catalogue or paid; 1.0 when nothing has a price: the money term
+      is then the propensity);
     * ``p_purchase``: purchases per look, where a look is an exposure or a view if the store
       logs them (any other non-purchase event otherwise), smoothed towards the store-wide
       rate with ``prior_looks`` pseudo-looks -- an item shown twice and bought once is not a
@@ -233,7 +234,8 @@ class ItemValues:
 
     def take(self, item_ids: Sequence[str] | pd.Series | np.ndarray) -> ItemArrays:
         """The arrays for these candidates; items the store never saw get the catalogue's
-        median price, the store-wide purchase rate, no margin and no category."""
+        median price (over every item's price, filled as above), the store-wide purchase
+        rate, no margin and no category."""
         idx = self.item_ids.get_indexer(pd.Index(id_list(item_ids, "item_ids")))
         hit = idx >= 0
         n = len(idx)

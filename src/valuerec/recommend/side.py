@@ -13,8 +13,9 @@ The encoding rules are generic, not MovieLens-specific:
 * text fields with a ``|`` (multi-valued categories such as ``Action|Comedy``) give one column
   per value;
 * other text fields give one column per value, and are skipped when they have more than
-  ``max_levels`` distinct values or one value per entity (titles, zip codes: they name the
-  entity rather than a trait it shares with others);
+  ``max_levels`` distinct values or at least half as many distinct values as entities that
+  have one (titles, zip codes: they name the entity rather than a trait it shares with many
+  others; a brand shared by pairs of items is skipped too);
 * numeric fields (and datetimes) are cut into ``bins`` quantile bins, one column each;
   a missing value sets no column.
 """
@@ -189,7 +190,9 @@ def sequence_windows(
     interactions: Any, user_ids: pd.Index, item_ids: pd.Index, window: int
 ) -> sp.csr_matrix:
     """(W x len(item_ids) 0/1 matrix): one row per window of ``window`` consecutive items of
-    a user's time-ordered history (stride ``window // 2``, so each item sits in two windows).
+    a user's time-ordered history (stride ``window // 2``, so each item sits in about
+    ``window / stride`` windows: two for an even window; a user's first ``stride`` items in
+    one).
 
     Why: a user's whole history says what they like; what they consumed *around the same time*
     says more about what belongs together (a session, a binge, the order a catalogue page
