@@ -412,3 +412,48 @@ def test_recommend_for_and_similar_serve_what_the_server_serves(tmp_path):
                 headers={"X-API-Key": key},
             ).json()["items"]  # fmt: skip
             assert [r["item_id"] for r in served] == cli(who)
+
+
+def test_ties_reasons_pools_and_model_names_agree_between_cli_and_api(tmp_path):
+    """Review U: the API let an arbitrary one of the items tied at the k-th score in (its top
+    10 was not the first 10 of its top 15, nor the CLI's); the CLI said "similar to X" for
+    popularity; its blend re-ranked 50 candidates where the server re-ranks max(50, 5k); and
+    it refused ?model= spellings the API takes (EASE, rec-ease)."""
+    from fastapi.testclient import TestClient
+
+    from valuerec.serve.app import create_app
+    from valuerec.serve.keys import KeyStore, default_keys_path
+
+    # 30 items, each viewed by exactly two users: every popularity score ties
+    rows = [(f"u{(2 * j + r) % 40}", f"i{j:02d}") for j in range(30) for r in range(2)]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id"]).assign(
+        event_type="view", timestamp="2024-01-01"
+    )
+    purchases = events.iloc[::3].assign(event_type="purchase", value=5.0, timestamp="2024-01-02")
+    db = str(tmp_path / "ties.duckdb")
+    with Store(db) as store:
+        ingest(store, pd.concat([events, purchases]), "events")
+    assert _run("fit", "--db", db, "--models", "popularity,ease").exit_code == 0
+    key = KeyStore(default_keys_path(db)).create("read", name="t")[0]
+
+    def cli(model: str, k: int, *extra: str) -> list[dict]:
+        res = _run("for", "u1", "--db", db, "--model", model, "-k", str(k), "--json", *extra)
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    with TestClient(create_app(db)) as client:
+
+        def api(model: str, k: int, **params: object) -> list[dict]:
+            res = client.get("/users/u1/recommendations", headers={"X-API-Key": key},
+                             params={"k": k, "model": model, **params})  # fmt: skip
+            assert res.status_code == 200, res.text
+            return res.json()["items"]
+
+        ten, fifteen = api("popularity", 10), api("popularity", 15)
+        assert [r["item_id"] for r in ten] == [r["item_id"] for r in fifteen][:10]
+        assert [r["item_id"] for r in ten] == [r["item_id"] for r in cli("popularity", 10)]
+        assert {r["reason"] for r in cli("popularity", 10)} == {r["reason"] for r in ten}
+        blended = [r["item_id"] for r in api("ease", 12, value_weight=2)]
+        assert [r["item_id"] for r in cli("ease", 12, "--value-weight", "2")] == blended
+    for spelling in ("EASE", "rec-ease", " ease"):
+        assert [r["item_id"] for r in cli(spelling, 5)] == [r["item_id"] for r in cli("ease", 5)]

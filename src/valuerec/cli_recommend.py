@@ -37,7 +37,8 @@ from valuerec.evaluate.ranking import Interactions, protocol_split
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because, item_titles
 from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
-from valuerec.serve.config import EventRoles, ServeSettings
+from valuerec.recommend.rerank import candidate_pool
+from valuerec.serve.config import EventRoles, ServeSettings, model_name
 from valuerec.serve.repository import Repository
 from valuerec.serve.state import Histories
 
@@ -241,6 +242,8 @@ def _load(db: str, name: str) -> Recommender:
     only where nothing was ever saved: a broken pointer or version is mended by promoting
     another one.
     """
+    # read as the API reads ?model= (EASE, rec-ease, " ease" are ease)
+    name = model_name(name, PREFIX) if name.strip() else name
     if name not in MODELS:
         raise fail(f"unknown recommender {name!r}; choose from {', '.join(MODELS)}")
     arts, key = ArtifactStore(default_root(db)), PREFIX + name
@@ -383,8 +386,12 @@ def recommend_for(
         ),
     ] = None,
     candidates: Annotated[
-        int, typer.Option("--candidates", help="Relevance candidates the blend re-ranks.")
-    ] = 50,
+        int | None,
+        typer.Option(
+            "--candidates",
+            help="Relevance candidates the blend re-ranks; default: max(50, 5 k), as the server.",
+        ),
+    ] = None,
 ) -> None:
     """Top-k items for a user with titles, scores and the reason for each, as the server
     serves them: scored from the user's history in the store now (events after the fit
@@ -396,6 +403,8 @@ def recommend_for(
     purchase propensity per item come from the store's log.
     """
     weights_ok = all(math.isfinite(w) and w >= 0 for w in (value_weight, diversity))
+    if candidates is None:
+        candidates = candidate_pool(k)
     if not weights_ok or candidates < 1:  # NaN compares False: it would pass as "relevance"
         raise fail("--value-weight and --diversity must be numbers >= 0, --candidates >= 1")
     rec_model = _load(db, model)

@@ -60,6 +60,7 @@ from valuerec.features.split import (
     log_end,
     to_timestamp,
 )
+from valuerec.serve.config import model_name
 from valuerec.value.base import MAX_HORIZON_DAYS, ValueData, ValueModel, value_data
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.registry import MODELS, make_model, use_snapshots
@@ -169,10 +170,11 @@ def _load(arts: ArtifactStore, name: str) -> tuple[ValueModel, dict[str, Any]]:
     deep in ``predict``). Fitting is the advice only where nothing was ever saved: a broken
     pointer or version is mended by promoting another one.
     """
-    if name.strip().lower() not in MODELS:
+    short = model_name(name, ARTIFACT_PREFIX) if name.strip() else name  # as the API reads it
+    if short not in MODELS:
         raise _fail(f"unknown value model {name!r}: choose from {', '.join(MODELS)}")
-    key = ARTIFACT_PREFIX + name.strip().lower()
-    fit = f"valuerec value fit --models {name.strip().lower()}"
+    key = ARTIFACT_PREFIX + short
+    fit = f"valuerec value fit --models {short}"
     return load_saved(arts, key, ValueModel, "value model", fit)
 
 
@@ -525,6 +527,7 @@ def predict(
     arts = _artifacts(db, artifacts)
     with _open_store(db) as store:
         fitted, meta = _load(arts, model)
+        model = model_name(model, ARTIFACT_PREFIX)  # as the API names it: BGNBD is bgnbd
         pred, when = _predict_all(store, fitted, as_of, horizon_days)
     horizon = horizon_days or fitted.horizon_days_
     top = pred.sort_values(["ltv", "user_id"], ascending=[False, True]).head(TOP_ROWS)
@@ -687,6 +690,7 @@ def segments(
     arts = _artifacts(db, artifacts)
     with _open_store(db) as store:
         fitted, meta = _load(arts, model)
+        model = model_name(model, ARTIFACT_PREFIX)  # as the API names it: BGNBD is bgnbd
         pred, when = _predict_all(store, fitted, as_of, horizon_days)
         features = behaviour_features(store, when)
     seg = segment_users(pred, features, as_of=when)

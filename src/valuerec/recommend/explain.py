@@ -15,10 +15,13 @@ import pandas as pd
 
 from valuerec.data.schema import id_text
 from valuerec.recommend.base import Recommender
+from valuerec.recommend.popularity import PopularityRecommender
 
 __all__ = ["COLD_START_REASON", "because"]
 
 COLD_START_REASON = "popular with everyone (new user)"
+#: why the popularity models recommend an item to a user they know (the server, the CLI)
+POPULAR_REASON = "popular with everyone"
 
 
 def because(
@@ -41,6 +44,8 @@ def because(
     """
     if history is None:
         return [COLD_START_REASON] * len(items)
+    if isinstance(model, PopularityRecommender):  # it ranks by no similarity to anything
+        return [POPULAR_REASON] * len(items)
     history = np.asarray(history, dtype=np.int64)
     if len(history) == 0:
         return ["popular"] * len(items)

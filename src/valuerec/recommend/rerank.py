@@ -47,6 +47,17 @@ __all__ = ["ItemArrays", "ItemValues", "UserValues", "value_rerank"]
 LOOK_TYPES = ("exposure", "view")
 
 
+#: the fewest relevance candidates the value-aware blend re-ranks (see :func:`candidate_pool`)
+MIN_POOL = 50
+
+
+def candidate_pool(k: int) -> int:
+    """How many of the most relevant items the blend re-ranks for a top-``k``: at least
+    :data:`MIN_POOL`, and five per slot, so that value can lift an item from somewhat below
+    the cut but not from the bottom of the catalogue (the server and the CLI both)."""
+    return max(MIN_POOL, 5 * k)
+
+
 def value_rerank(
     relevance: np.ndarray,
     price: np.ndarray,

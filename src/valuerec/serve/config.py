@@ -43,7 +43,7 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip().lower() for v in values if v.strip()))
 
 
-def _model_name(value: str, prefix: str) -> str:
+def model_name(value: str, prefix: str) -> str:
     """A configured model name as a request's ``?model=`` is read: trimmed, lower-cased,
     without its artifact prefix (``rec-`` / ``value-``, see :mod:`valuerec.serve.registry`,
     which imports this module), so ``Popularity`` and ``rec-popularity`` name ``popularity``."""
@@ -165,7 +165,7 @@ class ServeSettings(BaseModel):
     @field_validator("default_model")
     @classmethod
     def _recommender_name(cls, value: str) -> str:
-        return _model_name(value, "rec-")
+        return model_name(value, "rec-")
 
     @field_validator("value_model")
     @classmethod
@@ -173,7 +173,7 @@ class ServeSettings(BaseModel):
         if value is None:
             return None
         try:
-            return _model_name(value, "value-")
+            return model_name(value, "value-")
         except ValueError:
             raise ValueError("needs a model name (leave it out for the best one)") from None
 

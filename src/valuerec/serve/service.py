@@ -27,9 +27,9 @@ from pydantic import ValidationError
 
 from valuerec.artifacts import ArtifactStore
 from valuerec.data.store import Store
+from valuerec.evaluate.ranking import top_k
 from valuerec.recommend.explain import because
-from valuerec.recommend.popularity import PopularityRecommender
-from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
+from valuerec.recommend.rerank import ItemValues, UserValues, candidate_pool, value_rerank
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError, field_name
 from valuerec.serve.exposures import ExposureLog
@@ -68,7 +68,6 @@ __all__ = ["ServeService"]
 log = logging.getLogger("valuerec.serve")
 
 #: candidates the value-aware re-ranking chooses from (at least; 5 x k for a larger k)
-VALUE_POOL = 50
 #: the event type ItemValues counts as a sale (its price and purchase rate come from these)
 PURCHASE = "purchase"
 
@@ -200,18 +199,14 @@ class ServeService:
                 items = self._value_order(handle, row, kk, value_weight, user)
                 s = row[items]
             else:
-                top = np.argpartition(row, n - kk)[n - kk :] if kk < n else np.arange(n)
-                s = row[top]
-                order = np.lexsort((top, -s))  # by score, ties by item index
-                keep = order[np.isfinite(s[order])]
-                items, s = top[keep], s[keep]
+                # the evaluator's own rule: by score, ties to the lower item index, also at
+                # the cut (argpartition alone let an arbitrary one of the tied items in)
+                top = top_k(row[None, :], kk)[0]
+                items = top[top >= 0]
+                s = row[items]
             cold = len(hist.seq) == 0
-            if cold:
-                reasons = because(model, None, items, titles)
-            elif isinstance(model, PopularityRecommender):
-                reasons = ["popular with everyone"] * len(items)
-            else:
-                reasons = because(model, hist.seq, items, titles, ids=handle.ids)
+            history = None if cold else hist.seq
+            reasons = because(model, history, items, titles, ids=handle.ids)
             ids = [str(i) for i in handle.ids[items]]
             results.append(
                 Ranked(cold, ids, s.tolist(), [titles.get(i) for i in ids], list(reasons))
@@ -223,17 +218,14 @@ class ServeService:
     ) -> np.ndarray:
         """The top ``k`` of one scored row, re-ranked by the value-aware blend.
 
-        The pool is the ``max(VALUE_POOL, 5k)`` best items by relevance (masked ones never
+        The pool is the :func:`candidate_pool` best items by relevance (masked ones never
         enter it), in relevance order, so that ``value_weight`` trades relevance for
         expected money among items that are relevant at all; prices and purchase
         propensities come from the store (:meth:`item_values`), churn risk and LTV
         percentile from the served value model.
         """
-        finite = np.flatnonzero(np.isfinite(row))
-        size = min(len(finite), max(VALUE_POOL, 5 * k))
-        if size < len(finite):
-            finite = finite[np.argpartition(row[finite], len(finite) - size)[len(finite) - size :]]
-        pool = finite[np.lexsort((finite, -row[finite]))]
+        size = min(int(np.isfinite(row).sum()), candidate_pool(k))
+        pool = top_k(row[None, :], size)[0]  # relevance order, ties to the lower item index
         if len(pool) == 0:
             return pool
         arrays = self.item_values().take(handle.ids[pool])
