@@ -332,11 +332,13 @@ def test_help_shows_whole_paragraphs_and_whole_defaults():
     command = tidy_help(typer.main.get_command(app))
     demo = command.commands["demo"]  # type: ignore[attr-defined]
     models = next(p for p in demo.params if p.name == "value_models")
-    assert models.show_default == "naive, bgnbd, pareto, lightgbm, transformer, ensemble"
+    assert models.default == "naive, bgnbd, pareto, lightgbm, transformer, ensemble"
     assert "\n" not in demo.help.split("\n\n")[1]
     res = ClickRunner().invoke(command, ["demo", "--help"], env={"COLUMNS": "80"})
     flat = " ".join(res.output.replace("│", " ").split())
     assert res.exit_code == 0 and "transformer, ensemble" in flat
+    # not in parentheses, as a text show_default is printed (it read like a tuple)
+    assert "[default: naive, bgnbd" in flat and "(naive" not in flat
 
 
 def test_quarantine_table_of_rows_from_a_data_frame(tmp_path):

@@ -470,7 +470,9 @@ def _reflow(text: str) -> str:
 def tidy_help(command: click.Command) -> click.Command:
     """``command`` (and its subcommands) with help a terminal shows whole: paragraphs
     reflowed (:func:`_reflow`), and comma-list defaults spaced so they wrap instead of being
-    cut at the panel's edge ("popularity,itemknn,ease,ease-sid…")."""
+    cut at the panel's edge ("popularity,itemknn,ease,ease-sid…"). The default itself is
+    spaced (every list option strips its names): a text ``show_default`` is printed in
+    parentheses, like a tuple."""
     if command.help:
         command.help = _reflow(command.help)
     for param in command.params:
@@ -481,7 +483,7 @@ def tidy_help(command: click.Command) -> click.Command:
             and " " not in default
             and getattr(param, "show_default", None) in (None, True)
         ):
-            param.show_default = default.replace(",", ", ")  # type: ignore[attr-defined]
+            param.default = default.replace(",", ", ")
     for sub in getattr(command, "commands", {}).values():
         tidy_help(sub)
     return command
