@@ -15,9 +15,18 @@ from fastapi.security import APIKeyHeader
 from valuerec.serve.errors import ApiError
 from valuerec.serve.keys import Role
 
-__all__ = ["HEADER", "require"]
+__all__ = ["HEADER", "require", "scope_key"]
 
 HEADER = "X-API-Key"
+_HEADER_BYTES = HEADER.lower().encode()
+
+
+def scope_key(scope: dict) -> str | None:
+    """The API key of a raw ASGI request (its first ``X-API-Key`` header), for the layers
+    that answer before FastAPI (``fastpath``, ``bodyguard``); None without one."""
+    key = next((v for k, v in scope["headers"] if k == _HEADER_BYTES), None)
+    return key.decode("latin-1") if key else None
+
 
 log = logging.getLogger("valuerec.serve")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from valuerec.serve.auth import scope_key
 from valuerec.serve.errors import error_body
 
 __all__ = ["MAX_BODY_BYTES", "BodyGuard"]
@@ -21,7 +22,6 @@ __all__ = ["MAX_BODY_BYTES", "BodyGuard"]
 #: the largest request body read: a full ``POST /events`` batch (10,000 events) of ordinary
 #: events is a few MB; the margin is for long texts and properties
 MAX_BODY_BYTES = 32 * 2**20
-_HEADER = b"x-api-key"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -38,12 +38,12 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]
-        key = next((v for k, v in headers if k == _HEADER), None)
+        key = scope_key(scope)
         if not key:
             await _reply(send, 401, "missing API key: send one in the X-API-Key header")
             return
         try:
-            role = self.state.keys.role_of(key.decode("latin-1"))
+            role = self.state.keys.role_of(key)
         except Exception:  # a broken keys file: the route answers its 503
             role = True
         if role is None:

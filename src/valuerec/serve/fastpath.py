@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from valuerec.serve.auth import HEADER
+from valuerec.serve.auth import scope_key
 from valuerec.serve.keys import Role
 from valuerec.serve.routes import _path_id
 from valuerec.serve.schemas import MAX_K, MAX_VALUE_WEIGHT
@@ -30,7 +30,6 @@ __all__ = ["PATH_TEMPLATE", "RecommendationFastPath"]
 
 PATH_TEMPLATE = "/users/{user_id}/recommendations"
 _PATH = re.compile(r"^/users/([^/]{1,256})/recommendations$")
-_HEADER = HEADER.lower().encode()
 _INT = re.compile(r"^[0-9]{1,4}$")
 _FLOAT = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,9})?$")  # plain decimals; others go to FastAPI
 #: the strings pydantic's lax mode accepts as booleans (case-insensitive)
@@ -83,11 +82,11 @@ class RecommendationFastPath:
             _path_id(user_id)  # a padded, blank or NUL id: the route's 422
         except ValueError:
             return None
-        key = next((v for k, v in scope["headers"] if k == _HEADER), None)
+        key = scope_key(scope)
         if not key:
             return None
         try:
-            role = self.state.keys.role_of(key.decode("latin-1"))
+            role = self.state.keys.role_of(key)
         except Exception:  # FastAPI's path reports it properly
             return None
         if role is None or role < Role.READ:

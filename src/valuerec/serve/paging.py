@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from valuerec.serve.errors import ApiError
+from valuerec.serve.schemas import _storable
 
 __all__ = ["decode_cursor", "encode_cursor", "keyset_page"]
 
@@ -41,10 +42,10 @@ def _storable_text(x: Any) -> bool:
     if not isinstance(x, str):
         return False
     try:
-        x.encode("utf-8")
-    except UnicodeEncodeError:
+        _storable(x)
+    except ValueError:
         return False
-    return "\x00" not in x
+    return True
 
 
 #: what each key of a position must hold: the id of the last row is text, a value a finite
