@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from valuerec import __version__
-from valuerec.data.store import Store, deployment_path
+from valuerec.data.store import MODELS_SUFFIX, Store, deployment_path
 
 try:  # POSIX advisory locks serialise promotions; elsewhere writers must not race
     import fcntl
@@ -97,7 +97,7 @@ def default_root(db_path: str | os.PathLike[str]) -> Path:
     path = str(db_path)
     if path == ":memory:":
         raise ValueError("an in-memory store has no default artifact folder: pass a root")
-    return Path(deployment_path(path) + ".models")
+    return Path(deployment_path(path) + MODELS_SUFFIX)
 
 
 def data_fingerprint(store: Store) -> str:

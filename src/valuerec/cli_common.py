@@ -60,11 +60,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def require_store(
     db: str, then: str = "ingest data first (valuerec ingest / valuerec load)"
-) -> None:
+) -> bool:
     """A mistyped ``--db`` (a file or a database without valuerec's tables) is an error for
-    commands that read, not a new empty store as opening would make; ``then``: what to do."""
+    commands that read, not a new empty store as opening would make; ``then``: what to do.
+    Returns True (the store exists) so that a caller need not ask again: for a URL each
+    question is a connection to the server."""
     if not store_exists(db):
         raise fail(f"no store at {redact(db)}: {then}")
+    return True
 
 
 @contextmanager
@@ -76,9 +79,7 @@ def open_store(db: str, *, must_exist: bool = False) -> Iterator[Store]:
     nothing, and the next command would take it for a store instead of saying there is none.
     What a run stored before failing or being killed is kept (ingest resumes from it).
     """
-    if must_exist:
-        require_store(db)
-    created = not store_exists(db)
+    created = not (require_store(db) if must_exist else store_exists(db))
     try:
         store = Store(db)
     except StoreError as exc:

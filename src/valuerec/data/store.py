@@ -148,9 +148,15 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     return str(new)
 
 
+#: what a deployment keeps beside its store path (``artifacts.default_root``,
+#: ``serve.keys.default_keys_path``)
+MODELS_SUFFIX = ".models"
+KEYS_SUFFIX = ".keys.json"
+
+
 def _has_files(base: Path) -> bool:
     """Whether a deployment's model folder or keys file exists at ``base``."""
-    return Path(f"{base}.models").exists() or Path(f"{base}.keys.json").exists()
+    return any(Path(f"{base}{suffix}").exists() for suffix in (MODELS_SUFFIX, KEYS_SUFFIX))
 
 
 def _ddl(t: Table) -> str:

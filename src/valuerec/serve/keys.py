@@ -31,7 +31,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from valuerec.artifacts import exclusive_lock
-from valuerec.data.store import deployment_path
+from valuerec.data.store import KEYS_SUFFIX, deployment_path
 
 __all__ = ["KeyRecord", "KeyStore", "Role", "default_keys_path", "hash_key"]
 
@@ -78,7 +78,7 @@ def default_keys_path(db_path: str | os.PathLike[str]) -> Path:
     path = str(db_path)
     if path == ":memory:":
         raise ValueError("an in-memory store has no default key file: pass a path")
-    return Path(deployment_path(path) + ".keys.json")
+    return Path(deployment_path(path) + KEYS_SUFFIX)
 
 
 @functools.lru_cache(maxsize=4096)
