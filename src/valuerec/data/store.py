@@ -278,12 +278,16 @@ class Store:
         cols = ", ".join(f"{name} {typ}" for name, typ in INGEST_RUNS_COLUMNS)
         self.con.execute(f"CREATE TABLE IF NOT EXISTS ingest_runs ({cols})")
 
-    def ensure_table(self, name: str, columns: Sequence[tuple[str, str]], key: str) -> None:
+    def ensure_table(
+        self, name: str, columns: Sequence[tuple[str, str]], key: str, feed: bool = False
+    ) -> None:
         """Create a table of the caller's own (e.g. the API's item flags) if it is missing.
 
         ``columns`` are ``(name, type)`` in DuckDB spelling (VARCHAR, DOUBLE, TIMESTAMP,
         BOOLEAN, ... optionally ``NOT NULL``); ``key`` is the primary key column. Going
-        through the store lets each backend map the types and watch the table for changes.
+        through the store lets each backend map the types and watch the table for changes;
+        ``feed``: a shared (PostgreSQL) store also records each changed ``key`` in its change
+        feed, for the other processes that keep it in memory (a DuckDB file has one process).
         """
         cols = ", ".join(f"{c} {typ}" + (" PRIMARY KEY" if c == key else "") for c, typ in columns)
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")

@@ -68,6 +68,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.exposures.start()
+        service.follower.start()
         try:
             yield
         finally:

@@ -162,6 +162,16 @@ class ServeSettings(BaseModel):
         "seconds, in the background; 0: only at start-up and promotion.",
     )
 
+    sync_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="On a PostgreSQL store, how often the server reads the store's change "
+        "feed for what other servers and `valuerec ingest` wrote (histories, the catalogue, "
+        "hidden items, deleted users), in seconds; 0: never (this server's own writes only).",
+    )
+
     @field_validator("default_model")
     @classmethod
     def _recommender_name(cls, value: str) -> str:

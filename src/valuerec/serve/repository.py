@@ -73,6 +73,13 @@ def _upsert(table: str, columns: Sequence[str], values: str) -> str:
     )
 
 
+def _among(column: str, values: Sequence[str] | None) -> tuple[str, list[Any]]:
+    """``WHERE column IN values`` and its parameter; nothing for None (every row)."""
+    if values is None:
+        return "", []
+    return f"WHERE {column} IN (SELECT unnest(?::VARCHAR[]))", [list(values)]
+
+
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
@@ -99,6 +106,7 @@ class Repository:
                     ("updated_at", "TIMESTAMP"),
                 ],
                 key="item_id",
+                feed=True,  # other servers learn of hidden items from the change feed
             )
 
     def close(self) -> None:
@@ -184,16 +192,19 @@ class Repository:
         return int(n)
 
     # -- items -----------------------------------------------------------------------------
-    def catalogue(self) -> pd.DataFrame:
-        """``item_id, title, category`` of every catalogued item (what responses show)."""
+    def catalogue(self, item_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """``item_id, title, category`` of every catalogued item (what responses show), or
+        of those among ``item_ids``."""
+        where, params = _among("item_id", item_ids)
         with self.lock:
             return self.store.fetch_frame(
-                "SELECT item_id, title, category FROM items ORDER BY item_id"
+                f"SELECT item_id, title, category FROM items {where} ORDER BY item_id", params
             )
 
-    def hidden_items(self) -> set[str]:
-        """Items hidden through the API; none in a store no server has run on (no flags
-        table, which a read does not create)."""
+    def hidden_items(self, item_ids: Sequence[str] | None = None) -> set[str]:
+        """Items hidden through the API (or those among ``item_ids``); none in a store no
+        server has run on (no flags table, which a read does not create)."""
+        where, params = _among("item_id", item_ids)
         with self.lock:
             (exists,) = self.store.fetch(
                 "SELECT count(*) FROM information_schema.tables "
@@ -202,7 +213,9 @@ class Repository:
             )[0]
             if not exists:
                 return set()
-            rows = self.store.fetch(f"SELECT item_id FROM {FLAGS_TABLE} WHERE hidden")
+            rows = self.store.fetch(
+                f"SELECT item_id FROM {FLAGS_TABLE} {where or 'WHERE true'} AND hidden", params
+            )
         return {r[0] for r in rows}
 
     def _item_rows(self, where: str, params: list[Any], limit: int | None = None) -> list[dict]:

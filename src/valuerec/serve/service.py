@@ -33,10 +33,11 @@ from valuerec.recommend.rerank import ItemValues, UserValues, candidate_pool, va
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError, field_name
 from valuerec.serve.exposures import ExposureLog
+from valuerec.serve.follow import StoreFollower
 from valuerec.serve.metrics import Metrics
 from valuerec.serve.paging import decode_cursor, encode_cursor, keyset_page
 from valuerec.serve.registry import ModelHandle, ModelRegistry
-from valuerec.serve.repository import Repository
+from valuerec.serve.repository import FLAGS_TABLE, Repository
 from valuerec.serve.schemas import (
     EventError,
     EventIn,
@@ -131,11 +132,13 @@ class ServeService:
         self.exposures = ExposureLog(
             self._write_exposures, self.roles.write_back_type, settings.exposure_flush_seconds
         )
+        self.follower = StoreFollower(self, settings.sync_seconds)
 
     # -- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
         """Read the catalogue, every history and the current models (start-up)."""
         self.repo.ensure_schema()
+        self.follower.begin()  # before the reads: what lands meanwhile is read again
         self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
         self.histories.load(self.repo.interactions(self.roles))
         self.models.load_all()
@@ -146,6 +149,7 @@ class ServeService:
         )
 
     def close(self) -> None:
+        self.follower.stop()
         self.exposures.stop()
         self._value_stop.set()
         self.wait_item_values()
@@ -158,6 +162,63 @@ class ServeService:
         if snap is not None:
             served.append((snap.artifact, snap.version, "value"))
         return served
+
+    # -- other processes' writes (a shared PostgreSQL store: serve/follow.py) ---------------
+    def reload_state(self) -> None:
+        """Read the catalogue and every history again, as at start-up (after a gap in the
+        change feed), and refresh what is derived from purchases."""
+        with self.repo.lock:
+            self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
+            self.histories.load(self.repo.interactions(self.roles))
+            self._item_values_changed()
+            self._sales_stored()
+
+    def apply_changes(self, changes: pd.DataFrame) -> None:
+        """Bring memory up to date with rows of the store's change feed
+        (:meth:`~valuerec.data.postgres.PostgresStore.changes`), written by any process.
+
+        Each changed user's history and each changed item's catalogue entry is read again
+        from the store, so applying a change twice, or after this server's own update of the
+        same key, leaves the same state. Events that are all exposures change no history and
+        are skipped (a server's write-back is most of the feed). A user whose events were
+        deleted and who is no longer known is forgotten as :meth:`delete_user` forgets
+        (value snapshot, pending exposures).
+        """
+        if changes.empty:
+            return
+        exposure = set(self.roles.exposure)
+        events = changes.loc[changes["table_name"] == "events"]
+        items = changes.loc[changes["table_name"].isin(["items", FLAGS_TABLE])]
+        every_user = bool(events["key"].isna().any())
+        kinds = [set(k) if isinstance(k, list) else set() for k in events["kinds"]]
+        removed = events["op"].isin(["DELETE", "TRUNCATE"]).to_numpy()
+        moved = [bool(k - exposure) or bool(r) for k, r in zip(kinds, removed, strict=True)]
+        users = list(dict.fromkeys(events.loc[moved, "key"].dropna()))
+        sold = every_user or any(PURCHASE in k for k in kinds)
+        deleted = list(dict.fromkeys(events.loc[removed, "key"].dropna()))
+        every_item = bool(items["key"].isna().any())
+        item_ids = list(dict.fromkeys(items["key"].dropna()))
+        gone: list[str] = []
+        with self.repo.lock:
+            if every_user:
+                self.histories.load(self.repo.interactions(self.roles))
+            elif users:
+                self.histories.replace(users, self.repo.interactions(self.roles, users))
+            if every_item:
+                self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
+            elif item_ids:
+                self.catalog.refresh(
+                    item_ids, self.repo.catalogue(item_ids), self.repo.hidden_items(item_ids)
+                )
+            if every_item or item_ids or removed.any():
+                self._item_values_changed()  # prices, or purchases that are gone
+            if sold:
+                self._sales_stored()
+            gone = [u for u in deleted if self.repo.get_user(u) is None]
+        for user_id in gone:  # (the registry's lock is not taken under the repository's)
+            with self.exposures.discarding(user_id):
+                pass
+            self.models.forget_user(user_id)
 
     # -- recommendations -------------------------------------------------------------------
     def _rank(

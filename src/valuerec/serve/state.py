@@ -153,6 +153,31 @@ class Catalog:
             self.hidden = frozenset(hidden)
             self.version += 1
 
+    def refresh(self, item_ids: Iterable[str], items: pd.DataFrame, hidden: Iterable[str]) -> None:
+        """Set ``item_ids`` as the store now holds them: their rows in ``items`` (``item_id,
+        title, category``; an id without a row is no longer catalogued) and which of them are
+        ``hidden`` (another process's writes, read from the store's change feed)."""
+        ids, hidden = set(item_ids), set(hidden)
+        rows = {
+            str(i): (t, c)
+            for i, t, c in zip(items["item_id"], items["title"], items["category"], strict=True)
+        }
+        with self._write:
+            titles, cats = dict(self.titles), dict(self.categories)
+            for i in ids:
+                title, category = rows.get(i, (None, None))
+                if isinstance(title, str) and title:
+                    titles[i] = title
+                else:
+                    titles.pop(i, None)
+                if i in rows:
+                    cats[i] = self._split(category)
+                else:
+                    cats.pop(i, None)
+            self.titles, self.categories = titles, cats
+            self.hidden = (self.hidden - ids) | (hidden & ids)
+            self.version += 1
+
     def upsert(self, item_id: str, title: str | None, category: str | None) -> None:
         with self._write:
             titles, cats = dict(self.titles), dict(self.categories)

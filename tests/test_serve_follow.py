@@ -1,0 +1,243 @@
+"""Several servers, and batch ingests, on one PostgreSQL store: each follows the change feed.
+
+Two apps on one deployment play two API servers behind a load balancer. The feed is read by
+hand (``follower.poll()``; the thread's interval is an hour here), so each test shows the
+second server stale before its read and current after it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Databases, databases_for
+from shop import build_shop
+from valuerec.data import postgres
+from valuerec.data.ingest import ingest
+from valuerec.data.store import Store
+from valuerec.serve import ServeSettings, create_app
+from valuerec.serve.keys import KeyStore, default_keys_path
+
+USER = "u1"
+
+
+@pytest.fixture(scope="module")
+def databases(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Databases:
+    return databases_for("postgres", tmp_path_factory.mktemp("follow"), request)
+
+
+@pytest.fixture(scope="module")
+def template(databases: Databases) -> tuple[str, dict[str, str]]:
+    db = databases.new("shop")
+    build_shop(db, users=80, items=30, days=120, seed=7)
+    keys = KeyStore(default_keys_path(db))
+    return db, {role: keys.create(role, name=role)[0] for role in ("read", "write", "admin")}
+
+
+def _client(db: str, keys: dict[str, str], **settings: object) -> TestClient:
+    settings.setdefault("exposure_flush_seconds", 3600.0)
+    settings.setdefault("sync_seconds", 3600.0)  # read by hand
+    client = TestClient(create_app(db, settings=ServeSettings(**settings)))
+    client.keys = keys  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def pair(template: tuple[str, dict[str, str]], databases: Databases):
+    """Two servers on one fresh copy of the deployment, and its URL."""
+    src, keys = template
+    db = databases.copy(src)
+    with _client(db, keys) as a, _client(db, keys) as b:
+        yield a, b, db
+
+
+def call(c: TestClient, method: str, path: str, role: str = "read", **kw):
+    return c.request(method, path, headers={"X-API-Key": c.keys[role]}, **kw)  # type: ignore[attr-defined]
+
+
+def top(c: TestClient, user: str, k: int = 5) -> list[str]:
+    res = call(c, "GET", f"/users/{user}/recommendations", params={"k": k})
+    assert res.status_code == 200, res.text
+    return [i["item_id"] for i in res.json()["items"]]
+
+
+def svc(c: TestClient):
+    return c.app.state.service
+
+
+def test_an_event_posted_on_one_server_reaches_the_other(pair):
+    a, b, _ = pair
+    first = top(b, USER)[0]
+    res = call(a, "POST", "/events", "write", json={"events": [
+        {"user_id": USER, "item_id": first, "event_type": "view"}]})  # fmt: skip
+    assert res.json()["stored"] == 1
+    assert first not in top(a, USER)
+    assert first in top(b, USER)  # b has not read the feed yet
+    assert svc(b).follower.poll() >= 1
+    assert first not in top(b, USER)
+    assert top(b, USER, 10) == top(a, USER, 10)
+    assert svc(b).histories.get(USER) == svc(a).histories.get(USER)
+    assert svc(b).follower.poll() == 0  # nothing new: the position moved past it
+
+
+def test_a_batch_ingest_reaches_a_running_server(pair):
+    """`valuerec ingest` into the store (here its Python form) while servers run."""
+    _, b, db = pair
+    assert (
+        top(b, "walk-in") and call(b, "GET", "/users/walk-in/recommendations").json()["cold_start"]
+    )
+    frame = pd.DataFrame(
+        {
+            "user_id": ["walk-in", "walk-in"],
+            "item_id": ["i3", "i4"],
+            "event_type": ["purchase", "view"],
+            "timestamp": pd.to_datetime(["2024-01-02", "2024-01-03"]),
+            "value": [20.0, None],
+        }
+    )
+    with Store(db) as store:
+        assert ingest(store, frame, "events").stored == 2
+    svc(b).follower.poll()
+    body = call(b, "GET", "/users/walk-in/recommendations", params={"k": 5}).json()
+    assert body["cold_start"] is False
+    assert {"i3", "i4"}.isdisjoint(i["item_id"] for i in body["items"])
+    assert svc(b)._sales_pending  # a purchase: item values and value predictions follow
+
+
+def test_catalogue_edits_reach_the_other_server(pair):
+    a, b, _ = pair
+    shown = top(b, USER, 10)
+    hidden, renamed, deleted = shown[0], shown[1], shown[2]
+    assert call(a, "PATCH", f"/items/{hidden}", "write", json={"hidden": True}).status_code == 200
+    assert (
+        call(a, "PATCH", f"/items/{renamed}", "write", json={"title": "Brand new name"}).status_code
+        == 200
+    )
+    assert call(a, "DELETE", f"/items/{deleted}", "write").status_code == 200
+    assert hidden in top(b, USER, 10)
+    svc(b).follower.poll()
+    after = call(b, "GET", f"/users/{USER}/recommendations", params={"k": 10}).json()["items"]
+    ids = [i["item_id"] for i in after]
+    assert hidden not in ids and deleted not in ids
+    assert {i["item_id"]: i["title"] for i in after}[renamed] == "Brand new name"
+    assert svc(b).catalog.titles == svc(a).catalog.titles
+    assert svc(b).catalog.categories == svc(a).catalog.categories
+    assert svc(b).catalog.hidden == svc(a).catalog.hidden == {hidden, deleted}
+    # and back
+    call(a, "PATCH", f"/items/{hidden}", "write", json={"hidden": False})
+    svc(b).follower.poll()
+    assert svc(b).catalog.hidden == {deleted}
+    assert hidden in top(b, USER, 10)
+
+
+def test_a_user_deleted_on_one_server_is_forgotten_by_the_other(pair):
+    a, b, _ = pair
+    assert call(b, "GET", f"/users/{USER}/value").status_code == 200
+    assert call(a, "DELETE", f"/users/{USER}", "write").status_code == 200
+    svc(b).exposures.add(USER, [(1, "i1", 0.5)], "rec-ease", "v0001")  # shown before it knew
+    svc(b).follower.poll()
+    assert call(b, "GET", f"/users/{USER}/recommendations").json()["cold_start"] is True
+    assert call(b, "GET", f"/users/{USER}/value").status_code == 404
+    assert len(svc(b).exposures) == 0  # its flush will not bring the user back
+    # the others are labelled again, as on the server that deleted
+    assert call(b, "GET", "/segments").json() == call(a, "GET", "/segments").json()
+
+
+def test_exposures_alone_do_not_reread_histories(pair, monkeypatch):
+    a, b, _ = pair
+    top(a, USER)
+    call(a, "GET", f"/users/{USER}/recommendations", params={"write_back": "true"})
+    assert svc(a).exposures.flush() > 0
+    reads: list[object] = []
+    original = svc(b).repo.interactions
+    monkeypatch.setattr(
+        svc(b).repo, "interactions", lambda *x, **kw: reads.append(x) or original(*x, **kw)
+    )
+    assert svc(b).follower.poll() >= 1  # the exposures' row was read ...
+    assert reads == []  # ... and changed no history
+
+
+def test_a_bulk_write_is_one_feed_row_and_a_full_reload(pair):
+    a, b, db = pair
+    n = postgres.FEED_KEYS_MAX + 1
+    with Store(db) as store:
+        store.execute(
+            "INSERT INTO events (user_id, item_id, event_type, timestamp, occurrence) "
+            "SELECT 'bulk' || i, 'i1', 'view', TIMESTAMP '2024-01-01', 1 "
+            "FROM generate_series(1, ?) AS g(i)",
+            [n],
+        )
+        (rows,) = store.fetch(f"SELECT count(*), count(key) FROM {postgres.CHANGES} "
+                              "WHERE key IS NULL OR key LIKE 'bulk%'")  # fmt: skip
+    assert rows == (1, 0)  # one row meaning "every user"
+    svc(b).follower.poll()
+    assert svc(b).histories.get("bulk7") == ("i1",)
+    assert len(svc(b).histories) == len(svc(a).histories) + n
+
+
+def test_a_transaction_committing_after_a_younger_one_is_not_skipped(template, databases):
+    """The feed's position is a snapshot's oldest running transaction, not a counter: a row
+    whose transaction began first but committed last is still read."""
+    db = databases.new("feed")
+    with Store(db) as store:
+        position, _ = store.changes(None)
+        old = psycopg.connect(db)  # a transaction: begins now, commits last
+        old.execute("INSERT INTO items (item_id, title) VALUES ('older', 'x')")
+        # (another table: writers of one table take turns on its row of the version table)
+        store.execute(
+            "INSERT INTO events (user_id, item_id, event_type, timestamp, occurrence) "
+            "VALUES ('younger', 'i', 'view', TIMESTAMP '2024-01-01', 1)"
+        )
+        position, seen = store.changes(position)
+        assert list(seen["key"]) == ["younger"]
+        old.commit()
+        old.close()
+        _, seen = store.changes(position)
+        assert "older" in set(seen["key"])
+
+
+def test_a_store_made_before_the_feed_gets_it_when_opened(databases):
+    db = databases.new("legacy")
+    Store(db).close()
+    with psycopg.connect(db, autocommit=True) as pg:
+        for op in ("insert", "update", "delete", "truncate"):
+            pg.execute(f"DROP TRIGGER valuerec_feed_{op} ON events")
+        pg.execute(f"DROP TABLE {postgres.CHANGES}")
+    with Store(db) as store:
+        position, _ = store.changes(None)
+        store.execute(
+            "INSERT INTO events (user_id, item_id, event_type, timestamp, occurrence) "
+            "VALUES ('x', 'i', 'view', TIMESTAMP '2024-01-01', 1)"
+        )
+        _, seen = store.changes(position)
+    assert seen[["table_name", "op", "key"]].values.tolist() == [["events", "INSERT", "x"]]
+    assert list(seen["kinds"]) == [["view"]]
+
+
+def test_after_a_long_gap_the_follower_reloads_everything(pair, monkeypatch):
+    a, b, db = pair
+    follower = svc(b).follower
+    first = top(b, USER)[0]
+    call(a, "POST", "/events", "write", json={"events": [
+        {"user_id": USER, "item_id": first, "event_type": "view"}]})  # fmt: skip
+    with Store(db) as store:
+        store.prune_changes(0)  # another follower pruned what this one had not read
+    reloads: list[bool] = []
+    original = svc(b).reload_state
+    monkeypatch.setattr(svc(b), "reload_state", lambda: reloads.append(True) or original())
+    follower._last_read -= follower.KEEP_SECONDS  # unreachable database, for an hour
+    follower.poll()
+    assert reloads == [True]
+    assert first not in top(b, USER)
+
+
+def test_a_duckdb_server_has_no_feed_to_follow(tmp_path):
+    db = str(tmp_path / "shop.duckdb")
+    build_shop(db, users=30, items=10, days=60, seed=1)
+    with TestClient(create_app(db)) as c:
+        assert svc(c).follower.enabled is False
+        assert svc(c).follower.poll() == 0
