@@ -14,11 +14,14 @@ from fastapi.testclient import TestClient
 
 from conftest import Databases, databases_for
 from shop import build_shop
+from valuerec.artifacts import ArtifactStore, default_root
 from valuerec.data import postgres
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
+from valuerec.features.split import TemporalSplit
 from valuerec.serve import ServeSettings, create_app
 from valuerec.serve.keys import KeyStore, default_keys_path
+from valuerec.value.registry import make_model
 
 USER = "u1"
 
@@ -241,3 +244,43 @@ def test_a_duckdb_server_has_no_feed_to_follow(tmp_path):
     with TestClient(create_app(db)) as c:
         assert svc(c).follower.enabled is False
         assert svc(c).follower.poll() == 0
+
+
+# -- models: every server serves each artifact's CURRENT version ------------------------------
+def test_a_promotion_sent_to_one_server_reaches_the_other(pair):
+    a, b, _ = pair
+    res = call(a, "POST", "/models/rec-ease/promote", "admin", json={"version": "v0002"})
+    assert res.status_code == 200, res.text
+    assert svc(b).models.recommenders["ease"].version == "v0001"
+    assert svc(b).follower.poll_models() == ["rec-ease"]
+    assert svc(b).models.recommenders["ease"].version == "v0002"
+    assert top(b, USER, 10) == top(a, USER, 10)
+    assert svc(b).follower.poll_models() == []  # nothing moved since
+
+
+def test_a_value_model_refitted_elsewhere_is_served_without_a_restart(pair):
+    _, b, db = pair
+    old = call(b, "GET", f"/users/{USER}/value").json()
+    with Store(db) as store:
+        split = TemporalSplit.last_days(store, 45)
+        model = make_model("naive").fit(store, split.calibration_end, holdout_days=45)
+    version = ArtifactStore(default_root(db)).save("value-naive", model, {"model": "naive"})
+    assert svc(b).follower.poll_models() == ["value-naive"]
+    new = call(b, "GET", f"/users/{USER}/value").json()
+    assert (old["version"], new["version"]) == ("v0001", version)
+    assert new["horizon_days"] == 45 != old["horizon_days"]
+
+
+def test_a_version_that_cannot_load_is_logged_once_and_the_old_one_kept(pair, caplog):
+    _, b, db = pair
+    arts = ArtifactStore(default_root(db))
+    arts.save("rec-ease", {"not": "a recommender"}, {"model": "ease"})  # made current
+    with caplog.at_level("WARNING", logger="valuerec.serve"):
+        assert svc(b).follower.poll_models() == []
+        assert svc(b).follower.poll_models() == []
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+    assert "not a Recommender" in caplog.records[0].getMessage()
+    assert svc(b).models.recommenders["ease"].version == "v0001"
+    assert top(b, USER)  # still serving
+    arts.promote("rec-ease", "v0002")  # a loadable version made current: followed
+    assert svc(b).follower.poll_models() == ["rec-ease"]

@@ -9,7 +9,10 @@ category and hidden flag. The service decides what each change means
 (:meth:`~valuerec.serve.service.ServeService.apply_changes`); this module owns the position in
 the feed, the thread, and pruning.
 
-A DuckDB file admits one process, so there is nothing to follow there.
+A DuckDB file admits one process, so there is no feed to follow there. On both backends the
+same thread also follows the model artifacts' ``CURRENT`` pointers, which other processes
+move (:meth:`~valuerec.serve.registry.ModelRegistry.follow_current`): a promotion sent to one
+server behind a load balancer reaches them all.
 
 Feed rows are kept for :attr:`StoreFollower.KEEP_SECONDS` (each follower prunes older ones).
 A follower that could not read the feed for half that time (the database was unreachable) may
@@ -53,6 +56,10 @@ class StoreFollower:
         """Whether there is a feed to follow: a shared (PostgreSQL) store, a positive interval."""
         return self.interval > 0 and not self.service.repo.store.local
 
+    def poll_models(self) -> list[str]:
+        """Serve each model's ``CURRENT`` version (see the module doc); the artifacts swapped."""
+        return self.service.models.follow_current() if self.interval > 0 else []
+
     def begin(self) -> None:
         """Take the feed's position; call it *before* loading the state it will keep current,
         so that a write landing during the load is read again, not lost."""
@@ -86,13 +93,17 @@ class StoreFollower:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.poll()
-            except Exception:  # a background thread has no caller to raise to
-                log.exception("reading the store's change feed failed; retried")
+            for step, what in (
+                (self.poll, "reading the store's change feed"),
+                (self.poll_models, "following the models' CURRENT versions"),
+            ):
+                try:
+                    step()
+                except Exception:  # a background thread has no caller to raise to
+                    log.exception("%s failed; tried again", what)
 
     def start(self) -> None:
-        if self.enabled and (self._thread is None or not self._thread.is_alive()):
+        if self.interval > 0 and (self._thread is None or not self._thread.is_alive()):
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="valuerec-follow", daemon=True)
             self._thread.start()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -233,6 +233,8 @@ class ModelRegistry:
         self._recs: dict[str, ModelHandle] = {}
         self._value: ValueSnapshot | None = None
         self._value_error: str | None = None
+        #: versions made current elsewhere that failed to load (follow_current skips them)
+        self._unloadable: set[tuple[str, str]] = set()
         #: one promotion (or snapshot edit, see forget_user) at a time; readers never wait
         self._swap = threading.Lock()
 
@@ -377,6 +379,60 @@ class ModelRegistry:
                 return False
             seg, when = self.repo.value_segments(snap.model, snap.horizon_days)
             self._value = replace(snap, as_of=when, **_segment_tables(seg))
+        return True
+
+    def follow_current(self) -> list[str]:
+        """Serve what a restart would: each artifact's ``CURRENT`` version, and the value model
+        the settings prefer among the artifacts there now; returns the artifacts swapped.
+
+        ``CURRENT`` moves under a running server when another process promotes: a second
+        server's ``POST /models/.../promote`` (behind a load balancer, one server gets the
+        call), ``valuerec train`` or ``recommend fit`` into a PostgreSQL store, Python's
+        ``ArtifactStore.promote``. Each swap is a promotion's (loaded whole, then one
+        reference), under the swap lock and checked again there, so a promotion through this
+        server's API in the meantime is not undone. A version that fails to load is logged
+        once and not tried again (the server keeps what it serves) until ``CURRENT`` moves.
+        """
+        due: list[tuple[str, str, Callable[[str, str], ModelHandle | ValueSnapshot]]] = []
+        for artifact in self.arts.names():
+            wanted = self._wanted(artifact) if _kind(artifact) == "recommender" else None
+            if wanted is not None and wanted != self._serving_version(artifact):
+                due.append((artifact, wanted, self._load_recommender))
+        artifact = self._value_artifact()
+        wanted = self._wanted(artifact) if artifact is not None else None
+        snap = self._value
+        served = (snap.artifact, snap.version) if snap is not None else None
+        if artifact is not None and wanted is not None and served != (artifact, wanted):
+            due.append((artifact, wanted, self._load_value))
+        return [a for a, version, load in due if self._follow(a, version, load)]
+
+    def _wanted(self, artifact: str) -> str | None:
+        """``CURRENT`` of ``artifact``; None when it names nothing loadable."""
+        try:
+            return self.arts.current(artifact)
+        except ArtifactError:
+            return None
+
+    def _follow(
+        self, artifact: str, version: str, load: Callable[[str, str], ModelHandle | ValueSnapshot]
+    ) -> bool:
+        if (artifact, version) in self._unloadable:
+            return False
+        try:
+            loaded = load(artifact, version)
+        except Exception as exc:
+            self._unloadable.add((artifact, version))
+            log.warning(
+                "cannot load %s %s (made current elsewhere): %s: %s; still serving %s",
+                artifact, version, type(exc).__name__, exc,
+                self._serving_version(artifact) or "nothing",
+            )  # fmt: skip
+            return False
+        with self._swap:
+            if self._wanted(artifact) != version:
+                return False  # moved again meanwhile: the next round follows it
+            self._install(loaded)
+        log.info("now serving %s %s (made current elsewhere)", artifact, version)
         return True
 
     # -- admin -----------------------------------------------------------------------------
