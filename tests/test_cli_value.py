@@ -233,7 +233,16 @@ def test_evaluate_warns_about_a_window_past_the_end_of_the_log(fitted: Fitted) -
 def test_evaluate_refuses_a_holdout_of_zero_days(fitted: Fitted) -> None:
     # 0 was read as "not given" and silently became the fit's window
     res = _run("evaluate", "--db", fitted.db, "--models", "naive", "--holdout-days", "0")
-    assert res.exit_code == 2 and "holdout_days must be at least 1" in res.output
+    assert res.exit_code == 2 and "Invalid value for '--holdout-days'" in res.output
+
+
+def test_a_holdout_past_a_century_is_a_usage_error_before_any_fit(fitted: Fitted) -> None:
+    # it overflowed the date arithmetic (a traceback), or was refused after every fit
+    for command in ("fit", "evaluate"):
+        res = _run(command, "--db", fitted.db, "--models", "naive", "--holdout-days", "800000")
+        assert res.exit_code == 2, res.output
+        assert "Invalid value for '--holdout-days'" in res.output
+        assert "36525" in " ".join(res.output.split()) and "Traceback" not in res.output
 
 
 def test_held_out_customers_are_stable() -> None:

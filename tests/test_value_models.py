@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.special import gammaln
 
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
@@ -21,7 +22,7 @@ from valuerec.data.synth import generate
 from valuerec.evaluate.value import interval_coverage, normalized_gini
 from valuerec.features.rfm import rfm_summary
 from valuerec.features.sequences import UNKNOWN, build_sequences
-from valuerec.features.split import SplitError, log_end
+from valuerec.features.split import SplitError, TemporalSplit, log_end
 from valuerec.nn.ziln import EXCLUDES_ZERO
 from valuerec.value.base import (
     PRED_COLUMNS,
@@ -31,9 +32,11 @@ from valuerec.value.base import (
     snapshot_data,
     value_data,
 )
+from valuerec.value.counts import count_quantile, scaled_quantile
 from valuerec.value.ensemble import EnsembleValueModel
 from valuerec.value.gbm import LightGBMValueModel
 from valuerec.value.models import BTYDValueModel, NaiveValueModel
+from valuerec.value.registry import make_model
 from valuerec.value.transformer import TransformerValueModel, _customer_folds
 
 START = pd.Timestamp("2024-01-01")
@@ -703,7 +706,7 @@ def test_calibration_end_outside_the_data(small_log, tmp_path, world, fitted):
         BTYDValueModel().fit(store, "2026-01-01", holdout_days=HOLDOUT)
     with pytest.raises(SplitError, match="not a valid time"):
         NaiveValueModel().fit(store, "not-a-date", holdout_days=HOLDOUT)
-    with pytest.raises(SplitError, match="holdout_days must be at least 1"):
+    with pytest.raises(SplitError, match="holdout_days must be from 1 to 36,525 days"):
         NaiveValueModel().fit(store, CAL, holdout_days=0)
     # predicting as of a date after the log fails too
     with pytest.raises(SplitError, match="cut-off 2027-03-04 is after the end of the log"):
@@ -929,11 +932,19 @@ def test_median_forecast_beats_the_mean_on_absolute_error(name, world, preds):
     assert np.abs(median - actual).mean() < np.abs(mean - actual).mean()
 
 
-def test_median_scales_with_the_horizon_like_the_mean(world, fitted):
+def test_the_median_at_another_horizon_stretches_the_learnt_distribution(world, fitted):
+    """Twice the horizon: P(none) squares (a constant hazard) and the positive part stretches
+    to keep the mean doubled; the median is that distribution's (scaled_quantile), not twice
+    the learnt median, which had said 0 for customers more likely back than not."""
     model = fitted["lightgbm"]
     data = _test_data(world, model)
     base = model.transaction_quantile(data, 0.5)
-    np.testing.assert_allclose(model.transaction_quantile(data, 0.5, HOLDOUT * 2), base * 2)
+    twice = model.transaction_quantile(data, 0.5, HOLDOUT * 2)
+    pred = model.predict_data(data, HOLDOUT * 2)
+    np.testing.assert_array_equal(twice, pred["pred_transactions_median"])
+    np.testing.assert_array_equal(twice == 0, pred["p_return"].to_numpy() <= 0.5)
+    assert (twice >= base).all() and twice.sum() > base.sum()
+    assert ((base == 0) & (twice > 0)).any()  # more customers likely back over a longer time
     assert (model.transaction_quantile(data, 0.9) >= base).all()
 
 
@@ -1200,3 +1211,50 @@ def test_ensemble_fits_each_member_on_its_own_rows(world, transformer_fit_rows):
     pred = ensemble.predict(world.test)
     assert list(pred["user_id"]) == list(world.test)
     assert np.isfinite(pred[NUMERIC_COLUMNS].to_numpy(float)).all()
+
+
+# ------------------------------------------------------ one count distribution, within limits
+@pytest.mark.parametrize("name", ["lightgbm", "transformer", "ensemble"])
+def test_median_and_p_return_come_from_one_distribution_at_every_horizon(name, fitted, preds):
+    """A median count of 0 means P(none) >= 1/2, so p_return <= 1/2, at any horizon. The median
+    was scaled linearly while p_return took a constant hazard: at 6x the trained horizon
+    customers had a median of 0 beside a return probability above one half."""
+    for pred in (preds[name], fitted[name].predict(horizon_days=6 * HOLDOUT)):
+        zero = pred["pred_transactions_median"].to_numpy() == 0
+        p_return = pred["p_return"].to_numpy()
+        assert (p_return[zero] <= 0.5 + 1e-9).all()
+        assert (p_return[~zero] >= 0.5 - 1e-9).all()
+    year = fitted[name].predict(horizon_days=6 * HOLDOUT)
+    assert (year["p_return"] > 0.5).any() and (year["pred_transactions_median"] > 0).any()
+
+
+def test_scaled_quantile_is_the_quantile_of_the_stretched_distribution():
+    # a hurdle: P(0) = 0.6, else 1, 2 or 3 purchases with probabilities .5, .3, .2
+    probs = np.array([0.6, 0.2, 0.12, 0.08])
+    pmf = lambda n, rows: np.full(len(rows), probs[n] if n < len(probs) else 0.0)  # noqa: E731
+    np.testing.assert_array_equal(scaled_quantile(pmf, 2, 1.0, np.full(2, 0.6)), [0.0, 0.0])
+    np.testing.assert_array_equal(scaled_quantile(pmf, 1, 1.0, np.array([0.6]), 0.7), [1.0])
+    np.testing.assert_array_equal(count_quantile(pmf, 1, 0.9), [2.0])
+    # twice the horizon, P(none) = 0.36: the level 1/2 is (0.5 - 0.36) / 0.64 = 0.21875 of the
+    # positive part, i.e. 0.6 + 0.21875 * 0.4 = 0.6875 learnt: 1 purchase, stretched by
+    # 2 * 0.4 / 0.64 = 1.25 so that the mean doubles
+    np.testing.assert_allclose(scaled_quantile(pmf, 1, 2.0, np.array([0.36])), [1.25])
+    # counts past 10,000 (a century of purchase days): a Poisson(20,000) has median 20,000
+    lam = 20_000.0
+    poisson = lambda n, rows: np.full(len(rows), np.exp(n * np.log(lam) - lam - gammaln(n + 1)))  # noqa: E731
+    assert count_quantile(poisson, 1)[0] == 20_000
+
+
+def test_a_holdout_longer_than_a_century_is_refused_before_fitting(world):
+    with pytest.raises(SplitError, match="from 1 to 36,525 days"):
+        make_model("naive").fit(world.store, CAL, holdout_days=1_000_000)
+    with pytest.raises(SplitError, match="from 1 to 36,525 days"):
+        TemporalSplit.last_days(world.store, 800_000)
+    with pytest.raises(SplitError, match="past the last date"):
+        TemporalSplit("9999-12-01", 365)  # not an OverflowError traceback
+
+
+@pytest.mark.parametrize("rate", [-1.0, -2.0, float("nan"), float("inf"), "high"])
+def test_a_discount_rate_that_is_no_rate_is_refused_at_fit(rate, world):
+    with pytest.raises(ValueError, match="discount_rate must be a finite number above -1"):
+        BTYDValueModel(discount_rate=rate).fit(world.store, CAL, holdout_days=HOLDOUT)

@@ -32,7 +32,7 @@ from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_recommend import item_interactions
 from valuerec.cli_value import fit as value_fit
 from valuerec.data.store import Store, StoreError, default_db_path, redact
-from valuerec.features.split import SplitError, log_end
+from valuerec.features.split import MAX_HORIZON_DAYS, SplitError, log_end
 from valuerec.recommend.registry import MODELS as REC_MODELS
 from valuerec.serve.config import CONFIG_ENV, ConfigError, ServeSettings, load_settings
 from valuerec.serve.keys import KeyStore, default_keys_path
@@ -162,6 +162,7 @@ def train(
         typer.Option(
             "--holdout-days",
             min=1,
+            max=int(MAX_HORIZON_DAYS),
             help=f"Value label window; default: half the log, at most {MAX_HOLDOUT_DAYS}.",
         ),
     ] = None,

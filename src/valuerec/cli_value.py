@@ -297,7 +297,13 @@ def fit(
         ),
     ] = None,
     holdout_days: Annotated[
-        int, typer.Option("--holdout-days", help="Label window (and horizon), in days.")
+        int,
+        typer.Option(
+            "--holdout-days",
+            min=1,
+            max=int(MAX_HORIZON_DAYS),
+            help="Label window (and horizon), in days.",
+        ),
     ] = 273,
     models: Annotated[
         str, typer.Option("--models", help=f"Comma list of {', '.join(MODELS)}.")
@@ -575,7 +581,10 @@ def evaluate(
         typer.Option("--calibration-end", help="Score on this window; default: the fit's."),
     ] = None,
     holdout_days: Annotated[
-        int | None, typer.Option("--holdout-days", help="Default: the fit's.")
+        int | None,
+        typer.Option(
+            "--holdout-days", min=1, max=int(MAX_HORIZON_DAYS), help="Default: the fit's."
+        ),
     ] = None,
     db: DbOption = default_db_path(),
     artifacts: ArtifactsOption = None,

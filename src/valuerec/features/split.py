@@ -97,6 +97,11 @@ def when_text(ts: datetime) -> str:
     return f"{ts:%Y-%m-%d}" if ts == ts.normalize() else f"{ts:%Y-%m-%d %H:%M:%S}"
 
 
+#: the longest holdout, and prediction horizon, there is (a century): LTV sums one
+#: discounted term per 30-day period, and no customer's value is forecast further than that
+MAX_HORIZON_DAYS = 36_525.0
+
+
 @dataclass(frozen=True)
 class TemporalSplit:
     """Calibration ends at ``calibration_end`` (exclusive); the holdout lasts ``holdout_days``."""
@@ -105,11 +110,23 @@ class TemporalSplit:
     holdout_days: int
 
     def __init__(self, calibration_end: TimeLike, holdout_days: int) -> None:
-        if int(holdout_days) < 1:
-            raise SplitError(f"holdout_days must be at least 1, got {holdout_days!r}")
-        object.__setattr__(
-            self, "calibration_end", to_timestamp(calibration_end, "calibration_end")
-        )
+        if not 1 <= int(holdout_days) <= MAX_HORIZON_DAYS:
+            # also the limit of every prediction's horizon, which defaults to the holdout:
+            # a longer one overflowed the date arithmetic with a traceback, or was refused
+            # only after every model had been fitted
+            raise SplitError(
+                f"holdout_days must be from 1 to {MAX_HORIZON_DAYS:,.0f} days (a century), "
+                f"got {holdout_days!r}"
+            )
+        end = to_timestamp(calibration_end, "calibration_end")
+        try:
+            end + timedelta(days=int(holdout_days))
+        except (OverflowError, ValueError):
+            raise SplitError(
+                f"calibration_end {when_text(end)} + {int(holdout_days)} days is past the "
+                "last date a timestamp can hold"
+            ) from None
+        object.__setattr__(self, "calibration_end", end)
         object.__setattr__(self, "holdout_days", int(holdout_days))
 
     @property
@@ -171,4 +188,6 @@ class TemporalSplit:
     @classmethod
     def last_days(cls, store: Store, holdout_days: int) -> TemporalSplit:
         """The split whose holdout is the last ``holdout_days`` of the log (for production fits)."""
-        return cls(log_end(store) - timedelta(days=holdout_days), holdout_days)
+        if not 1 <= int(holdout_days) <= MAX_HORIZON_DAYS:
+            return cls(log_end(store), holdout_days)  # raises, naming the limit
+        return cls(log_end(store) - timedelta(days=int(holdout_days)), holdout_days)

@@ -167,9 +167,10 @@ class ServeSettings(BaseModel):
         ge=0,
         le=86_400,
         allow_inf_nan=False,
-        description="On a PostgreSQL store, how often the server reads the store's change "
-        "feed for what other servers and `valuerec ingest` wrote (histories, the catalogue, "
-        "hidden items, deleted users), in seconds; 0: never (this server's own writes only).",
+        description="How often the server follows other processes, in seconds: the models' "
+        "CURRENT versions (promotions elsewhere) and, on a PostgreSQL store, the change feed "
+        "of what other servers and `valuerec ingest` wrote (histories, the catalogue, hidden "
+        "items, deleted users); 0: never (this server's own writes and promotions only).",
     )
 
     @field_validator("default_model")

@@ -57,8 +57,14 @@ from valuerec.data.store import Store
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.rfm import holdout_summary, rfm_summary
 from valuerec.features.sequences import Sequences, build_sequences
-from valuerec.features.split import SplitError, TemporalSplit, TimeLike, when_text
-from valuerec.value.counts import CountPMF, count_quantile
+from valuerec.features.split import (
+    MAX_HORIZON_DAYS,
+    SplitError,
+    TemporalSplit,
+    TimeLike,
+    when_text,
+)
+from valuerec.value.counts import CountPMF, scaled_quantile
 
 PRED_COLUMNS = (
     "user_id", "pred_transactions", "pred_transactions_median", "pred_spend", "p_alive",
@@ -66,9 +72,6 @@ PRED_COLUMNS = (
     "spend_high50",
 )  # fmt: skip
 PERIOD_DAYS = 30.0
-#: the longest horizon a prediction accepts (a century): LTV sums one discounted term per
-#: 30-day period, and no customer's value is forecast further than that
-MAX_HORIZON_DAYS = 36_525.0
 
 
 @dataclass
@@ -287,8 +290,26 @@ def holdout_labels(data: ValueData) -> pd.DataFrame:
     return data.labels
 
 
+def check_discount_rate(discount_rate: float) -> None:
+    """Raise ValueError unless ``discount_rate`` (per 30-day period) is finite and > -1."""
+    try:
+        ok = bool(np.isfinite(float(discount_rate)) and float(discount_rate) > -1.0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"discount_rate must be a finite number above -1 (per 30-day period, e.g. 0.01), "
+            f"got {discount_rate!r}"
+        )
+
+
 def discount_factors(horizon_days: float, discount_rate: float) -> np.ndarray:
-    """1 / (1 + d)^t for the 30-day periods t = 1..ceil(horizon / 30)."""
+    """1 / (1 + d)^t for the 30-day periods t = 1..ceil(horizon / 30).
+
+    ``d`` must be a number above -1 (a factor (1 + d) that is positive and finite): -2 gave
+    negative LTVs for positive spend, and NaN a late error that did not name the rate.
+    """
+    check_discount_rate(discount_rate)
     periods = max(1, int(np.ceil(horizon_days / PERIOD_DAYS)))
     return 1.0 / (1.0 + discount_rate) ** np.arange(1, periods + 1)
 
@@ -386,6 +407,7 @@ class ValueModel(BaseEstimator, ABC):
                 f"{self.name} needs at least {self.min_customers} customers with a purchase in "
                 f"the calibration period, got {len(data.users)}"
             )
+        check_discount_rate(self.discount_rate)  # said before the fit, not at predict
         self.split_ = data.split
         self.horizon_days_ = float(data.split.holdout_days)
         self._fit(data)
@@ -411,10 +433,12 @@ class ValueModel(BaseEstimator, ABC):
         """
         horizon = self._horizon(horizon_days)
         found = self._count_pmf(data, horizon)
+        out = self._predict(data, horizon)
         if found is None:
-            return self._predict(data, horizon)["pred_transactions"].to_numpy(float)
+            return out["pred_transactions"].to_numpy(float)
         pmf, scale = found
-        return count_quantile(pmf, len(data.users), level) * scale
+        p_return = self._return_probability(out, found, len(data.users))
+        return scaled_quantile(pmf, len(data.users), scale, 1.0 - p_return, level)
 
     @staticmethod
     def _return_probability(
@@ -437,11 +461,30 @@ class ValueModel(BaseEstimator, ABC):
             p = 1.0 - (none if scale == 1.0 else none**scale)
         return np.clip(np.minimum(p, out["pred_transactions"].to_numpy(float)), 0.0, 1.0)
 
+    @classmethod
+    def _count_columns(
+        cls, out: pd.DataFrame, found: tuple[CountPMF, float] | None, n: int
+    ) -> None:
+        """Set ``p_return`` and ``pred_transactions_median`` from one count distribution.
+
+        The median is read off the distribution whose P(none) is ``1 - p_return``
+        (:func:`scaled_quantile`), so a median of 0 goes with a return probability of at
+        most one half at every horizon. A model without a distribution gives its mean.
+        """
+        out["p_return"] = cls._return_probability(out, found, n)
+        if found is None:
+            out["pred_transactions_median"] = out["pred_transactions"].to_numpy(float)
+            return
+        pmf, scale = found
+        out["pred_transactions_median"] = scaled_quantile(
+            pmf, n, scale, 1.0 - out["p_return"].to_numpy(float)
+        )
+
     def _horizon(self, horizon_days: float | None) -> float:
         """The horizon to predict for: the trained one by default, else a positive number."""
-        if horizon_days is None:
-            return float(self.horizon_days_)
-        horizon = float(horizon_days)
+        # the trained one is checked too: a model fitted in Python on a longer holdout
+        # must not forecast past the limit an explicit horizon has
+        horizon = float(self.horizon_days_ if horizon_days is None else horizon_days)
         if not (np.isfinite(horizon) and 0 < horizon <= MAX_HORIZON_DAYS):
             raise ValueError(
                 f"horizon_days must be a number of days in (0, {MAX_HORIZON_DAYS:g}], got "
@@ -452,17 +495,8 @@ class ValueModel(BaseEstimator, ABC):
     def predict_data(self, data: ValueData, horizon_days: float | None = None) -> pd.DataFrame:
         horizon = self._horizon(horizon_days)
         out = self._predict(data, horizon)
-        found = None
         if "pred_transactions_median" not in out or "p_return" not in out:
-            found = self._count_pmf(data, horizon)
-        if "pred_transactions_median" not in out:
-            out["pred_transactions_median"] = (
-                out["pred_transactions"].to_numpy(float)
-                if found is None
-                else count_quantile(found[0], len(data.users)) * found[1]
-            )
-        if "p_return" not in out:
-            out["p_return"] = self._return_probability(out, found, len(data.users))
+            self._count_columns(out, self._count_pmf(data, horizon), len(data.users))
         out.insert(0, "user_id", data.users.to_numpy())
         for low, high in (("spend_low", "spend_high"), ("spend_low50", "spend_high50")):
             if low not in out:

@@ -33,14 +33,19 @@ def mixture_pmf(parts: Sequence[CountPMF], weights: Sequence[float] | None = Non
     return pmf
 
 
-def count_quantile(pmf: CountPMF, n_customers: int, level: float = 0.5,
-                   max_n: int = 10_000) -> np.ndarray:  # fmt: skip
+def count_quantile(
+    pmf: CountPMF, n_customers: int, level: float | np.ndarray = 0.5, max_n: int = 100_000
+) -> np.ndarray:
     """Smallest n with P(count <= n) >= ``level``, per customer, from a count PMF.
 
-    Probabilities are accumulated n = 0, 1, ... only for customers still below ``level``,
-    so the cost follows the largest quantile rather than a fixed grid of counts.
+    ``level``: one for all, or one per customer. Probabilities are accumulated n = 0, 1, ...
+    only for customers still below their level, so the cost follows the largest quantile
+    rather than a fixed grid of counts. ``max_n`` is far above any count a horizon of at
+    most a century holds (one purchase day per day: 36,526); a cap of 10,000 had reported
+    itself as the median of customers buying every other day over a century.
     """
-    if not 0.0 < level < 1.0:
+    levels = np.broadcast_to(np.asarray(level, dtype=float), (n_customers,))
+    if levels.size and not (np.all(levels > 0.0) and np.all(levels < 1.0)):
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     cdf = np.zeros(n_customers)
     out = np.zeros(n_customers)
@@ -48,11 +53,45 @@ def count_quantile(pmf: CountPMF, n_customers: int, level: float = 0.5,
     n = 0
     while todo.size and n <= max_n:
         cdf[todo] += np.nan_to_num(np.asarray(pmf(n, todo), dtype=float))
-        done = cdf[todo] >= level - 1e-12
+        done = cdf[todo] >= levels[todo] - 1e-12
         out[todo[done]] = n
         todo = todo[~done]
         n += 1
     out[todo] = n - 1  # mass lost to rounding: the largest count tried
+    return out
+
+
+def scaled_quantile(
+    pmf: CountPMF, n_customers: int, scale: float, p_zero: np.ndarray, level: float = 0.5
+) -> np.ndarray:
+    """Quantile ``level`` of the count over ``scale`` times the horizon ``pmf`` is for, given
+    each customer's P(no purchase) over that longer (or shorter) horizon, ``p_zero``.
+
+    Supervised models learn one horizon's distribution and rescale to another by a constant
+    rate: the mean ``scale`` times, and P(none) from a constant hazard (``P0 ** scale``, capped
+    so that P(N >= 1) <= E[N]: :meth:`ValueModel._return_probability`). Scaling the median
+    by ``scale`` instead had contradicted that P(none): a median of 0 beside a return
+    probability above one half. Here one distribution gives both: 0 with probability
+    ``p_zero``, else the learnt positive part stretched by the factor that keeps the mean
+    (``scale (1 - P0) / (1 - p_zero)``). The quantile is 0 where ``p_zero >= level``, else
+    the positive part's quantile at the matching level. At ``scale`` 1 it is
+    :func:`count_quantile` of ``pmf`` (whose P(none) ``p_zero`` then is).
+    """
+    if scale == 1.0:  # the horizon the distribution is for: its own quantile, a whole count
+        return count_quantile(pmf, n_customers, level)
+    rows = np.arange(n_customers)
+    p0 = np.clip(np.nan_to_num(np.asarray(pmf(0, rows), dtype=float)), 0.0, 1.0)
+    z = np.clip(np.asarray(p_zero, dtype=float), 0.0, 1.0)
+    out = np.zeros(n_customers)
+    pos = np.flatnonzero((z < level) & (p0 < 1.0))
+    if pos.size == 0:
+        return out
+    within = (level - z[pos]) / (1.0 - z[pos])  # the level among positive counts
+    learnt = p0[pos] + within * (1.0 - p0[pos])  # the same level in the learnt distribution
+    quantile = count_quantile(
+        lambda n, r: pmf(n, pos[r]), pos.size, np.clip(learnt, 1e-12, 1.0 - 1e-12)
+    )
+    out[pos] = quantile * scale * (1.0 - p0[pos]) / (1.0 - z[pos])
     return out
 
 

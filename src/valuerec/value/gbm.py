@@ -34,7 +34,6 @@ from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import MIN_CUSTOMERS, PowerCalibration
 from valuerec.value.counts import (
     CountPMF,
-    count_quantile,
     hurdle_pmf,
     mixture_pmf,
     zero_truncated_rate,
@@ -270,6 +269,5 @@ class LightGBMValueModel(ValueModel):
             }
         )
         found = (mixture_pmf([self._hurdle(o[0], o[1]) for o in outs]), scale)
-        out["pred_transactions_median"] = count_quantile(found[0], len(out)) * scale
-        out["p_return"] = self._return_probability(out, found, len(out))
+        self._count_columns(out, found, len(out))
         return out

@@ -75,7 +75,7 @@ from valuerec.nn.ziln import ziln_interval, ziln_loss, ziln_mean, ziln_params
 from valuerec.value.base import ValueData, ValueModel, holdout_labels
 from valuerec.value.btyd import BetaGeoFitter
 from valuerec.value.calibration import SpendCalibration
-from valuerec.value.counts import CountPMF, count_quantile, hurdle_pmf, mixture_pmf
+from valuerec.value.counts import CountPMF, hurdle_pmf, mixture_pmf
 from valuerec.value.gbm import btyd_features
 
 
@@ -515,8 +515,6 @@ class TransformerValueModel(ValueModel):
         spend = self.mean_calibration_(raw["mean"])
         out = {
             "pred_transactions": raw["rate"] * scale,
-            # computed here from the same outputs rather than by the base class (no second pass)
-            "pred_transactions_median": count_quantile(self._raw_pmf(raw), len(data.users)) * scale,
             "pred_spend": spend * scale,
             "p_alive": raw["p_return"],
         }
@@ -527,4 +525,7 @@ class TransformerValueModel(ValueModel):
         ):
             lo, hi = ziln_interval(self.interval_levels_[target], raw["p"], mu, raw["sigma"], u)
             out[lo_name], out[hi_name] = lo * scale, hi * scale
-        return pd.DataFrame(out)
+        frame = pd.DataFrame(out)
+        # from the same outputs rather than by the base class (no second pass of the network)
+        self._count_columns(frame, (self._raw_pmf(raw), scale), len(data.users))
+        return frame
