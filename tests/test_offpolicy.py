@@ -260,3 +260,69 @@ def test_simultaneous_needs_normal_intervals_and_a_family():
         ope.simultaneous([])
     with pytest.raises(ValueError, match="level"):
         ope.simultaneous([ope.ips(*args(log))], level=1.5)
+
+
+def _few_matches(matched: int, n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uniform logging over 20 actions and a deterministic target that matches ``matched`` of
+    the ``n`` logged rounds: the rare-match case where some bootstrap resamples hold none."""
+    rng = np.random.default_rng(0)
+    rewards = rng.binomial(1, 0.3, n).astype(float)
+    target = np.zeros(n)
+    target[rng.choice(n, matched, replace=False)] = 1.0
+    return rewards, np.full(n, 1 / 20), target
+
+
+def test_snips_bootstrap_is_over_the_resamples_that_have_an_estimate():
+    import warnings
+
+    from scipy import stats
+
+    r, pb, tp = _few_matches(5)
+    w = tp / pb
+    # scipy's own resamples (same seed): a few of them hold no matched round, SNIPS 0/0 there
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = stats.bootstrap(
+            (w * r, w), lambda a, b, axis=-1: a.mean(axis) / b.mean(axis), paired=True,
+            vectorized=True, n_resamples=2000, method="percentile",
+            random_state=np.random.default_rng(0),
+        ).bootstrap_distribution  # fmt: skip
+    defined = ref[np.isfinite(ref)]
+    assert 0 < ref.size - defined.size <= 0.05 * ref.size  # the case under test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning, no DegenerateDataWarning
+        got = ope.snips(r, pb, tp, interval="bootstrap", n_boot=2000, seed=0)
+    assert (got.low, got.high) == pytest.approx(tuple(np.quantile(defined, [0.025, 0.975])))
+    assert got.se == pytest.approx(defined.std(ddof=1))
+    assert 0 <= got.low <= got.estimate <= got.high <= 1
+
+
+@pytest.mark.parametrize("matched", [1, 2])
+def test_snips_bootstrap_refuses_when_few_rounds_carry_target_weight(matched):
+    r, pb, tp = _few_matches(matched)
+    for call in (ope.snips, ope.evaluate):
+        with pytest.raises(ValueError, match=rf"only {matched} of 60 rounds.*interval='normal'"):
+            call(r, pb, tp, interval="bootstrap", n_boot=500, seed=0)
+    # the delta-method interval is still there
+    assert np.isfinite(ope.snips(r, pb, tp).high)
+
+
+def test_default_reward_model_refuses_rewards_that_are_not_0_1():
+    rng = np.random.default_rng(0)
+    x, a = rng.normal(size=(60, 2)), rng.integers(0, 3, 60)
+    for r in (rng.choice([0.0, 1.0, 2.0], 60), rng.choice([0.0, 5.0, 10.0], 60)):
+        with pytest.raises(ValueError, match=r"0/1 rewards; got rewards with 3 values.*model="):
+            ope.fit_reward_model(x, a, r, 3)
+
+
+def test_a_classifier_reward_model_predicts_the_expected_reward():
+    from sklearn.dummy import DummyClassifier
+
+    rng = np.random.default_rng(0)
+    x, a = rng.normal(size=(60, 2)), rng.integers(0, 3, 60)
+    r = np.where(rng.random(60) < 0.5, 2.0, 0.0)
+    r[:5] = 1.0  # counts, mostly 0 and 2: E[r] is far from P(r = 1)
+    q = ope.fit_reward_model(x, a, r, 3, model=DummyClassifier(strategy="prior"), n_folds=1)
+    assert q == pytest.approx(np.full((60, 3), r.mean()))
+    with pytest.raises(ValueError, match=r"model= is a classifier.*not whole numbers.*regressor"):
+        ope.fit_reward_model(x, a, rng.exponential(size=60), 3, model=DummyClassifier())

@@ -434,3 +434,9 @@ def test_cli_campaign_json_without_any_true_uplift_is_strict_json(recwarn) -> No
     assert isinstance(data, dict)
     assert data["true_uplift"] == 0.0 and data["uplift_model_corr"] is None
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_cli_campaign_help_names_the_revenue_window_as_days() -> None:
+    said = " ".join(_cli("value", "campaign", "--help").stdout.split())
+    assert "90-day" not in said  # --days sets the window; 90 is only its default
+    assert "revenue per user over the --days days" in said

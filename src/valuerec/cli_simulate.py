@@ -443,10 +443,10 @@ def campaign(
 ) -> None:
     """Simulate an incentive campaign's randomised A/B test and compare targeting rules.
 
-    Reports the uplift in 90-day revenue per user with its 95% interval (and the true uplift,
-    known in the simulator), the sample size per arm for the requested power, and how much true
-    uplift targeting the top users by an uplift model (T-learner, LightGBM) captures compared
-    with targeting by predicted LTV.
+    Reports the uplift in revenue per user over the --days days from the campaign's start, with
+    its 95% interval (and the true uplift, known in the simulator), the sample size per arm for
+    the requested power, and how much true uplift targeting the top users by an uplift model
+    (T-learner, LightGBM) captures compared with targeting by predicted LTV.
     """
     from valuerec.simulate.campaign import CampaignConfig, run_campaign
 

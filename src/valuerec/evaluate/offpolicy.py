@@ -29,13 +29,15 @@ for rounds that are not independent (the positions of one slate, one user's visi
 is a ratio of means; its normal interval uses the
 delta method (influence terms ``w_i (r_i - V̂) / w̄``). ``interval="bootstrap"`` gives the
 percentile bootstrap (rounds resampled with replacement, :func:`scipy.stats.bootstrap`)
-instead, for every estimator; prefer it when rewards are rare and weights heavy-tailed.
+instead, for every estimator; prefer it when rewards are rare and weights heavy-tailed (for
+SNIPS, a resample with no round of target weight has no estimate: see :func:`snips`).
 :func:`simultaneous` widens a family of normal intervals (Bonferroni) so that they hold their
 true values all together, for claims about several policies at once.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
@@ -143,6 +145,12 @@ def _normal(
                     int(n), se, kind, level)  # fmt: skip
 
 
+# A resample may have no estimate (SNIPS on a resample holding no round with target weight is
+# 0/0). Over a small share of such resamples the interval is conditional on the estimate being
+# defined, which moves it little; beyond this share it would describe another experiment.
+MAX_UNDEFINED_SHARE = 0.05
+
+
 def _bootstrap(
     name: str,
     value: float,
@@ -151,22 +159,45 @@ def _bootstrap(
     level: float,
     n_boot: int,
     seed: int,
+    why_undefined: str = "",
 ) -> Estimate:
+    """Percentile bootstrap; ``statistic`` returns NaN for a resample with no estimate.
+
+    The interval and standard error are then taken over the resamples that have one, when
+    they are at least ``1 - MAX_UNDEFINED_SHARE`` of all; otherwise a ValueError says so
+    (``why_undefined`` explains the cause to the caller).
+    """
     _z(level)  # validates level
-    res = stats.bootstrap(
-        data,
-        statistic,
-        paired=True,
-        vectorized=True,
-        n_resamples=n_boot,
-        batch=max(1, min(n_boot, 2_000_000 // max(1, data[0].size))),  # bounded memory
-        confidence_level=level,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    ci = res.confidence_interval
-    return Estimate(name, float(value), float(ci.low), float(ci.high), int(data[0].size),
-                    float(res.standard_error), "bootstrap", level)  # fmt: skip
+    with warnings.catch_warnings():
+        # scipy warns when a NaN resample makes its interval NaN; those are handled below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            data,
+            statistic,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_boot,
+            batch=max(1, min(n_boot, 2_000_000 // max(1, data[0].size))),  # bounded memory
+            confidence_level=level,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+    low, high = res.confidence_interval
+    se = res.standard_error
+    dist = np.asarray(res.bootstrap_distribution)
+    undefined = int(np.isnan(dist).sum())
+    if undefined > MAX_UNDEFINED_SHARE * dist.size:
+        raise ValueError(
+            f"{name}: {undefined} of {dist.size} bootstrap resamples have no estimate"
+            f"{'; ' + why_undefined if why_undefined else ''}"
+        )
+    if undefined:
+        defined = dist[~np.isnan(dist)]
+        alpha = (1 - level) / 2
+        low, high = stats.quantile(defined, [alpha, 1 - alpha])  # as scipy's percentile
+        se = defined.std(ddof=1)
+    return Estimate(name, float(value), float(low), float(high), int(data[0].size),
+                    float(se), "bootstrap", level)  # fmt: skip
 
 
 def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -174,7 +205,10 @@ def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def _ratio(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
-    return num.mean(axis=axis) / den.mean(axis=axis)
+    """mean(num) / mean(den), NaN (without a warning) where every ``den`` is 0: the resample
+    holds no round with target weight and has no SNIPS estimate."""
+    top, bottom = num.mean(axis=axis), den.mean(axis=axis)
+    return np.divide(top, bottom, out=np.full_like(top, np.nan), where=bottom != 0)
 
 
 # -- estimators --------------------------------------------------------------------------------
@@ -216,14 +250,23 @@ def snips(
     """Self-normalised IPS: ``Σ w_i r_i / Σ w_i`` (Swaminathan & Joachims 2015).
 
     The normal interval comes from the delta method: the ratio's influence function is
-    ``w_i (r_i - V̂) / mean(w)``.
+    ``w_i (r_i - V̂) / mean(w)``. A bootstrap resample that holds no round with target weight
+    has no SNIPS estimate (0/0): the bootstrap interval is the percentile interval over the
+    resamples that have one, i.e. conditional on the target matching some logged round, and
+    a ValueError is raised when more than 5% of the resamples have none (too few rounds carry
+    target weight; the delta-method interval still applies).
     """
     r, w = _weights(rewards, propensities, target_probs)
     if w.sum() <= 0:
         raise ValueError("target_probs are zero on every logged action: SNIPS is undefined")
     value = float((w * r).sum() / w.sum())
     if _check_interval(interval, groups, r.size) == "bootstrap":
-        return _bootstrap("snips", value, (w * r, w), _ratio, level, n_boot, seed)
+        why = (
+            f"only {int((w > 0).sum())} of {r.size} rounds carry target weight (a resample "
+            "without any of them has no SNIPS estimate): too few for a bootstrap interval; "
+            "use interval='normal' (the delta method)"
+        )
+        return _bootstrap("snips", value, (w * r, w), _ratio, level, n_boot, seed, why)
     return _normal("snips", value, w * (r - value) / w.mean(), level, "delta", groups)
 
 
@@ -403,9 +446,11 @@ def fit_reward_model(
     in any way). Rounds are split into ``n_folds`` shuffled folds and each fold is predicted
     by models fitted on the others, so no round's prediction has seen its own reward — the
     cross-fitting that keeps DR unbiased with flexible models (Chernozhukov et al. 2018;
-    ``n_folds=1`` fits and predicts on everything). ``model`` is any scikit-learn classifier
-    (``predict_proba``, for 0/1 rewards) or regressor; default a logistic regression. A
-    training fold with a single reward value predicts that value. Returns
+    ``n_folds=1`` fits and predicts on everything). ``model`` is any scikit-learn regressor,
+    or a classifier for rewards with a few whole-number values, whose q̂ is the expected
+    reward ``Σ_c c·P(r = c)`` (for 0/1 rewards, P(r = 1)); default a logistic regression,
+    which takes 0/1 rewards only: pass a regressor for revenue or counts. A training fold
+    with a single reward value predicts that value. Returns
     ``(n_rounds, n_actions)``; pass ``q[np.arange(n), actions]`` as ``q_hat_logged`` and
     :func:`expected_reward` of it as ``q_hat_target``.
     """
@@ -421,6 +466,7 @@ def fit_reward_model(
     pos = np.zeros(r.size, dtype=np.int64) if positions is None else np.asarray(positions)
     if pos.shape != r.shape:
         raise ValueError(f"positions must have one entry per round ({r.size}), got {pos.shape}")
+    _check_reward_model(model, r)
     base = model if model is not None else LogisticRegression(max_iter=1000)
     eye = np.eye(n_actions)
     q = np.zeros((r.size, n_actions))
@@ -441,6 +487,26 @@ def fit_reward_model(
     return q
 
 
+def _check_reward_model(model: Any | None, r: np.ndarray) -> None:
+    """A classifier learns reward *classes*: the default (binary logistic) one is a model of
+    P(r = 1) and means nothing for revenue or counts, and no classifier takes continuous
+    rewards; a regressor models E[r] directly."""
+    values = np.unique(r)
+    if model is None and not np.isin(values, (0.0, 1.0)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise ValueError(
+            "the default reward model (a logistic regression) needs 0/1 rewards; got rewards "
+            f"with {values.size} values ({shown}): pass a regressor as model= "
+            "(e.g. sklearn.linear_model.Ridge()) for revenue or counts"
+        )
+    if model is not None and is_classifier(model) and (values != np.round(values)).any():
+        bad = float(values[values != np.round(values)][0])
+        raise ValueError(
+            f"model= is a classifier, but rewards are not whole numbers (e.g. {bad:g}): "
+            "pass a regressor as model= for continuous rewards"
+        )
+
+
 def _fit(base: Any, features: np.ndarray, target: np.ndarray) -> Any | None:
     if np.unique(target).size < 2:
         return None  # one reward value only: predict it (a classifier cannot be fitted)
@@ -451,5 +517,6 @@ def _predict(fitted: Any | None, features: np.ndarray, target: np.ndarray) -> np
     if fitted is None:
         return np.full(features.shape[0], target.mean() if target.size else 0.0)
     if is_classifier(fitted):
-        return fitted.predict_proba(features)[:, list(fitted.classes_).index(1)]
+        # the expected reward over the classes, not P(r = 1): the two differ for counts
+        return fitted.predict_proba(features) @ np.asarray(fitted.classes_, dtype=float)
     return fitted.predict(features)
