@@ -878,3 +878,140 @@ def test_example_users_are_scored_from_their_current_history(tmp_path: Path) -> 
         assert len(example.recs) == 2 and all(
             r.startswith("similar to ") for r in example.recs["reason"]
         )
+
+
+def test_a_month_without_events_is_shown_with_zero_events(tmp_path: Path) -> None:
+    """An outage that lost March to May must show as three empty months, in the table and the
+    chart, not vanish between February and June."""
+    months = ["2024-01", "2024-02", "2024-06", "2024-07"]
+    events = pd.DataFrame(
+        [(f"u{d % 7}", "purchase", f"{m}-{d:02d}", 10.0 + d) for m in months for d in (1, 2)],
+        columns=["user_id", "event_type", "timestamp", "value"],
+    )
+    db = tmp_path / "gap.duckdb"
+    _ingest(db, events=events)
+    page = parse(build_report([db], ReportOptions(sections=("data",))))
+    every = ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05", "2024-06", "2024-07"]
+    assert [r.key for r in page.tables["gap-months"]] == every
+    for month in ("2024-03", "2024-04", "2024-05"):
+        assert page.value("gap-months", month, "purchase") == 0
+        assert page.value("gap-months", month, "total") == 0
+    assert page.value("gap-months", "2024-06", "total") == 2
+    labels = re.findall(r"20\d\d-\d\d", svg_text(svg_of(page.figures["gap-events-by-month"])))
+    assert labels == every
+
+
+def test_an_out_path_that_cannot_be_written_is_a_clear_error_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out`` naming a folder, or a path below a file, was a traceback after the whole
+    report had been computed: now it is one ``error:`` line (exit 2) before any store is read,
+    and a failure while writing names the path as well."""
+    from valuerec.report import build as report_build
+    from valuerec.report.build import ReportError, write_report
+
+    db = tmp_path / "shop.duckdb"
+    _ingest(db, events=pd.DataFrame({"user_id": ["u1"], "event_type": "view",
+                                     "timestamp": ["2024-01-01"]}))  # fmt: skip
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+
+    def no_work(*_: object) -> None:
+        raise AssertionError("a store was evaluated before --out was checked")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(report_build, "_store_part", no_work)
+        below = f"{tmp_path / 'afile'} is not a directory"
+        for out, why in [
+            (tmp_path / "folder", "it is a directory"),
+            (tmp_path / "afile" / "report.html", below),
+            (tmp_path / "afile" / "sub" / "report.html", below),
+        ]:
+            res = runner.invoke(app, ["report", "--db", str(db), "--out", str(out)])
+            assert res.exit_code == 2, res.output
+            # the console folds long lines (paths) wherever it likes: compare without spaces
+            expected = f"error: --out: cannot write the report to {out}: {why}"
+            assert "".join(res.output.split()).startswith("".join(expected.split()))
+            assert "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder", "shop.duckdb"]
+    assert not list((tmp_path / "folder").iterdir())
+
+    def refused(*_: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(report_build.os, "replace", refused)
+    out = tmp_path / "new" / "report.html"  # a missing folder is still made, as before
+    with pytest.raises(ReportError, match=f"cannot write the report to {out}: Permission denied"):
+        write_report([db], out, ReportOptions(sections=("data",)))
+    assert not list(out.parent.iterdir())  # the temporary file is gone
+
+
+@pytest.mark.parametrize(
+    ("browsing", "last"),
+    [
+        (True, "2024-09-30 18:00"),  # views during 2023, before the first purchase
+        (False, "2024-04-11 12:00"),  # 101.5 days of purchases: half is 50 d, not 51
+    ],
+)
+def test_the_fallback_split_is_the_one_valuerec_train_makes(
+    tmp_path: Path, browsing: bool, last: str
+) -> None:
+    """The note of the value section fitted now says its holdout is shortened "as `valuerec
+    train` does": it must be train's split, so the report shows what train would save."""
+    rng = np.random.default_rng(4)
+    first = pd.Timestamp("2024-01-01")
+    ns = rng.uniform(first.value, pd.Timestamp(last).value, size=400).astype("int64")
+    stamps = pd.to_datetime(np.sort(np.r_[ns, first.value, pd.Timestamp(last).value]))
+    events = pd.DataFrame({
+        "user_id": [f"u{i % 40}" for i in range(len(stamps))], "event_type": "purchase",
+        "timestamp": stamps, "value": rng.uniform(5, 50, len(stamps)).round(2),
+    })  # fmt: skip
+    if browsing:
+        early = pd.DataFrame({"user_id": [f"u{i}" for i in range(40)], "event_type": "view",
+                              "timestamp": pd.Timestamp("2023-02-01 09:30")})  # fmt: skip
+        events = pd.concat([early, events], ignore_index=True)
+    db = tmp_path / "shop.duckdb"
+    _ingest(db, events=events)
+    with Store(db, read_only=True) as store:
+        split = report_value.default_split(store)
+    args = ["train", "--db", str(db), "--value-models", "naive", "--rec-models", ""]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    meta = ArtifactStore(default_root(str(db))).meta("value-naive")
+    ours = (pd.Timestamp(split.calibration_end), split.holdout_days)
+    assert ours == (pd.Timestamp(meta["calibration_end"]), meta["holdout_days"])
+
+
+def test_each_reason_a_recommender_is_not_shown_is_said_once(tmp_path: Path) -> None:
+    """Three views: no user has a test item on either protocol, so every model fails the same
+    way; the section said so eight times (a note joining the four, then one note each)."""
+    events = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
+                           "event_type": "view", "timestamp": ["2024-01-01", "2024-01-02",
+                                                               "2024-01-03"]})  # fmt: skip
+    db = tmp_path / "views.duckdb"
+    _ingest(db, events=events)
+    page = parse(build_report([db], ReportOptions(sections=("recommendations",))))
+    why = "no user has a test item"
+    said = [n for n in page.notes if why in n]
+    assert len(said) == 1 and said[0].count(why) == 1, said
+    for name in ("popularity", "ease"):
+        for protocol in ("random-split", "leave-one-out"):
+            assert f"{name} ({protocol})" in said[0]
+    assert any(n.startswith("No protocol could be evaluated") for n in page.notes)
+
+
+def test_example_history_heading_counts_distinct_items_and_interactions(tmp_path: Path) -> None:
+    """The history table lists each item once: a user with 6 interactions with 3 items has 3
+    rows, and the heading must not read as if 3 of 6 rows were left out."""
+    rows = [(f"u{u}", f"i{(u + j) % 8}", "view", f"2024-01-{u + 2 * j + r + 1:02d}")
+            for u in range(12) for j in range(3) for r in range(2)]  # fmt: skip
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
+    db = tmp_path / "again.duckdb"
+    _ingest(db, events=events)
+    options = ReportOptions(sections=("recommendations",), rec_models="popularity")
+    html = build_report([db], options)
+    found = re.findall(r'id="again-example-\d+-history".*?<caption>([^<]*)</caption>', html, re.S)
+    assert found
+    for caption in found:  # every user viewed 3 items twice each
+        assert re.fullmatch(r"User u\d+: 3 most recent of 3 distinct items \(6 interactions\)",
+                            squash(caption)), caption  # fmt: skip

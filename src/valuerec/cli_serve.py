@@ -59,6 +59,13 @@ KeysOption = Annotated[
 MAX_HOLDOUT_DAYS = 273
 
 
+def default_holdout_days(span_days: float) -> int:
+    """``train``'s value holdout for a log spanning ``span_days`` (exposures aside): half of
+    it, so that calibration is never the shorter period, at most :data:`MAX_HOLDOUT_DAYS`.
+    The report's fallback fit uses it too."""
+    return max(1, min(MAX_HOLDOUT_DAYS, int(span_days // 2)))
+
+
 def _settings(config: Path | None) -> ServeSettings:
     try:
         return load_settings(config)
@@ -205,8 +212,7 @@ def train(
     if value_names and purchases == 0:
         out.print("no purchase events in the store: value models skipped")
     elif value_names:
-        default = max(1, min(MAX_HOLDOUT_DAYS, int(span // 2)))
-        holdout = holdout_days if holdout_days is not None else default
+        holdout = holdout_days if holdout_days is not None else default_holdout_days(span)
         heading(f"value models ({holdout}-day holdout)")
         # `value fit` knows only the built-in exposure type: when the configured ones move
         # the end of the log, give it the cut-off they imply (else its own default, which

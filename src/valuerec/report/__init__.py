@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ReportError", "ReportOptions", "build_report", "write_report"]
+__all__ = ["OutPathError", "ReportError", "ReportOptions", "build_report", "write_report"]
 
 
 def __getattr__(name: str) -> Any:

@@ -33,13 +33,17 @@ from .recs import PeerRun, evaluate_recommenders, parse_models, read_peer
 from .summary import summarise
 from .value import NotApplicable, evaluate_models
 
-__all__ = ["ReportError", "ReportOptions", "build_report", "write_report"]
+__all__ = ["OutPathError", "ReportError", "ReportOptions", "build_report", "write_report"]
 
 Step = Callable[[str], object]
 
 
 class ReportError(RuntimeError):
     """The report cannot be built at all (no store at a path, unreadable peer file...)."""
+
+
+class OutPathError(ReportError):
+    """The report cannot be written where it was asked to be (``--out``)."""
 
 
 @dataclass
@@ -207,6 +211,30 @@ def _renamed(part: StorePart, new_id: str) -> StorePart:
     return StorePart(new_id, part.label, part.path, part.sections)
 
 
+def _out_target(out: str | os.PathLike[str]) -> Path:
+    """The absolute path to write the report to, checked without writing anything.
+
+    A folder, or a path below a file, can never be written: say so before the stores are
+    evaluated (minutes on a large store), not after. Missing folders are fine, they are made
+    when the report is written.
+
+    Raises:
+        OutPathError: ``out`` is a directory, or an existing part of its folder is not one.
+    """
+    target = Path(out).expanduser().resolve()
+    if target.is_dir():
+        raise OutPathError(
+            f"cannot write the report to {target}: it is a directory "
+            f"(give a file's path, such as {target / 'report.html'})"
+        )
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutPathError(f"cannot write the report to {target}: {folder} is not a directory")
+    return target
+
+
 def write_report(
     dbs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -216,21 +244,30 @@ def write_report(
     """Build the report and write it to ``out`` atomically; returns the absolute path.
 
     Written to a temporary file beside ``out`` and renamed into place, so a browser that has
-    the old report open never reads half a new one.
+    the old report open never reads half a new one. Missing folders of ``out`` are made.
+
+    Raises:
+        OutPathError: ``out`` is a directory, lies below a file (both found before any store
+            is read), or writing it failed (permissions, a full disk...).
+        ReportError: see :func:`build_report`.
     """
     started = time.perf_counter()
+    target = _out_target(out)
     html = build_report(dbs, options, step)
-    target = Path(out).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
     # not mkstemp: its 0600 mode would keep the report from the people it is written for
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(html)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a read-only folder, a full disk: no traceback
+            raise OutPathError(
+                f"cannot write the report to {target}: {exc.strerror or exc}"
+            ) from None
         raise
     step(f"written in {time.perf_counter() - started:.1f} s")
     return target

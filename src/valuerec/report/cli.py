@@ -62,7 +62,7 @@ def report(
 
     Prints the path of the written file (only that, on stdout, so scripts can use it).
     """
-    from valuerec.report.build import ReportError, ReportOptions, write_report
+    from valuerec.report.build import OutPathError, ReportError, ReportOptions, write_report
 
     env_db = os.environ.get("VALUEREC_DB")
     options = ReportOptions(
@@ -77,6 +77,8 @@ def report(
                 options,
                 step=lambda s: bar.update(task, description=s),
             )
+        except OutPathError as exc:
+            raise fail(f"--out: {exc}") from None
         except ReportError as exc:
             raise fail(str(exc)) from None
     out.print(str(path), highlight=False, soft_wrap=True)

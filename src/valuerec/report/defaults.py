@@ -12,11 +12,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from valuerec import cli_recommend, cli_value
+from valuerec import cli_recommend, cli_serve, cli_value
 
 __all__ = [
     "REC_K",
     "REC_MODELS",
+    "TRAIN_MAX_HOLDOUT_DAYS",
     "VALUE_FALLBACK_MODELS",
     "VALUE_FEATURED_MODEL",
     "VALUE_HOLDOUT_DAYS",
@@ -32,8 +33,10 @@ def _default(command: Callable[..., Any], parameter: str) -> Any:
     return value
 
 
-#: label window of ``valuerec value fit`` (days); the fallback fit uses it for long logs
+#: label window of ``valuerec value fit`` (days)
 VALUE_HOLDOUT_DAYS: int = _default(cli_value.fit, "holdout_days")
+#: the longest label window ``valuerec train`` gives by default (half the log, at most this)
+TRAIN_MAX_HOLDOUT_DAYS: int = cli_serve.MAX_HOLDOUT_DAYS
 #: share of customers ``valuerec value fit`` holds out for scoring
 VALUE_TEST_FRACTION: float = _default(cli_value.fit, "test_fraction")
 #: the model ``valuerec value segments`` uses when none is named

@@ -77,6 +77,7 @@ class ExampleUser:
 
     user_id: str
     interactions: int
+    items: int  # distinct items among the interactions (the history lists each item once)
     history: pd.DataFrame  # timestamp, event_type, item_id, title (newest first)
     recs: pd.DataFrame  # rank, item_id, title, score, reason
 
@@ -248,6 +249,7 @@ def _examples(
             ExampleUser(
                 user_id=user,
                 interactions=len(mine),
+                items=int(mine["item_id"].nunique()),
                 history=history,
                 recs=pd.DataFrame(
                     {
@@ -302,8 +304,8 @@ def evaluate_recommenders(
         "`valuerec recommend evaluate` computes them: fitted on the train part, test part "
         "ranked against the whole catalogue with the user's train and validation items masked."
     ]
-    if not protocols:
-        notes.append("No protocol could be evaluated: " + "; ".join(skipped.values()))
+    if not protocols:  # the section notes each distinct reason once, below this one
+        notes.append("No protocol could be evaluated.")
     shape = (inter.n_users, inter.n_items, len(inter))
     if peer and shape != PEER_DATA_SHAPE:
         notes.append(

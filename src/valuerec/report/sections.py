@@ -389,8 +389,8 @@ def _beyond_table(sid: str, ev: RecEvaluation) -> Table:
 def _example_tables(sid: str, i: int, user: ExampleUser) -> list[Table]:
     history = Table(
         f"{sid}-example-{i}-history",
-        f"User {user.user_id}: {min(len(user.history), user.interactions)} most recent of "
-        f"{user.interactions:,} interactions",
+        f"User {user.user_id}: {len(user.history)} most recent of {user.items:,} distinct "
+        f"items ({user.interactions:,} interactions)",
         ["when", "event", "item", "title"],
         [
             [
@@ -440,8 +440,12 @@ def recommendations_section(sid: str, ev: RecEvaluation) -> Section:
             "Peer rows: RecBole's own trainer and evaluator on the same splits "
             "(benchmarks/peers); a peer model of the same name may be tuned differently."
         )
+    # one note per reason: on a tiny store every model fails on every protocol alike
+    by_reason: dict[str, list[str]] = {}
     for what, why in ev.skipped.items():
-        section.notes.append(f"{what} not shown: {why}.")
+        by_reason.setdefault(why, []).append(what)
+    for why, whats in by_reason.items():
+        section.notes.append(f"{', '.join(whats)} not shown: {why}.")
     for protocol in PROTOCOLS:
         if protocol in ev.protocols:
             section.blocks.append(_rec_table(sid, ev, protocol))

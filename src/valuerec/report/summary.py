@@ -19,7 +19,8 @@ __all__ = ["DataSummary", "summarise"]
 
 @dataclass
 class DataSummary:
-    """``stats``: :meth:`Store.stats`; ``by_month``: months x event types, event counts."""
+    """``stats``: :meth:`Store.stats`; ``by_month``: months x event types, event counts, with
+    every month between the first and the last (0 where a month has no events)."""
 
     stats: dict[str, Any]
     by_month: pd.DataFrame
@@ -51,6 +52,10 @@ def summarise(store: Store) -> DataSummary:
         order = list(stats["events_by_type"])  # most frequent type first, as `stats` prints
         by_month = by_month[[c for c in order if c in by_month.columns]]
         by_month.index = pd.to_datetime(by_month.index)
+        # every month from first to last, a month without events as a row of zeros: a gap in
+        # the log (an outage, a lost file) is what the table and the chart must show
+        every = pd.date_range(by_month.index.min(), by_month.index.max(), freq="MS")
+        by_month = by_month.reindex(every, fill_value=0).rename_axis("month")
     (purchasers,) = store.con.execute(
         "SELECT count(DISTINCT user_id) FROM events WHERE event_type = 'purchase'"
     ).fetchone()

@@ -9,10 +9,10 @@ Where the figures come from, in order of preference:
    metadata stores metrics and deciles but not per-customer predictions, and the gain, ROC and
    scatter charts need those, so re-predicting is unavoidable; the re-computed metrics are
    checked against the stored ones and a mismatch is reported, never hidden.
-2. **Nothing saved** (or nothing scored): the cheap baselines are fitted now, on the same kind
-   of split ``value fit`` makes by default (the last ``holdout_days`` of the log, 20 % of
-   customers held out by the same hash; half the log for a short one, see
-   :func:`default_split`), and the report says which.
+2. **Nothing saved** (or nothing scored): the cheap baselines are fitted now, on the split
+   ``valuerec train`` makes by default (the last half of the log, at most ``value fit``'s
+   default window, see :func:`default_split`; 20 % of customers held out by the same hash),
+   and the report says which.
 
 Supervised models learn from the training customers' holdout labels, so scoring on held-out
 customers only is what keeps the comparison honest (see :mod:`valuerec.cli_value`).
@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from valuerec.artifacts import ArtifactStore, data_fingerprint
+from valuerec.cli_serve import default_holdout_days
 from valuerec.cli_value import ARTIFACT_PREFIX, SPLIT_SALT, holdout_customers
 from valuerec.data.store import Store
 from valuerec.evaluate.value import ValueReport, evaluate_value, paired_bootstrap, top_share
@@ -45,14 +46,16 @@ from valuerec.features.split import (
     log_end,
     to_timestamp,
 )
+from valuerec.serve.config import EventRoles
+from valuerec.serve.repository import Repository
 from valuerec.value.base import ValueModel, value_data
 from valuerec.value.registry import MODELS, make_model
 from valuerec.value.segments import segment_summary, segment_users
 
 from .defaults import (
+    TRAIN_MAX_HOLDOUT_DAYS,
     VALUE_FALLBACK_MODELS,
     VALUE_FEATURED_MODEL,
-    VALUE_HOLDOUT_DAYS,
     VALUE_TEST_FRACTION,
 )
 
@@ -199,15 +202,15 @@ def _from_artifacts(
 
 
 def default_split(store: Store) -> TemporalSplit:
-    """The default holdout window of ``value fit`` at the end of the log, except that a log
-    shorter than twice that window gets half the log as holdout (the rule ``valuerec train``
-    applies, not ``value fit``'s), so that the calibration period is never the shorter one.
+    """The split ``valuerec train`` makes by default: half the log as holdout, at most
+    :data:`TRAIN_MAX_HOLDOUT_DAYS` (``value fit``'s default window), so that the calibration
+    period is never the shorter one; the log's span is train's, every event but exposures.
+
+    The span and the halving are ``train``'s own code (:meth:`Repository.log_span_days`,
+    with the default event roles, and :func:`~valuerec.cli_serve.default_holdout_days`).
     """
-    first, last = store.con.execute(
-        "SELECT min(timestamp), max(timestamp) FROM events WHERE event_type = 'purchase'"
-    ).fetchone()
-    span = (pd.Timestamp(last) - pd.Timestamp(first)).days + 1
-    holdout = max(1, min(VALUE_HOLDOUT_DAYS, span // 2))
+    span = Repository(store, EventRoles().exposure).log_span_days()
+    holdout = default_holdout_days(span)
     return TemporalSplit.last_days(store, holdout)
 
 
@@ -236,9 +239,10 @@ def _fit_now(store: Store, root: str, step: Step, skipped: dict[str, str]) -> _P
         models[name] = (model, None, time.perf_counter() - started, None)
     shortened = (
         ""
-        if split.holdout_days == VALUE_HOLDOUT_DAYS
-        else f" (shortened from {VALUE_HOLDOUT_DAYS} days to half the log's purchase span, "
-        "as `valuerec train` does, so that the calibration period is not the shorter one)"
+        if split.holdout_days == TRAIN_MAX_HOLDOUT_DAYS
+        else f" (shortened from {TRAIN_MAX_HOLDOUT_DAYS} days to half the log's span, "
+        "exposures aside, as `valuerec train` does, so that the calibration period is not "
+        "the shorter one)"
     )
     note = (
         f"No scored value-model artifacts in {root}: the baselines "
