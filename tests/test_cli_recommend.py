@@ -457,3 +457,71 @@ def test_ties_reasons_pools_and_model_names_agree_between_cli_and_api(tmp_path):
         assert [r["item_id"] for r in cli("ease", 12, "--value-weight", "2")] == blended
     for spelling in ("EASE", "rec-ease", " ease"):
         assert [r["item_id"] for r in cli(spelling, 5)] == [r["item_id"] for r in cli("ease", 5)]
+
+
+def test_temporal_cuts_that_leave_no_training_data_are_one_clear_error(tmp_path):
+    """A one-day export under `--protocol temporal`: the quantile cuts equal the only
+    timestamp, so training is empty. Every model failed with "no interactions to learn from"
+    (exit 1) on a store of 40 purchases; now the split itself is refused, naming the cuts."""
+    path = tmp_path / "sameday.duckdb"
+    events = pd.DataFrame({"user_id": [f"u{i % 8}" for i in range(40)],
+                           "item_id": [f"i{i % 5}" for i in range(40)],
+                           "event_type": "purchase", "timestamp": "2024-01-01"})  # fmt: skip
+    with Store(path) as store:
+        ingest(store, events, "events")
+    res = _run("evaluate", "--db", str(path), "--protocol", "temporal",
+               "--models", "popularity,ease")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "no interactions to learn from" not in res.output
+    assert "no training interaction" in res.output and "2024-01-01" in res.output
+
+
+def test_similar_for_a_known_item_with_no_other_item_is_an_empty_list(tmp_path):
+    """A store of one item: the model knows it but has nothing to compare it with.
+    `similar` called it "unknown" (exit 2), unlike the API, which answers an empty list."""
+    path = tmp_path / "single.duckdb"
+    events = pd.DataFrame({"user_id": [f"u{i}" for i in range(6)], "item_id": "only",
+                           "event_type": "purchase",
+                           "timestamp": [f"2024-01-0{i + 1}" for i in range(6)]})  # fmt: skip
+    with Store(path) as store:
+        ingest(store, events, "events")
+    assert _run("fit", "--db", str(path), "--models", "ease").exit_code == 0
+    res = _run("similar", "only", "--db", str(path), "--model", "ease", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == []
+    table = _run("similar", "only", "--db", str(path), "--model", "ease")
+    assert table.exit_code == 0, table.output
+    assert "unknown" not in table.output and "no other item" in table.output
+    unknown = runner.invoke(app, ["recommend", "similar", "nope", "--db", str(path)])
+    assert unknown.exit_code == 2 and "unknown item 'nope'" in unknown.output
+
+
+def test_content_serves_a_history_of_items_without_text_cold(tmp_path, monkeypatch):
+    """`for` a user whose only item has no text: the content model scored every item 0 and
+    listed index order, "similar to" that item; it is served the popularity fallback, flagged
+    cold and told so. `similar` of that item lists nothing (it has no content)."""
+    from valuerec.recommend import content
+
+    def two_words(texts: list[str]) -> np.ndarray:  # the sentence model's stand-in
+        vec = np.array([[t.count("space") + 0.1, t.count("pig")] for t in texts], np.float32)
+        return vec / np.linalg.norm(vec, axis=1, keepdims=True)
+
+    monkeypatch.setattr(content, "minilm_embed", two_words)
+    path = str(tmp_path / "mute.duckdb")
+    items = pd.DataFrame({"item_id": ["a", "b", "c", "mute"],
+                          "title": ["space one", "space two", "pig", None]})  # fmt: skip
+    bought = [("u1", "c"), ("u2", "c"), ("u3", "c"), ("u1", "b"), ("u2", "b"), ("u1", "a"),
+              ("m", "mute")]  # fmt: skip
+    events = pd.DataFrame(bought, columns=["user_id", "item_id"]).assign(
+        event_type="purchase", timestamp="2024-01-01"
+    )
+    with Store(path) as store:
+        ingest(store, items, "items")
+        ingest(store, events, "events")
+    assert _run("fit", "--db", path, "--models", "content").exit_code == 0
+    rows = json.loads(_run("for", "m", "--db", path, "--model", "content", "--json").stdout)
+    assert [r["item_id"] for r in rows] == ["c", "b", "a"]  # by popularity, mute left out
+    assert all(r["cold_start"] for r in rows)
+    assert {r["reason"] for r in rows} == {"popular with everyone (new user)"}
+    res = _run("similar", "mute", "--db", path, "--model", "content", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout) == []

@@ -141,10 +141,9 @@ def test_an_item_without_text_has_no_content():
     emb = dict(zip(model.item_ids_, model.item_embeddings_, strict=True))
     assert not emb["blank1"].any() and not emb["blank2"].any() and not emb["ghost"].any()
     assert emb["a"].any()
-    sim = model.similar_items("blank1", k=3)
-    assert (sim["score"] == 0).all()
-    rec = model.recommend(["u"], k=3)  # u's only item has no text: nothing is "like" it
-    assert (rec["score"] == 0).all()
+    # no neighbour: the zero-score list of the first items in index order was arbitrary
+    assert model.similar_items("blank1", k=3).empty
+    assert model.similar_items("ghost", k=3).empty
     with pytest.raises(ValueError, match="no item of the catalogue has any"):
         ContentRecommender(items=items.assign(title=None), embed=_length_embed).fit(log)
 
@@ -165,3 +164,53 @@ def test_a_hybrid_with_a_content_member_keeps_to_the_logs_items():
     for weights in ([0.0, 0.0], [1.0, -1.0], [1.0], [np.nan, 1.0]):
         with pytest.raises(ValueError, match="weights must be"):
             HybridRecommender([PopularityRecommender(), PopularityRecommender()], weights).fit(LOG)
+
+
+NOTEXT_ITEMS = pd.DataFrame(
+    {
+        "item_id": ["a", "b", "c", "d", "mute1", "mute2"],
+        "title": ["Space war", "Space war sequel", "Funny pig", "Funny toys", None, None],
+        "category": ["Sci-Fi", "Sci-Fi", "Comedy", "Comedy", None, None],
+    }
+)
+# popularity: d 4 users, c 3, b 2, a 1, mute1 1, mute2 1
+NOTEXT_LOG = pd.DataFrame(
+    [("u1", "d"), ("u2", "d"), ("u3", "d"), ("u4", "d"), ("u1", "c"), ("u2", "c"),
+     ("u3", "c"), ("u1", "b"), ("u2", "b"), ("u2", "a"), ("mute", "mute1"), ("u4", "mute2")],
+    columns=["user_id", "item_id"],
+)  # fmt: skip
+
+
+def test_items_without_text_are_no_neighbours_of_anything():
+    """A text-less item's neighbours were the first items in index order at score 0, and it
+    was itself a neighbour (score 0) of every item with text, ahead of those with a negative
+    cosine. It has no content, so it is nobody's neighbour and has none."""
+    model = ContentRecommender(items=NOTEXT_ITEMS, embed=genre_embed).fit(NOTEXT_LOG)
+    assert model.similar_items("mute1", k=5).empty
+    sim = model.similar_items("a", k=5)
+    assert list(sim["similar_item_id"]) == ["b", "c", "d"]  # every item with text, no mute*
+    assert sim["score"].tolist() == pytest.approx([1.0, 0.0, 0.0])
+
+
+def test_a_history_of_items_without_text_is_served_cold():
+    """A history made only of text-less items has a zero profile: every item scored 0, and
+    the list was index order (a, b, c, d), flagged warm. It now gets the popularity fallback,
+    flagged cold, as a history of unknown items does; the seen item stays out."""
+    model = ContentRecommender(items=NOTEXT_ITEMS, embed=genre_embed).fit(NOTEXT_LOG)
+    popular = ["d", "c", "b"]
+    rec = model.recommend(["x"], k=3, histories={"x": ["mute1"]})
+    assert list(rec["item_id"]) == popular and rec["cold_start"].all()
+    assert rec["score"].tolist() == [4.0, 3.0, 2.0]
+    trained = model.recommend(["mute"], k=3)  # a training user with only mute1
+    assert list(trained["item_id"]) == popular and trained["cold_start"].all()
+    fresh = model.recommend(["y"], k=6, histories={"y": ["mute1", "mute2"]})
+    assert {"mute1", "mute2"}.isdisjoint(fresh["item_id"]) and fresh["cold_start"].all()
+    # one item with text is enough to be served by content
+    warm = model.recommend(["z"], k=2, histories={"z": ["mute1", "a"]})
+    assert list(warm["item_id"]) == ["b", "c"] and not warm["cold_start"].any()
+    # the evaluator's scores and score() say the same
+    mute = model.user_ids_.get_loc("mute")
+    np.testing.assert_allclose(model.score_users(np.array([mute]))[0], model.popularity_)
+    scored = model.score("mute", ["d", "a"])
+    assert scored["score"].tolist() == [4.0, 1.0] and scored["cold_start"].all()
+    np.testing.assert_allclose(model.score_histories([["mute2"]])[0], model.cold_start_scores())

@@ -558,3 +558,50 @@ def test_temporal_cuts_given_as_epoch_seconds_are_seconds():
     numbers = Interactions.from_frame(frame.assign(timestamp=frame.timestamp.astype("int64")))
     with pytest.raises(ValueError, match="valid_start '2020-02-01' is no number"):
         temporal_split(numbers, *cuts)
+
+
+def test_temporal_protocol_whose_cuts_leave_no_training_data_says_so() -> None:
+    """A one-day export (every timestamp equal), or 80% of the rows on the first timestamp:
+    the 80% / 90% quantile cuts equal the earliest time, nothing is before them, and every
+    model then failed with "no interactions to learn from" on a store full of them."""
+    same_day = frame([(f"u{i % 8}", f"i{i % 5}", 0.0) for i in range(40)])
+    same_day["timestamp"] = pd.Timestamp("2024-01-01")
+    with pytest.raises(ValueError) as err:
+        protocol_split(Interactions.from_frame(same_day), "temporal")
+    message = str(err.value)
+    assert "2024-01-01" in message and "no training interaction" in message
+    assert "40 of 40" in message and "random-split" in message
+    early = frame([(f"u{i % 8}", f"i{i % 5}", 0.0 if i < 37 else float(i)) for i in range(40)])
+    with pytest.raises(ValueError, match=r"cuts \(80%/90% quantiles\) at 0 and 0\b.*37 of 40"):
+        protocol_split(Interactions.from_frame(early), "temporal")
+    # an explicit cut before every row stays allowed: the caller chose it
+    assert temporal_split(Interactions.from_frame(early), -1, 0).sizes()["train"] == 0
+
+
+def test_interactions_from_store_default_to_the_interest_types(store: Store) -> None:
+    """`Interactions.from_store(store)` read every event type: a model learned from dislikes
+    and logged exposures, which `recommend fit/evaluate` leave out, and a user with only a
+    dislike was served as a fan of that item. The default is now the CLI's interest types;
+    ``ALL_EVENT_TYPES`` still reads everything."""
+    from valuerec.cli_recommend import _interactions
+
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "hater", "u2", "u3"],
+            "item_id": ["a", "b", "a", "c", "d", "e"],
+            "event_type": ["purchase", "view", "rating", "dislike", "exposure", "not_interested"],
+            "timestamp": pd.date_range("2024-01-01", periods=6, freq="D"),
+        }
+    )
+    ingest(store, events, "events")
+    inter = Interactions.from_store(store)
+    assert list(inter.user_ids) == ["u1", "u2"] and list(inter.item_ids) == ["a", "b"]
+    assert inter.nnz == 3
+    cli = _interactions(store, None)  # what `recommend fit` and `evaluate` learn from
+    assert cli.matrix.toarray().tolist() == inter.matrix.toarray().tolist()
+    from valuerec.evaluate.ranking import ALL_EVENT_TYPES, interest_types
+
+    assert interest_types(store) == ["purchase", "rating", "view"]
+    everything = Interactions.from_store(store, event_types=ALL_EVENT_TYPES)
+    assert list(everything.user_ids) == ["hater", "u1", "u2", "u3"] and everything.nnz == 6
+    assert Interactions.from_store(store, event_types=["dislike"]).nnz == 1

@@ -32,8 +32,9 @@ from valuerec.cli_common import (
     say_error,
     warn,
 )
+from valuerec.data.schema import one_id
 from valuerec.data.store import Store, default_db_path, redact
-from valuerec.evaluate.ranking import Interactions, protocol_split
+from valuerec.evaluate.ranking import Interactions, interest_types, protocol_split
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because, item_titles
 from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
@@ -112,14 +113,6 @@ def item_interactions(store: Store, event_types: list[str] | None = None) -> int
     params = [] if event_types is None else [list(event_types)]
     sql = f"SELECT count(*) AS n FROM events WHERE item_id IS NOT NULL{kinds}"
     return int(store.query(sql, params)["n"][0])
-
-
-def interest_types(store: Store) -> list[str]:
-    """The store's event types that the default serving roles call interest: what
-    recommenders learn from and are scored on unless told otherwise (every type but
-    exposures, which the server logs as what a user was shown, and dislikes)."""
-    stored = store.query("SELECT DISTINCT event_type FROM events ORDER BY 1")["event_type"]
-    return EventRoles().positive_types(stored)
 
 
 def _interactions(store: Store, event_types: str | None) -> Interactions:
@@ -262,11 +255,13 @@ def _reasons(
     model: Recommender, history: tuple[str, ...], rec: pd.DataFrame, titles: dict[str, str]
 ) -> list[str]:
     """For each item, the history item it is most similar to ("because you liked X"); users
-    served cold (no history item the model knows) are told so."""
+    served cold (no history item the model knows, or none it can use: content's items
+    without text) are told so."""
     seen = model.item_ids_.get_indexer(list(dict.fromkeys(history)))
     seen = seen[seen >= 0]
     items = model.item_ids_.get_indexer(rec["item_id"])
-    return because(model, seen if len(seen) else None, items, titles)
+    cold = not len(seen) or bool(rec["cold_start"].any())
+    return because(model, None if cold else seen, items, titles)
 
 
 def _current(db: str, user_id: str) -> tuple[tuple[str, ...], set[str]]:
@@ -446,20 +441,27 @@ def similar(
     db: DbOption = default_db_path(),
     as_json: JsonOption = False,
 ) -> None:
-    """Items most similar to an item, by the model's own notion of similarity."""
+    """Items most similar to an item, by the model's own notion of similarity; none (an
+    empty list) when the model has no other item to compare it with."""
     rec_model = _load(db, model)
+    # unknown is by the model's vocabulary, as the API decides: an empty answer is also what
+    # a known item gets when there is nothing to compare it with (a one-item catalogue)
+    if rec_model.item_ids_.get_indexer([one_id(item_id)])[0] < 0:
+        raise fail(f"unknown item {item_id!r} for model {model}")
     with open_store(db, must_exist=True) as store:
         hidden = Repository(store).hidden_items()  # as the server leaves them out
     # -k below 1: a usage error already; asked for more so that k remain once hidden go
     sim = rec_model.similar_items(item_id, k=k + len(hidden))
-    if sim.empty:
-        raise fail(f"unknown item {item_id!r} for model {model}")
     sim = sim.loc[~sim["similar_item_id"].isin(hidden)].head(k).reset_index(drop=True)
     sim["rank"] = np.arange(1, len(sim) + 1)
     titles = _titles(db)
     sim["title"] = sim["similar_item_id"].map(titles)
     if as_json:
         print_json(sim.astype(object).where(sim.notna(), None).to_dict(orient="records"))
+        return
+    if sim.empty:
+        alone = " (the model knows no other item)" if len(rec_model.item_ids_) < 2 else ""
+        out.print(f"{model}: no item similar to {item_id}{alone}")
         return
     title = titles.get(item_id)
     table = Table(title=f"{model}: items similar to {item_id}" + (f" ({title})" if title else ""))

@@ -58,6 +58,7 @@ from valuerec.features.split import TimeLike, to_timestamp
 
 __all__ = [
     "ACCURACY_METRICS",
+    "ALL_EVENT_TYPES",
     "PROTOCOLS",
     "Interactions",
     "RankingReport",
@@ -66,6 +67,7 @@ __all__ = [
     "evaluate_scores",
     "exposure_gini",
     "has_targets",
+    "interest_types",
     "leave_one_out",
     "protocol_split",
     "random_split",
@@ -83,12 +85,29 @@ BEYOND_METRICS = ("coverage", "novelty", "avg_popularity", "exposure_gini")
 FRAME_COLUMNS = ("user", "item", "timestamp")
 STAGES = ("valid", "test")
 
+#: ``Interactions.from_store(store, event_types=ALL_EVENT_TYPES)`` reads every event type,
+#: exposures and dislikes included (the default reads the interest types only)
+ALL_EVENT_TYPES = "*"
+
 # Users are scored in batches of at most this many score cells (users x items), which bounds
 # the memory of the few batch-sized arrays (scores, masks, targets) whatever the catalogue.
 _BATCH_CELLS = 1 << 23
 
 
 # ------------------------------------------------------------------------- interactions
+
+
+def interest_types(store: Store) -> list[str]:
+    """The store's event types that the default serving roles call interest: what
+    recommenders learn from and are scored on unless told otherwise (``recommend fit`` and
+    ``evaluate``, ``train``, the report, :meth:`Interactions.from_store`): every type but
+    exposures, which the server logs as what a user was shown, and dislikes."""
+    # the roles are defined once, with the server's settings; imported here, where they are
+    # used, so that the evaluator does not load the serving package at import
+    from valuerec.serve.config import EventRoles
+
+    stored = store.query("SELECT DISTINCT event_type FROM events ORDER BY 1")["event_type"]
+    return EventRoles().positive_types(stored)
 
 
 def _binary_csr(
@@ -285,8 +304,16 @@ class Interactions:
         return cls(user_vocab, item_vocab, mat, out)
 
     @classmethod
-    def from_store(cls, store: Store, event_types: Sequence[str] | None = None) -> Interactions:
-        """Interactions from the store's events (optionally only some event types).
+    def from_store(
+        cls, store: Store, event_types: Sequence[str] | str | None = None
+    ) -> Interactions:
+        """Interactions from the store's events of ``event_types``.
+
+        By default (None) the interest types (:func:`interest_types`), as ``valuerec
+        recommend fit`` and ``evaluate`` read them: a dislike or a logged exposure is not
+        interest, and a model that learned from them served a user who disliked an item as
+        its fan. :data:`ALL_EVENT_TYPES` (``"*"``) reads every type; one type or a list of
+        types reads those only.
 
         Events are ordered by user, time and item id first, so that equal timestamps (MovieLens
         users rate many films in the same second) are broken the same way on every run:
@@ -296,7 +323,9 @@ class Interactions:
         every column then a pandas sort took 8.4 s and +2.5 GB on 5.6M events.
         """
         where, params = ["item_id IS NOT NULL"], []
-        if event_types is not None:
+        if event_types is None:
+            event_types = interest_types(store)
+        if not (isinstance(event_types, str) and event_types.strip() == ALL_EVENT_TYPES):
             where.append("event_type IN (SELECT unnest(?::VARCHAR[]))")
             params.append(event_type_list(event_types))
         events = store.query(
@@ -541,7 +570,13 @@ PROTOCOLS = ("random-split", "leave-one-out", "temporal")
 def protocol_split(inter: Interactions, protocol: str) -> Split:
     """The split a named protocol makes (what ``valuerec recommend evaluate --protocol`` and
     the report use): per-user random 80/10/10 (seed 0), leave-one-out by time, or global time
-    cuts at the 80% and 90% quantiles of the timestamps."""
+    cuts at the 80% and 90% quantiles of the timestamps.
+
+    The temporal cuts are an error when they leave training empty: when 80% or more of the
+    interactions share the earliest timestamp (a one-day export), both quantiles are that time
+    and nothing is before them. Every model then failed on its own with "no interactions to
+    learn from", blaming a store full of them; the error names the cuts and the cause.
+    """
     if protocol == "random-split":
         return random_split(inter, seed=0)
     if protocol == "leave-one-out":
@@ -550,8 +585,28 @@ def protocol_split(inter: Interactions, protocol: str) -> Split:
         # cuts of the timestamps' own kind: numbers stay numbers (temporal_split compares
         # number timestamps with number cuts only)
         times = pd.Series(_times(inter.frame["timestamp"]))
-        return temporal_split(inter, times.quantile(0.8), times.quantile(0.9))
+        valid_start, test_start = times.quantile(0.8), times.quantile(0.9)
+        split = temporal_split(inter, valid_start, test_start)
+        if len(split.train) == 0 and len(inter):
+            first = times.min()
+            raise ValueError(
+                f"the temporal protocol's cuts (80%/90% quantiles) at {_time_text(valid_start)} "
+                f"and {_time_text(test_start)} leave no training interaction: "
+                f"{int((times == first).sum())} of {len(times)} interactions are at the "
+                f"earliest time, {_time_text(first)}, and training takes only those before the "
+                "first cut; use the random-split or leave-one-out protocol"
+            )
+        return split
     raise ValueError(f"unknown protocol {protocol!r}: {', '.join(PROTOCOLS)}")
+
+
+def _time_text(value: Any) -> str:
+    """A cut or timestamp as a message shows it: ``2024-01-01`` for a midnight, ``0`` for a
+    number (not ``0.0`` or ``2024-01-01 00:00:00``)."""
+    if isinstance(value, pd.Timestamp | np.datetime64):
+        stamp = pd.Timestamp(value)
+        return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
+    return np.format_float_positional(float(value), trim="-")  # epoch seconds in full
 
 
 # ------------------------------------------------------------------------------ ranking

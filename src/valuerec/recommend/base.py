@@ -247,6 +247,13 @@ class Recommender(BaseEstimator, ABC):
             out[cold] = self.cold_start_scores()
         return out
 
+    def _cold_histories(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Which histories of known items (item-index arrays) still tell the model nothing,
+        so that it scores them with :meth:`cold_start_scores` and they are reported
+        ``cold_start`` like an unknown user. None by default: every known item says
+        something; content overrides it (a history of items without text)."""
+        return np.zeros(len(sequences), dtype=bool)
+
     def profile_scores(self, user_ids: Sequence[str | None]) -> np.ndarray | None:
         """Per-user additive scores from what the model knows about a user besides the items
         of their history (side information such as a profile), or None when the model uses
@@ -272,7 +279,8 @@ class Recommender(BaseEstimator, ABC):
         once); one id may be given alone (``recommend("u1")``). A list holds fewer than
         ``k`` items when the user has seen nearly every item, and none (so the user has no
         rows) when they have seen them all. Users without a training interaction are served
-        like unknown users.
+        like unknown users, as are users whose items tell the model nothing
+        (:meth:`_cold_histories`; they still do not get their seen items back).
 
         ``histories`` (user id -> item ids, oldest first) replaces what the model saw in
         training for those users: their recommendations reflect events newer than the model,
@@ -301,15 +309,17 @@ class Recommender(BaseEstimator, ABC):
             for start in range(0, len(group), 1024):
                 batch = np.asarray(group[start : start + 1024], dtype=np.int64)
                 scores = np.asarray(scorer(batch), dtype=np.float64)
+                had = [seqs[b] if b in seqs else self.matrix_[idx[b]].indices for b in batch]
                 if exclude_seen:
-                    for r, b in enumerate(batch):
-                        seen = seqs[b] if b in seqs else self.matrix_[idx[b]].indices
+                    for r, seen in enumerate(had):
                         scores[r, seen] = -np.inf
+                cold_rows = self._cold_histories(had)
                 top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
                 for r, b in enumerate(batch):
                     s = scores[r, top[r]]
                     keep = np.isfinite(s)  # a user who has seen everything gets fewer items
-                    rows.append(_rec_frame(ids[b], self.item_ids_[top[r][keep]], s[keep], False))
+                    items = self.item_ids_[top[r][keep]]
+                    rows.append(_rec_frame(ids[b], items, s[keep], bool(cold_rows[r])))
         if cold:
             fallback = self.cold_start_scores()
             top = np.argsort(-fallback, kind="stable")[:k]
@@ -337,20 +347,28 @@ class Recommender(BaseEstimator, ABC):
     def score(self, user_id: str, item_ids: Sequence[str]) -> pd.DataFrame:
         """Scores of given items for a user; unknown users/items get NaN with ``cold_start``.
 
-        A user without a training interaction counts as unknown (:meth:`user_index`).
+        A user without a training interaction counts as unknown (:meth:`user_index`); one
+        whose training items tell the model nothing (:meth:`_cold_histories`) gets the
+        cold-start scores, flagged ``cold_start``.
         """
         self._check_fitted()
         u = self.user_index([user_id])[0]
         items = id_list(item_ids, "item_ids")
         cols = self.item_ids_.get_indexer(items)
         score = np.full(len(items), np.nan)
+        cold = u < 0
         if u >= 0:
             row = self.score_users(np.array([u]))[0]
             score[cols >= 0] = row[cols[cols >= 0]]
-        return pd.DataFrame({"item_id": items, "score": score, "cold_start": (cols < 0) | (u < 0)})
+            cold = bool(self._cold_histories([self.matrix_[u].indices])[0])
+        return pd.DataFrame({"item_id": items, "score": score, "cold_start": (cols < 0) | cold})
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
-        """Items most similar to ``item_id`` by the model's own similarity; empty if unknown."""
+        """Items most similar to ``item_id`` by the model's own similarity; empty if unknown.
+
+        A similarity of ``-inf`` is the model's "no neighbour" (content: an item without
+        text), so such items are left out, and an item that is nobody's neighbour has none.
+        """
         self._check_fitted()
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -360,6 +378,7 @@ class Recommender(BaseEstimator, ABC):
         sims = self._item_similarity(j)
         sims[j] = -np.inf
         top = np.argsort(-sims, kind="stable")[: min(k, len(sims) - 1)]
+        top = top[sims[top] > -np.inf]  # NaN compares False: no neighbour either
         return pd.DataFrame(
             {
                 "item_id": one_id(item_id),

@@ -102,9 +102,10 @@ class ContentRecommender(Recommender):
                 "ContentRecommender needs an items table with title/category/text: no item "
                 "of the catalogue has any"
             )
-        # an item with no text has no content: a zero embedding (score 0 for everyone, and
-        # no neighbour), not the embedding of "" that every such item shared (cosine 1.0:
-        # all "identical", and recommended at the top score to anyone who had one)
+        # an item with no text has no content: a zero embedding (score 0 for everyone, no
+        # neighbour, and a history of such items only is served cold), not the embedding of
+        # "" that every such item shared (cosine 1.0: all "identical", and recommended at
+        # the top score to anyone who had one)
         known = (self.embed or minilm_embed)(sentences[said].tolist()).astype(np.float32)
         emb = np.zeros((len(sentences), known.shape[1]), dtype=np.float32)
         emb[said] = known
@@ -123,13 +124,35 @@ class ContentRecommender(Recommender):
     def _fit(self, matrix: sp.csr_matrix) -> None:
         pass  # a user's profile is computed from their history when scored
 
+    def _has_text(self) -> np.ndarray:
+        """Whether each item has content (a non-zero embedding): not kept as a fitted
+        attribute, so that models saved before it existed still load."""
+        return self.item_embeddings_.any(axis=1)
+
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        """Cosine of each user's mean embedding with every item's; a user whose items have
+        no text has no profile (a zero vector scored every item 0: index order), so they get
+        the cold-start scores, as a history of unknown items does."""
         profiles = np.asarray(rows @ self.item_embeddings_)
-        profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)
-        return profiles @ self.item_embeddings_.T
+        norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+        scores = (profiles / np.maximum(norms, 1e-12)) @ self.item_embeddings_.T
+        blank = norms[:, 0] == 0
+        if blank.any():
+            scores[blank] = self.cold_start_scores()
+        return scores
+
+    def _cold_histories(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Histories with no item that has text: :meth:`_score_rows` serves them cold."""
+        has_text = self._has_text()
+        return np.array([not has_text[s].any() for s in sequences], dtype=bool)
 
     def _item_similarity(self, j: int) -> np.ndarray:
-        return (self.item_embeddings_ @ self.item_embeddings_[j]).astype(float)
+        """Cosine of item ``j``'s embedding with every item's; ``-inf`` (no neighbour) for
+        items without text, and for every item when ``j`` has none."""
+        sims = (self.item_embeddings_ @ self.item_embeddings_[j]).astype(float)
+        has_text = self._has_text()
+        sims[~has_text if has_text[j] else slice(None)] = -np.inf
+        return sims
 
     def recommend_for_items(self, item_ids: Sequence[str], k: int = 10) -> pd.DataFrame:
         """For a visitor with no account: rank the catalogue by similarity to ``item_ids``."""

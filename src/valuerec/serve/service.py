@@ -265,7 +265,9 @@ class ServeService:
                 top = top_k(row[None, :], kk)[0]
                 items = top[top >= 0]
                 s = row[items]
-            cold = len(hist.seq) == 0
+            # a history that tells the model nothing (content: items without text) is
+            # scored with the cold-start scores, so it is said to be cold, as the CLI says
+            cold = len(hist.seq) == 0 or bool(model._cold_histories([hist.seq])[0])
             history = None if cold else hist.seq
             reasons = because(model, history, items, titles, ids=handle.ids)
             ids = [str(i) for i in handle.ids[items]]
