@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from valuerec.serve.periodic import Periodic
+
 __all__ = ["ExposureLog"]
 
 log = logging.getLogger("valuerec.serve")
@@ -38,8 +40,7 @@ class ExposureLog:
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._flushing = threading.Lock()  # one flush at a time, so batches stay in order
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Periodic("exposure-log", interval, self.flush)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -96,20 +97,10 @@ class ExposureLog:
                     self._rows = rows + self._rows
                 return 0
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
-
     def start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="exposure-log", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
         """Stop the thread and write what is left."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._worker.stop()
         self.flush()

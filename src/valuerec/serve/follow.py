@@ -22,9 +22,10 @@ have lost rows to another follower's pruning, so it reloads everything instead o
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING
+
+from valuerec.serve.periodic import Periodic
 
 if TYPE_CHECKING:
     from valuerec.serve.service import ServeService
@@ -48,8 +49,7 @@ class StoreFollower:
         self.position: str | None = None
         self._last_read = time.monotonic()
         self._last_prune = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Periodic("valuerec-follow", interval, self._tick)
 
     @property
     def enabled(self) -> bool:
@@ -91,25 +91,19 @@ class StoreFollower:
             self._last_prune = time.monotonic()
         return len(frame)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for step, what in (
-                (self.poll, "reading the store's change feed"),
-                (self.poll_models, "following the models' CURRENT versions"),
-            ):
-                try:
-                    step()
-                except Exception:  # a background thread has no caller to raise to
-                    log.exception("%s failed; tried again", what)
+    def _tick(self) -> None:
+        for step, what in (
+            (self.poll, "reading the store's change feed"),
+            (self.poll_models, "following the models' CURRENT versions"),
+        ):
+            try:
+                step()
+            except Exception:  # a background thread has no caller to raise to
+                log.exception("%s failed; tried again", what)
 
     def start(self) -> None:
-        if self.interval > 0 and (self._thread is None or not self._thread.is_alive()):
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="valuerec-follow", daemon=True)
-            self._thread.start()
+        if self.interval > 0:
+            self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._worker.stop()
