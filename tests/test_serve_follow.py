@@ -7,14 +7,24 @@ second server stale before its read and current after it.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
 import pandas as pd
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from conftest import Databases, databases_for
 from shop import build_shop
 from valuerec.artifacts import ArtifactStore, default_root
+from valuerec.cli import app
 from valuerec.data import postgres
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
@@ -284,3 +294,66 @@ def test_a_version_that_cannot_load_is_logged_once_and_the_old_one_kept(pair, ca
     assert top(b, USER)  # still serving
     arts.promote("rec-ease", "v0002")  # a loadable version made current: followed
     assert svc(b).follower.poll_models() == ["rec-ease"]
+
+
+# -- `valuerec serve --workers N`: processes on one port, one store -----------------------------
+def test_serve_with_two_workers_answers_every_request_from_the_same_data(template, databases):
+    """An event posted to whichever worker takes the connection is seen by both within
+    sync_seconds: every fresh connection afterwards (either worker) leaves the item out."""
+    src, keys = template
+    db = databases.copy(src)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "valuerec.cli", "serve", "--db", db, "--port", str(port),
+         "--workers", "2", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    read, write = {"X-API-Key": keys["read"]}, {"X-API-Key": keys["write"]}
+    try:
+        for _ in range(480):
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {proc.stdout.read()}")
+            time.sleep(0.25)
+        path = f"{base}/users/{USER}/recommendations"
+        first = httpx.get(path, headers=read).json()["items"][0]["item_id"]
+        event = {"user_id": USER, "item_id": first, "event_type": "view"}
+        assert (
+            httpx.post(f"{base}/events", json={"events": [event]}, headers=write).json()["stored"]
+            == 1
+        )
+        time.sleep(2.5)  # > sync_seconds (1): the other worker has read the feed
+        # many connections at once, so that both workers accept some (an idle kernel wakes
+        # the same one for requests made one after another)
+        with ThreadPoolExecutor(8) as pool:
+            tops = list(
+                pool.map(
+                    lambda _: httpx.get(path, headers=read).json()["items"][0]["item_id"],
+                    range(200),
+                )
+            )
+        assert first not in tops and len(set(tops)) == 1
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(workers) >= 2  # uvicorn's supervisor with its worker processes
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_more_workers_than_one_need_a_postgresql_store(tmp_path):
+    res = CliRunner().invoke(
+        app, ["serve", "--db", str(tmp_path / "shop.duckdb"), "--workers", "2"]
+    )
+    assert res.exit_code == 2
+    assert "--workers 2 needs a PostgreSQL store" in " ".join(res.output.split())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -8,6 +8,8 @@ keys the server accepts (hashed, in ``<store>.keys.json``).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +33,7 @@ from valuerec.cli_common import (
 from valuerec.cli_recommend import fit as rec_fit
 from valuerec.cli_recommend import item_interactions
 from valuerec.cli_value import fit as value_fit
-from valuerec.data.store import Store, StoreError, default_db_path, redact
+from valuerec.data.store import Store, StoreError, default_db_path, is_url, redact
 from valuerec.features.split import MAX_HORIZON_DAYS, SplitError, log_end
 from valuerec.recommend.registry import MODELS as REC_MODELS
 from valuerec.serve.config import CONFIG_ENV, ConfigError, ServeSettings, load_settings
@@ -115,17 +117,37 @@ def serve(
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes on one port. More than 1 needs a PostgreSQL store: each "
+            "keeps its own memory and follows the others' writes through the store's change "
+            "feed (a DuckDB file admits one process).",
+        ),
+    ] = 1,
 ) -> None:
-    """Serve the REST API (one worker) with the current model versions of the store."""
+    """Serve the REST API with the current model versions of the store."""
     levels = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
     if log_level.lower() not in levels:  # before loading any model, not a traceback after
         raise fail(f"--log-level must be one of {', '.join(levels)}, got {log_level!r}")
     log_level = log_level.lower()
+    if workers > 1 and not is_url(db):
+        raise fail(
+            f"--workers {workers} needs a PostgreSQL store (--db postgresql://...): a DuckDB "
+            "file admits one process"
+        )
     require_store(db, "ingest data and run `valuerec train` first")
     settings = _settings(config)
+    if workers > 1 and settings.sync_seconds == 0:
+        raise fail(
+            f"--workers {workers} needs sync_seconds > 0 in the settings: workers that do not "
+            "follow each other's writes would answer from different data"
+        )
     import uvicorn
 
-    from valuerec.serve.app import create_app
+    from valuerec.serve.app import WORKER_ENV, create_app
 
     key_store = _keys(db, keys)
     try:
@@ -151,7 +173,25 @@ def serve(
         f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
         soft_wrap=True,
     )
-    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, access_log=access_log)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+        return
+    # the check above loaded everything once (a broken store or model fails here, not in N
+    # workers); each worker now builds its own app from the environment (serve.app.worker_app)
+    app.state.service.close()
+    os.environ[WORKER_ENV] = json.dumps(
+        {"db": db, "keys": str(key_store.path), "settings": settings.model_dump(mode="json")}
+    )
+    out.print(f"starting {workers} worker processes", soft_wrap=True)
+    uvicorn.run(
+        "valuerec.serve.app:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=access_log,
+    )
 
 
 def train(

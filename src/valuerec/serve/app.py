@@ -8,6 +8,7 @@ closes the store.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,10 @@ from valuerec.serve.routes import public, router
 from valuerec.serve.schemas import EventIn
 from valuerec.serve.service import ServeService
 
-__all__ = ["create_app"]
+__all__ = ["WORKER_ENV", "create_app", "worker_app"]
+
+#: what ``valuerec serve --workers N`` hands each worker process: the store, keys and settings
+WORKER_ENV = "VALUEREC_SERVE_WORKER"
 
 DESCRIPTION = """Recommendations ranked for long-term value, customer value predictions and
 segments, event ingestion, catalogue and user management, and model hot swaps.
@@ -123,3 +127,18 @@ def app_from_env() -> FastAPI:  # pragma: no cover - for `uvicorn --factory`
     from valuerec.serve.config import load_settings
 
     return create_app(default_db_path(), settings=load_settings())
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker of ``valuerec serve --workers N`` (uvicorn's factory).
+
+    uvicorn starts each worker as a new process, which cannot be handed an app object, so the
+    command puts the store, the key file and the settings in :data:`WORKER_ENV` (JSON) and
+    each worker builds its own app from it: its own histories, catalogue and models in
+    memory, kept in step with the other workers' writes by the store's change feed
+    (:mod:`valuerec.serve.follow`).
+    """
+    spec = json.loads(os.environ[WORKER_ENV])
+    return create_app(
+        spec["db"], settings=ServeSettings.model_validate(spec["settings"]), keys_path=spec["keys"]
+    )
