@@ -1,7 +1,7 @@
 """Several servers, and batch ingests, on one PostgreSQL store: each follows the change feed.
 
 Two apps on one deployment play two API servers behind a load balancer. The feed is read by
-hand (``follower.poll()``; the thread's interval is an hour here), so each test shows the
+hand (``follower.poll()``; the thread's interval is ten minutes here), so each test shows the
 second server stale before its read and current after it.
 """
 
@@ -53,7 +53,7 @@ def template(databases: Databases) -> tuple[str, dict[str, str]]:
 
 def _client(db: str, keys: dict[str, str], **settings: object) -> TestClient:
     settings.setdefault("exposure_flush_seconds", 3600.0)
-    settings.setdefault("sync_seconds", 3600.0)  # read by hand
+    settings.setdefault("sync_seconds", 600.0)  # read by hand
     client = TestClient(create_app(db, settings=ServeSettings(**settings)))
     client.keys = keys  # type: ignore[attr-defined]
     return client
@@ -238,7 +238,7 @@ def test_after_a_long_gap_the_follower_reloads_everything(pair, monkeypatch):
     call(a, "POST", "/events", "write", json={"events": [
         {"user_id": USER, "item_id": first, "event_type": "view"}]})  # fmt: skip
     with Store(db) as store:
-        store.prune_changes(0)  # another follower pruned what this one had not read
+        store.prune_changes(older_than=0)  # another follower pruned what this one had not read
     reloads: list[bool] = []
     original = svc(b).reload_state
     monkeypatch.setattr(svc(b), "reload_state", lambda: reloads.append(True) or original())
@@ -357,3 +357,146 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- what review E found -----------------------------------------------------------------------
+def _bulk_events(db: str, user: str, n: int, event_type: str = "exposure") -> None:
+    with Store(db) as store:
+        store.execute(
+            "INSERT INTO events (user_id, item_id, event_type, timestamp, occurrence) "
+            "SELECT ?, 'i1', ?, TIMESTAMP '2024-01-01' + g * INTERVAL '1 second', 1 "
+            "FROM generate_series(1, ?) AS g",
+            [user, event_type, n],
+        )
+
+
+def test_a_user_with_more_events_than_the_feed_lists_is_still_forgotten(pair):
+    """The feed counts distinct users, not rows: one user's 10,001 deleted events are one
+    user, named, and the other server forgets them (before: one "every user" row, and
+    nobody forgotten, so their pending exposures brought them back)."""
+    a, b, db = pair
+    _bulk_events(db, USER, postgres.FEED_KEYS_MAX + 1)
+    svc(b).follower.poll()
+    assert call(a, "DELETE", f"/users/{USER}", "write").status_code == 200
+    svc(b).exposures.add(USER, [(1, "i1", 0.5)], "rec-ease", "v0001")
+    svc(b).follower.poll()
+    assert call(b, "GET", f"/users/{USER}/value").status_code == 404
+    assert len(svc(b).exposures) == 0
+    assert call(b, "GET", "/segments").json() == call(a, "GET", "/segments").json()
+
+
+def test_exposure_only_writes_are_skipped_however_many_rows(pair, monkeypatch):
+    _, b, db = pair
+    _bulk_events(db, USER, postgres.FEED_KEYS_MAX + 1)  # one user: a named row
+    with Store(db) as store:  # and more users than the feed names: one row for all
+        store.execute(
+            "INSERT INTO events (user_id, item_id, event_type, timestamp, occurrence) "
+            "SELECT 'x' || g, 'i1', 'exposure', TIMESTAMP '2024-01-01', 1 "
+            "FROM generate_series(1, ?) AS g",
+            [postgres.FEED_KEYS_MAX + 1],
+        )
+    reads: list[object] = []
+    original = svc(b).repo.interactions
+    monkeypatch.setattr(
+        svc(b).repo, "interactions", lambda *x, **kw: reads.append(x) or original(*x, **kw)
+    )
+    assert svc(b).follower.poll() == 2
+    assert reads == [] and not svc(b)._sales_pending
+
+
+def test_an_open_transaction_elsewhere_does_not_make_every_poll_read_again(pair, databases):
+    a, b, _ = pair
+    other = databases.new("other")
+    with Store(other):
+        pass
+    idle = psycopg.connect(other)  # a writing transaction left open, in another schema
+    idle.execute("INSERT INTO items (item_id) VALUES ('held')")
+    try:
+        call(a, "POST", "/events", "write", json={"events": [
+            {"user_id": USER, "item_id": "i2", "event_type": "view"}]})  # fmt: skip
+        assert svc(b).follower.poll() >= 1
+        assert svc(b).follower.poll() == 0  # the snapshot's xmin stayed behind: read again
+    finally:
+        idle.rollback()
+        idle.close()
+
+
+def test_a_user_deleted_and_created_again_between_two_reads_is_forgotten_first(pair):
+    a, b, _ = pair
+    assert call(a, "DELETE", f"/users/{USER}", "write").status_code == 200
+    call(a, "POST", "/events", "write", json={"events": [
+        {"user_id": USER, "item_id": "i2", "event_type": "view"}]})  # fmt: skip
+    svc(b).follower.poll()
+    assert call(b, "GET", f"/users/{USER}/value").status_code == 404  # the old one's value
+    assert svc(b).histories.get(USER) == svc(a).histories.get(USER) == ("i2",)
+
+
+def test_a_restarted_database_is_connected_again_and_everything_reloaded(pair, databases):
+    a, b, _ = pair
+    store = svc(b).repo.store
+    with psycopg.connect(databases.cluster.url("vr"), autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(?)".replace("?", "%s"), [store.pg.info.backend_pid]
+        )
+    with pytest.raises(psycopg.OperationalError):
+        svc(b).follower.poll()  # the read that meets the dropped connection fails ...
+    call(a, "POST", "/events", "write", json={"events": [
+        {"user_id": USER, "item_id": "i2", "event_type": "view"}]})  # fmt: skip
+    svc(b).follower.poll()  # ... the next one connects again and reloads
+    assert store.reconnects == 1
+    assert svc(b).histories.get(USER) == svc(a).histories.get(USER)
+    assert call(b, "GET", f"/users/{USER}").status_code == 200
+
+
+def test_an_ingest_prunes_feed_rows_a_day_old(databases):
+    db = databases.new("prune")
+    with Store(db) as store:
+        store.execute(
+            f"INSERT INTO {postgres.CHANGES} (table_name, op, key, at) "
+            "VALUES ('events', 'INSERT', 'old', TIMESTAMP '2000-01-01')"
+        )
+        one = {"user_id": ["n"], "item_id": ["i"], "event_type": ["view"]}
+        ingest(store, pd.DataFrame({**one, "timestamp": [pd.Timestamp("2024-01-01")]}), "events")
+        keys = [r[0] for r in store.fetch(f"SELECT key FROM {postgres.CHANGES}")]
+    assert keys == ["n"]
+
+
+def test_followers_prune_what_every_follower_has_had_an_hour_to_read(pair, monkeypatch):
+    a, b, db = pair
+    follower = svc(b).follower
+    call(a, "POST", "/events", "write", json={"events": [
+        {"user_id": USER, "item_id": "i2", "event_type": "view"}]})  # fmt: skip
+    follower.poll()
+    clock = [follower._last_read]
+    monkeypatch.setattr("valuerec.serve.follow.time.monotonic", lambda: clock[0])
+    clock[0] += follower.KEEP_SECONDS / 3
+    follower.poll()  # a read an hour before the next prune: its position is the cut
+    with Store(db) as store:
+        before = store.fetch(f"SELECT count(*) FROM {postgres.CHANGES}")[0][0]
+    assert before >= 1
+    for _ in range(4):
+        clock[0] += follower.KEEP_SECONDS / 3
+        follower.poll()
+    with Store(db) as store:
+        assert store.fetch(f"SELECT count(*) FROM {postgres.CHANGES}")[0][0] == 0
+
+
+def test_a_database_error_while_following_a_version_is_tried_again(pair, monkeypatch):
+    _, b, db = pair
+    with Store(db) as store:
+        split = TemporalSplit.last_days(store, 45)
+        model = make_model("naive").fit(store, split.calibration_end, holdout_days=45)
+    version = ArtifactStore(default_root(db)).save("value-naive", model, {"model": "naive"})
+    repo = svc(b).repo
+    original, calls = repo.value_segments, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("the connection is closed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "value_segments", flaky)
+    assert svc(b).follower.poll_models() == []
+    assert svc(b).follower.poll_models() == ["value-naive"]
+    assert call(b, "GET", f"/users/{USER}/value").json()["version"] == version

@@ -72,10 +72,12 @@ _FEED = {
     "events": ("user_id", "array_agg(DISTINCT event_type ORDER BY event_type)"),
     "items": ("item_id", "NULL::VARCHAR[]"),
 }
-#: a statement touching more keys than this is recorded as one row meaning "all of them"
-#: (a bulk ingest: the reader reloads rather than reading 100k keys one by one), which keeps
-#: the feed's cost on a 1M-row insert to one capped count (measured: no slower than without)
+#: a statement touching more keys (users, items) than this is recorded as one row meaning
+#: "all of them" (a bulk ingest: the reader reloads rather than reading 100k keys one by one)
 FEED_KEYS_MAX = 10_000
+#: feed rows older than this are pruned by any ingest (followers prune sooner, by position:
+#: ``serve/follow.py``), so a store no server follows does not keep them for ever
+FEED_KEEP_SECONDS = 86_400.0
 _CONTENT = ("user_id", "item_id", "event_type", "timestamp", "value", "quantity", "rating")
 
 # PostgreSQL types (information_schema.columns.data_type) -> DuckDB types, for the mirror
@@ -172,12 +174,18 @@ DECLARE
                  ELSE '(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)' END;
     n bigint := {FEED_KEYS_MAX} + 1;
 BEGIN
-    IF TG_OP <> 'TRUNCATE' THEN
-        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s r LIMIT %s) c', rows, n) INTO n;
-    END IF;
-    IF n > {FEED_KEYS_MAX} THEN
+    IF TG_OP = 'TRUNCATE' THEN
         EXECUTE format('INSERT INTO %I.{CHANGES} (table_name, op, key, kinds) '
                        'VALUES (%L, %L, NULL, NULL)', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP);
+        RETURN NULL;
+    END IF;
+    -- distinct keys, not rows: one user's 10,001 deleted events are one user
+    EXECUTE format('SELECT count(*) FROM (SELECT DISTINCT %I FROM %s r LIMIT %s) c',
+                   TG_ARGV[0], rows, n) INTO n;
+    IF n > {FEED_KEYS_MAX} THEN  -- one row for all, with every kind (exposures can be told)
+        EXECUTE format('INSERT INTO %I.{CHANGES} (table_name, op, key, kinds) '
+                       'SELECT %L, %L, NULL, %s FROM %s r',
+                       TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, TG_ARGV[1], rows);
     ELSIF n > 0 THEN
         EXECUTE format('INSERT INTO %I.{CHANGES} (table_name, op, key, kinds) '
                        'SELECT %L, %L, %I, %s FROM %s r GROUP BY %I',
@@ -248,20 +256,12 @@ class PostgresStore(Store):
     def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
         self.path = str(path) if path is not None else default_db_path()
         self.read_only = read_only
-        try:
-            self.pg = psycopg.connect(self.path, autocommit=True)
-        except psycopg.Error as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot open store {redact(self.path)}: {msg}") from exc
-        # JSON comes back as its text (as from DuckDB), not parsed, so both backends agree
-        self.pg.adapters.register_loader("json", TextLoader)
-        self.pg.adapters.register_loader("jsonb", TextLoader)
-        # naive UTC timestamps, ISO text and shortest exact float text for COPY
-        self.pg.execute(
-            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1"
-        )
-        if read_only:
-            self.pg.execute("SET default_transaction_read_only = on")
+        #: connections made again after the server dropped one (a restart, a failover):
+        #: readers of the change feed reload everything when this moves
+        self.reconnects = 0
+        self._closing = False
+        self._in_transaction = 0
+        self.pg = self._connect()
         self._scratch: duckdb.DuckDBPyConnection | None = None
         try:
             if not read_only:
@@ -278,6 +278,31 @@ class PostgresStore(Store):
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            pg = psycopg.connect(self.path, autocommit=True)
+        except psycopg.Error as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot open store {redact(self.path)}: {msg}") from exc
+        # JSON comes back as its text (as from DuckDB), not parsed, so both backends agree
+        pg.adapters.register_loader("json", TextLoader)
+        pg.adapters.register_loader("jsonb", TextLoader)
+        # naive UTC timestamps, ISO text and shortest exact float text for COPY
+        pg.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1")
+        if self.read_only:
+            pg.execute("SET default_transaction_read_only = on")
+        return pg
+
+    def _revive(self) -> None:
+        """Connect again if the server dropped the connection (a restart): a long-running
+        server would otherwise fail every request until it is restarted itself. The call that
+        met the broken connection has failed already; the next one gets a new connection.
+        Never inside a transaction of this connection, which a new one could not continue."""
+        if not (self.pg.broken or self.pg.closed) or self._closing or self._in_transaction:
+            return  # (in a transaction: its next statement must fail, not run outside it)
+        self.pg = self._connect()
+        self.reconnects += 1
+
     def _create_schema(self) -> None:
         """Create the tables, indexes and change triggers, unless a previous open did.
 
@@ -363,6 +388,7 @@ class PostgresStore(Store):
             self._watch(name, (key, "NULL::VARCHAR[]") if feed else None)
 
     def close(self) -> None:
+        self._closing = True
         mirror = getattr(self, "con", None)
         for con in (getattr(self, "_scratch", None), getattr(mirror, "duck", None)):
             if con is not None:
@@ -390,18 +416,26 @@ class PostgresStore(Store):
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self.pg.transaction():
-            yield self.pg
+        self._revive()
+        self._in_transaction += 1
+        try:
+            with self.pg.transaction():
+                yield self.pg
+        finally:
+            self._in_transaction -= 1
 
     # -- portable SQL --------------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        self._revive()
         cur = self.pg.execute(to_pg_sql(sql), list(params or []))
         return cur.rowcount if cur.description is None else -1
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        self._revive()
         return self.pg.execute(to_pg_sql(sql), list(params or [])).fetchall()
 
     def fetch_frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        self._revive()
         cur = self.pg.execute(to_pg_sql(sql), list(params or []))
         names = [d.name for d in cur.description or []]
         return pd.DataFrame.from_records(cur.fetchall(), columns=names)
@@ -413,35 +447,45 @@ class PostgresStore(Store):
 
     # -- change feed ---------------------------------------------------------------------------
     def changes(self, since: str | None) -> tuple[str, pd.DataFrame]:
-        """``(position, changes)``: the feed's rows committed at or after ``since``, and where
-        the next read starts (None: only the position, for a reader that has just loaded all).
+        """``(position, changes)``: the feed's rows committed since position ``since``, and
+        the position the next read starts from (None: only the position, for a reader that
+        is about to load everything).
 
-        Positions are transaction ids, and a row is read once its transaction has ended. A
-        sequence number would not do: a transaction holding number 9 may commit after one
-        holding 10, and a reader that had moved past 10 would never see 9. So the position
-        returned is the oldest transaction still running when the read began (the snapshot's
-        ``xmin``), taken *before* the rows are read: every transaction older than it had
-        ended, so its rows are in this read or an earlier one; rows of younger transactions
-        that this read already saw come again in the next (applying a change is idempotent:
-        the reader re-reads the current state of each key).
+        A position is a snapshot (``pg_current_snapshot()``), taken *before* the rows are
+        read; the next read returns the rows its snapshot could not see. A sequence number
+        would not do: a transaction holding number 9 may commit after one holding 10, and a
+        reader that had moved past 10 would never see 9. A row that commits between the
+        snapshot and the read comes again in the next read (applying a change is idempotent:
+        the reader re-reads the current state of each key), but nothing seen at a position
+        is read again after it, however long another transaction stays open.
 
         Columns: ``table_name``, ``op`` (INSERT, UPDATE, DELETE, TRUNCATE), ``key`` (a user
-        or item id; None: every row of the table), ``kinds`` (events: the event types).
+        or item id; None: every row of the table), ``kinds`` (events: their types).
         """
-        ((position,),) = self.fetch("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        self._revive()
+        ((position,),) = self.fetch("SELECT pg_current_snapshot()::text")
         if since is None:
             return str(position), pd.DataFrame(columns=["table_name", "op", "key", "kinds"])
         frame = self.fetch_frame(
-            f"SELECT table_name, op, key, kinds FROM {CHANGES} WHERE txid >= ?::xid8", [since]
+            f"SELECT table_name, op, key, kinds FROM {CHANGES} "
+            "WHERE txid >= pg_snapshot_xmin(?::pg_snapshot) "
+            "AND NOT pg_visible_in_snapshot(txid, ?::pg_snapshot)",
+            [since, since],
         )
         return str(position), frame
 
-    def prune_changes(self, keep_seconds: float) -> int:
-        """Delete feed rows older than ``keep_seconds``; returns how many went."""
+    def prune_changes(self, before: str | None = None, older_than: float | None = None) -> int:
+        """Delete feed rows every follower has read: those visible at position ``before``
+        (whose transactions had ended then), or, with ``older_than``, written more than that
+        many seconds ago. Returns how many went."""
+        if before is not None:
+            return self.execute(
+                f"DELETE FROM {CHANGES} WHERE txid < pg_snapshot_xmin(?::pg_snapshot)", [before]
+            )
         return self.execute(
             f"DELETE FROM {CHANGES} WHERE at < (clock_timestamp() AT TIME ZONE 'UTC') - "
             "make_interval(secs => ?)",
-            [float(keep_seconds)],
+            [float(FEED_KEEP_SECONDS if older_than is None else older_than)],
         )
 
     # -- ingest ----------------------------------------------------------------------------------
@@ -456,13 +500,16 @@ class PostgresStore(Store):
     @contextmanager
     def ingest_lock(self) -> Iterator[None]:
         """One ingest at a time per database, across processes: run ids stay unique and two
-        clients posting the same event cannot both find it new."""
+        clients posting the same event cannot both find it new. Feed rows older than
+        :data:`FEED_KEEP_SECONDS` are pruned after each ingest."""
+        self._revive()
         self.pg.execute(f"SELECT pg_advisory_lock({_LOCK_ARGS})", [INGEST_LOCK])
         try:
             yield
         finally:
-            if not self.pg.closed:
+            if not (self.pg.closed or self.pg.broken):
                 self.pg.execute(f"SELECT pg_advisory_unlock({_LOCK_ARGS})", [INGEST_LOCK])
+                self.prune_changes()
 
     def _copy_in(
         self,
@@ -620,6 +667,7 @@ class _Mirror:
                 "a PostgreSQL store runs only read-only SQL through query()/con; "
                 "write with ingest() or Store.execute()"
             )
+        self.store._revive()
         self.sync(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)))
         return self.duck.execute(sql, params or [])
 

@@ -165,12 +165,15 @@ class ServeSettings(BaseModel):
     sync_seconds: float = Field(
         1.0,
         ge=0,
-        le=86_400,
+        # well inside the feed's retention (serve/follow.py): a follower that reads less
+        # often than every half hour reloads everything each time
+        le=600,
         allow_inf_nan=False,
         description="How often the server follows other processes, in seconds: the models' "
         "CURRENT versions (promotions elsewhere) and, on a PostgreSQL store, the change feed "
         "of what other servers and `valuerec ingest` wrote (histories, the catalogue, hidden "
-        "items, deleted users); 0: never (this server's own writes and promotions only).",
+        "items, deleted users); at most 600; 0: never (this server's own writes and "
+        "promotions only).",
     )
 
     @field_validator("default_model")

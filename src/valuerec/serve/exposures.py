@@ -64,6 +64,11 @@ class ExposureLog:
         with self._lock:
             self._rows.extend(rows)
 
+    def users(self) -> set[str]:
+        """The users with exposures waiting to be written."""
+        with self._lock:
+            return {r["user_id"] for r in self._rows}
+
     @contextmanager
     def discarding(self, user_id: str) -> Iterator[None]:
         """Drop a user's pending exposures and write none until the block (their deletion) ends.

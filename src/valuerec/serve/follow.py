@@ -14,15 +14,17 @@ same thread also follows the model artifacts' ``CURRENT`` pointers, which other 
 move (:meth:`~valuerec.serve.registry.ModelRegistry.follow_current`): a promotion sent to one
 server behind a load balancer reaches them all.
 
-Feed rows are kept for :attr:`StoreFollower.KEEP_SECONDS` (each follower prunes older ones).
-A follower that could not read the feed for half that time (the database was unreachable) may
-have lost rows to another follower's pruning, so it reloads everything instead of reading on.
+Feed rows are kept until every follower has had :attr:`StoreFollower.KEEP_SECONDS` to read
+them (each follower prunes, by feed position; every ingest prunes rows a day old). A follower
+that could not read the feed for half that time, or whose database connection was made again
+(a restart), may have missed rows, so it reloads everything instead of reading on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from valuerec.serve.periodic import Periodic
@@ -38,7 +40,7 @@ log = logging.getLogger("valuerec.serve")
 class StoreFollower:
     """Reads the change feed of the service's store and hands each batch to the service."""
 
-    #: feed rows older than this are pruned (by any follower)
+    #: feed rows every follower has had this long to read are pruned (by any follower)
     KEEP_SECONDS = 3600.0
     #: how often a follower prunes
     PRUNE_SECONDS = 60.0
@@ -49,6 +51,12 @@ class StoreFollower:
         self.position: str | None = None
         self._last_read = time.monotonic()
         self._last_prune = 0.0
+        self._reconnects = 0
+        #: (monotonic time, position) of recent reads: pruning removes rows visible at the
+        #: newest position at least KEEP_SECONDS old, i.e. of transactions that had ended
+        #: by then (pruning by write time would drop the rows of a transaction that stayed
+        #: open for longer, the moment it commits)
+        self._read_at: deque[tuple[float, str]] = deque()
         self._worker = Periodic("valuerec-follow", interval, self._tick)
 
     @property
@@ -64,32 +72,50 @@ class StoreFollower:
         """Take the feed's position; call it *before* loading the state it will keep current,
         so that a write landing during the load is read again, not lost."""
         if self.enabled:
+            store = self.service.repo.store
             with self.service.repo.lock:
-                self.position, _ = self.service.repo.store.changes(None)
+                self.position, _ = store.changes(None)
+                self._reconnects = store.reconnects
             self._last_read = time.monotonic()
 
     def poll(self) -> int:
         """Read and apply what changed since the last read; returns the feed rows applied.
 
-        After a gap longer than half the feed's retention, everything is reloaded instead.
+        Everything is reloaded instead after a gap longer than half the feed's retention,
+        and after the store connected again (the database restarted: what was written
+        meanwhile, and the position itself, cannot be trusted).
         """
         if not self.enabled:
             return 0
         repo = self.service.repo
-        if self.position is None or time.monotonic() - self._last_read > self.KEEP_SECONDS / 2:
+        stale = time.monotonic() - self._last_read > self.KEEP_SECONDS / 2
+        if self.position is None or stale or repo.store.reconnects != self._reconnects:
             self.begin()
             self.service.reload_state()
             return 0
         with repo.lock:
             position, frame = repo.store.changes(self.position)
+        if repo.store.reconnects != self._reconnects:  # connected again within the read
+            self.begin()
+            self.service.reload_state()
+            return 0
         self.service.apply_changes(frame)
         # moved only once applied: a failure above reads the same rows again next time
-        self.position, self._last_read = position, time.monotonic()
-        if time.monotonic() - self._last_prune >= self.PRUNE_SECONDS:
-            with repo.lock:
-                repo.store.prune_changes(self.KEEP_SECONDS)
-            self._last_prune = time.monotonic()
+        now = time.monotonic()
+        self.position, self._last_read = position, now
+        self._read_at.append((now, position))
+        if now - self._last_prune >= self.PRUNE_SECONDS:
+            self._prune(now)
         return len(frame)
+
+    def _prune(self, now: float) -> None:
+        cutoff = None
+        while self._read_at and now - self._read_at[0][0] >= self.KEEP_SECONDS:
+            cutoff = self._read_at.popleft()[1]
+        if cutoff is not None:
+            with self.service.repo.lock:
+                self.service.repo.store.prune_changes(before=cutoff)
+        self._last_prune = now
 
     def _tick(self) -> None:
         for step, what in (

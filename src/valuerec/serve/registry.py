@@ -23,11 +23,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
+import psycopg
 import scipy.sparse as sp
 
 from valuerec.artifacts import META_FILE, ArtifactError, ArtifactStore, DamagedArtifactError
+from valuerec.data.store import StoreError
 from valuerec.recommend.base import Recommender
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError
@@ -213,6 +216,11 @@ _VERSION_FIELDS: dict[str, tuple[type, ...]] = {
     "data_fingerprint": (str,),
     "metrics": (dict,),
 }
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure of the database rather than of the artifact (a dropped connection)."""
+    return isinstance(exc, psycopg.Error | duckdb.Error | StoreError)
 
 
 def _kind(artifact: str) -> str:
@@ -416,21 +424,25 @@ class ModelRegistry:
     def _follow(
         self, artifact: str, version: str, load: Callable[[str, str], ModelHandle | ValueSnapshot]
     ) -> bool:
+        """Load ``version`` and install it, under the swap lock as a promotion is: a user
+        deleted while a value model loads is forgotten by it (``forget_users`` waits), not
+        lost when the new snapshot, predicted before the deletion, is installed."""
         if (artifact, version) in self._unloadable:
-            return False
-        try:
-            loaded = load(artifact, version)
-        except Exception as exc:
-            self._unloadable.add((artifact, version))
-            log.warning(
-                "cannot load %s %s (made current elsewhere): %s: %s; still serving %s",
-                artifact, version, type(exc).__name__, exc,
-                self._serving_version(artifact) or "nothing",
-            )  # fmt: skip
             return False
         with self._swap:
             if self._wanted(artifact) != version:
                 return False  # moved again meanwhile: the next round follows it
+            try:
+                loaded = load(artifact, version)
+            except Exception as exc:
+                if not _transient(exc):  # the database's trouble is retried next round
+                    self._unloadable.add((artifact, version))
+                log.warning(
+                    "cannot load %s %s (made current elsewhere): %s: %s; still serving %s",
+                    artifact, version, type(exc).__name__, exc,
+                    self._serving_version(artifact) or "nothing",
+                )  # fmt: skip
+                return False
             self._install(loaded)
         log.info("now serving %s %s (made current elsewhere)", artifact, version)
         return True
@@ -588,11 +600,18 @@ class ModelRegistry:
         before the user's deletion would keep them. (The caller must not hold the
         repository's lock: a swap takes it, under this one, to load predictions.)
         """
+        self.forget_users([user_id])
+
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        """:meth:`forget_user` for several users at once: one relabelling, not one each."""
         with self._swap:
             snap = self._value
-            if snap is None or user_id not in snap.table.index:
+            if snap is None:
                 return
-            seg = relabel(snap.ranked.loc[snap.ranked["user_id"] != user_id])
+            drop = snap.ranked["user_id"].isin(list(user_ids)).to_numpy()
+            if not drop.any():
+                return
+            seg = relabel(snap.ranked.loc[~drop])
             self._value = replace(snap, **_segment_tables(seg))
 
     def _serves_value(self, artifact: str) -> bool:

@@ -336,6 +336,20 @@ class Repository:
                 ],
             )
 
+    def missing_users(self, user_ids: Sequence[str]) -> list[str]:
+        """Those of ``user_ids`` the store knows nothing of (no row, no event), in order."""
+        if not user_ids:
+            return []
+        with self.lock:
+            rows = self.store.fetch(
+                "SELECT user_id FROM users WHERE user_id IN (SELECT unnest(?::VARCHAR[])) "
+                "UNION SELECT DISTINCT user_id FROM events "
+                "WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
+                [list(user_ids), list(user_ids)],
+            )
+        found = {r[0] for r in rows}
+        return [u for u in user_ids if u not in found]
+
     def delete_user(self, user_id: str) -> int | None:
         """Delete a user and every event of theirs in one transaction.
 

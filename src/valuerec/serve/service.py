@@ -166,12 +166,33 @@ class ServeService:
     # -- other processes' writes (a shared PostgreSQL store: serve/follow.py) ---------------
     def reload_state(self) -> None:
         """Read the catalogue and every history again, as at start-up (after a gap in the
-        change feed), and refresh what is derived from purchases."""
+        change feed), forget the users that are gone, and refresh what purchases feed."""
         with self.repo.lock:
+            known = self._known_users()
             self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
             self.histories.load(self.repo.interactions(self.roles))
             self._item_values_changed()
             self._sales_stored()
+            gone = self.repo.missing_users(known)
+        self._forget(gone)
+
+    def _known_users(self) -> list[str]:
+        """Users this server holds anything of: a history, a value, pending exposures."""
+        snap = self.models.value_or_none
+        users = set(self.histories.users()) | set(self.exposures.users())
+        if snap is not None:
+            users.update(snap.table.index.astype(str))
+        return sorted(users)
+
+    def _forget(self, user_ids: Sequence[str]) -> None:
+        """Forget deleted users as :meth:`delete_user` does: their pending exposures (whose
+        flush would store them again) and value predictions (one relabelling for all)."""
+        if not user_ids:
+            return
+        for user_id in user_ids:
+            with self.exposures.discarding(user_id):
+                pass
+        self.models.forget_users(user_ids)
 
     def apply_changes(self, changes: pd.DataFrame) -> None:
         """Bring memory up to date with rows of the store's change feed
@@ -180,26 +201,34 @@ class ServeService:
         Each changed user's history and each changed item's catalogue entry is read again
         from the store, so applying a change twice, or after this server's own update of the
         same key, leaves the same state. Events that are all exposures change no history and
-        are skipped (a server's write-back is most of the feed). A user whose events were
-        deleted and who is no longer known is forgotten as :meth:`delete_user` forgets
-        (value snapshot, pending exposures).
+        are skipped (a server's write-back is most of the feed). Deleted events come from a
+        user's deletion: that user is forgotten as :meth:`delete_user` forgets (value
+        snapshot, pending exposures; a user created again meanwhile is predicted again at the
+        next value refresh). A row for every user (a bulk write, TRUNCATE) reloads every
+        history, and a bulk deletion forgets every user the store no longer knows.
         """
         if changes.empty:
             return
         exposure = set(self.roles.exposure)
         events = changes.loc[changes["table_name"] == "events"]
         items = changes.loc[changes["table_name"].isin(["items", FLAGS_TABLE])]
-        every_user = bool(events["key"].isna().any())
-        kinds = [set(k) if isinstance(k, list) else set() for k in events["kinds"]]
+        kinds = [set(k) if isinstance(k, list) else None for k in events["kinds"]]
         removed = events["op"].isin(["DELETE", "TRUNCATE"]).to_numpy()
-        moved = [bool(k - exposure) or bool(r) for k, r in zip(kinds, removed, strict=True)]
-        users = list(dict.fromkeys(events.loc[moved, "key"].dropna()))
-        sold = every_user or any(PURCHASE in k for k in kinds)
-        deleted = list(dict.fromkeys(events.loc[removed, "key"].dropna()))
+        # None: the kinds are not known (TRUNCATE), so they may be anything
+        moved = np.array(
+            [k is None or bool(k - exposure) or r for k, r in zip(kinds, removed, strict=True)],
+            dtype=bool,
+        )
+        every = events["key"].isna().to_numpy(dtype=bool)
+        every_user = bool((every & moved).any())
+        users = list(dict.fromkeys(events.loc[moved & ~every, "key"]))
+        sold = any(k is None or PURCHASE in k for k, m in zip(kinds, moved, strict=True) if m)
+        deleted = list(dict.fromkeys(events.loc[removed & ~every, "key"]))
         every_item = bool(items["key"].isna().any())
         item_ids = list(dict.fromkeys(items["key"].dropna()))
         gone: list[str] = []
         with self.repo.lock:
+            known = self._known_users() if (every & removed).any() else []
             if every_user:
                 self.histories.load(self.repo.interactions(self.roles))
             elif users:
@@ -214,11 +243,8 @@ class ServeService:
                 self._item_values_changed()  # prices, or purchases that are gone
             if sold:
                 self._sales_stored()
-            gone = [u for u in deleted if self.repo.get_user(u) is None]
-        for user_id in gone:  # (the registry's lock is not taken under the repository's)
-            with self.exposures.discarding(user_id):
-                pass
-            self.models.forget_user(user_id)
+            gone = [*deleted, *self.repo.missing_users(known)] if known else deleted
+        self._forget(list(dict.fromkeys(gone)))
 
     # -- recommendations -------------------------------------------------------------------
     def _rank(

@@ -61,6 +61,10 @@ class Histories:
     def get(self, user_id: str) -> tuple[str, ...]:
         return self._positive.get(user_id, ())
 
+    def users(self) -> list[str]:
+        """Every user with a positive or negative history."""
+        return list({**self._positive, **self._negative})
+
     def negatives(self, user_id: str) -> frozenset[str]:
         return self._negative.get(user_id, _EMPTY)
 
