@@ -456,3 +456,22 @@ def test_a_damaged_or_foreign_artifact_is_one_error_line_naming_it(
     assert f"value-naive'scurrentversion{version}isincomplete({folder}/meta.jsonismissing)" in (
         error("naive")
     )
+
+
+def test_an_explicit_cut_off_works_in_a_log_with_a_placeholder_date(tmp_path: Path) -> None:
+    """An event dated 9999-12-31 leaves the log no end; the error for a default cut-off says
+    to give one, and given, `fit` and `evaluate` had still died on the "holdout past the log"
+    warning's check (a SplitError traceback)."""
+    data = synth.generate(users=300, items=30, days=200, holdout_days=30, seed=3)
+    db = str(tmp_path / "far.duckdb")
+    far = pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "event_type": ["view"],
+                        "timestamp": [pd.Timestamp("9999-12-31")]})  # fmt: skip
+    with Store(db) as store:
+        ingest(store, data.events, "events")
+        ingest(store, far, "events")
+    first = pd.Timestamp(data.events["timestamp"].min()).normalize()
+    cut = f"{first + pd.Timedelta(days=150):%Y-%m-%d}"
+    for command in ("fit", "evaluate"):
+        args = ["--db", db, "--models", "naive", "--calibration-end", cut, "--holdout-days", "30"]
+        res = runner.invoke(value_app, [command, *args])
+        assert res.exit_code == 0, res.output

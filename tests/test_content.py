@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,3 +216,13 @@ def test_a_history_of_items_without_text_is_served_cold():
     scored = model.score("mute", ["d", "a"])
     assert scored["score"].tolist() == [4.0, 1.0] and scored["cold_start"].all()
     np.testing.assert_allclose(model.score_histories([["mute2"]])[0], model.cold_start_scores())
+
+
+def test_which_items_have_text_is_computed_once_and_not_saved():
+    """A scan of the embedding matrix per request had cost content requests 60-85%."""
+    model = ContentRecommender(items=NOTEXT_ITEMS, embed=genre_embed).fit(NOTEXT_LOG)
+    first = model._has_text()
+    assert model._has_text() is first
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_has_text_cache" not in copy.__dict__
+    np.testing.assert_array_equal(copy._has_text(), first)

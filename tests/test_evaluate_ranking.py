@@ -605,3 +605,11 @@ def test_interactions_from_store_default_to_the_interest_types(store: Store) -> 
     everything = Interactions.from_store(store, event_types=ALL_EVENT_TYPES)
     assert list(everything.user_ids) == ["hater", "u1", "u2", "u3"] and everything.nnz == 6
     assert Interactions.from_store(store, event_types=["dislike"]).nnz == 1
+
+
+def test_time_text_shows_cuts_without_float_noise():
+    from valuerec.evaluate.ranking import _time_text
+
+    assert _time_text(0.15000000000000213) == "0.15"
+    assert _time_text(1_700_000_000.0) == "1700000000"
+    assert _time_text(pd.Timestamp("2024-01-01")) == "2024-01-01"

@@ -1258,3 +1258,10 @@ def test_a_holdout_longer_than_a_century_is_refused_before_fitting(world):
 def test_a_discount_rate_that_is_no_rate_is_refused_at_fit(rate, world):
     with pytest.raises(ValueError, match="discount_rate must be a finite number above -1"):
         BTYDValueModel(discount_rate=rate).fit(world.store, CAL, holdout_days=HOLDOUT)
+
+
+def test_a_trained_horizon_past_the_limit_is_named_in_the_error(world, fitted):
+    model = pickle.loads(pickle.dumps(fitted["naive"]))
+    model.horizon_days_ = 40_000.0  # e.g. an artifact from before the limit
+    with pytest.raises(ValueError, match="got 40000, the holdout the model was fitted on"):
+        model.predict(store=world.store)

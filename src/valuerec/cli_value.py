@@ -58,6 +58,7 @@ from valuerec.features.split import (
     TemporalSplit,
     future_events,
     log_end,
+    log_end_or_none,
     to_timestamp,
 )
 from valuerec.serve.config import model_name
@@ -356,8 +357,8 @@ def fit(
         if len(train) == 0:
             raise _fail("no customers left to train on: lower --test-fraction")
         holdout_purchases = split.holdout_purchases(store)
-        now = log_end(store)
-        if split.holdout_end > now:
+        now = log_end_or_none(store)
+        if now is not None and split.holdout_end > now:
             _warn(
                 f"the holdout window ends {split.holdout_end:%Y-%m-%d}, after the log's last day "
                 f"({now - timedelta(days=1):%Y-%m-%d}): supervised models learn the spend of "
@@ -375,7 +376,7 @@ def fit(
             "calibration_end": split.calibration_end,
             "holdout_days": split.holdout_days,
             "holdout_end": split.holdout_end,
-            "holdout_complete": split.holdout_end <= now,
+            "holdout_complete": now is None or split.holdout_end <= now,
             "test_fraction": test_fraction,
             "split_salt": SPLIT_SALT,
             "snapshots": snapshots,
@@ -649,14 +650,14 @@ def _evaluate_one(
         "fit_seconds": meta.get("fit_seconds"),
         "metrics": None,
     }
-    now = log_end(store)
-    if split.holdout_end > now:
+    now = log_end_or_none(store)
+    if now is not None and split.holdout_end > now:
         _warn(
             f"{meta['model']}: the holdout window ends {split.holdout_end:%Y-%m-%d}, after the "
             f"log's last day ({now - timedelta(days=1):%Y-%m-%d}): its last "
             f"{(split.holdout_end - now).days} days are unseen and score as no spend"
         )
-    result["holdout_complete"] = split.holdout_end <= now
+    result["holdout_complete"] = now is None or split.holdout_end <= now
     if split.calibration_end >= to_timestamp(meta["holdout_end"]):
         users, result["scope"] = data.users, "all customers (window after the training labels)"
     else:

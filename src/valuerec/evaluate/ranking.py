@@ -606,7 +606,8 @@ def _time_text(value: Any) -> str:
     if isinstance(value, pd.Timestamp | np.datetime64):
         stamp = pd.Timestamp(value)
         return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
-    return np.format_float_positional(float(value), trim="-")  # epoch seconds in full
+    # epoch seconds in full, without a quantile's float noise (0.15000000000000213)
+    return np.format_float_positional(float(f"{float(value):.12g}"), trim="-")
 
 
 # ------------------------------------------------------------------------------ ranking

@@ -52,6 +52,17 @@ def log_end(store: Store, exposures: Sequence[str] = EXPOSURE_EVENT_TYPES) -> da
     return (ts.normalize() + pd.Timedelta(days=1)).to_pydatetime()
 
 
+def log_end_or_none(
+    store: Store, exposures: Sequence[str] = EXPOSURE_EVENT_TYPES
+) -> datetime | None:
+    """:func:`log_end`, or None when the log has no end (an event dated 9999-12-31) or no
+    events: for checks against an end that a given cut-off does not need."""
+    try:
+        return log_end(store, exposures)
+    except SplitError:
+        return None
+
+
 def future_events(store: Store, now: datetime | None = None) -> str | None:
     """A warning when events are dated after ``now`` (default: the wall clock, UTC), else None.
 
@@ -164,8 +175,8 @@ class TemporalSplit:
                 f"{span}"
             )
         if not labels:
-            end = log_end(store)
-            if self.calibration_end > end:
+            end = log_end_or_none(store)  # none: a placeholder date; no cut-off is after it
+            if end is not None and self.calibration_end > end:
                 raise SplitError(
                     f"the cut-off {when_text(self.calibration_end)} is after the end of the log "
                     f"({end - timedelta(days=1):%Y-%m-%d}): there is nothing to score it on"

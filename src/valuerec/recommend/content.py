@@ -125,9 +125,20 @@ class ContentRecommender(Recommender):
         pass  # a user's profile is computed from their history when scored
 
     def _has_text(self) -> np.ndarray:
-        """Whether each item has content (a non-zero embedding): not kept as a fitted
+        """Whether each item has content (a non-zero embedding), computed once per fitted
+        embedding matrix: a scan of it per request had cost a content request 60-85% (and a
+        batch of 200 users 2.2 s). Cached beside the matrix it describes, not as a fitted
         attribute, so that models saved before it existed still load."""
-        return self.item_embeddings_.any(axis=1)
+        cached = self.__dict__.get("_has_text_cache")
+        if cached is None or cached[0] is not self.item_embeddings_:
+            cached = (self.item_embeddings_, self.item_embeddings_.any(axis=1))
+            self.__dict__["_has_text_cache"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_has_text_cache", None)  # derived: not saved in artifacts
+        return state
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         """Cosine of each user's mean embedding with every item's; a user whose items have

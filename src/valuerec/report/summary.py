@@ -16,6 +16,9 @@ from valuerec.data.store import Store
 
 __all__ = ["DataSummary", "summarise"]
 
+#: the most months the summary fills in (empty ones as zeros): fifty years
+MAX_MONTHS = 600
+
 
 @dataclass
 class DataSummary:
@@ -53,9 +56,14 @@ def summarise(store: Store) -> DataSummary:
         by_month = by_month[[c for c in order if c in by_month.columns]]
         by_month.index = pd.to_datetime(by_month.index)
         # every month from first to last, a month without events as a row of zeros: a gap in
-        # the log (an outage, a lost file) is what the table and the chart must show
+        # the log (an outage, a lost file) is what the table and the chart must show. Not
+        # past MAX_MONTHS: one event dated 9999-12-31 (a placeholder) made 96,036 rows and a
+        # 72 MB report; such a log keeps its months with events (the summary warns of
+        # future-dated events)
         every = pd.date_range(by_month.index.min(), by_month.index.max(), freq="MS")
-        by_month = by_month.reindex(every, fill_value=0).rename_axis("month")
+        if len(every) <= MAX_MONTHS:
+            by_month = by_month.reindex(every, fill_value=0)
+        by_month = by_month.rename_axis("month")
     (purchasers,) = store.con.execute(
         "SELECT count(DISTINCT user_id) FROM events WHERE event_type = 'purchase'"
     ).fetchone()

@@ -277,7 +277,12 @@ class ServeService:
         titles = self.catalog.titles
         results = []
         users = user_ids if user_ids is not None else [None] * len(histories)
-        for row, hist, neg, user in zip(scores, prepared, negatives, users, strict=True):
+        # a history that tells the model nothing (content: items without text) is scored
+        # with the cold-start scores, so it is said to be cold, as the CLI says
+        blank = model._cold_histories([hist.seq for hist in prepared])
+        for row, hist, neg, user, told_nothing in zip(
+            scores, prepared, negatives, users, blank, strict=True
+        ):
             if exclude_seen:
                 row[hist.items] = -np.inf
             if neg:
@@ -291,9 +296,7 @@ class ServeService:
                 top = top_k(row[None, :], kk)[0]
                 items = top[top >= 0]
                 s = row[items]
-            # a history that tells the model nothing (content: items without text) is
-            # scored with the cold-start scores, so it is said to be cold, as the CLI says
-            cold = len(hist.seq) == 0 or bool(model._cold_histories([hist.seq])[0])
+            cold = len(hist.seq) == 0 or bool(told_nothing)
             history = None if cold else hist.seq
             reasons = because(model, history, items, titles, ids=handle.ids)
             ids = [str(i) for i in handle.ids[items]]

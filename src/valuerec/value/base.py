@@ -433,11 +433,12 @@ class ValueModel(BaseEstimator, ABC):
         """
         horizon = self._horizon(horizon_days)
         found = self._count_pmf(data, horizon)
-        out = self._predict(data, horizon)
         if found is None:
-            return out["pred_transactions"].to_numpy(float)
+            return self._predict(data, horizon)["pred_transactions"].to_numpy(float)
         pmf, scale = found
-        p_return = self._return_probability(out, found, len(data.users))
+        if scale == 1.0:  # the distribution's own horizon: no P(none) to rescale
+            return scaled_quantile(pmf, len(data.users), 1.0, np.zeros(len(data.users)), level)
+        p_return = self._return_probability(self._predict(data, horizon), found, len(data.users))
         return scaled_quantile(pmf, len(data.users), scale, 1.0 - p_return, level)
 
     @staticmethod
@@ -486,9 +487,13 @@ class ValueModel(BaseEstimator, ABC):
         # must not forecast past the limit an explicit horizon has
         horizon = float(self.horizon_days_ if horizon_days is None else horizon_days)
         if not (np.isfinite(horizon) and 0 < horizon <= MAX_HORIZON_DAYS):
-            raise ValueError(
-                f"horizon_days must be a number of days in (0, {MAX_HORIZON_DAYS:g}], got "
+            given = (
                 f"{horizon_days}"
+                if horizon_days is not None
+                else f"{horizon:g}, the holdout the model was fitted on (give horizon_days)"
+            )
+            raise ValueError(
+                f"horizon_days must be a number of days in (0, {MAX_HORIZON_DAYS:g}], got {given}"
             )
         return horizon
 
