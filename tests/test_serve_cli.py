@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from valuerec.artifacts import ArtifactStore, default_root
@@ -329,3 +330,20 @@ def test_train_cut_off_and_holdout_leave_out_the_configured_exposures(tmp_path):
     assert pd.Timestamp(meta["calibration_end"]) == pd.Timestamp(end) - timedelta(
         days=meta["holdout_days"]
     )
+
+
+def test_the_socket_shared_by_workers_is_tcp_by_protocol_and_says_when_taken():
+    """asyncio sets TCP_NODELAY on accepted connections only for a socket whose protocol is
+    TCP; uvicorn's own (protocol 0) left every multi-worker response waiting ~40 ms for the
+    client's delayed ACK."""
+    from valuerec.cli_serve import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.get_inheritable()
+        sock.listen()
+        with pytest.raises(typer.Exit) as exc:
+            listening_socket("127.0.0.1", sock.getsockname()[1])  # taken
+        assert exc.value.exit_code == 2
+    finally:
+        sock.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -182,8 +183,9 @@ def serve(
     os.environ[WORKER_ENV] = json.dumps(
         {"db": db, "keys": str(key_store.path), "settings": settings.model_dump(mode="json")}
     )
-    out.print(f"starting {workers} worker processes", soft_wrap=True)
-    uvicorn.run(
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
         "valuerec.serve.app:worker_app",
         factory=True,
         host=host,
@@ -192,6 +194,31 @@ def serve(
         log_level=log_level,
         access_log=access_log,
     )
+    sock = listening_socket(host, port)
+    out.print(
+        f"{workers} worker processes on http://{host}:{sock.getsockname()[1]}", soft_wrap=True
+    )
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The socket ``serve --workers N`` shares with its worker processes.
+
+    What ``uvicorn.run(..., workers=N)`` would bind, but created as a TCP socket by protocol
+    number: uvicorn's (``socket.socket(family)``, protocol 0) made asyncio skip TCP_NODELAY
+    on every accepted connection, and each response then waited out the client's delayed
+    ACK: 2 workers answered 182 requests/s at 44 ms where 1 answered 2,900 at 2.8 ms.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def train(
