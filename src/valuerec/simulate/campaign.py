@@ -6,8 +6,8 @@ loyal big spender who would buy anyway only gets cheaper. This module
 
 1. picks the eligible segment from the platform's value model (``at-risk-high-value``: above
    median predicted LTV and above median churn risk; or ``all`` customers);
-2. randomises it into treatment and control and simulates 90 days (the A/B test), estimating
-   the uplift in revenue per user with a Welch t interval;
+2. randomises it into treatment and control and simulates ``days`` days (default 90: the
+   A/B test), estimating the uplift in revenue per user with a Welch t interval;
 3. simulates the same days with everyone treated and with nobody treated (same random
    numbers): since users do not interact, each user's two outcomes are their potential
    outcomes, so the true average uplift and every user's true uplift are known;
