@@ -409,3 +409,21 @@ def test_policy_evaluate_json_of_a_tiny_population_with_one_seed(tmp_path):
     assert tables[:2] == ["policy-table", "policy-paired"]
     help_text = " ".join(runner.invoke(app, ["policy", "evaluate", "--help"]).output.split())
     assert "the 95% intervals need 2 or more" in help_text.replace("│ ", "")
+
+
+def test_an_ingest_that_loses_the_database_says_what_is_stored(tmp_path, monkeypatch):
+    """A PostgreSQL restart mid-ingest was a 40-line psycopg traceback."""
+    import psycopg
+
+    import valuerec.cli as cli
+
+    def lost(*args, **kwargs):
+        raise psycopg.OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(cli, "ingest", lost)
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,event_type,timestamp\nu1,view,2024-01-01\n")
+    res = CliRunner().invoke(cli.app, ["ingest", str(path), "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 2
+    said = " ".join(res.output.split())
+    assert "lost the database during the ingest" in said and "run the same ingest again" in said

@@ -500,3 +500,61 @@ def test_a_database_error_while_following_a_version_is_tried_again(pair, monkeyp
     assert svc(b).follower.poll_models() == []
     assert svc(b).follower.poll_models() == ["value-naive"]
     assert call(b, "GET", f"/users/{USER}/value").json()["version"] == version
+
+
+# -- what review G found -----------------------------------------------------------------------
+def test_a_reload_keeps_the_pending_exposures_of_new_visitors(pair):
+    """A visitor the store does not know yet has exposures waiting; a reload (after a gap,
+    a reconnect, a bulk deletion) forgot every pending user the store did not know."""
+    _, b, _ = pair
+    svc(b).exposures.add("visitor-42", [(1, "i1", 0.5)], "rec-ease", "v0001")
+    svc(b).reload_state()
+    assert svc(b).exposures.users() == {"visitor-42"}
+    assert svc(b).exposures.flush() == 1
+
+
+def test_a_flush_before_the_feed_is_read_does_not_bring_a_deleted_user_back(pair):
+    a, b, _ = pair
+    svc(a).exposures.add(USER, [(1, "i1", 0.5)], "rec-ease", "v0001")
+    svc(a).exposures.add("visitor-7", [(1, "i1", 0.5)], "rec-ease", "v0001")
+    assert call(b, "DELETE", f"/users/{USER}", "write").status_code == 200
+    assert svc(a).exposures.flush() == 1  # the visitor's; not the deleted user's
+    assert call(a, "GET", f"/users/{USER}").status_code == 404
+    assert call(a, "GET", "/users/visitor-7").status_code == 200
+
+
+def test_a_reload_that_fails_is_tried_again(pair, monkeypatch):
+    a, b, _ = pair
+    follower = svc(b).follower
+    hidden = top(b, USER)[0]
+    call(a, "PATCH", f"/items/{hidden}", "write", json={"hidden": True})
+    original, calls = svc(b).reload_state, []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+        original()
+
+    monkeypatch.setattr(svc(b), "reload_state", flaky)
+    follower._last_read -= follower.KEEP_SECONDS  # a gap: the next poll reloads
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        follower.poll()
+    follower.poll()  # the position had not moved: reloads again
+    assert len(calls) == 2 and hidden in svc(b).catalog.hidden
+
+
+def test_deleting_a_buyer_predicts_value_again_as_a_restart_would(template, databases):
+    src, keys = template
+    db = databases.copy(src)
+    with _client(db, keys, value_refresh_seconds=0.05) as c:
+        last = svc(c).repo.store.fetch(
+            "SELECT user_id FROM events WHERE event_type = 'purchase' "
+            "ORDER BY timestamp DESC LIMIT 1"
+        )[0][0]
+        assert call(c, "DELETE", f"/users/{last}", "write").status_code == 200
+        time.sleep(0.2)
+        svc(c).wait_value_refresh(30)
+        running = call(c, "GET", "/segments").json()
+    with _client(db, keys) as fresh:
+        assert call(fresh, "GET", "/segments").json() == running

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import click
 import pandas as pd
+import psycopg
 import typer
 from rich.progress import Progress
 from rich.table import Table
@@ -164,6 +165,13 @@ def ingest_cmd(
             )
         except (InputError, ValueError) as exc:
             raise fail(str(exc)) from None
+        except psycopg.Error as exc:  # the server went away mid-ingest (a restart)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise fail(
+                f"lost the database during the ingest of {path} ({first}): the batches "
+                "committed before it are stored; run the same ingest again (what is stored "
+                "is skipped as duplicates)"
+            ) from None
     if as_json:
         print_json(result.to_dict())
     else:

@@ -72,11 +72,24 @@ class StoreFollower:
         """Take the feed's position; call it *before* loading the state it will keep current,
         so that a write landing during the load is read again, not lost."""
         if self.enabled:
-            store = self.service.repo.store
-            with self.service.repo.lock:
-                self.position, _ = store.changes(None)
-                self._reconnects = store.reconnects
-            self._last_read = time.monotonic()
+            self._commit(*self._mark())
+
+    def _mark(self) -> tuple[str, int]:
+        store = self.service.repo.store
+        with self.service.repo.lock:
+            position, _ = store.changes(None)
+            return position, store.reconnects
+
+    def _commit(self, position: str, reconnects: int) -> None:
+        self.position, self._reconnects = position, reconnects
+        self._last_read = time.monotonic()
+
+    def _reload(self) -> None:
+        """Everything again, from a position taken before the reads; the position moves
+        only once the reload has succeeded (a failed one is tried again at the next poll)."""
+        mark = self._mark()
+        self.service.reload_state()
+        self._commit(*mark)
 
     def poll(self) -> int:
         """Read and apply what changed since the last read; returns the feed rows applied.
@@ -90,14 +103,12 @@ class StoreFollower:
         repo = self.service.repo
         stale = time.monotonic() - self._last_read > self.KEEP_SECONDS / 2
         if self.position is None or stale or repo.store.reconnects != self._reconnects:
-            self.begin()
-            self.service.reload_state()
+            self._reload()
             return 0
         with repo.lock:
             position, frame = repo.store.changes(self.position)
         if repo.store.reconnects != self._reconnects:  # connected again within the read
-            self.begin()
-            self.service.reload_state()
+            self._reload()
             return 0
         self.service.apply_changes(frame)
         # moved only once applied: a failure above reads the same rows again next time

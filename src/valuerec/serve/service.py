@@ -173,16 +173,18 @@ class ServeService:
             self.histories.load(self.repo.interactions(self.roles))
             self._item_values_changed()
             self._sales_stored()
-            gone = self.repo.missing_users(known)
+            gone = self.repo.missing_users(sorted(known))
         self._forget(gone)
 
-    def _known_users(self) -> list[str]:
-        """Users this server holds anything of: a history, a value, pending exposures."""
+    def _known_users(self) -> set[str]:
+        """Users this server has seen in the store: a history or a value prediction. (Not
+        every user with pending exposures: a new visitor is in the store only once their
+        exposures are written, and forgetting them would drop those.)"""
         snap = self.models.value_or_none
-        users = set(self.histories.users()) | set(self.exposures.users())
+        users = set(self.histories.users())
         if snap is not None:
             users.update(snap.table.index.astype(str))
-        return sorted(users)
+        return users
 
     def _forget(self, user_ids: Sequence[str]) -> None:
         """Forget deleted users as :meth:`delete_user` does: their pending exposures (whose
@@ -228,7 +230,7 @@ class ServeService:
         item_ids = list(dict.fromkeys(items["key"].dropna()))
         gone: list[str] = []
         with self.repo.lock:
-            known = self._known_users() if (every & removed).any() else []
+            known = sorted(self._known_users()) if (every & removed).any() else []
             if every_user:
                 self.histories.load(self.repo.interactions(self.roles))
             elif users:
@@ -685,6 +687,22 @@ class ServeService:
         ]
 
     def _write_exposures(self, frame: pd.DataFrame) -> int:
+        """Store a flush of exposures, less those of users deleted since they were shown.
+
+        On one server a deletion drops the user's pending exposures itself (``discarding``);
+        a deletion through another server (or another worker) reaches this one with the
+        next read of the change feed, and a flush before that read would store the deleted
+        user again. So a user this server had seen in the store (a history, a value) whom the
+        store no longer knows is left out; a new visitor, never seen, is not.
+        """
+        if not self.repo.store.local:
+            seen = self._known_users()
+            users = [u for u in frame["user_id"].unique() if u in seen]
+            gone = set(self.repo.missing_users(users)) if users else set()
+            if gone:
+                frame = frame.loc[~frame["user_id"].isin(gone)]
+                if frame.empty:
+                    return 0
         stored = self.repo.ingest_events(frame, source="api:write_back").stored
         self.metrics.exposures.inc(stored)
         return stored
@@ -729,6 +747,8 @@ class ServeService:
             self.histories.drop(user_id)
             if deleted:
                 self._item_values_changed()  # their purchases are gone
+                # and the end of the log may have moved: predicted again, as a restart would
+                self._sales_stored()
         self.models.forget_user(user_id)
         if deleted is None:
             raise ApiError(404, f"no user {user_id!r}")
