@@ -19,6 +19,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from server_process import free_port, wait_until_healthy
 from valuerec.artifacts import ArtifactStore, default_root
 from valuerec.cli import app
 from valuerec.data.ingest import ingest
@@ -126,12 +127,6 @@ def test_train_skips_value_models_without_purchases(tmp_path):
     assert ArtifactStore(default_root(db)).names() == ["rec-popularity"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_train_skips_recommenders_without_item_interactions(tmp_path):
     db = str(tmp_path / "purchases.duckdb")
     events = generate(users=60, items=10, days=60, seed=2).events
@@ -163,7 +158,7 @@ def test_serve_answers_over_http_and_swaps_models_under_load(trained):
     keys = KeyStore(default_keys_path(trained))
     read, _ = keys.create("read")
     admin, _ = keys.create("admin")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VALUEREC_DB": trained}
     proc = subprocess.Popen(
         [sys.executable, "-m", "valuerec.cli", "serve", "--port", str(port)],
@@ -174,16 +169,8 @@ def test_serve_answers_over_http_and_swaps_models_under_load(trained):
     )
     base = f"http://127.0.0.1:{port}"
     try:
+        wait_until_healthy(proc, base, 60)
         with httpx.Client(base_url=base, timeout=10) as http:
-            for _ in range(240):
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None:
-                    pytest.fail(f"server exited: {proc.stdout.read()}")
-                time.sleep(0.25)
             health = http.get("/health").json()
             assert health["recommenders"] == {"ease": "v0002", "popularity": "v0001"}
             assert http.get("/users/u3/recommendations").status_code == 401

@@ -7,7 +7,6 @@ second server stale before its read and current after it.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import Databases, databases_for
+from server_process import free_port, wait_until_healthy
 from shop import build_shop
 from valuerec.artifacts import ArtifactStore, default_root
 from valuerec.cli import app
@@ -302,7 +302,7 @@ def test_serve_with_two_workers_answers_every_request_from_the_same_data(templat
     sync_seconds: every fresh connection afterwards (either worker) leaves the item out."""
     src, keys = template
     db = databases.copy(src)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "valuerec.cli", "serve", "--db", db, "--port", str(port),
          "--workers", "2", "--log-level", "warning"],
@@ -311,15 +311,7 @@ def test_serve_with_two_workers_answers_every_request_from_the_same_data(templat
     base = f"http://127.0.0.1:{port}"
     read, write = {"X-API-Key": keys["read"]}, {"X-API-Key": keys["write"]}
     try:
-        for _ in range(480):
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stdout.read()}")
-            time.sleep(0.25)
+        wait_until_healthy(proc, base)
         path = f"{base}/users/{USER}/recommendations"
         first = httpx.get(path, headers=read).json()["items"][0]["item_id"]
         event = {"user_id": USER, "item_id": first, "event_type": "view"}
@@ -351,12 +343,6 @@ def test_more_workers_than_one_need_a_postgresql_store(tmp_path):
     )
     assert res.exit_code == 2
     assert "--workers 2 needs a PostgreSQL store" in " ".join(res.output.split())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- what review E found -----------------------------------------------------------------------
