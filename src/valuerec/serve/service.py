@@ -696,8 +696,13 @@ class ServeService:
         store no longer knows is left out; a new visitor, never seen, is not.
         """
         if not self.repo.store.local:
-            seen = self._known_users()
-            users = [u for u in frame["user_id"].unique() if u in seen]
+            # per user, not _known_users(): a set of every user each second costs a large store
+            snap = self.models.value_or_none
+            users = [
+                u
+                for u in frame["user_id"].unique()
+                if u in self.histories or (snap is not None and u in snap.table.index)
+            ]
             gone = set(self.repo.missing_users(users)) if users else set()
             if gone:
                 frame = frame.loc[~frame["user_id"].isin(gone)]
