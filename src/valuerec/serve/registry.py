@@ -399,7 +399,8 @@ class ModelRegistry:
         ``ArtifactStore.promote``. Each swap is a promotion's (loaded whole, then one
         reference), under the swap lock and checked again there, so a promotion through this
         server's API in the meantime is not undone. A version that fails to load is logged
-        once and not tried again (the server keeps what it serves) until ``CURRENT`` moves.
+        once and not tried again (the server keeps what it serves) until ``CURRENT`` moves;
+        a failure of the database instead (a dropped connection) is tried again next round.
         """
         due: list[tuple[str, str, Callable[[str, str], ModelHandle | ValueSnapshot]]] = []
         for artifact in self.arts.names():
