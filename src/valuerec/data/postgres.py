@@ -462,8 +462,7 @@ class PostgresStore(Store):
         Columns: ``table_name``, ``op`` (INSERT, UPDATE, DELETE, TRUNCATE), ``key`` (a user
         or item id; None: every row of the table), ``kinds`` (events: their types).
         """
-        self._revive()
-        ((position,),) = self.fetch("SELECT pg_current_snapshot()::text")
+        ((position,),) = self.fetch("SELECT pg_current_snapshot()::text")  # (fetch revives)
         if since is None:
             return str(position), pd.DataFrame(columns=["table_name", "op", "key", "kinds"])
         frame = self.fetch_frame(

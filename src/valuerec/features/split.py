@@ -113,6 +113,20 @@ def when_text(ts: datetime) -> str:
 MAX_HORIZON_DAYS = 36_525.0
 
 
+def _check_holdout_days(holdout_days: int) -> None:
+    """Raise :class:`SplitError` unless the holdout is 1 day to a century.
+
+    Also the limit of every prediction's horizon, which defaults to the holdout: a longer one
+    overflowed the date arithmetic with a traceback, or was refused only after every model
+    had been fitted.
+    """
+    if not 1 <= int(holdout_days) <= MAX_HORIZON_DAYS:
+        raise SplitError(
+            f"holdout_days must be from 1 to {MAX_HORIZON_DAYS:,.0f} days (a century), "
+            f"got {holdout_days!r}"
+        )
+
+
 @dataclass(frozen=True)
 class TemporalSplit:
     """Calibration ends at ``calibration_end`` (exclusive); the holdout lasts ``holdout_days``."""
@@ -121,14 +135,7 @@ class TemporalSplit:
     holdout_days: int
 
     def __init__(self, calibration_end: TimeLike, holdout_days: int) -> None:
-        if not 1 <= int(holdout_days) <= MAX_HORIZON_DAYS:
-            # also the limit of every prediction's horizon, which defaults to the holdout:
-            # a longer one overflowed the date arithmetic with a traceback, or was refused
-            # only after every model had been fitted
-            raise SplitError(
-                f"holdout_days must be from 1 to {MAX_HORIZON_DAYS:,.0f} days (a century), "
-                f"got {holdout_days!r}"
-            )
+        _check_holdout_days(holdout_days)
         end = to_timestamp(calibration_end, "calibration_end")
         try:
             end + timedelta(days=int(holdout_days))
@@ -199,6 +206,5 @@ class TemporalSplit:
     @classmethod
     def last_days(cls, store: Store, holdout_days: int) -> TemporalSplit:
         """The split whose holdout is the last ``holdout_days`` of the log (for production fits)."""
-        if not 1 <= int(holdout_days) <= MAX_HORIZON_DAYS:
-            return cls(log_end(store), holdout_days)  # raises, naming the limit
+        _check_holdout_days(holdout_days)  # before the date arithmetic below
         return cls(log_end(store) - timedelta(days=int(holdout_days)), holdout_days)

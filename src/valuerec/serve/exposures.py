@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +68,13 @@ class ExposureLog:
         """The users with exposures waiting to be written."""
         with self._lock:
             return {r["user_id"] for r in self._rows}
+
+    def discard(self, user_ids: Collection[str]) -> None:
+        """Drop the pending exposures of ``user_ids`` (deleted elsewhere: there is no deletion
+        here to hold the flush back for, as :meth:`discarding` does), after a flush under way."""
+        drop = set(user_ids)
+        with self._flushing, self._lock:
+            self._rows = [r for r in self._rows if r["user_id"] not in drop]
 
     @contextmanager
     def discarding(self, user_id: str) -> Iterator[None]:

@@ -139,8 +139,8 @@ class ServeService:
         """Read the catalogue, every history and the current models (start-up)."""
         self.repo.ensure_schema()
         self.follower.begin()  # before the reads: what lands meanwhile is read again
-        self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
-        self.histories.load(self.repo.interactions(self.roles))
+        self._load_catalog()
+        self._load_histories()
         self.models.load_all()
         log.info(
             "serving %d users' histories, recommenders %s",
@@ -169,12 +169,20 @@ class ServeService:
         change feed), forget the users that are gone, and refresh what purchases feed."""
         with self.repo.lock:
             known = self._known_users()
-            self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
-            self.histories.load(self.repo.interactions(self.roles))
+            self._load_catalog()
+            self._load_histories()
             self._item_values_changed()
             self._sales_stored()
             gone = self.repo.missing_users(sorted(known))
         self._forget(gone)
+
+    def _load_catalog(self) -> None:
+        """Every title, category and hidden flag from the store (start-up, reloads)."""
+        self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
+
+    def _load_histories(self) -> None:
+        """Every user's history from the store (start-up, reloads)."""
+        self.histories.load(self.repo.interactions(self.roles))
 
     def _known_users(self) -> set[str]:
         """Users this server has seen in the store: a history or a value prediction. (Not
@@ -191,9 +199,7 @@ class ServeService:
         flush would store them again) and value predictions (one relabelling for all)."""
         if not user_ids:
             return
-        for user_id in user_ids:
-            with self.exposures.discarding(user_id):
-                pass
+        self.exposures.discard(user_ids)
         self.models.forget_users(user_ids)
 
     def apply_changes(self, changes: pd.DataFrame) -> None:
@@ -232,11 +238,11 @@ class ServeService:
         with self.repo.lock:
             known = sorted(self._known_users()) if (every & removed).any() else []
             if every_user:
-                self.histories.load(self.repo.interactions(self.roles))
+                self._load_histories()
             elif users:
                 self.histories.replace(users, self.repo.interactions(self.roles, users))
             if every_item:
-                self.catalog.load(self.repo.catalogue(), self.repo.hidden_items())
+                self._load_catalog()
             elif item_ids:
                 self.catalog.refresh(
                     item_ids, self.repo.catalogue(item_ids), self.repo.hidden_items(item_ids)

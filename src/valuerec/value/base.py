@@ -64,7 +64,7 @@ from valuerec.features.split import (
     TimeLike,
     when_text,
 )
-from valuerec.value.counts import CountPMF, scaled_quantile
+from valuerec.value.counts import CountPMF, count_quantile, scaled_quantile
 
 PRED_COLUMNS = (
     "user_id", "pred_transactions", "pred_transactions_median", "pred_spend", "p_alive",
@@ -437,7 +437,7 @@ class ValueModel(BaseEstimator, ABC):
             return self._predict(data, horizon)["pred_transactions"].to_numpy(float)
         pmf, scale = found
         if scale == 1.0:  # the distribution's own horizon: no P(none) to rescale
-            return scaled_quantile(pmf, len(data.users), 1.0, np.zeros(len(data.users)), level)
+            return count_quantile(pmf, len(data.users), level)
         p_return = self._return_probability(self._predict(data, horizon), found, len(data.users))
         return scaled_quantile(pmf, len(data.users), scale, 1.0 - p_return, level)
 
