@@ -966,6 +966,44 @@ def test_new_purchases_reach_value_predictions_without_a_restart(deployment, ref
         assert newbie.status_code == 404 and after == before
 
 
+def test_writes_do_not_wait_for_a_value_refresh_to_predict(client, monkeypatch):
+    """A refresh predicted every customer holding the repository's lock, so every write (and
+    store read) waited seconds on a large store. Only its reads hold the lock now: an event
+    posted while the model predicts is stored at once, and counts at the next refresh."""
+    svc = service(client)
+    model = svc.models.value.model
+    predicting, release = threading.Event(), threading.Event()
+    real = model.predict_data
+
+    def slow_predict(data, horizon_days=None):
+        predicting.set()
+        assert release.wait(30), "the test never released the prediction"
+        return real(data, horizon_days)
+
+    monkeypatch.setattr(model, "predict_data", slow_predict)
+    refresher = threading.Thread(target=svc.models.refresh_value)
+    refresher.start()
+    assert predicting.wait(30)
+    when = svc.models.value.as_of - timedelta(days=2)  # inside the log: its end stays
+    buy = {"user_id": "late", "item_id": "i1", "event_type": "purchase", "value": 9.0,
+           "timestamp": when.isoformat()}  # fmt: skip
+    answers: list[int] = []
+    poster = threading.Thread(
+        target=lambda: answers.append(
+            call(client, "POST", "/events", "write", json={"events": [buy]}).json()["stored"]
+        )
+    )
+    poster.start()
+    poster.join(10)
+    stored_while_predicting = answers == [1]
+    release.set()
+    poster.join(30)
+    refresher.join(30)
+    assert stored_while_predicting, "the post waited for the prediction"
+    with svc.repo.lock:  # the refresh installed predictions as of the log's end
+        assert svc.models.value.as_of == svc.repo.value_as_of()
+
+
 def test_values_are_scored_as_of_the_end_of_a_log_that_ends_with_views(tmp_path):
     events = pd.DataFrame(
         {

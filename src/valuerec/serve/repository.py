@@ -26,7 +26,6 @@ import pandas as pd
 from valuerec.data.ingest import IngestResult, ingest
 from valuerec.data.schema import EVENTS
 from valuerec.data.store import Store
-from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import EXPOSURE_EVENT_TYPES, log_end
 from valuerec.serve.config import EventRoles
 from valuerec.value.base import ValueModel
@@ -366,14 +365,19 @@ class Repository:
     ) -> tuple[pd.DataFrame, datetime]:
         """Predictions and segments of every customer as of the end of the log.
 
-        Computed once per loaded model (at start-up or promotion), never per request.
+        Computed once per loaded model (at start-up, promotion, and after purchases), never
+        per request. Only the reads hold the repository's lock (a consistent view, and the
+        connection is not for two threads); the prediction, most of the time (on CDNOW's
+        23,570 customers a LightGBM bag reads for 0.45 s and predicts for 2.5 s), runs
+        outside it, so events posted meanwhile are not held up.
         """
         with self.lock:
             when = self.value_as_of()
             if when is None:
                 raise ValueError("the store has no purchase events to predict value from")
-            pred = model.predict(horizon_days=horizon_days, store=self.store, as_of=when)
-            features = behaviour_features(self.store, when)
+            data = model.prediction_data(store=self.store, as_of=when)
+        pred = model.predict_data(data, horizon_days)
+        features = data.features  # every customer's, as of ``when``: what segments read
         seg = segment_users(pred, features, as_of=when)
         extra = pred.set_index("user_id")[["pred_transactions", "ltv_low", "ltv_high"]]
         # age_days: what segments.relabel needs when a deleted user leaves the population

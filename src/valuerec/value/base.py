@@ -383,16 +383,32 @@ class ValueModel(BaseEstimator, ABC):
         ``as_of`` defaults to the calibration end used in :meth:`fit`; pass the end of the log
         to score today's customers with a model trained on an earlier window.
         """
+        data = self.prediction_data(users, store=store, as_of=as_of)
+        return self.predict_data(data, horizon_days)
+
+    def prediction_data(
+        self,
+        users: Sequence[str] | None = None,
+        *,
+        store: Store | None = None,
+        as_of: TimeLike | None = None,
+    ) -> ValueData:
+        """What :meth:`predict` reads from the store (features, and tokens for sequence
+        models), without predicting: all of its database work.
+
+        Apart so that a server reads under its store's lock and predicts outside it: the
+        prediction is the costly part (seconds for a LightGBM bag or the Transformer on
+        every customer) and needs nothing from the store, so writes need not wait for it.
+        """
         if not hasattr(self, "split_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit first")
         store = store or getattr(self, "_store", None)
         if store is None:
             raise ValueError("predict needs a store: pass store= (the model was loaded from disk)")
         cut = as_of if as_of is not None else self.split_.calibration_end
-        data = value_data(
+        return value_data(
             store, cut, self.split_.holdout_days, users=users, labels=False, **self._data_options()
         )
-        return self.predict_data(data, horizon_days)
 
     def _data_options(self) -> dict[str, Any]:
         """Extra :func:`value_data` arguments this model needs (sequence models: tokens)."""
