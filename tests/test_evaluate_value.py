@@ -529,3 +529,42 @@ def test_deciles_share_a_tied_groups_spend_whatever_the_row_order():
         decile_table(big_a[perm], big_p[perm]), decile_table(big_a, big_p)
     )
     assert decile_mape_floor(big_a[perm], big_p[perm]) == decile_mape_floor(big_a, big_p)
+
+
+# -- review R2 (session 24) -------------------------------------------------------------------
+def test_bootstrap_of_a_metric_undefined_on_some_resamples_uses_the_defined_ones() -> None:
+    """One spender among 12 customers: a resample that misses them has no top share (0/0).
+    Such resamples gave NaN bounds and counted as losses in ``p_better``; they are left out
+    when few, and many of them are an error rather than an interval."""
+    actual = np.zeros(12)
+    actual[0] = 100.0
+    rng = np.random.default_rng(0)
+    pa, pb = rng.random(12), rng.random(12)
+    pa[0], pb[0] = 2.0, -1.0  # A ranks the spender first, B last
+    top = lambda a, p: top_share(a, p, 0.1)  # noqa: E731
+    # (11/12)^12 = 35% of resamples miss the spender: far beyond the 5% allowed
+    with pytest.raises(ValueError, match=r"resamples have no estimate"):
+        paired_bootstrap(actual, pa, pb, metric=top, n_boot=400)
+    # 60 customers, 6 spenders: a resample missing all of them is rare (0.9^60 = 0.2%)
+    actual = np.r_[np.full(6, 100.0), np.zeros(54)]
+    pa = np.r_[np.full(6, 2.0), rng.random(54)]
+    pb = np.r_[np.full(6, -1.0), rng.random(54)]
+    res = paired_bootstrap(actual, pa, pb, metric=top, n_boot=400)
+    assert np.isfinite(res["low"]) and np.isfinite(res["high"])
+    assert res["p_better"] == 1.0  # A wins on every resample that has spenders
+
+
+def test_truth_ids_written_two_ways_are_one_duplicated_user() -> None:
+    truth, pred = frames()
+    truth["user_id"] = [1, "1", 3, 4]
+    pred["user_id"] = ["3", "u5", "1", "4", "2"]
+    with pytest.raises(ValueError, match="truth has 1 duplicated user_id"):
+        evaluate_value(truth, pred)
+
+
+def test_coverage_is_scored_only_when_the_scored_users_have_intervals() -> None:
+    """A user outside truth is ignored, also in deciding whether the model has intervals."""
+    truth, pred = frames()
+    pred["spend_low"] = pred["spend_high"] = pred["pred_spend"]
+    pred.loc[pred["user_id"] == "u5", "spend_high"] += 1.0  # u5 is not scored
+    assert "coverage80" not in evaluate_value(truth, pred).metrics

@@ -326,3 +326,14 @@ def test_a_classifier_reward_model_predicts_the_expected_reward():
     assert q == pytest.approx(np.full((60, 3), r.mean()))
     with pytest.raises(ValueError, match=r"model= is a classifier.*not whole numbers.*regressor"):
         ope.fit_reward_model(x, a, rng.exponential(size=60), 3, model=DummyClassifier())
+
+
+def test_a_position_the_training_folds_never_logged_gets_their_mean_reward():
+    """q-hat was 0 at a position absent from a fold's training part (any reward scale)."""
+    x = np.random.default_rng(0).random((9, 2))
+    a = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0])
+    r = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1.0])
+    pos = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1])  # position 1 logged once
+    q = ope.fit_reward_model(x, a, r, 2, positions=pos, n_folds=3)
+    # the round at position 1 is in one test fold; the other 6 rounds trained that fold
+    assert q[8, 0] == q[8, 1] and 0.5 <= q[8, 0] <= 5 / 6

@@ -48,6 +48,8 @@ from sklearn.base import clone, is_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
+from valuerec.evaluate.resampling import defined_resamples
+
 Interval = Literal["normal", "bootstrap"]
 ESTIMATORS = ("ips", "snips", "dr")
 
@@ -145,12 +147,6 @@ def _normal(
                     int(n), se, kind, level)  # fmt: skip
 
 
-# A resample may have no estimate (SNIPS on a resample holding no round with target weight is
-# 0/0). Over a small share of such resamples the interval is conditional on the estimate being
-# defined, which moves it little; beyond this share it would describe another experiment.
-MAX_UNDEFINED_SHARE = 0.05
-
-
 def _bootstrap(
     name: str,
     value: float,
@@ -165,7 +161,7 @@ def _bootstrap(
 
     The interval and standard error are then taken over the resamples that have one, when
     they are at least ``1 - MAX_UNDEFINED_SHARE`` of all; otherwise a ValueError says so
-    (``why_undefined`` explains the cause to the caller).
+    (``why_undefined`` explains the cause to the caller): :mod:`.resampling`'s rule.
     """
     _z(level)  # validates level
     with warnings.catch_warnings():
@@ -185,14 +181,8 @@ def _bootstrap(
     low, high = res.confidence_interval
     se = res.standard_error
     dist = np.asarray(res.bootstrap_distribution)
-    undefined = int(np.isnan(dist).sum())
-    if undefined > MAX_UNDEFINED_SHARE * dist.size:
-        raise ValueError(
-            f"{name}: {undefined} of {dist.size} bootstrap resamples have no estimate"
-            f"{'; ' + why_undefined if why_undefined else ''}"
-        )
-    if undefined:
-        defined = dist[~np.isnan(dist)]
+    defined = defined_resamples(dist, name, why_undefined)
+    if defined.size < dist.size:
         alpha = (1 - level) / 2
         low, high = stats.quantile(defined, [alpha, 1 - alpha])  # as scipy's percentile
         se = defined.std(ddof=1)
@@ -450,7 +440,8 @@ def fit_reward_model(
     or a classifier for rewards with a few whole-number values, whose q̂ is the expected
     reward ``Σ_c c·P(r = c)`` (for 0/1 rewards, P(r = 1)); default a logistic regression,
     which takes 0/1 rewards only: pass a regressor for revenue or counts. A training fold
-    with a single reward value predicts that value. Returns
+    with a single reward value predicts that value, and one without a round at a position
+    the training folds' mean reward. Returns
     ``(n_rounds, n_actions)``; pass ``q[np.arange(n), actions]`` as ``q_hat_logged`` and
     :func:`expected_reward` of it as ``q_hat_target``.
     """
@@ -481,9 +472,11 @@ def fit_reward_model(
             if te.size == 0:
                 continue
             fitted = _fit(base, np.c_[x[tr], eye[a[tr]]], r[tr]) if tr.size else None
+            # a position the training folds never logged: the folds' mean reward, not 0
+            seen = r[tr] if tr.size else r[train]
             for action in range(n_actions):
                 features = np.c_[x[te], np.broadcast_to(eye[action], (te.size, n_actions))]
-                q[te, action] = _predict(fitted, features, r[tr])
+                q[te, action] = _predict(fitted, features, seen)
     return q
 
 

@@ -47,6 +47,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import rankdata, spearmanr
 
 from valuerec.data.schema import as_frame, id_text
+from valuerec.evaluate.resampling import defined_resamples
 
 __all__ = [
     "DECILE_COLUMNS",
@@ -433,6 +434,9 @@ def paired_bootstrap(
 
     :func:`normalized_gini` (the default) is computed for all resamples at once from resample
     counts; any other ``metric(actual, predicted)`` is called once per resample and model.
+    A resample on which either model's metric is undefined (NaN: a top share or decile MAPE
+    of a resample that drew no spender) is left out of the interval and of ``p_better``;
+    more than 5% such resamples is an error (:mod:`.resampling`'s rule).
     """
     a, pa = _pair(actual, pred_a)
     _, pb = _pair(actual, pred_b)
@@ -452,6 +456,9 @@ def paired_bootstrap(
         diffs[done : done + b] = ma - mb
         done += b
     sign = 1.0 if higher_is_better else -1.0
+    diffs = defined_resamples(
+        diffs, "the paired bootstrap", "the metric is undefined on too many resamples"
+    )
     low, high = np.percentile(diffs, [2.5, 97.5])
     return {
         "diff": float(metric(a, pa) - metric(a, pb)),
@@ -491,17 +498,19 @@ class ValueReport:
 
 
 def _check_frame(frame: pd.DataFrame, name: str, columns: tuple[str, ...]) -> None:
+    """Columns present, no NaN or infinity, one row per user: ids compared as the store
+    keeps them (``1`` and ``"1"`` are one user, who would otherwise be scored twice)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{name} lacks column(s) {', '.join(missing)}")
-    dup = int(frame["user_id"].duplicated().sum())
-    if dup:
-        raise ValueError(f"{name} has {dup} duplicated user_id(s)")
     for col in columns:
         if frame[col].isna().any():
             raise ValueError(f"{name} column {col!r} contains NaN")
         if col != "user_id" and not np.isfinite(frame[col].to_numpy(dtype=float)).all():
             raise ValueError(f"{name} column {col!r} contains infinite values")
+    dup = int(id_text(frame["user_id"]).duplicated().sum())
+    if dup:
+        raise ValueError(f"{name} has {dup} duplicated user_id(s)")
 
 
 def _pct_error(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -567,13 +576,7 @@ def evaluate_value(
     and the number of ``customers``.
     """
     truth, pred = as_frame(truth), as_frame(pred)  # Arrow tables too
-    # a model without a predictive distribution gives its point forecast as both ends
-    # (value.base): that is no interval, and its "coverage" would be a share of exact hits
-    intervals = {
-        k: cols
-        for k, cols in INTERVALS.items()
-        if set(cols) <= set(pred.columns) and not (pred[cols[1]] == pred[cols[0]]).all()
-    }
+    intervals = {k: cols for k, cols in INTERVALS.items() if set(cols) <= set(pred.columns)}
     pred_cols = PRED_COLUMNS + tuple(c for cols in intervals.values() for c in cols)
     has_median = MEDIAN_COLUMN in pred.columns
     if has_median:
@@ -594,6 +597,12 @@ def evaluate_value(
     # is ignored like the rest of that user's prediction
     pred = pred.loc[pred["user_id"].isin(truth["user_id"])]
     _check_frame(pred, "pred", pred_cols)
+    # a model without a predictive distribution gives its point forecast as both ends
+    # (value.base): that is no interval, and its "coverage" would be a share of exact hits.
+    # Decided on the scored users' rows, as every other metric is.
+    intervals = {
+        k: (low, high) for k, (low, high) in intervals.items() if (pred[low] != pred[high]).any()
+    }
     df = truth[list(TRUTH_COLUMNS)].merge(pred[list(pred_cols)], on="user_id", how="inner")
     if df.empty:
         raise ValueError("no customers to evaluate")
