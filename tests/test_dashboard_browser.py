@@ -486,3 +486,87 @@ def test_the_dashboard_may_not_be_framed_and_runs_only_its_own_code(served):
     assert headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert "default-src 'self'" in headers["Content-Security-Policy"]
+
+
+def test_ids_dot_and_dot_dot_are_refused_before_any_request(browser, served):
+    """The browser drops "." and ".." path segments: looking up "." fetched /users/value and
+    /users/recommendations, so it showed "no user 'recommendations'", or another user's
+    record (user "value") as a value card that then threw a TypeError."""
+    driver = browser
+    _with_key(driver, served)
+    driver.execute_script(
+        "window.__fetched = [];"
+        "const real = window.fetch;"
+        "window.fetch = (url, opts) => {"
+        "  window.__fetched.push(String(url)); return real(url, opts); };"
+    )
+    look_up = (
+        "const done = arguments[arguments.length - 1];"
+        "window.dashboard.lookUp(arguments[0]).then(() => done(window.__fetched.splice(0)));"
+    )
+    for user in (".", ".."):
+        assert driver.execute_async_script(look_up, user) == []
+        error = _css(driver, "#user-error")[0]
+        assert error.is_displayed()
+        assert f"no user can have the id '{user}'" in error.text
+        assert not _css(driver, "#customer")[0].is_displayed()
+    # only those two: an id with dots in it is looked up as any other
+    fetched = driver.execute_async_script(look_up, "a.b")
+    assert sorted(fetched) == [
+        "/users/a.b/purchases?limit=5",
+        "/users/a.b/recommendations?k=10",
+        "/users/a.b/value",
+    ]
+    assert not _css(driver, "#user-error")[0].is_displayed()
+
+
+@pytest.fixture(scope="module")
+def served_untrained(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Served]:
+    """A store with items and events but no trained model yet, served as ``served`` is."""
+    db = tmp_path_factory.mktemp("dash-untrained") / "shop.duckdb"
+    data = generate(users=20, items=10, days=60, seed=4)
+    with Store(db) as store:
+        ingest(store, data.items, "items")
+        ingest(store, data.events, "events")
+    key, _ = KeyStore(default_keys_path(db)).create("read", name="dashboard test")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    app = create_app(db, settings=ServeSettings(exposure_flush_seconds=3600.0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}", key, db)
+    finally:
+        server.should_exit = True
+        thread.join(WAIT)
+        sock.close()
+
+
+def test_before_training_a_customer_shows_purchases_and_the_models_view_says_why(
+    browser, served_untrained
+):
+    """With no model trained, value and recommendations are 503s; the look-up hid the whole
+    card, the purchases the API gave with it, and the Models view was a blank page."""
+    driver = browser
+    _with_key(driver, served_untrained)
+    purchases = served_untrained.get("/users/u9/purchases", limit=5)["items"]
+    assert len(purchases) == 4
+    _look_up(driver, "u9")
+    assert _css(driver, "#customer")[0].is_displayed()
+    assert not _css(driver, "#user-error")[0].is_displayed()
+    assert [e.get_attribute("data-item-id") for e in _css(driver, "#purchases .purchase")] == [
+        p["item_id"] for p in purchases
+    ]
+    assert "no value model" in _visible(driver, "#value-missing").text
+    assert "no recommendation model is loaded" in _visible(driver, "#recs-note").text
+    assert _css(driver, "#recs .rec") == []
+    _open(driver, "models")
+    _wait(driver, lambda d: _css(d, "#models[data-loaded]"), "models view")
+    assert served_untrained.get("/models/current")["models"] == []
+    assert "No models yet: run `valuerec train`" in _visible(driver, "#models").text

@@ -6,16 +6,22 @@ parse 64 MB (its memory doubled) before its 401. This plain ASGI layer answers f
 request with a body and no key, or a key the server does not know, gets the route's own 401
 unread; a body over the limit gets a 413, whether its length is declared or streamed. A key
 the server knows goes on to the route, which checks its role (403) as before.
+
+A path no route serves, or a method its route does not take, has no route whose 401 this
+could be: the router answers its 404 or 405 as for any request, with or without a key, and
+is handed no body, so none is read either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import orjson
 
 from valuerec.serve.auth import scope_key
 from valuerec.serve.errors import error_body
+from valuerec.serve.metrics import route_for
 
 __all__ = ["MAX_BODY_BYTES", "BodyGuard"]
 
@@ -37,6 +43,13 @@ class BodyGuard:
         if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
             await self.app(scope, receive, send)
             return
+        route = route_for(scope)
+        if route is None:  # the router's 404 or 405, which reads no body: it is given none
+            await self.app(scope, _no_body(), send)
+            return
+        # what the router would set: the answers given here are counted under their route
+        # template (metrics), not as unmatched requests
+        scope["route"] = route
         headers = scope["headers"]
         key = scope_key(scope)
         if not key:
@@ -80,6 +93,21 @@ class BodyGuard:
 
     def _too_large(self) -> str:
         return f"the request body is larger than {self.limit // 2**20} MB: send smaller batches"
+
+
+def _no_body() -> Any:
+    """The ``receive`` of a request answered without its body: an empty one, then nothing
+    (as a client that waits), so the client's body is never read."""
+    given = False
+
+    async def receive() -> dict:
+        nonlocal given
+        if given:
+            await anyio.sleep_forever()  # cancelled with the response's own tasks
+        given = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return receive
 
 
 async def _reply(send: Any, status: int, message: str) -> None:

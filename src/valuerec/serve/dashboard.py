@@ -22,8 +22,7 @@ from pydantic import BaseModel
 from valuerec.serve.auth import require
 from valuerec.serve.keys import Role
 from valuerec.serve.repository import _utc
-from valuerec.serve.routes import UserId
-from valuerec.serve.schemas import ErrorOut
+from valuerec.serve.routes import _ERRORS, UserId
 from valuerec.serve.service import ServeService
 
 __all__ = ["install_dashboard"]
@@ -31,11 +30,6 @@ __all__ = ["install_dashboard"]
 STATIC = FsPath(__file__).with_name("static")
 MAX_PURCHASES = 50
 
-_ERRORS = {
-    401: {"model": ErrorOut, "description": "No API key, or an invalid one"},
-    403: {"model": ErrorOut, "description": "The key's role is too low"},
-    422: {"model": ErrorOut, "description": "Invalid input: details name each field"},
-}
 READ = [Depends(require(Role.READ))]
 
 
@@ -66,6 +60,8 @@ class CurrentModelsOut(BaseModel):
     models: list[CurrentModel]
 
 
+# the errors of every keyed route, the 503 of an unreadable key file included: a copy of its
+# own here had left that one out of /openapi.json
 router = APIRouter(responses=_ERRORS)
 
 

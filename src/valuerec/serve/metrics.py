@@ -4,21 +4,25 @@ Each app has its own :class:`prometheus_client.CollectorRegistry` (not the proce
 one), so several apps in one process (tests) do not collide. Latency is measured by a plain
 ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``, which costs a task and a
 stream copy per request on the path whose p99 matters. Routes are labelled by their template
-(``/users/{user_id}/recommendations``), never by the raw path, so labels stay few.
+(``/users/{user_id}/recommendations``), never by the raw path, so labels stay few: the route
+the router picked, or for a request answered without one (the body guard's 401 and 413, the
+schema and docs pages, which FastAPI's router does not record) the route the router would
+pick; ``(unmatched)`` only when no route serves the path.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as _generate
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 
-__all__ = ["CONTENT_TYPE", "Metrics", "MetricsMiddleware"]
+__all__ = ["CONTENT_TYPE", "UNMATCHED", "Metrics", "MetricsMiddleware", "route_for"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -101,6 +105,35 @@ class Metrics:
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
+#: the route label of a request no route serves (a 404)
+UNMATCHED = "(unmatched)"
+
+
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route in the order the router tries them. FastAPI keeps an included router as
+    one entry that holds the router (``original_router``; its routes carry their full paths,
+    as the app includes its routers without a prefix), so those are opened."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _routes(inner.routes)
+        else:
+            yield route
+
+
+def route_for(scope: dict, *, full: bool = True) -> BaseRoute | None:
+    """The route the app's router hands this request to: the first that takes its path and
+    method, or with ``full=False`` failing that the first that takes its path (whose 405 it
+    answers); None when none does (a 404)."""
+    partial = None
+    for route in _routes(scope["app"].router.routes):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return None if full else partial
+
 
 class MetricsMiddleware:
     """Times every HTTP request and counts it by route template and status."""
@@ -115,6 +148,9 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        # a mount's router rewrites the scope's root_path: the route is looked up, when it
+        # must be, with the request as it came
+        root_path = scope.get("root_path", "")
 
         async def send_status(message: dict) -> None:
             nonlocal status
@@ -125,5 +161,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "(unmatched)")
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:  # answered before routing, or by a route FastAPI does not record
+                request = {"type": "http", "method": scope["method"], "path": scope["path"],
+                           "root_path": root_path, "app": scope.get("app")}  # fmt: skip
+                route = getattr(route_for(request, full=False), "path", UNMATCHED)
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - start)

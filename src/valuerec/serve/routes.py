@@ -47,6 +47,7 @@ from valuerec.serve.schemas import (
     UserPatch,
     UserRecommendations,
     ValueOut,
+    _one_path_segment,
     _storable,
 )
 from valuerec.serve.service import ServeService
@@ -90,7 +91,7 @@ def _path_id(value: str) -> str:
         raise ValueError("must not be blank")
     if value != value.strip():
         raise ValueError("must not start or end with whitespace (ids are stored trimmed)")
-    return _storable(value)
+    return _one_path_segment(_storable(value))
 
 
 UserId = Annotated[str, Path(min_length=1, max_length=256), AfterValidator(_path_id)]

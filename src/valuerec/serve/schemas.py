@@ -2,11 +2,12 @@
 
 Identifiers accept JSON numbers too (``"user_id": 196`` is user ``"196"``), because many
 platforms use numeric ids and the canonical schema stores every id as text; a user or item
-id written here holds no "/" (it is addressed as one path segment). Timestamps are read as
-file ingest reads them (``valuerec.data.ingest``): ISO 8601 (an offset is converted to UTC; no
-offset means UTC), ``YYYYMMDD`` (exactly eight digits: a date, as text or as a number) or
-epoch seconds (at most eleven integer digits, so milliseconds are refused, not misread); a
-time the store keeps may be at most a day ahead of the server's clock.
+id written here holds no "/" and is not "." or ".." (it is addressed as one path segment).
+Timestamps are read as file ingest reads them (``valuerec.data.ingest``): ISO 8601 (an offset
+is converted to UTC; no offset means UTC), ``YYYYMMDD`` (exactly eight digits: a date, as
+text or as a number) or epoch seconds (at most eleven integer digits, so milliseconds are
+refused, not misread); a time the store keeps may be at most a day ahead of the server's
+clock.
 """
 
 from __future__ import annotations
@@ -74,20 +75,27 @@ Id = Annotated[
 
 
 def _one_path_segment(value: str) -> str:
-    """Refuse a "/" in an id the API stores: ``/users/{user_id}`` and ``/items/{item_id}``
-    take the id as one path segment, and ``%2F`` is decoded before routing, so such a user or
-    item could be written but never read, edited or deleted. (File ingest still takes any id.)
+    """Refuse an id that no URL can address as one path segment: ``/users/{user_id}`` and
+    ``/items/{item_id}`` take the id as one segment, and ``%2F`` is decoded before routing, so
+    an id with a "/" could be written but never read, edited or deleted. The segments ``.``
+    and ``..`` are removed by every URL client (browsers, so the dashboard, curl, requests,
+    httpx) before sending: ``/users/./value`` is sent as ``/users/value``, another user's
+    record. (File ingest still takes any id.)
     """
+    where = " (/users/{user_id}, /items/{item_id}), so such an id could never be read or deleted"
     if "/" in value:
+        raise ValueError("must not contain '/': ids are addressed as one URL path segment" + where)
+    if value in (".", ".."):
         raise ValueError(
-            "must not contain '/': ids are addressed as one URL path segment"
-            " (/users/{user_id}, /items/{item_id}), so such an id could never be read or deleted"
+            f"must not be '.' or '..' (got {value!r}): ids are addressed as one URL path"
+            " segment, and URL clients remove these two as dot segments" + where
         )
     return value
 
 
 #: a user or item id written through the API: an :data:`Id` that can be addressed in a path
 PathId = Annotated[Id, AfterValidator(_one_path_segment)]
+PATH_ID_HELP = "No '/', not '.' or '..': ids are addressed as one path segment."
 EventType = Annotated[
     str,
     StringConstraints(
@@ -235,9 +243,11 @@ class EventIn(_In):
         description="Producer's id: the dedupe key when given (otherwise the content is, and"
         " that needs a timestamp: see ``timestamp``).",
     )
-    user_id: PathId = Field(description="Who acted (no '/': ids are path segments).")
+    user_id: PathId = Field(
+        description="Who acted (no '/', not '.' or '..': ids are path segments).",
+    )
     item_id: PathId | None = Field(
-        None, description="What they acted on (no '/'); null for item-less events."
+        None, description="What they acted on (no '/', not '.' or '..'); null for item-less events."
     )
     event_type: EventType = Field(description="view, click, cart, purchase, rating, ...")
     timestamp: PastTimestamp | None = Field(
@@ -254,6 +264,10 @@ class EventIn(_In):
 
 class EventBatchIn(BaseModel):
     """A batch of events; each is validated on its own (see ``EventIn``)."""
+
+    # an unknown option ("dry_run", a misspelling) is refused as in every other body, not
+    # ignored while the events are stored; not :class:`_In`: ``events`` holds raw JSON
+    model_config = ConfigDict(extra="forbid")
 
     events: list[Any] = Field(min_length=1, max_length=MAX_EVENTS)
 
@@ -413,7 +427,7 @@ class SegmentUsersOut(BaseModel):
 
 # -- users and items ---------------------------------------------------------------------------
 class UserIn(_In):
-    user_id: PathId = Field(description="No '/': ids are addressed as one path segment.")
+    user_id: PathId = Field(description=PATH_ID_HELP)
     signup_time: PastTimestamp | None = Field(
         None, description="When they signed up." + FUTURE_HELP
     )
@@ -440,7 +454,7 @@ class UserPage(BaseModel):
 
 
 class ItemIn(_In):
-    item_id: PathId = Field(description="No '/': ids are addressed as one path segment.")
+    item_id: PathId = Field(description=PATH_ID_HELP)
     title: Text | None = None
     text: Text | None = None
     category: Text | None = Field(None, description="One or several, separated by '|'.")

@@ -90,6 +90,14 @@ async function lookUp(user) {
   if (!user) return;
   const mine = ++lookUps;
   showError("#user-error", null);
+  if (user === "." || user === "..") {
+    // the browser drops these path segments: /users/./value would fetch /users/value, another
+    // user's record (the API refuses them as ids for the same reason)
+    $("#customer").hidden = true;
+    showError("#user-error", new Error(
+      `no user can have the id '${user}': '.' and '..' cannot be addressed in a URL`));
+    return;
+  }
   const id = encodeURIComponent(user);
   const [value, recs, purchases] = await Promise.allSettled([
     api(`/users/${id}/value`),
@@ -97,11 +105,14 @@ async function lookUp(user) {
     api(`/users/${id}/purchases?limit=5`),
   ]);
   if (mine !== lookUps) return; // the user asked for someone else meanwhile
-  if (recs.status === "rejected" && value.status === "rejected") {
+  if ([value, recs, purchases].every((r) => r.status === "rejected")) {
+    // nothing to show (a bad key, the server down): no card, one error
     $("#customer").hidden = true;
     showError("#user-error", recs.reason);
     return;
   }
+  // each part shows its own answer or why there is none: with no models trained yet the
+  // purchases still load while value and recommendations say what is missing
   renderValue(value);
   renderPurchases(purchases);
   renderRecs(recs);
@@ -263,6 +274,10 @@ async function loadModels() {
   try { body = await api("/models/current"); } catch (err) { showError("#models-error", err); return; }
   const box = $("#models");
   box.replaceChildren();
+  if (body.models.length === 0) {
+    box.append(el("p", { class: "muted", id: "models-none" },
+      "No models yet: run `valuerec train` to train them."));
+  }
   for (const m of body.models) {
     const metrics = el("dl", { class: "metrics" });
     for (const [name, value] of Object.entries(m.metrics || {})) {
