@@ -966,11 +966,8 @@ def test_new_purchases_reach_value_predictions_without_a_restart(deployment, ref
         assert newbie.status_code == 404 and after == before
 
 
-def test_writes_do_not_wait_for_a_value_refresh_to_predict(client, monkeypatch):
-    """A refresh predicted every customer holding the repository's lock, so every write (and
-    store read) waited seconds on a large store. Only its reads hold the lock now: an event
-    posted while the model predicts is stored at once, and counts at the next refresh."""
-    svc = service(client)
+def _held_refresh(svc, monkeypatch):
+    """Start a value refresh whose prediction waits until the returned event is set."""
     model = svc.models.value.model
     predicting, release = threading.Event(), threading.Event()
     real = model.predict_data
@@ -984,6 +981,15 @@ def test_writes_do_not_wait_for_a_value_refresh_to_predict(client, monkeypatch):
     refresher = threading.Thread(target=svc.models.refresh_value)
     refresher.start()
     assert predicting.wait(30)
+    return refresher, release
+
+
+def test_writes_do_not_wait_for_a_value_refresh_to_predict(client, monkeypatch):
+    """A refresh predicted every customer holding the repository's lock, so every write (and
+    store read) waited seconds on a large store. Only its reads hold the lock now: an event
+    posted while the model predicts is stored at once, and counts at the next refresh."""
+    svc = service(client)
+    refresher, release = _held_refresh(svc, monkeypatch)
     when = svc.models.value.as_of - timedelta(days=2)  # inside the log: its end stays
     buy = {"user_id": "late", "item_id": "i1", "event_type": "purchase", "value": 9.0,
            "timestamp": when.isoformat()}  # fmt: skip
@@ -1002,6 +1008,42 @@ def test_writes_do_not_wait_for_a_value_refresh_to_predict(client, monkeypatch):
     assert stored_while_predicting, "the post waited for the prediction"
     with svc.repo.lock:  # the refresh installed predictions as of the log's end
         assert svc.models.value.as_of == svc.repo.value_as_of()
+
+
+def test_a_deletion_during_a_value_refresh_neither_waits_nor_comes_back(client, monkeypatch):
+    """The refresh predicted under the swap lock, so deleting a user waited for all of it.
+    It now installs under the lock only; a user deleted while it predicted (from reads made
+    before the deletion) is left out of what it installs."""
+    svc = service(client)
+    gone = svc.models.value.ranked["user_id"][0]
+    refresher, release = _held_refresh(svc, monkeypatch)
+    answers: list[int] = []
+    deleter = threading.Thread(
+        target=lambda: answers.append(call(client, "DELETE", f"/users/{gone}", "write").status_code)
+    )
+    deleter.start()
+    deleter.join(10)
+    deleted_while_predicting = answers == [200]
+    release.set()
+    deleter.join(30)
+    refresher.join(30)
+    assert deleted_while_predicting, "the deletion waited for the prediction"
+    assert gone not in svc.models.value.table.index
+    assert call(client, "GET", f"/users/{gone}/value").status_code == 404
+
+
+def test_a_promotion_during_a_value_refresh_is_not_overwritten_by_it(client, monkeypatch):
+    svc = service(client)
+    snap = svc.models.value
+    refresher, release = _held_refresh(svc, monkeypatch)
+    res = call(client, "POST", f"/models/{snap.artifact}/promote", "admin",
+               json={"version": snap.version})  # fmt: skip
+    promoted = svc.models.value
+    release.set()
+    refresher.join(30)
+    assert res.status_code == 200, res.text
+    assert promoted.model is not snap.model  # loaded again, not waiting for the refresh
+    assert svc.models.value is promoted
 
 
 def test_values_are_scored_as_of_the_end_of_a_log_that_ends_with_views(tmp_path):

@@ -245,6 +245,10 @@ class ModelRegistry:
         self._unloadable: set[tuple[str, str]] = set()
         #: one promotion (or snapshot edit, see forget_user) at a time; readers never wait
         self._swap = threading.Lock()
+        #: one value refresh at a time; it predicts outside the swap lock (see refresh_value)
+        self._refreshing = threading.Lock()
+        #: users forgotten while a refresh predicts from reads made before (None: no refresh)
+        self._forgotten_meanwhile: set[str] | None = None
 
     # -- reads (hot path: no locks) --------------------------------------------------------
     @property
@@ -378,15 +382,32 @@ class ModelRegistry:
         The snapshot is computed at start-up and promotion; purchases posted since then are
         in the store but not in it (a new buyer had no prediction, a steady one kept last
         week's LTV and segment). The same model, no refit: only the inputs are newer, and
-        ``as_of`` moves to the end of the log. Under the swap lock, so a promotion is never
-        overwritten by the version it replaced. Returns whether a snapshot was replaced.
+        ``as_of`` moves to the end of the log. Returns whether a snapshot was replaced.
+
+        The prediction (seconds on a large store) runs outside the swap lock, so a user's
+        deletion and a promotion need not wait for it; only installing it is under the lock.
+        A promotion installed meanwhile wins (its predictions are as new, from its own model),
+        and users forgotten meanwhile, whom the refresh's earlier reads still saw, are dropped
+        from it before it is installed.
         """
-        with self._swap:
-            snap = self._value
-            if snap is None or snap.model is None:
-                return False
-            seg, when = self.repo.value_segments(snap.model, snap.horizon_days)
-            self._value = replace(snap, as_of=when, **_segment_tables(seg))
+        with self._refreshing:
+            with self._swap:
+                snap = self._value
+                if snap is None or snap.model is None:
+                    return False
+                self._forgotten_meanwhile = set()
+            try:
+                seg, when = self.repo.value_segments(snap.model, snap.horizon_days)
+            finally:
+                with self._swap:
+                    gone, self._forgotten_meanwhile = self._forgotten_meanwhile, None
+            with self._swap:
+                now = self._value
+                if now is None or now.model is not snap.model:
+                    return False  # promoted (or followed) meanwhile
+                if gone:
+                    seg = relabel(seg.loc[~seg["user_id"].isin(list(gone))])
+                self._value = replace(now, as_of=when, **_segment_tables(seg))
         return True
 
     def follow_current(self) -> list[str]:
@@ -606,6 +627,8 @@ class ModelRegistry:
     def forget_users(self, user_ids: Sequence[str]) -> None:
         """:meth:`forget_user` for several users at once: one relabelling, not one each."""
         with self._swap:
+            if self._forgotten_meanwhile is not None:  # a refresh read before this deletion
+                self._forgotten_meanwhile.update(user_ids)
             snap = self._value
             if snap is None:
                 return
