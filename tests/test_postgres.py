@@ -84,6 +84,22 @@ def test_urls_get_a_local_home_and_lose_their_password(monkeypatch, tmp_path):
     assert deployment_path("postgresql://u@h/shop") == str(tmp_path / "shop@h_6000")
 
 
+def test_a_schema_spelt_in_another_case_is_one_deployment(monkeypatch, tmp_path):
+    """PostgreSQL folds an unquoted search_path name: Shop and shop are one schema, which had
+    two key files and two model folders (a key made through one spelling was refused through
+    the other). A quoted name keeps its case, as it does on the server."""
+    monkeypatch.setenv("VALUEREC_HOME", str(tmp_path))
+    monkeypatch.delenv("PGPORT", raising=False)
+    url = "postgresql://u@h/db?options=-c%20search_path%3D{}"
+    assert deployment_path(url.format("Shop_A")) == str(tmp_path / "db@h.shop_a")
+    assert deployment_path(url.format("shop_a")) == str(tmp_path / "db@h.shop_a")
+    assert deployment_path(url.format("%22Shop_A%22")) == str(tmp_path / "db@h.Shop_A")
+    # files named by the spelling, before folding, keep working (with a warning to rename)
+    (tmp_path / "db@h.Shop_B.keys.json").write_text("{}")
+    with pytest.warns(UserWarning, match="rename them to db@h.shop_b.models"):
+        assert deployment_path(url.format("Shop_B")) == str(tmp_path / "db@h.Shop_B")
+
+
 def test_a_url_of_another_scheme_is_refused_not_taken_for_a_file(tmp_path, monkeypatch):
     """postgresql+psycopg:// (SQLAlchemy's spelling) became a DuckDB file in folders named
     after the URL, password included."""

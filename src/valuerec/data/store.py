@@ -112,7 +112,9 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     plus ``.SCHEMA`` when the URL sets a search path), since a database on a server has no
     folder to sit beside, yet a deployment still needs one place for its files. The port is
     part of the name because two servers on one host are two deployments: without it they
-    shared one model folder and one keys file.
+    shared one model folder and one keys file. An unquoted schema name is folded to lower
+    case, as PostgreSQL folds it: ``search_path=Shop`` and ``=shop`` are one schema, so one
+    deployment, not two key files and two model folders.
     """
     text = str(db)
     if not is_url(text):
@@ -127,24 +129,36 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     # libpq's own order: the URL's port, then the query's, then $PGPORT
     port = str(port or query.get("port") or os.environ.get("PGPORT") or 5432)
     database = parts.path.lstrip("/") or query.get("dbname", "postgres")
-    schema = re.search(r"search_path\s*=\s*([^\s,]+)", query.get("options", ""))
+    found = re.search(r"search_path\s*=\s*([^\s,]+)", query.get("options", ""))
+    spelt = found.group(1) if found else None
+    schema = None
+    if spelt is not None:
+        quoted = len(spelt) > 1 and spelt[0] == spelt[-1] == '"'
+        schema = spelt[1:-1] if quoted else spelt.lower()
     home = Path(os.environ.get("VALUEREC_HOME") or ".")
 
-    def path(host: str) -> Path:
-        name = f"{database}@{host}" + (f".{schema.group(1)}" if schema else "")
+    def path(host: str, schema: str | None) -> Path:
+        name = f"{database}@{host}" + (f".{schema}" if schema else "")
         return home / re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("_")
 
-    if port == "5432":
-        return str(path(host))
-    new, legacy = path(f"{host}_{port}"), path(host)
-    if not _has_files(new) and _has_files(legacy):
-        # named before the port was part of the name: keep its keys and models working
-        warnings.warn(
-            f"using {legacy}.models / .keys.json, named without the port {port}; rename them "
-            f"to {new.name}.models / .keys.json (another server on this host could share them)",
-            stacklevel=2,
-        )
-        return str(legacy)
+    new = path(host if port == "5432" else f"{host}_{port}", schema)
+    # earlier names of this deployment's files: before the schema's case was folded, and
+    # before the port was part of the name
+    earlier = [path(f"{host}_{port}", spelt)] if port != "5432" else []
+    earlier += [path(host, schema), path(host, spelt)]
+    if _has_files(new):
+        return str(new)
+    for old in dict.fromkeys(earlier):  # in order, each once
+        if old != new and _has_files(old):
+            # keep its keys and models working, and say how to name them
+            warnings.warn(
+                f"using {old}.models / .keys.json, named without the port {port} or the "
+                f"schema's case as PostgreSQL folds it; rename them to {new.name}.models / "
+                ".keys.json (another server on this host, or another spelling of the schema, "
+                "would not find them)",
+                stacklevel=2,
+            )
+            return str(old)
     return str(new)
 
 
