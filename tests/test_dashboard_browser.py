@@ -126,12 +126,17 @@ def _shop(folder: Path) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Served]:
-    """``create_app`` under uvicorn on a socket bound here (port 0: no race for a free port)."""
+    """The shop with trained models, served (:func:`_serve`)."""
     db, key = _shop(tmp_path_factory.mktemp("dash-shop"))
+    yield from _serve(db, key)
+
+
+def _serve(db: Path, key: str) -> Iterator[Served]:
+    """``create_app`` under uvicorn on a socket bound here (port 0: no race for a free port),
+    for as long as the generator is not closed."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     app = create_app(db, settings=ServeSettings(exposure_flush_seconds=3600.0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -141,7 +146,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[S
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        yield Served(f"http://127.0.0.1:{port}", key, db)
+        yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}", key, db)
     finally:
         server.should_exit = True
         thread.join(WAIT)
@@ -529,23 +534,7 @@ def served_untrained(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> 
         ingest(store, data.items, "items")
         ingest(store, data.events, "events")
     key, _ = KeyStore(default_keys_path(db)).create("read", name="dashboard test")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(db, settings=ServeSettings(exposure_flush_seconds=3600.0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}", key, db)
-    finally:
-        server.should_exit = True
-        thread.join(WAIT)
-        sock.close()
+    yield from _serve(db, key)
 
 
 def test_before_training_a_customer_shows_purchases_and_the_models_view_says_why(

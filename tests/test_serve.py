@@ -984,28 +984,34 @@ def _held_refresh(svc, monkeypatch):
     return refresher, release
 
 
+def _during_refresh(svc, monkeypatch, request):
+    """Run ``request`` in a thread while a value refresh predicts; returns its answers and
+    whether it answered before the prediction was let go."""
+    refresher, release = _held_refresh(svc, monkeypatch)
+    answers: list = []
+    worker = threading.Thread(target=lambda: answers.append(request()))
+    worker.start()
+    worker.join(10)
+    in_time = bool(answers)
+    release.set()
+    worker.join(30)
+    refresher.join(30)
+    return answers, in_time
+
+
 def test_writes_do_not_wait_for_a_value_refresh_to_predict(client, monkeypatch):
     """A refresh predicted every customer holding the repository's lock, so every write (and
     store read) waited seconds on a large store. Only its reads hold the lock now: an event
     posted while the model predicts is stored at once, and counts at the next refresh."""
     svc = service(client)
-    refresher, release = _held_refresh(svc, monkeypatch)
     when = svc.models.value.as_of - timedelta(days=2)  # inside the log: its end stays
     buy = {"user_id": "late", "item_id": "i1", "event_type": "purchase", "value": 9.0,
            "timestamp": when.isoformat()}  # fmt: skip
-    answers: list[int] = []
-    poster = threading.Thread(
-        target=lambda: answers.append(
-            call(client, "POST", "/events", "write", json={"events": [buy]}).json()["stored"]
-        )
-    )
-    poster.start()
-    poster.join(10)
-    stored_while_predicting = answers == [1]
-    release.set()
-    poster.join(30)
-    refresher.join(30)
-    assert stored_while_predicting, "the post waited for the prediction"
+    answers, in_time = _during_refresh(
+        svc, monkeypatch,
+        lambda: call(client, "POST", "/events", "write", json={"events": [buy]}).json()["stored"],
+    )  # fmt: skip
+    assert in_time and answers == [1], "the post waited for the prediction"
     with svc.repo.lock:  # the refresh installed predictions as of the log's end
         assert svc.models.value.as_of == svc.repo.value_as_of()
 
@@ -1016,18 +1022,10 @@ def test_a_deletion_during_a_value_refresh_neither_waits_nor_comes_back(client, 
     before the deletion) is left out of what it installs."""
     svc = service(client)
     gone = svc.models.value.ranked["user_id"][0]
-    refresher, release = _held_refresh(svc, monkeypatch)
-    answers: list[int] = []
-    deleter = threading.Thread(
-        target=lambda: answers.append(call(client, "DELETE", f"/users/{gone}", "write").status_code)
+    answers, in_time = _during_refresh(
+        svc, monkeypatch, lambda: call(client, "DELETE", f"/users/{gone}", "write").status_code
     )
-    deleter.start()
-    deleter.join(10)
-    deleted_while_predicting = answers == [200]
-    release.set()
-    deleter.join(30)
-    refresher.join(30)
-    assert deleted_while_predicting, "the deletion waited for the prediction"
+    assert in_time and answers == [200], "the deletion waited for the prediction"
     assert gone not in svc.models.value.table.index
     assert call(client, "GET", f"/users/{gone}/value").status_code == 404
 
