@@ -1473,19 +1473,38 @@ def test_log_end_of_an_event_on_the_last_representable_day_is_a_split_error(tmp_
         ),
         ("/users", {"user_id": "a/b"}, "user_id"),
         ("/items", {"item_id": "sku/7", "title": "x"}, "item_id"),
+        # every URL client (browsers and so the dashboard, curl, requests, httpx) removes the
+        # dot segments of /users/./value before sending it: it asks for /users/value
+        ("/events", {"events": [{"user_id": ".", "event_type": "view"}]}, "user_id"),
+        ("/events", {"events": [{"user_id": " .. ", "event_type": "view"}]}, "user_id"),
+        (
+            "/events",
+            {"events": [{"user_id": "u1", "item_id": "..", "event_type": "view"}]},
+            "item_id",
+        ),
+        ("/users", {"user_id": "."}, "user_id"),
+        ("/users", {"user_id": ".."}, "user_id"),
+        ("/items", {"item_id": ".", "title": "x"}, "item_id"),
+        ("/items", {"item_id": "..", "title": "x"}, "item_id"),
     ],
 )
-def test_ids_with_a_slash_are_refused_on_write(client, path, body, field):
+def test_ids_no_url_can_address_are_refused_on_write(client, path, body, field):
     """/users/{user_id} and /items/{item_id} take an id as one path segment, and "%2F" is
-    decoded before routing: an id with a "/" could be stored but never read or deleted."""
+    decoded before routing: an id with a "/", or "." or "..", could be stored but never read
+    or deleted."""
     res = call(client, "POST", path, "write", json=body)
     assert res.status_code == 422, res.text
     details = res.json()["details"]
     assert [d["field"] for d in details] == [field]
-    assert "'/'" in details[0]["reason"] and "path segment" in details[0]["reason"]
+    slash = "/" in json.dumps(body)
+    assert ("'/'" if slash else "'.' or '..'") in details[0]["reason"]
+    assert "path segment" in details[0]["reason"]
     repo = service(client).repo
-    assert repo.count_events(user_id="team/42") == 0
-    assert repo.get_user("a/b") is None and repo.get_item("sku/7") is None
+    for user in ("team/42", ".", ".."):
+        assert repo.count_events(user_id=user) == 0
+        assert repo.get_user(user) is None
+    for item in ("sku/7", ".", ".."):
+        assert repo.get_item(item) is None
 
 
 @pytest.mark.parametrize(

@@ -28,36 +28,6 @@ reader = test_serve.reader
 
 
 # -- ids "." and ".." --------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("path", "body", "field"),
-    [
-        ("/events", {"events": [{"user_id": ".", "event_type": "view"}]}, "user_id"),
-        ("/events", {"events": [{"user_id": " .. ", "event_type": "view"}]}, "user_id"),
-        (
-            "/events",
-            {"events": [{"user_id": "u1", "item_id": "..", "event_type": "view"}]},
-            "item_id",
-        ),
-        ("/users", {"user_id": "."}, "user_id"),
-        ("/users", {"user_id": ".."}, "user_id"),
-        ("/items", {"item_id": ".", "title": "x"}, "item_id"),
-        ("/items", {"item_id": "..", "title": "x"}, "item_id"),
-    ],
-)
-def test_ids_dot_and_dot_dot_are_refused_on_write(client, path, body, field):
-    """Every URL client (browsers and so the dashboard, curl, requests, httpx) removes the dot
-    segments of /users/./value before sending it: it asks for /users/value, another user.
-    So "." and ".." could be stored but never addressed, as an id with a "/"."""
-    res = call(client, "POST", path, "write", json=body)
-    assert res.status_code == 422, res.text
-    details = res.json()["details"]
-    assert [d["field"] for d in details] == [field]
-    assert "'.' or '..'" in details[0]["reason"] and "path segment" in details[0]["reason"]
-    repo = service(client).repo
-    assert repo.count_events(user_id=".") == 0 and repo.count_events(user_id="..") == 0
-    assert repo.get_user(".") is None and repo.get_item("..") is None
-
-
 def test_write_back_refuses_dot_ids_as_every_write(reader):
     res = call(reader, "POST", "/recommendations/batch",
                json={"user_ids": ["u1", ".."], "write_back": True})  # fmt: skip
