@@ -181,8 +181,17 @@ YYYYMMDD_RE = r"[0-9]{8}(\.0*)?"
 EPOCH_SECONDS_RE = r"-?[0-9]{1,11}(\.[0-9]*)?"
 
 
+#: the times a store keeps: years 1 to 9999 once in UTC, those Python's ``datetime`` holds.
+#: DuckDB reads wider (``0000-06-01``, ``9999-12-31T23:30-01:00``, ``-99999999999`` epoch
+#: seconds), but psycopg and the API cannot load such a time, and PostgreSQL's mirror of the
+#: store read 1 BC back as 1 AD; the API refuses them too.
+TIMESTAMP_RANGE = "years 1 to 9999 in UTC"
+_FIRST_TIME, _PAST_LAST_TIME = "TIMESTAMP '0001-01-01'", "TIMESTAMP '10000-01-01'"
+
+
 def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> str:
-    """SQL that turns a column into naive-UTC TIMESTAMP, or NULL when it cannot be parsed.
+    """SQL that turns a column into naive-UTC TIMESTAMP, or NULL when it cannot be parsed or
+    falls outside :data:`TIMESTAMP_RANGE` (so the row is quarantined).
 
     Accepts ISO 8601 (with or without an offset or a zone name DuckDB's TIMESTAMPTZ knows),
     ``YYYYMMDD`` and epoch seconds. Eight digits are read as a date, never as epoch seconds
@@ -193,21 +202,25 @@ def _parse_timestamp(col: str, src_type: str, *, pretrimmed: bool = False) -> st
     if src_type.upper() == "TIMESTAMP_NS":
         # nanoseconds cut to microseconds, as the text cast cuts them: pandas' and Parquet's
         # ...455549999 and a CSV's ...455549999 must be one event (a CAST rounds it to 550)
-        return f"make_timestamp(epoch_us({col}))"
-    if _is_temporal(src_type):
-        return f"CAST({col} AS TIMESTAMP)"
-    if _is_numeric(src_type):
-        t = _number_text(col, src_type)
+        ts = f"make_timestamp(epoch_us({col}))"
+    elif _is_temporal(src_type):
+        ts = f"CAST({col} AS TIMESTAMP)"
     else:
-        t = f"CAST({col} AS VARCHAR)" if pretrimmed else _text(col)
-    return (
-        f"CASE WHEN regexp_full_match({t}, '{_PLAIN_RE}') THEN try_cast({t} AS TIMESTAMP) "
-        f"WHEN regexp_matches({t}, '{_ZONED_RE}') "
-        f"THEN CAST(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP) "
-        f"WHEN regexp_full_match({t}, '{YYYYMMDD_RE}') THEN try_strptime(left({t}, 8), '%Y%m%d') "
-        f"WHEN regexp_full_match({t}, '{EPOCH_SECONDS_RE}') "
-        f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END"
-    )
+        if _is_numeric(src_type):
+            t = _number_text(col, src_type)
+        else:
+            t = f"CAST({col} AS VARCHAR)" if pretrimmed else _text(col)
+        ts = (
+            f"CASE WHEN regexp_full_match({t}, '{_PLAIN_RE}') THEN try_cast({t} AS TIMESTAMP) "
+            f"WHEN regexp_matches({t}, '{_ZONED_RE}') "
+            f"THEN CAST(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP) "
+            f"WHEN regexp_full_match({t}, '{YYYYMMDD_RE}') "
+            f"THEN try_strptime(left({t}, 8), '%Y%m%d') "
+            f"WHEN regexp_full_match({t}, '{EPOCH_SECONDS_RE}') "
+            f"THEN CAST(to_timestamp(CAST({t} AS DOUBLE)) AS TIMESTAMP) END"
+        )
+    # DuckDB computes the repeated expression once (measured: as fast on 1M texts)
+    return f"CASE WHEN ({ts}) >= {_FIRST_TIME} AND ({ts}) < {_PAST_LAST_TIME} THEN ({ts}) END"
 
 
 _TEXT_PARSER: duckdb.DuckDBPyConnection | None = None
@@ -257,7 +270,7 @@ def parse_timestamp_text(text: str) -> datetime | None:
     sql = f"SELECT {_parse_timestamp('t', 'VARCHAR')} FROM (SELECT CAST(? AS VARCHAR) AS t)"
     with _TEXT_PARSER_LOCK:
         row = _text_parser().execute(sql, [text]).fetchone()
-    # out of Python's range (a year before 1 once in UTC) DuckDB hands back text
+    # a time out of Python's range would come back as text; the SQL gives NULL for those now
     return row[0] if row is not None and isinstance(row[0], datetime) else None
 
 
@@ -283,7 +296,7 @@ def _coerce(f: Field, col: str, src_type: str, *, pretrimmed: bool = False) -> s
 
 _EXPECT = {
     Kind.FLOAT: "a finite number",
-    Kind.TIMESTAMP: "a timestamp (ISO 8601, YYYYMMDD or epoch seconds)",
+    Kind.TIMESTAMP: f"a timestamp (ISO 8601, YYYYMMDD or epoch seconds) within {TIMESTAMP_RANGE}",
     Kind.JSON: "a JSON object",
 }
 

@@ -667,7 +667,10 @@ class _Mirror:
                 "write with ingest() or Store.execute()"
             )
         self.store._revive()
-        self.sync(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)))
+        # DuckDB matches table names in any case, quoted or not (``EVENTS``, ``"Events"``), and
+        # the watched names are lower case: compare folded words, or such a statement would
+        # read a stale copy, or none at all. (A quoted name's word is found inside its quotes.)
+        self.sync({word.lower() for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)})
         return self.duck.execute(sql, params or [])
 
     def sync(self, names: set[str]) -> None:
