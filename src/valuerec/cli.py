@@ -15,10 +15,10 @@ import pandas as pd
 import psycopg
 import typer
 from rich.progress import Progress
-from rich.table import Table
 
 from valuerec import __version__
 from valuerec.cli_common import (
+    DataTable,
     DbOption,
     JsonOption,
     err,
@@ -29,6 +29,7 @@ from valuerec.cli_common import (
     print_json,
     progress,
     strict_json,
+    utc_text,
 )
 from valuerec.cli_recommend import evaluate as rec_evaluate
 from valuerec.cli_recommend import fit as rec_fit
@@ -45,6 +46,9 @@ from valuerec.data.ingest import FORMATS, IngestResult, InputError, ingest
 from valuerec.data.store import default_db_path, redact
 from valuerec.report.build import ReportOptions, write_report
 from valuerec.report.cli import report
+
+#: rows ``quarantine`` shows in its table unless ``--limit`` says otherwise
+QUARANTINE_TABLE_ROWS = 50
 
 app = typer.Typer(
     help="valuerec: predict each user's lifetime value and recommend what to show them.",
@@ -72,7 +76,7 @@ def _ingest_callback(bar: Progress, label: str) -> Any:
 
 
 def _print_results(results: list[IngestResult]) -> None:
-    table = Table(title="ingest")
+    table = DataTable(title="ingest")
     for col in ("source", "kind", "read", "stored", "duplicates", "quarantined", "seconds"):
         table.add_column(col, justify="left" if col in ("source", "kind") else "right")
     for r in results:
@@ -89,7 +93,7 @@ def _print_results(results: list[IngestResult]) -> None:
 
 
 def _print_stats(stats: dict[str, Any], title: str) -> None:
-    table = Table(title=title, show_header=False)
+    table = DataTable(title=title, show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     for key, value in stats.items():
@@ -144,7 +148,9 @@ def ingest_cmd(
             "--set", help="FIELD=VALUE default for a field, e.g. --set event_type=purchase."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Records per transaction.")] = 2_000_000,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Records per transaction.")
+    ] = 2_000_000,
     db: DbOption = default_db_path(),
     as_json: JsonOption = False,
 ) -> None:
@@ -195,6 +201,8 @@ def stats(db: DbOption = default_db_path(), as_json: JsonOption = False) -> None
     """Counts, date range, users, items and events by type."""
     with open_store(db, must_exist=True) as store:
         result = store.stats()
+    for key in ("first_event", "last_event"):  # naive UTC in the store: written as the API does
+        result[key] = utc_text(result[key])
     if as_json:
         print_json(result)
     else:
@@ -204,19 +212,31 @@ def stats(db: DbOption = default_db_path(), as_json: JsonOption = False) -> None
 @app.command()
 def quarantine(
     db: DbOption = default_db_path(),
-    limit: Annotated[int, typer.Option(min=0, help="Show at most this many rows.")] = 50,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"Show at most this many rows; default: {QUARANTINE_TABLE_ROWS} in the table, "
+            "every row with --json.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the rows that failed validation, with file, line, field and reason."""
+    if limit is None and not as_json:  # JSON is read by programs: never silently cut short
+        limit = QUARANTINE_TABLE_ROWS
     with open_store(db, must_exist=True) as store:
         frame = store.quarantine(limit=limit)
         total = store.count("quarantine")
     if as_json:
+        frame["quarantined_at"] = frame["quarantined_at"].astype(object).map(utc_text)
         print_json(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
         return
-    table = Table(title=f"quarantine ({total:,} rows)")
+    cut = f"showing {len(frame):,} of {total:,} (--limit)" if len(frame) < total else None
+    table = DataTable(title=f"quarantine ({total:,} rows)", caption=cut)
     for col in ("source", "line", "row", "field", "reason", "raw"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col)
     for rec in frame.itertuples():
         table.add_row(
             rec.source, _num(rec.line), _num(rec.row), rec.field, rec.reason, str(rec.raw)[:120]
@@ -232,7 +252,7 @@ def _num(x: Any) -> str:
 @datasets_app.command("list")
 def datasets_list() -> None:
     """The public data sets valuerec can fetch."""
-    table = Table(title=f"data sets (cache: {ds.cache_dir()})")
+    table = DataTable(title=f"data sets (cache: {ds.cache_dir()})")
     for col in ("name", "from", "description"):
         table.add_column(col)
     for d in ds.DATASETS.values():
@@ -256,15 +276,19 @@ def datasets_fetch(
 @datasets_app.command("synth")
 def datasets_synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tables to.")],
-    users: Annotated[int, typer.Option(help="Number of users.")] = 10_000,
-    items: Annotated[int, typer.Option(help="Number of items.")] = 1_000,
+    # min=: a size out of range names the option typed, not the config field it feeds
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 10_000,
+    items: Annotated[int, typer.Option(min=1, help="Number of items.")] = 1_000,
     days: Annotated[
         int | None,
         typer.Option(
-            help="Days of logged history (default: the preset's; 365, or 730 for annual-habits)."
+            min=1,
+            help="Days of logged history (default: the preset's; 365, or 730 for annual-habits).",
         ),
     ] = None,
-    holdout_days: Annotated[int, typer.Option(help="Days after the log summarised in truth.")] = 90,
+    holdout_days: Annotated[
+        int, typer.Option(min=0, help="Days after the log summarised in truth.")
+    ] = 90,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     event_ids: Annotated[bool, typer.Option(help="Give every event an event_id.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
@@ -314,7 +338,7 @@ def datasets_synth(
             )
             paths["posterior"] = synth.write_table(forecast, out_dir, "posterior", fmt)
             rows["posterior"] = len(forecast)
-    table = Table(title=f"synthetic data ({preset}, seed {seed})")
+    table = DataTable(title=f"synthetic data ({preset}, seed {seed})")
     table.add_column("table")
     table.add_column("rows", justify="right")
     table.add_column("file")

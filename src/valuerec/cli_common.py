@@ -10,11 +10,13 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from rich.text import Text
 
 from valuerec.data.store import Store, StoreError, redact, store_exists
@@ -35,6 +37,38 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class DataTable(Table):
+    """The table every command prints: a cell too wide for its column folds onto more lines
+    instead of ending in "…".
+
+    What the tables show is data: ids, paths and numbers that a cut (``SKU-AD534D61-F717-5…``,
+    ``317.…``) makes impossible to read or copy. rich cuts by default whenever the table is
+    wider than the console, which is every table of UUIDs at the 80 columns a pipe or a log
+    file gets. Free text still wraps at its spaces; only a word longer than the column folds.
+    """
+
+    def add_column(self, *args: Any, overflow: Any = "fold", **kwargs: Any) -> None:
+        """:meth:`rich.table.Table.add_column`, folding by default."""
+        super().add_column(*args, overflow=overflow, **kwargs)
+
+
+def utc_text(when: datetime | str | None) -> str | None:
+    """A time as the API writes it: ISO 8601 in UTC ending in ``Z`` (None stays None).
+
+    The store keeps naive UTC; the API's pydantic models carry aware UTC times, which it
+    writes as ``...Z``. A naive ``isoformat()`` in the CLI's JSON read as local time to
+    every parser, and a script comparing the CLI's ``as_of`` with the API's saw two strings
+    for one instant. A string is an ISO time the store wrote (``Store.stats``).
+    """
+    if when is None:
+        return None
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.isoformat() + "Z"
 
 
 def heading(title: str) -> None:

@@ -16,11 +16,11 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from valuerec.artifacts import ArtifactStore, data_fingerprint, default_root
 from valuerec.cli_common import (
+    DataTable,
     DbOption,
     JsonOption,
     fail,
@@ -41,6 +41,7 @@ from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommend
 from valuerec.recommend.rerank import candidate_pool
 from valuerec.serve.config import EventRoles, ServeSettings, model_name
 from valuerec.serve.repository import Repository
+from valuerec.serve.schemas import MAX_VALUE_WEIGHT
 from valuerec.serve.state import Histories
 
 recommend_app = typer.Typer(
@@ -176,7 +177,7 @@ def evaluate(
     if as_json:
         print_json({"protocol": protocol, "k": k, "models": rows})
     else:
-        table = Table(title=f"{protocol}, test part, full ranking, seen items excluded")
+        table = DataTable(title=f"{protocol}, test part, full ranking, seen items excluded")
         cols = [f"ndcg@{k}", f"recall@{k}", f"mrr@{k}", f"hit@{k}", f"coverage@{k}"]
         for c in ["model", *cols, "fit s"]:
             if c == "model":  # whole names (recent-popularity) on an 80-column terminal
@@ -366,7 +367,7 @@ def recommend_for(
         typer.Option(
             "--value-weight",
             help="Weight of expected revenue (P(purchase) x price) against relevance; "
-            "0 = relevance only.",
+            f"0 = relevance only; at most {MAX_VALUE_WEIGHT:g}, as the API's value_weight.",
         ),
     ] = 0.0,
     diversity: Annotated[
@@ -402,6 +403,11 @@ def recommend_for(
         candidates = candidate_pool(k)
     if not weights_ok or candidates < 1:  # NaN compares False: it would pass as "relevance"
         raise fail("--value-weight and --diversity must be numbers >= 0, --candidates >= 1")
+    if value_weight > MAX_VALUE_WEIGHT:  # the API's bound: beyond it the blend's sums overflow
+        raise fail(
+            f"--value-weight must be at most {MAX_VALUE_WEIGHT:g} (as the API's value_weight), "
+            f"got {value_weight:g}"
+        )
     rec_model = _load(db, model)
     current = _current(db, str(user_id))
     blended = value_weight > 0 or diversity > 0
@@ -420,7 +426,7 @@ def recommend_for(
         return
     cold = " (new user: cold start)" if rec["cold_start"].any() else ""
     how = f", value weight {value_weight:g}" if blended else ""
-    table = Table(title=f"{model}: top {k} for user {user_id}{cold}{how}")
+    table = DataTable(title=f"{model}: top {k} for user {user_id}{cold}{how}")
     cols = ["rank", "item", "title", "score"]
     if blended:
         cols += ["price", "P(buy)", "relevance rank"]
@@ -464,7 +470,9 @@ def similar(
         out.print(f"{model}: no item similar to {item_id}{alone}")
         return
     title = titles.get(item_id)
-    table = Table(title=f"{model}: items similar to {item_id}" + (f" ({title})" if title else ""))
+    table = DataTable(
+        title=f"{model}: items similar to {item_id}" + (f" ({title})" if title else "")
+    )
     for c in ("rank", "item", "title", "score"):
         table.add_column(c)
     for r in sim.itertuples():

@@ -8,6 +8,7 @@ keys the server accepts (hashed, in ``<store>.keys.json``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from valuerec.cli_common import (
+    DataTable,
     DbOption,
     JsonOption,
     fail,
@@ -155,54 +156,67 @@ def serve(
         active = [k for k in key_store.list() if k.revoked_at is None]
     except ValueError as exc:  # a broken key file: say which, before loading anything
         raise fail(str(exc)) from None
-    try:
-        app = create_app(db, settings=settings, keys_path=key_store.path)
-    except StoreError as exc:
-        raise fail(str(exc)) from None
-    if not active:
-        warn(
-            f"no API keys in {key_store.path}: every call but /health will be "
-            "refused; create one with `valuerec keys create --role read`"
+    # the port before the models: a busy one is one line now, not uvicorn's error (exit
+    # code 3) after minutes of loading and a "serving ... on" line that was never true
+    with listening_socket(host, port) as sock:
+        try:
+            app = create_app(db, settings=settings, keys_path=key_store.path)
+        except StoreError as exc:
+            raise fail(str(exc)) from None
+        if not active:
+            warn(
+                f"no API keys in {key_store.path}: every call but /health will be "
+                "refused; create one with `valuerec keys create --role read`"
+            )
+        loaded = app.state.service.models.recommenders
+        if not loaded:
+            warn("no recommender artifacts: run `valuerec train` first")
+        where = f"http://{host}:{sock.getsockname()[1]}"  # port 0: the one the system gave
+        out.print(
+            f"serving {redact(db)} on {where} (docs: /docs); "
+            f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
+            soft_wrap=True,
         )
-    loaded = app.state.service.models.recommenders
-    if not loaded:
-        warn("no recommender artifacts: run `valuerec train` first")
-    # port 0: the system picks one when uvicorn binds; its own log line names it
-    where = f"http://{host}:{port}" if port else f"http://{host} on a free port (see below)"
-    out.print(
-        f"serving {redact(db)} on {where} (docs: /docs); "
-        f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
-        soft_wrap=True,
-    )
-    if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
-        return
-    # the check above loaded everything once (a broken store or model fails here, not in N
-    # workers); each worker now builds its own app from the environment (serve.app.worker_app)
-    app.state.service.close()
-    os.environ[WORKER_ENV] = json.dumps(
-        {"db": db, "keys": str(key_store.path), "settings": settings.model_dump(mode="json")}
-    )
-    from uvicorn.supervisors import Multiprocess
+        if workers == 1:
+            _serve_one(app, sock, log_level, access_log)
+            return
+        # the check above loaded everything once (a broken store or model fails here, not in
+        # N workers); each worker now builds its own app from the environment
+        # (serve.app.worker_app)
+        app.state.service.close()
+        os.environ[WORKER_ENV] = json.dumps(
+            {"db": db, "keys": str(key_store.path), "settings": settings.model_dump(mode="json")}
+        )
+        from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config(
-        "valuerec.serve.app:worker_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=access_log,
-    )
-    sock = listening_socket(host, port)
-    out.print(
-        f"{workers} worker processes on http://{host}:{sock.getsockname()[1]}", soft_wrap=True
-    )
-    Multiprocess(config, sockets=[sock]).run()
+        config = uvicorn.Config(
+            "valuerec.serve.app:worker_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=access_log,
+        )
+        out.print(f"{workers} worker processes on {where}", soft_wrap=True)
+        Multiprocess(config, sockets=[sock]).run()
+
+
+def _serve_one(app: object, sock: socket.socket, log_level: str, access_log: bool) -> None:
+    """Run ``app`` under uvicorn on the bound ``sock``: what ``uvicorn.run`` does (a failed
+    start-up exits with uvicorn's code 3), but on a socket bound before the models loaded."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: as uvicorn.run, no traceback
+        server.run(sockets=[sock])
+    if not server.started:
+        raise typer.Exit(3)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """The socket ``serve --workers N`` shares with its worker processes.
+    """The socket ``serve`` listens on, bound before any model is loaded; ``--workers N``
+    shares it with its worker processes. A port that is taken is one ``error:`` line.
 
     What ``uvicorn.run(..., workers=N)`` would bind, but created as a TCP socket by protocol
     number: uvicorn's (``socket.socket(family)``, protocol 0) made asyncio skip TCP_NODELAY
@@ -350,7 +364,7 @@ def keys_list(
     if as_json:
         print_json([{k: v for k, v in vars(r).items() if k != "hash"} for r in records])
         return
-    table = Table(title=f"API keys ({store.path})")
+    table = DataTable(title=f"API keys ({store.path})")
     for col in ("id", "role", "name", "created", "revoked"):
         table.add_column(col)
     for r in records:

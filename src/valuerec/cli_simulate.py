@@ -15,10 +15,9 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from valuerec.cli_common import fail, open_store, out, print_json, progress
+from valuerec.cli_common import DataTable, fail, open_store, out, print_json, progress
 
 policy_app = typer.Typer(
     help="Ranking policies in the simulator: revenue, retention, NDCG, off-policy checks.",
@@ -137,7 +136,7 @@ def simulate(
     if as_json:
         print_json(summary)
         return
-    table = Table(title=f"simulation (seed {seed}, {users:,} users, {days} days of {policy})")
+    table = DataTable(title=f"simulation (seed {seed}, {users:,} users, {days} days of {policy})")
     table.add_column("what")
     table.add_column("value", justify="right")
     for key in ("revenue", "clicks", "purchases", "active_end", "ndcg", "events"):
@@ -165,7 +164,7 @@ def _fmt_pct(x: float) -> str:
     return f"{x:+.1%}" if math.isfinite(x) else "n/a"
 
 
-def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, Any]]:
+def policy_tables(results: list[Any]) -> tuple[DataTable, DataTable | None, dict[str, Any]]:
     """The policy table and the OPE table (rich) plus a JSON-able summary."""
     from valuerec.simulate.experiment import ope_table, summarise
 
@@ -174,7 +173,7 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
     title = f"policies over {n} seed(s): mean [95% interval]"
     if n < 2:
         title += " (an interval needs 2 or more seeds)"
-    table = Table(title=title)
+    table = DataTable(title=title)
     days = next(iter(results[0].runs.values())).days
     widest = max(len(name) for name in summary["policy"])
     table.add_column("policy", no_wrap=True, min_width=widest)  # names are never cut short
@@ -192,7 +191,7 @@ def policy_tables(results: list[Any]) -> tuple[Table, Table | None, dict[str, An
     ope = ope_table(results)
     ope_rich = None
     if len(ope):
-        ope_rich = Table(title="off-policy estimates of revenue per visit vs the truth")
+        ope_rich = DataTable(title="off-policy estimates of revenue per visit vs the truth")
         for col in ("seed", "policy", "truth", "IPS", "SNIPS", "DR", "covered (IPS/SNIPS/DR)"):
             ope_rich.add_column(col, justify="left" if col == "policy" else "right")
         for r in ope.itertuples():
@@ -487,7 +486,7 @@ def campaign(
     if as_json:
         print_json(data)
         return
-    table = Table(title=f"A/B test: {discount:.0%} off for {campaign_days} days ({segment})")
+    table = DataTable(title=f"A/B test: {discount:.0%} off for {campaign_days} days ({segment})")
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("eligible / treated", f"{res.eligible:,} / {res.treated:,}")
@@ -498,7 +497,7 @@ def campaign(
     table.add_row("true uplift (simulated)", f"{res.true_uplift:,.2f}")
     table.add_row(f"users per arm for power {power:.0%}", f"{res.sample_size_per_arm:,}")
     out.print(table)
-    tgt = Table(title=f"targeting the top {target_share:.0%}: true uplift captured")
+    tgt = DataTable(title=f"targeting the top {target_share:.0%}: true uplift captured")
     for col in ("ranking", "users", "total uplift", "per user"):
         tgt.add_column(col, justify="left" if col == "ranking" else "right")
     for r in res.targeting.itertuples():

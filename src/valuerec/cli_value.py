@@ -33,11 +33,11 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from valuerec.artifacts import ArtifactStore, data_fingerprint, default_root
 from valuerec.cli_common import (
+    DataTable,
     DbOption,
     JsonOption,
     load_saved,
@@ -45,6 +45,7 @@ from valuerec.cli_common import (
     out,
     require_store,
     say_error,
+    utc_text,
 )
 from valuerec.cli_common import fail as _fail
 from valuerec.cli_common import print_json as _print_json
@@ -179,15 +180,36 @@ def _load(arts: ArtifactStore, name: str) -> tuple[ValueModel, dict[str, Any]]:
     return load_saved(arts, key, ValueModel, "value model", fit)
 
 
-def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
+def _check_out(path: Path | None, what: str, example: str) -> None:
+    """Refuse an ``--out`` that can never be written before any model is loaded: a file name
+    that is neither .csv nor .parquet, a folder, or a path below a file. Found after every
+    customer was predicted, these were a traceback (exit code 1) and the work was lost.
+
+    The check is the one ``report --out`` makes (:func:`valuerec.report.build.out_target`).
+    """
+    if path is None:
+        return
+    from valuerec.report.build import OutPathError, out_target  # only for an --out
+
+    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise _fail(f"--out {path}: use a .csv or .parquet file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
+    try:
+        out_target(path, what, example)
+    except OutPathError as exc:
+        raise _fail(f"--out: {exc}") from None
+
+
+def _write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` (checked by :func:`_check_out`); what only the write itself
+    finds (no permission, a full disk, a read-only file system) is one error line too."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path, index=False)
+    except OSError as exc:
+        raise _fail(f"--out: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
@@ -196,10 +218,10 @@ def _fmt(value: Any, pct: bool = False, digits: int = 3) -> str:
     return f"{100 * value:.1f}%" if pct else f"{value:,.{digits}f}"
 
 
-def _decile_table(title: str, deciles: list[dict[str, Any]]) -> Table:
+def _decile_table(title: str, deciles: list[dict[str, Any]]) -> DataTable:
     """The evaluator's decile table: what decile MAPE averages, decile by decile (1 = the
     customers predicted to spend most)."""
-    table = Table(title=title)
+    table = DataTable(title=title)
     cols = ("decile", "customers", "predicted", "actual", "error %")
     for col in cols:
         table.add_column(col, justify="right")
@@ -214,7 +236,7 @@ def _decile_table(title: str, deciles: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
+def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> DataTable:
     """The comparison every command prints: ranking, calibration, counts, churn, fit time.
 
     The caption gives the floor under decile MAPE (what a perfectly calibrated model with the
@@ -240,7 +262,7 @@ def _metric_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
             f"a perfectly calibrated model with the same ranking would score decile MAPE {span} "
             "from sampling alone"
         )
-    table = Table(title=title, caption=caption)
+    table = DataTable(title=title, caption=caption)
     # MAE of the median count forecast (what MAE rewards), and of the expectation beside it
     cols = ("model", "version", "gini", "decile MAPE", "MAE tx", "MAE tx mean", "AUC", "fit s")
     for col in cols:
@@ -347,8 +369,10 @@ def fit(
                 if problem := future_events(store):
                     _warn(problem)
                 split = TemporalSplit.last_days(store, holdout_days)
-            else:
-                split = TemporalSplit(calibration_end, holdout_days)
+            else:  # parsed here so that an error names the option as typed
+                split = TemporalSplit(
+                    to_timestamp(calibration_end, "--calibration-end"), holdout_days
+                )
             data = value_data(store, split.calibration_end, split.holdout_days)
         except SplitError as exc:
             raise _fail(str(exc) + _short_log_hint(store, calibration_end, holdout_days)) from None
@@ -455,7 +479,8 @@ def _short_log_hint(store: Store, calibration_end: str | None, holdout_days: int
 
 
 def _jsonable(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in obj.items()}
+    """``obj`` with its times as the API writes them (the artifact metadata keeps its own)."""
+    return {k: (utc_text(v) if isinstance(v, datetime) else v) for k, v in obj.items()}
 
 
 def _fit_one(
@@ -531,6 +556,7 @@ def predict(
     ] = False,
 ) -> None:
     """Predict value for every customer with the current artifact of one model."""
+    _check_out(out_path, "the predictions", "predictions.csv")
     arts = _artifacts(db, artifacts)
     with _open_store(db) as store:
         fitted, meta = _load(arts, model)
@@ -545,7 +571,7 @@ def predict(
             {
                 "model": model,
                 "version": meta["version"],
-                "as_of": when.isoformat(),
+                "as_of": utc_text(when),
                 "horizon_days": horizon,
                 "customers": len(pred),
                 "total_ltv": float(pred["ltv"].sum()),
@@ -558,7 +584,7 @@ def predict(
     if out_path is not None:
         out.print(f"{len(pred):,} customers -> {out_path}")
         return
-    table = Table(
+    table = DataTable(
         title=f"{model} {meta['version']}: top {len(top)} of {len(pred):,} customers by LTV, "
         f"as of {when:%Y-%m-%d}, {horizon:g}-day horizon"
     )
@@ -593,6 +619,12 @@ def evaluate(
 ) -> None:
     """Score saved artifacts: on their held-out customers, or on all for a later window."""
     arts = _artifacts(db, artifacts)
+    try:  # checked once, before any model is loaded, and named as typed
+        cut = (
+            None if calibration_end is None else to_timestamp(calibration_end, "--calibration-end")
+        )
+    except SplitError as exc:
+        raise _fail(str(exc)) from None
     require_store(db)
     if models is None:
         names = [n for n in MODELS if ARTIFACT_PREFIX + n in arts.names()]
@@ -607,7 +639,7 @@ def evaluate(
         task = bar.add_task("scoring", total=len(names))
         for name, (model, meta) in loaded.items():
             bar.update(task, description=f"{name}: scoring")
-            results[name] = _evaluate_one(store, model, meta, calibration_end, holdout_days, cache)
+            results[name] = _evaluate_one(store, model, meta, cut, holdout_days, cache)
             bar.advance(task)
     if as_json:
         _print_json({"artifacts": str(arts.root), "models": results})
@@ -627,14 +659,14 @@ def _evaluate_one(
     store: Store,
     model: ValueModel,
     meta: dict[str, Any],
-    calibration_end: str | None,
+    calibration_end: datetime | None,
     holdout_days: int | None,
     cache: dict[tuple[datetime, int], ValueData],
 ) -> dict[str, Any]:
     """Score one artifact on customers and a window it did not learn from."""
     try:
         split = TemporalSplit(
-            calibration_end or meta["calibration_end"],
+            calibration_end if calibration_end is not None else meta["calibration_end"],
             holdout_days if holdout_days is not None else meta["holdout_days"],
         )
         key = (split.calibration_end, split.holdout_days)
@@ -645,7 +677,7 @@ def _evaluate_one(
     data = cache[key]
     result: dict[str, Any] = {
         "version": meta["version"],
-        "calibration_end": split.calibration_end.isoformat(),
+        "calibration_end": utc_text(split.calibration_end),
         "holdout_days": split.holdout_days,
         "fit_seconds": meta.get("fit_seconds"),
         "metrics": None,
@@ -697,6 +729,7 @@ def segments(
     segment = named
     if top < 1:
         raise _fail(f"--top must be at least 1, got {top}")
+    _check_out(out_path, "the target list", "targets.csv")
     arts = _artifacts(db, artifacts)
     with _open_store(db) as store:
         fitted, meta = _load(arts, model)
@@ -713,7 +746,7 @@ def segments(
             {
                 "model": model,
                 "version": meta["version"],
-                "as_of": when.isoformat(),
+                "as_of": utc_text(when),
                 "segments": summary.astype(object)
                 .where(summary.notna(), None)
                 .to_dict(orient="records"),
@@ -722,7 +755,7 @@ def segments(
             }
         )
         return
-    table = Table(title=f"segments: {model} {meta['version']}, as of {when:%Y-%m-%d}")
+    table = DataTable(title=f"segments: {model} {meta['version']}, as of {when:%Y-%m-%d}")
     for col in ("segment", "users", "% users", "value", "% value", "days since", "freq"):
         table.add_column(
             col, justify="left" if col == "segment" else "right", no_wrap=col == "segment"

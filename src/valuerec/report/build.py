@@ -33,7 +33,14 @@ from .recs import PeerRun, evaluate_recommenders, parse_models, read_peer
 from .summary import summarise
 from .value import NotApplicable, evaluate_models
 
-__all__ = ["OutPathError", "ReportError", "ReportOptions", "build_report", "write_report"]
+__all__ = [
+    "OutPathError",
+    "ReportError",
+    "ReportOptions",
+    "build_report",
+    "out_target",
+    "write_report",
+]
 
 Step = Callable[[str], object]
 
@@ -211,8 +218,11 @@ def _renamed(part: StorePart, new_id: str) -> StorePart:
     return StorePart(new_id, part.label, part.path, part.sections)
 
 
-def _out_target(out: str | os.PathLike[str]) -> Path:
-    """The absolute path to write the report to, checked without writing anything.
+def out_target(
+    out: str | os.PathLike[str], what: str = "the report", example: str = "report.html"
+) -> Path:
+    """The absolute path to write ``what`` to, checked without writing anything (also
+    ``value predict`` / ``value segments --out``; ``example``: a file name to suggest).
 
     A folder, or a path below a file, can never be written: say so before the stores are
     evaluated (minutes on a large store), not after. Missing folders are fine, they are made
@@ -224,14 +234,14 @@ def _out_target(out: str | os.PathLike[str]) -> Path:
     target = Path(out).expanduser().resolve()
     if target.is_dir():
         raise OutPathError(
-            f"cannot write the report to {target}: it is a directory "
-            f"(give a file's path, such as {target / 'report.html'})"
+            f"cannot write {what} to {target}: it is a directory "
+            f"(give a file's path, such as {target / example})"
         )
     folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise OutPathError(f"cannot write the report to {target}: {folder} is not a directory")
+        raise OutPathError(f"cannot write {what} to {target}: {folder} is not a directory")
     return target
 
 
@@ -252,7 +262,7 @@ def write_report(
         ReportError: see :func:`build_report`.
     """
     started = time.perf_counter()
-    target = _out_target(out)
+    target = out_target(out)
     html = build_report(dbs, options, step)
     # not mkstemp: its 0600 mode would keep the report from the people it is written for
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")

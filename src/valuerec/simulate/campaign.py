@@ -217,7 +217,10 @@ def run_campaign(cfg: CampaignConfig, progress: Any | None = None) -> CampaignRe
     )
     users = eligible_users(platform, cfg.segment)
     if len(users) < 20:
-        raise ValueError(f"only {len(users)} users in segment {cfg.segment!r}: simulate more")
+        raise ValueError(  # named as the CLI's option (CampaignConfig.users in Python)
+            f"only {len(users)} users in segment {cfg.segment!r}, at least 20 are needed: "
+            "simulate more users (raise --users)"
+        )
     rng = np.random.default_rng([cfg.seed, 99])
     assign = rng.random(len(users)) < cfg.treat_share
     policy = RelevancePolicy()
