@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import BACKENDS, databases_for
 from valuerec.artifacts import data_fingerprint
-from valuerec.data.ingest import ingest, parse_timestamp_text
+from valuerec.data.ingest import ingest, parse_timestamp_text, parse_timestamp_texts
 from valuerec.data.store import Store
 
 
@@ -166,3 +167,11 @@ def test_timestamps_at_the_edges_of_the_range_are_stored(
 @pytest.mark.parametrize("text", OUT_OF_RANGE[:2])
 def test_api_reading_of_text_refuses_the_same_timestamps(text: str) -> None:
     assert parse_timestamp_text(text) is None
+
+
+def test_one_text_parsed_leaves_the_shared_parser_ready_for_a_column():
+    """The API's one-text parse left its result unfinished on the shared connection, so the
+    next column parse in the process (ranking's text timestamps) failed to register."""
+    assert parse_timestamp_text("2024-01-01T10:00:00+01:00") == datetime(2024, 1, 1, 9)
+    got = parse_timestamp_texts(["2024-01-02", "not a time"])
+    assert got.iloc[0] == pd.Timestamp("2024-01-02") and pd.isna(got.iloc[1])

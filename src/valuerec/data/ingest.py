@@ -269,9 +269,11 @@ def parse_timestamp_text(text: str) -> datetime | None:
     """
     sql = f"SELECT {_parse_timestamp('t', 'VARCHAR')} FROM (SELECT CAST(? AS VARCHAR) AS t)"
     with _TEXT_PARSER_LOCK:
-        row = _text_parser().execute(sql, [text]).fetchone()
+        # fetchall, not fetchone: a result left unfinished on the shared connection made the
+        # next parse_timestamp_texts (its register()) fail with ResourceInUseException
+        (row,) = _text_parser().execute(sql, [text]).fetchall()
     # a time out of Python's range would come back as text; the SQL gives NULL for those now
-    return row[0] if row is not None and isinstance(row[0], datetime) else None
+    return row[0] if isinstance(row[0], datetime) else None
 
 
 def _coerce(f: Field, col: str, src_type: str, *, pretrimmed: bool = False) -> str:
