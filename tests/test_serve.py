@@ -1030,6 +1030,46 @@ def test_a_deletion_during_a_value_refresh_neither_waits_nor_comes_back(client, 
     assert call(client, "GET", f"/users/{gone}/value").status_code == 404
 
 
+def test_a_deletion_at_any_moment_after_a_refresh_read_is_not_undone(client, monkeypatch):
+    """Each time the refresh takes the swap lock after its first, another user is deleted
+    just before: a deletion between the refresh's collecting of who was forgotten and its
+    install (two holds of the lock, review R5) was neither recorded nor applied, and the user
+    came back with a value. Every user deleted must stay gone."""
+    svc = service(client)
+    registry, real = svc.models, svc.models._swap
+    users = iter(svc.models.value.ranked["user_id"][:5].tolist())
+    deleted: list[str] = []
+    entries = 0
+
+    class DeletingFirst:
+        def __enter__(self):
+            nonlocal entries
+            if threading.current_thread().name == "refresher":
+                entries += 1
+                if entries > 1:  # after the reads: another request deletes a user now
+                    user = next(users)
+                    worker = threading.Thread(
+                        target=lambda: call(client, "DELETE", f"/users/{user}", "write")
+                    )
+                    worker.start()
+                    worker.join(30)
+                    deleted.append(user)
+            return real.__enter__()
+
+        def __exit__(self, *exc):
+            return real.__exit__(*exc)
+
+    monkeypatch.setattr(registry, "_swap", DeletingFirst())
+    refresher = threading.Thread(target=registry.refresh_value, name="refresher")
+    refresher.start()
+    refresher.join(60)
+    monkeypatch.setattr(registry, "_swap", real)
+    assert deleted
+    assert not set(deleted) & set(registry.value.table.index)
+    for user in deleted:
+        assert call(client, "GET", f"/users/{user}/value").status_code == 404
+
+
 def test_a_promotion_during_a_value_refresh_is_not_overwritten_by_it(client, monkeypatch):
     svc = service(client)
     snap = svc.models.value

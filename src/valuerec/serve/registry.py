@@ -398,10 +398,14 @@ class ModelRegistry:
                 self._forgotten_meanwhile = set()
             try:
                 seg, when = self.repo.value_segments(snap.model, snap.horizon_days)
-            finally:
+            except BaseException:
                 with self._swap:
-                    gone, self._forgotten_meanwhile = self._forgotten_meanwhile, None
+                    self._forgotten_meanwhile = None
+                raise
+            # one hold of the lock from reading who was forgotten to installing: a deletion
+            # in between would be neither recorded nor applied to what is installed
             with self._swap:
+                gone, self._forgotten_meanwhile = self._forgotten_meanwhile, None
                 now = self._value
                 if now is None or now.model is not snap.model:
                     return False  # promoted (or followed) meanwhile
