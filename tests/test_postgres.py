@@ -93,9 +93,19 @@ def test_a_schema_spelt_in_another_case_is_one_deployment(monkeypatch, tmp_path)
     url = "postgresql://u@h/db?options=-c%20search_path%3D{}"
     assert deployment_path(url.format("Shop_A")) == str(tmp_path / "db@h.shop_a")
     assert deployment_path(url.format("shop_a")) == str(tmp_path / "db@h.shop_a")
-    assert deployment_path(url.format("%22Shop_A%22")) == str(tmp_path / "db@h.Shop_A")
-    # files named by the spelling, before folding, keep working (with a warning to rename)
+    # quoted: another schema, whose name keeps its case, quotes (as before) and spaces
+    assert deployment_path(url.format("%22Shop_A%22")) == str(tmp_path / "db@h._Shop_A")
+    assert deployment_path(url.format("%22My%20Shop%22,public")) == str(tmp_path / "db@h._My_Shop")
+    assert deployment_path(url.format("Shop_A,public")) == str(tmp_path / "db@h.shop_a")
+    # $user: the schema named as the user who connects, one per user
+    assert deployment_path(url.format("$user")) == str(tmp_path / "db@h.u")
+    assert deployment_path(url.format("$user").replace("u@h", "Ann@h")) == str(
+        tmp_path / "db@h.Ann"
+    )
+    # files named by the spelling, before folding, keep working (with a warning to rename),
+    # but never for the quoted name, another schema (review R5)
     (tmp_path / "db@h.Shop_B.keys.json").write_text("{}")
+    assert deployment_path(url.format("%22Shop_B%22")) == str(tmp_path / "db@h._Shop_B")
     with pytest.warns(UserWarning, match="rename them to db@h.shop_b.models"):
         assert deployment_path(url.format("Shop_B")) == str(tmp_path / "db@h.Shop_B")
 

@@ -112,9 +112,11 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     plus ``.SCHEMA`` when the URL sets a search path), since a database on a server has no
     folder to sit beside, yet a deployment still needs one place for its files. The port is
     part of the name because two servers on one host are two deployments: without it they
-    shared one model folder and one keys file. An unquoted schema name is folded to lower
-    case, as PostgreSQL folds it: ``search_path=Shop`` and ``=shop`` are one schema, so one
-    deployment, not two key files and two model folders.
+    shared one model folder and one keys file. The schema is the search path's first, named
+    as PostgreSQL resolves it: an unquoted name folded to lower case (``search_path=Shop`` and
+    ``=shop`` are one schema, so one deployment, not two key files and two model folders),
+    ``$user`` as the connecting user's name, a quoted name (``"Shop"``, another schema) kept
+    with its quotes.
     """
     text = str(db)
     if not is_url(text):
@@ -129,12 +131,17 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     # libpq's own order: the URL's port, then the query's, then $PGPORT
     port = str(port or query.get("port") or os.environ.get("PGPORT") or 5432)
     database = parts.path.lstrip("/") or query.get("dbname", "postgres")
-    found = re.search(r"search_path\s*=\s*([^\s,]+)", query.get("options", ""))
+    # the first schema of the search path is the store's: a quoted name (spaces, commas and
+    # case kept), or an unquoted one up to a space or comma
+    found = re.search(r'search_path\s*=\s*("(?:[^"]|"")+"|[^\s,]+)', query.get("options", ""))
     spelt = found.group(1) if found else None
-    schema = None
-    if spelt is not None:
-        quoted = len(spelt) > 1 and spelt[0] == spelt[-1] == '"'
-        schema = spelt[1:-1] if quoted else spelt.lower()
+    schema = spelt
+    if spelt is not None and not spelt.startswith('"'):
+        # $user is the schema named as the user who connects, so one per user; an unquoted
+        # name is folded to lower case by PostgreSQL. A quoted one keeps its quotes in the
+        # name (as before): "Shop" and Shop are two schemas, so two deployments.
+        user = parts.username or query.get("user") or os.environ.get("PGUSER") or _os_user()
+        schema = spelt.lower().replace("$user", user)  # the user name as it is
     home = Path(os.environ.get("VALUEREC_HOME") or ".")
 
     def path(host: str, schema: str | None) -> Path:
@@ -160,6 +167,16 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
             )
             return str(old)
     return str(new)
+
+
+def _os_user() -> str:
+    """libpq's default user name: the operating system's."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return str(os.getuid())
 
 
 #: what a deployment keeps beside its store path (``artifacts.default_root``,
