@@ -171,7 +171,7 @@ def serve(
         loaded = app.state.service.models.recommenders
         if not loaded:
             warn("no recommender artifacts: run `valuerec train` first")
-        where = f"http://{host}:{sock.getsockname()[1]}"  # port 0: the one the system gave
+        where = http_url(host, sock.getsockname()[1])  # port 0: the one the system gave
         out.print(
             f"serving {redact(db)} on {where} (docs: /docs); "
             f"recommenders: {', '.join(f'{n} {h.version}' for n, h in loaded.items()) or 'none'}",
@@ -200,6 +200,16 @@ def serve(
         )
         out.print(f"{workers} worker processes on {where}", soft_wrap=True)
         Multiprocess(config, sockets=[sock]).run()
+
+
+def http_url(host: str, port: int) -> str:
+    """The URL ``serve`` is reached at on ``host``: an IPv6 address is bracketed
+    (``http://[::]:8000``; ``http://:::8000`` is no URL), its zone's ``%`` written ``%25``
+    (RFC 6874). uvicorn prints no "running on" line for a socket it is handed, so this line
+    is the one that says where the server is."""
+    if ":" in host:
+        host = "[" + host.replace("%", "%25") + "]"
+    return f"http://{host}:{port}"
 
 
 def _serve_one(app: object, sock: socket.socket, log_level: str, access_log: bool) -> None:

@@ -228,9 +228,14 @@ _TEXT_PARSER_LOCK = threading.Lock()
 
 
 def parse_timestamp_texts(values: Any) -> pd.Series:
-    """Text timestamps read by ingest's own rule, as naive UTC ``datetime64``; NaT where
+    """Text timestamps read by ingest's own rule, as naive UTC ``datetime64[us]``; NaT where
     ingest would quarantine the row (and for missing values). The vectorised form of
-    :func:`parse_timestamp_text`, for DataFrames handed to models and splits."""
+    :func:`parse_timestamp_text`, for DataFrames handed to models and splits.
+
+    Microseconds, as the store keeps them: they hold every time ingest keeps (years 1 to
+    9999), where nanoseconds hold 1677-09-21 to 2262-04-11 only and a cast to them wrapped
+    9999-12-31 round into 1816. A caller that needs nanoseconds must check the range first
+    (``evaluate.ranking.to_datetimes`` refuses such a time by name)."""
     frame = pd.DataFrame(
         {
             "t": pd.Series(values, dtype=object).map(
@@ -246,7 +251,7 @@ def parse_timestamp_texts(values: Any) -> pd.Series:
             out = con.execute(sql).df()["ts"]
         finally:
             con.unregister("_vr_texts")
-    return pd.Series(pd.to_datetime(out).to_numpy("datetime64[ns]"), index=pd.Series(values).index)
+    return pd.Series(out.to_numpy("datetime64[us]"), index=pd.Series(values).index)
 
 
 def _text_parser() -> duckdb.DuckDBPyConnection:

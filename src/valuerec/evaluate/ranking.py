@@ -136,10 +136,32 @@ def _times(values: pd.Series) -> np.ndarray:
     return _utc_naive(values).to_numpy(dtype="datetime64[ns]")
 
 
+def _in_nanosecond_range(series: pd.Series, parsed: pd.Series) -> pd.Series:
+    """``parsed`` (naive times read from ``series``) as ``datetime64[ns]``, the unit the
+    splits and models compute in; a time it cannot hold is an error naming it and its row.
+
+    The store and ingest keep years 1 to 9999 (microseconds), nanoseconds only 1677-09-21 to
+    2262-04-11: a cast wrapped 9999-12-31 (a common "no end" sentinel) round into 1816 and
+    1500 into 2084, silently, and NaT would have dropped the rows as undated.
+    """
+    far = (parsed < pd.Timestamp.min) | (parsed > pd.Timestamp.max)
+    if far.any():
+        value = series[far].iloc[0]
+        shown = repr(value) if isinstance(value, str) else str(value)  # text as given
+        raise ValueError(
+            f"cannot read the timestamp column as times: {shown} (row {series[far].index[0]}) is "
+            f"outside the times a model's frame holds ({pd.Timestamp.min:%Y-%m-%d} to "
+            f"{pd.Timestamp.max:%Y-%m-%d}, nanoseconds); {int(far.sum())} such value(s): "
+            "fix or drop such events before handing them to a model"
+        )
+    return parsed.astype("datetime64[ns]")
+
+
 def _utc_naive(values: pd.Series) -> pd.Series:
-    """Datetimes or text as naive UTC datetimes, the store's convention: offsets (mixed ones
-    too, a local log across a daylight-saving change) are converted, naive times kept.
-    ``pd.to_datetime`` alone refused mixed offsets with its own error, naming no column."""
+    """Datetimes or text as naive UTC ``datetime64[ns]``, the store's convention: offsets
+    (mixed ones too, a local log across a daylight-saving change) are converted, naive times
+    kept. ``pd.to_datetime`` alone refused mixed offsets with its own error, naming no column.
+    A time outside nanoseconds' range (1677 to 2262) is an error naming it."""
     series = pd.Series(values)
     present = series.dropna()
     if len(present) and present.map(lambda v: isinstance(v, str)).all():
@@ -155,12 +177,12 @@ def _utc_naive(values: pd.Series) -> pd.Series:
                 "time ingest reads (ISO 8601, with an optional offset or zone name; YYYYMMDD; "
                 f"epoch seconds); {int(bad.sum())} such value(s)"
             )
-        return parsed
+        return _in_nanosecond_range(series, parsed)
     try:
         parsed = pd.to_datetime(series, utc=True)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"cannot read the timestamp column as times: {exc}") from None
-    return parsed.dt.tz_localize(None)
+    return _in_nanosecond_range(series, parsed.dt.tz_localize(None))
 
 
 def to_datetimes(values: pd.Series) -> pd.Series:

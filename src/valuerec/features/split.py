@@ -96,6 +96,14 @@ def to_timestamp(when: TimeLike, name: str = "time") -> datetime:
         raise SplitError(f"{name} is not a valid time: {when!r}")
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
+    # pandas holds year 0 and negative years (its non-nanosecond units), and a zone can move
+    # a time past 9999 in UTC: Python's datetime, the store's times, holds years 1 to 9999
+    # only, and to_pydatetime() raised a bare "year 0 is out of range"
+    if not 1 <= ts.year <= 9999:
+        raise SplitError(
+            f"{name} is not a valid time: {when!r} (year {ts.year} in UTC; times run from "
+            "year 1 to 9999)"
+        )
     # the store keeps microseconds: a cut with nanoseconds (a quantile of times) is floored
     # to them, as pandas would, without its "discarding nanoseconds" warning
     return ts.floor("us").to_pydatetime()
