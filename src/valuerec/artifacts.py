@@ -40,6 +40,7 @@ import platform
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -81,7 +82,8 @@ class ArtifactError(LookupError):
 
 class DamagedArtifactError(ArtifactError):
     """A version that exists but whose files cannot be trusted: metadata that is no JSON
-    object, or that names another artifact or version (a folder copied by hand).
+    object, or that names another artifact or version (a folder copied by hand); or a
+    ``HISTORY`` line that is no JSON object.
 
     Its own class so that a server can tell "no such version" (the client's error) from a
     damaged one (the deployment's)."""
@@ -375,12 +377,42 @@ class ArtifactStore:
         return model, meta
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        """Every promotion and rollback of ``name``, oldest first."""
+        """Every promotion and rollback of ``name``, oldest first.
+
+        Raises :class:`DamagedArtifactError` naming the file and line when a line is no JSON
+        object (a torn write, an edit by hand): a bare JSONDecodeError from every save and
+        rollback said neither.
+        """
+        entries, damaged = self._read_history(name)
+        if damaged:
+            raise DamagedArtifactError(damaged[0])
+        return entries
+
+    def _read_history(self, name: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """``HISTORY``'s readable entries, and why each unreadable line is (file and line)."""
         path = self._dir(name) / HISTORY_FILE
         if not path.is_file():
-            return []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+            return [], []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return [], [f"{path}: unreadable ({exc}); repair or remove the file"]
+        entries: list[dict[str, Any]] = []
+        damaged: list[str] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError as exc:
+                why = f"not JSON ({exc})"
+            else:
+                if isinstance(entry, dict):
+                    entries.append(entry)
+                    continue
+                why = f"a JSON {type(entry).__name__}, not an object"
+            damaged.append(f"{path}, line {number}: damaged entry, {why}; repair or delete it")
+        return entries, damaged
 
     # -- writes ----------------------------------------------------------------------------
     def save(
@@ -423,8 +455,14 @@ class ArtifactStore:
     def _claim(self, folder: Path, tmp: Path, meta: dict[str, Any]) -> str:
         """Rename ``tmp`` to the next free version; retry if a concurrent writer took it."""
         # a number HISTORY names is never handed out again, even if its folder was deleted:
-        # one version name must always mean one model
-        recorded = [str(h.get("version")) for h in self.history(folder.name)]
+        # one version name must always mean one model. A damaged line must not stop every
+        # save of the model (`value fit` failed on it): it is skipped, and said so
+        entries, damaged = self._read_history(folder.name)
+        for why in damaged:
+            warnings.warn(
+                f"{why} (skipped when numbering the new version of {folder.name})", stacklevel=3
+            )
+        recorded = [str(h.get("version")) for h in entries]
         used = [int(m.group(1)) for v in recorded if (m := _VERSION.match(v))]
         for _ in range(1000):
             taken = [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION.match(p.name))]

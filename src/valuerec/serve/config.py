@@ -124,7 +124,9 @@ class ServeSettings(BaseModel):
         "ease", description="Recommender served when a request names none (if it is loaded)."
     )
     value_model: str | None = Field(
-        None, description="Value model to serve; default: the best one with an artifact."
+        None,
+        description="Value model to serve; default: the first of the preference order whose "
+        "current version loads.",
     )
     value_horizon_days: float | None = Field(
         None,

@@ -17,7 +17,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from valuerec.serve.auth import require
 from valuerec.serve.keys import Role
@@ -49,11 +49,21 @@ class PurchasesOut(BaseModel):
 class CurrentModel(BaseModel):
     name: str
     kind: str
-    current_version: str | None
-    serving_version: str | None
-    created_at: str | None
+    current_version: str | None = Field(
+        description="The version the CURRENT pointer names; null when it names none that "
+        "exists (`error` says why)."
+    )
+    serving_version: str | None = Field(description="The version this server answers with.")
+    created_at: str | None = Field(
+        description="When the served version was saved (the current one's if none is served)."
+    )
     versions: int
-    metrics: dict[str, Any] | None
+    metrics: dict[str, Any] | None = Field(
+        description="The served version's metrics (the current one's if none is served)."
+    )
+    error: str | None = Field(
+        None, description="Why CURRENT names no version, or why its version is not served."
+    )
 
 
 class CurrentModelsOut(BaseModel):
@@ -122,20 +132,24 @@ def user_purchases(
 
 @router.get("/models/current", dependencies=READ, response_model=CurrentModelsOut, tags=["models"])
 def current_models(svc: Service) -> CurrentModelsOut:
-    """Each model's current and served version with that version's metrics (read key)."""
+    """Each model's current and served version, with the served version's date and metrics
+    (read key): the page shows them as the model that answers, which is not the current one
+    while that cannot be loaded."""
     rows = []
     for m in svc.models.describe():
-        current = next((v for v in m["versions"] if v["version"] == m["current_version"]), None)
-        metrics = current.get("metrics") if current else None
+        shown = m["serving_version"] or m["current_version"]
+        info = next((v for v in m["versions"] if v["version"] == shown), None)
+        metrics = info.get("metrics") if info else None
         rows.append(
             CurrentModel(
                 name=m["name"],
                 kind=m["kind"],
                 current_version=m["current_version"],
                 serving_version=m["serving_version"],
-                created_at=_text(current.get("created_at")) if current else None,
+                created_at=_text(info.get("created_at")) if info else None,
                 versions=len(m["versions"]),
                 metrics=metrics if isinstance(metrics, dict) else None,
+                error=m["error"],
             )
         )
     return CurrentModelsOut(models=rows)

@@ -29,7 +29,13 @@ import pandas as pd
 import psycopg
 import scipy.sparse as sp
 
-from valuerec.artifacts import META_FILE, ArtifactError, ArtifactStore, DamagedArtifactError
+from valuerec.artifacts import (
+    META_FILE,
+    MODEL_FILE,
+    ArtifactError,
+    ArtifactStore,
+    DamagedArtifactError,
+)
 from valuerec.data.store import StoreError
 from valuerec.recommend.base import Recommender
 from valuerec.serve.config import ServeSettings
@@ -241,8 +247,10 @@ class ModelRegistry:
         self._recs: dict[str, ModelHandle] = {}
         self._value: ValueSnapshot | None = None
         self._value_error: str | None = None
-        #: versions made current elsewhere that failed to load (follow_current skips them)
-        self._unloadable: set[tuple[str, str]] = set()
+        #: (artifact, version) that failed to load -> (its files then, see _files; why): skipped
+        #: by follow_current while CURRENT names it and its files are unchanged, shown by
+        #: describe
+        self._unloadable: dict[tuple[str, str], tuple[tuple[Any, ...], str]] = {}
         #: one promotion (or snapshot edit, see forget_user) at a time; readers never wait
         self._swap = threading.Lock()
         #: one value refresh at a time; it predicts outside the swap lock (see refresh_value)
@@ -291,15 +299,13 @@ class ModelRegistry:
     def load_all(self) -> None:
         """Load the current version of every recommender and of the served value model."""
         recs = {}
-        for artifact in self.arts.names():
+        names = self.arts.names()
+        for artifact in names:
             if _kind(artifact) != "recommender":
                 continue
-            try:
-                handle = self._load_recommender(artifact, None)
-            except Exception as exc:  # one broken artifact must not keep the server down
-                log.warning("cannot load %s: %s: %s", artifact, type(exc).__name__, exc)
-                continue
-            recs[handle.name] = handle
+            handle = self._load_current(artifact, self._load_recommender)
+            if isinstance(handle, ModelHandle):
+                recs[handle.name] = handle
         self._recs = recs
         default = self.settings.default_model
         if recs and default not in recs:  # served anyway: the first loaded one, said once here
@@ -307,8 +313,8 @@ class ModelRegistry:
                 "default_model %r is not loaded (loaded: %s): requests naming no model get %s",
                 default, ", ".join(sorted(recs)), sorted(recs)[0],
             )  # fmt: skip
-        artifact = self._value_artifact()
-        if artifact is None:
+        candidates = self._value_candidates(names)
+        if not candidates:
             wanted = self.settings.value_model
             if wanted:  # said at start-up, not only in the 503 of the first value request
                 have = sorted(n for n in self.arts.names() if _kind(n) == "value")
@@ -320,21 +326,65 @@ class ModelRegistry:
             else:
                 self._value_error = "no value model artifact: run `valuerec train`"
             return
-        try:
-            self._value = self._load_value(artifact, None)
-            self._value_error = None
-        except Exception as exc:
-            self._value_error = f"cannot load {artifact}: {type(exc).__name__}: {exc}"
-            log.warning("%s", self._value_error)
+        # the first of the preference order that loads: a shadow model (saved unpromoted: no
+        # CURRENT) or a broken current version of a preferred kind left the server with no
+        # value model at all, though the next one loaded (a configured one is the only one)
+        reasons = []
+        for artifact in candidates:
+            loaded = self._load_current(artifact, self._load_value)
+            if isinstance(loaded, ValueSnapshot):
+                self._value, self._value_error = loaded, None
+                return
+            reasons.append(loaded)
+        self._value_error = "; ".join(reasons)
 
-    def _value_artifact(self) -> str | None:
-        names = set(self.arts.names())
+    def _load_current(
+        self, artifact: str, load: Callable[[str, str], ModelHandle | ValueSnapshot]
+    ) -> ModelHandle | ValueSnapshot | str:
+        """``artifact``'s current version loaded, or why it cannot be (logged here).
+
+        A version that fails is remembered as follow_current's are: it is not tried again
+        every poll, and ``GET /models`` says why it is not served.
+        """
+        version, files = None, ()
+        try:
+            version = self.arts.current(artifact)
+            files = self._files(artifact, version)
+            return load(artifact, version)
+        except Exception as exc:  # one broken artifact must not keep the server down
+            why = f"{type(exc).__name__}: {exc}"
+            if version is not None and not _transient(exc):
+                self._unloadable[(artifact, version)] = (files, why)
+            text = f"cannot load {artifact}{f' {version}' if version else ''}: {why}"
+            log.warning("%s", text)
+            return text
+
+    def _value_candidates(self, names: Sequence[str]) -> list[str]:
+        """The value artifacts this server may serve, best first: the one the settings name,
+        else those of :data:`VALUE_PREFERENCE` that exist."""
         wanted = self.settings.value_model
         order = (wanted,) if wanted else VALUE_PREFERENCE
-        for name in order:
-            if VALUE_PREFIX + name in names:
-                return VALUE_PREFIX + name
-        return None
+        return [VALUE_PREFIX + name for name in order if VALUE_PREFIX + name in names]
+
+    def _files(self, artifact: str, version: str) -> tuple[Any, ...]:
+        """Size and modification time of a version's files: a failed version whose files
+        changed since (copied again, repaired) is tried again."""
+        out: list[tuple[int, int] | None] = []
+        for name in (MODEL_FILE, META_FILE):
+            try:
+                st = (self.arts.root / artifact / version / name).stat()
+            except OSError:
+                out.append(None)
+            else:
+                out.append((st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def _failed(self, artifact: str, version: str) -> str | None:
+        """Why ``version`` failed to load, while its files are still those that failed."""
+        entry = self._unloadable.get((artifact, version))
+        if entry is None or entry[0] != self._files(artifact, version):
+            return None
+        return entry[1]
 
     def _load_recommender(self, artifact: str, version: str | None) -> ModelHandle:
         model, meta = self.arts.load(artifact, version)
@@ -424,21 +474,65 @@ class ModelRegistry:
         ``ArtifactStore.promote``. Each swap is a promotion's (loaded whole, then one
         reference), under the swap lock and checked again there, so a promotion through this
         server's API in the meantime is not undone. A version that fails to load is logged
-        once and not tried again (the server keeps what it serves) until ``CURRENT`` moves;
-        a failure of the database instead (a dropped connection) is tried again next round.
+        once and not tried again (the server keeps what it serves) while ``CURRENT`` names it
+        and its files are unchanged: once the pointer has named another version, or the files
+        were copied again, it is tried again. A failure of the database instead (a dropped
+        connection) is tried again next round. A recommender whose folder was removed is no
+        longer served (a restart would not load it, and it could not be promoted).
+
+        The value model is the first of the preference order (or the configured one) whose
+        ``CURRENT`` loads, as at start-up; if the served one's new version fails, its old
+        version is kept rather than another model's served.
         """
-        due: list[tuple[str, str, Callable[[str, str], ModelHandle | ValueSnapshot]]] = []
-        for artifact in self.arts.names():
-            wanted = self._wanted(artifact) if _kind(artifact) == "recommender" else None
-            if wanted is not None and wanted != self._serving_version(artifact):
-                due.append((artifact, wanted, self._load_recommender))
-        artifact = self._value_artifact()
-        wanted = self._wanted(artifact) if artifact is not None else None
+        names = self.arts.names()
+        wanted = {artifact: self._wanted(artifact) for artifact in names}
+        # a failure counts while CURRENT names that version: moved away and back, it is new
+        self._unloadable = {
+            key: entry for key, entry in self._unloadable.items() if wanted.get(key[0]) == key[1]
+        }
+        done = self._drop_removed(names)
+        for artifact in names:
+            version = wanted[artifact]
+            if (
+                _kind(artifact) == "recommender"
+                and version is not None
+                and version != self._serving_version(artifact)
+                and self._follow(artifact, version, self._load_recommender)
+            ):
+                done.append(artifact)
+        value = self._follow_value(names, wanted)
+        return done if value is None else [*done, value]
+
+    def _follow_value(self, names: Sequence[str], wanted: dict[str, str | None]) -> str | None:
+        """Serve the value model a restart would (see follow_current); the artifact swapped."""
         snap = self._value
-        served = (snap.artifact, snap.version) if snap is not None else None
-        if artifact is not None and wanted is not None and served != (artifact, wanted):
-            due.append((artifact, wanted, self._load_value))
-        return [a for a, version, load in due if self._follow(a, version, load)]
+        for artifact in self._value_candidates(names):
+            version = wanted.get(artifact)
+            if version is None:
+                continue  # no CURRENT (a shadow model) or one naming nothing: a start skips it
+            if snap is not None and (snap.artifact, snap.version) == (artifact, version):
+                return None  # the best loadable one is served
+            if self._follow(artifact, version, self._load_value):
+                return artifact
+            if self._failed(artifact, version) is None:
+                return None  # the database failed, or CURRENT moved meanwhile: next round
+            if snap is not None and snap.artifact == artifact:
+                return None  # its old version is kept, as a recommender's is
+        return None
+
+    def _drop_removed(self, names: Sequence[str]) -> list[str]:
+        """Stop serving recommenders whose artifact folder was removed; returns them.
+
+        Not when the whole root is missing (an unmounted or moved folder): emptying a running
+        server for that would turn every recommendation into a 503.
+        """
+        gone = [h.artifact for h in self._recs.values() if h.artifact not in names]
+        if not gone or not self.arts.root.is_dir():
+            return []
+        with self._swap:
+            self._recs = {k: h for k, h in self._recs.items() if h.artifact in names}
+        log.warning("no longer serving %s: removed from %s", ", ".join(gone), self.arts.root)
+        return gone
 
     def _wanted(self, artifact: str) -> str | None:
         """``CURRENT`` of ``artifact``; None when it names nothing loadable."""
@@ -453,16 +547,17 @@ class ModelRegistry:
         """Load ``version`` and install it, under the swap lock as a promotion is: a user
         deleted while a value model loads is forgotten by it (``forget_users`` waits), not
         lost when the new snapshot, predicted before the deletion, is installed."""
-        if (artifact, version) in self._unloadable:
+        if self._failed(artifact, version) is not None:
             return False
         with self._swap:
             if self._wanted(artifact) != version:
                 return False  # moved again meanwhile: the next round follows it
+            files = self._files(artifact, version)  # before: a copy made during the load counts
             try:
                 loaded = load(artifact, version)
             except Exception as exc:
                 if not _transient(exc):  # the database's trouble is retried next round
-                    self._unloadable.add((artifact, version))
+                    self._unloadable[(artifact, version)] = (files, f"{type(exc).__name__}: {exc}")
                 log.warning(
                     "cannot load %s %s (made current elsewhere): %s: %s; still serving %s",
                     artifact, version, type(exc).__name__, exc,
@@ -500,24 +595,47 @@ class ModelRegistry:
         return snap.version if kind == "value" and snap and snap.artifact == artifact else None
 
     def describe(self) -> list[dict[str, Any]]:
-        """Every artifact: kind, versions, the current pointer and what is being served."""
+        """Every artifact: kind, versions, the current pointer, what is being served, and
+        why the two differ (``error``) when the reason is known here.
+
+        The reason was only in the server's log: a missing or unreadable ``CURRENT``, one
+        naming a missing version (``current_version`` null), and a current version that
+        failed to load (``serving_version`` another one).
+        """
         rows = []
         for artifact in self.arts.names():
+            error = None
             try:
                 current: str | None = self.arts.current(artifact)
-            except ArtifactError:
-                current = None
+            except ArtifactError as exc:
+                current, error = None, str(exc)
+            serving = self._serving_version(artifact)
+            if current is not None and current != serving:
+                why = self._failed(artifact, current)
+                if why is not None:
+                    error = f"cannot load {current}: {why}; {self._kept(artifact, None)}"
             versions = [self._version_info(artifact, v) for v in self.arts.versions(artifact)]
             rows.append(
                 {
                     "name": artifact,
                     "kind": _kind(artifact),
                     "current_version": current,
-                    "serving_version": self._serving_version(artifact),
+                    "serving_version": serving,
                     "versions": versions,
+                    "error": error,
                 }
             )
         return rows
+
+    def _kept(self, artifact: str, previous: str | None) -> str:
+        """What answers instead of a version that cannot be served, for an error message."""
+        serving = self._serving_version(artifact)  # what answers, which CURRENT may not name
+        if serving:
+            return f"still serving {serving}"
+        snap = self._value
+        if _kind(artifact) == "value" and snap is not None and previous is None:
+            return f"serving {snap.artifact} {snap.version} instead"
+        return f"{artifact} stays at {previous}" if previous else f"{artifact} is not served"
 
     def _version_info(self, artifact: str, version: str) -> dict[str, Any]:
         """One version's row of :meth:`describe`. Damaged metadata (bad JSON, a folder copied
@@ -566,9 +684,12 @@ class ModelRegistry:
         """Point the model back at the version promoted before the current one (hot swap)."""
         artifact = self.resolve(name)
         with self._swap:
+            previous = None
             try:
                 previous = self.arts.current(artifact)
                 target = self.arts.rollback(artifact)
+            except DamagedArtifactError as exc:  # HISTORY: the deployment's error, not a 409
+                raise ApiError(500, f"{exc}; {self._kept(artifact, previous)}") from None
             except ArtifactError as exc:
                 raise ApiError(409, str(exc)) from None
             try:
@@ -598,12 +719,7 @@ class ModelRegistry:
                 self._load_value_model(artifact, version)
         except Exception as exc:
             log.exception("cannot load %s %s", artifact, version)
-            serving = self._serving_version(artifact)  # what answers, which CURRENT may not name
-            kept = (
-                f"still serving {serving}"
-                if serving
-                else f"{artifact} stays at {previous or 'no version'}"
-            )
+            kept = self._kept(artifact, previous or "no version")
             raise ApiError(
                 500, f"cannot load {artifact} {version} ({type(exc).__name__}: {exc}); {kept}"
             ) from exc

@@ -504,9 +504,22 @@ class VersionInfo(BaseModel):
 class ModelInfo(BaseModel):
     name: str = Field(description="Artifact name: rec-<model> or value-<model>.")
     kind: str
-    current_version: str | None = Field(description="The version the CURRENT pointer names.")
-    serving_version: str | None = Field(description="The version this server answers with.")
+    current_version: str | None = Field(
+        description="The version the CURRENT pointer names; null when CURRENT is missing, "
+        "unreadable or names a version that does not exist (`error` says which)."
+    )
+    serving_version: str | None = Field(
+        description="The version this server answers with (null: none); it differs from "
+        "current_version for up to sync_seconds after a promotion elsewhere, or while the "
+        "current version cannot be loaded (`error` says why)."
+    )
     versions: list[VersionInfo]
+    error: str | None = Field(
+        None,
+        description="Why current_version is null, or why the current version is not the one "
+        "served (it failed to load: the exception, and what is served instead); null "
+        "otherwise.",
+    )
 
 
 class ModelsOut(BaseModel):
