@@ -190,3 +190,15 @@ def test_serve_prints_a_url_its_host_can_be_reached_at(
 def test_an_ipv6_zone_is_escaped_in_the_url() -> None:
     """RFC 6874: the ``%`` before a zone id is written ``%25`` inside the brackets."""
     assert cli_serve.http_url("fe80::1%eth0", 80) == "http://[fe80::1%25eth0]:80"
+
+
+def test_a_temporal_cut_beyond_nanoseconds_range_splits_as_its_edge():
+    """numpy cast a cut of 1500-01-01 round into 2084: every interaction fell in training.
+    A cut before every time puts everything after it; one after every time, before it."""
+    frame = pd.DataFrame(
+        {"user_id": ["a", "a", "b"], "item_id": ["i1", "i2", "i1"],
+         "timestamp": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01"])}
+    )  # fmt: skip
+    inter = Interactions.from_frame(frame)
+    split = temporal_split(inter, "1500-01-01", "9999-12-31")
+    assert (split.train.matrix.nnz, split.valid.matrix.nnz, split.test.matrix.nnz) == (0, 3, 0)

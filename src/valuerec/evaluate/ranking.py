@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -558,7 +559,7 @@ def temporal_split(
         v, s = (
             np.datetime64(to_datetimes(pd.Series([cut])).iloc[0], "ns")
             if isinstance(cut, int | float | np.number) and not isinstance(cut, bool)
-            else np.datetime64(to_timestamp(cut, name), "ns")
+            else _ns_cut(to_timestamp(cut, name))
             for cut, name in ((valid_start, "valid_start"), (test_start, "test_start"))
         )
     else:
@@ -573,6 +574,14 @@ def temporal_split(
         inter._subset((values >= v) & (values < s)),
         inter._subset(values >= s),
     )
+
+
+def _ns_cut(when: datetime) -> np.datetime64:
+    """A cut as nanoseconds, the unit of the timestamps it is compared with. A cut beyond
+    their range (1500-01-01, 9999-12-31: the store's years 1 to 9999) is put at its edge, which
+    splits every timestamp alike; numpy's cast wrapped 1500 round into 2084 silently."""
+    ts = min(max(pd.Timestamp(when), pd.Timestamp.min), pd.Timestamp.max)
+    return ts.as_unit("ns").to_datetime64()  # exact (np.datetime64 of the edges wraps too)
 
 
 def _number_cut(cut: Any, name: str) -> float:
