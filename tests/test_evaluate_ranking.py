@@ -613,3 +613,19 @@ def test_time_text_shows_cuts_without_float_noise():
     assert _time_text(0.15000000000000213) == "0.15"
     assert _time_text(1_700_000_000.0) == "1700000000"
     assert _time_text(pd.Timestamp("2024-01-01")) == "2024-01-01"
+
+
+def test_top_k_of_one_row_is_the_same_as_of_that_row_in_a_batch() -> None:
+    """The server's one-row form must keep the evaluator's rule exactly: by score, ties to
+    the lower index also at the cut, -inf as -1 (3,000 random rows with ties and masks)."""
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        n = int(rng.integers(1, 60))
+        k = int(rng.integers(1, n + 3))
+        row = rng.random(n) if rng.random() < 0.3 else rng.integers(0, 5, n).astype(float)
+        row[rng.random(n) < 0.2] = -np.inf
+        batch = top_k(np.vstack([row, row[::-1]]), k)[0]
+        assert np.array_equal(top_k(row[None, :], k)[0], batch), (row, k)
+    row = np.array([1.0, 3.0, 3.0, -np.inf, 3.0, 2.0])
+    assert top_k(row[None, :], 4)[0].tolist() == [1, 2, 4, 5]
+    assert top_k(row[None, :], 6)[0].tolist() == [1, 2, 4, 5, 0, -1]
