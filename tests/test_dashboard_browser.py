@@ -17,6 +17,7 @@ never downloads a browser.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -559,3 +560,24 @@ def test_before_training_a_customer_shows_purchases_and_the_models_view_says_why
     _wait(driver, lambda d: _css(d, "#models[data-loaded]"), "models view")
     assert served_untrained.get("/models/current")["models"] == []
     assert "No models yet: run `valuerec train`" in _visible(driver, "#models").text
+
+
+def test_the_models_view_says_why_a_current_version_is_not_served(browser, served_untrained):
+    """/models/current gives an ``error`` (a CURRENT naming no version, a version that fails
+    to load); the page showed only "current none"."""
+    folder = default_root(served_untrained.db) / "rec-broken"
+    (folder / "v0001").mkdir(parents=True)  # a version the pointer does not name
+    (folder / "v0001" / "meta.json").write_text('{"name": "rec-broken", "version": "v0001"}')
+    (folder / "CURRENT").write_text("v0042\n")
+    try:
+        driver = browser
+        _with_key(driver, served_untrained)
+        _open(driver, "models")
+        _wait(driver, lambda d: _css(d, "#models[data-loaded]"), "models view")
+        (model,) = served_untrained.get("/models/current")["models"]
+        assert model["name"] == "rec-broken" and "v0042" in model["error"]
+        card = _css(driver, "#models .model[data-name=rec-broken]")[0]
+        shown = card.find_element("css selector", "[data-field=model-error]")
+        assert shown.text == model["error"]
+    finally:
+        shutil.rmtree(folder)

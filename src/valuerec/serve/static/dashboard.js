@@ -293,6 +293,9 @@ async function loadModels() {
       el("p", { "data-field": "current-version", "data-value": m.current_version },
         `current ${m.current_version ?? "none"}${serving} · ${m.versions} version(s)` +
         (m.created_at ? ` · trained ${m.created_at.slice(0, 10)}` : "")),
+      // why CURRENT names nothing or is not what answers (a broken version): said here, not
+      // only in the server's log; the figures below are the served version's
+      m.error ? el("p", { class: "error", "data-field": "model-error" }, m.error) : "",
       metrics));
   }
   box.dataset.loaded = "1";
