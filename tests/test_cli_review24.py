@@ -311,3 +311,18 @@ def test_serve_on_a_busy_port_is_one_line_before_loading_anything(
     assert res.exit_code == 2, res.output
     assert res.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert "serving" not in res.stdout and loaded == []
+
+
+def test_a_busy_ipv6_port_is_named_with_brackets(shop: str) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket(socket.AF_INET6) as taken:
+        try:
+            taken.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = _invoke("serve", "--db", shop, "--host", "::1", "--port", str(port))
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == f"error: cannot listen on [::1]:{port}: Address already in use"

@@ -240,7 +240,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        where = http_url(host, port).removeprefix("http://")  # [::]:8000, not :::8000
+        raise fail(f"cannot listen on {where}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
 
