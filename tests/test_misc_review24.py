@@ -202,3 +202,23 @@ def test_a_temporal_cut_beyond_nanoseconds_range_splits_as_its_edge():
     inter = Interactions.from_frame(frame)
     split = temporal_split(inter, "1500-01-01", "9999-12-31")
     assert (split.train.matrix.nnz, split.valid.matrix.nnz, split.test.matrix.nnz) == (0, 3, 0)
+
+
+def test_number_cuts_and_times_beyond_nanoseconds_range_never_wrap():
+    """Epoch seconds of 2e10 (year 2603) or 1.6e12 (milliseconds given as seconds) wrapped
+    round into 2019 and 1815 on the way to nanoseconds: a cut split the wrong rows, and a
+    number timestamp sorted wrongly (review R8)."""
+    frame = pd.DataFrame(
+        {"user_id": ["u1", "u1", "u2", "u2", "u3"], "item_id": ["a", "b", "a", "c", "b"],
+         "timestamp": pd.to_datetime(
+             ["2019-01-01", "2019-06-01", "2020-03-01", "2021-01-01", "2021-06-01"])}
+    )  # fmt: skip
+    inter = Interactions.from_frame(frame)
+    for valid, test in ((1.5e9, 2e10), (1577836800, 2e10), (1577836800, 1.6e12)):
+        split = temporal_split(inter, valid, test)
+        parts = [len(p.frame) for p in (split.train, split.valid, split.test)]
+        assert parts == ([0, 5, 0] if valid == 1.5e9 else [2, 3, 0]), (valid, test)
+    with pytest.raises(ValueError, match="test_start nan is no time"):
+        temporal_split(inter, 1.5e9, float("nan"))
+    with pytest.raises(ValueError, match=r"1600000000000.0 \(row 1\) is outside the times"):
+        to_datetimes(pd.Series([1.5e9, 1.6e12]))

@@ -191,7 +191,14 @@ def to_datetimes(values: pd.Series) -> pd.Series:
     (``pd.to_datetime`` alone would take them for nanoseconds and put every event in the first
     second of 1970), anything else is converted as everywhere else in valuerec."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return pd.to_datetime(values, unit="s")
+        series = pd.Series(values)
+        try:
+            parsed = pd.to_datetime(series, unit="s")
+        except (ValueError, OverflowError) as exc:  # beyond even microseconds' range
+            raise ValueError(f"cannot read the timestamp column as epoch seconds: {exc}") from None
+        # as for text: 1.6e12 (milliseconds given as seconds) is year 52671, which a cast
+        # to nanoseconds wrapped into 1815, silently
+        return _in_nanosecond_range(series, parsed)
     return _utc_naive(values)
 
 
@@ -557,7 +564,7 @@ def temporal_split(
     values = _times(inter.frame["timestamp"])
     if values.dtype.kind == "M":
         v, s = (
-            np.datetime64(to_datetimes(pd.Series([cut])).iloc[0], "ns")
+            _ns_cut(_epoch_cut(cut, name))
             if isinstance(cut, int | float | np.number) and not isinstance(cut, bool)
             else _ns_cut(to_timestamp(cut, name))
             for cut, name in ((valid_start, "valid_start"), (test_start, "test_start"))
@@ -576,7 +583,19 @@ def temporal_split(
     )
 
 
-def _ns_cut(when: datetime) -> np.datetime64:
+def _epoch_cut(cut: float, name: str) -> pd.Timestamp:
+    """A number cut on datetime timestamps: epoch seconds, as a number timestamp is."""
+    try:
+        if not math.isfinite(cut):
+            raise ValueError(cut)
+        return pd.Timestamp(cut, unit="s")
+    except (ValueError, OverflowError):  # NaN, or beyond any datetime
+        raise ValueError(
+            f"{name} {cut!r} is no time: as epoch seconds it is beyond the years 1 to 9999"
+        ) from None
+
+
+def _ns_cut(when: datetime | pd.Timestamp) -> np.datetime64:
     """A cut as nanoseconds, the unit of the timestamps it is compared with. A cut beyond
     their range (1500-01-01, 9999-12-31: the store's years 1 to 9999) is put at its edge, which
     splits every timestamp alike; numpy's cast wrapped 1500 round into 2084 silently."""
