@@ -222,3 +222,21 @@ def test_number_cuts_and_times_beyond_nanoseconds_range_never_wrap():
         temporal_split(inter, 1.5e9, float("nan"))
     with pytest.raises(ValueError, match=r"1600000000000.0 \(row 1\) is outside the times"):
         to_datetimes(pd.Series([1.5e9, 1.6e12]))
+
+
+def test_a_history_line_that_is_no_utf8_is_one_damaged_line(tmp_path: Path):
+    """A HISTORY line edited in Latin-1 made every save and promotion fail with a bare
+    UnicodeDecodeError (review R8): it is one damaged line, named, and kept byte for byte."""
+    from valuerec.artifacts import ArtifactStore, DamagedArtifactError
+
+    arts = ArtifactStore(tmp_path / "models")
+    arts.save("value-x", {"a": 1}, {"model": "x"})
+    history = tmp_path / "models" / "value-x" / "HISTORY"
+    latin = '{"action": "note", "by": "Ren\xe9"}\n'.encode("latin-1")
+    history.write_bytes(history.read_bytes() + latin)
+    with pytest.warns(UserWarning, match=r"HISTORY, line 2: damaged entry, not UTF-8"):
+        assert arts.save("value-x", {"a": 2}, {"model": "x"}) == "v0002"
+    assert arts.current("value-x") == "v0002"
+    assert latin in history.read_bytes()
+    with pytest.raises(DamagedArtifactError, match=r"HISTORY, line 2: damaged entry, not UTF-8"):
+        arts.history("value-x")

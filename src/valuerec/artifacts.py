@@ -190,11 +190,13 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old or the new content, nothing else."""
+def _write_atomic(path: Path, text: str, errors: str = "strict") -> None:
+    """Replace ``path`` with ``text`` so readers see the old or the new content, nothing else.
+
+    ``errors="surrogateescape"`` writes back bytes that were read with it unchanged."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -393,9 +395,9 @@ class ArtifactStore:
         path = self._dir(name) / HISTORY_FILE
         if not path.is_file():
             return [], []
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # a line that is no UTF-8 is one damaged line, not a file that cannot be read
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
             return [], [f"{path}: unreadable ({exc}); repair or remove the file"]
         entries: list[dict[str, Any]] = []
         damaged: list[str] = []
@@ -403,7 +405,10 @@ class ArtifactStore:
             if not line.strip():
                 continue
             try:
+                line.encode("utf-8")
                 entry = json.loads(line)
+            except UnicodeEncodeError:  # a byte that was no UTF-8, kept as a surrogate
+                why = "not UTF-8"
             except ValueError as exc:
                 why = f"not JSON ({exc})"
             else:
@@ -553,13 +558,18 @@ class ArtifactStore:
         return stack
 
     def _record(self, name: str, entry: dict[str, Any]) -> None:
-        """Add one line to ``HISTORY`` (rewritten atomically: it stays small)."""
+        """Add one line to ``HISTORY`` (rewritten atomically: it stays small).
+
+        Earlier lines are kept byte for byte, a damaged one too (not UTF-8: a line edited in
+        Latin-1): reading them strictly made every save and promotion fail on it, and
+        :meth:`history` names such a line instead.
+        """
         path = self._dir(name) / HISTORY_FILE
-        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        old = path.read_text(encoding="utf-8", errors="surrogateescape") if path.is_file() else ""
         if old and not old.endswith("\n"):
             old += "\n"
         entry = {**entry, "at": datetime.now(UTC).isoformat(timespec="seconds")}
-        _write_atomic(path, old + json.dumps(entry, sort_keys=True) + "\n")
+        _write_atomic(path, old + json.dumps(entry, sort_keys=True) + "\n", "surrogateescape")
 
     # last: inside the class body, ``list`` below this point would name the method
     def list(self) -> pd.DataFrame:
