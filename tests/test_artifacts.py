@@ -163,10 +163,10 @@ def test_a_promotion_whose_pointer_write_failed_is_never_a_rollback_target(
     arts.save("m", Toy([2.0]), promote=False)
     write = artifacts_mod._write_atomic
 
-    def full_disk_for_the_pointer(path: Path, text: str) -> None:
+    def full_disk_for_the_pointer(path: Path, text: str, *args: str) -> None:
         if path.name == "CURRENT":
             raise OSError("disk full")
-        write(path, text)
+        write(path, text, *args)
 
     monkeypatch.setattr(artifacts_mod, "_write_atomic", full_disk_for_the_pointer)
     with pytest.raises(OSError, match="disk full"):
