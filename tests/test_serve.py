@@ -1084,6 +1084,26 @@ def test_a_promotion_during_a_value_refresh_is_not_overwritten_by_it(client, mon
     assert svc.models.value is promoted
 
 
+def test_an_empty_models_folder_drops_no_recommender(client, caplog):
+    """An unmounted volume leaves its empty mount point: every recommender was dropped, and
+    every recommendation became a 503 (review R8). Said once, not every poll."""
+    svc = service(client)
+    root = svc.models.arts.root
+    moved = root.with_name(root.name + ".away")
+    root.rename(moved)
+    root.mkdir()
+    try:
+        with caplog.at_level("WARNING", logger="valuerec.serve"):
+            assert svc.models.follow_current() == []
+            assert svc.models.follow_current() == []
+        assert sorted(svc.models.recommenders) == ["ease", "popularity"]
+        said = [r for r in caplog.records if "lists no recommender" in r.getMessage()]
+        assert len(said) == 1
+    finally:
+        root.rmdir()
+        moved.rename(root)
+
+
 def test_values_are_scored_as_of_the_end_of_a_log_that_ends_with_views(tmp_path):
     events = pd.DataFrame(
         {

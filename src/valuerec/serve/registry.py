@@ -253,6 +253,8 @@ class ModelRegistry:
         self._unloadable: dict[tuple[str, str], tuple[tuple[Any, ...], str]] = {}
         #: one promotion (or snapshot edit, see forget_user) at a time; readers never wait
         self._swap = threading.Lock()
+        #: whether _drop_removed has said that the models folder lists no recommender
+        self._said_empty_root = False
         #: one value refresh at a time; it predicts outside the swap lock (see refresh_value)
         self._refreshing = threading.Lock()
         #: users forgotten while a refresh predicts from reads made before (None: no refresh)
@@ -523,12 +525,23 @@ class ModelRegistry:
     def _drop_removed(self, names: Sequence[str]) -> list[str]:
         """Stop serving recommenders whose artifact folder was removed; returns them.
 
-        Not when the whole root is missing (an unmounted or moved folder): emptying a running
-        server for that would turn every recommendation into a 503.
+        Not when the root is missing or lists no recommender at all (an unmounted or moved
+        folder, or the empty mount point an unmounted volume leaves): emptying a running
+        server for that would turn every recommendation into a 503. Removing the last one
+        therefore takes a restart.
         """
         gone = [h.artifact for h in self._recs.values() if h.artifact not in names]
         if not gone or not self.arts.root.is_dir():
             return []
+        if not any(_kind(n) == "recommender" for n in names):
+            if not self._said_empty_root:  # once, not every poll
+                log.warning(
+                    "%s lists no recommender: still serving %s (an unmounted folder?)",
+                    self.arts.root, ", ".join(gone),
+                )  # fmt: skip
+                self._said_empty_root = True
+            return []
+        self._said_empty_root = False
         with self._swap:
             self._recs = {k: h for k, h in self._recs.items() if h.artifact in names}
         log.warning("no longer serving %s: removed from %s", ", ".join(gone), self.arts.root)
