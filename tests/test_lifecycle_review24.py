@@ -16,11 +16,13 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import test_serve
 from test_serve import _client, call, service
 from valuerec.artifacts import ArtifactStore, DamagedArtifactError, default_root
+from valuerec.data.store import Store
 
 # test_serve's fixtures, found by pytest under these names in this module
 databases = test_serve.databases
@@ -246,3 +248,121 @@ def test_a_removed_recommender_is_no_longer_served(client):
     res = call(client, "GET", f"/users/{USER}/recommendations", params={"model": "popularity"})
     assert res.status_code == 422, res.text
     assert json.loads(res.text)["details"][0]["field"] == "model"
+
+
+# -- review 24, R8 -------------------------------------------------------------------------------
+def _without_purchases(db: str) -> pd.Timestamp:
+    """Delete the store's purchase events (a shop that has sold nothing yet); returns the
+    time of the last event left."""
+    with Store(db) as store:
+        store.con.execute("DELETE FROM events WHERE event_type = 'purchase'")
+        (last,) = store.con.execute("SELECT max(timestamp) FROM events").fetchone()
+    return pd.Timestamp(last)
+
+
+def _buy(c, last: pd.Timestamp, users: tuple[str, ...] = (USER, "newbie")) -> None:
+    """Post three purchases per user in the days before ``last``."""
+    events = [
+        {"user_id": u, "item_id": "i1", "event_type": "purchase", "value": 50.0,
+         "timestamp": (last - pd.Timedelta(days=d)).isoformat()}
+        for u in users for d in (1, 5, 12)
+    ]  # fmt: skip
+    res = call(c, "POST", "/events", "write", json={"events": events})
+    assert res.json()["stored"] == len(events), res.text
+
+
+@pytest.mark.parametrize("refresh", [0.01, 0.0])
+def test_a_value_model_waiting_for_purchases_is_served_once_they_are_stored(
+    deployment, caplog, monkeypatch, refresh
+):
+    """A value model whose snapshot failed because the store had no purchase events yet was
+    remembered as unloadable (keyed on its files, which never change): it stayed a 503 until a
+    restart, though purchases had arrived. It is not unpickled or logged again by every poll,
+    and the first purchases serve it (a restart's choice, whatever ``value_refresh_seconds``)."""
+    db, keys = deployment
+    last = _without_purchases(db)
+    with (
+        caplog.at_level("WARNING", logger="valuerec.serve"),
+        _client(db, keys, sync_seconds=0, value_refresh_seconds=refresh) as c,
+    ):
+        svc = service(c)
+        res = call(c, "GET", f"/users/{USER}/value")
+        assert res.status_code == 503, res.text
+        assert "no purchase events to predict value from" in res.json()["message"]
+        loads: list[str] = []
+        real_load = svc.models.arts.load
+        monkeypatch.setattr(
+            svc.models.arts, "load", lambda a, v=None: loads.append(a) or real_load(a, v)
+        )
+        assert svc.models.follow_current() == []
+        assert svc.models.follow_current() == []
+        assert loads == [], "a data failure was unpickled again by a follow poll"
+        error = _models(c)["value-naive"]["error"]
+        assert error is not None and "no purchase events" in error, error
+        _buy(c, last)
+        svc.wait_value_refresh(60)
+        assert _value(c) == ("naive", "v0001")
+        assert loads == [], "the model waiting for purchases was unpickled again"
+        assert _models(c)["value-naive"]["error"] is None
+        newbie = call(c, "GET", "/users/newbie/value")
+        assert newbie.status_code == 200 and newbie.json()["ltv"] > 0, newbie.text
+    logged = [r.getMessage() for r in caplog.records if "no purchase events" in r.getMessage()]
+    assert len(logged) == 1, logged
+    with _client(db, keys) as fresh:  # what a restart serves
+        assert _value(fresh) == ("naive", "v0001")
+
+
+def test_a_broken_value_model_is_not_retried_when_purchases_are_stored(deployment, caplog):
+    """Only the store's failure waits for purchases: an unpickling failure stays remembered."""
+    db, keys = deployment
+    last = _without_purchases(db)
+    _truncate(ArtifactStore(default_root(db)).root / "value-naive" / "v0001" / "model.pkl")
+    with caplog.at_level("WARNING", logger="valuerec.serve"), _client(db, keys) as c:
+        svc = service(c)
+        _buy(c, last)
+        svc.wait_value_refresh(60)
+        assert svc.models.follow_current() == []
+        res = call(c, "GET", f"/users/{USER}/value")
+        assert res.status_code == 503 and "UnpicklingError" in res.json()["message"], res.text
+    logged = [r.getMessage() for r in caplog.records if "UnpicklingError" in r.getMessage()]
+    assert len(logged) == 1, logged
+
+
+def test_promoting_the_preferred_value_model_through_the_api_serves_it(deployment):
+    """Without value_model, bgnbd was served because ensemble's current version is broken;
+    promoting a good ensemble version through this server moved the pointer but kept bgnbd
+    (for ever with sync_seconds=0), though a restart serves ensemble."""
+    db, keys = deployment
+    arts = ArtifactStore(default_root(db))
+    model = _naive(db)
+    arts.save("value-bgnbd", model, {"model": "bgnbd"})
+    arts.save("value-ensemble", model, {"model": "ensemble"})
+    _truncate(arts.root / "value-ensemble" / "v0001" / "model.pkl")
+    arts.save("value-ensemble", model, {"model": "ensemble"}, promote=False)
+    arts.save("value-pareto", model, {"model": "pareto"}, promote=False)  # a shadow
+    with _client(db, keys, sync_seconds=0) as c:
+        assert _value(c) == ("bgnbd", "v0001")
+        res = call(c, "POST", "/models/pareto/promote", "admin", json={"version": "v0001"})
+        assert res.status_code == 200, res.text
+        assert _value(c) == ("pareto", "v0001")
+        res = call(c, "POST", "/models/ensemble/promote", "admin", json={"version": "v0002"})
+        assert res.status_code == 200, res.text
+        assert _value(c) == ("ensemble", "v0002")
+        res = call(c, "POST", "/models/bgnbd/promote", "admin", json={"version": "v0001"})
+        assert res.status_code == 200, res.text  # a later one only moves its pointer
+        assert _value(c) == ("ensemble", "v0002")
+        models = _models(c)
+        assert models["value-ensemble"]["serving_version"] == "v0002"
+        assert models["value-ensemble"]["error"] is None
+    with _client(db, keys) as fresh:
+        assert _value(fresh) == ("ensemble", "v0002")
+
+
+def test_an_explicit_value_model_is_not_replaced_by_a_preferred_promotion(deployment):
+    db, keys = deployment
+    arts = ArtifactStore(default_root(db))
+    arts.save("value-ensemble", _naive(db), {"model": "ensemble"}, promote=False)
+    with _client(db, keys, sync_seconds=0, value_model="naive") as c:
+        res = call(c, "POST", "/models/ensemble/promote", "admin", json={"version": "v0001"})
+        assert res.status_code == 200, res.text
+        assert _value(c) == ("naive", "v0001")

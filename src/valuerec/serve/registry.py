@@ -229,6 +229,23 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error | duckdb.Error | StoreError)
 
 
+class _CannotPredict(Exception):
+    """A value version that unpickled and checked but could not predict from the store as it
+    is (no purchase events yet): the store's failure, not the version's. Its files will not
+    change, so it waits for purchases instead (:meth:`ModelRegistry.refresh_value`); the loaded
+    model comes along so that the retry does not unpickle it again."""
+
+    def __init__(self, cause: Exception, model: ValueModel, meta: dict[str, Any]) -> None:
+        super().__init__(str(cause))
+        self.cause, self.model, self.meta = cause, model, meta
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as logs and errors name it: the store's own one for :class:`_CannotPredict`."""
+    cause = exc.cause if isinstance(exc, _CannotPredict) else exc
+    return f"{type(cause).__name__}: {cause}"
+
+
 def _kind(artifact: str) -> str:
     if artifact.startswith(REC_PREFIX):
         return "recommender"
@@ -251,6 +268,10 @@ class ModelRegistry:
         #: by follow_current while CURRENT names it and its files are unchanged, shown by
         #: describe
         self._unloadable: dict[tuple[str, str], tuple[tuple[Any, ...], str]] = {}
+        #: value versions that loaded but could not predict from the store then (see
+        #: _CannotPredict) -> (files, why, model, meta): skipped by follow_current as the
+        #: unloadable are, tried again by refresh_value once purchases are stored
+        self._waiting: dict[tuple[str, str], tuple[tuple[Any, ...], str, ValueModel, dict]] = {}
         #: one promotion (or snapshot edit, see forget_user) at a time; readers never wait
         self._swap = threading.Lock()
         #: whether _drop_removed has said that the models folder lists no recommender
@@ -345,8 +366,8 @@ class ModelRegistry:
     ) -> ModelHandle | ValueSnapshot | str:
         """``artifact``'s current version loaded, or why it cannot be (logged here).
 
-        A version that fails is remembered as follow_current's are: it is not tried again
-        every poll, and ``GET /models`` says why it is not served.
+        A version that fails is remembered as follow_current's are (:meth:`_remember`): it is
+        not tried again every poll, and ``GET /models`` says why it is not served.
         """
         version, files = None, ()
         try:
@@ -354,9 +375,9 @@ class ModelRegistry:
             files = self._files(artifact, version)
             return load(artifact, version)
         except Exception as exc:  # one broken artifact must not keep the server down
-            why = f"{type(exc).__name__}: {exc}"
-            if version is not None and not _transient(exc):
-                self._unloadable[(artifact, version)] = (files, why)
+            why = _why(exc)
+            if version is not None:
+                self._remember(artifact, version, files, exc)
             text = f"cannot load {artifact}{f' {version}' if version else ''}: {why}"
             log.warning("%s", text)
             return text
@@ -383,10 +404,23 @@ class ModelRegistry:
 
     def _failed(self, artifact: str, version: str) -> str | None:
         """Why ``version`` failed to load, while its files are still those that failed."""
-        entry = self._unloadable.get((artifact, version))
-        if entry is None or entry[0] != self._files(artifact, version):
-            return None
-        return entry[1]
+        for table in (self._unloadable, self._waiting):
+            entry = table.get((artifact, version))
+            if entry is not None and entry[0] == self._files(artifact, version):
+                return entry[1]
+        return None
+
+    def _remember(
+        self, artifact: str, version: str, files: tuple[Any, ...], exc: BaseException
+    ) -> None:
+        """Record a failed load: the version's own failure until its files change, the
+        store's (no purchases yet) until purchases are stored; the database's not at all (it
+        is retried next round)."""
+        key = (artifact, version)
+        if isinstance(exc, _CannotPredict):
+            self._waiting[key] = (files, _why(exc), exc.model, exc.meta)
+        elif not _transient(exc):
+            self._unloadable[key] = (files, _why(exc))
 
     def _load_recommender(self, artifact: str, version: str | None) -> ModelHandle:
         model, meta = self.arts.load(artifact, version)
@@ -415,8 +449,17 @@ class ModelRegistry:
 
     def _load_value(self, artifact: str, version: str | None) -> ValueSnapshot:
         model, meta = self._load_value_model(artifact, version)
+        return self._predict(artifact, model, meta)
+
+    def _predict(self, artifact: str, model: ValueModel, meta: dict[str, Any]) -> ValueSnapshot:
+        """A loaded value model's snapshot: every customer predicted from the store now."""
         horizon = float(self.settings.value_horizon_days or model.horizon_days_)
-        seg, when = self.repo.value_segments(model, horizon)
+        try:
+            seg, when = self.repo.value_segments(model, horizon)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            raise _CannotPredict(exc, model, meta) from exc
         return ValueSnapshot(
             name=artifact.removeprefix(VALUE_PREFIX),
             artifact=artifact,
@@ -434,7 +477,8 @@ class ModelRegistry:
         The snapshot is computed at start-up and promotion; purchases posted since then are
         in the store but not in it (a new buyer had no prediction, a steady one kept last
         week's LTV and segment). The same model, no refit: only the inputs are newer, and
-        ``as_of`` moves to the end of the log. Returns whether a snapshot was replaced.
+        ``as_of`` moves to the end of the log. Returns whether a snapshot was replaced (or,
+        while none is served for want of purchases, installed: :meth:`_serve_waiting`).
 
         The prediction (seconds on a large store) runs outside the swap lock, so a user's
         deletion and a promotion need not wait for it; only installing it is under the lock.
@@ -442,6 +486,8 @@ class ModelRegistry:
         and users forgotten meanwhile, whom the refresh's earlier reads still saw, are dropped
         from it before it is installed.
         """
+        if self._value is None:  # nothing to predict again, maybe one to serve at last
+            return bool(self._waiting) and self._serve_waiting()
         with self._refreshing:
             with self._swap:
                 snap = self._value
@@ -466,6 +512,55 @@ class ModelRegistry:
                 self._value = replace(now, as_of=when, **_segment_tables(seg))
         return True
 
+    @property
+    def waits_for_purchases(self) -> bool:
+        """No value model is served because the store could not predict (no purchases yet):
+        :meth:`refresh_value` tries again, and the service calls it when purchases arrive."""
+        return self._value is None and bool(self._waiting)
+
+    def _serve_waiting(self) -> bool:
+        """Serve the value model a start would, now: the first candidate whose ``CURRENT``
+        loads and predicts (those waiting for purchases predicted from their loaded model,
+        not unpickled again). Returns whether one is served now.
+
+        Called by :meth:`refresh_value` when purchases were stored while nothing was served:
+        a failure for want of purchases was otherwise never tried again (its files do not
+        change), a 503 until a restart. The same failure again is not logged again.
+        """
+        with self._swap:  # as a promotion: a deletion meanwhile waits, then is applied
+            for artifact in self._value_candidates(self.arts.names()):
+                if self._value is not None:
+                    return False  # promoted or followed meanwhile
+                version = self._wanted(artifact)
+                if version is None:
+                    continue  # a shadow model: a start skips it
+                key, files = (artifact, version), self._files(artifact, version)
+                if key in self._unloadable and self._unloadable[key][0] == files:
+                    continue  # the version's own failure: waits for new files
+                waiting = self._waiting.get(key)
+                try:
+                    if waiting is not None and waiting[0] == files:
+                        loaded = self._predict(artifact, waiting[2], waiting[3])
+                    else:
+                        loaded = self._load_value(artifact, version)
+                except Exception as exc:
+                    if _transient(exc):
+                        raise  # the database's: the caller logs it, the next purchase retries
+                    self._remember(artifact, version, files, exc)
+                    if waiting is None or waiting[1] != _why(exc):
+                        log.warning("cannot load %s %s: %s", artifact, version, _why(exc))
+                    continue
+                self._install(loaded)
+                # the later candidates' waits are moot: what answers is named by describe
+                names = self._value_candidates(self.arts.names())
+                later = set(names[names.index(artifact) + 1 :]) if artifact in names else set()
+                self._waiting = {
+                    k: w for k, w in self._waiting.items() if k != key and k[0] not in later
+                }
+                log.info("now serving %s %s (purchases are stored)", artifact, version)
+                return True
+        return False
+
     def follow_current(self) -> list[str]:
         """Serve what a restart would: each artifact's ``CURRENT`` version, and the value model
         the settings prefer among the artifacts there now; returns the artifacts swapped.
@@ -479,8 +574,10 @@ class ModelRegistry:
         once and not tried again (the server keeps what it serves) while ``CURRENT`` names it
         and its files are unchanged: once the pointer has named another version, or the files
         were copied again, it is tried again. A failure of the database instead (a dropped
-        connection) is tried again next round. A recommender whose folder was removed is no
-        longer served (a restart would not load it, and it could not be promoted).
+        connection) is tried again next round, and a value model's failure to predict from the
+        store (no purchases yet) once purchases are stored (:meth:`refresh_value`). A
+        recommender whose folder was removed is no longer served (a restart would not load it,
+        and it could not be promoted).
 
         The value model is the first of the preference order (or the configured one) whose
         ``CURRENT`` loads, as at start-up; if the served one's new version fails, its old
@@ -491,6 +588,9 @@ class ModelRegistry:
         # a failure counts while CURRENT names that version: moved away and back, it is new
         self._unloadable = {
             key: entry for key, entry in self._unloadable.items() if wanted.get(key[0]) == key[1]
+        }
+        self._waiting = {
+            key: entry for key, entry in self._waiting.items() if wanted.get(key[0]) == key[1]
         }
         done = self._drop_removed(names)
         for artifact in names:
@@ -569,12 +669,10 @@ class ModelRegistry:
             try:
                 loaded = load(artifact, version)
             except Exception as exc:
-                if not _transient(exc):  # the database's trouble is retried next round
-                    self._unloadable[(artifact, version)] = (files, f"{type(exc).__name__}: {exc}")
+                self._remember(artifact, version, files, exc)
                 log.warning(
-                    "cannot load %s %s (made current elsewhere): %s: %s; still serving %s",
-                    artifact, version, type(exc).__name__, exc,
-                    self._serving_version(artifact) or "nothing",
+                    "cannot load %s %s (made current elsewhere): %s; still serving %s",
+                    artifact, version, _why(exc), self._serving_version(artifact) or "nothing",
                 )  # fmt: skip
                 return False
             self._install(loaded)
@@ -733,9 +831,7 @@ class ModelRegistry:
         except Exception as exc:
             log.exception("cannot load %s %s", artifact, version)
             kept = self._kept(artifact, previous or "no version")
-            raise ApiError(
-                500, f"cannot load {artifact} {version} ({type(exc).__name__}: {exc}); {kept}"
-            ) from exc
+            raise ApiError(500, f"cannot load {artifact} {version} ({_why(exc)}); {kept}") from exc
         return None
 
     def _install(self, loaded: ModelHandle | ValueSnapshot | None) -> None:
@@ -772,9 +868,18 @@ class ModelRegistry:
             self._value = replace(snap, **_segment_tables(seg))
 
     def _serves_value(self, artifact: str) -> bool:
-        """Promoting the served value model (or the first one) swaps it; others only move."""
-        snap = self._value
-        if snap is not None:
-            return snap.artifact == artifact
+        """Whether promoting ``artifact`` swaps the served value model, as a restart would
+        serve it: the configured one; without a setting, the served one, one earlier in
+        :data:`VALUE_PREFERENCE` (it only moved its pointer, and stayed unserved until the next
+        follow poll, or for ever with ``sync_seconds=0``), or any while none is served.
+        Others only move their pointer."""
         wanted = self.settings.value_model
-        return wanted is None or VALUE_PREFIX + wanted == artifact
+        if wanted:
+            return VALUE_PREFIX + wanted == artifact
+        snap = self._value
+        if snap is None or snap.artifact == artifact:
+            return True
+        order = [VALUE_PREFIX + name for name in VALUE_PREFERENCE]
+        if artifact not in order:
+            return False
+        return snap.artifact not in order or order.index(artifact) < order.index(snap.artifact)

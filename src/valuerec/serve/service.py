@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -409,9 +410,12 @@ class ServeService:
     def _sales_stored(self) -> None:
         """New purchases: item values are refreshed within :attr:`SALES_REFRESH_SECONDS`,
         the value snapshot within ``value_refresh_seconds`` (hold the repository lock, as for
-        :meth:`_item_values_changed`)."""
+        :meth:`_item_values_changed`). A value model that could not be served for want of
+        purchases is tried again at once, whatever ``value_refresh_seconds`` (a start would
+        serve it now)."""
         self._sales_pending = True
-        if self.settings.value_refresh_seconds > 0 and self.models.value_or_none is not None:
+        refresh = self.settings.value_refresh_seconds > 0 and self.models.value_or_none is not None
+        if refresh or self.models.waits_for_purchases:
             # under the guard the refresher decides to stop under too: a purchase is never
             # left pending behind a thread that has just seen nothing pending
             with self._refresh_guard:
@@ -429,14 +433,28 @@ class ServeService:
         Predicting every customer is an aggregate over the whole log (seconds for a large
         store, under the repository lock), so it is batched: at most one refresh per
         interval, however many purchases arrive, and none while nothing new was bought.
+
+        While no value model is served because the store could not predict (no purchases
+        yet), the first purchases load it without waiting (every value request is a 503 till
+        then); a retry that fails again waits :attr:`SALES_REFRESH_SECONDS`, not to hold the
+        store after every purchase.
         """
         interval = self.settings.value_refresh_seconds
+        retried = -math.inf  # when a load waiting for purchases last failed
         while True:
             with self._refresh_guard:
-                if not self._value_pending or self._value_stop.is_set():
+                waiting = self.models.waits_for_purchases
+                if (
+                    not self._value_pending
+                    or self._value_stop.is_set()
+                    or not (waiting or interval > 0)  # served now, and 0: no refreshes
+                ):
                     self._value_thread = None
                     return
-            wait = self._value_refreshed + interval - time.monotonic()
+            if waiting:
+                wait = retried + self.SALES_REFRESH_SECONDS - time.monotonic()
+            else:
+                wait = self._value_refreshed + interval - time.monotonic()
             if wait > 0 and self._value_stop.wait(wait):
                 continue  # stopping: the check above ends the thread
             with self._refresh_guard:
@@ -446,6 +464,8 @@ class ServeService:
             except Exception:  # a background thread has no caller to raise to
                 log.exception("predicting customer value again after new purchases failed")
             self._value_refreshed = time.monotonic()
+            if self.models.waits_for_purchases:
+                retried = self._value_refreshed
 
     def wait_value_refresh(self, timeout: float | None = None) -> None:
         """Wait for a background value refresh to land (tests, shutdown)."""
