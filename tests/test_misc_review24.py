@@ -240,3 +240,31 @@ def test_a_history_line_that_is_no_utf8_is_one_damaged_line(tmp_path: Path):
     assert latin in history.read_bytes()
     with pytest.raises(DamagedArtifactError, match=r"HISTORY, line 2: damaged entry, not UTF-8"):
         arts.history("value-x")
+
+
+# ----------------------------------------------------------------- r8 7. years below 1000, --as-of
+
+
+def test_a_time_before_year_1000_prints_with_four_digit_years() -> None:
+    """glibc's %Y does not pad: year 1 printed as "1-01-01", year 999 as "999-05-01"."""
+    from valuerec.features.split import when_text
+
+    assert when_text(datetime(1, 1, 1)) == "0001-01-01"
+    assert when_text(datetime(999, 5, 1, 10, 0)) == "0999-05-01 10:00:00"
+    assert when_text(datetime(2024, 3, 9, 0, 0, 5)) == "2024-03-09 00:00:05"
+
+
+def test_as_of_after_the_log_names_the_option_and_the_end_of_the_log(shop: str) -> None:
+    """--as-of 9999-12-31 said "calibration_end 9999-12-31 + 20 days is past the last date a
+    timestamp can hold": an option the user did not give, and not the real cause."""
+    with Store(shop) as store:
+        last = store.con.execute("SELECT max(timestamp)::DATE FROM events").fetchone()[0]
+    res = _invoke("value", "predict", "--model", "naive", "--db", shop, "--as-of", "9999-12-31")
+    assert res.exit_code == 2, res.output
+    err = " ".join(res.stderr.split())
+    assert err.startswith(f"error: --as-of 9999-12-31 is after the end of the log ({last}):"), err
+    assert "calibration_end" not in err
+    res = _invoke("value", "predict", "--model", "naive", "--db", shop, "--as-of", "0001-01-01")
+    assert res.exit_code == 2, res.output
+    err = " ".join(res.stderr.split())
+    assert err.startswith("error: the cut-off 0001-01-01 is not after the first purchase"), err

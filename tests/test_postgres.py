@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -87,27 +89,29 @@ def test_urls_get_a_local_home_and_lose_their_password(monkeypatch, tmp_path):
 def test_a_schema_spelt_in_another_case_is_one_deployment(monkeypatch, tmp_path):
     """PostgreSQL folds an unquoted search_path name: Shop and shop are one schema, which had
     two key files and two model folders (a key made through one spelling was refused through
-    the other). A quoted name keeps its case, as it does on the server."""
+    the other). A quoted name keeps its case, as it does on the server, and loses its quotes:
+    "shop" is shop (review R8: it was a second deployment, _shop)."""
     monkeypatch.setenv("VALUEREC_HOME", str(tmp_path))
     monkeypatch.delenv("PGPORT", raising=False)
     url = "postgresql://u@h/db?options=-c%20search_path%3D{}"
     assert deployment_path(url.format("Shop_A")) == str(tmp_path / "db@h.shop_a")
     assert deployment_path(url.format("shop_a")) == str(tmp_path / "db@h.shop_a")
-    # quoted: another schema, whose name keeps its case, quotes (as before) and spaces
-    assert deployment_path(url.format("%22Shop_A%22")) == str(tmp_path / "db@h._Shop_A")
-    assert deployment_path(url.format("%22My%20Shop%22,public")) == str(tmp_path / "db@h._My_Shop")
+    assert deployment_path(url.format("%22shop_a%22")) == str(tmp_path / "db@h.shop_a")
+    # quoted: another schema, whose name keeps its case; a space is escaped, not "_"
+    assert deployment_path(url.format("%22Shop_A%22")) == str(tmp_path / "db@h.Shop_A")
+    assert deployment_path(url.format("%22My%20Shop%22,public")) == str(tmp_path / "db@h.My@20Shop")
     assert deployment_path(url.format("Shop_A,public")) == str(tmp_path / "db@h.shop_a")
     # $user: the schema named as the user who connects, one per user
     assert deployment_path(url.format("$user")) == str(tmp_path / "db@h.u")
     assert deployment_path(url.format("$user").replace("u@h", "Ann@h")) == str(
         tmp_path / "db@h.Ann"
     )
-    # files named by the spelling, before folding, keep working (with a warning to rename),
-    # but never for the quoted name, another schema (review R5)
+    # files named by the unquoted spelling, before folding, are now the quoted "Shop_B"'s
+    # name: never taken for shop_b's (another schema's keys), but said
     (tmp_path / "db@h.Shop_B.keys.json").write_text("{}")
-    assert deployment_path(url.format("%22Shop_B%22")) == str(tmp_path / "db@h._Shop_B")
-    with pytest.warns(UserWarning, match="rename them to db@h.shop_b.models"):
-        assert deployment_path(url.format("Shop_B")) == str(tmp_path / "db@h.Shop_B")
+    assert deployment_path(url.format("%22Shop_B%22")) == str(tmp_path / "db@h.Shop_B")
+    with pytest.warns(UserWarning, match="not using .*db@h.Shop_B.*rename them to db@h.shop_b"):
+        assert deployment_path(url.format("Shop_B")) == str(tmp_path / "db@h.shop_b")
 
 
 def test_a_url_of_another_scheme_is_refused_not_taken_for_a_file(tmp_path, monkeypatch):
@@ -426,3 +430,61 @@ def test_the_report_names_each_database_of_one_server_apart(pg_cluster: Cluster,
     html = out.read_text()
     for u in urls:
         assert f"<h2>{Path(deployment_path(u)).name}</h2>" in html
+
+
+def test_different_schemas_never_share_a_deployment_and_one_schema_has_one(monkeypatch, tmp_path):
+    """Review R8 bug 4: "shop" (quoted) and shop are one schema but were two deployments
+    (._shop and .shop); "Shop Data", "Shop_Data" and "Shop,Data" (and "a""b", "a_b") are
+    different schemas that shared one (characters outside [A-Za-z0-9_.@-] all became "_"),
+    and with it API keys and model folders."""
+    monkeypatch.setenv("VALUEREC_HOME", str(tmp_path))
+    monkeypatch.delenv("PGPORT", raising=False)
+    url = "postgresql://alice@db.example/app?options={}"
+
+    def name(option: str) -> str:
+        return Path(deployment_path(url.format(quote("-c search_path=" + option)))).name
+
+    assert name('"shop"') == name("shop") == name("SHOP") == "app@db.example.shop"
+    spellings = ['"Shop Data"', '"Shop_Data"', '"Shop,Data"', '"a""b"', '"a_b"', '"a@b"',
+                 '"a@40b"', '"shop_"', '"Ünï"', "a$b"]  # fmt: skip
+    names = [name(s) for s in spellings]
+    assert names == [
+        "app@db.example.Shop@20Data", "app@db.example.Shop_Data", "app@db.example.Shop@2CData",
+        "app@db.example.a@22b", "app@db.example.a_b", "app@db.example.a@40b",
+        "app@db.example.a@4040b", "app@db.example.shop_", "app@db.example.@C3@9Cn@C3@AF",
+        "app@db.example.a@24b",
+    ]  # fmt: skip
+    assert len(set(names)) == len(names)
+
+
+def test_an_old_deployment_name_is_used_only_when_no_other_schema_had_it(monkeypatch, tmp_path):
+    """Deployments named the old ways keep their keys and models (with a warning), unless
+    another schema's deployment could have had that name: "Shop Data"'s old _Shop_Data was
+    also "Shop,Data"'s and "Shop_Data"'s, _shop was "shop"'s and is now _shop's."""
+    monkeypatch.setenv("VALUEREC_HOME", str(tmp_path))
+    monkeypatch.delenv("PGPORT", raising=False)
+    url = "postgresql://u@h:{}/db?options={}"
+
+    def path(option: str, port: int = 5432) -> str:
+        return deployment_path(url.format(port, quote("-c search_path=" + option)))
+
+    for old in ("db@h._Shop_Data", "db@h._shop"):
+        (tmp_path / f"{old}.keys.json").write_text("{}")
+    # ambiguous: not used, but said (this deployment's keys may be there)
+    with pytest.warns(UserWarning, match="not using .*db@h._Shop_Data"):
+        assert path('"Shop Data"') == str(tmp_path / "db@h.Shop@20Data")
+    with pytest.warns(UserWarning, match="not using .*db@h._shop"):
+        assert path('"shop"') == str(tmp_path / "db@h.shop")
+    # a trailing "_" was dropped: shop_'s old name is shop's
+    (tmp_path / "db@h.shop.keys.json").write_text("{}")
+    with pytest.warns(UserWarning, match="not using .*db@h.shop"):
+        assert path('"shop_"') == str(tmp_path / "db@h.shop_")
+    # unambiguous: the name before the port was part of it, the same schema's however spelt
+    for spelling in ("Shop", '"shop"'):
+        with pytest.warns(UserWarning, match="using .*db@h.shop.models"):
+            assert path(spelling, 6000) == str(tmp_path / "db@h.shop")
+    # and the deployment's own name, once it exists, is used without a word
+    (tmp_path / "db@h.Shop@20Data.models").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert path('"Shop Data"') == str(tmp_path / "db@h.Shop@20Data")

@@ -57,6 +57,7 @@ from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import (
     SplitError,
     TemporalSplit,
+    check_within_log,
     future_events,
     log_end,
     log_end_or_none,
@@ -299,7 +300,12 @@ def _predict_all(
     if as_of is None and (problem := future_events(store)):
         _warn(problem)
     try:
-        when = log_end(store) if as_of is None else to_timestamp(as_of, "--as-of")
+        if as_of is None:
+            when = log_end(store)
+        else:
+            when = to_timestamp(as_of, "--as-of")
+            # named as given: the split built inside predict would call it "the cut-off"
+            check_within_log(store, when, "--as-of")
         pred = model.predict(horizon_days=horizon, store=store, as_of=when)
     except SplitError as exc:
         raise _fail(str(exc)) from None

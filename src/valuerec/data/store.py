@@ -113,10 +113,12 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     folder to sit beside, yet a deployment still needs one place for its files. The port is
     part of the name because two servers on one host are two deployments: without it they
     shared one model folder and one keys file. The schema is the search path's first, named
-    as PostgreSQL resolves it: an unquoted name folded to lower case (``search_path=Shop`` and
-    ``=shop`` are one schema, so one deployment, not two key files and two model folders),
-    ``$user`` as the connecting user's name, a quoted name (``"Shop"``, another schema) kept
-    with its quotes.
+    as PostgreSQL resolves it, so that one schema is one deployment however it is spelt: an
+    unquoted name folded to lower case (``Shop`` and ``shop``), ``$user`` as the connecting
+    user's name, a quoted name unquoted with its case kept (``"shop"`` is ``shop``, ``"Shop"``
+    another schema). Its characters other than letters, digits and ``_.-`` are written
+    ``@XX`` (the UTF-8 bytes in hex, ``@`` itself too), so that different schemas never share
+    a name (``"Shop Data"`` is ``Shop@20Data``, ``"Shop_Data"`` stays ``Shop_Data``).
     """
     text = str(db)
     if not is_url(text):
@@ -135,38 +137,104 @@ def deployment_path(db: str | os.PathLike[str]) -> str:
     # case kept), or an unquoted one up to a space or comma
     found = re.search(r'search_path\s*=\s*("(?:[^"]|"")+"|[^\s,]+)', query.get("options", ""))
     spelt = found.group(1) if found else None
-    schema = spelt
-    if spelt is not None and not spelt.startswith('"'):
+    schema = old_schema = spelt
+    if spelt is not None and spelt.startswith('"'):
+        schema = spelt[1:-1].replace('""', '"')  # the name PostgreSQL reads: case kept
+    elif spelt is not None:
         # $user is the schema named as the user who connects, so one per user; an unquoted
-        # name is folded to lower case by PostgreSQL. A quoted one keeps its quotes in the
-        # name (as before): "Shop" and Shop are two schemas, so two deployments.
+        # name is folded to lower case by PostgreSQL
         user = parts.username or query.get("user") or os.environ.get("PGUSER") or _os_user()
-        schema = spelt.lower().replace("$user", user)  # the user name as it is
+        schema = old_schema = spelt.lower().replace("$user", user)  # the user name as it is
     home = Path(os.environ.get("VALUEREC_HOME") or ".")
-
-    def path(host: str, schema: str | None) -> Path:
-        name = f"{database}@{host}" + (f".{schema}" if schema else "")
-        return home / re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("_")
-
-    new = path(host if port == "5432" else f"{host}_{port}", schema)
-    # earlier names of this deployment's files: before the schema's case was folded, and
-    # before the port was part of the name
-    earlier = [path(f"{host}_{port}", spelt)] if port != "5432" else []
-    earlier += [path(host, schema), path(host, spelt)]
+    hosts = [host] if port == "5432" else [f"{host}_{port}", host]
+    new = _deployment_base(home, database, hosts[0], schema and _schema_token(schema))
     if _has_files(new):
         return str(new)
-    for old in dict.fromkeys(earlier):  # in order, each once
-        if old != new and _has_files(old):
-            # keep its keys and models working, and say how to name them
+    # earlier names of this deployment's files: before the port was part of the name, and
+    # (old_schema, spelt) before schemas were unquoted, case-folded and escaped, when
+    # characters outside [A-Za-z0-9_.@-] became "_" and a trailing "_" was dropped
+    earlier: dict[Path, bool] = {}
+    for h in hosts:
+        # this naming without the port: the same schema's (a quoted "shop" is shop's too)
+        earlier[_deployment_base(home, database, h, schema and _schema_token(schema))] = True
+        for old in dict.fromkeys([old_schema, spelt]):
+            ours = old is None or _old_name_is_only(old, schema)
+            path = _deployment_base(home, database, h, old and _old_schema_token(old))
+            earlier[path] = earlier.get(path, True) and ours
+    for old, ours in earlier.items():
+        if old == new or not _has_files(old):
+            continue
+        if not ours:
+            # another schema's deployment may own these files: using them would share its
+            # keys and models; say so, since this deployment's own keys may be among them
             warnings.warn(
-                f"using {old}.models / .keys.json, named without the port {port} or the "
-                f"schema's case as PostgreSQL folds it; rename them to {new.name}.models / "
-                ".keys.json (another server on this host, or another spelling of the schema, "
-                "would not find them)",
+                f"not using {old}.models / .keys.json: named the old way, which other schemas "
+                f"than {schema!r} could also have produced; if they are this deployment's, "
+                f"rename them to {new.name}.models / .keys.json",
                 stacklevel=2,
             )
-            return str(old)
+            continue
+        # keep its keys and models working, and say how to name them
+        warnings.warn(
+            f"using {old}.models / .keys.json, named without the port {port} or the "
+            f"schema as PostgreSQL names it; rename them to {new.name}.models / "
+            ".keys.json (another server on this host, or another spelling of the schema, "
+            "would not find them)",
+            stacklevel=2,
+        )
+        return str(old)
     return str(new)
+
+
+#: the characters a deployment's file name keeps as they are
+_SAFE = re.compile(r"[A-Za-z0-9_.@-]")
+
+
+def _deployment_base(home: Path, database: str, host: str, schema: str | None) -> Path:
+    """``home/DBNAME@HOST[.SCHEMA]``, ``schema`` already a token (:func:`_schema_token`).
+
+    The database and host are named as before schemas were escaped (runs of other characters
+    as "_", none at the ends), so that the names of existing deployments stay the same.
+    """
+    base = re.sub(r"[^A-Za-z0-9_.@-]+", "_", f"{database}@{host}").lstrip("_")
+    return home / (f"{base}.{schema}" if schema else base.rstrip("_"))
+
+
+def _schema_token(schema: str) -> str:
+    """A schema's name as a file name: one token per name, no two names alike.
+
+    Characters outside ``[A-Za-z0-9_.-]`` (and ``@``, the escape) become ``@XX`` per UTF-8
+    byte, like a URL's percent-escapes: a plain name (``shop_a``) is unchanged.
+    """
+    return "".join(
+        c if c != "@" and _SAFE.fullmatch(c) else "".join(f"@{b:02X}" for b in c.encode())
+        for c in schema
+    )
+
+
+def _old_schema_token(spelt: str) -> str:
+    """A schema's part of a deployment name as it was named before :func:`_schema_token`:
+    runs of unsafe characters (quotes included) as "_", a trailing "_" dropped."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", spelt).rstrip("_")
+
+
+def _old_name_is_only(old: str, schema: str) -> bool:
+    """Whether the old-style name of ``old`` (a spelling of ``schema``) names ``schema`` only.
+
+    Not when the old naming changed anything in it (a quote, a space, a trailing "_"...):
+    other names gave the same text ("Shop Data", "Shop,Data" and "Shop_Data" all gave
+    ``_Shop_Data``). Not when it is the new name of another schema (``Shop_B``, an unquoted
+    spelling before folding, is now the quoted ``"Shop_B"``'s name).
+    """
+    token = _old_schema_token(old)
+    if token != old:
+        return False
+    unescaped = re.sub(r"@([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), token)
+    try:
+        other = unescaped.encode("latin-1").decode()
+    except UnicodeError:  # not a byte sequence escaped by _schema_token: no schema's name
+        return True
+    return other == schema or _schema_token(other) != token
 
 
 def _os_user() -> str:

@@ -113,7 +113,30 @@ def when_text(ts: datetime) -> str:
     """A time for a message: the date, with the time of day when there is one (two times
     on one day must not read as the same)."""
     ts = pd.Timestamp(ts)
-    return f"{ts:%Y-%m-%d}" if ts == ts.normalize() else f"{ts:%Y-%m-%d %H:%M:%S}"
+    # not strftime's %Y: glibc does not pad years below 1000 ("1-01-01" for year 1)
+    day = f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}"
+    return day if ts == ts.normalize() else f"{day} {ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}"
+
+
+def check_within_log(
+    store: Store,
+    when: datetime,
+    name: str = "the cut-off",
+    exposures: Sequence[str] = EXPOSURE_EVENT_TYPES,
+) -> None:
+    """Raise :class:`SplitError`, naming ``name`` (the option the caller was given, e.g.
+    ``--as-of``), when ``when`` is after the end of the log: there is nothing to score as of it.
+
+    Checked before the split is built, so that a cut-off such as 9999-12-31 is refused for
+    this, its real cause, rather than for its holdout running past the last date a time holds.
+    A log without an end (no events, or one dated 9999-12-31) has no such limit.
+    """
+    end = log_end_or_none(store, exposures)
+    if end is not None and when > end:
+        raise SplitError(
+            f"{name} {when_text(when)} is after the end of the log "
+            f"({when_text(end - timedelta(days=1))}): there is nothing to score it on"
+        )
 
 
 #: the longest holdout, and prediction horizon, there is (a century): LTV sums one
@@ -148,9 +171,11 @@ class TemporalSplit:
         try:
             end + timedelta(days=int(holdout_days))
         except (OverflowError, ValueError):
+            # "the cut-off": a fit's calibration_end, or the time scored as of (--as-of,
+            # which callers check against the end of the log first: check_within_log)
             raise SplitError(
-                f"calibration_end {when_text(end)} + {int(holdout_days)} days is past the "
-                "last date a timestamp can hold"
+                f"the cut-off {when_text(end)} + {int(holdout_days)} days (the holdout) is past "
+                "the last date a timestamp can hold (9999-12-31)"
             ) from None
         object.__setattr__(self, "calibration_end", end)
         object.__setattr__(self, "holdout_days", int(holdout_days))
@@ -190,12 +215,7 @@ class TemporalSplit:
                 f"{span}"
             )
         if not labels:
-            end = log_end_or_none(store)  # none: a placeholder date; no cut-off is after it
-            if end is not None and self.calibration_end > end:
-                raise SplitError(
-                    f"the cut-off {when_text(self.calibration_end)} is after the end of the log "
-                    f"({end - timedelta(days=1):%Y-%m-%d}): there is nothing to score it on"
-                )
+            check_within_log(store, self.calibration_end)
         elif self.calibration_end > last:
             raise SplitError(
                 f"calibration_end {when_text(self.calibration_end)} is after the last {kinds} "
