@@ -349,37 +349,54 @@ class ModelRegistry:
             else:
                 self._value_error = "no value model artifact: run `valuerec train`"
             return
-        # the first of the preference order that loads: a shadow model (saved unpromoted: no
-        # CURRENT) or a broken current version of a preferred kind left the server with no
-        # value model at all, though the next one loaded (a configured one is the only one)
+        self._value_error = self._serve_first_value(names)
+
+    def _serve_first_value(self, names: Sequence[str]) -> str | None:
+        """Serve the first value candidate whose ``CURRENT`` loads and predicts; returns why
+        none does (None: one is served).
+
+        The first of the preference order that loads: a shadow model (saved unpromoted: no
+        CURRENT) or a broken current version of a preferred kind left the server with no value
+        model at all, though the next one loaded (a configured one is the only candidate).
+        """
+        candidates = self._value_candidates(names)
         reasons = []
-        for artifact in candidates:
+        for rank, artifact in enumerate(candidates):
             loaded = self._load_current(artifact, self._load_value)
             if isinstance(loaded, ValueSnapshot):
-                self._value, self._value_error = loaded, None
-                return
+                self._install(loaded)
+                # the waits of this one and of the later candidates are moot now
+                moot = set(candidates[rank:])
+                self._waiting = {k: w for k, w in self._waiting.items() if k[0] not in moot}
+                return None
             reasons.append(loaded)
-        self._value_error = "; ".join(reasons)
+        return "; ".join(reasons)
 
     def _load_current(
         self, artifact: str, load: Callable[[str, str], ModelHandle | ValueSnapshot]
     ) -> ModelHandle | ValueSnapshot | str:
-        """``artifact``'s current version loaded, or why it cannot be (logged here).
+        """``artifact``'s current version loaded, or why it cannot be (logged here, once).
 
-        A version that fails is remembered as follow_current's are (:meth:`_remember`): it is
-        not tried again every poll, and ``GET /models`` says why it is not served.
+        A version that fails is remembered as follow_current's are (:meth:`_remember`): one
+        that failed on its own files is not tried again while they are unchanged, and
+        ``GET /models`` says why it is not served. The same failure is logged once.
         """
         version, files = None, ()
         try:
             version = self.arts.current(artifact)
             files = self._files(artifact, version)
+            known = self._unloadable.get((artifact, version))
+            if known is not None and known[0] == files:  # said when it failed
+                return f"cannot load {artifact} {version}: {known[1]}"
             return load(artifact, version)
         except Exception as exc:  # one broken artifact must not keep the server down
             why = _why(exc)
+            said = version is not None and self._failed(artifact, version) == why
             if version is not None:
                 self._remember(artifact, version, files, exc)
             text = f"cannot load {artifact}{f' {version}' if version else ''}: {why}"
-            log.warning("%s", text)
+            if not said:
+                log.warning("%s", text)
             return text
 
     def _value_candidates(self, names: Sequence[str]) -> list[str]:
@@ -448,6 +465,11 @@ class ModelRegistry:
         return model, meta
 
     def _load_value(self, artifact: str, version: str | None) -> ValueSnapshot:
+        """A value version's snapshot; one waiting for purchases (unpickled and checked, its
+        files unchanged since) is predicted from its loaded model, not unpickled again."""
+        waiting = self._waiting.get((artifact, version)) if version is not None else None
+        if waiting is not None and waiting[0] == self._files(artifact, version):
+            return self._predict(artifact, waiting[2], waiting[3])
         model, meta = self._load_value_model(artifact, version)
         return self._predict(artifact, model, meta)
 
@@ -519,47 +541,23 @@ class ModelRegistry:
         return self._value is None and bool(self._waiting)
 
     def _serve_waiting(self) -> bool:
-        """Serve the value model a start would, now: the first candidate whose ``CURRENT``
-        loads and predicts (those waiting for purchases predicted from their loaded model,
-        not unpickled again). Returns whether one is served now.
+        """Serve the value model a start would, now (:meth:`_serve_first_value`); returns
+        whether one is served now.
 
         Called by :meth:`refresh_value` when purchases were stored while nothing was served:
         a failure for want of purchases was otherwise never tried again (its files do not
         change), a 503 until a restart. The same failure again is not logged again.
         """
         with self._swap:  # as a promotion: a deletion meanwhile waits, then is applied
-            for artifact in self._value_candidates(self.arts.names()):
-                if self._value is not None:
-                    return False  # promoted or followed meanwhile
-                version = self._wanted(artifact)
-                if version is None:
-                    continue  # a shadow model: a start skips it
-                key, files = (artifact, version), self._files(artifact, version)
-                if key in self._unloadable and self._unloadable[key][0] == files:
-                    continue  # the version's own failure: waits for new files
-                waiting = self._waiting.get(key)
-                try:
-                    if waiting is not None and waiting[0] == files:
-                        loaded = self._predict(artifact, waiting[2], waiting[3])
-                    else:
-                        loaded = self._load_value(artifact, version)
-                except Exception as exc:
-                    if _transient(exc):
-                        raise  # the database's: the caller logs it, the next purchase retries
-                    self._remember(artifact, version, files, exc)
-                    if waiting is None or waiting[1] != _why(exc):
-                        log.warning("cannot load %s %s: %s", artifact, version, _why(exc))
-                    continue
-                self._install(loaded)
-                # the later candidates' waits are moot: what answers is named by describe
-                names = self._value_candidates(self.arts.names())
-                later = set(names[names.index(artifact) + 1 :]) if artifact in names else set()
-                self._waiting = {
-                    k: w for k, w in self._waiting.items() if k != key and k[0] not in later
-                }
-                log.info("now serving %s %s (purchases are stored)", artifact, version)
-                return True
-        return False
+            if self._value is not None:
+                return False  # promoted or followed meanwhile
+            why = self._serve_first_value(self.arts.names())
+            if why is not None:
+                self._value_error = why
+                return False
+            log.info("now serving %s %s (purchases are stored)", self.value.artifact,
+                     self.value.version)  # fmt: skip
+            return True
 
     def follow_current(self) -> list[str]:
         """Serve what a restart would: each artifact's ``CURRENT`` version, and the value model
