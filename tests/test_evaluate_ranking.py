@@ -629,3 +629,34 @@ def test_top_k_of_one_row_is_the_same_as_of_that_row_in_a_batch() -> None:
     row = np.array([1.0, 3.0, 3.0, -np.inf, 3.0, 2.0])
     assert top_k(row[None, :], 4)[0].tolist() == [1, 2, 4, 5]
     assert top_k(row[None, :], 6)[0].tolist() == [1, 2, 4, 5, 0, -1]
+
+
+def test_top_k_of_a_long_row_narrowed_to_candidates_keeps_the_rule(monkeypatch) -> None:
+    """Rows long enough for the block-maxima bound (``_top_candidates``) rank exactly as the
+    whole-row rule does: ties at the cut to the lower index, -inf as -1, NaN last (4,000
+    random rows of up to 3,000 items, with ties, masks and NaN)."""
+    from valuerec.evaluate import ranking
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for _ in range(4000):
+        n = int(rng.integers(32, 3000))
+        k = int(rng.integers(1, 80))
+        if rng.random() < 0.4:
+            row = rng.standard_normal(n)
+        else:  # few distinct values: ties at the cut
+            row = rng.integers(0, int(rng.integers(1, 40)), n).astype(float)
+        row[rng.random(n) < rng.random() * rng.random()] = -np.inf
+        if rng.random() < 0.1:
+            row[rng.random(n) < rng.random() * 0.5] = np.nan
+        rows.append((row, k))
+    fast = [ranking._top_k_row(row, min(k, row.size)) for row, k in rows]
+    assert sum(ranking._top_candidates(r, k) is not None for r, k in rows if k < r.size) > 2000
+    monkeypatch.setattr(ranking, "_BLOCK", 10**9)  # never narrowed: the whole-row rule
+    for (row, k), got in zip(rows, fast, strict=True):
+        assert np.array_equal(got, ranking._top_k_row(row, min(k, row.size))), (row, k)
+    row = np.zeros(64)
+    row[[5, 40, 63]] = [2.0, 2.0, 1.0]
+    monkeypatch.setattr(ranking, "_BLOCK", 4)
+    assert ranking._top_candidates(row, 3) is not None
+    assert ranking._top_k_row(row, 4).tolist() == [5, 40, 63, 0]

@@ -1320,6 +1320,23 @@ def test_the_fast_path_answers_exactly_as_the_fastapi_route(reader, user):
         assert len(fast["items"]) == min(int(params.get("k", 10)), len(fast["items"]))
 
 
+def test_the_fast_path_steps_aside_while_opentelemetry_traces_requests(reader, monkeypatch):
+    """The fast path answers before FastAPI's stack, so with OpenTelemetry configured (FastAPI
+    then traces every request in that stack) it leaves the request to the route, which gives
+    the same answer; its own answers are counted under the route's template."""
+    app = reader.app
+    telemetry = getattr(app, "_native_telemetry", None)
+    if telemetry is None:
+        pytest.skip("this FastAPI has no native telemetry")
+    fast = recs(reader, USER, k=4)
+    before = _fast_path_count(reader)
+    monkeypatch.setattr(telemetry, "enabled", lambda: True)
+    assert recs(reader, USER, k=4) == fast
+    assert _fast_path_count(reader) == before  # FastAPI's route answered
+    monkeypatch.undo()
+    assert recs(reader, USER, k=4) == fast and _fast_path_count(reader) == before + 1
+
+
 @pytest.mark.parametrize(
     "query, status",
     [

@@ -699,10 +699,17 @@ def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
     The server asks for one user per request: on one row the 2-D form's
     ``take_along_axis`` calls and masks over the whole row cost more than the ranking, 43%
     of a recommendation's time on MovieLens-100K (170 us a request); this form does the same
-    steps with 1-D indexing.
+    steps with 1-D indexing. On a long row it first narrows the row to the few items that can
+    be in the top k (:func:`_top_candidates`), because ``argpartition`` over the whole row
+    was then still most of the ranking (22 of 33 us on 1,682 items).
     """
     neg = -scores
     if k < neg.size:
+        cand = _top_candidates(scores, k)
+        if cand is not None:  # every item of the top k is among them, in index order
+            idx = cand[np.argsort(neg[cand], kind="stable")[:k]].astype(np.int64)
+            idx[np.isneginf(scores[idx])] = -1
+            return idx
         kth = neg[np.argpartition(neg, k - 1)[k - 1]]
         take = neg < kth
         tied = np.flatnonzero(neg == kth)  # ascending: the lowest indices fill the room
@@ -713,6 +720,31 @@ def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
     idx = idx[np.argsort(neg[idx], kind="stable")].astype(np.int64)
     idx[np.isneginf(scores[idx])] = -1
     return idx
+
+
+#: items per block of :func:`_top_candidates` (a row needs ``_BLOCK * k`` items for it)
+_BLOCK = 32
+
+
+def _top_candidates(scores: np.ndarray, k: int) -> np.ndarray | None:
+    """The indices (ascending) of a superset of one row's top ``k``, or None to rank it whole.
+
+    Hand-written because NumPy has no partial top-k cheaper than ``argpartition`` (an
+    introselect over the whole row, about 13 ns an item): the maxima of disjoint blocks of
+    :data:`_BLOCK` items are taken in one vectorised pass, and the ``k``-th largest of them,
+    ``t``, is a lower bound of the row's ``k``-th largest score, since ``k`` different items
+    reach ``t``. Every item of the top k therefore scores ``>= t``, and the items that do are
+    a few times ``k``. NaN scores rank last, as in :func:`top_k`: they reach no bound, so
+    the bound is trusted only when at least ``k`` items reach it; otherwise (and for a row
+    shorter than ``k`` blocks) the row is ranked whole.
+    """
+    blocks = scores.size // _BLOCK
+    if blocks < k:
+        return None
+    maxima = scores[: blocks * _BLOCK].reshape(blocks, _BLOCK).max(axis=1)
+    bound = np.partition(maxima, blocks - k)[blocks - k]
+    cand = np.flatnonzero(scores >= bound)  # none when the bound is NaN
+    return cand if cand.size >= k else None
 
 
 @dataclass

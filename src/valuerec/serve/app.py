@@ -24,14 +24,14 @@ from valuerec.serve.bodyguard import BodyGuard
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.dashboard import install_dashboard
 from valuerec.serve.errors import install_error_handlers
-from valuerec.serve.fastpath import PATH_TEMPLATE, RecommendationFastPath
+from valuerec.serve.fastpath import RecommendationFastPath
 from valuerec.serve.keys import KeyStore, default_keys_path
 from valuerec.serve.metrics import MetricsMiddleware
 from valuerec.serve.routes import public, router
 from valuerec.serve.schemas import EventIn
 from valuerec.serve.service import ServeService
 
-__all__ = ["WORKER_ENV", "create_app", "worker_app"]
+__all__ = ["WORKER_ENV", "ValuerecAPI", "create_app", "worker_app"]
 
 #: what ``valuerec serve --workers N`` hands each worker process: the store, keys and settings
 WORKER_ENV = "VALUEREC_SERVE_WORKER"
@@ -42,6 +42,22 @@ segments, event ingestion, catalogue and user management, and model hot swaps.
 Every endpoint except `/health` needs an API key in the `X-API-Key` header
 (`valuerec keys create --role read|write|admin`): 401 without one, 403 when its role is too
 low. Every error is JSON: `{"error", "message", "details"}`."""
+
+
+class ValuerecAPI(FastAPI):
+    """The FastAPI app, whose first step is the recommendation fast path.
+
+    A request the fast path answers (:mod:`valuerec.serve.fastpath`) skips FastAPI's and our
+    middleware; every other request, and every request while ``fast_path`` is None, goes
+    through the whole stack as in any FastAPI app.
+    """
+
+    fast_path: RecommendationFastPath | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.fast_path is not None and await self.fast_path(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -78,7 +94,7 @@ def create_app(
         finally:
             service.close()
 
-    app = FastAPI(
+    app = ValuerecAPI(
         title="valuerec",
         version=__version__,
         description=DESCRIPTION,
@@ -90,11 +106,10 @@ def create_app(
     install_dashboard(app)  # GET /dashboard and its read-only views
     app.include_router(public)
     app.include_router(router)
-    route = next(r for r in router.routes if getattr(r, "path", None) == PATH_TEMPLATE)
     app.state.fast_path = True
-    app.add_middleware(RecommendationFastPath, state=app.state, route=route)
+    app.fast_path = RecommendationFastPath(app)
     app.add_middleware(BodyGuard, state=app.state)  # before any body is read
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: times both
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost of ours
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
