@@ -1328,13 +1328,19 @@ def test_the_fast_path_steps_aside_while_opentelemetry_traces_requests(reader, m
     telemetry = getattr(app, "_native_telemetry", None)
     if telemetry is None:
         pytest.skip("this FastAPI has no native telemetry")
+    monkeypatch.setattr(app.fast_path, "_traced", False)  # restored after: the app is shared
     fast = recs(reader, USER, k=4)
     before = _fast_path_count(reader)
     monkeypatch.setattr(telemetry, "enabled", lambda: True)
+    assert recs(reader, USER, k=4) == fast  # checked within the second, not yet seen
+    assert _fast_path_count(reader) == before + 1
+    monkeypatch.setattr(app.fast_path, "_next_check", 0.0)  # the second has passed
     assert recs(reader, USER, k=4) == fast
-    assert _fast_path_count(reader) == before  # FastAPI's route answered
-    monkeypatch.undo()
-    assert recs(reader, USER, k=4) == fast and _fast_path_count(reader) == before + 1
+    assert _fast_path_count(reader) == before + 1  # FastAPI's route answered
+    monkeypatch.setattr(telemetry, "enabled", lambda: False)
+    monkeypatch.setattr(app.fast_path, "_next_check", 0.0)
+    assert recs(reader, USER, k=4) == fast  # a provider is never unset: once on, stays on
+    assert _fast_path_count(reader) == before + 1
 
 
 @pytest.mark.parametrize(

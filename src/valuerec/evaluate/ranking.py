@@ -703,13 +703,14 @@ def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
     be in the top k (:func:`_top_candidates`), because ``argpartition`` over the whole row
     was then still most of the ranking (22 of 33 us on 1,682 items).
     """
-    neg = -scores
-    if k < neg.size:
+    if k < scores.size:
         cand = _top_candidates(scores, k)
         if cand is not None:  # every item of the top k is among them, in index order
-            idx = cand[np.argsort(neg[cand], kind="stable")[:k]].astype(np.int64)
-            idx[np.isneginf(scores[idx])] = -1
+            idx = cand[np.argsort(-scores[cand], kind="stable")[:k]].astype(np.int64)
+            idx[scores[idx] == -np.inf] = -1
             return idx
+    neg = -scores
+    if k < neg.size:
         kth = neg[np.argpartition(neg, k - 1)[k - 1]]
         take = neg < kth
         tied = np.flatnonzero(neg == kth)  # ascending: the lowest indices fill the room
