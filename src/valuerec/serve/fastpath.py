@@ -23,9 +23,11 @@ first request as slow as before; this makes every request cheaper.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -131,8 +133,12 @@ class RecommendationFastPath:
             return None  # the FastAPI route raises it again and answers it as JSON
 
 
-def _parse(query: bytes) -> dict[str, Any] | None:
-    """The endpoint's query parameters as FastAPI would read them; None when in doubt."""
+@functools.lru_cache(maxsize=1024)
+def _parse(query: bytes) -> Mapping[str, Any] | None:
+    """The endpoint's query parameters as FastAPI would read them; None when in doubt.
+
+    Memoised (read-only results): a site sends the same few query strings again and again.
+    """
     out: dict[str, Any] = {
         "k": 10,
         "model": None,
@@ -168,4 +174,4 @@ def _parse(query: bytes) -> dict[str, Any] | None:
                 return None  # blank: the route says why it is refused
             out[name] = value
         # any other parameter is ignored, as FastAPI ignores it
-    return out
+    return MappingProxyType(out)

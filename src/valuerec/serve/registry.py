@@ -84,8 +84,9 @@ class ModelHandle:
     )
 
     def __post_init__(self) -> None:
-        self.ids = np.asarray(self.model.item_ids_, dtype=object)
-        self.positions = {str(item): j for j, item in enumerate(self.ids)}
+        # as text, the store's ids: responses take them with one ``tolist()``
+        self.ids = np.asarray([str(item) for item in self.model.item_ids_], dtype=object)
+        self.positions = {item: j for j, item in enumerate(self.ids)}
         self.order_blind = type(self.model)._score_sequences is Recommender._score_sequences
         self.has_profile = type(self.model).profile_scores is not Recommender.profile_scores
         self.own_history_scores = (

@@ -308,7 +308,7 @@ class ServeService:
             cold = len(hist.seq) == 0 or bool(told_nothing)
             history = None if cold else hist.seq
             reasons = because(model, history, items, titles, ids=handle.ids)
-            ids = [str(i) for i in handle.ids[items]]
+            ids = handle.ids[items].tolist()
             results.append(
                 Ranked(cold, ids, s.tolist(), [titles.get(i) for i in ids], list(reasons))
             )
