@@ -1431,6 +1431,9 @@ def test_serving_scores_are_the_models_own_history_scores():
         expected = np.asarray(model.score_histories(histories), dtype=np.float64)
         got = handle.score([handle.prepare(h) for h in histories])
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-6), type(model).__name__
+        for h, want in zip(histories, expected, strict=True):  # one history: its own path
+            (one,) = handle.score([handle.prepare(h)])
+            assert np.allclose(one, want, rtol=1e-5, atol=1e-6), (type(model).__name__, h)
         # named users: a training user's learned part is added on the fast path too
         names = [None, *model.user_ids_[:4]]
         expected = np.asarray(model.score_histories(histories, names), dtype=np.float64)

@@ -158,8 +158,8 @@ class ModelHandle:
             named = [user_ids[r] for r in warm]
             out[warm] = model._history_scores([histories[r].seq for r in warm], named)
         elif warm:
-            if self.order_blind and len(warm) == 1:
-                out[warm] = model._score_rows(histories[warm[0]].row)
+            if self.order_blind and len(warm) == 1:  # one user: plain indexing, no fancy
+                out[warm[0]] = model._score_rows(histories[warm[0]].row)[0]
             elif self.order_blind:
                 cols = [histories[r].items for r in warm]
                 indptr = np.zeros(len(cols) + 1, dtype=np.int64)
