@@ -206,6 +206,9 @@ def test_jsonl_malformed_lines_are_quarantined_with_their_line(store, write):
     r = ingest(store, path)
     assert (r.stored, r.quarantined) == (2, 3)
     assert lines_and_fields(store) == ([2, 5, 6], ["(line)", "(line)", "timestamp"])
+    reasons = store.quarantine().sort_values("line")["reason"].tolist()
+    # each fault says what it is: not JSON at all, or JSON that is not an object
+    assert reasons[:2] == ["malformed JSON: not valid JSON", "malformed JSON: not a JSON object"]
     ev = store.events().set_index("user_id")
     assert json.loads(ev.loc["u1", "properties"]) == {"device": "ios"}
 

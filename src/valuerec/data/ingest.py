@@ -598,6 +598,9 @@ def _exact_path(path: Path) -> Iterator[str]:
 
 
 _NOT_AN_OBJECT = "malformed JSON: not a JSON object"
+#: a line DuckDB's JSON reader refuses: cut short, a syntax error, or a lone UTF-16
+#: surrogate escape such as ``"\\ud800"`` (which stands for no character)
+_NOT_JSON = "malformed JSON: not valid JSON"
 _NOT_UTF8 = "invalid UTF-8"
 
 
@@ -627,7 +630,7 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, p: str, path: Path) -> dict[str,
     con.execute(
         f"UPDATE _vr_text SET {MALFORMED} = CASE WHEN json_valid({RAWTEXT}) THEN "
         f"CASE WHEN json_type({RAWTEXT}) <> 'OBJECT' THEN {_lit(_NOT_AN_OBJECT)} END "
-        f"ELSE {_lit(_NOT_AN_OBJECT)} END WHERE {MALFORMED} IS NULL"
+        f"ELSE {_lit(_NOT_JSON)} END WHERE {MALFORMED} IS NULL"
     )
     found = [
         k
