@@ -1320,6 +1320,52 @@ def test_the_fast_path_answers_exactly_as_the_fastapi_route(reader, user):
         assert len(fast["items"]) == min(int(params.get("k", 10)), len(fast["items"]))
 
 
+def test_middleware_a_deployer_adds_wraps_the_fast_paths_answers(deployment):
+    """Middleware added to the app after ``create_app`` (CORS for browsers, trusted hosts,
+    gzip) must wrap every request, those the fast path answers included: the first step
+    yields to the stack then, and the fast path answers from inside it, still counted once
+    under the route's template."""
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    db, keys = deployment
+    with _client(db, keys) as c:
+        plain = recs(c, USER, k=30)
+    app = create_app(db, settings=ServeSettings(exposure_flush_seconds=3600.0))
+    app.add_middleware(GZipMiddleware, minimum_size=10)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["api.example"])
+    app.add_middleware(CORSMiddleware, allow_origins=["https://shop.example"])
+    with TestClient(app, base_url="http://api.example") as c:
+        c.keys = keys  # type: ignore[attr-defined]
+        before = _fast_path_count(c)
+        headers = {"Origin": "https://shop.example", "Accept-Encoding": "gzip"}
+        res = call(c, "GET", f"/users/{USER}/recommendations?k=30", headers=headers)
+        assert res.status_code == 200 and res.json() == plain
+        assert res.headers["access-control-allow-origin"] == "https://shop.example"
+        assert res.headers["content-encoding"] == "gzip"
+        assert _fast_path_count(c) == before + 1  # answered by the fast path, inside them
+        res = call(c, "GET", f"/users/{USER}/recommendations", headers={"Host": "evil.example"})
+        assert res.status_code == 400 and _fast_path_count(c) == before + 1
+        text = call(c, "GET", "/metrics", "admin").text
+        route = 'route="/users/{user_id}/recommendations"'
+        assert f'valuerec_http_requests_total{{method="GET",{route},status="200"}} 1.0' in text
+
+
+def test_only_short_query_strings_are_memoised(reader):
+    """A client cannot pin memory with long query strings: those are parsed every time."""
+    from valuerec.serve import fastpath
+
+    fastpath._parse_short.cache_clear()
+    recs(reader, USER, k=3)
+    recs(reader, USER, k=3, pad="x" * 300)  # ignored parameter, as FastAPI ignores it
+    recs(reader, USER, k=3, pad="x" * 300)
+    info = fastpath._parse_short.cache_info()
+    assert (info.currsize, info.hits) == (1, 0)
+    recs(reader, USER, k=3)
+    assert fastpath._parse_short.cache_info().hits == 1
+
+
 def test_the_fast_path_steps_aside_while_opentelemetry_traces_requests(reader, monkeypatch):
     """The fast path answers before FastAPI's stack, so with OpenTelemetry configured (FastAPI
     then traces every request in that stack) it leaves the request to the route, which gives

@@ -24,7 +24,12 @@ from valuerec.serve.bodyguard import BodyGuard
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.dashboard import install_dashboard
 from valuerec.serve.errors import install_error_handlers
-from valuerec.serve.fastpath import RecommendationFastPath
+from valuerec.serve.fastpath import (
+    PATH_TEMPLATE,
+    TRIED,
+    InnerFastPath,
+    RecommendationFastPath,
+)
 from valuerec.serve.keys import KeyStore, default_keys_path
 from valuerec.serve.metrics import MetricsMiddleware
 from valuerec.serve.routes import public, router
@@ -48,15 +53,23 @@ class ValuerecAPI(FastAPI):
     """The FastAPI app, whose first step is the recommendation fast path.
 
     A request the fast path answers (:mod:`valuerec.serve.fastpath`) skips FastAPI's and our
-    middleware; every other request, and every request while ``fast_path`` is None, goes
-    through the whole stack as in any FastAPI app.
+    middleware; every other request goes through the whole stack as in any FastAPI app. Once
+    middleware has been added to the app beyond its own (``own_middleware`` layers), the
+    first step yields every request to the stack, so that the added middleware wraps every
+    request, and the fast path answers from inside it
+    (:class:`~valuerec.serve.fastpath.InnerFastPath`).
     """
 
     fast_path: RecommendationFastPath | None = None
+    own_middleware: int = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.fast_path is not None and await self.fast_path(scope, send):
-            return
+        fast = self.fast_path
+        if fast is not None and len(self.user_middleware) == self.own_middleware:
+            if await fast(scope, send):
+                return
+            if scope["type"] == "http":
+                scope[TRIED] = True  # declined: the inner layer need not look again
         await super().__call__(scope, receive, send)
 
 
@@ -108,8 +121,11 @@ def create_app(
     app.include_router(router)
     app.state.fast_path = True
     app.fast_path = RecommendationFastPath(app)
+    route = next(r for r in router.routes if getattr(r, "path", None) == PATH_TEMPLATE)
+    app.add_middleware(InnerFastPath, fast_path=app.fast_path, route=route)
     app.add_middleware(BodyGuard, state=app.state)  # before any body is read
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost of ours
+    app.own_middleware = len(app.user_middleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

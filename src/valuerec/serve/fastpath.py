@@ -15,7 +15,9 @@ middleware (errors, telemetry, body limit) and ours (metrics, body guard), which
 answers does not need: those layers cost 20 us of a request's 370 us of server CPU on
 MovieLens-100K. So it records its own request count and latency, under the route's template,
 as the metrics middleware would; and once OpenTelemetry is configured (checked once a second) it
-steps aside, so that FastAPI's tracing sees every request.
+steps aside, so that FastAPI's tracing sees every request. An app given middleware of its own
+after ``create_app`` (CORS, trusted hosts, gzip) has the fast path answer from inside every
+middleware instead (:class:`InnerFastPath`), so that what was added wraps every request.
 
 Why not a cache instead: a cache would make repeated users cheap and leave every new event's
 first request as slow as before; this makes every request cheaper.
@@ -36,7 +38,7 @@ from valuerec.serve.keys import Role
 from valuerec.serve.routes import _path_id
 from valuerec.serve.schemas import MAX_K, MAX_VALUE_WEIGHT
 
-__all__ = ["PATH_TEMPLATE", "RecommendationFastPath"]
+__all__ = ["PATH_TEMPLATE", "TRIED", "InnerFastPath", "RecommendationFastPath"]
 
 PATH_TEMPLATE = "/users/{user_id}/recommendations"
 _PATH = re.compile(r"^/users/([^/]{1,256})/recommendations$")
@@ -81,21 +83,28 @@ class RecommendationFastPath:
             self._next_check = now + self.TELEMETRY_CHECK_SECONDS
         return self._traced
 
-    async def __call__(self, scope: dict, send: Callable) -> bool:
-        """Answer the request and return True, or return False having sent nothing."""
+    async def __call__(self, scope: dict, send: Callable, route: Any = None) -> bool:
+        """Answer the request and return True, or return False having sent nothing.
+
+        As the app's first step (``route`` None) it records the request's metrics itself;
+        as the innermost middleware (:class:`InnerFastPath`) it sets ``scope["route"]`` for
+        the metrics middleware around it, as the router would.
+        """
         if scope["type"] != "http" or scope["method"] != "GET" or not self.state.fast_path:
             return False
         match = _PATH.match(scope["path"])
         if match is None:
             return False
         start = time.perf_counter()
-        if self._tracing(start):
+        if route is None and self._tracing(start):
             return False  # FastAPI's tracing wraps its own stack only
         body = self._answer(scope, match.group(1))
         if body is None:
             return False
         metrics = self.state.service.metrics
         metrics.fast_path.inc()
+        if route is not None:
+            scope["route"] = route
         try:
             await send(
                 {
@@ -106,7 +115,8 @@ class RecommendationFastPath:
             )
             await send({"type": "http.response.body", "body": body})
         finally:  # counted as answered even when the client has gone away meanwhile
-            metrics.observe("GET", PATH_TEMPLATE, 200, time.perf_counter() - start)
+            if route is None:
+                metrics.observe("GET", PATH_TEMPLATE, 200, time.perf_counter() - start)
         return True
 
     def _answer(self, scope: dict, user_id: str) -> bytes | None:
@@ -133,12 +143,50 @@ class RecommendationFastPath:
             return None  # the FastAPI route raises it again and answers it as JSON
 
 
-@functools.lru_cache(maxsize=1024)
+#: set on a request's scope once the app's first step has tried the fast path
+TRIED = "valuerec.fast_path_tried"
+
+
+class InnerFastPath:
+    """The fast path as the innermost middleware, for an app given middleware of its own.
+
+    A deployer who adds middleware to the app (CORS, trusted hosts, gzip, their own auth)
+    expects it to wrap every request. The app's first step yields to the full stack then
+    (:class:`valuerec.serve.app.ValuerecAPI`), and this layer, inside every middleware,
+    answers the requests the fast path takes, so they still skip FastAPI's routing but pass
+    through the deployer's middleware and ours (metrics, body guard) as any request does.
+    """
+
+    def __init__(self, app: Any, fast_path: RecommendationFastPath, route: Any) -> None:
+        self.app = app
+        self.fast_path = fast_path
+        self.route = route  # the FastAPI route: the metrics middleware labels by its template
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope.get(TRIED) or not await self.fast_path(scope, send, self.route):
+            await self.app(scope, receive, send)
+
+
+#: query strings longer than this are parsed each time: memoising them would let clients pin
+#: up to ``maxsize`` long strings (a cache-buster parameter makes every string new anyway)
+_MEMO_QUERY_BYTES = 256
+
+
 def _parse(query: bytes) -> Mapping[str, Any] | None:
     """The endpoint's query parameters as FastAPI would read them; None when in doubt.
 
-    Memoised (read-only results): a site sends the same few query strings again and again.
+    Memoised for short query strings (read-only results): a site sends the same few again
+    and again.
     """
+    return _parse_short(query) if len(query) <= _MEMO_QUERY_BYTES else _parse_query(query)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_short(query: bytes) -> Mapping[str, Any] | None:
+    return _parse_query(query)
+
+
+def _parse_query(query: bytes) -> Mapping[str, Any] | None:
     out: dict[str, Any] = {
         "k": 10,
         "model": None,
