@@ -631,6 +631,32 @@ def test_top_k_of_one_row_is_the_same_as_of_that_row_in_a_batch() -> None:
     assert top_k(row[None, :], 6)[0].tolist() == [1, 2, 4, 5, 0, -1]
 
 
+def test_top_k_with_nan_scores_recommends_the_scored_items_and_nothing_for_nan() -> None:
+    """A NaN score is no score: the scored items come first, in order, and a NaN position
+    holds -1 like -inf. A NaN k-th score used to let no item in (an empty list for one row,
+    a ValueError for a batch)."""
+    row = np.array([np.nan, 0.5, np.nan, 0.2, np.nan])
+    assert top_k(row[None, :], 3)[0].tolist() == [1, 3, -1]
+    batch = top_k(np.vstack([row, row[::-1]]), 3)
+    assert batch.tolist() == [[1, 3, -1], [3, 1, -1]]
+    assert top_k(np.vstack([row, [0.1, np.nan, 0.9, -np.inf, 0.3]]), 4).tolist() == [
+        [1, 3, -1, -1],
+        [2, 4, 0, -1],
+    ]
+    rng = np.random.default_rng(3)
+    for _ in range(500):  # one row's rule and the batch rule agree with NaN about
+        n = int(rng.integers(1, 200))
+        rows = rng.integers(0, 6, (2, n)).astype(float)
+        rows[rng.random((2, n)) < rng.random()] = np.nan
+        rows[rng.random((2, n)) < 0.2] = -np.inf
+        k = int(rng.integers(1, n + 2))
+        both = top_k(rows, k)
+        assert [top_k(r[None, :], k)[0].tolist() for r in rows] == both.tolist()
+        for r, got in zip(rows, both, strict=True):
+            scored = got[got >= 0]
+            assert not np.isnan(r[scored]).any() and np.all(np.diff(r[scored]) <= 0)
+
+
 def test_top_k_of_a_long_row_narrowed_to_candidates_keeps_the_rule(monkeypatch) -> None:
     """Rows long enough for the block-maxima bound (``_top_candidates``) rank exactly as the
     whole-row rule does: ties at the cut to the lower index, -inf as -1, NaN last (4,000

@@ -669,7 +669,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     ``np.argpartition`` finds the k-th largest score per row in linear time; items strictly
     above it are all in, and of the items equal to it the lowest indices fill the remaining
     slots, which makes ties deterministic. Only the k winners are then sorted. Positions whose
-    score is ``-inf`` (masked, or refused by the model) hold -1: nothing is recommended there.
+    score is ``-inf`` (masked, or refused by the model) or NaN (no score at all) hold -1:
+    nothing is recommended there.
     """
     n_rows, n_items = scores.shape
     k = min(int(k), n_items)
@@ -677,7 +678,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         return np.empty((n_rows, 0), dtype=np.int64)
     if n_rows == 1:
         return _top_k_row(scores[0], k)[None, :]
-    neg = -scores
+    neg = _negated(scores)
     if k < n_items:
         kth = np.take_along_axis(neg, np.argpartition(neg, k - 1, axis=1)[:, k - 1 : k], axis=1)
         above = neg < kth
@@ -689,8 +690,18 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         idx = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
     order = np.argsort(np.take_along_axis(neg, idx, axis=1), axis=1, kind="stable")
     idx = np.take_along_axis(idx, order, axis=1).astype(np.int64)
-    idx[np.isneginf(np.take_along_axis(scores, idx, axis=1))] = -1
+    idx[~(np.take_along_axis(scores, idx, axis=1) > -np.inf)] = -1  # -inf and NaN
     return idx
+
+
+def _negated(scores: np.ndarray) -> np.ndarray:
+    """``-scores`` with NaN as ``+inf`` (a score of ``-inf``): a NaN compares unequal to
+    everything, so left as it is a NaN k-th score let no item in at all."""
+    neg = -scores
+    nan = np.isnan(neg)
+    if nan.any():
+        neg[nan] = np.inf
+    return neg
 
 
 def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
@@ -709,7 +720,7 @@ def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
             idx = cand[np.argsort(-scores[cand], kind="stable")[:k]].astype(np.int64)
             idx[scores[idx] == -np.inf] = -1
             return idx
-    neg = -scores
+    neg = _negated(scores)
     if k < neg.size:
         kth = neg[np.argpartition(neg, k - 1)[k - 1]]
         take = neg < kth
@@ -719,7 +730,7 @@ def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
     else:
         idx = np.arange(neg.size)
     idx = idx[np.argsort(neg[idx], kind="stable")].astype(np.int64)
-    idx[np.isneginf(scores[idx])] = -1
+    idx[~(scores[idx] > -np.inf)] = -1  # -inf and NaN
     return idx
 
 
@@ -735,9 +746,9 @@ def _top_candidates(scores: np.ndarray, k: int) -> np.ndarray | None:
     :data:`_BLOCK` items are taken in one vectorised pass, and the ``k``-th largest of them,
     ``t``, is a lower bound of the row's ``k``-th largest score, since ``k`` different items
     reach ``t``. Every item of the top k therefore scores ``>= t``, and the items that do are
-    a few times ``k``. NaN scores rank last, as in :func:`top_k`: they reach no bound, so
-    the bound is trusted only when at least ``k`` items reach it; otherwise (and for a row
-    shorter than ``k`` blocks) the row is ranked whole.
+    a few times ``k``. NaN scores are never recommended, as in :func:`top_k`: they reach no
+    bound, so the bound is trusted only when at least ``k`` items reach it; otherwise (and
+    for a row shorter than ``k`` blocks) the row is ranked whole.
     """
     blocks = scores.size // _BLOCK
     if blocks < k:
