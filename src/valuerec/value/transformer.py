@@ -296,6 +296,9 @@ class TransformerValueModel(ValueModel):
         self.context_std_ = logged.std(axis=0) + 1e-6
         tensors = self._tensors(data)
         dev = self._device()
+        # purchases with no money at all (every value zero or NULL): counts and churn are
+        # still learnt, and the spend forecast is 0 (a ZILN mean is never 0 by itself)
+        self.spent_ = bool((labels["holdout_spend"] > 0).any())
         y_spend = torch.as_tensor(labels["holdout_spend"].to_numpy(np.float32), device=dev)
         y_tx = torch.as_tensor(labels["holdout_transactions"].to_numpy(np.float32), device=dev)
         n = len(data.users)
@@ -512,17 +515,21 @@ class TransformerValueModel(ValueModel):
         raw = self._raw(data)
         scale = horizon_days / self.horizon_days_
         u = _user_uniform(data.users)
-        spend = self.mean_calibration_(raw["mean"])
+        spent = getattr(self, "spent_", True)  # (models saved before it was recorded: True)
+        spend = self.mean_calibration_(raw["mean"]) if spent else np.zeros(len(data.users))
         out = {
             "pred_transactions": raw["rate"] * scale,
             "pred_spend": spend * scale,
             "p_alive": raw["p_return"],
         }
-        mu = _mu_for_mean(raw, spend)
+        mu = _mu_for_mean(raw, spend) if spent else None
         for target, (lo_name, hi_name) in (
             (0.8, ("spend_low", "spend_high")),
             (0.5, ("spend_low50", "spend_high50")),
         ):
+            if mu is None:  # nobody spent anything in training: no money to forecast
+                out[lo_name], out[hi_name] = np.zeros(len(spend)), np.zeros(len(spend))
+                continue
             lo, hi = ziln_interval(self.interval_levels_[target], raw["p"], mu, raw["sigma"], u)
             out[lo_name], out[hi_name] = lo * scale, hi * scale
         frame = pd.DataFrame(out)
