@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -163,12 +163,18 @@ def build_report(
             raise ReportError(f"no store at {p}")
     try:
         parse_models(options.rec_models)
-        if options.value_model is not None and options.value_model not in VALUE_MODELS:
-            # a name no value model has is a typo, not "a model that was not scored here"
-            raise ValueError(
-                f"unknown value model {options.value_model!r}; choose from "
-                f"{', '.join(VALUE_MODELS)}"
-            )
+        if options.value_model is not None:
+            # normalised once, here: the check below and the featured-model lookup in
+            # evaluate_models both compare it with registry names, and every other model
+            # option (`value segments --model`, `--rec-models`) takes them in any case
+            name = options.value_model.strip().lower()
+            if name not in VALUE_MODELS:
+                # a name no value model has is a typo, not "a model that was not scored here"
+                raise ValueError(
+                    f"unknown value model {options.value_model!r}; choose from "
+                    f"{', '.join(VALUE_MODELS)}"
+                )
+            options = replace(options, value_model=name)
         peer = read_peer(options.peer) if options.peer is not None else []
         policy = read_policy(options.policy) if options.policy is not None else None
     except ValueError as exc:

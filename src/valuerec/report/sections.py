@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from valuerec.features.split import when_text
 from valuerec.value.segments import SEGMENTS
 
 from . import charts
@@ -207,10 +208,11 @@ def _decile_table(sid: str, ev: ValueEvaluation) -> Table:
 
 
 def _segment_table(sid: str, ev: ValueEvaluation) -> Table:
+    assert ev.segments is not None and ev.as_of is not None  # value_section checks
     seg = ev.segments.set_index("segment").reindex(list(SEGMENTS))
     return Table(
         f"{sid}-value-segments",
-        f"Segments as of {ev.as_of:%Y-%m-%d} ({ev.featured})",
+        f"Segments as of {when_text(ev.as_of)} ({ev.featured})",
         [
             "segment",
             "customers",
@@ -243,7 +245,8 @@ def _segment_table(sid: str, ev: ValueEvaluation) -> Table:
 
 
 def value_section(sid: str, ev: ValueEvaluation) -> Section:
-    """Model comparison, the five value charts, deciles and segments."""
+    """Model comparison, the five value charts, deciles and segments (the LTV distribution
+    and the segments only when the log has an end: ``ev.today``)."""
     split = ev.split
     n_test = len(ev.truth)
     featured = ev.results[ev.featured]
@@ -252,28 +255,35 @@ def value_section(sid: str, ev: ValueEvaluation) -> Section:
         if ev.source == "artifacts"
         else "baseline models fitted now (no scored artifacts)"
     )
+    # with its time of day when it has one (a cut-off given in another time zone): a bare
+    # date would put that day's earlier purchases on the wrong side of the cut
+    cut = when_text(split.calibration_end)
+    shown = (
+        "distribution, calibration, scatter and segments"
+        if ev.today is not None
+        else "calibration and scatter"
+    )
     paragraphs = [
-        f"Source: {source}. Models learnt from purchases before "
-        f"{split.calibration_end:%Y-%m-%d}; they are scored on what {n_test:,} held-out "
-        f"customers ({100 * ev.test_fraction:.0f}% of customers, chosen by a hash of the user "
-        f"id, never used in training; {ev.train_customers:,} trained on) spent in the "
-        f"{split.holdout_days} days from {split.calibration_end:%Y-%m-%d} to "
-        f"{split.holdout_end:%Y-%m-%d}.",
-        f"The distribution, calibration, scatter and segments show {ev.featured} "
-        f"({ev.featured_why}).",
+        f"Source: {source}. Models learnt from purchases before {cut}; they are scored on "
+        f"what {n_test:,} held-out customers ({100 * ev.test_fraction:.0f}% of customers, "
+        f"chosen by a hash of the user id, never used in training; {ev.train_customers:,} "
+        f"trained on) spent in the {split.holdout_days} days from {cut} to "
+        f"{when_text(split.holdout_end)}.",
+        f"The {shown} show {ev.featured} ({ev.featured_why}).",
     ]
     section = Section(f"{sid}-value", "value", "Customer value", paragraphs, list(ev.notes))
     for name, why in ev.skipped.items():
         section.notes.append(f"{name} not shown: {why}.")
     section.blocks.append(_value_table(sid, ev))
-    section.blocks.append(
-        charts.ltv_distribution(
-            f"{sid}-ltv-distribution",
-            ev.today["ltv"].to_numpy(dtype=float),
-            ev.featured,
-            float(ev.split.holdout_days),
+    if ev.today is not None:  # else a note of evaluate_models says why not
+        section.blocks.append(
+            charts.ltv_distribution(
+                f"{sid}-ltv-distribution",
+                ev.today["ltv"].to_numpy(dtype=float),
+                ev.featured,
+                float(ev.split.holdout_days),
+            )
         )
-    )
     actual = ev.truth["holdout_spend"].to_numpy(dtype=float)
     grid = np.linspace(0.0, 1.0, GAIN_POINTS)
     gains = {
@@ -309,7 +319,8 @@ def value_section(sid: str, ev: ValueEvaluation) -> Section:
             )
         )
     section.blocks.append(_decile_table(sid, ev))
-    section.blocks.append(_segment_table(sid, ev))
+    if ev.segments is not None:
+        section.blocks.append(_segment_table(sid, ev))
     return section
 
 

@@ -18,7 +18,9 @@ Supervised models learn from the training customers' holdout labels, so scoring 
 customers only is what keeps the comparison honest (see :mod:`valuerec.cli_value`).
 
 The LTV distribution and the segments are "as of today" (the day after the last event), as
-``valuerec value segments`` computes them, with one featured model.
+``valuerec value segments`` computes them, with one featured model. A log without an end (an
+event dated 9999-12-31, a placeholder date) has no today: those two are left out with a note
+saying so, and the held-out comparison, which needs only the split, is still shown.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ from valuerec.data.store import Store
 from valuerec.evaluate.value import ValueReport, evaluate_value, paired_bootstrap, top_share
 from valuerec.features.behaviour import behaviour_features
 from valuerec.features.split import (
+    EXPOSURE_EVENT_TYPES,
     SplitError,
     TemporalSplit,
     future_events,
-    log_end,
+    log_end_or_none,
     to_timestamp,
+    when_text,
 )
 from valuerec.serve.config import EventRoles
 from valuerec.serve.repository import Repository
@@ -109,9 +113,11 @@ class ValueEvaluation:
     results: dict[str, ValueResult]
     featured: str
     featured_why: str  # why this model is the featured one, for the reader
-    as_of: datetime
-    today: pd.DataFrame  # featured model: every customer as of ``as_of``
-    segments: pd.DataFrame  # segment_summary of ``today``
+    # the three below are None when the log has no end (an event dated 9999-12-31): there is
+    # no "today" to predict as of, and a note says so
+    as_of: datetime | None
+    today: pd.DataFrame | None  # featured model: every customer as of ``as_of``
+    segments: pd.DataFrame | None  # segment_summary of ``today``
     best_baseline: str | None
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -169,7 +175,7 @@ def _from_artifacts(
         if _split_key(meta) != _split_key(newest):
             skipped[name] = (
                 f"{meta['version']} was fitted on another split (calibration end "
-                f"{str(meta.get('calibration_end'))[:10]}, {meta.get('holdout_days')} d)"
+                f"{_cut_text(meta.get('calibration_end'))}, {meta.get('holdout_days')} d)"
             )
             continue
         step(f"value: loading {name}")
@@ -199,6 +205,38 @@ def _from_artifacts(
         notes,
     )
     return plan, skipped
+
+
+def _cut_text(when: Any) -> str:
+    """A stored cut-off for a note, with its time of day when it has one: two fits cut on
+    the same day at different hours are different splits and must not read as one."""
+    try:
+        return when_text(to_timestamp(when, "calibration_end"))
+    except SplitError:  # metadata written by hand or by an old version: show it as it is
+        return str(when)
+
+
+def _endless_note(store: Store) -> str:
+    """Why the "as of today" parts are missing when an event is dated on the last day a time
+    can name, and which events to fix to get them back."""
+    rows = store.con.execute(
+        "SELECT user_id, count(*) FROM events "
+        "WHERE timestamp >= '9999-12-31'::TIMESTAMP AND event_type NOT IN (SELECT unnest(?)) "
+        "GROUP BY user_id ORDER BY user_id",
+        [list(EXPOSURE_EVENT_TYPES)],
+    ).fetchall()
+    n = sum(c for _, c in rows)
+    users = ", ".join(str(u) for u, _ in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    # the report takes its cut-off from the saved models, so there is no option to point to:
+    # the data is what must change
+    who = f"user{'s' if len(rows) > 1 else ''} {users}"
+    return (
+        f"{n} event{'s are' if n != 1 else ' is'} dated 9999-12-31 ({who}), the last day a "
+        "time can name (a placeholder date, most likely): the log has no end, so there is "
+        "no today to predict as of. The LTV distribution and the segments, which are as of "
+        "today, are not shown, and whether the holdout window is complete is not checked; "
+        "the held-out comparison needs neither. Fix or delete such events to see them."
+    )
 
 
 def default_split(store: Store) -> TemporalSplit:
@@ -295,11 +333,13 @@ def evaluate_models(
     featured: str | None = None,
     step: Step = lambda _: None,
 ) -> ValueEvaluation:
-    """Score the store's value models on held-out customers; predict today's customers.
+    """Score the store's value models on held-out customers; predict today's customers
+    (unless the log has no end: see the module's docstring).
 
     ``featured``: the model whose LTV distribution, calibration, scatter and segments are
-    shown; default the model ``valuerec value segments`` uses when it was scored, else the
-    model with the highest held-out Gini.
+    shown, by its registry name (lower case, as :func:`~valuerec.report.build.build_report`
+    passes it); default the model ``valuerec value segments`` uses when it was scored, else
+    the model with the highest held-out Gini.
 
     Raises:
         NotApplicable: the store has no purchases, no usable split, or nothing to score.
@@ -331,13 +371,20 @@ def evaluate_models(
     assert data.labels is not None
     truth = data.labels.loc[test].rename_axis("user_id").reset_index()
     notes = list(plan.notes)
-    if problem := future_events(store):
+    # None: the log has no end (an event dated 9999-12-31); scoring the held-out customers
+    # needs only the split, so only the "as of today" parts are lost
+    now = log_end_or_none(store)
+    if now is None:
+        # instead of future_events' warning, whose advice (give the cut-off explicitly) names
+        # options of other commands: the report's cut-off comes from the saved models
+        notes.append(_endless_note(store))
+    elif problem := future_events(store):
         notes.append(f"Warning: {problem}.")
-    now = log_end(store)
-    complete = split.holdout_end <= now
+    # as `value evaluate` reports it: a log without an end runs past any window
+    complete = now is None or split.holdout_end <= now
     if not complete:
         notes.append(
-            f"The holdout window ends {split.holdout_end:%Y-%m-%d}, after the last event: "
+            f"The holdout window ends {when_text(split.holdout_end)}, after the last event: "
             "actual holdout spend is incomplete and every model looks too optimistic."
         )
 
@@ -375,11 +422,14 @@ def evaluate_models(
     else:
         featured = max(results, key=lambda n: results[n].report.metrics["normalized_gini"])
         why = f"the highest held-out Gini; {VALUE_FEATURED_MODEL}, the default, was not scored"
-    step(f"value: predicting today's customers with {featured}")
-    model = plan.models[featured][0]
-    today = model.predict(None, None, store=store, as_of=now)
-    features = behaviour_features(store, now)
-    segments = segment_summary(segment_users(today, features, as_of=now))
+    today: pd.DataFrame | None = None
+    segments: pd.DataFrame | None = None
+    if now is not None:
+        step(f"value: predicting today's customers with {featured}")
+        model = plan.models[featured][0]
+        today = model.predict(None, None, store=store, as_of=now)
+        features = behaviour_features(store, now)
+        segments = segment_summary(segment_users(today, features, as_of=now))
     return ValueEvaluation(
         source=plan.source,
         split=split,
@@ -390,7 +440,7 @@ def evaluate_models(
         results=results,
         featured=featured,
         featured_why=why,
-        as_of=to_timestamp(now),
+        as_of=None if now is None else to_timestamp(now),
         today=today,
         segments=segments,
         best_baseline=best_baseline,
