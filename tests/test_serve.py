@@ -299,7 +299,9 @@ def test_value_ranking_follows_price_edits_and_new_purchases(client, monkeypatch
     monkeypatch.setattr(
         ItemValues,
         "from_store",
-        staticmethod(lambda store: locked.append(svc.repo.lock._is_owned()) or build(store)),
+        staticmethod(
+            lambda store, **kw: locked.append(svc.repo.lock._is_owned()) or build(store, **kw)
+        ),
     )
     q = {"k": 5, "value_weight": 100, "exclude_seen": "false"}
     shown = [i["item_id"] for i in recs(client, USER, **q)["items"]]

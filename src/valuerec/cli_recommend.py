@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -38,8 +39,8 @@ from valuerec.evaluate.ranking import Interactions, interest_types, protocol_spl
 from valuerec.recommend.base import Recommender
 from valuerec.recommend.explain import because, item_titles
 from valuerec.recommend.registry import MODELS, fit_and_evaluate, make_recommender
-from valuerec.recommend.rerank import candidate_pool
-from valuerec.serve.config import EventRoles, ServeSettings, model_name
+from valuerec.recommend.rerank import candidate_pool, look_types
+from valuerec.serve.config import CONFIG_ENV, ServeSettings, model_name
 from valuerec.serve.repository import Repository
 from valuerec.serve.schemas import MAX_VALUE_WEIGHT
 from valuerec.serve.state import Histories
@@ -61,6 +62,26 @@ EventTypesOption = Annotated[
         "exposures and dislikes (the serving settings' default roles, as `valuerec train`).",
     ),
 ]
+
+#: as `valuerec serve --config` (and `train`): the same file, read by the same loader
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar=CONFIG_ENV,
+        help="Serving settings (TOML or JSON) whose event roles say what a user's history, "
+        "dislikes and looks are, as `valuerec serve --config`; default: the default roles.",
+    ),
+]
+
+
+def _settings(config: Path | None) -> ServeSettings:
+    """The serving settings from ``config`` (else ``$VALUEREC_SERVE_CONFIG``, else defaults),
+    or one error line naming the file and the bad key."""
+    # imported here: cli_serve imports this module (its `train` fits recommenders)
+    from valuerec.cli_serve import _settings as load
+
+    return load(config)
 
 
 def _names(spec: str) -> list[str]:
@@ -265,15 +286,17 @@ def _reasons(
     return because(model, None if cold else seen, items, titles)
 
 
-def _current(db: str, user_id: str) -> tuple[tuple[str, ...], set[str]]:
-    """What the server knows of ``user_id`` now, read from the store as it reads it at
-    start-up: their interest history (oldest first, the default serving roles and history
-    limit) and the items not to show them (their dislikes, and items hidden through the API).
+def _current(db: str, user_id: str, settings: ServeSettings) -> tuple[tuple[str, ...], set[str]]:
+    """What a server run with ``settings`` knows of ``user_id`` now, read from the store as
+    it reads it at start-up: their interest history (oldest first, the settings' event roles
+    and history limit: a configured exposure type such as ``impression`` is what the user
+    was shown, not what they chose) and the items not to show them (their dislikes, and
+    items hidden through the API).
     """
-    roles = EventRoles()
+    roles = settings.events
     with open_store(db, must_exist=True) as store:
         repo = Repository(store, roles.exposure)
-        histories = Histories(ServeSettings().history_limit)
+        histories = Histories(settings.history_limit)
         histories.load(repo.interactions(roles, [user_id]))
         hidden = repo.hidden_items()
     return histories.get(user_id), set(histories.negatives(user_id)) | hidden
@@ -303,16 +326,18 @@ def _value_rerank(
     value_model: str | None,
     candidates: int,
     current: tuple[tuple[str, ...], set[str]],
+    settings: ServeSettings,
 ) -> pd.DataFrame:
     """The top-``candidates`` by relevance, re-ranked by the value-aware blend
     (:func:`valuerec.recommend.rerank.value_rerank`), with each item's price and estimated
-    purchase propensity; the user's churn risk and LTV rank come from ``value_model``."""
+    purchase propensity (the settings' exposure types count as looks, as on the server);
+    the user's churn risk and LTV rank come from ``value_model``."""
     from valuerec.recommend.rerank import ItemValues, UserValues, value_rerank
 
     cand = _top(rec_model, user_id, max(candidates, k), *current)
     risk = rank = None
     with open_store(db, must_exist=True) as store:
-        items = ItemValues.from_store(store)
+        items = ItemValues.from_store(store, look_types=look_types(settings.events.exposure))
         if value_model is not None:
             from valuerec.cli_value import _load as load_value_model
             from valuerec.cli_value import _predict_all
@@ -388,11 +413,13 @@ def recommend_for(
             help="Relevance candidates the blend re-ranks; default: max(50, 5 k), as the server.",
         ),
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Top-k items for a user with titles, scores and the reason for each, as the server
     serves them: scored from the user's history in the store now (events after the fit
     count), without items they saw or disliked (``dislike``, ``not_interested``) or that were
-    hidden through the API.
+    hidden through the API. Give the server's ``--config`` (or ``$VALUEREC_SERVE_CONFIG``)
+    where it declares other event roles: they say what counts as the user's history.
 
     With ``--value-weight`` or ``--diversity`` the top ``--candidates`` by relevance are
     re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
@@ -408,13 +435,14 @@ def recommend_for(
             f"--value-weight must be at most {MAX_VALUE_WEIGHT:g} (as the API's value_weight), "
             f"got {value_weight:g}"
         )
+    settings = _settings(config)
     rec_model = _load(db, model)
-    current = _current(db, str(user_id))
+    current = _current(db, str(user_id), settings)
     blended = value_weight > 0 or diversity > 0
     if blended:
         rec = _value_rerank(
             db, str(user_id), rec_model, k, value_weight, diversity, value_model, candidates,
-            current,
+            current, settings,
         )  # fmt: skip
     else:
         rec = _top(rec_model, str(user_id), k, *current)

@@ -41,10 +41,24 @@ from valuerec.recommend.policies import (
     zscore,
 )
 
-__all__ = ["ItemArrays", "ItemValues", "UserValues", "value_rerank"]
+__all__ = ["ItemArrays", "ItemValues", "UserValues", "look_types", "value_rerank"]
 
 #: events that mean "the user saw the item", the denominator of the purchase propensity
+#: (the default serving roles' exposure type and views; :func:`look_types` for others)
 LOOK_TYPES = ("exposure", "view")
+
+#: the event type whose count is the numerator (never a look, whatever a setting says)
+PURCHASE = "purchase"
+
+
+def look_types(exposures: Sequence[str]) -> tuple[str, ...]:
+    """The look types for a server whose settings call ``exposures`` its exposure types:
+    those (what it logs as shown, e.g. ``impression``) and views. The server and
+    ``recommend for --config`` both pass the settings' ``events.exposure`` here, so a
+    configured exposure type counts as a look rather than only through the "any other
+    event" fallback of :meth:`ItemValues.from_store`."""
+    types = [str(t).strip().lower() for t in (*exposures, "view")]
+    return tuple(dict.fromkeys(t for t in types if t and t != PURCHASE))
 
 
 #: the fewest relevance candidates the value-aware blend re-ranks (see :func:`candidate_pool`)
@@ -156,10 +170,16 @@ class ItemValues:
     * ``price``: the catalogue price, else the item's median paid value, else the median of
       the prices known so (catalogue or paid; 1.0 when nothing has a price: the money term
       is then the propensity);
-    * ``p_purchase``: purchases per look, where a look is an exposure or a view if the store
-      logs them (any other non-purchase event otherwise), smoothed towards the store-wide
-      rate with ``prior_looks`` pseudo-looks -- an item shown twice and bought once is not a
-      50% item. A store with purchases only (no looks) gets each item's share of buyers;
+    * ``p_purchase``: purchases per look, where a look is an event of ``look_types``
+      (exposures and views by default) if the store logs any (any other non-purchase event
+      otherwise), smoothed towards the pooled rate of the looked items with ``prior_looks``
+      pseudo-looks -- an item shown twice and bought once is not a 50% item. That needs
+      looks that account for the sales: when at least half of the purchases fall on looks
+      (an item's purchases up to its looks), the items with looks get their smoothed rate
+      and the items without any (bought or not) the pooled rate. Otherwise (purchases only,
+      or a few exposures a server wrote back among many purchases) every item gets its
+      share of the buyers, as if there were no looks: purchases per look over so few looks
+      would be about 1 for every item;
     * ``margin_rate``: from the items' ``margin_rate`` property when every item has one;
     * ``embedding``: category indicator vectors (``a|b`` categories split) for MMR.
     """
@@ -172,8 +192,13 @@ class ItemValues:
     default_p: float  # for items the store has no row for
 
     @classmethod
-    def from_store(cls, store: Any, prior_looks: float = 20.0) -> ItemValues:
+    def from_store(
+        cls, store: Any, prior_looks: float = 20.0, look_types: Sequence[str] = LOOK_TYPES
+    ) -> ItemValues:
         """Build the table from ``store`` (two SQL aggregates over events, plus the items).
+
+        ``look_types``: the event types that mean "shown" (:func:`look_types` of the serving
+        settings' exposure types; purchases never count as looks).
 
         Looks are counted over every event, purchases over the purchases alone: a
         ``count(DISTINCT ...) FILTER`` and a ``median FILTER`` in the one scan of every event
@@ -187,14 +212,19 @@ class ItemValues:
         ``median`` (interpolated), spelled as both engines read it.
         """
         items = store.items()
-        looks_in = ", ".join(f"'{t}'" for t in LOOK_TYPES)
+        kinds = [str(t).strip().lower() for t in look_types]
+        kinds = list(dict.fromkeys(t for t in kinds if t and t != PURCHASE))
+        # bound as parameters (a configured type is text from a settings file), one per type:
+        # a list parameter is spelled differently on DuckDB and PostgreSQL
+        looks_in = ", ".join("?" for _ in kinds) or "NULL"
         looked = store.fetch_frame(
             f"""
             SELECT item_id,
                    count(*) FILTER (WHERE event_type IN ({looks_in})) AS looks,
                    count(*) FILTER (WHERE event_type <> 'purchase') AS other
             FROM events WHERE item_id IS NOT NULL GROUP BY item_id
-            """
+            """,
+            kinds,
         )
         bought = store.fetch_frame(
             """
@@ -214,11 +244,17 @@ class ItemValues:
         looks = c["looks"].fillna(0).to_numpy(float)
         if looks.sum() == 0:
             looks = c["other"].fillna(0).to_numpy(float)
-        if looks.sum() > 0:
+        seen = looks > 0
+        # purchases the logged looks account for: an item's purchases up to its looks
+        covered = np.minimum(looks, buys).sum()
+        if seen.any() and 2 * covered >= buys.sum():
             looks = np.maximum(looks, buys)  # a purchase is at least one look
-            prior = buys.sum() / looks.sum()
-            p = (buys + prior_looks * prior) / (looks + prior_looks)
-        else:  # purchases only: the share of the customers who bought the item (a repeat
+            # pooled over the looked items alone: an item bought but never shown would
+            # otherwise count as bought on every look and pull the rate towards 1
+            prior = buys[seen].sum() / looks[seen].sum()
+            p = np.where(seen, (buys + prior_looks * prior) / (looks + prior_looks), prior)
+        else:  # no looks, or too few to explain the sales (exposures written back among
+            # many purchases): the share of the customers who bought the item (a repeat
             # buyer counts once: purchase events would not be a probability)
             n_buyers = int(
                 store.fetch(

@@ -30,7 +30,13 @@ from valuerec.artifacts import ArtifactStore
 from valuerec.data.store import Store
 from valuerec.evaluate.ranking import top_k
 from valuerec.recommend.explain import because
-from valuerec.recommend.rerank import ItemValues, UserValues, candidate_pool, value_rerank
+from valuerec.recommend.rerank import (
+    ItemValues,
+    UserValues,
+    candidate_pool,
+    look_types,
+    value_rerank,
+)
 from valuerec.serve.config import ServeSettings
 from valuerec.serve.errors import ApiError, field_name
 from valuerec.serve.exposures import ExposureLog
@@ -384,7 +390,11 @@ class ServeService:
                 return
             stamp, self._sales_pending = self._item_values_stamp, False
             try:
-                built = ItemValues.from_store(self.repo.store)
+                # the settings' exposure types are looks: a server writing back `impression`
+                # counts those as shown, as `recommend for --config` does
+                built = ItemValues.from_store(
+                    self.repo.store, look_types=look_types(self.roles.exposure)
+                )
             except BaseException:
                 self._sales_pending = True  # the next request tries again
                 raise
