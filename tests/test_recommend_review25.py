@@ -87,6 +87,16 @@ def test_recommend_for_reads_the_serving_settings_roles_as_the_server(
     assert [r["item_id"] for r in served] == with_config
 
 
+def test_recommend_for_refuses_a_padded_user_id(impression_store) -> None:
+    """Ids are stored trimmed: " u0" was served cold as a new user (the API refuses it)."""
+    db, _ = impression_store
+    for padded in (" u0", "u0 ", "  "):
+        res = runner.invoke(app, ["recommend", "for", padded, "--db", db, "--model", "popularity"])
+        assert res.exit_code == 2, (padded, res.output)
+        assert "must not be blank or start or end with whitespace" in res.output
+    assert _cli_items(db) == ["i3", "i4", "i5", "i6"]  # the trimmed id still works
+
+
 def test_recommend_for_names_a_bad_settings_file(impression_store, tmp_path) -> None:
     db, _ = impression_store
     bad = tmp_path / "bad.toml"

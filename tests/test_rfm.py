@@ -196,6 +196,11 @@ def test_future_dated_events_are_named_with_their_count_and_latest_day(log):
     assert said is not None and said.startswith(
         "3 events are dated after today (latest 2020-02-01)"
     )
+    assert said.endswith("fix or delete them, or give the cut-off explicitly "
+                         "(--calibration-end / --as-of)")  # fmt: skip
+    # the report has no cut-off option to point to: it says only what to fix
+    bare = future_events(log, now=datetime(2020, 1, 29), advice="")
+    assert bare is not None and bare.endswith("moves past them; fix or delete them")
 
 
 def test_holdout_day_split_by_calibration_end_counts_once(log):

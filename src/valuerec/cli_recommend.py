@@ -425,6 +425,13 @@ def recommend_for(
     re-ranked by the value-aware blend (the simulator's ValueAwarePolicy formula): price and
     purchase propensity per item come from the store's log.
     """
+    if not user_id.strip() or user_id != user_id.strip():
+        # as the API refuses it: stored ids are trimmed, so " u1" would be served cold as a
+        # new user while u1 has a history
+        raise fail(
+            f"USER_ID {user_id!r} must not be blank or start or end with whitespace "
+            "(ids are stored trimmed)"
+        )
     weights_ok = all(math.isfinite(w) and w >= 0 for w in (value_weight, diversity))
     if candidates is None:
         candidates = candidate_pool(k)

@@ -63,8 +63,18 @@ def log_end_or_none(
         return None
 
 
-def future_events(store: Store, now: datetime | None = None) -> str | None:
+#: what :func:`future_events` tells a command that takes a cut-off to do
+CUT_OFF_ADVICE = "or give the cut-off explicitly (--calibration-end / --as-of)"
+
+
+def future_events(
+    store: Store, now: datetime | None = None, advice: str = CUT_OFF_ADVICE
+) -> str | None:
     """A warning when events are dated after ``now`` (default: the wall clock, UTC), else None.
+
+    ``advice`` ends it: what the caller's user can do besides fixing the data (the options
+    of the value commands by default; the report, whose cut-off comes from the saved models,
+    has none, and passes "").
 
     A log cannot hold tomorrow's events, so they are data errors (a wrong year, milliseconds
     read as seconds). They are kept, not dropped, but they move every default "now"
@@ -81,8 +91,8 @@ def future_events(store: Store, now: datetime | None = None) -> str | None:
         return None
     return (
         f"{n} event{'s are' if n > 1 else ' is'} dated after today (latest {latest:%Y-%m-%d}): "
-        "a default cut-off is the end of the log, so it moves past them; fix or delete them, "
-        "or give the cut-off explicitly (--calibration-end / --as-of)"
+        "a default cut-off is the end of the log, so it moves past them; fix or delete them"
+        + (f", {advice}" if advice else "")
     )
 
 

@@ -57,8 +57,14 @@ def look_types(exposures: Sequence[str]) -> tuple[str, ...]:
     ``recommend for --config`` both pass the settings' ``events.exposure`` here, so a
     configured exposure type counts as a look rather than only through the "any other
     event" fallback of :meth:`ItemValues.from_store`."""
-    types = [str(t).strip().lower() for t in (*exposures, "view")]
-    return tuple(dict.fromkeys(t for t in types if t and t != PURCHASE))
+    return _event_kinds((*exposures, "view"))
+
+
+def _event_kinds(types: Sequence[str]) -> tuple[str, ...]:
+    """Event types as the store keeps them (stripped, lower case), each once, never the
+    purchase type (a purchase is the numerator, never a look)."""
+    kinds = (str(t).strip().lower() for t in types)
+    return tuple(dict.fromkeys(t for t in kinds if t and t != PURCHASE))
 
 
 #: the fewest relevance candidates the value-aware blend re-ranks (see :func:`candidate_pool`)
@@ -212,8 +218,7 @@ class ItemValues:
         ``median`` (interpolated), spelled as both engines read it.
         """
         items = store.items()
-        kinds = [str(t).strip().lower() for t in look_types]
-        kinds = list(dict.fromkeys(t for t in kinds if t and t != PURCHASE))
+        kinds = list(_event_kinds(look_types))
         # bound as parameters (a configured type is text from a settings file), one per type:
         # a list parameter is spelled differently on DuckDB and PostgreSQL
         looks_in = ", ".join("?" for _ in kinds) or "NULL"

@@ -378,7 +378,7 @@ def evaluate_models(
         # instead of future_events' warning, whose advice (give the cut-off explicitly) names
         # options of other commands: the report's cut-off comes from the saved models
         notes.append(_endless_note(store))
-    elif problem := future_events(store):
+    elif problem := future_events(store, advice=""):  # its cut-off: the saved models
         notes.append(f"Warning: {problem}.")
     # as `value evaluate` reports it: a log without an end runs past any window
     complete = now is None or split.holdout_end <= now
