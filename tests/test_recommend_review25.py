@@ -87,6 +87,19 @@ def test_recommend_for_reads_the_serving_settings_roles_as_the_server(
     assert [r["item_id"] for r in served] == with_config
 
 
+def test_recommend_for_defaults_to_the_settings_default_model(impression_store, tmp_path):
+    """Without --model it recommends with the model the server serves to a request that
+    names none: the settings' default_model (it always used ease)."""
+    db, config = impression_store
+    chosen = tmp_path / "popular.toml"
+    chosen.write_text('default_model = "Popularity"\n' + config.read_text())
+    res = _run("for", "u0", "--db", db, "-k", "4", "--json", "--config", str(chosen))
+    assert res.exit_code == 0, res.output
+    assert [r["item_id"] for r in json.loads(res.stdout)] == ["i0", "i1", "i2", "i3"]
+    res = _run("for", "u0", "--db", db, "-k", "4", "--config", str(config))  # ease: not fitted
+    assert res.exit_code != 0 and "ease" in res.output
+
+
 def test_recommend_for_refuses_a_padded_user_id(impression_store) -> None:
     """Ids are stored trimmed: " u0" was served cold as a new user (the API refuses it)."""
     db, _ = impression_store

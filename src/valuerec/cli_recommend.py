@@ -383,7 +383,14 @@ def _value_rerank(
 @recommend_app.command("for")
 def recommend_for(
     user_id: Annotated[str, typer.Argument(help="The user to recommend for.")],
-    model: ModelOption = "ease",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help=f"One of {', '.join(MODELS)}; default: the settings' default_model "
+            "(ease unless --config says otherwise), as the server's default.",
+        ),
+    ] = None,
     k: KOption = 10,
     db: DbOption = default_db_path(),
     as_json: JsonOption = False,
@@ -443,6 +450,8 @@ def recommend_for(
             f"got {value_weight:g}"
         )
     settings = _settings(config)
+    if model is None:  # the model a request that names none gets
+        model = settings.default_model
     rec_model = _load(db, model)
     current = _current(db, str(user_id), settings)
     blended = value_weight > 0 or diversity > 0
