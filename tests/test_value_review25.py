@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from valuerec.data.ingest import ingest
 from valuerec.data.store import Store
@@ -20,15 +19,6 @@ from valuerec.value.transformer import TransformerValueModel
 CAL = pd.Timestamp("2023-01-01")
 HOLDOUT = 120
 NO_SPEND = "no customer spent anything in the holdout window"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # the machine is small and shared: one intra-op thread keeps the tiny network fast
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def new_store(path: Path, events: pd.DataFrame) -> Store:
