@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -245,6 +245,17 @@ def _why(exc: BaseException) -> str:
     """An exception as logs and errors name it: the store's own one for :class:`_CannotPredict`."""
     cause = exc.cause if isinstance(exc, _CannotPredict) else exc
     return f"{type(cause).__name__}: {cause}"
+
+
+_Entry = TypeVar("_Entry")
+
+
+def _still_current(
+    failed: dict[tuple[str, str], _Entry], wanted: dict[str, str | None]
+) -> dict[tuple[str, str], _Entry]:
+    """The entries of a table of failed (artifact, version) whose version ``CURRENT`` still
+    names (``wanted``: each artifact's): a version named again after another is tried anew."""
+    return {key: entry for key, entry in failed.items() if wanted.get(key[0]) == key[1]}
 
 
 def _kind(artifact: str) -> str:
@@ -585,12 +596,8 @@ class ModelRegistry:
         names = self.arts.names()
         wanted = {artifact: self._wanted(artifact) for artifact in names}
         # a failure counts while CURRENT names that version: moved away and back, it is new
-        self._unloadable = {
-            key: entry for key, entry in self._unloadable.items() if wanted.get(key[0]) == key[1]
-        }
-        self._waiting = {
-            key: entry for key, entry in self._waiting.items() if wanted.get(key[0]) == key[1]
-        }
+        self._unloadable = _still_current(self._unloadable, wanted)
+        self._waiting = _still_current(self._waiting, wanted)
         done = self._drop_removed(names)
         for artifact in names:
             version = wanted[artifact]
