@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuerec.data.schema import id_list
+from valuerec.data.schema import event_type_list, id_list
 from valuerec.recommend.policies import (
     blend_scores,
     expected_money,
@@ -61,10 +61,9 @@ def look_types(exposures: Sequence[str]) -> tuple[str, ...]:
 
 
 def _event_kinds(types: Sequence[str]) -> tuple[str, ...]:
-    """Event types as the store keeps them (stripped, lower case), each once, never the
+    """Event types as the store keeps them (:func:`event_type_list`), each once, never the
     purchase type (a purchase is the numerator, never a look)."""
-    kinds = (str(t).strip().lower() for t in types)
-    return tuple(dict.fromkeys(t for t in kinds if t and t != PURCHASE))
+    return tuple(dict.fromkeys(t for t in event_type_list(types) if t and t != PURCHASE))
 
 
 #: the fewest relevance candidates the value-aware blend re-ranks (see :func:`candidate_pool`)
